@@ -1,0 +1,75 @@
+/* io/safetensors.h — read-only, memory-mapped safetensors files.
+ *
+ *   sdw_st_file *f;
+ *   if (sdw_st_open("unet.safetensors", &f, &err) != SDW_OK) return err.code;
+ *   const sdw_st_tensor *t = sdw_st_find(f, "conv_in.weight");
+ *   sdw_st_close(f);
+ *
+ * The header is validated in full at open: JSON syntax, dtypes (F32, F16, BF16, plus I64/I32/
+ * BOOL... accepted for metadata-like tensors such as position_ids), shapes, shape × dtype size ==
+ * byte length, offsets inside the data section, no overlaps. Any violation fails the open with a
+ * message naming the file and tensor. Data is mmap'd: tensor data pointers stay valid until close.
+ * Thread safety: an open file is immutable; concurrent reads are safe.
+ */
+#ifndef SDW_IO_SAFETENSORS_H
+#define SDW_IO_SAFETENSORS_H
+
+#include "core/common.h"
+
+typedef enum sdw_dtype {
+    SDW_DTYPE_F32,
+    SDW_DTYPE_F16,
+    SDW_DTYPE_BF16,
+    SDW_DTYPE_F64,
+    SDW_DTYPE_I64,
+    SDW_DTYPE_I32,
+    SDW_DTYPE_I16,
+    SDW_DTYPE_I8,
+    SDW_DTYPE_U8,
+    SDW_DTYPE_BOOL,
+} sdw_dtype;
+
+const char *sdw_dtype_str(sdw_dtype t); /* "F32", ... */
+size_t sdw_dtype_size(sdw_dtype t);
+
+#define SDW_ST_MAX_DIMS 8
+typedef struct sdw_st_tensor {
+    const char *name;  /* borrowed from the file */
+    sdw_dtype dtype;
+    int n_dims;        /* 0 for a scalar */
+    int64_t shape[SDW_ST_MAX_DIMS];
+    size_t n_elems;
+    const void *data;  /* inside the mapping; little-endian */
+    size_t n_bytes;
+} sdw_st_tensor;
+
+typedef struct sdw_st_file sdw_st_file;
+
+/* Opens and validates path. On success *out is a new file; close with sdw_st_close.
+ * Refuses pickle checkpoints (.ckpt/.pt/.pth/.bin or a pickle/zip magic) with an explanation. */
+sdw_status sdw_st_open(const char *path, sdw_st_file **out, sdw_error *err);
+void sdw_st_close(sdw_st_file *f); /* NULL ok */
+
+const char *sdw_st_path(const sdw_st_file *f);
+int sdw_st_count(const sdw_st_file *f);
+const sdw_st_tensor *sdw_st_at(const sdw_st_file *f, int i);
+/* NULL when absent. O(log n). */
+const sdw_st_tensor *sdw_st_find(const sdw_st_file *f, const char *name);
+
+/* Converts n elements of an F32/F16/BF16 buffer to f32. */
+void sdw_convert_to_f32(sdw_dtype dtype, const void *src, float *dst, size_t n);
+
+/* Writing (used by the random-weight tool and tests). Tensors are written in the given order;
+ * data is f32 in memory and stored as `dtype` (F32, F16 or BF16). */
+typedef struct sdw_st_writer sdw_st_writer;
+sdw_status sdw_st_writer_create(const char *path, sdw_st_writer **out, sdw_error *err);
+/* Declares a tensor; its data is supplied later by sdw_st_writer_write in the same order. */
+void sdw_st_writer_add(sdw_st_writer *w, const char *name, sdw_dtype dtype, int n_dims,
+                       const int64_t *shape);
+/* Writes the header; then call write() once per declared tensor, in order. */
+sdw_status sdw_st_writer_begin(sdw_st_writer *w, sdw_error *err);
+sdw_status sdw_st_writer_write(sdw_st_writer *w, const float *data, sdw_error *err);
+/* Finishes and frees w (also on error; NULL ok). */
+sdw_status sdw_st_writer_finish(sdw_st_writer *w, sdw_error *err);
+
+#endif

@@ -1,0 +1,53 @@
+/* io/weights.h — a model component's view of its tensors, by canonical (diffusers) name.
+ *
+ *   sdw_weights *ws = sdw_weights_create(file, "model.diffusion_model.", ldm_unet_map, NULL);
+ *   const float *w = sdw_weights_f32(ws, "conv_in.weight", 4, (int64_t[]){320, 4, 3, 3}, &err);
+ *   ...
+ *   sdw_weights_destroy(ws);   // frees every buffer it handed out
+ *
+ * Model code always asks for the diffusers name. A name map (optional) translates it to the
+ * name in the file (e.g. original LDM/CompVis names in single-file checkpoints); the prefix is
+ * prepended after mapping. Tensors come back as f32 whatever the stored dtype (F32/F16/BF16),
+ * in a buffer owned by the weights object. Shape and dtype are checked; every error names the
+ * tensor and says expected vs actual. The object remembers which tensors were used, so a loader
+ * can report leftovers. Not thread-safe while loading; the returned buffers are read-only after.
+ */
+#ifndef SDW_IO_WEIGHTS_H
+#define SDW_IO_WEIGHTS_H
+
+#include "io/safetensors.h"
+
+/* Writes the file-side name for canonical name `name` into buf (cap bytes) and returns buf, or
+ * returns NULL when the canonical tensor has no counterpart in this layout. */
+typedef const char *(*sdw_name_map_fn)(const char *name, char *buf, size_t cap, void *user);
+
+typedef struct sdw_weights sdw_weights;
+
+/* file is borrowed (must outlive the weights); prefix may be "" ; map may be NULL (identity). */
+sdw_weights *sdw_weights_create(const sdw_st_file *file, const char *prefix, sdw_name_map_fn map,
+                                void *map_user);
+void sdw_weights_destroy(sdw_weights *ws); /* NULL ok */
+
+/* The stored tensor for a canonical name, or NULL. Does not mark it used. */
+const sdw_st_tensor *sdw_weights_find(const sdw_weights *ws, const char *name);
+bool sdw_weights_has(const sdw_weights *ws, const char *name);
+
+/* Loads canonical tensor `name` as f32 with exactly this shape (n_dims dims). Returns a buffer
+ * owned by ws, or NULL with err set (missing: SDW_E_NOT_FOUND; shape: SDW_E_SHAPE; dtype not a
+ * float type: SDW_E_FORMAT). A shape entry of -1 accepts any size in that dimension. Shapes that
+ * differ only by size-1 dimensions are compatible ([C,C,1,1] 1x1-conv weights satisfy a request
+ * for [C,C] and vice versa), since layouts store the same linear map either way. */
+const float *sdw_weights_f32(sdw_weights *ws, const char *name, int n_dims, const int64_t *shape,
+                             sdw_error *err);
+
+/* A zeroed scratch buffer of n floats owned by ws (for repacked/derived weights). */
+float *sdw_weights_alloc(sdw_weights *ws, size_t n);
+
+/* Counts tensors under the prefix that no sdw_weights_f32 call used; writes up to a few of
+ * their names into a message (buf) for a warning. */
+int sdw_weights_unused(const sdw_weights *ws, char *buf, size_t cap);
+
+/* Total number of float parameters handed out (for `sdw info`). */
+size_t sdw_weights_n_params(const sdw_weights *ws);
+
+#endif

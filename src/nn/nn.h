@@ -1,0 +1,102 @@
+/* nn/nn.h — CPU f32 building blocks shared by every model family.
+ *
+ * Layout: activations are NHWC (channels last) row-major float; a (B,H,W,C) image is the
+ * (B, H*W, C) token sequence, so transformer blocks and convolutions share buffers untouched.
+ * Layers are plain structs bound once from an sdw_weights (weights stay owned by it); forward
+ * functions take caller-provided output buffers, allocate only internal scratch, and are
+ * threaded (OpenMP / oneDNN) internally. Deterministic for a given thread count.
+ *
+ *   sdw_conv2d conv;
+ *   if (sdw_conv2d_bind(&conv, ws, "conv_in", 4, 320, 3, 1, 1, true, &err)) goto fail;
+ *   sdw_conv2d_forward(&conv, x, B, H, W, y);      // y: [B, H, W, 320]
+ *
+ * Thread safety: forward functions are reentrant (bound layers are read-only).
+ */
+#ifndef SDW_NN_H
+#define SDW_NN_H
+
+#include "io/weights.h"
+
+/* ---- linear: y[M,out] = x[M,in] · Wᵀ + b ---- */
+typedef struct sdw_linear {
+    const float *w; /* [out, in] as stored (torch layout) */
+    const float *b; /* [out] or NULL */
+    int in, out;
+} sdw_linear;
+/* Binds "<prefix>.weight" ([out,in], or [out,in,1,1]) and, if has_bias, "<prefix>.bias". */
+sdw_status sdw_linear_bind(sdw_linear *l, sdw_weights *ws, const char *prefix, int in, int out,
+                           bool has_bias, sdw_error *err);
+void sdw_linear_forward(const sdw_linear *l, const float *x, int64_t M, float *y);
+
+/* ---- 2-D convolution, NHWC, square kernel, symmetric zero padding ---- */
+typedef struct sdw_conv2d {
+    const float *w; /* repacked at bind to [k, k, in, out] (HWIO) */
+    const float *b; /* [out] or NULL */
+    int in, out, k, stride, pad;
+} sdw_conv2d;
+/* Binds "<prefix>.weight" [out,in,k,k] and optional "<prefix>.bias". */
+sdw_status sdw_conv2d_bind(sdw_conv2d *c, sdw_weights *ws, const char *prefix, int in, int out,
+                           int k, int stride, int pad, bool has_bias, sdw_error *err);
+static inline int sdw_conv2d_out_size(const sdw_conv2d *c, int n) {
+    return (n + 2 * c->pad - c->k) / c->stride + 1;
+}
+/* x [B,H,W,in] -> y [B,OH,OW,out] with OH/OW from sdw_conv2d_out_size. */
+void sdw_conv2d_forward(const sdw_conv2d *c, const float *x, int B, int H, int W, float *y);
+
+/* ---- normalisation ---- */
+typedef struct sdw_group_norm {
+    const float *gamma, *beta; /* [C] */
+    int c, groups;
+    float eps;
+} sdw_group_norm;
+sdw_status sdw_group_norm_bind(sdw_group_norm *g, sdw_weights *ws, const char *prefix, int c,
+                               int groups, float eps, sdw_error *err);
+/* x,y [B, HW, C] (may alias). silu: apply SiLU after the affine (fused GroupNorm+SiLU). */
+void sdw_group_norm_forward(const sdw_group_norm *g, const float *x, int B, int64_t HW, float *y,
+                            bool silu);
+
+typedef struct sdw_layer_norm {
+    const float *gamma, *beta; /* [C] */
+    int c;
+    float eps;
+} sdw_layer_norm;
+sdw_status sdw_layer_norm_bind(sdw_layer_norm *n, sdw_weights *ws, const char *prefix, int c,
+                               float eps, sdw_error *err);
+/* x,y [M, C] (may alias). */
+void sdw_layer_norm_forward(const sdw_layer_norm *n, const float *x, int64_t M, float *y);
+
+/* ---- attention ----
+ * Multi-head scaled-dot-product attention, softmax(q kᵀ · scale) v, per batch and head.
+ * q [B, Lq, H*D] (row stride q_stride floats), k/v [B, Lk, H*D] (strides k_stride/v_stride),
+ * out [B, Lq, H*D] contiguous. Heads are interleaved in the channel dim (torch's
+ * view(B,L,H,D) convention). causal: mask j > i (CLIP text). Tiled over query rows with an
+ * online softmax: the full Lq×Lk score matrix is never materialised. Scores in f32. */
+void sdw_attention(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
+                   const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk, int H, int D,
+                   float scale, bool causal, float *out);
+
+/* ---- elementwise (n elements, in place unless noted) ---- */
+void sdw_silu(float *x, size_t n);
+void sdw_gelu(float *x, size_t n);       /* exact erf GELU (torch default) */
+void sdw_gelu_tanh(float *x, size_t n);  /* tanh approximation */
+void sdw_quick_gelu(float *x, size_t n); /* x·sigmoid(1.702x) (CLIP) */
+void sdw_add(float *y, const float *x, size_t n); /* y += x */
+/* GEGLU: x [M, 2F] -> y [M, F] = x[:, :F] · gelu(x[:, F:]) (diffusers GEGLU chunk order). */
+void sdw_geglu(const float *x, int64_t M, int F, float *y);
+/* y [B,H,W,C] += bias per (B, C): broadcast of a per-batch channel vector (time embedding). */
+void sdw_add_channel_bias(float *y, const float *bias, int B, int64_t HW, int C);
+
+/* ---- layout helpers ---- */
+/* Nearest-neighbour ×2 upsample: x [B,H,W,C] -> y [B,2H,2W,C]. */
+void sdw_upsample_nearest2x(const float *x, int B, int H, int W, int C, float *y);
+/* Channel concat: a [M,Ca], b [M,Cb] -> y [M, Ca+Cb]. */
+void sdw_concat_channels(const float *a, int Ca, const float *b, int Cb, int64_t M, float *y);
+/* NCHW <-> NHWC */
+void sdw_nchw_to_nhwc(const float *x, int B, int C, int H, int W, float *y);
+void sdw_nhwc_to_nchw(const float *x, int B, int H, int W, int C, float *y);
+
+/* Sinusoidal timestep embedding as diffusers' get_timestep_embedding:
+ * out [dim]; flip_sin_to_cos puts cos first; freq_shift as in the config. */
+void sdw_timestep_embedding(float t, int dim, bool flip_sin_to_cos, float freq_shift, float *out);
+
+#endif
