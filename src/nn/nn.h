@@ -26,21 +26,33 @@ typedef struct sdw_linear {
 /* Binds "<prefix>.weight" ([out,in], or [out,in,1,1]) and, if has_bias, "<prefix>.bias". */
 sdw_status sdw_linear_bind(sdw_linear *l, sdw_weights *ws, const char *prefix, int in, int out,
                            bool has_bias, sdw_error *err);
+/* x [M,in] -> y [M,out]; x and y must not alias. */
 void sdw_linear_forward(const sdw_linear *l, const float *x, int64_t M, float *y);
 
-/* ---- 2-D convolution, NHWC, square kernel, symmetric zero padding ---- */
+/* ---- 2-D convolution, NHWC, square kernel, zero padding ----
+ * Padding is `pad` before and `pad_end` after each spatial dim (equal for the symmetric
+ * convolutions of every model; diffusers' VAE-encoder Downsample2D pads (0,1,0,1) then convolves
+ * with stride 2 and no padding: pad = 0, pad_end = 1). */
 typedef struct sdw_conv2d {
     const float *w; /* repacked at bind to [k, k, in, out] (HWIO) */
     const float *b; /* [out] or NULL */
     int in, out, k, stride, pad;
+    int pad_end;    /* padding after each spatial dim (== pad for symmetric) */
 } sdw_conv2d;
-/* Binds "<prefix>.weight" [out,in,k,k] and optional "<prefix>.bias". */
+/* Binds "<prefix>.weight" [out,in,k,k] and optional "<prefix>.bias" (symmetric padding). */
 sdw_status sdw_conv2d_bind(sdw_conv2d *c, sdw_weights *ws, const char *prefix, int in, int out,
                            int k, int stride, int pad, bool has_bias, sdw_error *err);
+/* As sdw_conv2d_bind with pad before / pad_end after each spatial dim. */
+sdw_status sdw_conv2d_bind_pad(sdw_conv2d *c, sdw_weights *ws, const char *prefix, int in,
+                               int out, int k, int stride, int pad, int pad_end, bool has_bias,
+                               sdw_error *err);
+/* Repacks torch [out,in,k,k] (OIHW) weights into HWIO [k,k,in,out] (dst: k*k*in*out floats).
+ * For callers that derive weights themselves (LoRA merges, tests). */
+void sdw_conv2d_pack_weights(const float *w_oihw, int out, int in, int k, float *w_hwio);
 static inline int sdw_conv2d_out_size(const sdw_conv2d *c, int n) {
-    return (n + 2 * c->pad - c->k) / c->stride + 1;
+    return (n + c->pad + c->pad_end - c->k) / c->stride + 1;
 }
-/* x [B,H,W,in] -> y [B,OH,OW,out] with OH/OW from sdw_conv2d_out_size. */
+/* x [B,H,W,in] -> y [B,OH,OW,out] with OH/OW from sdw_conv2d_out_size. x and y must not alias. */
 void sdw_conv2d_forward(const sdw_conv2d *c, const float *x, int B, int H, int W, float *y);
 
 /* ---- normalisation ---- */

@@ -1,0 +1,119 @@
+/* nn/elementwise.c — activations, broadcasts, layout shuffles and the timestep embedding. */
+#include "nn/nn_impl.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Below this many elements threading costs more than it saves. */
+#define PAR_MIN 32768
+
+void sdw_silu(float *x, size_t n) {
+#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-x[i]));
+}
+
+/* torch's default GELU: 0.5·x·(1 + erf(x/√2)). */
+static inline float gelu1(float x) { return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)); }
+
+void sdw_gelu(float *x, size_t n) {
+#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) x[i] = gelu1(x[i]);
+}
+
+void sdw_gelu_tanh(float *x, size_t n) {
+    const float k = 0.7978845608028654f; /* √(2/π) */
+#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        x[i] = 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
+    }
+}
+
+/* transformers' QuickGELU: x·sigmoid(1.702·x). */
+void sdw_quick_gelu(float *x, size_t n) {
+#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+}
+
+void sdw_add(float *y, const float *x, size_t n) {
+#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+void sdw_geglu(const float *x, int64_t M, int F, float *y) {
+#pragma omp parallel for schedule(static) if (M * F > PAR_MIN)
+    for (int64_t i = 0; i < M; i++) {
+        const float *hidden = x + (size_t)i * 2 * F, *gate = hidden + F;
+        float *yr = y + (size_t)i * F;
+        for (int j = 0; j < F; j++) yr[j] = hidden[j] * gelu1(gate[j]);
+    }
+}
+
+void sdw_add_channel_bias(float *y, const float *bias, int B, int64_t HW, int C) {
+    const int64_t n_pix = (int64_t)B * HW;
+#pragma omp parallel for schedule(static) if (n_pix * C > PAR_MIN)
+    for (int64_t p = 0; p < n_pix; p++) {
+        const float *bb = bias + (size_t)(p / HW) * C;
+        float *yp = y + (size_t)p * C;
+        for (int c = 0; c < C; c++) yp[c] += bb[c];
+    }
+}
+
+void sdw_upsample_nearest2x(const float *x, int B, int H, int W, int C, float *y) {
+    const int64_t rows = (int64_t)B * H;
+    const size_t px = (size_t)C * sizeof(float);
+#pragma omp parallel for schedule(static) if (rows * W * C > PAR_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * W * C;
+        float *y0 = y + (size_t)r * 2 * (2 * W) * C, *y1 = y0 + (size_t)2 * W * C;
+        for (int j = 0; j < W; j++) {
+            memcpy(y0 + (size_t)(2 * j) * C, xr + (size_t)j * C, px);
+            memcpy(y0 + (size_t)(2 * j + 1) * C, xr + (size_t)j * C, px);
+        }
+        memcpy(y1, y0, (size_t)2 * W * px);
+    }
+}
+
+void sdw_concat_channels(const float *a, int Ca, const float *b, int Cb, int64_t M, float *y) {
+    const int C = Ca + Cb;
+#pragma omp parallel for schedule(static) if (M * C > PAR_MIN)
+    for (int64_t i = 0; i < M; i++) {
+        memcpy(y + (size_t)i * C, a + (size_t)i * Ca, (size_t)Ca * sizeof(float));
+        memcpy(y + (size_t)i * C + Ca, b + (size_t)i * Cb, (size_t)Cb * sizeof(float));
+    }
+}
+
+void sdw_nchw_to_nhwc(const float *x, int B, int C, int H, int W, float *y) {
+    const int64_t HW = (int64_t)H * W;
+#pragma omp parallel for collapse(2) schedule(static) if (B * HW * C > PAR_MIN)
+    for (int b = 0; b < B; b++)
+        for (int64_t p = 0; p < HW; p++)
+            for (int c = 0; c < C; c++)
+                y[((size_t)b * HW + p) * C + c] = x[((size_t)b * C + c) * HW + p];
+}
+
+void sdw_nhwc_to_nchw(const float *x, int B, int H, int W, int C, float *y) {
+    const int64_t HW = (int64_t)H * W;
+#pragma omp parallel for collapse(2) schedule(static) if (B * HW * C > PAR_MIN)
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++)
+            for (int64_t p = 0; p < HW; p++)
+                y[((size_t)b * C + c) * HW + p] = x[((size_t)b * HW + p) * C + c];
+}
+
+/* diffusers' get_timestep_embedding (max_period 10000, scale 1), step by step in float32 as
+ * torch evaluates it: exponent = -ln(10000)·i / (half − freq_shift); emb = t·exp(exponent);
+ * [sin, cos] (or [cos, sin] with flip_sin_to_cos); an odd dim gets a trailing zero. */
+void sdw_timestep_embedding(float t, int dim, bool flip_sin_to_cos, float freq_shift, float *out) {
+    const int half = dim / 2;
+    const float neg_log_period = (float)-log(10000.0);
+    const float denom = (float)((double)half - (double)freq_shift);
+    for (int i = 0; i < half; i++) {
+        float exponent = neg_log_period * (float)i / denom;
+        float arg = t * expf(exponent);
+        float s = sinf(arg), c = cosf(arg);
+        out[i] = flip_sin_to_cos ? c : s;
+        out[half + i] = flip_sin_to_cos ? s : c;
+    }
+    if (dim % 2) out[dim - 1] = 0.0f;
+}

@@ -1,0 +1,375 @@
+/* Each nn op against a naive double-precision reference written here. Sizes are odd on purpose
+ * (not multiples of the tile sizes) so edge tiles are exercised. */
+#include "sdw_test.h"
+
+#include "nn/nn.h"
+
+#include <stdlib.h>
+
+static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+static float frand(void) { /* uniform in [-1, 1) */
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (float)((double)(g_rng >> 11) / (double)(1ull << 53) * 2.0 - 1.0);
+}
+static float *rand_buf(size_t n, float scale, float offset) {
+    float *p = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) p[i] = frand() * scale + offset;
+    return p;
+}
+static float *zeros(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
+
+/* ---------------- linear ---------------- */
+
+static void check_linear(int64_t M, int in, int out, bool bias) {
+    float *x = rand_buf((size_t)M * in, 1, 0), *w = rand_buf((size_t)out * in, 0.2f, 0);
+    float *b = bias ? rand_buf((size_t)out, 1, 0) : NULL;
+    float *y = zeros((size_t)M * out), *ref = zeros((size_t)M * out);
+    sdw_linear l = {.w = w, .b = b, .in = in, .out = out};
+    sdw_linear_forward(&l, x, M, y);
+    for (int64_t i = 0; i < M; i++)
+        for (int o = 0; o < out; o++) {
+            double s = b ? b[o] : 0;
+            for (int j = 0; j < in; j++) s += (double)x[i * in + j] * w[(size_t)o * in + j];
+            ref[i * out + o] = (float)s;
+        }
+    double e = sdw_test_rel_err(y, ref, (size_t)M * out);
+    free(x), free(w), free(b), free(y), free(ref);
+    if (!(e <= 1e-5)) sdw_test_fail(__FILE__, __LINE__, "linear %lldx%d->%d: rel err %.3g",
+                                    (long long)M, in, out, e);
+}
+
+static void test_linear(void) {
+    check_linear(37, 70, 53, true);
+    check_linear(1, 768, 3072, false);
+    check_linear(154, 32, 32, true);
+}
+
+/* ---------------- conv ---------------- */
+
+static void check_conv(int B, int H, int W, int in, int out, int k, int stride, int pad,
+                       int pad_end, bool bias) {
+    float *x = rand_buf((size_t)B * H * W * in, 1, 0);
+    float *w = rand_buf((size_t)out * in * k * k, 0.2f, 0);
+    float *b = bias ? rand_buf((size_t)out, 1, 0) : NULL;
+    float *wp = zeros((size_t)out * in * k * k);
+    sdw_conv2d_pack_weights(w, out, in, k, wp);
+    sdw_conv2d c = {.w = wp, .b = b, .in = in, .out = out, .k = k, .stride = stride, .pad = pad,
+                    .pad_end = pad_end};
+    int OH = sdw_conv2d_out_size(&c, H), OW = sdw_conv2d_out_size(&c, W);
+    /* torch's output size: floor((n + pad_total - k) / stride) + 1 */
+    int want_oh = (H + pad + pad_end - k) / stride + 1;
+    size_t n_out = (size_t)B * OH * OW * out;
+    float *y = zeros(n_out), *ref = zeros(n_out);
+    sdw_conv2d_forward(&c, x, B, H, W, y);
+    for (int bi = 0; bi < B; bi++)
+        for (int oy = 0; oy < OH; oy++)
+            for (int ox = 0; ox < OW; ox++)
+                for (int o = 0; o < out; o++) {
+                    double s = b ? b[o] : 0;
+                    for (int ky = 0; ky < k; ky++)
+                        for (int kx = 0; kx < k; kx++) {
+                            int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+                            if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                            for (int ci = 0; ci < in; ci++)
+                                s += (double)x[(((size_t)bi * H + iy) * W + ix) * in + ci] *
+                                     w[(((size_t)o * in + ci) * k + ky) * k + kx];
+                        }
+                    ref[(((size_t)bi * OH + oy) * OW + ox) * out + o] = (float)s;
+                }
+    double e = sdw_test_rel_err(y, ref, n_out);
+    free(x), free(w), free(b), free(wp), free(y), free(ref);
+    if (OH != want_oh)
+        sdw_test_fail(__FILE__, __LINE__, "conv out size %d, want %d", OH, want_oh);
+    if (!(e <= 1e-5))
+        sdw_test_fail(__FILE__, __LINE__, "conv %dx%dx%d k%d s%d p%d/%d: rel err %.3g", H, W, in,
+                      k, stride, pad, pad_end, e);
+}
+
+static void test_conv(void) {
+    check_conv(2, 9, 11, 5, 7, 3, 1, 1, 1, true);  /* SD conv 3x3 */
+    check_conv(2, 10, 13, 6, 4, 3, 2, 1, 1, true); /* UNet downsampler */
+    check_conv(1, 9, 9, 6, 4, 3, 2, 0, 1, true);   /* VAE-encoder downsampler pad (0,1,0,1) */
+    check_conv(2, 7, 5, 12, 9, 1, 1, 0, 0, true);  /* 1x1 = GEMM */
+    check_conv(1, 7, 5, 12, 9, 1, 1, 0, 0, false);
+    check_conv(1, 8, 8, 3, 5, 5, 1, 2, 2, false);  /* larger kernel */
+    check_conv(1, 9, 9, 3, 5, 1, 2, 0, 0, true);   /* strided 1x1 goes through im2col */
+}
+
+/* Large enough that the im2col buffer is split into bands of output rows. */
+static void test_conv_banded(void) { check_conv(1, 90, 90, 256, 8, 3, 1, 1, 1, true); }
+
+/* ---------------- norms ---------------- */
+
+static void ref_group_norm(const float *x, int B, int HW, int C, int G, const float *gamma,
+                           const float *beta, float eps, bool silu, float *ref) {
+    int cpg = C / G;
+    for (int b = 0; b < B; b++)
+        for (int g = 0; g < G; g++) {
+            double s = 0, ss = 0, n = (double)HW * cpg;
+            for (int p = 0; p < HW; p++)
+                for (int j = 0; j < cpg; j++) s += x[((size_t)b * HW + p) * C + g * cpg + j];
+            double mean = s / n;
+            for (int p = 0; p < HW; p++)
+                for (int j = 0; j < cpg; j++) {
+                    double d = x[((size_t)b * HW + p) * C + g * cpg + j] - mean;
+                    ss += d * d;
+                }
+            double rstd = 1 / sqrt(ss / n + eps);
+            for (int p = 0; p < HW; p++)
+                for (int j = 0; j < cpg; j++) {
+                    size_t i = ((size_t)b * HW + p) * C + g * cpg + j;
+                    double v = (x[i] - mean) * rstd * gamma[g * cpg + j] + beta[g * cpg + j];
+                    if (silu) v = v / (1 + exp(-v));
+                    ref[i] = (float)v;
+                }
+        }
+}
+
+static void check_group_norm(int B, int HW, int C, int G, float eps, bool silu, float offset) {
+    size_t n = (size_t)B * HW * C;
+    float *x = rand_buf(n, 3, offset), *gamma = rand_buf((size_t)C, 1, 1),
+          *beta = rand_buf((size_t)C, 1, 0);
+    float *y = zeros(n), *ref = zeros(n);
+    sdw_group_norm g = {.gamma = gamma, .beta = beta, .c = C, .groups = G, .eps = eps};
+    ref_group_norm(x, B, HW, C, G, gamma, beta, eps, silu, ref);
+    sdw_group_norm_forward(&g, x, B, HW, y, silu);
+    double e = sdw_test_rel_err(y, ref, n);
+    sdw_group_norm_forward(&g, x, B, HW, x, silu); /* in place */
+    double e_alias = sdw_test_rel_err(x, ref, n);
+    free(x), free(gamma), free(beta), free(y), free(ref);
+    if (!(e <= 1e-5) || !(e_alias <= 1e-5))
+        sdw_test_fail(__FILE__, __LINE__, "group_norm C%d G%d silu%d: rel err %.3g / %.3g", C, G,
+                      silu, e, e_alias);
+}
+
+static void test_group_norm(void) {
+    check_group_norm(2, 50, 64, 32, 1e-5f, false, 0);
+    check_group_norm(2, 37, 96, 32, 1e-6f, true, 0);
+    check_group_norm(1, 64, 40, 8, 1e-5f, true, 100); /* large mean: needs two-pass stats */
+}
+
+static void test_layer_norm(void) {
+    const int M = 77, C = 96;
+    for (int pass = 0; pass < 2; pass++) {
+        float offset = pass ? 50.f : 0.f;
+        float *x = rand_buf((size_t)M * C, 2, offset), *gamma = rand_buf(C, 1, 1),
+              *beta = rand_buf(C, 1, 0);
+        float *y = zeros((size_t)M * C), *ref = zeros((size_t)M * C);
+        for (int i = 0; i < M; i++) {
+            double s = 0, ss = 0;
+            for (int j = 0; j < C; j++) s += x[i * C + j];
+            double mean = s / C;
+            for (int j = 0; j < C; j++) ss += (x[i * C + j] - mean) * (x[i * C + j] - mean);
+            double rstd = 1 / sqrt(ss / C + 1e-5);
+            for (int j = 0; j < C; j++)
+                ref[i * C + j] = (float)((x[i * C + j] - mean) * rstd * gamma[j] + beta[j]);
+        }
+        sdw_layer_norm ln = {.gamma = gamma, .beta = beta, .c = C, .eps = 1e-5f};
+        sdw_layer_norm_forward(&ln, x, M, y);
+        double e = sdw_test_rel_err(y, ref, (size_t)M * C);
+        sdw_layer_norm_forward(&ln, x, M, x);
+        double e2 = sdw_test_rel_err(x, ref, (size_t)M * C);
+        free(x), free(gamma), free(beta), free(y), free(ref);
+        ASSERT_TRUE(e <= 1e-5);
+        ASSERT_TRUE(e2 <= 1e-5);
+    }
+}
+
+/* ---------------- attention ---------------- */
+
+/* q/k/v laid out with the given row strides (channels beyond H*D are ignored junk). */
+static void check_attention(int B, int64_t Lq, int64_t Lk, int H, int D, int64_t qs, int64_t ks,
+                            int64_t vs, bool causal) {
+    const int64_t HD = (int64_t)H * D;
+    float *q = rand_buf((size_t)(B * Lq * qs), 2, 0), *k = rand_buf((size_t)(B * Lk * ks), 2, 0),
+          *v = rand_buf((size_t)(B * Lk * vs), 1, 0);
+    float *out = zeros((size_t)(B * Lq * HD)), *ref = zeros((size_t)(B * Lq * HD));
+    double *p = malloc(sizeof(double) * (size_t)Lk);
+    const float scale = 1.0f / sqrtf((float)D);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int64_t i = 0; i < Lq; i++) {
+                double mx = -INFINITY, sum = 0;
+                int64_t n = causal ? (i + 1 < Lk ? i + 1 : Lk) : Lk;
+                for (int64_t j = 0; j < n; j++) {
+                    double s = 0;
+                    for (int d = 0; d < D; d++)
+                        s += (double)q[(b * Lq + i) * qs + h * D + d] *
+                             k[(b * Lk + j) * ks + h * D + d];
+                    p[j] = s * scale;
+                    if (p[j] > mx) mx = p[j];
+                }
+                for (int64_t j = 0; j < n; j++) sum += (p[j] = exp(p[j] - mx));
+                for (int d = 0; d < D; d++) {
+                    double o = 0;
+                    for (int64_t j = 0; j < n; j++) o += p[j] * v[(b * Lk + j) * vs + h * D + d];
+                    ref[(b * Lq + i) * HD + h * D + d] = (float)(o / sum);
+                }
+            }
+    sdw_attention(q, qs, k, ks, v, vs, B, Lq, Lk, H, D, scale, causal, out);
+    double e = sdw_test_rel_err(out, ref, (size_t)(B * Lq * HD));
+    free(q), free(k), free(v), free(out), free(ref), free(p);
+    if (!(e <= 1e-5))
+        sdw_test_fail(__FILE__, __LINE__, "attention B%d Lq%lld Lk%lld H%d D%d causal%d: %.3g", B,
+                      (long long)Lq, (long long)Lk, H, D, causal, e);
+}
+
+static void test_attention_self(void) {
+    check_attention(2, 130, 130, 3, 40, 120, 120, 120, false);
+    check_attention(1, 600, 600, 2, 16, 32, 32, 32, false); /* several key chunks */
+}
+
+static void test_attention_cross(void) {
+    check_attention(2, 130, 77, 3, 40, 120, 120, 120, false); /* Lq != Lk */
+    check_attention(1, 5, 300, 2, 8, 16, 16, 16, false);      /* Lk > Lq, several chunks */
+}
+
+static void test_attention_causal(void) {
+    check_attention(2, 77, 77, 4, 8, 32, 32, 32, true);   /* CLIP text */
+    check_attention(1, 333, 333, 2, 8, 16, 16, 16, true); /* causal across key chunks */
+}
+
+static void test_attention_many_heads_strided(void) {
+    check_attention(1, 100, 100, 20, 64, 1280, 1280, 1280, false);
+    /* fused qkv buffer: each of q, k, v reads a [L, 3·H·D] buffer at its own offset */
+    check_attention(2, 70, 70, 5, 8, 3 * 40, 3 * 40, 3 * 40, false);
+}
+
+/* ---------------- elementwise ---------------- */
+
+static void test_activations(void) {
+    const size_t n = 100003;
+    float *x = rand_buf(n, 8, 0), *y = malloc(n * sizeof(float)), *ref = malloc(n * sizeof(float));
+    for (int which = 0; which < 4; which++) {
+        memcpy(y, x, n * sizeof(float));
+        for (size_t i = 0; i < n; i++) {
+            double v = x[i];
+            switch (which) {
+            case 0: ref[i] = (float)(v / (1 + exp(-v))); break;
+            case 1: ref[i] = (float)(0.5 * v * (1 + erf(v / sqrt(2.0)))); break;
+            case 2:
+                ref[i] = (float)(0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v))));
+                break;
+            default: ref[i] = (float)(v / (1 + exp(-1.702 * v))); break;
+            }
+        }
+        if (which == 0) sdw_silu(y, n);
+        if (which == 1) sdw_gelu(y, n);
+        if (which == 2) sdw_gelu_tanh(y, n);
+        if (which == 3) sdw_quick_gelu(y, n);
+        double e = sdw_test_rel_err(y, ref, n);
+        if (!(e <= 1e-6)) sdw_test_fail(__FILE__, __LINE__, "activation %d: rel err %.3g", which, e);
+    }
+    free(x), free(y), free(ref);
+}
+
+static void test_geglu(void) {
+    const int64_t M = 77;
+    const int F = 130;
+    float *x = rand_buf((size_t)(M * 2 * F), 4, 0), *y = zeros((size_t)(M * F)),
+          *ref = zeros((size_t)(M * F));
+    for (int64_t i = 0; i < M; i++)
+        for (int j = 0; j < F; j++) {
+            double h = x[i * 2 * F + j], g = x[i * 2 * F + F + j];
+            ref[i * F + j] = (float)(h * 0.5 * g * (1 + erf(g / sqrt(2.0))));
+        }
+    sdw_geglu(x, M, F, y);
+    double e = sdw_test_rel_err(y, ref, (size_t)(M * F));
+    free(x), free(y), free(ref);
+    ASSERT_TRUE(e <= 1e-6);
+}
+
+static void test_add_and_bias(void) {
+    const int B = 2, HW = 15, C = 7;
+    size_t n = (size_t)B * HW * C;
+    float *y = rand_buf(n, 1, 0), *x = rand_buf(n, 1, 0), *bias = rand_buf((size_t)B * C, 1, 0);
+    float *ref = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) {
+        int b = (int)(i / ((size_t)HW * C)), c = (int)(i % C);
+        ref[i] = (y[i] + x[i]) + bias[b * C + c];
+    }
+    sdw_add(y, x, n);
+    sdw_add_channel_bias(y, bias, B, HW, C);
+    double e = sdw_test_rel_err(y, ref, n);
+    free(y), free(x), free(bias), free(ref);
+    ASSERT_TRUE(e == 0);
+}
+
+static void test_layout(void) {
+    const int B = 2, H = 3, W = 5, C = 4;
+    size_t n = (size_t)B * H * W * C;
+    float *nchw = rand_buf(n, 1, 0), *nhwc = zeros(n), *back = zeros(n);
+    sdw_nchw_to_nhwc(nchw, B, C, H, W, nhwc);
+    int bad = 0;
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++)
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W; x++)
+                    bad += nchw[((b * C + c) * H + y) * W + x] != nhwc[((b * H + y) * W + x) * C + c];
+    sdw_nhwc_to_nchw(nhwc, B, H, W, C, back);
+    bad += memcmp(back, nchw, n * sizeof(float)) != 0;
+
+    float *up = zeros(n * 4);
+    sdw_upsample_nearest2x(nhwc, B, H, W, C, up);
+    for (int b = 0; b < B; b++)
+        for (int y = 0; y < 2 * H; y++)
+            for (int x = 0; x < 2 * W; x++)
+                for (int c = 0; c < C; c++)
+                    bad += up[((b * 2 * H + y) * 2 * W + x) * C + c] !=
+                           nhwc[((b * H + y / 2) * W + x / 2) * C + c];
+
+    const int64_t M = 11;
+    float *a = rand_buf(M * 3, 1, 0), *bb = rand_buf(M * 5, 1, 0), *cat = zeros(M * 8);
+    sdw_concat_channels(a, 3, bb, 5, M, cat);
+    for (int64_t i = 0; i < M; i++)
+        for (int j = 0; j < 8; j++) bad += cat[i * 8 + j] != (j < 3 ? a[i * 3 + j] : bb[i * 5 + j - 3]);
+    free(nchw), free(nhwc), free(back), free(up), free(a), free(bb), free(cat);
+    ASSERT_EQ_INT(bad, 0);
+}
+
+/* Reference in double. torch evaluates it in float32, whose argument t·freq carries a rounding
+ * error of a few ulp of t (~1e-4 at t = 999), so large t gets an absolute tolerance to match. */
+static void check_timestep(float t, int dim, bool flip, float shift, double tol) {
+    float *out = zeros((size_t)dim);
+    sdw_timestep_embedding(t, dim, flip, shift, out);
+    int half = dim / 2;
+    double maxerr = 0;
+    for (int i = 0; i < half; i++) {
+        double arg = t * exp(-log(10000.0) * i / (half - shift));
+        double s = sin(arg), c = cos(arg);
+        double e0 = fabs(out[i] - (flip ? c : s)), e1 = fabs(out[half + i] - (flip ? s : c));
+        maxerr = fmax(maxerr, fmax(e0, e1));
+    }
+    if (dim % 2 && out[dim - 1] != 0) maxerr = 1;
+    free(out);
+    if (!(maxerr <= tol))
+        sdw_test_fail(__FILE__, __LINE__, "timestep t=%g dim %d flip %d shift %g: err %.3g", t, dim,
+                      flip, shift, maxerr);
+}
+
+static void test_timestep_embedding(void) {
+    check_timestep(1.0f, 320, true, 0.0f, 1e-6);   /* SD UNet: flip, shift 0 */
+    check_timestep(999.0f, 320, true, 0.0f, 5e-4);
+    check_timestep(981.0f, 256, false, 1.0f, 5e-4); /* shift 1 (e.g. SDXL add_time / FLUX) */
+    check_timestep(3.0f, 33, false, 1.0f, 1e-6);    /* odd dim: zero pad */
+}
+
+int main(void) {
+    RUN(test_linear);
+    RUN(test_conv);
+    RUN(test_conv_banded);
+    RUN(test_group_norm);
+    RUN(test_layer_norm);
+    RUN(test_attention_self);
+    RUN(test_attention_cross);
+    RUN(test_attention_causal);
+    RUN(test_attention_many_heads_strided);
+    RUN(test_activations);
+    RUN(test_geglu);
+    RUN(test_add_and_bias);
+    RUN(test_layout);
+    RUN(test_timestep_embedding);
+    return sdw_test_finish();
+}
