@@ -45,9 +45,10 @@ int sdw_test_finish(void);
 #define ASSERT_OK(expr, errp)                                                                      \
     do {                                                                                           \
         sdw_status _s = (expr);                                                                    \
+        const sdw_error *_ep = (errp); /* `&err` would warn: always true */                        \
         if (_s != SDW_OK) {                                                                        \
             sdw_test_fail(__FILE__, __LINE__, "%s failed (%d): %s", #expr, (int)_s,                \
-                          (errp) ? (errp)->msg : "");                                              \
+                          _ep ? _ep->msg : "");                                                    \
             return;                                                                                \
         }                                                                                          \
     } while (0)
