@@ -39,7 +39,7 @@ typedef struct sdw_st_tensor {
     int n_dims;        /* 0 for a scalar */
     int64_t shape[SDW_ST_MAX_DIMS];
     size_t n_elems;
-    const void *data;  /* inside the mapping; little-endian */
+    const void *data;  /* inside the mapping; little-endian; not necessarily aligned */
     size_t n_bytes;
 } sdw_st_tensor;
 
@@ -48,6 +48,10 @@ typedef struct sdw_st_file sdw_st_file;
 /* Opens and validates path. On success *out is a new file; close with sdw_st_close.
  * Refuses pickle checkpoints (.ckpt/.pt/.pth/.bin or a pickle/zip magic) with an explanation. */
 sdw_status sdw_st_open(const char *path, sdw_st_file **out, sdw_error *err);
+/* Same validation over a caller's buffer (borrowed: must outlive the file; not copied). label
+ * names the buffer in error messages and is what sdw_st_path returns. */
+sdw_status sdw_st_open_memory(const void *data, size_t len, const char *label, sdw_st_file **out,
+                              sdw_error *err);
 void sdw_st_close(sdw_st_file *f); /* NULL ok */
 
 const char *sdw_st_path(const sdw_st_file *f);

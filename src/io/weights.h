@@ -28,6 +28,17 @@ sdw_weights *sdw_weights_create(const sdw_st_file *file, const char *prefix, sdw
                                 void *map_user);
 void sdw_weights_destroy(sdw_weights *ws); /* NULL ok */
 
+/* A source with no file (for speed work at real shapes and for writing full-size test
+ * checkpoints): every sdw_weights_f32 call returns deterministic pseudo-random values derived
+ * from (seed, name) only — not from request order or thread count — with exactly the requested
+ * shape (a -1 entry is SDW_E_INVALID_ARG here). Values keep untrained networks numerically sane:
+ * 1-D "*.weight" (norm gains) 1 + 0.02·u, other 1-D/0-D (biases) 0.02·u, embedding tables
+ * ("*embedding(s).weight") 0.02·N(0,1), other weights uniform(-1,1)·sqrt(3/fan_in) with fan_in =
+ * product of the dims after the first; u is uniform in [-1,1).
+ * sdw_weights_find returns NULL and sdw_weights_has false for every name, so models treat
+ * optional tensors as absent; sdw_weights_unused is always 0. Free with sdw_weights_destroy. */
+sdw_weights *sdw_weights_create_random(uint64_t seed);
+
 /* The stored tensor for a canonical name, or NULL. Does not mark it used. */
 const sdw_st_tensor *sdw_weights_find(const sdw_weights *ws, const char *name);
 bool sdw_weights_has(const sdw_weights *ws, const char *name);
@@ -47,7 +58,15 @@ float *sdw_weights_alloc(sdw_weights *ws, size_t n);
  * their names into a message (buf) for a warning. */
 int sdw_weights_unused(const sdw_weights *ws, char *buf, size_t cap);
 
-/* Total number of float parameters handed out (for `sdw info`). */
+/* Total number of float parameters handed out (for `sdw info`); a tensor requested twice counts
+ * once (the second request returns the same buffer). */
 size_t sdw_weights_n_params(const sdw_weights *ws);
+
+/* Writes every tensor handed out so far by sdw_weights_f32 (not sdw_weights_alloc buffers) to a
+ * new safetensors file at path: canonical names, in request order, requested shapes (the file's
+ * shape where the request had a -1), values as handed out, stored as dtype (F32, F16 or BF16).
+ * Streams tensor by tensor; writes path.tmp and renames it, so on failure no file is left. */
+sdw_status sdw_weights_save(const sdw_weights *ws, const char *path, sdw_dtype dtype,
+                            sdw_error *err);
 
 #endif
