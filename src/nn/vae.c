@@ -1,0 +1,683 @@
+/* nn/vae.c — diffusers AutoencoderKL (0.25.1) forward passes on the nn.h building blocks.
+ *
+ * Module map (diffusers class -> function here):
+ *   ResnetBlock2D (temb None, output_scale_factor 1)  -> resnet_forward
+ *   Attention (VAE mid-block: 1 head of dim C)        -> attn_forward
+ *   UNetMidBlock2D                                    -> mid_forward
+ *   Upsample2D (nearest x2 + conv)                    -> upsample_forward
+ *   Downsample2D (pad (0,1,0,1) + conv s2 p0)         -> downsample_forward
+ *   Encoder / Decoder / AutoencoderKL.encode|decode   -> sdw_vae_encode / sdw_vae_decode
+ * Every GroupNorm in the VAE uses eps 1e-6 (diffusers passes resnet_eps=1e-6 throughout).
+ *
+ * Memory: each stage takes ownership of its input buffer and returns a new one, freeing
+ * everything dead as early as possible, so the peak is a few activations of one stage, not
+ * the whole network (a 512x512 SD decode runs 128-512 channels at up to full resolution).
+ */
+#include "nn/vae.h"
+
+#include "nn/nn.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <string.h>
+
+#define VAE_EPS 1e-6f
+#define NAME_MAX_LEN 256
+
+/* ---- config ---- */
+
+sdw_vae_config sdw_vae_config_default(void) {
+    return (sdw_vae_config){
+        .in_channels = 3,
+        .out_channels = 3,
+        .latent_channels = 4,
+        .n_levels = 1,
+        .block_out_channels = {64},
+        .layers_per_block = 1,
+        .norm_num_groups = 32,
+        .scaling_factor = 0.18215f,
+        .shift_factor = 0.0f,
+        .use_quant_conv = true,
+        .use_post_quant_conv = true,
+        .mid_block_attention = true,
+    };
+}
+
+/* Reads optional integer key into *out, checking [lo, hi]. Absent or null keeps *out. */
+static sdw_status json_int_key(json_t *root, const char *key, int lo, int hi, int *out,
+                               sdw_error *err) {
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) return SDW_OK;
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return sdw_error_set(err, SDW_E_FORMAT, "\"%s\" must be an integer in [%d, %d]", key,
+                             lo, hi);
+    *out = (int)json_integer_value(v);
+    return SDW_OK;
+}
+
+static sdw_status json_bool_key(json_t *root, const char *key, bool *out, sdw_error *err) {
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) return SDW_OK;
+    if (!json_is_boolean(v)) return sdw_error_set(err, SDW_E_FORMAT, "\"%s\" must be a boolean", key);
+    *out = json_is_true(v);
+    return SDW_OK;
+}
+
+static sdw_status json_float_key(json_t *root, const char *key, float *out, sdw_error *err) {
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) return SDW_OK;
+    if (!json_is_number(v) || !isfinite(json_number_value(v)))
+        return sdw_error_set(err, SDW_E_FORMAT, "\"%s\" must be a finite number", key);
+    *out = (float)json_number_value(v);
+    return SDW_OK;
+}
+
+/* down_block_types / up_block_types: optional; when present one entry per level, all `want`. */
+static sdw_status json_block_types(json_t *root, const char *key, const char *want, int n_levels,
+                                   sdw_error *err) {
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) return SDW_OK;
+    if (!json_is_array(v) || (int)json_array_size(v) != n_levels)
+        return sdw_error_set(err, SDW_E_FORMAT,
+                             "\"%s\" must be an array with one entry per block_out_channels", key);
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        const char *s = json_string_value(json_array_get(v, i));
+        if (!s) return sdw_error_set(err, SDW_E_FORMAT, "\"%s\"[%zu] must be a string", key, i);
+        if (strcmp(s, want) != 0)
+            return sdw_error_set(err, SDW_E_UNSUPPORTED, "\"%s\"[%zu] is \"%s\"; only %s is supported",
+                                 key, i, s, want);
+    }
+    return SDW_OK;
+}
+
+sdw_status sdw_vae_config_parse(const char *json, size_t len, sdw_vae_config *cfg,
+                                sdw_error *err) {
+    sdw_status st = SDW_OK;
+    json_error_t je;
+    json_t *root = json_loadb(json, len, 0, &je);
+    if (!root) return sdw_error_set(err, SDW_E_FORMAT, "line %d: %s", je.line, je.text);
+    sdw_vae_config c = sdw_vae_config_default();
+    if (!json_is_object(root)) {
+        st = sdw_error_set(err, SDW_E_FORMAT, "the config is not a JSON object");
+        goto fail;
+    }
+    if ((st = json_int_key(root, "in_channels", 1, 64, &c.in_channels, err)) ||
+        (st = json_int_key(root, "out_channels", 1, 64, &c.out_channels, err)) ||
+        (st = json_int_key(root, "latent_channels", 1, 1024, &c.latent_channels, err)) ||
+        (st = json_int_key(root, "layers_per_block", 1, 64, &c.layers_per_block, err)) ||
+        (st = json_int_key(root, "norm_num_groups", 1, 1024, &c.norm_num_groups, err)) ||
+        (st = json_float_key(root, "scaling_factor", &c.scaling_factor, err)) ||
+        (st = json_float_key(root, "shift_factor", &c.shift_factor, err)) ||
+        (st = json_bool_key(root, "use_quant_conv", &c.use_quant_conv, err)) ||
+        (st = json_bool_key(root, "use_post_quant_conv", &c.use_post_quant_conv, err)) ||
+        (st = json_bool_key(root, "mid_block_add_attention", &c.mid_block_attention, err)))
+        goto fail;
+
+    json_t *boc = json_object_get(root, "block_out_channels");
+    if (boc && !json_is_null(boc)) {
+        if (!json_is_array(boc) || json_array_size(boc) < 1 ||
+            json_array_size(boc) > SDW_VAE_MAX_LEVELS) {
+            st = sdw_error_set(err, SDW_E_FORMAT,
+                               "\"block_out_channels\" must be an array of 1 to %d integers",
+                               SDW_VAE_MAX_LEVELS);
+            goto fail;
+        }
+        c.n_levels = (int)json_array_size(boc);
+        for (int i = 0; i < c.n_levels; i++) {
+            json_t *e = json_array_get(boc, (size_t)i);
+            if (!json_is_integer(e) || json_integer_value(e) < 1 || json_integer_value(e) > 65536) {
+                st = sdw_error_set(err, SDW_E_FORMAT,
+                                   "\"block_out_channels\"[%d] must be an integer in [1, 65536]", i);
+                goto fail;
+            }
+            c.block_out_channels[i] = (int)json_integer_value(e);
+        }
+    }
+    if ((st = json_block_types(root, "down_block_types", "DownEncoderBlock2D", c.n_levels, err)) ||
+        (st = json_block_types(root, "up_block_types", "UpDecoderBlock2D", c.n_levels, err)))
+        goto fail;
+    json_t *act = json_object_get(root, "act_fn");
+    if (act && !json_is_null(act) &&
+        (!json_is_string(act) || strcmp(json_string_value(act), "silu") != 0)) {
+        st = sdw_error_set(err, SDW_E_UNSUPPORTED, "\"act_fn\" must be \"silu\"");
+        goto fail;
+    }
+    *cfg = c;
+fail:
+    json_decref(root);
+    return st;
+}
+
+sdw_status sdw_vae_config_load(const char *path, sdw_vae_config *cfg, sdw_error *err) {
+    char *text = NULL;
+    size_t len = 0;
+    sdw_status st = sdw_read_file(path, &text, &len, err);
+    if (st == SDW_OK) st = sdw_vae_config_parse(text, len, cfg, err);
+    if (st != SDW_OK) sdw_error_prefix(err, "%s", path);
+    free(text);
+    return st;
+}
+
+/* ---- architecture from tensor shapes ---- */
+
+static const sdw_st_tensor *find_fmt(const sdw_st_file *f, const char *prefix, const char *fmt,
+                                     ...) __attribute__((format(printf, 3, 4)));
+static const sdw_st_tensor *find_fmt(const sdw_st_file *f, const char *prefix, const char *fmt,
+                                     ...) {
+    char name[NAME_MAX_LEN];
+    int n = snprintf(name, sizeof name, "%s", prefix);
+    if (n < 0 || (size_t)n >= sizeof name) return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(name + n, sizeof name - (size_t)n, fmt, ap);
+    va_end(ap);
+    if (m < 0 || (size_t)m >= sizeof name - (size_t)n) return NULL;
+    return sdw_st_find(f, name);
+}
+
+bool sdw_vae_file_is_ldm(const sdw_st_file *f, const char *prefix) {
+    return find_fmt(f, prefix, "decoder.mid.block_1.conv1.weight") ||
+           find_fmt(f, prefix, "encoder.mid.block_1.conv1.weight");
+}
+
+static bool is_conv_weight(const sdw_st_tensor *t) {
+    return t && t->n_dims == 4 && t->shape[0] > 0 && t->shape[0] <= 65536 && t->shape[1] > 0 &&
+           t->shape[1] <= 65536;
+}
+
+/* Decoder level l (0 = full resolution, as block_out_channels[l]) resnet m's conv1. */
+static const sdw_st_tensor *dec_conv1(const sdw_st_file *f, const char *prefix, bool ldm,
+                                      int n_levels, int l, int m) {
+    return ldm ? find_fmt(f, prefix, "decoder.up.%d.block.%d.conv1.weight", l, m)
+               : find_fmt(f, prefix, "decoder.up_blocks.%d.resnets.%d.conv1.weight",
+                          n_levels - 1 - l, m);
+}
+
+sdw_status sdw_vae_config_infer(const sdw_st_file *f, const char *prefix, sdw_vae_config *cfg,
+                                sdw_error *err) {
+    const sdw_st_tensor *conv_in = find_fmt(f, prefix, "decoder.conv_in.weight");
+    const sdw_st_tensor *conv_out = find_fmt(f, prefix, "decoder.conv_out.weight");
+    if (!conv_in || !conv_out)
+        return sdw_error_set(err, SDW_E_NOT_FOUND, "no VAE decoder under \"%s\" in %s", prefix,
+                             sdw_st_path(f));
+    if (!is_conv_weight(conv_in) || !is_conv_weight(conv_out))
+        return sdw_error_set(err, SDW_E_FORMAT, "%sdecoder.conv_in/conv_out: not conv weights",
+                             prefix);
+    bool ldm = sdw_vae_file_is_ldm(f, prefix);
+    sdw_vae_config c = sdw_vae_config_default();
+
+    /* Levels: count decoder up levels by their first resnet (numbering style independent). */
+    c.n_levels = 0;
+    while (c.n_levels <= SDW_VAE_MAX_LEVELS &&
+           (ldm ? find_fmt(f, prefix, "decoder.up.%d.block.0.conv1.weight", c.n_levels)
+                : find_fmt(f, prefix, "decoder.up_blocks.%d.resnets.0.conv1.weight", c.n_levels)))
+        c.n_levels++;
+    if (c.n_levels < 1 || c.n_levels > SDW_VAE_MAX_LEVELS)
+        return sdw_error_set(err, SDW_E_FORMAT, "%sdecoder: %d up levels (want 1 to %d)", prefix,
+                             c.n_levels, SDW_VAE_MAX_LEVELS);
+    for (int l = 0; l < c.n_levels; l++) {
+        const sdw_st_tensor *t = dec_conv1(f, prefix, ldm, c.n_levels, l, 0);
+        if (!is_conv_weight(t))
+            return sdw_error_set(err, SDW_E_FORMAT, "%sdecoder level %d: bad resnet conv1", prefix, l);
+        c.block_out_channels[l] = (int)t->shape[0];
+    }
+    int n_dec = 0;
+    while (n_dec < 64 && dec_conv1(f, prefix, ldm, c.n_levels, 0, n_dec)) n_dec++;
+    if (n_dec < 2)
+        return sdw_error_set(err, SDW_E_FORMAT, "%sdecoder: %d resnets per level (want >= 2)",
+                             prefix, n_dec);
+    c.layers_per_block = n_dec - 1;
+
+    c.latent_channels = (int)conv_in->shape[1];
+    c.out_channels = (int)conv_out->shape[0];
+    const sdw_st_tensor *enc_in = find_fmt(f, prefix, "encoder.conv_in.weight");
+    c.in_channels = is_conv_weight(enc_in) ? (int)enc_in->shape[1] : c.out_channels;
+    c.use_quant_conv = find_fmt(f, prefix, "quant_conv.weight") != NULL;
+    c.use_post_quant_conv = find_fmt(f, prefix, "post_quant_conv.weight") != NULL;
+    c.mid_block_attention =
+        ldm ? find_fmt(f, prefix, "decoder.mid.attn_1.q.weight") != NULL
+            : (find_fmt(f, prefix, "decoder.mid_block.attentions.0.to_q.weight") ||
+               find_fmt(f, prefix, "decoder.mid_block.attentions.0.query.weight"));
+    if (conv_in->shape[0] != c.block_out_channels[c.n_levels - 1])
+        return sdw_error_set(err, SDW_E_FORMAT,
+                             "%sdecoder.conv_in makes %lld channels but the lowest level has %d",
+                             prefix, (long long)conv_in->shape[0],
+                             c.block_out_channels[c.n_levels - 1]);
+    *cfg = c;
+    return SDW_OK;
+}
+
+/* ---- layers and binding ---- */
+
+typedef struct vae_resnet {
+    sdw_group_norm norm1, norm2; /* [cin], [cout] */
+    sdw_conv2d conv1, conv2;     /* 3x3 pad 1: cin->cout, cout->cout */
+    sdw_conv2d shortcut;         /* 1x1 cin->cout, only when cin != cout */
+    int cin, cout;
+} vae_resnet;
+
+typedef struct vae_attn {
+    sdw_group_norm norm;     /* [c] */
+    sdw_linear q, k, v, out; /* [c, c] each (1x1 convs in LDM files) */
+    int c;
+} vae_attn;
+
+typedef struct vae_mid {
+    vae_resnet res[2];
+    vae_attn attn;
+    bool has_attn;
+} vae_mid;
+
+struct sdw_vae {
+    sdw_vae_config cfg;
+    size_t n_params;
+    bool has_encoder;
+    /* decoder, in execution order */
+    sdw_conv2d post_quant_conv; /* 1x1 latent->latent (if cfg.use_post_quant_conv) */
+    sdw_conv2d dec_conv_in;     /* 3x3 latent -> boc[L-1] */
+    vae_mid dec_mid;
+    vae_resnet *up_res;         /* [L][layers_per_block+1]; up_blocks.i = level L-1-i */
+    sdw_conv2d upsample[SDW_VAE_MAX_LEVELS]; /* up_blocks.i, i < L-1 */
+    sdw_group_norm dec_norm_out;             /* [boc[0]] */
+    sdw_conv2d dec_conv_out;                 /* 3x3 boc[0] -> out_channels */
+    /* encoder, in execution order */
+    sdw_conv2d enc_conv_in;                    /* 3x3 in_channels -> boc[0] */
+    vae_resnet *down_res;                      /* [L][layers_per_block] */
+    sdw_conv2d downsample[SDW_VAE_MAX_LEVELS]; /* 3x3 stride 2 pad 0, i < L-1 */
+    vae_mid enc_mid;
+    sdw_group_norm enc_norm_out; /* [boc[L-1]] */
+    sdw_conv2d enc_conv_out;     /* 3x3 boc[L-1] -> 2·latent (mean, logvar) */
+    sdw_conv2d quant_conv;       /* 1x1 2·latent -> 2·latent (if cfg.use_quant_conv) */
+};
+
+static size_t conv_params(const sdw_conv2d *c) {
+    return (size_t)c->out * c->in * c->k * c->k + (c->b ? (size_t)c->out : 0);
+}
+
+/* Bind helpers: name = "<prefix>.<sub>"; they add the bound parameter count to *np. */
+static void join(char *name, const char *prefix, const char *sub) {
+    int n = sub[0] ? snprintf(name, NAME_MAX_LEN, "%s.%s", prefix, sub)
+                   : snprintf(name, NAME_MAX_LEN, "%s", prefix);
+    SDW_ASSERT(n > 0 && n < NAME_MAX_LEN);
+}
+
+static sdw_status bind_conv_pad(sdw_conv2d *c, sdw_weights *ws, const char *prefix,
+                                const char *sub, int in, int out, int k, int stride, int pad,
+                                int pad_end, size_t *np, sdw_error *err) {
+    char name[NAME_MAX_LEN];
+    join(name, prefix, sub);
+    sdw_status st = sdw_conv2d_bind_pad(c, ws, name, in, out, k, stride, pad, pad_end, true, err);
+    if (st == SDW_OK) *np += conv_params(c);
+    return st;
+}
+
+static sdw_status bind_conv(sdw_conv2d *c, sdw_weights *ws, const char *prefix, const char *sub,
+                            int in, int out, int k, int stride, int pad, size_t *np,
+                            sdw_error *err) {
+    return bind_conv_pad(c, ws, prefix, sub, in, out, k, stride, pad, pad, np, err);
+}
+
+static sdw_status bind_norm(sdw_group_norm *g, sdw_weights *ws, const char *prefix,
+                            const char *sub, int c, int groups, size_t *np, sdw_error *err) {
+    char name[NAME_MAX_LEN];
+    join(name, prefix, sub);
+    sdw_status st = sdw_group_norm_bind(g, ws, name, c, groups, VAE_EPS, err);
+    if (st == SDW_OK) *np += 2 * (size_t)c;
+    return st;
+}
+
+static sdw_status bind_linear(sdw_linear *l, sdw_weights *ws, const char *prefix,
+                              const char *sub, int c, size_t *np, sdw_error *err) {
+    char name[NAME_MAX_LEN];
+    join(name, prefix, sub);
+    sdw_status st = sdw_linear_bind(l, ws, name, c, c, true, err);
+    if (st == SDW_OK) *np += (size_t)c * c + (size_t)c;
+    return st;
+}
+
+static sdw_status bind_resnet(vae_resnet *r, sdw_weights *ws, const char *prefix, int cin,
+                              int cout, int groups, size_t *np, sdw_error *err) {
+    r->cin = cin;
+    r->cout = cout;
+    sdw_status st;
+    if ((st = bind_norm(&r->norm1, ws, prefix, "norm1", cin, groups, np, err)) ||
+        (st = bind_conv(&r->conv1, ws, prefix, "conv1", cin, cout, 3, 1, 1, np, err)) ||
+        (st = bind_norm(&r->norm2, ws, prefix, "norm2", cout, groups, np, err)) ||
+        (st = bind_conv(&r->conv2, ws, prefix, "conv2", cout, cout, 3, 1, 1, np, err)))
+        return st;
+    if (cin != cout)
+        return bind_conv(&r->shortcut, ws, prefix, "conv_shortcut", cin, cout, 1, 1, 0, np, err);
+    return SDW_OK;
+}
+
+static sdw_status bind_attn(vae_attn *a, sdw_weights *ws, const char *prefix, int c, int groups,
+                            size_t *np, sdw_error *err) {
+    /* diffusers < 0.14 saved the VAE attention as query/key/value/proj_attn; some published
+     * folders still carry those names (diffusers renames them at load). */
+    static const char *now[] = {"to_q", "to_k", "to_v", "to_out.0"};
+    static const char *old[] = {"query", "key", "value", "proj_attn"};
+    char name[NAME_MAX_LEN];
+    join(name, prefix, "to_q.weight");
+    const char **sub = now;
+    if (!sdw_weights_has(ws, name)) {
+        join(name, prefix, "query.weight");
+        if (sdw_weights_has(ws, name)) sub = old;
+    }
+    a->c = c;
+    sdw_status st;
+    if ((st = bind_norm(&a->norm, ws, prefix, "group_norm", c, groups, np, err)) ||
+        (st = bind_linear(&a->q, ws, prefix, sub[0], c, np, err)) ||
+        (st = bind_linear(&a->k, ws, prefix, sub[1], c, np, err)) ||
+        (st = bind_linear(&a->v, ws, prefix, sub[2], c, np, err)) ||
+        (st = bind_linear(&a->out, ws, prefix, sub[3], c, np, err)))
+        return st;
+    return SDW_OK;
+}
+
+static sdw_status bind_mid(vae_mid *m, sdw_weights *ws, const char *side, int c, int groups,
+                           bool attn, size_t *np, sdw_error *err) {
+    char prefix[NAME_MAX_LEN];
+    sdw_status st;
+    for (int i = 0; i < 2; i++) {
+        snprintf(prefix, sizeof prefix, "%s.mid_block.resnets.%d", side, i);
+        if ((st = bind_resnet(&m->res[i], ws, prefix, c, c, groups, np, err))) return st;
+    }
+    m->has_attn = attn;
+    if (!attn) return SDW_OK;
+    snprintf(prefix, sizeof prefix, "%s.mid_block.attentions.0", side);
+    return bind_attn(&m->attn, ws, prefix, c, groups, np, err);
+}
+
+static sdw_status check_config(const sdw_vae_config *c, sdw_error *err) {
+    if (c->n_levels < 1 || c->n_levels > SDW_VAE_MAX_LEVELS)
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "VAE config: n_levels %d not in [1, %d]",
+                             c->n_levels, SDW_VAE_MAX_LEVELS);
+    if (c->in_channels < 1 || c->out_channels < 1 || c->latent_channels < 1 ||
+        c->layers_per_block < 1 || c->norm_num_groups < 1)
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "VAE config: channel counts, layers_per_block and norm_num_groups "
+                             "must be positive");
+    for (int i = 0; i < c->n_levels; i++)
+        if (c->block_out_channels[i] < 1 || c->block_out_channels[i] % c->norm_num_groups)
+            return sdw_error_set(err, SDW_E_INVALID_ARG,
+                                 "VAE config: block_out_channels[%d] = %d is not a positive "
+                                 "multiple of norm_num_groups %d",
+                                 i, c->block_out_channels[i], c->norm_num_groups);
+    return SDW_OK;
+}
+
+static sdw_status bind_decoder(sdw_vae *v, sdw_weights *ws, size_t *np, sdw_error *err) {
+    const sdw_vae_config *c = &v->cfg;
+    const int L = c->n_levels, G = c->norm_num_groups, n_res = c->layers_per_block + 1;
+    const int *boc = c->block_out_channels;
+    char prefix[NAME_MAX_LEN];
+    sdw_status st;
+    if (c->use_post_quant_conv &&
+        (st = bind_conv(&v->post_quant_conv, ws, "post_quant_conv", "", c->latent_channels,
+                        c->latent_channels, 1, 1, 0, np, err)))
+        return st;
+    if ((st = bind_conv(&v->dec_conv_in, ws, "decoder", "conv_in", c->latent_channels, boc[L - 1],
+                        3, 1, 1, np, err)) ||
+        (st = bind_mid(&v->dec_mid, ws, "decoder", boc[L - 1], G, c->mid_block_attention, np, err)))
+        return st;
+    v->up_res = sdw_xcalloc((size_t)L * n_res, sizeof *v->up_res);
+    int prev = boc[L - 1];
+    for (int i = 0; i < L; i++) {
+        int cout = boc[L - 1 - i];
+        for (int j = 0; j < n_res; j++) {
+            snprintf(prefix, sizeof prefix, "decoder.up_blocks.%d.resnets.%d", i, j);
+            if ((st = bind_resnet(&v->up_res[i * n_res + j], ws, prefix, j ? cout : prev, cout, G,
+                                  np, err)))
+                return st;
+        }
+        if (i < L - 1) {
+            snprintf(prefix, sizeof prefix, "decoder.up_blocks.%d.upsamplers.0", i);
+            if ((st = bind_conv(&v->upsample[i], ws, prefix, "conv", cout, cout, 3, 1, 1, np, err)))
+                return st;
+        }
+        prev = cout;
+    }
+    if ((st = bind_norm(&v->dec_norm_out, ws, "decoder", "conv_norm_out", boc[0], G, np, err)) ||
+        (st = bind_conv(&v->dec_conv_out, ws, "decoder", "conv_out", boc[0], c->out_channels, 3, 1,
+                        1, np, err)))
+        return st;
+    return SDW_OK;
+}
+
+static sdw_status bind_encoder(sdw_vae *v, sdw_weights *ws, size_t *np, sdw_error *err) {
+    const sdw_vae_config *c = &v->cfg;
+    const int L = c->n_levels, G = c->norm_num_groups, n_res = c->layers_per_block;
+    const int *boc = c->block_out_channels;
+    char prefix[NAME_MAX_LEN];
+    /* The encoder is optional: a missing encoder.conv_in means a decode-only file. Probing by
+     * binding (not sdw_weights_has) keeps sources that list no names, like random weights. */
+    sdw_error probe = {0};
+    sdw_status st = bind_conv(&v->enc_conv_in, ws, "encoder", "conv_in", c->in_channels, boc[0],
+                              3, 1, 1, np, &probe);
+    if (st == SDW_E_NOT_FOUND) return SDW_OK;
+    if (st != SDW_OK) {
+        if (err) *err = probe;
+        return st;
+    }
+    v->has_encoder = true;
+    v->down_res = sdw_xcalloc((size_t)L * n_res, sizeof *v->down_res);
+    int prev = boc[0];
+    for (int i = 0; i < L; i++) {
+        for (int j = 0; j < n_res; j++) {
+            snprintf(prefix, sizeof prefix, "encoder.down_blocks.%d.resnets.%d", i, j);
+            if ((st = bind_resnet(&v->down_res[i * n_res + j], ws, prefix, j ? boc[i] : prev,
+                                  boc[i], G, np, err)))
+                return st;
+        }
+        if (i < L - 1) {
+            snprintf(prefix, sizeof prefix, "encoder.down_blocks.%d.downsamplers.0", i);
+            /* Downsample2D pads (0,1,0,1): nothing before, one row/column after. */
+            if ((st = bind_conv_pad(&v->downsample[i], ws, prefix, "conv", boc[i], boc[i], 3, 2, 0,
+                                    1, np, err)))
+                return st;
+        }
+        prev = boc[i];
+    }
+    if ((st = bind_mid(&v->enc_mid, ws, "encoder", boc[L - 1], G, c->mid_block_attention, np,
+                       err)) ||
+        (st = bind_norm(&v->enc_norm_out, ws, "encoder", "conv_norm_out", boc[L - 1], G, np, err)) ||
+        (st = bind_conv(&v->enc_conv_out, ws, "encoder", "conv_out", boc[L - 1],
+                        2 * c->latent_channels, 3, 1, 1, np, err)))
+        return st;
+    if (c->use_quant_conv &&
+        (st = bind_conv(&v->quant_conv, ws, "quant_conv", "", 2 * c->latent_channels,
+                        2 * c->latent_channels, 1, 1, 0, np, err)))
+        return st;
+    return SDW_OK;
+}
+
+sdw_status sdw_vae_create(sdw_weights *ws, const sdw_vae_config *cfg, sdw_vae **out,
+                          sdw_error *err) {
+    SDW_ASSERT(ws && cfg && out);
+    sdw_status st = check_config(cfg, err);
+    if (st != SDW_OK) return st;
+    sdw_vae *v = sdw_xcalloc(1, sizeof *v);
+    v->cfg = *cfg;
+    size_t np = 0;
+    if ((st = bind_decoder(v, ws, &np, err))) goto fail;
+    if ((st = bind_encoder(v, ws, &np, err))) goto fail;
+    v->n_params = np;
+    *out = v;
+    return SDW_OK;
+fail:
+    sdw_error_prefix(err, "VAE");
+    sdw_vae_destroy(v);
+    return st;
+}
+
+void sdw_vae_destroy(sdw_vae *v) {
+    if (!v) return;
+    free(v->up_res);
+    free(v->down_res);
+    free(v);
+}
+
+const sdw_vae_config *sdw_vae_get_config(const sdw_vae *v) { return &v->cfg; }
+int sdw_vae_downscale(const sdw_vae *v) { return 1 << (v->cfg.n_levels - 1); }
+bool sdw_vae_has_encoder(const sdw_vae *v) { return v->has_encoder; }
+size_t sdw_vae_n_params(const sdw_vae *v) { return v->n_params; }
+
+/* ---- forward ---- */
+
+static float *alloc_act(int B, int H, int W, int C) {
+    return sdw_xmalloc((size_t)B * H * W * C * sizeof(float));
+}
+
+/* ResnetBlock2D: out = shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x)))))).
+ * Takes x [B,H,W,cin] (freed), returns a new [B,H,W,cout]. Peak: three activations. */
+static float *resnet_forward(const vae_resnet *r, float *x, int B, int H, int W) {
+    const int64_t HW = (int64_t)H * W;
+    float *a = alloc_act(B, H, W, r->cin);
+    sdw_group_norm_forward(&r->norm1, x, B, HW, a, true);
+    float *b = alloc_act(B, H, W, r->cout);
+    sdw_conv2d_forward(&r->conv1, a, B, H, W, b);
+    sdw_group_norm_forward(&r->norm2, b, B, HW, b, true);
+    const size_t n = (size_t)B * HW * r->cout;
+    float *y;
+    if (r->cin == r->cout) {
+        y = a; /* a is dead and has the right size */
+        sdw_conv2d_forward(&r->conv2, b, B, H, W, y);
+        sdw_add(y, x, n);
+    } else {
+        free(a);
+        y = alloc_act(B, H, W, r->cout);
+        sdw_conv2d_forward(&r->conv2, b, B, H, W, y);
+        sdw_conv2d_forward(&r->shortcut, x, B, H, W, b); /* b is dead: reuse for the shortcut */
+        sdw_add(y, b, n);
+    }
+    free(b);
+    free(x);
+    return y;
+}
+
+/* diffusers Attention in the VAE mid block (AttnProcessor2_0, residual_connection, one head of
+ * dim C, scale 1/sqrt(C)): x += to_out(softmax(q kᵀ/√C) v), q/k/v = to_*(group_norm(x)) over
+ * the H·W tokens of each image. x [B, HW, C] updated in place. */
+static void attn_forward(const vae_attn *a, float *x, int B, int64_t HW) {
+    const int C = a->c;
+    const int64_t M = B * HW;
+    const size_t n = (size_t)M * C;
+    float *h = sdw_xmalloc(n * sizeof(float));
+    float *q = sdw_xmalloc(n * sizeof(float));
+    float *k = sdw_xmalloc(n * sizeof(float));
+    float *v = sdw_xmalloc(n * sizeof(float));
+    sdw_group_norm_forward(&a->norm, x, B, HW, h, false);
+    sdw_linear_forward(&a->q, h, M, q);
+    sdw_linear_forward(&a->k, h, M, k);
+    sdw_linear_forward(&a->v, h, M, v);
+    sdw_attention(q, C, k, C, v, C, B, HW, HW, 1, C, 1.0f / sqrtf((float)C), false, h);
+    free(k);
+    free(v);
+    sdw_linear_forward(&a->out, h, M, q);
+    sdw_add(x, q, n);
+    free(q);
+    free(h);
+}
+
+/* UNetMidBlock2D: resnet, attention (optional), resnet. Channel count unchanged. */
+static float *mid_forward(const vae_mid *m, float *x, int B, int H, int W) {
+    x = resnet_forward(&m->res[0], x, B, H, W);
+    if (m->has_attn) attn_forward(&m->attn, x, B, (int64_t)H * W);
+    return resnet_forward(&m->res[1], x, B, H, W);
+}
+
+/* Upsample2D: nearest x2 then 3x3 conv. Takes x [B,H,W,C] (freed), returns [B,2H,2W,C]. */
+static float *upsample_forward(const sdw_conv2d *conv, float *x, int B, int H, int W) {
+    float *u = alloc_act(B, 2 * H, 2 * W, conv->in);
+    sdw_upsample_nearest2x(x, B, H, W, conv->in, u);
+    free(x);
+    float *y = alloc_act(B, 2 * H, 2 * W, conv->out);
+    sdw_conv2d_forward(conv, u, B, 2 * H, 2 * W, y);
+    free(u);
+    return y;
+}
+
+/* Downsample2D (padding 0): F.pad(x, (0,1,0,1)) — one zero column right, one zero row at the
+ * bottom — then 3x3 conv stride 2 without padding; the conv is bound with pad 0 / pad_end 1,
+ * which is the same thing. Takes x (freed); *H, *W become the output size. */
+static float *downsample_forward(const sdw_conv2d *conv, float *x, int B, int *H, int *W) {
+    const int oh = sdw_conv2d_out_size(conv, *H), ow = sdw_conv2d_out_size(conv, *W);
+    float *y = alloc_act(B, oh, ow, conv->out);
+    sdw_conv2d_forward(conv, x, B, *H, *W, y);
+    free(x);
+    *H = oh;
+    *W = ow;
+    return y;
+}
+
+void sdw_vae_decode(const sdw_vae *v, const float *z, int B, int h, int w, float *img) {
+    SDW_ASSERT(v && z && img && B >= 1 && h >= 1 && w >= 1);
+    const sdw_vae_config *c = &v->cfg;
+    const int L = c->n_levels, n_res = c->layers_per_block + 1;
+    const float *in = z;
+    float *pq = NULL;
+    if (c->use_post_quant_conv) {
+        pq = alloc_act(B, h, w, c->latent_channels);
+        sdw_conv2d_forward(&v->post_quant_conv, z, B, h, w, pq);
+        in = pq;
+    }
+    float *x = alloc_act(B, h, w, v->dec_conv_in.out); // [B, h, w, boc[L-1]]
+    sdw_conv2d_forward(&v->dec_conv_in, in, B, h, w, x);
+    free(pq);
+    x = mid_forward(&v->dec_mid, x, B, h, w);
+    int H = h, W = w;
+    for (int i = 0; i < L; i++) {
+        for (int j = 0; j < n_res; j++) x = resnet_forward(&v->up_res[i * n_res + j], x, B, H, W);
+        if (i < L - 1) {
+            x = upsample_forward(&v->upsample[i], x, B, H, W); // [B, 2H, 2W, boc[L-1-i]]
+            H *= 2;
+            W *= 2;
+        }
+    }
+    sdw_group_norm_forward(&v->dec_norm_out, x, B, (int64_t)H * W, x, true);
+    sdw_conv2d_forward(&v->dec_conv_out, x, B, H, W, img); // [B, H, W, out_channels]
+    free(x);
+}
+
+sdw_status sdw_vae_encode(const sdw_vae *v, const float *img, int B, int H, int W, float *mean,
+                          float *std, sdw_error *err) {
+    SDW_ASSERT(v && img && mean && std);
+    const sdw_vae_config *c = &v->cfg;
+    const int s = sdw_vae_downscale(v);
+    if (!v->has_encoder)
+        return sdw_error_set(err, SDW_E_UNSUPPORTED, "this VAE has no encoder weights");
+    if (B < 1 || H < s || W < s || H % s || W % s)
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "VAE encode: image %dx%d (batch %d) must be a positive multiple of %d",
+                             W, H, B, s);
+    const int L = c->n_levels, n_res = c->layers_per_block, lat = c->latent_channels;
+    float *x = alloc_act(B, H, W, v->enc_conv_in.out); // [B, H, W, boc[0]]
+    sdw_conv2d_forward(&v->enc_conv_in, img, B, H, W, x);
+    for (int i = 0; i < L; i++) {
+        for (int j = 0; j < n_res; j++) x = resnet_forward(&v->down_res[i * n_res + j], x, B, H, W);
+        if (i < L - 1) x = downsample_forward(&v->downsample[i], x, B, &H, &W);
+    }
+    x = mid_forward(&v->enc_mid, x, B, H, W); // [B, h, w, boc[L-1]]
+    sdw_group_norm_forward(&v->enc_norm_out, x, B, (int64_t)H * W, x, true);
+    float *mom = alloc_act(B, H, W, 2 * lat); // [B, h, w, 2·latent]: (mean, logvar) per pixel
+    sdw_conv2d_forward(&v->enc_conv_out, x, B, H, W, mom);
+    free(x);
+    if (c->use_quant_conv) {
+        float *q = alloc_act(B, H, W, 2 * lat);
+        sdw_conv2d_forward(&v->quant_conv, mom, B, H, W, q);
+        free(mom);
+        mom = q;
+    }
+    /* DiagonalGaussianDistribution: torch.chunk(moments, 2, dim=1) splits channels. */
+    const size_t n_pix = (size_t)B * H * W;
+    for (size_t p = 0; p < n_pix; p++) {
+        for (int ch = 0; ch < lat; ch++) {
+            float lv = mom[p * 2 * lat + lat + ch];
+            lv = lv < -30.0f ? -30.0f : lv > 20.0f ? 20.0f : lv;
+            mean[p * lat + ch] = mom[p * 2 * lat + ch];
+            std[p * lat + ch] = expf(0.5f * lv);
+        }
+    }
+    free(mom);
+    return SDW_OK;
+}
