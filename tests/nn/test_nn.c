@@ -48,21 +48,9 @@ static void test_linear(void) {
 
 /* ---------------- conv ---------------- */
 
-static void check_conv(int B, int H, int W, int in, int out, int k, int stride, int pad,
-                       int pad_end, bool bias) {
-    float *x = rand_buf((size_t)B * H * W * in, 1, 0);
-    float *w = rand_buf((size_t)out * in * k * k, 0.2f, 0);
-    float *b = bias ? rand_buf((size_t)out, 1, 0) : NULL;
-    float *wp = zeros((size_t)out * in * k * k);
-    sdw_conv2d_pack_weights(w, out, in, k, wp);
-    sdw_conv2d c = {.w = wp, .b = b, .in = in, .out = out, .k = k, .stride = stride, .pad = pad,
-                    .pad_end = pad_end};
-    int OH = sdw_conv2d_out_size(&c, H), OW = sdw_conv2d_out_size(&c, W);
-    /* torch's output size: floor((n + pad_total - k) / stride) + 1 */
-    int want_oh = (H + pad + pad_end - k) / stride + 1;
-    size_t n_out = (size_t)B * OH * OW * out;
-    float *y = zeros(n_out), *ref = zeros(n_out);
-    sdw_conv2d_forward(&c, x, B, H, W, y);
+/* Double-precision direct convolution: x NHWC, w OIHW (torch), zero padding pad / pad_end. */
+static void ref_conv(const float *x, const float *w, const float *b, int B, int H, int W, int in,
+                     int out, int k, int stride, int pad, int OH, int OW, float *ref) {
     for (int bi = 0; bi < B; bi++)
         for (int oy = 0; oy < OH; oy++)
             for (int ox = 0; ox < OW; ox++)
@@ -78,6 +66,24 @@ static void check_conv(int B, int H, int W, int in, int out, int k, int stride, 
                         }
                     ref[(((size_t)bi * OH + oy) * OW + ox) * out + o] = (float)s;
                 }
+}
+
+static void check_conv(int B, int H, int W, int in, int out, int k, int stride, int pad,
+                       int pad_end, bool bias) {
+    float *x = rand_buf((size_t)B * H * W * in, 1, 0);
+    float *w = rand_buf((size_t)out * in * k * k, 0.2f, 0);
+    float *b = bias ? rand_buf((size_t)out, 1, 0) : NULL;
+    float *wp = zeros((size_t)out * in * k * k);
+    sdw_conv2d_pack_weights(w, out, in, k, wp);
+    sdw_conv2d c = {.w = wp, .b = b, .in = in, .out = out, .k = k, .stride = stride, .pad = pad,
+                    .pad_end = pad_end};
+    int OH = sdw_conv2d_out_size(&c, H), OW = sdw_conv2d_out_size(&c, W);
+    /* torch's output size: floor((n + pad_total - k) / stride) + 1 */
+    int want_oh = (H + pad + pad_end - k) / stride + 1;
+    size_t n_out = (size_t)B * OH * OW * out;
+    float *y = zeros(n_out), *ref = zeros(n_out);
+    sdw_conv2d_forward(&c, x, B, H, W, y);
+    ref_conv(x, w, b, B, H, W, in, out, k, stride, pad, OH, OW, ref);
     double e = sdw_test_rel_err(y, ref, n_out);
     free(x), free(w), free(b), free(wp), free(y), free(ref);
     if (OH != want_oh)
@@ -356,6 +362,61 @@ static void test_timestep_embedding(void) {
     check_timestep(3.0f, 33, false, 1.0f, 1e-6);    /* odd dim: zero pad */
 }
 
+/* ---------------- binding ---------------- */
+
+/* Binding from a weight source: conv weights come back repacked, and the bound layer computes
+ * the convolution of the stored OIHW tensor. */
+static void test_bind_conv(void) {
+    sdw_weights *ws = sdw_weights_create_random(7);
+    sdw_conv2d c;
+    sdw_error err = {0};
+    sdw_status st = sdw_conv2d_bind_pad(&c, ws, "down.conv", 6, 5, 3, 2, 0, 1, true, &err);
+    const float *w = st ? NULL : sdw_weights_f32(ws, "down.conv.weight", 4,
+                                                 (int64_t[]){5, 6, 3, 3}, &err);
+    double e = INFINITY;
+    if (w) {
+        const int B = 2, H = 9, W = 8;
+        int OH = sdw_conv2d_out_size(&c, H), OW = sdw_conv2d_out_size(&c, W);
+        float *x = rand_buf((size_t)B * H * W * 6, 1, 0);
+        float *y = zeros((size_t)B * OH * OW * 5), *ref = zeros((size_t)B * OH * OW * 5);
+        sdw_conv2d_forward(&c, x, B, H, W, y);
+        ref_conv(x, w, c.b, B, H, W, 6, 5, 3, 2, 0, OH, OW, ref);
+        e = sdw_test_rel_err(y, ref, (size_t)B * OH * OW * 5);
+        free(x), free(y), free(ref);
+    }
+    sdw_weights_destroy(ws);
+    ASSERT_OK(st, &err);
+    ASSERT_TRUE(w != NULL);
+    ASSERT_TRUE(e <= 1e-5);
+}
+
+/* Shape errors from a real file name the tensor; bad group counts are refused. */
+static void test_bind_errors(void) {
+    sdw_st_file *f = NULL;
+    sdw_error err = {0};
+    ASSERT_OK(sdw_st_open(sdw_test_path("models/tiny-sd15/text_encoder/model.safetensors"), &f,
+                          &err), &err);
+    sdw_weights *ws = sdw_weights_create(f, "", NULL, NULL);
+    sdw_linear l;
+    sdw_layer_norm ln;
+    sdw_group_norm gn;
+    const char *q = "text_model.encoder.layers.0.self_attn.q_proj";
+    sdw_status s_ok = sdw_linear_bind(&l, ws, q, 32, 32, true, &err);
+    sdw_status s_shape = sdw_linear_bind(&l, ws, q, 32, 33, true, &err);
+    char msg[SDW_ERROR_MSG_MAX];
+    memcpy(msg, err.msg, sizeof msg);
+    sdw_status s_missing = sdw_layer_norm_bind(&ln, ws, "nope", 32, 1e-5f, NULL);
+    sdw_status s_groups = sdw_group_norm_bind(&gn, ws, "text_model.final_layer_norm", 32, 5,
+                                              1e-5f, &err);
+    sdw_weights_destroy(ws);
+    sdw_st_close(f);
+    ASSERT_EQ_INT(s_ok, SDW_OK);
+    ASSERT_EQ_INT(s_shape, SDW_E_SHAPE);
+    ASSERT_STR_CONTAINS(msg, "q_proj.weight");
+    ASSERT_EQ_INT(s_missing, SDW_E_NOT_FOUND);
+    ASSERT_EQ_INT(s_groups, SDW_E_SHAPE);
+}
+
 int main(void) {
     RUN(test_linear);
     RUN(test_conv);
@@ -371,5 +432,7 @@ int main(void) {
     RUN(test_add_and_bias);
     RUN(test_layout);
     RUN(test_timestep_embedding);
+    RUN(test_bind_conv);
+    RUN(test_bind_errors);
     return sdw_test_finish();
 }

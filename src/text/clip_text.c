@@ -1,0 +1,323 @@
+/* text/clip_text.c — CLIP text transformer, mirroring transformers 4.30's CLIPTextModel:
+ * embeddings (token + position) -> n_layers pre-LN blocks with causal self-attention ->
+ * final_layer_norm; pooler_output = final state at argmax(input_ids). */
+#include "text/clip_text.h"
+
+#include "nn/nn.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <string.h>
+
+typedef struct clip_layer {
+    sdw_layer_norm ln1, ln2;    /* [hidden] */
+    sdw_linear q, k, v, out;    /* [hidden, hidden] + bias */
+    sdw_linear fc1, fc2;        /* [intermediate, hidden], [hidden, intermediate] + bias */
+} clip_layer;
+
+struct sdw_clip_text {
+    sdw_clip_text_config cfg;
+    const float *tok_emb;       /* [vocab, hidden] */
+    const float *pos_emb;       /* [max_positions, hidden] */
+    clip_layer *layers;         /* [n_layers] */
+    sdw_layer_norm final_ln;    /* [hidden] */
+    sdw_linear proj;            /* [projection_dim, hidden], no bias; valid if projection_dim */
+};
+
+/* Sanity limits for configs read from files: far above any released CLIP. */
+#define MAX_WIDTH 65536
+#define MAX_VOCAB 10000000
+
+static sdw_status check_config(const sdw_clip_text_config *c, sdw_error *err) {
+    if (c->vocab <= 0 || c->vocab > MAX_VOCAB || c->hidden <= 0 || c->hidden > MAX_WIDTH ||
+        c->n_layers <= 0 || c->n_layers > 1000 || c->n_heads <= 0 || c->intermediate <= 0 ||
+        c->intermediate > 8 * MAX_WIDTH || c->max_positions <= 0 || c->max_positions > 65536 ||
+        c->projection_dim < 0 || c->projection_dim > MAX_WIDTH || !(c->eps > 0 && c->eps < 1))
+        return sdw_error_set(err, SDW_E_FORMAT,
+                             "CLIP text config out of range (vocab %d, hidden %d, layers %d, heads "
+                             "%d, intermediate %d, positions %d, projection %d, eps %g)",
+                             c->vocab, c->hidden, c->n_layers, c->n_heads, c->intermediate,
+                             c->max_positions, c->projection_dim, (double)c->eps);
+    if (c->hidden % c->n_heads)
+        return sdw_error_set(err, SDW_E_FORMAT, "CLIP text: hidden size %d not divisible by %d heads",
+                             c->hidden, c->n_heads);
+    return SDW_OK;
+}
+
+static sdw_status json_int(json_t *o, const char *key, int *out, const char *path,
+                           sdw_error *err) {
+    json_t *v = json_object_get(o, key);
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX)
+        return sdw_error_set(err, SDW_E_FORMAT, "%s: \"%s\" missing or not a valid integer", path,
+                             key);
+    *out = (int)json_integer_value(v);
+    return SDW_OK;
+}
+
+static bool parse_act(const char *s, sdw_clip_act *act) {
+    if (!strcmp(s, "quick_gelu")) *act = SDW_CLIP_ACT_QUICK_GELU;
+    else if (!strcmp(s, "gelu")) *act = SDW_CLIP_ACT_GELU;
+    else if (!strcmp(s, "gelu_new") || !strcmp(s, "gelu_pytorch_tanh")) *act = SDW_CLIP_ACT_GELU_TANH;
+    else return false;
+    return true;
+}
+
+sdw_status sdw_clip_text_config_from_json(const char *path, sdw_clip_text_config *cfg,
+                                          sdw_error *err) {
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (!root)
+        return sdw_error_set(err, SDW_E_FORMAT, "%s: line %d: %s", path, jerr.line, jerr.text);
+    sdw_status st = SDW_OK;
+    sdw_clip_text_config c = {.act = SDW_CLIP_ACT_QUICK_GELU, .eps = 1e-5f};
+    json_t *o = root;
+    json_t *tc = json_object_get(root, "text_config"); /* full CLIPModel config */
+    if (json_is_object(tc)) o = tc;
+    if ((st = json_int(o, "vocab_size", &c.vocab, path, err)) ||
+        (st = json_int(o, "hidden_size", &c.hidden, path, err)) ||
+        (st = json_int(o, "num_hidden_layers", &c.n_layers, path, err)) ||
+        (st = json_int(o, "num_attention_heads", &c.n_heads, path, err)) ||
+        (st = json_int(o, "intermediate_size", &c.intermediate, path, err)) ||
+        (st = json_int(o, "max_position_embeddings", &c.max_positions, path, err)))
+        goto fail;
+    json_t *act = json_object_get(o, "hidden_act");
+    if (act && (!json_is_string(act) || !parse_act(json_string_value(act), &c.act))) {
+        st = sdw_error_set(err, SDW_E_UNSUPPORTED, "%s: unsupported hidden_act %s", path,
+                           json_is_string(act) ? json_string_value(act) : "(not a string)");
+        goto fail;
+    }
+    json_t *eps = json_object_get(o, "layer_norm_eps");
+    if (eps) {
+        if (!json_is_number(eps)) {
+            st = sdw_error_set(err, SDW_E_FORMAT, "%s: layer_norm_eps is not a number", path);
+            goto fail;
+        }
+        c.eps = (float)json_number_value(eps);
+    }
+    /* projection_dim sits in every CLIPTextConfig; only the WithProjection model has the layer. */
+    bool with_proj = false;
+    json_t *archs = json_object_get(root, "architectures"), *a;
+    size_t i;
+    json_array_foreach(archs, i, a) {
+        if (json_is_string(a) && !strcmp(json_string_value(a), "CLIPTextModelWithProjection"))
+            with_proj = true;
+    }
+    if (with_proj && (st = json_int(o, "projection_dim", &c.projection_dim, path, err))) goto fail;
+    if ((st = check_config(&c, err))) {
+        sdw_error_prefix(err, "%s", path);
+        goto fail;
+    }
+    *cfg = c;
+fail:
+    json_decref(root);
+    return st;
+}
+
+/* Dimension d of a stored tensor of rank 2, or -1. */
+static int64_t dim_of(const sdw_weights *ws, const char *name, int d) {
+    const sdw_st_tensor *t = sdw_weights_find(ws, name);
+    return t && t->n_dims == 2 ? t->shape[d] : -1;
+}
+
+sdw_status sdw_clip_text_config_infer(const sdw_weights *ws, int n_heads, sdw_clip_act act,
+                                      sdw_clip_text_config *cfg, sdw_error *err) {
+    sdw_clip_text_config c = {.act = act, .eps = 1e-5f};
+    const char *tok = "text_model.embeddings.token_embedding.weight";
+    const char *pos = "text_model.embeddings.position_embedding.weight";
+    int64_t vocab = dim_of(ws, tok, 0), hidden = dim_of(ws, tok, 1);
+    int64_t n_pos = dim_of(ws, pos, 0);
+    if (vocab <= 0 || hidden <= 0 || n_pos <= 0)
+        return sdw_error_set(err, SDW_E_NOT_FOUND, "CLIP text: %s or %s missing or not 2-D", tok,
+                             pos);
+    char name[128];
+    int n_layers = 0;
+    for (;; n_layers++) {
+        snprintf(name, sizeof name, "text_model.encoder.layers.%d.self_attn.q_proj.weight",
+                 n_layers);
+        if (!sdw_weights_has(ws, name)) break;
+    }
+    snprintf(name, sizeof name, "text_model.encoder.layers.0.mlp.fc1.weight");
+    int64_t inter = dim_of(ws, name, 0);
+    if (n_layers == 0 || inter <= 0)
+        return sdw_error_set(err, SDW_E_NOT_FOUND, "CLIP text: no encoder layers found");
+    int64_t proj = dim_of(ws, "text_projection.weight", 0);
+    c.vocab = (int)SDW_MIN(vocab, INT32_MAX);
+    c.hidden = (int)SDW_MIN(hidden, INT32_MAX);
+    c.max_positions = (int)SDW_MIN(n_pos, INT32_MAX);
+    c.n_layers = n_layers;
+    c.intermediate = (int)SDW_MIN(inter, INT32_MAX);
+    c.projection_dim = proj > 0 ? (int)SDW_MIN(proj, INT32_MAX) : 0;
+    c.n_heads = n_heads > 0 ? n_heads : SDW_MAX(1, c.hidden / 64);
+    sdw_status st = check_config(&c, err);
+    if (st) return st;
+    *cfg = c;
+    return SDW_OK;
+}
+
+static sdw_status bind_layer(clip_layer *l, sdw_weights *ws, int i, const sdw_clip_text_config *c,
+                             sdw_error *err) {
+    char p[128];
+    sdw_status st;
+#define P(suffix) (snprintf(p, sizeof p, "text_model.encoder.layers.%d.%s", i, suffix), p)
+    if ((st = sdw_layer_norm_bind(&l->ln1, ws, P("layer_norm1"), c->hidden, c->eps, err)) ||
+        (st = sdw_linear_bind(&l->q, ws, P("self_attn.q_proj"), c->hidden, c->hidden, true, err)) ||
+        (st = sdw_linear_bind(&l->k, ws, P("self_attn.k_proj"), c->hidden, c->hidden, true, err)) ||
+        (st = sdw_linear_bind(&l->v, ws, P("self_attn.v_proj"), c->hidden, c->hidden, true, err)) ||
+        (st = sdw_linear_bind(&l->out, ws, P("self_attn.out_proj"), c->hidden, c->hidden, true,
+                              err)) ||
+        (st = sdw_layer_norm_bind(&l->ln2, ws, P("layer_norm2"), c->hidden, c->eps, err)) ||
+        (st = sdw_linear_bind(&l->fc1, ws, P("mlp.fc1"), c->hidden, c->intermediate, true, err)) ||
+        (st = sdw_linear_bind(&l->fc2, ws, P("mlp.fc2"), c->intermediate, c->hidden, true, err)))
+        return st;
+#undef P
+    return SDW_OK;
+}
+
+sdw_status sdw_clip_text_create(sdw_weights *ws, const sdw_clip_text_config *cfg,
+                                sdw_clip_text **out, sdw_error *err) {
+    SDW_ASSERT(ws && cfg && out);
+    sdw_error local;
+    if (!err) err = &local;
+    sdw_status st = check_config(cfg, err);
+    if (st) return st;
+    const sdw_clip_text_config *c = cfg;
+    sdw_clip_text *e = sdw_xcalloc(1, sizeof *e);
+    e->cfg = *cfg;
+    e->layers = sdw_xcalloc((size_t)c->n_layers, sizeof *e->layers);
+    if (!(e->tok_emb = sdw_weights_f32(ws, "text_model.embeddings.token_embedding.weight", 2,
+                                       (int64_t[]){c->vocab, c->hidden}, err)) ||
+        !(e->pos_emb = sdw_weights_f32(ws, "text_model.embeddings.position_embedding.weight", 2,
+                                       (int64_t[]){c->max_positions, c->hidden}, err))) {
+        st = err->code;
+        goto fail;
+    }
+    for (int i = 0; i < c->n_layers; i++)
+        if ((st = bind_layer(&e->layers[i], ws, i, c, err))) goto fail;
+    if ((st = sdw_layer_norm_bind(&e->final_ln, ws, "text_model.final_layer_norm", c->hidden,
+                                  c->eps, err)))
+        goto fail;
+    if (c->projection_dim > 0 &&
+        (st = sdw_linear_bind(&e->proj, ws, "text_projection", c->hidden, c->projection_dim, false,
+                              err)))
+        goto fail;
+    *out = e;
+    return SDW_OK;
+fail:
+    sdw_error_prefix(err, "CLIP text encoder");
+    sdw_clip_text_destroy(e);
+    return st;
+}
+
+void sdw_clip_text_destroy(sdw_clip_text *enc) {
+    if (!enc) return;
+    free(enc->layers);
+    free(enc);
+}
+
+const sdw_clip_text_config *sdw_clip_text_get_config(const sdw_clip_text *enc) {
+    return &enc->cfg;
+}
+
+sdw_clip_text_params sdw_clip_text_params_default(void) {
+    return (sdw_clip_text_params){.skip_layers = 0, .final_norm = true, .project_pooled = false};
+}
+
+typedef struct clip_scratch {
+    float *h, *q, *k, *v, *attn; /* [BL, hidden] each */
+    float *mlp;                  /* [BL, intermediate] */
+} clip_scratch;
+
+static void activation(sdw_clip_act act, float *x, size_t n) {
+    switch (act) {
+    case SDW_CLIP_ACT_QUICK_GELU: sdw_quick_gelu(x, n); break;
+    case SDW_CLIP_ACT_GELU: sdw_gelu(x, n); break;
+    case SDW_CLIP_ACT_GELU_TANH: sdw_gelu_tanh(x, n); break;
+    }
+}
+
+/* CLIPEncoderLayer: x += out_proj(attn(LN1(x))); x += fc2(act(fc1(LN2(x)))). x [B*L, hidden]. */
+static void clip_encoder_layer(const clip_layer *l, const sdw_clip_text_config *c, float *x, int B,
+                               int L, clip_scratch *s) {
+    const int64_t M = (int64_t)B * L;
+    const int D = c->hidden / c->n_heads;
+    sdw_layer_norm_forward(&l->ln1, x, M, s->h);
+    sdw_linear_forward(&l->q, s->h, M, s->q);
+    sdw_linear_forward(&l->k, s->h, M, s->k);
+    sdw_linear_forward(&l->v, s->h, M, s->v);
+    /* CLIPAttention scales q by head_dim^-0.5 before q·kᵀ; the causal mask hides later tokens. */
+    sdw_attention(s->q, c->hidden, s->k, c->hidden, s->v, c->hidden, B, L, L, c->n_heads, D,
+                  1.0f / sqrtf((float)D), true, s->attn);
+    sdw_linear_forward(&l->out, s->attn, M, s->h);
+    sdw_add(x, s->h, (size_t)M * c->hidden);
+
+    sdw_layer_norm_forward(&l->ln2, x, M, s->h);
+    sdw_linear_forward(&l->fc1, s->h, M, s->mlp);
+    activation(c->act, s->mlp, (size_t)M * c->intermediate);
+    sdw_linear_forward(&l->fc2, s->mlp, M, s->h);
+    sdw_add(x, s->h, (size_t)M * c->hidden);
+}
+
+sdw_status sdw_clip_text_forward(const sdw_clip_text *enc, const int32_t *ids, int B, int L,
+                                 const sdw_clip_text_params *params, float *hidden, float *pooled,
+                                 sdw_error *err) {
+    SDW_ASSERT(enc && ids && B > 0);
+    const sdw_clip_text_config *c = &enc->cfg;
+    const sdw_clip_text_params p = params ? *params : sdw_clip_text_params_default();
+    if (L <= 0 || L > c->max_positions)
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "CLIP text: sequence length %d not in 1..%d",
+                             L, c->max_positions);
+    if (p.skip_layers < 0 || p.skip_layers > c->n_layers)
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "CLIP text: skip_layers %d not in 0..%d",
+                             p.skip_layers, c->n_layers);
+    if (pooled && p.project_pooled && c->projection_dim == 0)
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "CLIP text: projected pooled output asked of a model without "
+                             "text_projection");
+    for (int64_t i = 0; i < (int64_t)B * L; i++)
+        if (ids[i] < 0 || ids[i] >= c->vocab)
+            return sdw_error_set(err, SDW_E_INVALID_ARG, "CLIP text: token id %d not in 0..%d",
+                                 ids[i], c->vocab - 1);
+
+    const int C = c->hidden;
+    const int64_t M = (int64_t)B * L;
+    const size_t act_n = (size_t)M * C;
+    float *x = sdw_xmalloc(sizeof(float) * (6 * act_n + (size_t)M * c->intermediate));
+    clip_scratch s = {.h = x + act_n, .q = x + 2 * act_n, .k = x + 3 * act_n,
+                      .v = x + 4 * act_n, .attn = x + 5 * act_n, .mlp = x + 6 * act_n};
+
+    /* CLIPTextEmbeddings: token embedding + position embedding (positions 0..L-1). */
+    for (int64_t i = 0; i < M; i++) {
+        const float *te = enc->tok_emb + (size_t)ids[i] * C;
+        const float *pe = enc->pos_emb + (size_t)(i % L) * C;
+        for (int j = 0; j < C; j++) x[i * C + j] = te[j] + pe[j];
+    }
+    /* hidden_states[target] is the state after `target` layers; pooling needs the full stack. */
+    const int target = c->n_layers - p.skip_layers;
+    const int n_run = pooled ? c->n_layers : (hidden ? target : 0);
+    for (int i = 0;; i++) {
+        if (hidden && i == target) memcpy(hidden, x, sizeof(float) * act_n);
+        if (i == n_run) break;
+        clip_encoder_layer(&enc->layers[i], c, x, B, L, &s);
+    }
+    if (hidden && p.final_norm) sdw_layer_norm_forward(&enc->final_ln, hidden, M, hidden);
+
+    if (pooled) {
+        /* pooler_output: final_layer_norm(state)[b, argmax(ids[b])] — the first occurrence of
+         * the largest id, as torch.argmax returns; layer norm is per row, so only those rows. */
+        float *rows = s.h; /* [B, C] */
+        for (int b = 0; b < B; b++) {
+            const int32_t *r = ids + (size_t)b * L;
+            int best = 0;
+            for (int j = 1; j < L; j++)
+                if (r[j] > r[best]) best = j;
+            memcpy(rows + (size_t)b * C, x + ((size_t)b * L + best) * C, sizeof(float) * C);
+        }
+        sdw_layer_norm_forward(&enc->final_ln, rows, B, rows);
+        if (p.project_pooled)
+            sdw_linear_forward(&enc->proj, rows, B, pooled);
+        else
+            memcpy(pooled, rows, sizeof(float) * (size_t)B * C);
+    }
+    free(x);
+    return SDW_OK;
+}
