@@ -301,6 +301,31 @@ static void test_convert_f16_bf16(void) {
     ASSERT_TRUE(got[0] == 1.0f && got[1] == -3.0f && isinf(got[2]) && got[3] == 0x1p-133f);
 }
 
+/* Every half value against the IEEE definition, from an odd address (tensor data need not be
+ * aligned), so both the vector path and the scalar tail are covered. */
+static void test_convert_all_f16_values(void) {
+    enum { N = 65536 };
+    uint8_t *raw = malloc(2 * N + 1);
+    float *got = malloc(sizeof(float) * N);
+    for (int i = 0; i < N; i++) {
+        uint16_t h = (uint16_t)i;
+        memcpy(raw + 1 + 2 * i, &h, 2);
+    }
+    sdw_convert_to_f32(SDW_DTYPE_F16, raw + 1, got, N - 3); /* N - 3: leaves a scalar tail */
+    sdw_convert_to_f32(SDW_DTYPE_F16, raw + 1 + 2 * (N - 3), got + N - 3, 3);
+    int bad = 0;
+    for (int i = 0; i < N; i++) {
+        int sign = i >> 15, e = (i >> 10) & 31, m = i & 1023;
+        double v = e == 0 ? ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexp(1024 + m, e - 25);
+        if (sign) v = -v;
+        bool ok = isnan(v) ? isnan(got[i]) : (got[i] == (float)v && !signbit(got[i]) == !sign);
+        if (!ok && bad++ < 5) fprintf(stderr, "  f16 0x%04x -> %a, want %a\n", i, got[i], v);
+    }
+    free(raw);
+    free(got);
+    ASSERT_EQ_INT(bad, 0);
+}
+
 /* Writes values through the writer as dtype and reads them back. */
 static bool roundtrip(const char *name, sdw_dtype dtype, const float *in, float *out, size_t n) {
     sdw_error err = {0};
@@ -352,6 +377,38 @@ static void test_writer_f16_rounding(void) {
             return;
         }
     }
+}
+
+/* Every positive finite half and every midpoint between neighbours (ties go to the even
+ * pattern), negated too: f32 -> f16 -> f32 through the writer. */
+static void test_writer_f16_exhaustive(void) {
+    enum { H = 0x7c00, N = 4 * H };
+    uint16_t *pat = malloc(2 * (H + 1));
+    float *val = malloc(sizeof(float) * (H + 1)), *in = malloc(sizeof(float) * N),
+          *out = malloc(sizeof(float) * N);
+    for (int i = 0; i <= H; i++) pat[i] = (uint16_t)i;
+    sdw_convert_to_f32(SDW_DTYPE_F16, pat, val, H + 1);
+    for (int i = 0; i < H; i++) {
+        in[4 * i] = val[i];
+        in[4 * i + 1] = (val[i] + val[i + 1]) / 2; /* exact: 12 significant bits */
+        in[4 * i + 2] = -in[4 * i];
+        in[4 * i + 3] = -in[4 * i + 1];
+    }
+    bool ok = roundtrip("f16all.safetensors", SDW_DTYPE_F16, in, out, N);
+    int bad = 0;
+    for (int i = 0; ok && i < H; i++) {
+        float mid = val[i + 1 - (i & 1 ? 0 : 1)]; /* even pattern of the pair (i, i+1) */
+        float want[4] = {val[i], mid, -val[i], -mid};
+        for (int k = 0; k < 4; k++)
+            if (out[4 * i + k] != want[k] && bad++ < 5)
+                fprintf(stderr, "  f16(%a) = %a, want %a\n", in[4 * i + k], out[4 * i + k], want[k]);
+    }
+    free(pat);
+    free(val);
+    free(in);
+    free(out);
+    ASSERT_TRUE(ok);
+    ASSERT_EQ_INT(bad, 0);
 }
 
 static void test_writer_bf16_f32(void) {
@@ -406,7 +463,9 @@ int main(void) {
     RUN(test_pickle_refused);
     RUN(test_open_memory);
     RUN(test_convert_f16_bf16);
+    RUN(test_convert_all_f16_values);
     RUN(test_writer_f16_rounding);
+    RUN(test_writer_f16_exhaustive);
     RUN(test_writer_bf16_f32);
     RUN(test_writer_misuse_leaves_no_file);
     return sdw_test_finish();
