@@ -35,6 +35,19 @@ typedef struct id_sym {
     uint32_t sym;
 } id_sym;
 
+/* A special token that transformers' tokenize() never splits: matched in the raw text before
+ * any cleaning and emitted as its vocabulary id. */
+#define MAX_SPECIAL_CHARS 64
+typedef struct special {
+    uint32_t cp[MAX_SPECIAL_CHARS];
+    size_t len;
+    int32_t id;
+} special;
+
+enum { SPECIAL_BOS, SPECIAL_EOS, SPECIAL_UNK, SPECIAL_PAD, N_SPECIAL_ROLES };
+static const char *const k_special_roles[N_SPECIAL_ROLES] = {"bos_token", "eos_token", "unk_token",
+                                                             "pad_token"};
+
 struct sdw_clip_tokenizer {
     char *pool;
     size_t pool_len, pool_cap;
@@ -47,7 +60,9 @@ struct sdw_clip_tokenizer {
     uint32_t byte_sym[256], byte_eow_sym[256]; /* bytes_to_unicode(b) and that + "</w>" */
     id_sym *by_id; /* vocabulary sorted by id, for detokenize */
     int n_vocab;
-    int32_t bos, eos, unk;
+    int32_t bos, eos, unk, pad;
+    special specials[N_SPECIAL_ROLES]; /* distinct no-split tokens */
+    int n_specials;
 };
 
 /* ---- bytes_to_unicode (GPT-2 / CLIP): printable Latin-1 bytes map to themselves, the other
@@ -167,15 +182,42 @@ static int cmp_id_sym(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Looks up BOS/EOS (the unk token is "<|endoftext|>" too) and builds the id index. */
-static sdw_status finish(sdw_clip_tokenizer *t, const char *vocab_name, sdw_error *err) {
-    int64_t bos = sym_find(t, BOS_TEXT, strlen(BOS_TEXT));
-    int64_t eos = sym_find(t, EOS_TEXT, strlen(EOS_TEXT));
-    if (bos < 0 || t->syms[bos].id < 0 || eos < 0 || t->syms[eos].id < 0)
-        return sdw_error_set(err, SDW_E_FORMAT, "%s: no \"%s\" entry", vocab_name,
-                             bos < 0 || t->syms[bos].id < 0 ? BOS_TEXT : EOS_TEXT);
-    t->bos = t->syms[bos].id;
-    t->eos = t->unk = t->syms[eos].id;
+/* Resolves the special tokens (texts[role], CLIP's defaults where NULL) to ids, records the
+ * distinct ones as no-split tokens, and builds the id index. */
+static sdw_status finish(sdw_clip_tokenizer *t, const char *const texts[N_SPECIAL_ROLES],
+                         const char *vocab_name, sdw_error *err) {
+    static const char *const k_defaults[N_SPECIAL_ROLES] = {BOS_TEXT, EOS_TEXT, EOS_TEXT, EOS_TEXT};
+    int32_t ids[N_SPECIAL_ROLES];
+    for (int r = 0; r < N_SPECIAL_ROLES; r++) {
+        const char *txt = texts && texts[r] ? texts[r] : k_defaults[r];
+        int64_t s = sym_find(t, txt, strlen(txt));
+        if (s < 0 || t->syms[s].id < 0)
+            return sdw_error_set(err, SDW_E_FORMAT, "%s: no entry for the %s \"%.64s\" (tokens "
+                                 "added beyond the vocabulary are not supported)", vocab_name,
+                                 k_special_roles[r], txt);
+        ids[r] = t->syms[s].id;
+        special sp = {.id = ids[r]};
+        uint32_t *cps;
+        size_t n;
+        if (sdw_utf8_decode(txt, strlen(txt), &cps, &n, NULL) != SDW_OK)
+            return sdw_error_set(err, SDW_E_FORMAT, "%s: %s is not UTF-8", vocab_name, k_special_roles[r]);
+        if (n == 0 || n > MAX_SPECIAL_CHARS) {
+            free(cps);
+            return sdw_error_set(err, SDW_E_FORMAT, "%s: %s \"%.64s\" is empty or too long",
+                                 vocab_name, k_special_roles[r], txt);
+        }
+        memcpy(sp.cp, cps, n * sizeof *cps);
+        sp.len = n;
+        free(cps);
+        bool dup = false;
+        for (int k = 0; k < t->n_specials; k++)
+            dup |= t->specials[k].len == n && !memcmp(t->specials[k].cp, sp.cp, n * sizeof *sp.cp);
+        if (!dup) t->specials[t->n_specials++] = sp;
+    }
+    t->bos = ids[SPECIAL_BOS];
+    t->eos = ids[SPECIAL_EOS];
+    t->unk = ids[SPECIAL_UNK];
+    t->pad = ids[SPECIAL_PAD];
     t->by_id = sdw_xmalloc(((size_t)t->n_vocab + 1) * sizeof *t->by_id);
     int k = 0;
     for (uint32_t i = 0; i < t->n_syms; i++)
@@ -195,37 +237,145 @@ void sdw_clip_tokenizer_destroy(sdw_clip_tokenizer *t) {
     free(t);
 }
 
+/* ---- vocab.json: a flat JSON object of token -> id ----
+ * Parsed by hand rather than with jansson: building jansson's tree of 49408 entries costs
+ * ~40 ms, more than the rest of a load together. Strict JSON, as Python's json.load: escapes
+ * including \u surrogate pairs, no raw control characters in strings, valid UTF-8. */
+
+typedef struct jcur {
+    const char *start, *p, *end, *path;
+    sdw_error *err;
+} jcur;
+
+static sdw_status jfail(const jcur *c, const char *what) {
+    int line = 1;
+    for (const char *q = c->start; q < c->p; q++) line += *q == '\n';
+    return sdw_error_set(c->err, SDW_E_FORMAT, "%s: line %d: %s", c->path, line, what);
+}
+
+static void jws(jcur *c) {
+    while (c->p < c->end && (*c->p == ' ' || *c->p == '\n' || *c->p == '\r' || *c->p == '\t')) c->p++;
+}
+
+static int hex4(const jcur *c) {
+    if (c->end - c->p < 4) return -1;
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        char h = c->p[i];
+        int d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
+              : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* Parses a JSON string at c->p (the opening quote) into buf (UTF-8, *n bytes). */
+static sdw_status jstring(jcur *c, char *buf, size_t cap, size_t *n) {
+    if (c->p >= c->end || *c->p != '"') return jfail(c, "expected a string");
+    c->p++;
+    size_t k = 0;
+    while (c->p < c->end && *c->p != '"') {
+        unsigned char ch = (unsigned char)*c->p;
+        if (k + 4 > cap) return jfail(c, "token longer than 1 KiB");
+        if (ch < 0x20) return jfail(c, "raw control character in a string");
+        if (ch != '\\') {
+            buf[k++] = (char)ch;
+            c->p++;
+            continue;
+        }
+        if (++c->p >= c->end) break;
+        char e = *c->p++;
+        uint32_t v;
+        switch (e) {
+        case '"': case '\\': case '/': buf[k++] = e; continue;
+        case 'b': buf[k++] = '\b'; continue;
+        case 'f': buf[k++] = '\f'; continue;
+        case 'n': buf[k++] = '\n'; continue;
+        case 'r': buf[k++] = '\r'; continue;
+        case 't': buf[k++] = '\t'; continue;
+        case 'u': {
+            int h = hex4(c);
+            if (h < 0) return jfail(c, "bad \\u escape");
+            c->p += 4;
+            v = (uint32_t)h;
+            if (v >= 0xDC00 && v <= 0xDFFF) return jfail(c, "unpaired surrogate escape");
+            if (v >= 0xD800 && v <= 0xDBFF) {
+                int lo = c->end - c->p >= 6 && c->p[0] == '\\' && c->p[1] == 'u' ? (c->p += 2, hex4(c)) : -1;
+                if (lo < 0xDC00 || lo > 0xDFFF) return jfail(c, "unpaired surrogate escape");
+                c->p += 4;
+                v = 0x10000 + ((v - 0xD800) << 10) + ((uint32_t)lo - 0xDC00);
+            }
+            size_t len;
+            char *u8 = sdw_utf8_encode(&v, 1, &len);
+            memcpy(buf + k, u8, len);
+            k += len;
+            free(u8);
+            continue;
+        }
+        default:
+            c->p--;
+            return jfail(c, "bad escape in a string");
+        }
+    }
+    if (c->p >= c->end) return jfail(c, "unterminated string");
+    c->p++;
+    uint32_t *cps;
+    size_t m;
+    if (sdw_utf8_decode(buf, k, &cps, &m, NULL) != SDW_OK) return jfail(c, "token is not valid UTF-8");
+    free(cps);
+    *n = k;
+    return SDW_OK;
+}
+
+/* A JSON integer in [0, 2^31). */
+static sdw_status jid(jcur *c, int32_t *id) {
+    const char *s = c->p;
+    int64_t v = 0;
+    while (c->p < c->end && *c->p >= '0' && *c->p <= '9' && v <= INT32_MAX) v = v * 10 + (*c->p++ - '0');
+    bool number_goes_on = c->p < c->end && ((*c->p >= '0' && *c->p <= '9') || *c->p == '.' ||
+                                            *c->p == 'e' || *c->p == 'E');
+    if (c->p == s || v > INT32_MAX || number_goes_on || (*s == '0' && c->p - s > 1))
+        return jfail(c, "token id is not an integer in [0, 2^31)");
+    *id = (int32_t)v;
+    return SDW_OK;
+}
+
 static sdw_status load_vocab(sdw_clip_tokenizer *t, const char *path, sdw_error *err) {
     char *buf = NULL;
     size_t len = 0;
     sdw_status st = sdw_read_file(path, &buf, &len, err);
     if (st != SDW_OK) return st;
-    json_error_t jerr;
-    json_t *root = json_loadb(buf, len, 0, &jerr);
-    free(buf);
-    if (!root)
-        return sdw_error_set(err, SDW_E_FORMAT, "%s: invalid JSON at line %d: %s", path, jerr.line,
-                             jerr.text);
-    if (!json_is_object(root)) {
-        json_decref(root);
-        return sdw_error_set(err, SDW_E_FORMAT, "%s: expected a JSON object of token -> id", path);
-    }
-    const char *key;
-    json_t *val;
-    json_object_foreach(root, key, val) {
-        json_int_t id = json_is_integer(val) ? json_integer_value(val) : -1;
-        if (id < 0 || id > INT32_MAX) {
-            st = sdw_error_set(err, SDW_E_FORMAT, "%s: token \"%.64s\" has no valid id (want an "
-                               "integer in [0, 2^31))", path, key);
-            break;
-        }
-        uint32_t s = sym_intern(t, key, strlen(key));
+    jcur c = {buf, buf, buf + len, path, err};
+    char key[1024];
+    jws(&c);
+    if (c.p >= c.end || *c.p != '{') { st = jfail(&c, "expected a JSON object of token -> id"); goto done; }
+    c.p++;
+    jws(&c);
+    if (c.p < c.end && *c.p == '}') { st = jfail(&c, "empty vocabulary"); goto done; }
+    for (;;) {
+        size_t n = 0;
+        int32_t id = 0;
+        jws(&c);
+        if ((st = jstring(&c, key, sizeof key, &n)) != SDW_OK) goto done;
+        jws(&c);
+        if (c.p >= c.end || *c.p != ':') { st = jfail(&c, "expected ':'"); goto done; }
+        c.p++;
+        jws(&c);
+        if ((st = jid(&c, &id)) != SDW_OK) goto done;
+        uint32_t s = sym_intern(t, key, n);
         if (t->syms[s].id < 0) t->n_vocab++;
-        t->syms[s].id = (int32_t)id;
+        t->syms[s].id = id; /* a repeated key keeps its last id, as Python's json.load */
+        jws(&c);
+        if (c.p < c.end && *c.p == ',') { c.p++; continue; }
+        if (c.p < c.end && *c.p == '}') { c.p++; break; }
+        st = jfail(&c, "expected ',' or '}'");
+        goto done;
     }
-    json_decref(root);
-    if (st == SDW_OK && t->n_vocab == 0)
-        st = sdw_error_set(err, SDW_E_FORMAT, "%s: empty vocabulary", path);
+    jws(&c);
+    if (c.p != c.end) st = jfail(&c, "extra data after the object");
+done:
+    free(buf);
     return st;
 }
 
@@ -298,29 +448,58 @@ static sdw_status load_merges(sdw_clip_tokenizer *t, const char *path, sdw_error
     return st;
 }
 
+/* Reads the optional special_tokens_map.json of a transformers tokenizer folder: each role is a
+ * string or an object whose "content" is the string. texts[role] gets a new string or NULL. */
+static sdw_status load_special_map(const char *path, char *texts[N_SPECIAL_ROLES], sdw_error *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return SDW_OK; /* absent: CLIP's defaults */
+    fclose(f);
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (!root)
+        return sdw_error_set(err, SDW_E_FORMAT, "%s: invalid JSON at line %d: %s", path, jerr.line,
+                             jerr.text);
+    sdw_status st = SDW_OK;
+    for (int r = 0; r < N_SPECIAL_ROLES && st == SDW_OK; r++) {
+        json_t *v = json_object_get(root, k_special_roles[r]);
+        if (json_is_object(v)) v = json_object_get(v, "content");
+        if (!v || json_is_null(v)) continue;
+        if (!json_is_string(v))
+            st = sdw_error_set(err, SDW_E_FORMAT, "%s: %s is not a string or {\"content\": string}",
+                               path, k_special_roles[r]);
+        else
+            texts[r] = sdw_xstrdup(json_string_value(v));
+    }
+    json_decref(root);
+    return st;
+}
+
 sdw_status sdw_clip_tokenizer_load(const char *dir, sdw_clip_tokenizer **out, sdw_error *err) {
     SDW_ASSERT(dir && out);
     size_t n = strlen(dir) + 32;
-    char *vocab_path = sdw_xmalloc(n), *merges_path = sdw_xmalloc(n);
+    char *vocab_path = sdw_xmalloc(n), *merges_path = sdw_xmalloc(n), *map_path = sdw_xmalloc(n);
+    char *texts[N_SPECIAL_ROLES] = {0};
     snprintf(vocab_path, n, "%s/vocab.json", dir);
     snprintf(merges_path, n, "%s/merges.txt", dir);
+    snprintf(map_path, n, "%s/special_tokens_map.json", dir);
     sdw_clip_tokenizer *t = tokenizer_new();
     sdw_status st = load_vocab(t, vocab_path, err);
-    if (st != SDW_OK) goto fail;
-    st = load_merges(t, merges_path, err);
-    if (st != SDW_OK) goto fail;
-    intern_byte_symbols(t);
-    st = finish(t, vocab_path, err);
-    if (st != SDW_OK) goto fail;
+    if (st == SDW_OK) st = load_merges(t, merges_path, err);
+    if (st == SDW_OK) st = load_special_map(map_path, texts, err);
+    if (st == SDW_OK) {
+        intern_byte_symbols(t);
+        st = finish(t, (const char *const *)texts, vocab_path, err);
+    }
+    if (st != SDW_OK) {
+        sdw_error_prefix(err, "CLIP tokenizer");
+        sdw_clip_tokenizer_destroy(t);
+    } else {
+        *out = t;
+    }
+    for (int r = 0; r < N_SPECIAL_ROLES; r++) free(texts[r]);
     free(vocab_path);
     free(merges_path);
-    *out = t;
-    return SDW_OK;
-fail:
-    sdw_error_prefix(err, "CLIP tokenizer");
-    sdw_clip_tokenizer_destroy(t);
-    free(vocab_path);
-    free(merges_path);
+    free(map_path);
     return st;
 }
 
@@ -337,7 +516,7 @@ sdw_clip_tokenizer *sdw_clip_tokenizer_create_byte_level(void) {
     t->syms[sym_intern(t, BOS_TEXT, strlen(BOS_TEXT))].id = 512;
     t->syms[sym_intern(t, EOS_TEXT, strlen(EOS_TEXT))].id = 513;
     t->n_vocab = 514;
-    sdw_status st = finish(t, "byte-level vocabulary", NULL);
+    sdw_status st = finish(t, NULL, "byte-level vocabulary", NULL);
     SDW_ASSERT(st == SDW_OK);
     return t;
 }
@@ -345,6 +524,7 @@ sdw_clip_tokenizer *sdw_clip_tokenizer_create_byte_level(void) {
 int sdw_clip_tokenizer_vocab_size(const sdw_clip_tokenizer *t) { return t->n_vocab; }
 int32_t sdw_clip_tokenizer_bos(const sdw_clip_tokenizer *t) { return t->bos; }
 int32_t sdw_clip_tokenizer_eos(const sdw_clip_tokenizer *t) { return t->eos; }
+int32_t sdw_clip_tokenizer_pad(const sdw_clip_tokenizer *t) { return t->pad; }
 
 /* ---- text normalisation: whitespace_clean and str.lower() ---- */
 
@@ -444,7 +624,12 @@ static size_t match_literal(const uint32_t *s, size_t n, size_t i, const char *l
     return k;
 }
 
-/* Length of the regex match starting at s[i], or 0 where findall skips (whitespace). */
+/* U+0345 COMBINING GREEK YPOGEGRAMMENI case-folds to a letter (iota), so under IGNORECASE the
+ * regex module's [^\s\p{L}\p{N}] rejects it while [\p{L}] does not accept it either: no
+ * alternative matches it, and findall skips it like whitespace. It is the only such character. */
+static bool is_skipped(uint32_t c) { return c == 0x345 || is_space(c); }
+
+/* Length of the regex match starting at s[i], or 0 where findall skips the character. */
 static size_t pretoken_len(const uint32_t *s, size_t n, size_t i) {
     static const char *const k_literals[] = {BOS_TEXT, EOS_TEXT, "'s", "'t", "'re", "'ve",
                                              "'m", "'ll", "'d"};
@@ -458,9 +643,9 @@ static size_t pretoken_len(const uint32_t *s, size_t n, size_t i) {
         return j - i;
     }
     if (is_number(s[i])) return 1;
-    if (is_space(s[i])) return 0;
+    if (is_skipped(s[i])) return 0;
     size_t j = i + 1;
-    while (j < n && !is_space(s[j]) && !is_letter(s[j]) && !is_number(s[j])) j++;
+    while (j < n && !is_skipped(s[j]) && !is_letter(s[j]) && !is_number(s[j])) j++;
     return j - i;
 }
 
@@ -484,8 +669,13 @@ static void id_push(idbuf *b, int32_t id) {
 /* CLIPTokenizer.bpe on one pre-token (its UTF-8 bytes), appending the ids to out. */
 static void bpe_word(const sdw_clip_tokenizer *t, const unsigned char *bytes, size_t n, uint32_t *w,
                      idbuf *out) {
-    if (n == strlen(BOS_TEXT) && !memcmp(bytes, BOS_TEXT, n)) { id_push(out, t->bos); return; }
-    if (n == strlen(EOS_TEXT) && !memcmp(bytes, EOS_TEXT, n)) { id_push(out, t->eos); return; }
+    /* The reference's bpe() cache starts out holding these two literals as themselves. */
+    if ((n == strlen(BOS_TEXT) && !memcmp(bytes, BOS_TEXT, n)) ||
+        (n == strlen(EOS_TEXT) && !memcmp(bytes, EOS_TEXT, n))) {
+        int64_t s = sym_find(t, (const char *)bytes, n);
+        id_push(out, s >= 0 && t->syms[s].id >= 0 ? t->syms[s].id : t->unk);
+        return;
+    }
     for (size_t i = 0; i < n; i++) w[i] = i + 1 < n ? t->byte_sym[bytes[i]] : t->byte_eow_sym[bytes[i]];
     while (n > 1) {
         const merge *best = NULL;
@@ -521,7 +711,7 @@ static void tokenize_piece(const sdw_clip_tokenizer *t, const uint32_t *in, size
         if (!len) len = 1;
         for (size_t k = i; k < i + len; k++)
             blen += low[k] < 0x80 ? 1 : low[k] < 0x800 ? 2 : low[k] < 0x10000 ? 3 : 4;
-        if (!is_space(low[i]))
+        if (!is_skipped(low[i]))
             bpe_word(t, (const unsigned char *)u8 + byte_pos, blen, w, out);
         byte_pos += blen;
         i += len;
@@ -531,20 +721,21 @@ static void tokenize_piece(const sdw_clip_tokenizer *t, const uint32_t *in, size
     free(low);
 }
 
-/* Finds the next special-token literal at or after i (transformers' added-token trie split). */
-static size_t find_special(const uint32_t *s, size_t n, size_t i, int32_t *id, size_t *len,
-                           const sdw_clip_tokenizer *t) {
+/* Finds the next no-split special token at or after i, the longest where several start at the
+ * same place (transformers' added-token trie split). Returns n when there is none. */
+static size_t find_special(const sdw_clip_tokenizer *t, const uint32_t *s, size_t n, size_t i,
+                           const special **found) {
     for (; i < n; i++) {
-        if (s[i] != '<') continue;
-        static const char *const k_lits[2] = {BOS_TEXT, EOS_TEXT};
-        for (int k = 0; k < 2; k++) {
-            size_t L = strlen(k_lits[k]), q = 0;
-            while (q < L && i + q < n && s[i + q] == (unsigned char)k_lits[k][q]) q++;
-            if (q == L) {
-                *id = k == 0 ? t->bos : t->eos;
-                *len = L;
-                return i;
-            }
+        const special *best = NULL;
+        for (int k = 0; k < t->n_specials; k++) {
+            const special *sp = &t->specials[k];
+            if (sp->len <= n - i && !memcmp(s + i, sp->cp, sp->len * sizeof *s) &&
+                (!best || sp->len > best->len))
+                best = sp;
+        }
+        if (best) {
+            *found = best;
+            return i;
         }
     }
     return n;
@@ -560,11 +751,12 @@ sdw_status sdw_clip_tokenize(const sdw_clip_tokenizer *t, const char *utf8, int3
     idbuf out = {0};
     id_push(&out, t->bos);
     for (size_t pos = 0; pos < n_cp;) {
-        int32_t special = 0;
-        size_t len = 0, at = find_special(cp, n_cp, pos, &special, &len, t);
+        const special *sp = NULL;
+        size_t at = find_special(t, cp, n_cp, pos, &sp);
         if (at > pos) tokenize_piece(t, cp + pos, at - pos, &out);
-        if (at < n_cp) id_push(&out, special);
-        pos = at + len;
+        if (at == n_cp) break;
+        id_push(&out, sp->id);
+        pos = at + sp->len;
     }
     id_push(&out, t->eos);
     free(cp);
@@ -628,7 +820,9 @@ char *sdw_clip_detokenize(const sdw_clip_tokenizer *t, const int32_t *ids, int n
     for (int b = 0; b < 256; b++) byte_of[cp_of[b]] = b;
     idbuf bytes = {0};
     for (int i = 0; i < n; i++) {
-        if (ids[i] == t->bos || ids[i] == t->eos) continue; /* skip_special_tokens */
+        bool special = false; /* skip_special_tokens */
+        for (int k = 0; k < t->n_specials; k++) special |= ids[i] == t->specials[k].id;
+        if (special) continue;
         id_sym key = {ids[i], 0};
         const id_sym *e = bsearch(&key, t->by_id, (size_t)t->n_vocab, sizeof key, cmp_id_sym);
         if (!e) continue;

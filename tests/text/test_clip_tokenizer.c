@@ -5,6 +5,7 @@
 #include "text/clip_tokenizer.h"
 #include "text/text_fix.h"
 
+#include <dirent.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -233,7 +234,7 @@ static void test_missing_and_bad_files(void) {
     fputs("{\"a\": 0, \"b\": \"one\"}", f);
     fclose(f);
     ASSERT_STATUS(sdw_clip_tokenizer_load(dir, &t, err), SDW_E_FORMAT);
-    ASSERT_STR_CONTAINS(err->msg, "\"b\"");
+    ASSERT_STR_CONTAINS(err->msg, "not an integer");
     f = fopen(path, "w");
     ASSERT_TRUE(f != NULL);
     fputs("{\"a\": 0, \"b\": 1}", f);
@@ -317,6 +318,89 @@ static void test_text_fix_examples(void) {
     }
 }
 
+/* The pipelines' own tokenizer folders: every te*.{cond,uncond}.input_ids of 77 tokens recorded
+ * by the diffusers goldens (which pad with the folder's pad token: EOS for SD1.x, "!" = 0 for
+ * SD2 and SDXL's second tokenizer) is reproduced from the manifest's prompt. */
+static void test_pipeline_goldens(void) {
+    DIR *models = opendir(sdw_test_path("golden"));
+    ASSERT_TRUE(models != NULL);
+    int n_checked = 0, failures = 0;
+    struct dirent *m;
+    while ((m = readdir(models))) {
+        if (m->d_name[0] == '.') continue;
+        DIR *cases = opendir(sdw_test_path("golden/%s", m->d_name));
+        struct dirent *c;
+        while (cases && (c = readdir(cases))) {
+            if (c->d_name[0] == '.') continue;
+            char model_case[600];
+            snprintf(model_case, sizeof model_case, "%s/%s", m->d_name, c->d_name);
+            sdw_golden *g = sdw_golden_open(model_case);
+            if (!g) continue;
+            json_t *man = sdw_golden_manifest(g);
+            const char *model = json_string_value(json_object_get(man, "model"));
+            static const char *const k_enc[2][2] = {{"te", "tokenizer"}, {"te2", "tokenizer_2"}};
+            for (int e = 0; e < 2 && model; e++) {
+                const char *dir = sdw_test_path("%s/%s", model, k_enc[e][1]);
+                struct stat st;
+                if (stat(dir, &st) != 0) continue; /* single-file model, or T5 / no 2nd CLIP */
+                for (int u = 0; u < 2; u++) {
+                    char name[64];
+                    snprintf(name, sizeof name, "%s.%s.input_ids", k_enc[e][0], u ? "uncond" : "cond");
+                    const sdw_golden_tensor *want = sdw_golden_get(g, name);
+                    if (!want || want->n != 77 || strcmp(want->dtype, "int32")) continue;
+                    json_t *p = json_object_get(man, u ? "negative_prompt" : "prompt");
+                    const char *prompt = json_is_string(p) ? json_string_value(p) : "";
+                    sdw_clip_tokenizer *t = NULL;
+                    sdw_error err_ = {0}, *err = &err_;
+                    int32_t got[77];
+                    if (sdw_clip_tokenizer_load(dir, &t, err) != SDW_OK ||
+                        sdw_clip_tokenize_window(t, prompt, 77, sdw_clip_tokenizer_pad(t), got, NULL, err) != SDW_OK) {
+                        fprintf(stderr, "  %s %s: %s\n", model_case, name, err->msg);
+                        failures++;
+                    } else if (memcmp(got, want->data, sizeof got)) {
+                        fprintf(stderr, "  %s %s: ids differ\n", model_case, name);
+                        failures++;
+                    }
+                    n_checked++;
+                    sdw_clip_tokenizer_destroy(t);
+                }
+            }
+            sdw_golden_close(g);
+        }
+        if (cases) closedir(cases);
+    }
+    closedir(models);
+    printf("  %d pipeline input_ids checked, %d failing\n", n_checked, failures);
+    ASSERT_TRUE(n_checked >= 20);
+    ASSERT_EQ_INT(failures, 0);
+}
+
+/* SD2 / SDXL second tokenizer: its pad token "!" is a special token, so every "!" becomes id 0.
+ * Expected ids from diffusers issue #4153 (transformers' output for this prompt, and open_clip's
+ * for the ordinary CLIP tokenizer, which the SD1.x folder matches). */
+static void test_exclamation_pad_token(void) {
+    sdw_error err_ = {0}, *err = &err_;
+    sdw_clip_tokenizer *t2 = NULL, *t1 = NULL;
+    ASSERT_OK(sdw_clip_tokenizer_load(sdw_test_path("models/tiny-sdxl/tokenizer_2"), &t2, err), err);
+    ASSERT_EQ_INT(sdw_clip_tokenizer_pad(t2), 0);
+    int32_t *ids;
+    int n;
+    ASSERT_OK(sdw_clip_tokenize(t2, "! !! !!!", &ids, &n, err), err);
+    const int32_t want2[] = {49406, 0, 0, 0, 0, 0, 0, 49407};
+    ASSERT_EQ_INT(n, 8);
+    for (int i = 0; i < n; i++) ASSERT_EQ_INT(ids[i], want2[i]);
+    free(ids);
+    sdw_clip_tokenizer_destroy(t2);
+    ASSERT_OK(sdw_clip_tokenizer_load(sdw_test_path("models/tiny-sd15/tokenizer"), &t1, err), err);
+    ASSERT_EQ_INT(sdw_clip_tokenizer_pad(t1), 49407);
+    ASSERT_OK(sdw_clip_tokenize(t1, "! !! !!!", &ids, &n, err), err);
+    const int32_t want1[] = {49406, 256, 748, 995, 49407};
+    ASSERT_EQ_INT(n, 5);
+    for (int i = 0; i < n; i++) ASSERT_EQ_INT(ids[i], want1[i]);
+    free(ids);
+    sdw_clip_tokenizer_destroy(t1);
+}
+
 int main(void) {
     sdw_error err_ = {0}, *err = &err_;
     struct stat st;
@@ -337,6 +421,8 @@ int main(void) {
     RUN(test_missing_and_bad_files);
     RUN(test_bpe_rules);
     RUN(test_text_fix_examples);
+    RUN(test_pipeline_goldens);
+    RUN(test_exclamation_pad_token);
     sdw_clip_tokenizer_destroy(g_tok);
     return sdw_test_finish();
 }
