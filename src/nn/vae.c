@@ -529,28 +529,30 @@ static float *alloc_act(int B, int H, int W, int C) {
 }
 
 /* ResnetBlock2D: out = shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x)))))).
- * Takes x [B,H,W,cin] (freed), returns a new [B,H,W,cout]. Peak: three activations. */
+ * Takes x [B,H,W,cin] (freed), returns a new [B,H,W,cout]. With a 1x1 shortcut the shortcut
+ * runs first, so norm1 can overwrite x: peak cin + 2·cout channels instead of 2·cin + cout
+ * (the 256->128 block at full resolution dominates a 512x512 SD decode). */
 static float *resnet_forward(const vae_resnet *r, float *x, int B, int H, int W) {
     const int64_t HW = (int64_t)H * W;
-    float *a = alloc_act(B, H, W, r->cin);
+    const size_t n = (size_t)B * HW * r->cout;
+    float *res = x; /* the residual branch: x itself, or its 1x1 projection */
+    float *a = x;   /* norm1 output: in place when x is not needed afterwards */
+    if (r->cin != r->cout) {
+        res = alloc_act(B, H, W, r->cout);
+        sdw_conv2d_forward(&r->shortcut, x, B, H, W, res);
+    } else {
+        a = alloc_act(B, H, W, r->cin);
+    }
     sdw_group_norm_forward(&r->norm1, x, B, HW, a, true);
     float *b = alloc_act(B, H, W, r->cout);
     sdw_conv2d_forward(&r->conv1, a, B, H, W, b);
+    if (a != x) free(a);
     sdw_group_norm_forward(&r->norm2, b, B, HW, b, true);
-    const size_t n = (size_t)B * HW * r->cout;
-    float *y;
-    if (r->cin == r->cout) {
-        y = a; /* a is dead and has the right size */
-        sdw_conv2d_forward(&r->conv2, b, B, H, W, y);
-        sdw_add(y, x, n);
-    } else {
-        free(a);
-        y = alloc_act(B, H, W, r->cout);
-        sdw_conv2d_forward(&r->conv2, b, B, H, W, y);
-        sdw_conv2d_forward(&r->shortcut, x, B, H, W, b); /* b is dead: reuse for the shortcut */
-        sdw_add(y, b, n);
-    }
+    float *y = alloc_act(B, H, W, r->cout);
+    sdw_conv2d_forward(&r->conv2, b, B, H, W, y);
     free(b);
+    sdw_add(y, res, n);
+    if (res != x) free(res);
     free(x);
     return y;
 }
