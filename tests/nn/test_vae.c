@@ -4,7 +4,9 @@
 #include "sdw_test.h"
 
 #include "nn/ldm_vae_names.h"
+#include "nn/nn.h"
 #include "nn/vae.h"
+#include "nn/vae_impl.h"
 
 #include <stdlib.h>
 
@@ -390,6 +392,45 @@ static void test_ldm_map_covers_file(void) {
     ASSERT_EQ_INT(np2, n_file);
 }
 
+/* The phase-split Upsample2D equals the literal one (nearest x2, then 3x3 conv pad 1) on a
+ * non-square batch, which the square goldens cannot show. */
+static void test_upsample_phase_split(void) {
+    sdw_error err = {0};
+    sdw_error *e = &err;
+    sdw_st_file *f = NULL;
+    ASSERT_OK(sdw_st_open(sdw_test_path("models/tiny-sd15/vae/diffusion_pytorch_model.safetensors"),
+                          &f, e),
+              e);
+    sdw_weights *ws = sdw_weights_create(f, "", NULL, NULL);
+    const int B = 2, H = 5, W = 3, C = 64;
+    const char *prefix = "decoder.up_blocks.0.upsamplers.0";
+    float *x = malloc(sizeof(float) * B * H * W * C);
+    uint32_t r = 12345;
+    for (int i = 0; i < B * H * W * C; i++) {
+        r = r * 1664525u + 1013904223u;
+        x[i] = (float)(r >> 8) / (float)(1u << 24) * 2.0f - 1.0f;
+    }
+    float *got = sdw__vae_upsample(ws, prefix, C, x, B, H, W, e);
+    float *u = malloc(sizeof(float) * B * 4 * H * W * C), *ref = malloc(sizeof(float) * B * 4 * H * W * C);
+    sdw_conv2d conv;
+    sdw_status st = sdw_conv2d_bind(&conv, ws, "decoder.up_blocks.0.upsamplers.0.conv", C, C, 3, 1,
+                                    1, true, e);
+    double rel = 1e9;
+    if (got && !st) {
+        sdw_upsample_nearest2x(x, B, H, W, C, u);
+        sdw_conv2d_forward(&conv, u, B, 2 * H, 2 * W, ref);
+        rel = sdw_test_rel_err(got, ref, (size_t)B * 4 * H * W * C);
+    }
+    free(x);
+    free(got);
+    free(u);
+    free(ref);
+    sdw_weights_destroy(ws);
+    sdw_st_close(f);
+    ASSERT_OK(st, e);
+    ASSERT_TRUE(rel <= 1e-5);
+}
+
 static void test_encode_rejects_bad_size(void) {
     sdw_error err = {0};
     sdw_error *e = &err;
@@ -414,6 +455,7 @@ int main(void) {
     RUN(test_sd15_single_encode);
     RUN(test_batch_decode);
     RUN(test_ldm_map_covers_file);
+    RUN(test_upsample_phase_split);
     RUN(test_encode_rejects_bad_size);
     RUN(test_sdxl);
     RUN(test_sdxl_single_fp16);
