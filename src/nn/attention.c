@@ -20,6 +20,8 @@ typedef struct attn_scratch {
 
 /* Softmax-update rows of the score tile for keys [j0, j0 + nk) and rescale the accumulator.
  * causal: row r (query i0 + r) sees keys j <= i0 + r only. */
+/* AVX2 clone: 8-wide exp; the default build targets baseline x86-64 (SSE2). */
+__attribute__((target_clones("avx2", "default")))
 static void online_softmax_tile(attn_scratch *sc, int nq, int nk, int64_t i0, int64_t j0, int D,
                                 bool causal) {
     for (int r = 0; r < nq; r++) {
@@ -34,12 +36,14 @@ static void online_softmax_tile(attn_scratch *sc, int nq, int nk, int64_t i0, in
             continue;
         }
         float mx = s[0];
-        for (int j = 1; j < n_valid; j++) mx = s[j] > mx ? s[j] : mx;
+#pragma omp simd reduction(max : mx)
+        for (int j = 1; j < n_valid; j++) mx = sdw__select(s[j] > mx, s[j], mx);
         const float m_new = mx > sc->m[r] ? mx : sc->m[r];
         const float alpha = expf(sc->m[r] - m_new); /* 0 on the first chunk (m = -inf) */
         float sum = 0;
+#pragma omp simd reduction(+ : sum)
         for (int j = 0; j < n_valid; j++) {
-            s[j] = expf(s[j] - m_new);
+            s[j] = sdw__expf(s[j] - m_new);
             sum += s[j];
         }
         for (int j = n_valid; j < nk; j++) s[j] = 0;
