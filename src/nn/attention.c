@@ -15,15 +15,14 @@ enum { QB = 64, KB = 256 };
 typedef struct attn_scratch {
     float s[QB * KB]; /* scores, then probabilities */
     float m[QB], l[QB];
-    float *o;         /* [QB, D] accumulator */
+    float *o; /* [QB, D] accumulator */
 } attn_scratch;
 
 /* Softmax-update rows of the score tile for keys [j0, j0 + nk) and rescale the accumulator.
  * causal: row r (query i0 + r) sees keys j <= i0 + r only. */
 /* AVX2 clone: 8-wide exp; the default build targets baseline x86-64 (SSE2). */
-__attribute__((target_clones("avx2", "default")))
-static void online_softmax_tile(attn_scratch *sc, int nq, int nk, int64_t i0, int64_t j0, int D,
-                                bool causal) {
+__attribute__((target_clones("avx2", "default"))) static void
+online_softmax_tile(attn_scratch *sc, int nq, int nk, int64_t i0, int64_t j0, int D, bool causal) {
     for (int r = 0; r < nq; r++) {
         float *s = sc->s + (size_t)r * KB;
         int n_valid = nk;
@@ -37,7 +36,8 @@ static void online_softmax_tile(attn_scratch *sc, int nq, int nk, int64_t i0, in
         }
         float mx = s[0];
 #pragma omp simd reduction(max : mx)
-        for (int j = 1; j < n_valid; j++) mx = sdw__select(s[j] > mx, s[j], mx);
+        for (int j = 1; j < n_valid; j++)
+            mx = sdw__select(s[j] > mx, s[j], mx);
         const float m_new = mx > sc->m[r] ? mx : sc->m[r];
         const float alpha = expf(sc->m[r] - m_new); /* 0 on the first chunk (m = -inf) */
         float sum = 0;
@@ -46,12 +46,14 @@ static void online_softmax_tile(attn_scratch *sc, int nq, int nk, int64_t i0, in
             s[j] = sdw__expf(s[j] - m_new);
             sum += s[j];
         }
-        for (int j = n_valid; j < nk; j++) s[j] = 0;
+        for (int j = n_valid; j < nk; j++)
+            s[j] = 0;
         sc->l[r] = sc->l[r] * alpha + sum;
         sc->m[r] = m_new;
         if (alpha != 1.0f) {
             float *o = sc->o + (size_t)r * D;
-            for (int d = 0; d < D; d++) o[d] *= alpha;
+            for (int d = 0; d < D; d++)
+                o[d] *= alpha;
         }
     }
 }
@@ -92,13 +94,14 @@ void sdw_attention(const float *q, int64_t q_stride, const float *k, int64_t k_s
                 sdw__sgemm('N', 'T', nq, nk, D, scale, qp, q_stride, kp + j0 * k_stride, k_stride,
                            0.0f, sc->s, KB);
                 online_softmax_tile(sc, nq, nk, i0, j0, D, causal);
-                sdw__sgemm('N', 'N', nq, D, nk, 1.0f, sc->s, KB, vp + j0 * v_stride, v_stride,
-                           1.0f, sc->o, D);
+                sdw__sgemm('N', 'N', nq, D, nk, 1.0f, sc->s, KB, vp + j0 * v_stride, v_stride, 1.0f,
+                           sc->o, D);
             }
             for (int r = 0; r < nq; r++) {
                 const float inv = 1.0f / sc->l[r];
                 float *dst = out + ((int64_t)b * Lq + i0 + r) * HD + (int64_t)h * D;
-                for (int d = 0; d < D; d++) dst[d] = sc->o[(size_t)r * D + d] * inv;
+                for (int d = 0; d < D; d++)
+                    dst[d] = sc->o[(size_t)r * D + d] * inv;
             }
         }
         free(sc->o);

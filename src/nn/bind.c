@@ -24,14 +24,13 @@ sdw_status sdw_linear_bind(sdw_linear *l, sdw_weights *ws, const char *prefix, i
     if (!err) err = &local;
     sdw_linear t = {.in = in, .out = out};
     if (!(t.w = get(ws, prefix, "weight", 2, (int64_t[]){out, in}, err))) return err->code;
-    if (has_bias && !(t.b = get(ws, prefix, "bias", 1, (int64_t[]){out}, err)))
-        return err->code;
+    if (has_bias && !(t.b = get(ws, prefix, "bias", 1, (int64_t[]){out}, err))) return err->code;
     *l = t;
     return SDW_OK;
 }
 
-sdw_status sdw_conv2d_bind_pad(sdw_conv2d *c, sdw_weights *ws, const char *prefix, int in,
-                               int out, int k, int stride, int pad, int pad_end, bool has_bias,
+sdw_status sdw_conv2d_bind_pad(sdw_conv2d *c, sdw_weights *ws, const char *prefix, int in, int out,
+                               int k, int stride, int pad, int pad_end, bool has_bias,
                                sdw_error *err) {
     SDW_ASSERT(c && ws && prefix && in > 0 && out > 0 && k > 0 && stride > 0 && pad >= 0 &&
                pad_end >= 0);
@@ -40,8 +39,7 @@ sdw_status sdw_conv2d_bind_pad(sdw_conv2d *c, sdw_weights *ws, const char *prefi
     sdw_conv2d t = {.in = in, .out = out, .k = k, .stride = stride, .pad = pad, .pad_end = pad_end};
     const float *w = get(ws, prefix, "weight", 4, (int64_t[]){out, in, k, k}, err);
     if (!w) return err->code;
-    if (has_bias && !(t.b = get(ws, prefix, "bias", 1, (int64_t[]){out}, err)))
-        return err->code;
+    if (has_bias && !(t.b = get(ws, prefix, "bias", 1, (int64_t[]){out}, err))) return err->code;
     float *packed = sdw_weights_alloc(ws, (size_t)k * k * in * out);
     if (!packed)
         return sdw_error_set(err, SDW_E_NOMEM, "%s.weight: no memory to repack %dx%dx%dx%d", prefix,

@@ -9,15 +9,19 @@
 
 void sdw_silu(float *x, size_t n) {
 #pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-x[i]));
+    for (size_t i = 0; i < n; i++)
+        x[i] = x[i] / (1.0f + expf(-x[i]));
 }
 
 /* torch's default GELU: 0.5·x·(1 + erf(x/√2)). */
-static inline float gelu1(float x) { return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)); }
+static inline float gelu1(float x) {
+    return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2));
+}
 
 void sdw_gelu(float *x, size_t n) {
 #pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++) x[i] = gelu1(x[i]);
+    for (size_t i = 0; i < n; i++)
+        x[i] = gelu1(x[i]);
 }
 
 void sdw_gelu_tanh(float *x, size_t n) {
@@ -32,12 +36,14 @@ void sdw_gelu_tanh(float *x, size_t n) {
 /* transformers' QuickGELU: x·sigmoid(1.702·x). */
 void sdw_quick_gelu(float *x, size_t n) {
 #pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+    for (size_t i = 0; i < n; i++)
+        x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
 }
 
 void sdw_add(float *y, const float *x, size_t n) {
 #pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++) y[i] += x[i];
+    for (size_t i = 0; i < n; i++)
+        y[i] += x[i];
 }
 
 void sdw_geglu(const float *x, int64_t M, int F, float *y) {
@@ -45,7 +51,8 @@ void sdw_geglu(const float *x, int64_t M, int F, float *y) {
     for (int64_t i = 0; i < M; i++) {
         const float *hidden = x + (size_t)i * 2 * F, *gate = hidden + F;
         float *yr = y + (size_t)i * F;
-        for (int j = 0; j < F; j++) yr[j] = hidden[j] * gelu1(gate[j]);
+        for (int j = 0; j < F; j++)
+            yr[j] = hidden[j] * gelu1(gate[j]);
     }
 }
 
@@ -55,7 +62,8 @@ void sdw_add_channel_bias(float *y, const float *bias, int B, int64_t HW, int C)
     for (int64_t p = 0; p < n_pix; p++) {
         const float *bb = bias + (size_t)(p / HW) * C;
         float *yp = y + (size_t)p * C;
-        for (int c = 0; c < C; c++) yp[c] += bb[c];
+        for (int c = 0; c < C; c++)
+            yp[c] += bb[c];
     }
 }
 

@@ -37,14 +37,14 @@ typedef struct sdw_conv2d {
     const float *w; /* repacked at bind to [k, k, in, out] (HWIO) */
     const float *b; /* [out] or NULL */
     int in, out, k, stride, pad;
-    int pad_end;    /* padding after each spatial dim (== pad for symmetric) */
+    int pad_end; /* padding after each spatial dim (== pad for symmetric) */
 } sdw_conv2d;
 /* Binds "<prefix>.weight" [out,in,k,k] and optional "<prefix>.bias" (symmetric padding). */
 sdw_status sdw_conv2d_bind(sdw_conv2d *c, sdw_weights *ws, const char *prefix, int in, int out,
                            int k, int stride, int pad, bool has_bias, sdw_error *err);
 /* As sdw_conv2d_bind with pad before / pad_end after each spatial dim. */
-sdw_status sdw_conv2d_bind_pad(sdw_conv2d *c, sdw_weights *ws, const char *prefix, int in,
-                               int out, int k, int stride, int pad, int pad_end, bool has_bias,
+sdw_status sdw_conv2d_bind_pad(sdw_conv2d *c, sdw_weights *ws, const char *prefix, int in, int out,
+                               int k, int stride, int pad, int pad_end, bool has_bias,
                                sdw_error *err);
 /* Repacks torch [out,in,k,k] (OIHW) weights into HWIO [k,k,in,out] (dst: k*k*in*out floats).
  * For callers that derive weights themselves (LoRA merges, tests). */
@@ -89,9 +89,9 @@ void sdw_attention(const float *q, int64_t q_stride, const float *k, int64_t k_s
 
 /* ---- elementwise (n elements, in place unless noted) ---- */
 void sdw_silu(float *x, size_t n);
-void sdw_gelu(float *x, size_t n);       /* exact erf GELU (torch default) */
-void sdw_gelu_tanh(float *x, size_t n);  /* tanh approximation */
-void sdw_quick_gelu(float *x, size_t n); /* x·sigmoid(1.702x) (CLIP) */
+void sdw_gelu(float *x, size_t n);                /* exact erf GELU (torch default) */
+void sdw_gelu_tanh(float *x, size_t n);           /* tanh approximation */
+void sdw_quick_gelu(float *x, size_t n);          /* x·sigmoid(1.702x) (CLIP) */
 void sdw_add(float *y, const float *x, size_t n); /* y += x */
 /* GEGLU: x [M, 2F] -> y [M, F] = x[:, :F] · gelu(x[:, F:]) (diffusers GEGLU chunk order). */
 void sdw_geglu(const float *x, int64_t M, int F, float *y);

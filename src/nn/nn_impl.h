@@ -21,7 +21,10 @@ static inline void sdw__sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K,
 /* cond ? a : b as bit operations. GCC will not if-convert a float ?: under the default
  * -ftrapping-math, and a branch in a loop body stops vectorisation. */
 static inline float sdw__select(int32_t cond, float a, float b) {
-    union { float f; int32_t i; } ua = {a}, ub = {b};
+    union {
+        float f;
+        int32_t i;
+    } ua = {a}, ub = {b};
     const int32_t m = -cond;
     ua.i = (ua.i & m) | (ub.i & ~m);
     return ua.f;
@@ -48,7 +51,10 @@ static inline float sdw__expf(float x) {
     y = y * z + r + 1.0f;
     /* 2^n with n in [-126, 127]; a NaN x leaves y NaN, so n just has to be a defined int. */
     const int32_t n = (int32_t)sdw__select(fx == fx, fx, 0.0f);
-    union { uint32_t i; float f; } u = {.i = (uint32_t)(n + 127) << 23};
+    union {
+        uint32_t i;
+        float f;
+    } u = {.i = (uint32_t)(n + 127) << 23};
     return y * u.f;
 }
 

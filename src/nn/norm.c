@@ -21,7 +21,8 @@ void sdw_group_norm_forward(const sdw_group_norm *g, const float *x, int B, int6
         const float *xb = x + (size_t)b * HW * C + (size_t)gi * cpg;
         double sum = 0;
         for (int64_t p = 0; p < HW; p++)
-            for (int j = 0; j < cpg; j++) sum += xb[p * C + j];
+            for (int j = 0; j < cpg; j++)
+                sum += xb[p * C + j];
         const double n = (double)HW * cpg, mean = sum / n;
         double ss = 0;
         for (int64_t p = 0; p < HW; p++)
@@ -52,7 +53,8 @@ void sdw_group_norm_forward(const sdw_group_norm *g, const float *x, int B, int6
                 yp[ch] = v / (1.0f + expf(-v));
             }
         } else {
-            for (int ch = 0; ch < C; ch++) yp[ch] = xp[ch] * sc[ch] + sh[ch];
+            for (int ch = 0; ch < C; ch++)
+                yp[ch] = xp[ch] * sc[ch] + sh[ch];
         }
     }
     free(scale);
@@ -66,7 +68,8 @@ void sdw_layer_norm_forward(const sdw_layer_norm *n, const float *x, int64_t M, 
         const float *xr = x + (size_t)i * C;
         float *yr = y + (size_t)i * C;
         double sum = 0;
-        for (int j = 0; j < C; j++) sum += xr[j];
+        for (int j = 0; j < C; j++)
+            sum += xr[j];
         const double mean = sum / C;
         double ss = 0;
         for (int j = 0; j < C; j++) {

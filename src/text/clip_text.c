@@ -10,18 +10,18 @@
 #include <string.h>
 
 typedef struct clip_layer {
-    sdw_layer_norm ln1, ln2;    /* [hidden] */
-    sdw_linear q, k, v, out;    /* [hidden, hidden] + bias */
-    sdw_linear fc1, fc2;        /* [intermediate, hidden], [hidden, intermediate] + bias */
+    sdw_layer_norm ln1, ln2; /* [hidden] */
+    sdw_linear q, k, v, out; /* [hidden, hidden] + bias */
+    sdw_linear fc1, fc2;     /* [intermediate, hidden], [hidden, intermediate] + bias */
 } clip_layer;
 
 struct sdw_clip_text {
     sdw_clip_text_config cfg;
-    const float *tok_emb;       /* [vocab, hidden] */
-    const float *pos_emb;       /* [max_positions, hidden] */
-    clip_layer *layers;         /* [n_layers] */
-    sdw_layer_norm final_ln;    /* [hidden] */
-    sdw_linear proj;            /* [projection_dim, hidden], no bias; valid if projection_dim */
+    const float *tok_emb;    /* [vocab, hidden] */
+    const float *pos_emb;    /* [max_positions, hidden] */
+    clip_layer *layers;      /* [n_layers] */
+    sdw_layer_norm final_ln; /* [hidden] */
+    sdw_linear proj;         /* [projection_dim, hidden], no bias; valid if projection_dim */
 };
 
 /* Sanity limits for configs read from files: far above any released CLIP. */
@@ -39,13 +39,13 @@ static sdw_status check_config(const sdw_clip_text_config *c, sdw_error *err) {
                              c->vocab, c->hidden, c->n_layers, c->n_heads, c->intermediate,
                              c->max_positions, c->projection_dim, (double)c->eps);
     if (c->hidden % c->n_heads)
-        return sdw_error_set(err, SDW_E_FORMAT, "CLIP text: hidden size %d not divisible by %d heads",
-                             c->hidden, c->n_heads);
+        return sdw_error_set(err, SDW_E_FORMAT,
+                             "CLIP text: hidden size %d not divisible by %d heads", c->hidden,
+                             c->n_heads);
     return SDW_OK;
 }
 
-static sdw_status json_int(json_t *o, const char *key, int *out, const char *path,
-                           sdw_error *err) {
+static sdw_status json_int(json_t *o, const char *key, int *out, const char *path, sdw_error *err) {
     json_t *v = json_object_get(o, key);
     if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX)
         return sdw_error_set(err, SDW_E_FORMAT, "%s: \"%s\" missing or not a valid integer", path,
@@ -55,10 +55,14 @@ static sdw_status json_int(json_t *o, const char *key, int *out, const char *pat
 }
 
 static bool parse_act(const char *s, sdw_clip_act *act) {
-    if (!strcmp(s, "quick_gelu")) *act = SDW_CLIP_ACT_QUICK_GELU;
-    else if (!strcmp(s, "gelu")) *act = SDW_CLIP_ACT_GELU;
-    else if (!strcmp(s, "gelu_new") || !strcmp(s, "gelu_pytorch_tanh")) *act = SDW_CLIP_ACT_GELU_TANH;
-    else return false;
+    if (!strcmp(s, "quick_gelu"))
+        *act = SDW_CLIP_ACT_QUICK_GELU;
+    else if (!strcmp(s, "gelu"))
+        *act = SDW_CLIP_ACT_GELU;
+    else if (!strcmp(s, "gelu_new") || !strcmp(s, "gelu_pytorch_tanh"))
+        *act = SDW_CLIP_ACT_GELU_TANH;
+    else
+        return false;
     return true;
 }
 
@@ -196,9 +200,8 @@ sdw_status sdw_clip_text_create(sdw_weights *ws, const sdw_clip_text_config *cfg
     if ((st = sdw_layer_norm_bind(&e->final_ln, ws, "text_model.final_layer_norm", c->hidden,
                                   c->eps, err)))
         goto fail;
-    if (c->projection_dim > 0 &&
-        (st = sdw_linear_bind(&e->proj, ws, "text_projection", c->hidden, c->projection_dim, false,
-                              err)))
+    if (c->projection_dim > 0 && (st = sdw_linear_bind(&e->proj, ws, "text_projection", c->hidden,
+                                                       c->projection_dim, false, err)))
         goto fail;
     *out = e;
     return SDW_OK;
@@ -229,9 +232,15 @@ typedef struct clip_scratch {
 
 static void activation(sdw_clip_act act, float *x, size_t n) {
     switch (act) {
-    case SDW_CLIP_ACT_QUICK_GELU: sdw_quick_gelu(x, n); break;
-    case SDW_CLIP_ACT_GELU: sdw_gelu(x, n); break;
-    case SDW_CLIP_ACT_GELU_TANH: sdw_gelu_tanh(x, n); break;
+    case SDW_CLIP_ACT_QUICK_GELU:
+        sdw_quick_gelu(x, n);
+        break;
+    case SDW_CLIP_ACT_GELU:
+        sdw_gelu(x, n);
+        break;
+    case SDW_CLIP_ACT_GELU_TANH:
+        sdw_gelu_tanh(x, n);
+        break;
     }
 }
 
@@ -282,14 +291,19 @@ sdw_status sdw_clip_text_forward(const sdw_clip_text *enc, const int32_t *ids, i
     const int64_t M = (int64_t)B * L;
     const size_t act_n = (size_t)M * C;
     float *x = sdw_xmalloc(sizeof(float) * (6 * act_n + (size_t)M * c->intermediate));
-    clip_scratch s = {.h = x + act_n, .q = x + 2 * act_n, .k = x + 3 * act_n,
-                      .v = x + 4 * act_n, .attn = x + 5 * act_n, .mlp = x + 6 * act_n};
+    clip_scratch s = {.h = x + act_n,
+                      .q = x + 2 * act_n,
+                      .k = x + 3 * act_n,
+                      .v = x + 4 * act_n,
+                      .attn = x + 5 * act_n,
+                      .mlp = x + 6 * act_n};
 
     /* CLIPTextEmbeddings: token embedding + position embedding (positions 0..L-1). */
     for (int64_t i = 0; i < M; i++) {
         const float *te = enc->tok_emb + (size_t)ids[i] * C;
         const float *pe = enc->pos_emb + (size_t)(i % L) * C;
-        for (int j = 0; j < C; j++) x[i * C + j] = te[j] + pe[j];
+        for (int j = 0; j < C; j++)
+            x[i * C + j] = te[j] + pe[j];
     }
     /* hidden_states[target] is the state after `target` layers; pooling needs the full stack. */
     const int target = c->n_layers - p.skip_layers;

@@ -24,12 +24,12 @@ typedef enum sdw_clip_act {
 } sdw_clip_act;
 
 typedef struct sdw_clip_text_config {
-    int vocab;          /* token embedding rows (49408) */
-    int hidden;         /* width (768 CLIP-L, 1024 OpenCLIP-H, 1280 OpenCLIP-G) */
+    int vocab;  /* token embedding rows (49408) */
+    int hidden; /* width (768 CLIP-L, 1024 OpenCLIP-H, 1280 OpenCLIP-G) */
     int n_layers;
-    int n_heads;        /* hidden must be a multiple */
-    int intermediate;   /* MLP width */
-    int max_positions;  /* position embedding rows (77) */
+    int n_heads;       /* hidden must be a multiple */
+    int intermediate;  /* MLP width */
+    int max_positions; /* position embedding rows (77) */
     sdw_clip_act act;
     float eps;          /* layer norm epsilon (1e-5) */
     int projection_dim; /* text_projection output width; 0 = no projection */

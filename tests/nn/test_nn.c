@@ -16,10 +16,13 @@ static float frand(void) { /* uniform in [-1, 1) */
 }
 static float *rand_buf(size_t n, float scale, float offset) {
     float *p = malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) p[i] = frand() * scale + offset;
+    for (size_t i = 0; i < n; i++)
+        p[i] = frand() * scale + offset;
     return p;
 }
-static float *zeros(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
+static float *zeros(size_t n) {
+    return calloc(n ? n : 1, sizeof(float));
+}
 
 /* ---------------- linear ---------------- */
 
@@ -32,13 +35,15 @@ static void check_linear(int64_t M, int in, int out, bool bias) {
     for (int64_t i = 0; i < M; i++)
         for (int o = 0; o < out; o++) {
             double s = b ? b[o] : 0;
-            for (int j = 0; j < in; j++) s += (double)x[i * in + j] * w[(size_t)o * in + j];
+            for (int j = 0; j < in; j++)
+                s += (double)x[i * in + j] * w[(size_t)o * in + j];
             ref[i * out + o] = (float)s;
         }
     double e = sdw_test_rel_err(y, ref, (size_t)M * out);
     free(x), free(w), free(b), free(y), free(ref);
-    if (!(e <= 1e-5)) sdw_test_fail(__FILE__, __LINE__, "linear %lldx%d->%d: rel err %.3g",
-                                    (long long)M, in, out, e);
+    if (!(e <= 1e-5))
+        sdw_test_fail(__FILE__, __LINE__, "linear %lldx%d->%d: rel err %.3g", (long long)M, in, out,
+                      e);
 }
 
 static void test_linear(void) {
@@ -76,7 +81,13 @@ static void check_conv(int B, int H, int W, int in, int out, int k, int stride, 
     float *b = bias ? rand_buf((size_t)out, 1, 0) : NULL;
     float *wp = zeros((size_t)out * in * k * k);
     sdw_conv2d_pack_weights(w, out, in, k, wp);
-    sdw_conv2d c = {.w = wp, .b = b, .in = in, .out = out, .k = k, .stride = stride, .pad = pad,
+    sdw_conv2d c = {.w = wp,
+                    .b = b,
+                    .in = in,
+                    .out = out,
+                    .k = k,
+                    .stride = stride,
+                    .pad = pad,
                     .pad_end = pad_end};
     int OH = sdw_conv2d_out_size(&c, H), OW = sdw_conv2d_out_size(&c, W);
     /* torch's output size: floor((n + pad_total - k) / stride) + 1 */
@@ -87,11 +98,10 @@ static void check_conv(int B, int H, int W, int in, int out, int k, int stride, 
     ref_conv(x, w, b, B, H, W, in, out, k, stride, pad, OH, OW, ref);
     double e = sdw_test_rel_err(y, ref, n_out);
     free(x), free(w), free(b), free(wp), free(y), free(ref);
-    if (OH != want_oh)
-        sdw_test_fail(__FILE__, __LINE__, "conv out size %d, want %d", OH, want_oh);
+    if (OH != want_oh) sdw_test_fail(__FILE__, __LINE__, "conv out size %d, want %d", OH, want_oh);
     if (!(e <= 1e-5))
-        sdw_test_fail(__FILE__, __LINE__, "conv %dx%dx%d k%d s%d p%d/%d: rel err %.3g", H, W, in,
-                      k, stride, pad, pad_end, e);
+        sdw_test_fail(__FILE__, __LINE__, "conv %dx%dx%d k%d s%d p%d/%d: rel err %.3g", H, W, in, k,
+                      stride, pad, pad_end, e);
 }
 
 static void test_conv(void) {
@@ -100,12 +110,14 @@ static void test_conv(void) {
     check_conv(1, 9, 9, 6, 4, 3, 2, 0, 1, true);   /* VAE-encoder downsampler pad (0,1,0,1) */
     check_conv(2, 7, 5, 12, 9, 1, 1, 0, 0, true);  /* 1x1 = GEMM */
     check_conv(1, 7, 5, 12, 9, 1, 1, 0, 0, false);
-    check_conv(1, 8, 8, 3, 5, 5, 1, 2, 2, false);  /* larger kernel */
-    check_conv(1, 9, 9, 3, 5, 1, 2, 0, 0, true);   /* strided 1x1 goes through im2col */
+    check_conv(1, 8, 8, 3, 5, 5, 1, 2, 2, false); /* larger kernel */
+    check_conv(1, 9, 9, 3, 5, 1, 2, 0, 0, true);  /* strided 1x1 goes through im2col */
 }
 
 /* Large enough that the im2col buffer is split into bands of output rows. */
-static void test_conv_banded(void) { check_conv(1, 90, 90, 256, 8, 3, 1, 1, 1, true); }
+static void test_conv_banded(void) {
+    check_conv(1, 90, 90, 256, 8, 3, 1, 1, 1, true);
+}
 
 /* ---------------- norms ---------------- */
 
@@ -116,7 +128,8 @@ static void ref_group_norm(const float *x, int B, int HW, int C, int G, const fl
         for (int g = 0; g < G; g++) {
             double s = 0, ss = 0, n = (double)HW * cpg;
             for (int p = 0; p < HW; p++)
-                for (int j = 0; j < cpg; j++) s += x[((size_t)b * HW + p) * C + g * cpg + j];
+                for (int j = 0; j < cpg; j++)
+                    s += x[((size_t)b * HW + p) * C + g * cpg + j];
             double mean = s / n;
             for (int p = 0; p < HW; p++)
                 for (int j = 0; j < cpg; j++) {
@@ -166,9 +179,11 @@ static void test_layer_norm(void) {
         float *y = zeros((size_t)M * C), *ref = zeros((size_t)M * C);
         for (int i = 0; i < M; i++) {
             double s = 0, ss = 0;
-            for (int j = 0; j < C; j++) s += x[i * C + j];
+            for (int j = 0; j < C; j++)
+                s += x[i * C + j];
             double mean = s / C;
-            for (int j = 0; j < C; j++) ss += (x[i * C + j] - mean) * (x[i * C + j] - mean);
+            for (int j = 0; j < C; j++)
+                ss += (x[i * C + j] - mean) * (x[i * C + j] - mean);
             double rstd = 1 / sqrt(ss / C + 1e-5);
             for (int j = 0; j < C; j++)
                 ref[i * C + j] = (float)((x[i * C + j] - mean) * rstd * gamma[j] + beta[j]);
@@ -208,10 +223,12 @@ static void check_attention(int B, int64_t Lq, int64_t Lk, int H, int D, int64_t
                     p[j] = s * scale;
                     if (p[j] > mx) mx = p[j];
                 }
-                for (int64_t j = 0; j < n; j++) sum += (p[j] = exp(p[j] - mx));
+                for (int64_t j = 0; j < n; j++)
+                    sum += (p[j] = exp(p[j] - mx));
                 for (int d = 0; d < D; d++) {
                     double o = 0;
-                    for (int64_t j = 0; j < n; j++) o += p[j] * v[(b * Lk + j) * vs + h * D + d];
+                    for (int64_t j = 0; j < n; j++)
+                        o += p[j] * v[(b * Lk + j) * vs + h * D + d];
                     ref[(b * Lq + i) * HD + h * D + d] = (float)(o / sum);
                 }
             }
@@ -254,12 +271,18 @@ static void test_activations(void) {
         for (size_t i = 0; i < n; i++) {
             double v = x[i];
             switch (which) {
-            case 0: ref[i] = (float)(v / (1 + exp(-v))); break;
-            case 1: ref[i] = (float)(0.5 * v * (1 + erf(v / sqrt(2.0)))); break;
+            case 0:
+                ref[i] = (float)(v / (1 + exp(-v)));
+                break;
+            case 1:
+                ref[i] = (float)(0.5 * v * (1 + erf(v / sqrt(2.0))));
+                break;
             case 2:
                 ref[i] = (float)(0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v))));
                 break;
-            default: ref[i] = (float)(v / (1 + exp(-1.702 * v))); break;
+            default:
+                ref[i] = (float)(v / (1 + exp(-1.702 * v)));
+                break;
             }
         }
         if (which == 0) sdw_silu(y, n);
@@ -267,7 +290,8 @@ static void test_activations(void) {
         if (which == 2) sdw_gelu_tanh(y, n);
         if (which == 3) sdw_quick_gelu(y, n);
         double e = sdw_test_rel_err(y, ref, n);
-        if (!(e <= 1e-6)) sdw_test_fail(__FILE__, __LINE__, "activation %d: rel err %.3g", which, e);
+        if (!(e <= 1e-6))
+            sdw_test_fail(__FILE__, __LINE__, "activation %d: rel err %.3g", which, e);
     }
     free(x), free(y), free(ref);
 }
@@ -314,7 +338,8 @@ static void test_layout(void) {
         for (int c = 0; c < C; c++)
             for (int y = 0; y < H; y++)
                 for (int x = 0; x < W; x++)
-                    bad += nchw[((b * C + c) * H + y) * W + x] != nhwc[((b * H + y) * W + x) * C + c];
+                    bad +=
+                        nchw[((b * C + c) * H + y) * W + x] != nhwc[((b * H + y) * W + x) * C + c];
     sdw_nhwc_to_nchw(nhwc, B, H, W, C, back);
     bad += memcmp(back, nchw, n * sizeof(float)) != 0;
 
@@ -331,7 +356,8 @@ static void test_layout(void) {
     float *a = rand_buf(M * 3, 1, 0), *bb = rand_buf(M * 5, 1, 0), *cat = zeros(M * 8);
     sdw_concat_channels(a, 3, bb, 5, M, cat);
     for (int64_t i = 0; i < M; i++)
-        for (int j = 0; j < 8; j++) bad += cat[i * 8 + j] != (j < 3 ? a[i * 3 + j] : bb[i * 5 + j - 3]);
+        for (int j = 0; j < 8; j++)
+            bad += cat[i * 8 + j] != (j < 3 ? a[i * 3 + j] : bb[i * 5 + j - 3]);
     free(nchw), free(nhwc), free(back), free(up), free(a), free(bb), free(cat);
     ASSERT_EQ_INT(bad, 0);
 }
@@ -357,7 +383,7 @@ static void check_timestep(float t, int dim, bool flip, float shift, double tol)
 }
 
 static void test_timestep_embedding(void) {
-    check_timestep(1.0f, 320, true, 0.0f, 1e-6);   /* SD UNet: flip, shift 0 */
+    check_timestep(1.0f, 320, true, 0.0f, 1e-6); /* SD UNet: flip, shift 0 */
     check_timestep(999.0f, 320, true, 0.0f, 5e-4);
     check_timestep(981.0f, 256, false, 1.0f, 5e-4); /* shift 1 (e.g. SDXL add_time / FLUX) */
     check_timestep(3.0f, 33, false, 1.0f, 1e-6);    /* odd dim: zero pad */
@@ -387,8 +413,8 @@ static void test_bind_conv(void) {
     sdw_conv2d c;
     sdw_error err = {0};
     sdw_status st = sdw_conv2d_bind_pad(&c, ws, "down.conv", 6, 5, 3, 2, 0, 1, true, &err);
-    const float *w = st ? NULL : sdw_weights_f32(ws, "down.conv.weight", 4,
-                                                 (int64_t[]){5, 6, 3, 3}, &err);
+    const float *w =
+        st ? NULL : sdw_weights_f32(ws, "down.conv.weight", 4, (int64_t[]){5, 6, 3, 3}, &err);
     double e = INFINITY;
     if (w) {
         const int B = 2, H = 9, W = 8;
@@ -410,8 +436,9 @@ static void test_bind_conv(void) {
 static void test_bind_errors(void) {
     sdw_st_file *f = NULL;
     sdw_error err = {0};
-    ASSERT_OK(sdw_st_open(sdw_test_path("models/tiny-sd15/text_encoder/model.safetensors"), &f,
-                          &err), &err);
+    ASSERT_OK(
+        sdw_st_open(sdw_test_path("models/tiny-sd15/text_encoder/model.safetensors"), &f, &err),
+        &err);
     sdw_weights *ws = sdw_weights_create(f, "", NULL, NULL);
     sdw_linear l;
     sdw_layer_norm ln;
@@ -422,8 +449,8 @@ static void test_bind_errors(void) {
     char msg[SDW_ERROR_MSG_MAX];
     memcpy(msg, err.msg, sizeof msg);
     sdw_status s_missing = sdw_layer_norm_bind(&ln, ws, "nope", 32, 1e-5f, NULL);
-    sdw_status s_groups = sdw_group_norm_bind(&gn, ws, "text_model.final_layer_norm", 32, 5,
-                                              1e-5f, &err);
+    sdw_status s_groups =
+        sdw_group_norm_bind(&gn, ws, "text_model.final_layer_norm", 32, 5, 1e-5f, &err);
     sdw_weights_destroy(ws);
     sdw_st_close(f);
     ASSERT_EQ_INT(s_ok, SDW_OK);

@@ -33,8 +33,8 @@ static sdw_status load_folder(const char *dir, loaded *m, sdw_error *err) {
 }
 
 /* Runs the encoder on golden `<te>.<which>.input_ids` and compares `<te>.<which>.<name>`. */
-static void check_output(sdw_golden *g, const sdw_clip_text *enc, const char *te,
-                         const char *which, const char *name, sdw_clip_text_params p) {
+static void check_output(sdw_golden *g, const sdw_clip_text *enc, const char *te, const char *which,
+                         const char *name, sdw_clip_text_params p) {
     char key[128];
     snprintf(key, sizeof key, "%s.%s.input_ids", te, which);
     const sdw_golden_tensor *ids = sdw_golden_get(g, key);
@@ -62,7 +62,8 @@ static void test_config_json(void) {
     sdw_clip_text_config c;
     sdw_error err = {0};
     ASSERT_OK(sdw_clip_text_config_from_json(
-                  sdw_test_path("models/tiny-sd15/text_encoder/config.json"), &c, &err), &err);
+                  sdw_test_path("models/tiny-sd15/text_encoder/config.json"), &c, &err),
+              &err);
     ASSERT_EQ_INT(c.vocab, 49408);
     ASSERT_EQ_INT(c.hidden, 32);
     ASSERT_EQ_INT(c.n_layers, 5);
@@ -72,11 +73,13 @@ static void test_config_json(void) {
     ASSERT_EQ_INT(c.act, SDW_CLIP_ACT_QUICK_GELU);
     ASSERT_EQ_INT(c.projection_dim, 0); /* CLIPTextModel: projection_dim present but unused */
     ASSERT_OK(sdw_clip_text_config_from_json(
-                  sdw_test_path("models/tiny-sdxl/text_encoder_2/config.json"), &c, &err), &err);
+                  sdw_test_path("models/tiny-sdxl/text_encoder_2/config.json"), &c, &err),
+              &err);
     ASSERT_EQ_INT(c.act, SDW_CLIP_ACT_GELU);
     ASSERT_EQ_INT(c.projection_dim, 32);
-    ASSERT_STATUS(sdw_clip_text_config_from_json(sdw_test_path("models/nonexistent.json"), &c,
-                                                 &err), SDW_E_FORMAT);
+    ASSERT_STATUS(
+        sdw_clip_text_config_from_json(sdw_test_path("models/nonexistent.json"), &c, &err),
+        SDW_E_FORMAT);
 }
 
 static void test_sd15_folder(void) {
@@ -198,7 +201,9 @@ static void check_sdxl_case(const char *model_case) {
     ASSERT_OK(st, &err);
 }
 
-static void test_sdxl_two_encoders(void) { check_sdxl_case("tiny-sdxl/txt2img-euler"); }
+static void test_sdxl_two_encoders(void) {
+    check_sdxl_case("tiny-sdxl/txt2img-euler");
+}
 
 /* The fp16 single file's CLIP-L (HF names under conditioner.embedders.0.transformer.). */
 static void test_sdxl_single_file_fp16(void) {
