@@ -336,6 +336,77 @@ static void test_names_unknown(void) {
     ASSERT_TRUE(!sdw_ldm_unet_name("conv_in.weight", buf, 8, &cfg)); /* does not fit */
 }
 
+/* Real-size layouts (4-level SD 1.5, 3-level SDXL): where the converted LDM/SGM checkpoints
+ * put these modules (public layout of v1-5-pruned and sd_xl_base_1.0). */
+static const char *const sd15_json =
+    "{\"block_out_channels\":[320,640,1280,1280],\"layers_per_block\":2,"
+    "\"down_block_types\":[\"CrossAttnDownBlock2D\",\"CrossAttnDownBlock2D\","
+    "\"CrossAttnDownBlock2D\",\"DownBlock2D\"],\"up_block_types\":[\"UpBlock2D\","
+    "\"CrossAttnUpBlock2D\",\"CrossAttnUpBlock2D\",\"CrossAttnUpBlock2D\"],"
+    "\"attention_head_dim\":8,\"cross_attention_dim\":768}";
+static const char *const sdxl_json =
+    "{\"block_out_channels\":[320,640,1280],\"layers_per_block\":2,"
+    "\"down_block_types\":[\"DownBlock2D\",\"CrossAttnDownBlock2D\",\"CrossAttnDownBlock2D\"],"
+    "\"up_block_types\":[\"CrossAttnUpBlock2D\",\"CrossAttnUpBlock2D\",\"UpBlock2D\"],"
+    "\"attention_head_dim\":[5,10,20],\"transformer_layers_per_block\":[1,2,10],"
+    "\"cross_attention_dim\":2048,\"use_linear_projection\":true,"
+    "\"addition_embed_type\":\"text_time\",\"addition_time_embed_dim\":256,"
+    "\"projection_class_embeddings_input_dim\":2816}";
+
+static void check_map(const char *json, const char *const (*pairs)[2], size_t n) {
+    sdw_error err_ = {0}, *err = &err_;
+    sdw_unet_config cfg;
+    ASSERT_OK(sdw_unet_config_parse(json, &cfg, err), err);
+    for (size_t i = 0; i < n; i++) {
+        char buf[256];
+        const char *got = sdw_ldm_unet_name(pairs[i][0], buf, sizeof buf, &cfg);
+        if (!got || strcmp(got, pairs[i][1])) {
+            sdw_test_fail(__FILE__, __LINE__, "%s -> %s, want %s", pairs[i][0],
+                          got ? got : "(none)", pairs[i][1]);
+            return;
+        }
+    }
+}
+
+static void test_names_real_layouts(void) {
+    static const char *const sd15[][2] = {
+        {"conv_in.weight", "input_blocks.0.0.weight"},
+        {"down_blocks.0.attentions.1.proj_in.weight", "input_blocks.2.1.proj_in.weight"},
+        {"down_blocks.1.resnets.0.conv_shortcut.weight", "input_blocks.4.0.skip_connection.weight"},
+        {"down_blocks.2.downsamplers.0.conv.weight", "input_blocks.9.0.op.weight"},
+        {"down_blocks.3.resnets.1.conv1.weight", "input_blocks.11.0.in_layers.2.weight"},
+        {"mid_block.resnets.1.norm2.weight", "middle_block.2.out_layers.0.weight"},
+        {"mid_block.attentions.0.transformer_blocks.0.ff.net.2.bias",
+         "middle_block.1.transformer_blocks.0.ff.net.2.bias"},
+        {"up_blocks.0.upsamplers.0.conv.weight", "output_blocks.2.1.conv.weight"},
+        {"up_blocks.1.attentions.2.proj_in.weight", "output_blocks.5.1.proj_in.weight"},
+        {"up_blocks.1.upsamplers.0.conv.bias", "output_blocks.5.2.conv.bias"},
+        {"up_blocks.2.upsamplers.0.conv.weight", "output_blocks.8.2.conv.weight"},
+        {"up_blocks.3.resnets.2.time_emb_proj.weight", "output_blocks.11.0.emb_layers.1.weight"},
+        {"conv_norm_out.bias", "out.0.bias"},
+        {"time_embedding.linear_2.weight", "time_embed.2.weight"},
+    };
+    static const char *const sdxl[][2] = {
+        {"down_blocks.0.downsamplers.0.conv.weight", "input_blocks.3.0.op.weight"},
+        {"down_blocks.2.attentions.1.transformer_blocks.9.attn1.to_q.weight",
+         "input_blocks.8.1.transformer_blocks.9.attn1.to_q.weight"},
+        {"up_blocks.0.upsamplers.0.conv.weight", "output_blocks.2.2.conv.weight"},
+        {"up_blocks.1.upsamplers.0.conv.weight", "output_blocks.5.2.conv.weight"},
+        {"up_blocks.2.resnets.2.norm1.weight", "output_blocks.8.0.in_layers.0.weight"},
+        {"add_embedding.linear_1.weight", "label_emb.0.0.weight"},
+        {"add_embedding.linear_2.bias", "label_emb.0.2.bias"},
+    };
+    check_map(sd15_json, sd15, SDW_ARRAY_LEN(sd15));
+    check_map(sdxl_json, sdxl, SDW_ARRAY_LEN(sdxl));
+    sdw_error err_ = {0}, *err = &err_;
+    sdw_unet_config cfg;
+    ASSERT_OK(sdw_unet_config_parse(sdxl_json, &cfg, err), err);
+    ASSERT_EQ_INT(cfg.add_text_dim, 1280); /* 2816 - 6 x 256 */
+    ASSERT_EQ_INT(cfg.heads[2], 20);
+    ASSERT_EQ_INT(cfg.up_depth[0], 10);
+    ASSERT_EQ_INT(cfg.mid_depth, 10);
+}
+
 /* ---- forward ---------------------------------------------------------------------------- */
 
 static void test_sd15_folder(void) {
@@ -483,6 +554,45 @@ static void test_odd_size_runs(void) {
     ASSERT_TRUE(e0 <= 1e-5 && e1 <= 1e-5);
 }
 
+/* Three levels, one layer each, mixed attention, random weights, sizes that shrink oddly
+ * (10 -> 5 -> 3): every skip's channels and size must meet the resnet that consumes it (the
+ * forward asserts it), and batch entries must not mix. */
+static void test_three_levels_random(void) {
+    static const char *json =
+        "{\"block_out_channels\":[32,64,96],\"layers_per_block\":1,"
+        "\"down_block_types\":[\"CrossAttnDownBlock2D\",\"DownBlock2D\",\"CrossAttnDownBlock2D\"],"
+        "\"up_block_types\":[\"CrossAttnUpBlock2D\",\"UpBlock2D\",\"CrossAttnUpBlock2D\"],"
+        "\"attention_head_dim\":[2,4,3],\"transformer_layers_per_block\":[1,1,2],"
+        "\"cross_attention_dim\":16,\"in_channels\":5,\"out_channels\":3}";
+    sdw_error err_ = {0}, *err = &err_;
+    sdw_unet_config cfg;
+    ASSERT_OK(sdw_unet_config_parse(json, &cfg, err), err);
+    sdw_weights *ws = sdw_weights_create_random(7);
+    sdw_unet *u = NULL;
+    sdw_status st = sdw_unet_create(ws, &cfg, &u, err);
+    if (st) sdw_weights_destroy(ws);
+    ASSERT_OK(st, err);
+    ASSERT_EQ_INT(sdw_unet_n_skips(u), 6);
+    int H = 10, W = 6, L = 3;
+    size_t nx = (size_t)H * W * 5, ny = (size_t)H * W * 3;
+    float *x = malloc(sizeof(float) * 2 * nx), *ctx = malloc(sizeof(float) * 2 * L * 16);
+    float *y = malloc(sizeof(float) * 2 * ny), *y1 = malloc(sizeof(float) * ny);
+    for (size_t i = 0; i < nx; i++) x[i] = x[nx + i] = sinf(0.37f * (float)i);
+    for (int i = 0; i < L * 16; i++) ctx[i] = ctx[L * 16 + i] = cosf(0.11f * (float)i);
+    float t[2] = {981, 981};
+    sdw_unet_forward(u, x, 2, H, W, t, ctx, L, NULL, NULL, y);
+    sdw_unet_forward(u, x + nx, 1, H, W, t, ctx + L * 16, L, NULL, NULL, y1);
+    double e0 = sdw_test_rel_err(y, y1, ny), e1 = sdw_test_rel_err(y + ny, y1, ny);
+    bool finite = true;
+    double mag = 0;
+    for (size_t i = 0; i < 2 * ny; i++) finite = finite && isfinite(y[i]), mag += fabs(y[i]);
+    free(x), free(ctx), free(y), free(y1);
+    sdw_unet_destroy(u);
+    sdw_weights_destroy(ws);
+    ASSERT_TRUE(finite && mag > 0);
+    ASSERT_TRUE(e0 <= 1e-5 && e1 <= 1e-5);
+}
+
 static void test_bad_config_refused(void) {
     sdw_error err_ = {0}, *err = &err_;
     loaded m;
@@ -512,6 +622,7 @@ int main(void) {
     RUN(test_names_sd2);
     RUN(test_names_sdxl);
     RUN(test_names_unknown);
+    RUN(test_names_real_layouts);
     RUN(test_sd15_folder);
     RUN(test_sd15_single);
     RUN(test_sd15_controlnet_residuals);
@@ -521,6 +632,7 @@ int main(void) {
     RUN(test_sdxl_folder);
     RUN(test_sdxl_single);
     RUN(test_odd_size_runs);
+    RUN(test_three_levels_random);
     RUN(test_bad_config_refused);
     return sdw_test_finish();
 }
