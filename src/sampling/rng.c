@@ -4,6 +4,7 @@
 #include "sampling/rng.h"
 
 #include "core/common.h"
+#include "sampling/np_math.h"
 
 #include <errno.h>
 #include <math.h>
@@ -227,54 +228,6 @@ static philox_ctr philox4x32_10(philox_ctr ctr, uint32_t k0, uint32_t k1) {
     return ctr;
 }
 
-/* numpy's float32 SIMD log (simd_log_FLOAT, loops_exponent_log.dispatch.c.src, AVX2/AVX512F):
- * mantissa in [sqrt(1/2), sqrt(2)), rational minimax P5/Q5, + k*ln2; max error 3.83 ulp. */
-static float numpy_simd_logf(float x) {
-    uint32_t b = f32_bits(x); /* x is a positive normal number here */
-    float e = (float)((int32_t)(b >> 23) - 126);
-    float m = f32_from_bits((b & 0x7fffffu) | (126u << 23)); /* [0.5, 1) */
-    if (m <= 0.707106781186547524400844362104849039f) {
-        m = m + m;
-        e = e - 1.0f;
-    }
-    m = m - 1.0f;
-    float num = fmaf(2.589979117907922693523e-02f, m, 3.808837741388407920751e-01f);
-    num = fmaf(num, m, 1.480000633576506585156e+00f);
-    num = fmaf(num, m, 2.112677543073053063722e+00f);
-    num = fmaf(num, m, 9.999999999999998702752e-01f);
-    num = fmaf(num, m, 0.0f);
-    float den = fmaf(5.875095403124574342950e-03f, m, 1.546476374983906719538e-01f);
-    den = fmaf(den, m, 9.864942958519418960339e-01f);
-    den = fmaf(den, m, 2.453006071784736363091e+00f);
-    den = fmaf(den, m, 2.612677543073109236779e+00f);
-    den = fmaf(den, m, 1.0f);
-    return fmaf(e, 0.693147182464599609375f, num / den);
-}
-
-/* numpy's float32 SIMD sine (simd_sincos_f32, loops_trigonometric.dispatch.c.src) for
- * |x| <= 117435.992: Cody-Waite reduction by pi/2, polynomials on [-pi/4, pi/4]. */
-static float numpy_simd_sinf(float x) {
-    const float magic = 0x1.800000p+23f; /* (q + magic) - magic rounds to nearest even */
-    float q = x * 0x1.45f306p-1f;        /* 2/pi */
-    q = (q + magic) - magic;
-    float r = fmaf(q, -0x1.921fb0p+00f, x);
-    r = fmaf(q, -0x1.5110b4p-22f, r);
-    r = fmaf(q, -0x1.846988p-48f, r);
-    float r2 = r * r;
-    float cs = fmaf(0x1.98e616p-16f, r2, -0x1.6c06dcp-10f);
-    cs = fmaf(cs, r2, 0x1.55553cp-05f);
-    cs = fmaf(cs, r2, -0x1.000000p-01f);
-    cs = fmaf(cs, r2, 1.0f);
-    float sn = fmaf(0x1.7d3bbcp-19f, r2, -0x1.a06bbap-13f);
-    sn = fmaf(sn, r2, 0x1.11119ap-07f);
-    sn = fmaf(sn, r2, -0x1.555556p-03f);
-    sn = fmaf(sn, r2, 0.0f);
-    sn = fmaf(sn, r, r);
-    int32_t quadrant = (int32_t)q;       /* q is integral already */
-    float v = (quadrant & 1) ? cs : sn;
-    return (quadrant & 2) ? 0.0f - v : v;
-}
-
 /* Box-Muller on two 32-bit words, first output only, in float32 as the reference generator
  * evaluated it (numpy float32 arrays, so numpy's SIMD log and sin). With these, all 41565
  * reference values match bit for bit; with glibc's logf/sinf ~20% differ by 1-4 ulp, and
@@ -284,8 +237,8 @@ static float philox_box_muller(uint32_t x, uint32_t y) {
     const float two_pow32_inv_2pi = (float)(2.3283064e-10 * 6.2831855);
     float u = (float)x * two_pow32_inv + two_pow32_inv / 2;
     float v = (float)y * two_pow32_inv_2pi + two_pow32_inv_2pi / 2;
-    float s = sqrtf(-2.0f * numpy_simd_logf(u));
-    return s * numpy_simd_sinf(v);
+    float s = sqrtf(-2.0f * sdw__numpy_logf(u));
+    return s * sdw__numpy_sinf(v);
 }
 
 static void philox_randn(sdw_rng *r, float *out, size_t n) {

@@ -1,0 +1,86 @@
+/* sampling/sampler_impl.h — library-internal: the sampler object and the per-sampler ops.
+ * sampler.c owns creation, the public dispatch and the numpy-compatible schedule helpers;
+ * sampler_alpha.c implements ddim and pndm (alpha_bar based), sampler_sigma.c euler, euler_a
+ * and dpm++2m (sigma based). */
+#ifndef SDW_SAMPLING_SAMPLER_IMPL_H
+#define SDW_SAMPLING_SAMPLER_IMPL_H
+
+#include "sampling/sampler.h"
+
+#include "core/common.h"
+
+#define SDW__SAMPLER_HIST 4 /* pndm keeps up to 4 past model outputs, dpm++2m 2 */
+
+typedef struct sdw__sampler_ops {
+    const char *name;           /* "euler_a" */
+    const char *diffusers_class; /* "EulerAncestralDiscreteScheduler" */
+    sdw_timestep_spacing default_spacing; /* the class default for timestep_spacing */
+    bool karras_ok;
+    /* Validates the config for this sampler and fills timesteps / sigmas / init_noise_sigma
+     * (alphas_cumprod, steps and the resolved config are set). */
+    sdw_status (*setup)(sdw_sampler *s, sdw_error *err);
+    /* One update for call i; buffers are allocated. */
+    void (*step)(sdw_sampler *s, int i, const float *model_out, float *x, size_t n, sdw_rng *rng);
+    /* Model input scaling (optional: NULL = identity). */
+    void (*scale_model_input)(const sdw_sampler *s, int i, const float *x, float *out, size_t n);
+    void (*add_noise)(const sdw_sampler *s, const float *x0, const float *noise, float *out,
+                      size_t n);
+} sdw__sampler_ops;
+
+struct sdw_sampler {
+    const sdw__sampler_ops *ops;
+    sdw_scheduler_config cfg; /* timestep_spacing resolved (never CLASS_DEFAULT) */
+    bool karras;
+    int steps;                /* num_inference_steps as requested */
+    int n_train;              /* num_train_timesteps */
+    float *alphas_cumprod;    /* [n_train] */
+    float final_alpha_cumprod; /* ddim/pndm: alpha_bar "before" t = 0 */
+
+    int n_calls;
+    float *timesteps;         /* [n_calls] value fed to the model (integral for ddim/pndm/dpm) */
+    float *sigmas;            /* [n_calls + 1] sigma-based samplers, else NULL */
+    float init_noise_sigma;
+
+    int begin;                /* first call of this run */
+    int next_call;            /* the call step() expects next */
+    int sigma_offset;         /* sigma index = call index + offset (diffusers' _init_step_index) */
+
+    /* Run state, (re)set by set_begin; buffers allocated by the first step. */
+    size_t n;                 /* latent element count, fixed by the first step */
+    float *buf;               /* one block for everything below */
+    float *noise, *tmp, *cur_sample, *cur_model_output;
+    float *hist[SDW__SAMPLER_HIST]; /* oldest first; n_hist valid */
+    int n_hist;
+    bool noise_valid;
+    int counter;              /* pndm: calls so far */
+    int lower_order_nums;     /* dpm++2m: steps taken so far, capped at the solver order */
+    bool have_cur_sample;     /* pndm */
+};
+
+extern const sdw__sampler_ops sdw__sampler_ddim, sdw__sampler_pndm, sdw__sampler_euler,
+    sdw__sampler_euler_a, sdw__sampler_dpmpp2m;
+
+/* ---- numpy-compatible schedule arithmetic (float64 unless noted) ---- */
+
+/* np.linspace(start, stop, num): i*step + start, last = stop exactly. */
+void sdw__np_linspace(double start, double stop, int num, double *out);
+/* len(np.arange(start, stop, step)) as numpy computes it: ceil((stop - start) / step). */
+int sdw__np_arange_len(double start, double stop, double step);
+/* np.arange(start, stop, step) values: start + i * ((start + step) - start). */
+void sdw__np_arange(double start, double step, int len, double *out);
+/* np.round: half to even. */
+double sdw__np_round(double v);
+/* np.interp(x, arange(len(fp)), fp) with float32 table fp. */
+double sdw__np_interp_index(double x, const float *fp, int n);
+/* sqrt((1 - a) / a) per training step, in float32 as torch computes it: out[n]. */
+void sdw__sigma_table(const float *alphas_cumprod, int n, float *out);
+/* diffusers' _sigma_to_t: fractional training timestep of sigma on the float32 log-sigma table
+ * (log_sigmas = np.log of the float32 sigma table, i.e. sdw__numpy_logf per entry). */
+double sdw__sigma_to_t(double sigma, const float *log_sigmas, int n);
+/* diffusers' _convert_to_karras: n sigmas from sigma_max down to sigma_min, rho = 7. */
+void sdw__karras_sigmas(double sigma_min, double sigma_max, int n, double *out);
+
+/* Python-style index into alphas_cumprod (negative wraps, as diffusers' tensor indexing does). */
+float sdw__alpha_at(const sdw_sampler *s, int t);
+
+#endif
