@@ -61,7 +61,7 @@ float sdw__numpy_sinf(float x) {
     sn = fmaf(sn, r2, -0x1.555556p-03f);
     sn = fmaf(sn, r2, 0.0f);
     sn = fmaf(sn, r, r);
-    int32_t quadrant = (int32_t)q;       /* q is integral already */
+    int32_t quadrant = (int32_t)q; /* q is integral already */
     float v = (quadrant & 1) ? cs : sn;
     return (quadrant & 2) ? 0.0f - v : v;
 }

@@ -20,8 +20,10 @@
 
 const char *sdw_rng_kind_str(sdw_rng_kind kind) {
     switch (kind) {
-    case SDW_RNG_TORCH: return "torch";
-    case SDW_RNG_PHILOX: return "philox";
+    case SDW_RNG_TORCH:
+        return "torch";
+    case SDW_RNG_PHILOX:
+        return "philox";
     }
     return "?";
 }
@@ -35,8 +37,8 @@ sdw_status sdw_rng_kind_parse(const char *name, sdw_rng_kind *out, sdw_error *er
         *out = SDW_RNG_PHILOX;
         return SDW_OK;
     }
-    return sdw_error_set(err, SDW_E_INVALID_ARG, "unknown rng \"%s\" (want \"torch\" or \"philox\")",
-                         name);
+    return sdw_error_set(err, SDW_E_INVALID_ARG,
+                         "unknown rng \"%s\" (want \"torch\" or \"philox\")", name);
 }
 
 /* ---- mt19937, seeded like at::mt19937 (aten/src/ATen/core/MT19937RNGEngine.h) ---- */
@@ -130,7 +132,8 @@ static float avx_mathfun_log(float x) {
     x = x + tmp;
     float z = x * x;
     float y = p[0];
-    for (int i = 1; i < 9; i++) y = fmaf(y, x, p[i]);
+    for (int i = 1; i < 9; i++)
+        y = fmaf(y, x, p[i]);
     y = y * x;
     y = fmaf(y, z, e * -2.12194440e-4f); /* y*z + e*q1: the first multiply is the fused one */
     y = y - z * 0.5f;                    /* z*0.5 is exact, fused or not */
@@ -186,11 +189,14 @@ static void torch_normal_fill_16(float *data) {
 /* normal_fill: all uniforms first, Box-Muller per block of 16, and when n is not a multiple of
  * 16 the last 16 outputs are recomputed from 16 fresh uniforms (overlapping the previous block). */
 static void torch_randn_vectorised(sdw_rng *r, float *out, size_t n) {
-    for (size_t i = 0; i < n; i++) out[i] = torch_uniform_f32(r);
-    for (size_t i = 0; i + 16 <= n; i += 16) torch_normal_fill_16(out + i);
+    for (size_t i = 0; i < n; i++)
+        out[i] = torch_uniform_f32(r);
+    for (size_t i = 0; i + 16 <= n; i += 16)
+        torch_normal_fill_16(out + i);
     if (n % 16 != 0) {
         float *tail = out + n - 16;
-        for (int i = 0; i < 16; i++) tail[i] = torch_uniform_f32(r);
+        for (int i = 0; i < 16; i++)
+            tail[i] = torch_uniform_f32(r);
         torch_normal_fill_16(tail);
     }
 }
@@ -199,7 +205,8 @@ static void torch_randn(sdw_rng *r, float *out, size_t n) {
     if (n >= 16) {
         torch_randn_vectorised(r, out, n);
     } else {
-        for (size_t i = 0; i < n; i++) out[i] = (float)torch_normal_f64(r);
+        for (size_t i = 0; i < n; i++)
+            out[i] = (float)torch_normal_f64(r);
     }
 }
 
@@ -266,8 +273,12 @@ void sdw_rng_init(sdw_rng *r, sdw_rng_kind kind, uint64_t seed) {
 void sdw_rng_randn(sdw_rng *r, float *out, size_t n) {
     if (n == 0) return;
     switch (r->kind) {
-    case SDW_RNG_TORCH: torch_randn(r, out, n); return;
-    case SDW_RNG_PHILOX: philox_randn(r, out, n); return;
+    case SDW_RNG_TORCH:
+        torch_randn(r, out, n);
+        return;
+    case SDW_RNG_PHILOX:
+        philox_randn(r, out, n);
+        return;
     }
     SDW_ABORT("sdw_rng_randn: uninitialised rng (kind %d)", (int)r->kind);
 }

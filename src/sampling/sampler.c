@@ -14,16 +14,15 @@
 #endif
 
 static const sdw__sampler_ops *const k_samplers[] = {
-    &sdw__sampler_ddim, &sdw__sampler_pndm,    &sdw__sampler_euler,
+    &sdw__sampler_ddim,    &sdw__sampler_pndm,    &sdw__sampler_euler,
     &sdw__sampler_euler_a, &sdw__sampler_dpmpp2m,
 };
 
+/* Same order as k_samplers; test_schedules creates every listed name. */
+static const char *const k_names[] = {"ddim", "pndm", "euler", "euler_a", "dpm++2m", NULL};
+
 const char *const *sdw_sampler_names(void) {
-    static const char *names[SDW_ARRAY_LEN(k_samplers) + 1];
-    /* Built from the table so the list can never disagree with it; idempotent. */
-    for (size_t i = 0; i < SDW_ARRAY_LEN(k_samplers); i++) names[i] = k_samplers[i]->name;
-    names[SDW_ARRAY_LEN(k_samplers)] = NULL;
-    return names;
+    return k_names;
 }
 
 static const sdw__sampler_ops *find_ops(const char *name) {
@@ -45,7 +44,8 @@ void sdw__np_linspace(double start, double stop, int num, double *out) {
         return;
     }
     const double step = (stop - start) / (num - 1);
-    for (int i = 0; i < num; i++) out[i] = i * step + start;
+    for (int i = 0; i < num; i++)
+        out[i] = i * step + start;
     out[num - 1] = stop;
 }
 
@@ -56,10 +56,13 @@ int sdw__np_arange_len(double start, double stop, double step) {
 
 void sdw__np_arange(double start, double step, int len, double *out) {
     const double delta = (start + step) - start; /* numpy fills from the first two values */
-    for (int i = 0; i < len; i++) out[i] = start + i * delta;
+    for (int i = 0; i < len; i++)
+        out[i] = start + i * delta;
 }
 
-double sdw__np_round(double v) { return nearbyint(v); }
+double sdw__np_round(double v) {
+    return nearbyint(v);
+}
 
 double sdw__np_interp_index(double x, const float *fp, int n) {
     if (x <= 0) return fp[0];
@@ -71,7 +74,8 @@ double sdw__np_interp_index(double x, const float *fp, int n) {
 }
 
 void sdw__sigma_table(const float *ac, int n, float *out) {
-    for (int t = 0; t < n; t++) out[t] = sqrtf((1.0f - ac[t]) / ac[t]);
+    for (int t = 0; t < n; t++)
+        out[t] = sqrtf((1.0f - ac[t]) / ac[t]);
 }
 
 double sdw__sigma_to_t(double sigma, const float *log_sigmas, int n) {
@@ -94,7 +98,8 @@ void sdw__karras_sigmas(double sigma_min, double sigma_max, int n, double *out) 
     double *ramp = sdw_xmalloc((size_t)n * sizeof *ramp);
     sdw__np_linspace(0, 1, n, ramp);
     const double min_inv_rho = pow(sigma_min, 1 / rho), max_inv_rho = pow(sigma_max, 1 / rho);
-    for (int i = 0; i < n; i++) out[i] = pow(max_inv_rho + ramp[i] * (min_inv_rho - max_inv_rho), rho);
+    for (int i = 0; i < n; i++)
+        out[i] = pow(max_inv_rho + ramp[i] * (min_inv_rho - max_inv_rho), rho);
     free(ramp);
 }
 
@@ -157,10 +162,18 @@ fail:
     return NULL;
 }
 
-const char *sdw_sampler_name(const sdw_sampler *s) { return s->ops->name; }
-int sdw_sampler_n_calls(const sdw_sampler *s) { return s->n_calls; }
-float sdw_sampler_init_noise_sigma(const sdw_sampler *s) { return s->init_noise_sigma; }
-int sdw_sampler_begin(const sdw_sampler *s) { return s->begin; }
+const char *sdw_sampler_name(const sdw_sampler *s) {
+    return s->ops->name;
+}
+int sdw_sampler_n_calls(const sdw_sampler *s) {
+    return s->n_calls;
+}
+float sdw_sampler_init_noise_sigma(const sdw_sampler *s) {
+    return s->init_noise_sigma;
+}
+int sdw_sampler_begin(const sdw_sampler *s) {
+    return s->begin;
+}
 
 float sdw_sampler_timestep(const sdw_sampler *s, int i) {
     SDW_ASSERT(i >= 0 && i < s->n_calls);
@@ -175,8 +188,10 @@ float sdw_sampler_sigma(const sdw_sampler *s, int i) {
 void sdw_sampler_scale_model_input(const sdw_sampler *s, int i, const float *x, float *out,
                                    size_t n) {
     SDW_ASSERT(i >= 0 && i < s->n_calls);
-    if (s->ops->scale_model_input) s->ops->scale_model_input(s, i, x, out, n);
-    else if (out != x) memmove(out, x, n * sizeof *out);
+    if (s->ops->scale_model_input)
+        s->ops->scale_model_input(s, i, x, out, n);
+    else if (out != x)
+        memmove(out, x, n * sizeof *out);
 }
 
 /* Lazily sizes the run buffers to the latents; n is fixed from then on. */
@@ -198,12 +213,13 @@ static sdw_status ensure_buffers(sdw_sampler *s, size_t n, sdw_error *err) {
     s->tmp = p, p += n;
     s->cur_sample = p, p += n;
     s->cur_model_output = p, p += n;
-    for (int k = 0; k < SDW__SAMPLER_HIST; k++) s->hist[k] = p, p += n;
+    for (int k = 0; k < SDW__SAMPLER_HIST; k++)
+        s->hist[k] = p, p += n;
     return SDW_OK;
 }
 
-sdw_status sdw_sampler_step(sdw_sampler *s, int i, const float *model_out, float *latents,
-                            size_t n, sdw_rng *rng, sdw_error *err) {
+sdw_status sdw_sampler_step(sdw_sampler *s, int i, const float *model_out, float *latents, size_t n,
+                            sdw_rng *rng, sdw_error *err) {
     SDW_ASSERT(i == s->next_call && i < s->n_calls); /* calls in order, from begin */
     sdw_status st = ensure_buffers(s, n, err);
     if (st != SDW_OK) return st;

@@ -77,8 +77,8 @@ void sdw_sampler_scale_model_input(const sdw_sampler *s, int i, const float *x, 
  * must come in order, starting at sdw_sampler_begin(), with the same n each time. rng is used by
  * euler and euler_a (one draw of n values per step) and may be NULL for the others. Returns
  * SDW_E_NOMEM if the first call cannot allocate its history buffers (latents untouched). */
-sdw_status sdw_sampler_step(sdw_sampler *s, int i, const float *model_out, float *latents,
-                            size_t n, sdw_rng *rng, sdw_error *err);
+sdw_status sdw_sampler_step(sdw_sampler *s, int i, const float *model_out, float *latents, size_t n,
+                            sdw_rng *rng, sdw_error *err);
 
 /* The noise drawn by the most recent step (n values, borrowed until the next step or destroy),
  * or NULL if that step drew none. For tests and debugging. */

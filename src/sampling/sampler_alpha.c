@@ -36,12 +36,14 @@ static int spaced_timesteps(const sdw_sampler *s, bool descending, int64_t *out)
     case SDW_SPACING_LINSPACE: {
         double *v = sdw_xmalloc((size_t)n * sizeof *v);
         sdw__np_linspace(0, N - 1, n, v);
-        for (int k = 0; k < n; k++) out[k] = (int64_t)sdw__np_round(v[k]);
+        for (int k = 0; k < n; k++)
+            out[k] = (int64_t)sdw__np_round(v[k]);
         free(v);
         break;
     }
     case SDW_SPACING_LEADING:
-        for (int k = 0; k < n; k++) out[k] = (int64_t)k * (N / n) + s->cfg.steps_offset;
+        for (int k = 0; k < n; k++)
+            out[k] = (int64_t)k * (N / n) + s->cfg.steps_offset;
         break;
     case SDW_SPACING_TRAILING: {
         const double ratio = (double)N / n;
@@ -50,11 +52,13 @@ static int spaced_timesteps(const sdw_sampler *s, bool descending, int64_t *out)
         double *v = sdw_xmalloc((size_t)len * sizeof *v);
         sdw__np_arange(N, -ratio, len, v);
         /* arange is descending here: reverse into ascending order first */
-        for (int k = 0; k < len; k++) out[k] = (int64_t)sdw__np_round(v[len - 1 - k]) - 1;
+        for (int k = 0; k < len; k++)
+            out[k] = (int64_t)sdw__np_round(v[len - 1 - k]) - 1;
         free(v);
         break;
     }
-    default: SDW_ABORT("timestep spacing not resolved");
+    default:
+        SDW_ABORT("timestep spacing not resolved");
     }
     if (descending)
         for (int a = 0, b = len - 1; a < b; a++, b--) {
@@ -69,7 +73,8 @@ static void alpha_add_noise(const sdw_sampler *s, const float *x0, const float *
                             size_t n) {
     const float a = sdw__alpha_at(s, (int)s->timesteps[s->begin]);
     const float sqrt_a = sqrtf(a), sqrt_one_minus_a = sqrtf(1.0f - a);
-    for (size_t k = 0; k < n; k++) out[k] = sqrt_a * x0[k] + sqrt_one_minus_a * noise[k];
+    for (size_t k = 0; k < n; k++)
+        out[k] = sqrt_a * x0[k] + sqrt_one_minus_a * noise[k];
 }
 
 /* ---- DDIM (eta = 0) ---- */
@@ -80,7 +85,8 @@ static sdw_status ddim_setup(sdw_sampler *s, sdw_error *err) {
     int64_t *ts = sdw_xmalloc((size_t)(s->n_train + 1) * sizeof *ts);
     s->n_calls = spaced_timesteps(s, true, ts);
     s->timesteps = sdw_xmalloc((size_t)s->n_calls * sizeof(float));
-    for (int k = 0; k < s->n_calls; k++) s->timesteps[k] = (float)ts[k];
+    for (int k = 0; k < s->n_calls; k++)
+        s->timesteps[k] = (float)ts[k];
     free(ts);
     return SDW_OK;
 }
@@ -135,7 +141,9 @@ const sdw__sampler_ops sdw__sampler_ddim = {
 
 /* Number of Runge-Kutta calls at the head of s->timesteps (0 with skip_prk_steps). Derived from
  * the config so no extra state is needed: 12 = (pndm_order 4) x 3 intermediate evaluations. */
-static int pndm_n_prk(const sdw_sampler *s) { return s->cfg.skip_prk_steps ? 0 : 12; }
+static int pndm_n_prk(const sdw_sampler *s) {
+    return s->cfg.skip_prk_steps ? 0 : 12;
+}
 
 static sdw_status pndm_setup(sdw_sampler *s, sdw_error *err) {
     if (s->cfg.prediction_type == SDW_PRED_SAMPLE)
@@ -156,10 +164,12 @@ static sdw_status pndm_setup(sdw_sampler *s, sdw_error *err) {
         /* plms = concat(_t[:-1], _t[-2:-1], _t[-1:])[::-1]: the second-to-last repeats */
         int64_t *plms = sdw_xmalloc((size_t)(len + 1) * sizeof *plms);
         int p = 0;
-        for (int k = 0; k < len - 1; k++) plms[p++] = t[k];
+        for (int k = 0; k < len - 1; k++)
+            plms[p++] = t[k];
         if (len >= 2) plms[p++] = t[len - 2];
         plms[p++] = t[len - 1];
-        for (int k = p - 1; k >= 0; k--) s->timesteps[m++] = (float)plms[k];
+        for (int k = p - 1; k >= 0; k--)
+            s->timesteps[m++] = (float)plms[k];
         free(plms);
     } else {
         /* prk = (repeat2(_t[-4:]) + tile([0, N//n//2], 4))[:-1].repeat(2)[1:-1][::-1] */
@@ -169,9 +179,12 @@ static sdw_status pndm_setup(sdw_sampler *s, sdw_error *err) {
             base[2 * k] = t[len - 4 + k];
             base[2 * k + 1] = t[len - 4 + k] + half;
         }
-        for (int k = 0; k < 7; k++) rep[2 * k] = rep[2 * k + 1] = base[k];
-        for (int k = 12; k >= 1; k--) s->timesteps[m++] = (float)rep[k];
-        for (int k = len - 4; k >= 0; k--) s->timesteps[m++] = (float)t[k]; /* _t[:-3][::-1] */
+        for (int k = 0; k < 7; k++)
+            rep[2 * k] = rep[2 * k + 1] = base[k];
+        for (int k = 12; k >= 1; k--)
+            s->timesteps[m++] = (float)rep[k];
+        for (int k = len - 4; k >= 0; k--)
+            s->timesteps[m++] = (float)t[k]; /* _t[:-3][::-1] */
     }
     s->n_calls = m;
     free(t);
@@ -224,11 +237,13 @@ static void pndm_step_plms(sdw_sampler *s, int t, const float *mo, float *x, siz
         memcpy(s->cur_sample, x, n * sizeof *x);
         s->have_cur_sample = true;
     } else if (h == 1 && s->counter == 1) {
-        for (size_t k = 0; k < n; k++) m[k] = (mo[k] + e[0][k]) / 2.0f;
+        for (size_t k = 0; k < n; k++)
+            m[k] = (mo[k] + e[0][k]) / 2.0f;
         sample = s->cur_sample; /* restart from x_t of the first call */
         s->have_cur_sample = false;
     } else if (h == 2) {
-        for (size_t k = 0; k < n; k++) m[k] = (3.0f * e[1][k] - e[0][k]) / 2.0f;
+        for (size_t k = 0; k < n; k++)
+            m[k] = (3.0f * e[1][k] - e[0][k]) / 2.0f;
     } else if (h == 3) {
         for (size_t k = 0; k < n; k++)
             m[k] = (23.0f * e[2][k] - 16.0f * e[1][k] + 5.0f * e[0][k]) / 12.0f;
@@ -251,19 +266,22 @@ static void pndm_step_prk(sdw_sampler *s, int t_in, const float *mo, float *x, s
     const float sixth = (float)(1.0 / 6), third = (float)(1.0 / 3);
     switch (s->counter % 4) {
     case 0:
-        for (size_t k = 0; k < n; k++) acc[k] = sixth * mo[k]; /* 0 + 1/6 mo */
-        memcpy(s->hist[s->n_hist++], mo, n * sizeof *mo);       /* ets.append */
+        for (size_t k = 0; k < n; k++)
+            acc[k] = sixth * mo[k];                       /* 0 + 1/6 mo */
+        memcpy(s->hist[s->n_hist++], mo, n * sizeof *mo); /* ets.append */
         memcpy(s->cur_sample, x, n * sizeof *x);
         s->have_cur_sample = true;
         memcpy(m, mo, n * sizeof *m);
         break;
     case 1:
     case 2:
-        for (size_t k = 0; k < n; k++) acc[k] = acc[k] + third * mo[k];
+        for (size_t k = 0; k < n; k++)
+            acc[k] = acc[k] + third * mo[k];
         memcpy(m, mo, n * sizeof *m);
         break;
     default:
-        for (size_t k = 0; k < n; k++) m[k] = acc[k] + sixth * mo[k];
+        for (size_t k = 0; k < n; k++)
+            m[k] = acc[k] + sixth * mo[k];
         memset(acc, 0, n * sizeof *acc);
         break;
     }
@@ -274,8 +292,10 @@ static void pndm_step_prk(sdw_sampler *s, int t_in, const float *mo, float *x, s
 static void pndm_step(sdw_sampler *s, int i, const float *mo, float *x, size_t n, sdw_rng *rng) {
     (void)rng;
     const int t = (int)s->timesteps[i];
-    if (s->counter < pndm_n_prk(s)) pndm_step_prk(s, t, mo, x, n);
-    else pndm_step_plms(s, t, mo, x, n);
+    if (s->counter < pndm_n_prk(s))
+        pndm_step_prk(s, t, mo, x, n);
+    else
+        pndm_step_plms(s, t, mo, x, n);
 }
 
 const sdw__sampler_ops sdw__sampler_pndm = {

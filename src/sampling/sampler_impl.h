@@ -12,8 +12,8 @@
 #define SDW__SAMPLER_HIST 4 /* pndm keeps up to 4 past model outputs, dpm++2m 2 */
 
 typedef struct sdw__sampler_ops {
-    const char *name;           /* "euler_a" */
-    const char *diffusers_class; /* "EulerAncestralDiscreteScheduler" */
+    const char *name;                     /* "euler_a" */
+    const char *diffusers_class;          /* "EulerAncestralDiscreteScheduler" */
     sdw_timestep_spacing default_spacing; /* the class default for timestep_spacing */
     bool karras_ok;
     /* Validates the config for this sampler and fills timesteps / sigmas / init_noise_sigma
@@ -31,30 +31,30 @@ struct sdw_sampler {
     const sdw__sampler_ops *ops;
     sdw_scheduler_config cfg; /* timestep_spacing resolved (never CLASS_DEFAULT) */
     bool karras;
-    int steps;                /* num_inference_steps as requested */
-    int n_train;              /* num_train_timesteps */
-    float *alphas_cumprod;    /* [n_train] */
+    int steps;                 /* num_inference_steps as requested */
+    int n_train;               /* num_train_timesteps */
+    float *alphas_cumprod;     /* [n_train] */
     float final_alpha_cumprod; /* ddim/pndm: alpha_bar "before" t = 0 */
 
     int n_calls;
-    float *timesteps;         /* [n_calls] value fed to the model (integral for ddim/pndm/dpm) */
-    float *sigmas;            /* [n_calls + 1] sigma-based samplers, else NULL */
+    float *timesteps; /* [n_calls] value fed to the model (integral for ddim/pndm/dpm) */
+    float *sigmas;    /* [n_calls + 1] sigma-based samplers, else NULL */
     float init_noise_sigma;
 
-    int begin;                /* first call of this run */
-    int next_call;            /* the call step() expects next */
-    int sigma_offset;         /* sigma index = call index + offset (diffusers' _init_step_index) */
+    int begin;        /* first call of this run */
+    int next_call;    /* the call step() expects next */
+    int sigma_offset; /* sigma index = call index + offset (diffusers' _init_step_index) */
 
     /* Run state, (re)set by set_begin; buffers allocated by the first step. */
-    size_t n;                 /* latent element count, fixed by the first step */
-    float *buf;               /* one block for everything below */
+    size_t n;   /* latent element count, fixed by the first step */
+    float *buf; /* one block for everything below */
     float *noise, *tmp, *cur_sample, *cur_model_output;
     float *hist[SDW__SAMPLER_HIST]; /* oldest first; n_hist valid */
     int n_hist;
     bool noise_valid;
-    int counter;              /* pndm: calls so far */
-    int lower_order_nums;     /* dpm++2m: steps taken so far, capped at the solver order */
-    bool have_cur_sample;     /* pndm */
+    int counter;          /* pndm: calls so far */
+    int lower_order_nums; /* dpm++2m: steps taken so far, capped at the solver order */
+    bool have_cur_sample; /* pndm */
 };
 
 extern const sdw__sampler_ops sdw__sampler_ddim, sdw__sampler_pndm, sdw__sampler_euler,

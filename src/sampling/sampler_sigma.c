@@ -19,7 +19,8 @@
 /* log of the float32 sigma table, as np.log computes it on the float32 array. */
 static float *log_sigma_table(const float *sig, int n) {
     float *out = sdw_xmalloc((size_t)n * sizeof *out);
-    for (int t = 0; t < n; t++) out[t] = sdw__numpy_logf(sig[t]);
+    for (int t = 0; t < n; t++)
+        out[t] = sdw__numpy_logf(sig[t]);
     return out;
 }
 
@@ -60,7 +61,8 @@ static sdw_status euler_setup(sdw_sampler *s, sdw_error *err) {
             ts[a] = ts[b];
             ts[b] = t;
         }
-        for (int k = 0; k < n; k++) ts[k] = (float)ts[k];
+        for (int k = 0; k < n; k++)
+            ts[k] = (float)ts[k];
         break;
     case SDW_SPACING_LEADING:
         ts = sdw_xmalloc((size_t)n * sizeof *ts);
@@ -72,22 +74,26 @@ static sdw_status euler_setup(sdw_sampler *s, sdw_error *err) {
         len = sdw__np_arange_len(N, 0, -ratio); /* may be n + 1, as numpy computes it */
         ts = sdw_xmalloc((size_t)len * sizeof *ts);
         sdw__np_arange(N, -ratio, len, ts);
-        for (int k = 0; k < len; k++) ts[k] = (float)sdw__np_round(ts[k]) - 1.0f;
+        for (int k = 0; k < len; k++)
+            ts[k] = (float)sdw__np_round(ts[k]) - 1.0f;
         break;
     }
-    default: SDW_ABORT("timestep spacing not resolved");
+    default:
+        SDW_ABORT("timestep spacing not resolved");
     }
 
     float *table = sdw_xmalloc((size_t)N * sizeof *table);
     sdw__sigma_table(s->alphas_cumprod, N, table);
     double *sig = sdw_xmalloc((size_t)len * sizeof *sig);
-    for (int k = 0; k < len; k++) sig[k] = sdw__np_interp_index(ts[k], table, N);
+    for (int k = 0; k < len; k++)
+        sig[k] = sdw__np_interp_index(ts[k], table, N);
     if (s->karras) {
         float *log_sigmas = log_sigma_table(table, N);
         double lo, hi;
         karras_range(s, sig[len - 1], sig[0], &lo, &hi);
         sdw__karras_sigmas(lo, hi, len, sig);
-        for (int k = 0; k < len; k++) ts[k] = sdw__sigma_to_t(sig[k], log_sigmas, N);
+        for (int k = 0; k < len; k++)
+            ts[k] = sdw__sigma_to_t(sig[k], log_sigmas, N);
         free(log_sigmas);
     }
     s->n_calls = len;
@@ -122,16 +128,20 @@ static void euler_scale_model_input(const sdw_sampler *s, int i, const float *x,
                                     size_t n) {
     const float sigma = s->sigmas[sigma_index(s, i)];
     const float scale = sqrtf(sigma * sigma + 1.0f);
-    for (size_t k = 0; k < n; k++) out[k] = x[k] / scale;
+    for (size_t k = 0; k < n; k++)
+        out[k] = x[k] / scale;
 }
 
 /* The denoised estimate x0 for Euler-type samplers (c_skip / c_out of the prediction type). */
-static float euler_x0(sdw_prediction_type pred, float sigma, float c_out, float c_skip_div,
-                      float x, float mo) {
+static float euler_x0(sdw_prediction_type pred, float sigma, float c_out, float c_skip_div, float x,
+                      float mo) {
     switch (pred) {
-    case SDW_PRED_EPSILON: return x - sigma * mo;
-    case SDW_PRED_SAMPLE: return mo;
-    default: return mo * c_out + x / c_skip_div; /* v: mo * (-s / sqrt(s^2+1)) + x / (s^2+1) */
+    case SDW_PRED_EPSILON:
+        return x - sigma * mo;
+    case SDW_PRED_SAMPLE:
+        return mo;
+    default:
+        return mo * c_out + x / c_skip_div; /* v: mo * (-s / sqrt(s^2+1)) + x / (s^2+1) */
     }
 }
 
@@ -156,8 +166,7 @@ static void euler_step(sdw_sampler *s, int i, const float *mo, float *x, size_t 
 
 /* EulerAncestralDiscreteScheduler.step: deterministic step to sigma_down, then fresh noise of
  * size sigma_up. */
-static void euler_a_step(sdw_sampler *s, int i, const float *mo, float *x, size_t n,
-                         sdw_rng *rng) {
+static void euler_a_step(sdw_sampler *s, int i, const float *mo, float *x, size_t n, sdw_rng *rng) {
     const int si = sigma_index(s, i);
     const float sigma = s->sigmas[si];
     const float from = sigma, to = s->sigmas[si + 1];
@@ -174,16 +183,19 @@ static void euler_a_step(sdw_sampler *s, int i, const float *mo, float *x, size_
     SDW_ASSERT(rng); /* euler_a draws from the generator every step */
     sdw_rng_randn(rng, s->noise, n);
     s->noise_valid = true;
-    for (size_t k = 0; k < n; k++) x[k] = x[k] + s->noise[k] * sigma_up;
+    for (size_t k = 0; k < n; k++)
+        x[k] = x[k] + s->noise[k] * sigma_up;
 }
 
 /* add_noise: x0 + noise * sigma at the first index holding timesteps[begin]. */
 static void euler_add_noise(const sdw_sampler *s, const float *x0, const float *noise, float *out,
                             size_t n) {
     int idx = 0;
-    while (idx < s->n_calls && s->timesteps[idx] != s->timesteps[s->begin]) idx++;
+    while (idx < s->n_calls && s->timesteps[idx] != s->timesteps[s->begin])
+        idx++;
     const float sigma = s->sigmas[idx];
-    for (size_t k = 0; k < n; k++) out[k] = x0[k] + noise[k] * sigma;
+    for (size_t k = 0; k < n; k++)
+        out[k] = x0[k] + noise[k] * sigma;
 }
 
 const sdw__sampler_ops sdw__sampler_euler = {
@@ -217,17 +229,22 @@ static sdw_status dpm_setup(sdw_sampler *s, sdw_error *err) {
     if (st != SDW_OK) return st;
     const float *ac = s->alphas_cumprod;
 
-    /* lambda_min_clipped: drop the tail of the schedule whose log-SNR is below the clip */
+    /* lambda_min_clipped: drop the tail of the schedule whose log-SNR is below the clip. torch
+     * takes these logs with its vectorised (Sleef) log; glibc's may differ by an ulp, which only
+     * matters if the clip value sits exactly on a table entry. */
     int clipped = 0;
     if (!(isinf(s->cfg.lambda_min_clipped) && s->cfg.lambda_min_clipped < 0)) {
         for (int t = N - 1; t >= 0; t--) { /* searchsorted(flip(lambda_t), clip), left side */
             float lambda = logf(sqrtf(ac[t])) - logf(sqrtf(1.0f - ac[t]));
-            if (lambda < s->cfg.lambda_min_clipped) clipped++;
-            else break;
+            if (lambda < s->cfg.lambda_min_clipped)
+                clipped++;
+            else
+                break;
         }
     }
     const int last = N - clipped;
-    if (last < 1) return sdw_error_set(err, SDW_E_INVALID_ARG, "lambda_min_clipped clips everything");
+    if (last < 1)
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "lambda_min_clipped clips everything");
 
     int len = n;
     int64_t *ts = NULL;
@@ -236,14 +253,16 @@ static sdw_status dpm_setup(sdw_sampler *s, sdw_error *err) {
         double *v = sdw_xmalloc((size_t)(n + 1) * sizeof *v);
         sdw__np_linspace(0, last - 1, n + 1, v);
         ts = sdw_xmalloc((size_t)n * sizeof *ts);
-        for (int k = 0; k < n; k++) ts[k] = (int64_t)sdw__np_round(v[n - k]); /* [::-1][:-1] */
+        for (int k = 0; k < n; k++)
+            ts[k] = (int64_t)sdw__np_round(v[n - k]); /* [::-1][:-1] */
         free(v);
         break;
     }
     case SDW_SPACING_LEADING: {
         const int ratio = last / (n + 1);
         ts = sdw_xmalloc((size_t)n * sizeof *ts);
-        for (int k = 0; k < n; k++) ts[k] = (int64_t)(n - k) * ratio + s->cfg.steps_offset;
+        for (int k = 0; k < n; k++)
+            ts[k] = (int64_t)(n - k) * ratio + s->cfg.steps_offset;
         break;
     }
     case SDW_SPACING_TRAILING: {
@@ -252,11 +271,13 @@ static sdw_status dpm_setup(sdw_sampler *s, sdw_error *err) {
         double *v = sdw_xmalloc((size_t)len * sizeof *v);
         sdw__np_arange(last, -ratio, len, v);
         ts = sdw_xmalloc((size_t)len * sizeof *ts);
-        for (int k = 0; k < len; k++) ts[k] = (int64_t)sdw__np_round(v[k]) - 1;
+        for (int k = 0; k < len; k++)
+            ts[k] = (int64_t)sdw__np_round(v[k]) - 1;
         free(v);
         break;
     }
-    default: SDW_ABORT("timestep spacing not resolved");
+    default:
+        SDW_ABORT("timestep spacing not resolved");
     }
 
     float *table = sdw_xmalloc((size_t)N * sizeof *table);
@@ -310,9 +331,15 @@ static void dpm_x0(const sdw_sampler *s, float sigma, const float *mo, const flo
     const dpm_point p = dpm_at(sigma);
     for (size_t k = 0; k < n; k++) {
         switch (s->cfg.prediction_type) {
-        case SDW_PRED_EPSILON: out[k] = (x[k] - p.sigma * mo[k]) / p.alpha; break;
-        case SDW_PRED_SAMPLE: out[k] = mo[k]; break;
-        default: out[k] = p.alpha * x[k] - p.sigma * mo[k]; break;
+        case SDW_PRED_EPSILON:
+            out[k] = (x[k] - p.sigma * mo[k]) / p.alpha;
+            break;
+        case SDW_PRED_SAMPLE:
+            out[k] = mo[k];
+            break;
+        default:
+            out[k] = p.alpha * x[k] - p.sigma * mo[k];
+            break;
         }
     }
 }
@@ -336,7 +363,8 @@ static void dpm_step(sdw_sampler *s, int i, const float *mo, float *x, size_t n,
     const float c0 = t.alpha * (expf(-h) - 1.0f);
     if (s->lower_order_nums < 1 || lower_order_final) {
         /* dpm_solver_first_order_update: DDIM in log-SNR time */
-        for (size_t k = 0; k < n; k++) x[k] = ratio * x[k] - c0 * m0[k];
+        for (size_t k = 0; k < n; k++)
+            x[k] = ratio * x[k] - c0 * m0[k];
     } else {
         /* multistep_dpm_solver_second_order_update, midpoint */
         const dpm_point s1 = dpm_at(s->sigmas[si - 1]);
@@ -357,7 +385,8 @@ static void dpm_step(sdw_sampler *s, int i, const float *mo, float *x, size_t n,
 static void dpm_add_noise(const sdw_sampler *s, const float *x0, const float *noise, float *out,
                           size_t n) {
     const dpm_point p = dpm_at(s->sigmas[s->begin + s->sigma_offset]);
-    for (size_t k = 0; k < n; k++) out[k] = p.alpha * x0[k] + p.sigma * noise[k];
+    for (size_t k = 0; k < n; k++)
+        out[k] = p.alpha * x0[k] + p.sigma * noise[k];
 }
 
 const sdw__sampler_ops sdw__sampler_dpmpp2m = {

@@ -19,28 +19,38 @@
 
 const char *sdw_beta_schedule_str(sdw_beta_schedule v) {
     switch (v) {
-    case SDW_BETA_LINEAR: return "linear";
-    case SDW_BETA_SCALED_LINEAR: return "scaled_linear";
-    case SDW_BETA_SQUAREDCOS_CAP_V2: return "squaredcos_cap_v2";
+    case SDW_BETA_LINEAR:
+        return "linear";
+    case SDW_BETA_SCALED_LINEAR:
+        return "scaled_linear";
+    case SDW_BETA_SQUAREDCOS_CAP_V2:
+        return "squaredcos_cap_v2";
     }
     return "?";
 }
 
 const char *sdw_prediction_type_str(sdw_prediction_type v) {
     switch (v) {
-    case SDW_PRED_EPSILON: return "epsilon";
-    case SDW_PRED_V: return "v_prediction";
-    case SDW_PRED_SAMPLE: return "sample";
+    case SDW_PRED_EPSILON:
+        return "epsilon";
+    case SDW_PRED_V:
+        return "v_prediction";
+    case SDW_PRED_SAMPLE:
+        return "sample";
     }
     return "?";
 }
 
 const char *sdw_timestep_spacing_str(sdw_timestep_spacing v) {
     switch (v) {
-    case SDW_SPACING_CLASS_DEFAULT: return "(class default)";
-    case SDW_SPACING_LEADING: return "leading";
-    case SDW_SPACING_TRAILING: return "trailing";
-    case SDW_SPACING_LINSPACE: return "linspace";
+    case SDW_SPACING_CLASS_DEFAULT:
+        return "(class default)";
+    case SDW_SPACING_LEADING:
+        return "leading";
+    case SDW_SPACING_TRAILING:
+        return "trailing";
+    case SDW_SPACING_LINSPACE:
+        return "linspace";
     }
     return "?";
 }
@@ -116,8 +126,10 @@ void *sdw_json_load_relaxed(const char *text, size_t len, sdw_error *err) {
         char ch = text[i];
         if (in_string) {
             buf[o++] = ch;
-            if (ch == '\\' && i + 1 < len) buf[o++] = text[++i];
-            else if (ch == '"') in_string = false;
+            if (ch == '\\' && i + 1 < len)
+                buf[o++] = text[++i];
+            else if (ch == '"')
+                in_string = false;
             continue;
         }
         if (ch == '"') {
@@ -157,10 +169,14 @@ static sdw_status get_number(json_t *v, const char *key, double *out, sdw_error 
     }
     if (json_is_string(v)) {
         const char *s = json_string_value(v);
-        if (strcmp(s, "Infinity") == 0) *out = INFINITY;
-        else if (strcmp(s, "-Infinity") == 0) *out = -INFINITY;
-        else if (strcmp(s, "NaN") == 0) *out = NAN;
-        else return sdw_error_set(err, SDW_E_FORMAT, "\"%s\": want a number, got \"%s\"", key, s);
+        if (strcmp(s, "Infinity") == 0)
+            *out = INFINITY;
+        else if (strcmp(s, "-Infinity") == 0)
+            *out = -INFINITY;
+        else if (strcmp(s, "NaN") == 0)
+            *out = NAN;
+        else
+            return sdw_error_set(err, SDW_E_FORMAT, "\"%s\": want a number, got \"%s\"", key, s);
         return SDW_OK;
     }
     return sdw_error_set(err, SDW_E_FORMAT, "\"%s\": want a number", key);
@@ -168,9 +184,12 @@ static sdw_status get_number(json_t *v, const char *key, double *out, sdw_error 
 
 static sdw_status get_int(json_t *v, const char *key, int lo, int hi, int *out, sdw_error *err) {
     double d;
-    if (json_is_integer(v)) d = (double)json_integer_value(v);
-    else if (json_is_real(v)) d = json_real_value(v);
-    else return sdw_error_set(err, SDW_E_FORMAT, "\"%s\": want an integer", key);
+    if (json_is_integer(v))
+        d = (double)json_integer_value(v);
+    else if (json_is_real(v))
+        d = json_real_value(v);
+    else
+        return sdw_error_set(err, SDW_E_FORMAT, "\"%s\": want an integer", key);
     if (!(d >= lo && d <= hi) || d != floor(d))
         return sdw_error_set(err, SDW_E_INVALID_ARG, "\"%s\": %g is not an integer in [%d, %d]",
                              key, d, lo, hi);
@@ -183,7 +202,8 @@ static sdw_status get_bool(json_t *v, const char *key, bool *out, sdw_error *err
         *out = false;
         return SDW_OK;
     }
-    if (!json_is_boolean(v)) return sdw_error_set(err, SDW_E_FORMAT, "\"%s\": want true/false", key);
+    if (!json_is_boolean(v))
+        return sdw_error_set(err, SDW_E_FORMAT, "\"%s\": want true/false", key);
     *out = json_is_true(v);
     return SDW_OK;
 }
@@ -291,8 +311,10 @@ static sdw_status parse_into(json_t *obj, sdw_scheduler_config *c, sdw_error *er
     for (size_t i = 0; i < SDW_ARRAY_LEN(nums); i++) {
         v = json_object_get(obj, nums[i].key);
         if (!v) continue;
-        if (json_is_null(v)) *nums[i].dst = NAN; /* None: "from the schedule" */
-        else if ((st = get_number(v, nums[i].key, nums[i].dst, err)) != SDW_OK) return st;
+        if (json_is_null(v))
+            *nums[i].dst = NAN; /* None: "from the schedule" */
+        else if ((st = get_number(v, nums[i].key, nums[i].dst, err)) != SDW_OK)
+            return st;
     }
     if (!(c->beta_start > 0 && c->beta_end > 0 && c->beta_start < 1 && c->beta_end < 1))
         return sdw_error_set(err, SDW_E_INVALID_ARG, "beta_start %g / beta_end %g out of (0, 1)",
@@ -312,8 +334,7 @@ sdw_status sdw_scheduler_config_from_json(const void *json, sdw_scheduler_config
     return SDW_OK;
 }
 
-sdw_status sdw_scheduler_config_load(const char *path, sdw_scheduler_config *out,
-                                     sdw_error *err) {
+sdw_status sdw_scheduler_config_load(const char *path, sdw_scheduler_config *out, sdw_error *err) {
     char *text = NULL;
     size_t len = 0;
     sdw_status st = sdw_read_file(path, &text, &len, err);
@@ -347,7 +368,8 @@ static void linspace_f32(float start, float end, int steps, float *out) {
             int64_t idx = i + v * W;
             float base = idx < half ? fmaf(step, (float)idx, start)
                                     : fmaf(-step, (float)(steps - idx - 1), end);
-            for (int k = 0; k < W; k++) out[idx + k] = fmaf((float)k, step, base);
+            for (int k = 0; k < W; k++)
+                out[idx + k] = fmaf((float)k, step, base);
         }
     }
     for (; i < steps; i++)
@@ -372,9 +394,11 @@ static double cosine_alpha_bar(double t) {
 /* rescale_zero_terminal_snr (diffusers; arXiv 2305.08891 Algorithm 1), in float32 ops. */
 static void rescale_zero_terminal_snr(float *betas, int n) {
     float *a = sdw_xmalloc((size_t)n * sizeof *a);
-    for (int i = 0; i < n; i++) a[i] = 1.0f - betas[i];
+    for (int i = 0; i < n; i++)
+        a[i] = 1.0f - betas[i];
     cumprod_f32(a, n, a);
-    for (int i = 0; i < n; i++) a[i] = sqrtf(a[i]); /* alphas_bar_sqrt */
+    for (int i = 0; i < n; i++)
+        a[i] = sqrtf(a[i]); /* alphas_bar_sqrt */
     const float s0 = a[0], sT = a[n - 1];
     const float scale = s0 / (s0 - sT);
     for (int i = 0; i < n; i++) {
@@ -383,7 +407,8 @@ static void rescale_zero_terminal_snr(float *betas, int n) {
         a[i] = a[i] * a[i]; /* alphas_bar */
     }
     betas[0] = 1.0f - a[0];
-    for (int i = n - 1; i >= 1; i--) betas[i] = 1.0f - a[i] / a[i - 1];
+    for (int i = n - 1; i >= 1; i--)
+        betas[i] = 1.0f - a[i] / a[i - 1];
     free(a);
 }
 
@@ -393,10 +418,13 @@ sdw_status sdw_scheduler_alphas_cumprod(const sdw_scheduler_config *cfg, bool re
     if (n < 2 || n > MAX_TRAIN_TIMESTEPS)
         return sdw_error_set(err, SDW_E_INVALID_ARG, "num_train_timesteps %d out of range", n);
     switch (cfg->beta_schedule) {
-    case SDW_BETA_LINEAR: linspace_f32((float)cfg->beta_start, (float)cfg->beta_end, n, out); break;
+    case SDW_BETA_LINEAR:
+        linspace_f32((float)cfg->beta_start, (float)cfg->beta_end, n, out);
+        break;
     case SDW_BETA_SCALED_LINEAR:
         linspace_f32((float)sqrt(cfg->beta_start), (float)sqrt(cfg->beta_end), n, out);
-        for (int i = 0; i < n; i++) out[i] = out[i] * out[i];
+        for (int i = 0; i < n; i++)
+            out[i] = out[i] * out[i];
         break;
     case SDW_BETA_SQUAREDCOS_CAP_V2:
         for (int i = 0; i < n; i++) {
@@ -409,7 +437,8 @@ sdw_status sdw_scheduler_alphas_cumprod(const sdw_scheduler_config *cfg, bool re
                              (int)cfg->beta_schedule);
     }
     if (rescale_zero_snr) rescale_zero_terminal_snr(out, n);
-    for (int i = 0; i < n; i++) out[i] = 1.0f - out[i];
+    for (int i = 0; i < n; i++)
+        out[i] = 1.0f - out[i];
     cumprod_f32(out, n, out);
     return SDW_OK;
 }

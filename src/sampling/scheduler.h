@@ -23,8 +23,8 @@
 #include <stddef.h>
 
 typedef enum sdw_beta_schedule {
-    SDW_BETA_LINEAR = 0,        /* linspace(beta_start, beta_end) */
-    SDW_BETA_SCALED_LINEAR,     /* linspace(sqrt(beta_start), sqrt(beta_end))^2 (Stable Diffusion) */
+    SDW_BETA_LINEAR = 0,    /* linspace(beta_start, beta_end) */
+    SDW_BETA_SCALED_LINEAR, /* linspace(sqrt(beta_start), sqrt(beta_end))^2 (Stable Diffusion) */
     SDW_BETA_SQUAREDCOS_CAP_V2, /* Glide cosine schedule, betas capped at 0.999 */
 } sdw_beta_schedule;
 
@@ -48,22 +48,22 @@ typedef enum sdw_opt_bool {
 } sdw_opt_bool;
 
 typedef struct sdw_scheduler_config {
-    char class_name[64];       /* "_class_name" of the file ("PNDMScheduler"...), "" if none */
-    int num_train_timesteps;   /* length of the training schedule, default 1000 */
-    double beta_start;         /* default 0.0001 */
-    double beta_end;           /* default 0.02 */
-    sdw_beta_schedule beta_schedule;      /* default linear */
-    sdw_prediction_type prediction_type;  /* default epsilon */
+    char class_name[64];     /* "_class_name" of the file ("PNDMScheduler"...), "" if none */
+    int num_train_timesteps; /* length of the training schedule, default 1000 */
+    double beta_start;       /* default 0.0001 */
+    double beta_end;         /* default 0.02 */
+    sdw_beta_schedule beta_schedule;     /* default linear */
+    sdw_prediction_type prediction_type; /* default epsilon */
     sdw_timestep_spacing timestep_spacing;
-    int steps_offset;          /* added to "leading" timesteps, default 0 */
+    int steps_offset;              /* added to "leading" timesteps, default 0 */
     sdw_opt_bool set_alpha_to_one; /* ddim default true, pndm default false */
-    bool clip_sample;          /* ddim only; default true (DDIMScheduler's) */
-    double clip_sample_range;  /* default 1.0 */
-    bool skip_prk_steps;       /* pndm only; default false (Runge-Kutta warm-up) */
-    bool rescale_betas_zero_snr; /* ddim, euler, euler_a (not pndm, dpm++2m in 0.25.1) */
-    bool use_karras_sigmas;    /* euler, dpm++2m; a sampler's karras flag also turns it on */
-    double sigma_min, sigma_max; /* Karras range override; NaN = from the schedule (default) */
-    double lambda_min_clipped; /* dpm++2m only; default -infinity (no clipping) */
+    bool clip_sample;              /* ddim only; default true (DDIMScheduler's) */
+    double clip_sample_range;      /* default 1.0 */
+    bool skip_prk_steps;           /* pndm only; default false (Runge-Kutta warm-up) */
+    bool rescale_betas_zero_snr;   /* ddim, euler, euler_a (not pndm, dpm++2m in 0.25.1) */
+    bool use_karras_sigmas;        /* euler, dpm++2m; a sampler's karras flag also turns it on */
+    double sigma_min, sigma_max;   /* Karras range override; NaN = from the schedule (default) */
+    double lambda_min_clipped;     /* dpm++2m only; default -infinity (no clipping) */
 } sdw_scheduler_config;
 
 /* diffusers' class defaults: what a scheduler gets from an empty config. */
@@ -87,8 +87,7 @@ sdw_status sdw_scheduler_config_from_json(const void *json, sdw_scheduler_config
 
 /* Reads and parses a scheduler_config.json file. Errors as above plus SDW_E_IO / SDW_E_FORMAT
  * for unreadable or malformed files; *out untouched on failure. */
-sdw_status sdw_scheduler_config_load(const char *path, sdw_scheduler_config *out,
-                                     sdw_error *err);
+sdw_status sdw_scheduler_config_load(const char *path, sdw_scheduler_config *out, sdw_error *err);
 
 /* Parses JSON text that may contain Python's non-standard NaN / Infinity / -Infinity literals
  * (diffusers writes "lambda_min_clipped": -Infinity), which plain JSON parsers reject: outside

@@ -42,7 +42,8 @@ static int64_t check_kind(const char *kind_name, sdw_rng_kind kind, size_t *n_to
             size_t n = 1;
             json_t *dim;
             size_t k;
-            json_array_foreach(json_array_get(shapes, s), k, dim) n *= (size_t)json_integer_value(dim);
+            json_array_foreach(json_array_get(shapes, s), k, dim) n *=
+                (size_t)json_integer_value(dim);
             if (n != json_array_size(vals)) {
                 sdw_test_fail(__FILE__, __LINE__, "fixture shape/values mismatch");
                 json_decref(root);

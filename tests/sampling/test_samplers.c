@@ -15,9 +15,9 @@
 #define LATENT_TOL 1e-5
 
 typedef struct case_result {
-    double worst_latents;  /* max over steps of the relative error of the latents */
-    double worst_input;    /* ... of the scaled model input */
-    int n_exact_steps;     /* steps whose latents were bit-identical */
+    double worst_latents; /* max over steps of the relative error of the latents */
+    double worst_input;   /* ... of the scaled model input */
+    int n_exact_steps;    /* steps whose latents were bit-identical */
     int n_steps;
 } case_result;
 
@@ -57,7 +57,8 @@ static void guided(const float *out, int batch, float g, float *pred, size_t n) 
         memcpy(pred, out, n * sizeof *pred);
         return;
     }
-    for (size_t k = 0; k < n; k++) pred[k] = out[k] + g * (out[n + k] - out[k]);
+    for (size_t k = 0; k < n; k++)
+        pred[k] = out[k] + g * (out[n + k] - out[k]);
 }
 
 static bool bit_equal(const float *a, const float *b, size_t n) {
@@ -206,7 +207,8 @@ static void check_txt2img(const char *model_case) {
     bool ok = bit_equal(x, init->data, n);
     if (!ok) sdw_test_fail(__FILE__, __LINE__, "%s: initial noise differs", model_case);
     const float sigma0 = sdw_sampler_init_noise_sigma(s);
-    for (size_t k = 0; k < n; k++) x[k] = x[k] * sigma0;
+    for (size_t k = 0; k < n; k++)
+        x[k] = x[k] * sigma0;
     case_result res = {0};
     if (ok) ok = run_steps(g, s, guidance, x, n, &rng, 0, &res);
     if (ok) {
@@ -222,17 +224,39 @@ static void check_txt2img(const char *model_case) {
     sdw_golden_close(g);
 }
 
-static void test_sd15_ddim(void) { check_txt2img("tiny-sd15/txt2img-ddim"); }
-static void test_sd15_euler(void) { check_txt2img("tiny-sd15/txt2img-euler"); }
-static void test_sd15_euler_a(void) { check_txt2img("tiny-sd15/txt2img-euler_a"); }
-static void test_sd15_dpmpp2m(void) { check_txt2img("tiny-sd15/txt2img-dpmpp2m"); }
-static void test_sd15_pndm(void) { check_txt2img("tiny-sd15/txt2img-pndm"); }
-static void test_sd2_ddim_v(void) { check_txt2img("tiny-sd2/txt2img-ddim"); }
-static void test_sd2_euler_a_v(void) { check_txt2img("tiny-sd2/txt2img-euler_a"); }
-static void test_sdxl_euler(void) { check_txt2img("tiny-sdxl/txt2img-euler"); }
-static void test_sdxl_euler_a(void) { check_txt2img("tiny-sdxl/txt2img-euler_a"); }
-static void test_turbo_1step(void) { check_txt2img("tiny-sdxl/turbo-euler_a-1step"); }
-static void test_turbo_4step(void) { check_txt2img("tiny-sdxl/turbo-euler_a-4step"); }
+static void test_sd15_ddim(void) {
+    check_txt2img("tiny-sd15/txt2img-ddim");
+}
+static void test_sd15_euler(void) {
+    check_txt2img("tiny-sd15/txt2img-euler");
+}
+static void test_sd15_euler_a(void) {
+    check_txt2img("tiny-sd15/txt2img-euler_a");
+}
+static void test_sd15_dpmpp2m(void) {
+    check_txt2img("tiny-sd15/txt2img-dpmpp2m");
+}
+static void test_sd15_pndm(void) {
+    check_txt2img("tiny-sd15/txt2img-pndm");
+}
+static void test_sd2_ddim_v(void) {
+    check_txt2img("tiny-sd2/txt2img-ddim");
+}
+static void test_sd2_euler_a_v(void) {
+    check_txt2img("tiny-sd2/txt2img-euler_a");
+}
+static void test_sdxl_euler(void) {
+    check_txt2img("tiny-sdxl/txt2img-euler");
+}
+static void test_sdxl_euler_a(void) {
+    check_txt2img("tiny-sdxl/txt2img-euler_a");
+}
+static void test_turbo_1step(void) {
+    check_txt2img("tiny-sdxl/turbo-euler_a-1step");
+}
+static void test_turbo_4step(void) {
+    check_txt2img("tiny-sdxl/turbo-euler_a-4step");
+}
 
 /* img2img: VAE posterior sample (noise.00) scaled, noised to timesteps[begin] with noise.01,
  * then the remaining steps. */
@@ -263,7 +287,8 @@ static void check_img2img(const char *model_case) {
     sdw_rng_init(&rng, SDW_RNG_TORCH, (uint64_t)json_integer_value(json_object_get(m, "seed")));
     sdw_rng_randn(&rng, noise, n); /* the VAE posterior sample's draw */
     bool ok = bit_equal(noise, tensor(g, "noise.00", n), n);
-    for (size_t k = 0; k < n; k++) x[k] = scaling * (mean[k] + std[k] * noise[k]);
+    for (size_t k = 0; k < n; k++)
+        x[k] = scaling * (mean[k] + std[k] * noise[k]);
     sdw_rng_randn(&rng, noise, n); /* prepare_latents' draw */
     ok = ok && bit_equal(noise, tensor(g, "noise.01", n), n);
     if (!ok) sdw_test_fail(__FILE__, __LINE__, "%s: noise draws differ", model_case);
@@ -286,9 +311,8 @@ static void check_img2img(const char *model_case) {
     }
     if (ok) ok = run_steps(g, s, guidance, x, n, &rng, 2, &res);
     if (ok) {
-        printf("  %-28s %-8s %d calls: latents rel err %.2e (%d/%d steps bit-exact)\n",
-               model_case, sdw_sampler_name(s), res.n_steps, res.worst_latents,
-               res.n_exact_steps, res.n_steps);
+        printf("  %-28s %-8s %d calls: latents rel err %.2e (%d/%d steps bit-exact)\n", model_case,
+               sdw_sampler_name(s), res.n_steps, res.worst_latents, res.n_exact_steps, res.n_steps);
         if (res.n_steps != sdw_sampler_n_calls(s) - begin || res.worst_latents > LATENT_TOL)
             sdw_test_fail(__FILE__, __LINE__, "%s: error above %g", model_case, LATENT_TOL);
     }
@@ -298,9 +322,15 @@ static void check_img2img(const char *model_case) {
     sdw_golden_close(g);
 }
 
-static void test_sd15_img2img_ddim(void) { check_img2img("tiny-sd15/img2img-ddim"); }
-static void test_sd15_img2img_euler_a(void) { check_img2img("tiny-sd15/img2img-euler_a"); }
-static void test_sdxl_img2img_euler_a(void) { check_img2img("tiny-sdxl/img2img-euler_a"); }
+static void test_sd15_img2img_ddim(void) {
+    check_img2img("tiny-sd15/img2img-ddim");
+}
+static void test_sd15_img2img_euler_a(void) {
+    check_img2img("tiny-sd15/img2img-euler_a");
+}
+static void test_sdxl_img2img_euler_a(void) {
+    check_img2img("tiny-sdxl/img2img-euler_a");
+}
 
 int main(void) {
     RUN(test_sd15_ddim);
