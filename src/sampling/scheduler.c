@@ -301,18 +301,21 @@ static sdw_status parse_into(json_t *obj, sdw_scheduler_config *c, sdw_error *er
         if ((v = json_object_get(obj, bools[i].key)) &&
             (st = get_bool(v, bools[i].key, bools[i].dst, err)) != SDW_OK)
             return st;
+    /* null (Python None) means "from the schedule" for the Karras range and "no clipping" for
+     * lambda_min_clipped (also what a sanitised -Infinity becomes). */
     struct {
         const char *key;
         double *dst;
-    } nums[] = {{"clip_sample_range", &c->clip_sample_range},
-                {"sigma_min", &c->sigma_min},
-                {"sigma_max", &c->sigma_max},
-                {"lambda_min_clipped", &c->lambda_min_clipped}};
+        double if_null;
+    } nums[] = {{"clip_sample_range", &c->clip_sample_range, NAN},
+                {"sigma_min", &c->sigma_min, NAN},
+                {"sigma_max", &c->sigma_max, NAN},
+                {"lambda_min_clipped", &c->lambda_min_clipped, -INFINITY}};
     for (size_t i = 0; i < SDW_ARRAY_LEN(nums); i++) {
         v = json_object_get(obj, nums[i].key);
         if (!v) continue;
         if (json_is_null(v))
-            *nums[i].dst = NAN; /* None: "from the schedule" */
+            *nums[i].dst = nums[i].if_null;
         else if ((st = get_number(v, nums[i].key, nums[i].dst, err)) != SDW_OK)
             return st;
     }

@@ -63,7 +63,7 @@ typedef struct sdw_scheduler_config {
     bool rescale_betas_zero_snr;   /* ddim, euler, euler_a (not pndm, dpm++2m in 0.25.1) */
     bool use_karras_sigmas;        /* euler, dpm++2m; a sampler's karras flag also turns it on */
     double sigma_min, sigma_max;   /* Karras range override; NaN = from the schedule (default) */
-    double lambda_min_clipped;     /* dpm++2m only; default -infinity (no clipping) */
+    double lambda_min_clipped;     /* dpm++2m only; default -infinity = no clipping (also null) */
 } sdw_scheduler_config;
 
 /* diffusers' class defaults: what a scheduler gets from an empty config. */

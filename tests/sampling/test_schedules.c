@@ -122,6 +122,9 @@ static void test_parse_values_and_errors(void) {
     ASSERT_EQ_INT(c.timestep_spacing, SDW_SPACING_CLASS_DEFAULT);
     ASSERT_EQ_INT(c.set_alpha_to_one, SDW_OPT_CLASS_DEFAULT);
     ASSERT_TRUE(c.beta_end == 0.02);
+    /* null clip (how a -Infinity written by Python may have been sanitised) = no clipping */
+    ASSERT_OK(parse_text("{\"lambda_min_clipped\": null}", &c, errp), errp);
+    ASSERT_TRUE(isinf(c.lambda_min_clipped) && c.lambda_min_clipped < 0);
 
     const sdw_scheduler_config before = c;
     ASSERT_STATUS(parse_text("{\"trained_betas\": [0.1, 0.2]}", &c, &err), SDW_E_UNSUPPORTED);
