@@ -1,0 +1,133 @@
+/* sdw/image_model.h — the one interface every model family implements.
+ *
+ *   sdw_image_model *m;
+ *   if (sdw_model_load("models/sd15", &opts, &m, &err) != SDW_OK) return err.code;
+ *   sdw_request req = sdw_request_default(sdw_model_capabilities(m));
+ *   req.prompt = "a photo of a cat";
+ *   sdw_image img = {0};
+ *   if (sdw_model_generate(m, &req, on_progress, NULL, &img, &err) == SDW_OK) ...;
+ *   sdw_image_free(&img); sdw_model_destroy(m);
+ *
+ * The engine, server and CLI only ever see this interface; a family is a folder under
+ * src/models/ plus one line in src/models/registry.c. A loaded model is not thread-safe:
+ * one generate() at a time (the engine runs one worker thread per model). The query
+ * functions (type, variant, capabilities, info) are safe from any thread.
+ */
+#ifndef SDW_IMAGE_MODEL_H
+#define SDW_IMAGE_MODEL_H
+
+#include "sdw/status.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* An 8-bit image, rows top to bottom, channels interleaved (RGB = 3). */
+typedef struct sdw_image {
+    int width, height, channels;
+    uint8_t *data; /* owned: free with sdw_image_free */
+} sdw_image;
+void sdw_image_free(sdw_image *img); /* frees data, zeroes the struct; NULL ok */
+
+typedef struct sdw_capabilities {
+    bool txt2img, img2img, inpainting, lora, controlnet;
+    bool supports_guidance;        /* false for distilled models (Turbo, schnell) */
+    bool supports_negative_prompt;
+    int default_width, default_height, default_steps;
+    float default_guidance;
+    int size_multiple, min_size, max_size; /* pixel constraints, checked before a job runs */
+    int max_steps;
+    const char *const *samplers;   /* NULL-terminated accepted sampler names */
+    const char *default_sampler;
+    const char *const *schedulers; /* NULL-terminated: "default", "karras", ... */
+} sdw_capabilities;
+
+typedef enum sdw_rng_source { SDW_RNG_SOURCE_TORCH, SDW_RNG_SOURCE_PHILOX } sdw_rng_source;
+
+/* The unified request. Strings are borrowed for the duration of the call. */
+typedef struct sdw_request {
+    const char *prompt;
+    const char *negative_prompt; /* NULL or "" = none */
+    int width, height;           /* pixels; 0 = model default */
+    int steps;                   /* 0 = model default */
+    float guidance;              /* < 0 = model default; <= 1 runs no unconditional pass */
+    int64_t seed;                /* < 0 = random (the chosen seed is reported in the result) */
+    const char *sampler;         /* NULL = model default */
+    const char *scheduler;       /* NULL or "default" = the sampler's own; "karras" */
+    sdw_rng_source rng;
+} sdw_request;
+
+/* A request with every field at "model default". */
+sdw_request sdw_request_default(void);
+
+/* Fills unset fields from caps and checks everything against them. On success *resolved is
+ * complete (no zeros, no NULLs except negative prompt; seed still < 0 if random). On failure a
+ * message names the field and the accepted range. */
+sdw_status sdw_request_resolve(const sdw_request *req, const sdw_capabilities *caps,
+                               sdw_request *resolved, sdw_error *err);
+
+/* Per-step progress. Fires on the thread running generate(), after each denoising step.
+ * preview may be NULL. Return false to cancel: generate() then returns SDW_CANCELLED. */
+typedef bool (*sdw_progress_fn)(void *user, int step, int total, const sdw_image *preview);
+
+/* What generate() reports besides the image. */
+typedef struct sdw_result_info {
+    int64_t seed;       /* the seed actually used */
+    int width, height, steps;
+    float guidance;
+    char sampler[32], scheduler[32];
+    bool prompt_truncated; /* a prompt was longer than the text encoder's window */
+    /* Wall seconds per stage: conditioning (text encoders), denoising loop, decoding. */
+    double seconds_encode, seconds_denoise, seconds_decode;
+    int n_denoiser_calls; /* model calls made (CFG batches count once) */
+} sdw_result_info;
+
+typedef struct sdw_image_model sdw_image_model;
+typedef struct sdw_image_model_ops {
+    const char *(*model_type)(const sdw_image_model *m);    /* "stable-diffusion" */
+    const char *(*model_variant)(const sdw_image_model *m); /* "v1", "v2-v", "xl" ... */
+    const sdw_capabilities *(*capabilities)(const sdw_image_model *m);
+    /* Resolved request in (sdw_request_resolve done by the dispatcher). On success *out is a
+     * new image; on failure *out is untouched. */
+    sdw_status (*generate)(sdw_image_model *m, const sdw_request *req, sdw_progress_fn progress,
+                           void *user, sdw_image *out, sdw_result_info *info, sdw_error *err);
+    /* (optional) Human-readable description: components and parameter counts, one per line. */
+    void (*describe)(const sdw_image_model *m, char *buf, size_t cap);
+    /* (optional) Token ids of prompt as the model's (first) text encoder sees them, BOS..EOS. */
+    sdw_status (*tokenize)(const sdw_image_model *m, const char *prompt, int32_t **ids, int *n,
+                           int *window, sdw_error *err);
+    void (*destroy)(sdw_image_model *m);
+} sdw_image_model_ops;
+
+/* Embedded first in every family's model struct. name: what the user loaded (path or "demo"). */
+struct sdw_image_model {
+    const sdw_image_model_ops *ops;
+    char name[256];
+};
+
+/* ---- loading through the registry ---- */
+typedef struct sdw_load_options {
+    const char *tokenizer_dir; /* vocab.json + merges.txt for single files without one; NULL */
+    int n_threads;             /* 0 = all usable cores */
+    const char *prediction;    /* NULL = detect; "eps" | "v" to override */
+} sdw_load_options;
+sdw_load_options sdw_load_options_default(void);
+
+/* Loads path (a diffusers folder or a single .safetensors file) with the first family whose
+ * detect() accepts it; path NULL or "demo" loads the built-in demo model. *out is new. */
+sdw_status sdw_model_load(const char *path, const sdw_load_options *opts, sdw_image_model **out,
+                          sdw_error *err);
+
+/* Thin dispatchers over the ops table. */
+const char *sdw_model_type(const sdw_image_model *m);
+const char *sdw_model_variant(const sdw_image_model *m);
+const sdw_capabilities *sdw_model_capabilities(const sdw_image_model *m);
+/* Resolves and validates req, then runs the model. info may be NULL. */
+sdw_status sdw_model_generate(sdw_image_model *m, const sdw_request *req, sdw_progress_fn progress,
+                              void *user, sdw_image *out, sdw_result_info *info, sdw_error *err);
+void sdw_model_describe(const sdw_image_model *m, char *buf, size_t cap);
+sdw_status sdw_model_tokenize(const sdw_image_model *m, const char *prompt, int32_t **ids, int *n,
+                              int *window, sdw_error *err);
+void sdw_model_destroy(sdw_image_model *m); /* NULL ok */
+
+#endif

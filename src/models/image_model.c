@@ -1,0 +1,158 @@
+/* The dispatchers of sdw/image_model.h: request resolution and registry lookup. Nothing here
+ * knows any family; it only reads capabilities and walks the registry table. */
+#include "sdw/image_model.h"
+
+#include "core/common.h"
+#include "models/registry.h"
+
+#include <string.h>
+#include <sys/stat.h>
+
+void sdw_image_free(sdw_image *img) {
+    if (!img) return;
+    free(img->data);
+    memset(img, 0, sizeof *img);
+}
+
+sdw_request sdw_request_default(void) {
+    return (sdw_request){.guidance = -1.0f, .seed = -1, .rng = SDW_RNG_SOURCE_TORCH};
+}
+
+sdw_load_options sdw_load_options_default(void) { return (sdw_load_options){0}; }
+
+static bool in_list(const char *const *list, const char *s) {
+    for (; list && *list; list++)
+        if (strcmp(*list, s) == 0) return true;
+    return false;
+}
+
+static void join_list(const char *const *list, char *buf, size_t cap) {
+    buf[0] = 0;
+    for (size_t n = 0; list && *list; list++) {
+        int w = snprintf(buf + n, cap - n, "%s%s", n ? ", " : "", *list);
+        if (w < 0 || (size_t)w >= cap - n) break;
+        n += (size_t)w;
+    }
+}
+
+static sdw_status check_size(const char *what, int v, const sdw_capabilities *caps,
+                             sdw_error *err) {
+    if (v < caps->min_size || v > caps->max_size)
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "%s %d is out of range [%d, %d]", what, v,
+                             caps->min_size, caps->max_size);
+    if (caps->size_multiple > 1 && v % caps->size_multiple != 0)
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "%s %d is not a multiple of %d", what, v,
+                             caps->size_multiple);
+    return SDW_OK;
+}
+
+sdw_status sdw_request_resolve(const sdw_request *req, const sdw_capabilities *caps,
+                               sdw_request *out, sdw_error *err) {
+    sdw_request r = *req;
+    char names[512];
+    if (!caps->txt2img)
+        return sdw_error_set(err, SDW_E_UNSUPPORTED, "this model does not support text-to-image");
+    if (!r.prompt) r.prompt = "";
+    if (r.width == 0) r.width = caps->default_width;
+    if (r.height == 0) r.height = caps->default_height;
+    if (r.steps == 0) r.steps = caps->default_steps;
+    if (r.guidance < 0) r.guidance = caps->default_guidance;
+    if (!r.sampler || !*r.sampler) r.sampler = caps->default_sampler;
+    if (!r.scheduler || !*r.scheduler) r.scheduler = "default";
+    sdw_status s;
+    if ((s = check_size("width", r.width, caps, err))) return s;
+    if ((s = check_size("height", r.height, caps, err))) return s;
+    if (r.steps < 1 || r.steps > caps->max_steps)
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "steps %d is out of range [1, %d]", r.steps,
+                             caps->max_steps);
+    if (!(r.guidance >= 0 && r.guidance <= 100))
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "guidance scale %g is out of range [0, 100]",
+                             (double)r.guidance);
+    if (!caps->supports_guidance && r.guidance > 1) {
+        SDW_WARN("this model is guidance-distilled: guidance scale %g ignored (using 0)",
+                 (double)r.guidance);
+        r.guidance = 0;
+    }
+    if (!in_list(caps->samplers, r.sampler)) {
+        join_list(caps->samplers, names, sizeof names);
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "unknown sampler '%s' (available: %s)",
+                             r.sampler, names);
+    }
+    if (!in_list(caps->schedulers, r.scheduler)) {
+        join_list(caps->schedulers, names, sizeof names);
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "unknown scheduler '%s' (available: %s)",
+                             r.scheduler, names);
+    }
+    if (r.rng != SDW_RNG_SOURCE_TORCH && r.rng != SDW_RNG_SOURCE_PHILOX)
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "unknown rng source %d", (int)r.rng);
+    *out = r;
+    return SDW_OK;
+}
+
+static bool path_exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+sdw_status sdw_model_load(const char *path, const sdw_load_options *opts, sdw_image_model **out,
+                          sdw_error *err) {
+    sdw_load_options def = sdw_load_options_default();
+    if (!opts) opts = &def;
+    const sdw_model_family *const *fam = sdw_model_families();
+    sdw_status s;
+    if (!path || strcmp(path, "demo") == 0) {
+        for (; *fam; fam++)
+            if ((*fam)->load_demo) {
+                if ((s = (*fam)->load_demo(opts, out, err)) == SDW_OK)
+                    snprintf((*out)->name, sizeof (*out)->name, "demo");
+                return s;
+            }
+        return sdw_error_set(err, SDW_E_UNSUPPORTED, "no model family provides a demo model");
+    }
+    if (!path_exists(path))
+        return sdw_error_set(err, SDW_E_NOT_FOUND, "model %s does not exist", path);
+    for (; *fam; fam++) {
+        if (!(*fam)->detect(path)) continue;
+        if ((s = (*fam)->load(path, opts, out, err)) != SDW_OK) return s;
+        snprintf((*out)->name, sizeof (*out)->name, "%s", path);
+        return SDW_OK;
+    }
+    /* Nobody claimed it: the first family's loader explains precisely what is wrong with it
+     * (not safetensors, a pickle checkpoint, no model_index.json, ...). */
+    fam = sdw_model_families();
+    if (!*fam) return sdw_error_set(err, SDW_E_UNSUPPORTED, "no model families are registered");
+    if ((s = (*fam)->load(path, opts, out, err)) != SDW_OK) return s;
+    snprintf((*out)->name, sizeof (*out)->name, "%s", path);
+    return SDW_OK;
+}
+
+const char *sdw_model_type(const sdw_image_model *m) { return m->ops->model_type(m); }
+const char *sdw_model_variant(const sdw_image_model *m) { return m->ops->model_variant(m); }
+const sdw_capabilities *sdw_model_capabilities(const sdw_image_model *m) {
+    return m->ops->capabilities(m);
+}
+
+sdw_status sdw_model_generate(sdw_image_model *m, const sdw_request *req, sdw_progress_fn progress,
+                              void *user, sdw_image *out, sdw_result_info *info, sdw_error *err) {
+    sdw_request r;
+    sdw_status s = sdw_request_resolve(req, sdw_model_capabilities(m), &r, err);
+    if (s) return s;
+    sdw_result_info local;
+    return m->ops->generate(m, &r, progress, user, out, info ? info : &local, err);
+}
+
+void sdw_model_describe(const sdw_image_model *m, char *buf, size_t cap) {
+    if (m->ops->describe) m->ops->describe(m, buf, cap);
+    else if (cap) buf[0] = 0;
+}
+
+sdw_status sdw_model_tokenize(const sdw_image_model *m, const char *prompt, int32_t **ids, int *n,
+                              int *window, sdw_error *err) {
+    if (!m->ops->tokenize)
+        return sdw_error_set(err, SDW_E_UNSUPPORTED, "this model has no tokenizer to show");
+    return m->ops->tokenize(m, prompt, ids, n, window, err);
+}
+
+void sdw_model_destroy(sdw_image_model *m) {
+    if (m) m->ops->destroy(m);
+}

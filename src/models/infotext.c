@@ -1,0 +1,47 @@
+#include "models/infotext.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static const struct {
+    const char *ours, *a1111;
+} g_sampler_names[] = {
+    {"ddim", "DDIM"},       {"pndm", "PLMS"},         {"euler", "Euler"},
+    {"euler_a", "Euler a"}, {"dpm++2m", "DPM++ 2M"},
+};
+
+const char *sdw_sampler_a1111_name(const char *sampler) {
+    for (size_t i = 0; i < sizeof g_sampler_names / sizeof g_sampler_names[0]; i++)
+        if (strcmp(g_sampler_names[i].ours, sampler) == 0) return g_sampler_names[i].a1111;
+    return sampler;
+}
+
+/* Appends printf output at *n, keeping buf terminated when it runs out. */
+static void put(char *buf, size_t cap, size_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void put(char *buf, size_t cap, size_t *n, const char *fmt, ...) {
+    if (*n >= cap) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(buf + *n, cap - *n, fmt, ap);
+    va_end(ap);
+    if (w > 0) *n += (size_t)w < cap - *n ? (size_t)w : cap - *n - 1;
+}
+
+void sdw_infotext_format(const sdw_request *req, const sdw_result_info *info, const char *model,
+                         char *buf, size_t cap) {
+    size_t n = 0;
+    if (!cap) return;
+    buf[0] = 0;
+    put(buf, cap, &n, "%s\n", req->prompt ? req->prompt : "");
+    if (req->negative_prompt && *req->negative_prompt)
+        put(buf, cap, &n, "Negative prompt: %s\n", req->negative_prompt);
+    put(buf, cap, &n, "Steps: %d, Sampler: %s, ", info->steps, sdw_sampler_a1111_name(info->sampler));
+    if (strcmp(info->scheduler, "karras") == 0) put(buf, cap, &n, "Schedule type: Karras, ");
+    put(buf, cap, &n, "CFG scale: %g, Seed: %lld, Size: %dx%d", (double)info->guidance,
+        (long long)info->seed, info->width, info->height);
+    if (model && *model) put(buf, cap, &n, ", Model: %s", model);
+    /* A1111 draws noise on the GPU (Philox) by default and labels CPU draws. */
+    if (req->rng == SDW_RNG_SOURCE_TORCH) put(buf, cap, &n, ", RNG: CPU");
+}

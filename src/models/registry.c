@@ -1,0 +1,11 @@
+/* The registry: the one table of model families. Adding a family = one line here. */
+#include "models/registry.h"
+
+#include "models/stable_diffusion/sd_model.h"
+
+static const sdw_model_family *const g_families[] = {
+    &sdw_stable_diffusion_family,
+    NULL,
+};
+
+const sdw_model_family *const *sdw_model_families(void) { return g_families; }
