@@ -379,6 +379,10 @@ int sdw_weights_unused(const sdw_weights *ws, char *buf, size_t cap) {
     for (int i = 0; i < sdw_st_count(ws->file); i++) {
         const sdw_st_tensor *t = sdw_st_at(ws->file, i);
         if (ws->used[i] || strncmp(t->name, ws->prefix, plen) != 0) continue;
+        /* Integer tensors are buffers (position_ids), not parameters: never "left over". */
+        if (t->dtype != SDW_DTYPE_F32 && t->dtype != SDW_DTYPE_F16 && t->dtype != SDW_DTYPE_BF16 &&
+            t->dtype != SDW_DTYPE_F64)
+            continue;
         if (buf && cap && o < cap) {
             if (count < 5)
                 o += (size_t)snprintf(buf + o, cap - o, "%s%s", count ? ", " : "", t->name);

@@ -54,7 +54,8 @@ const float *sdw_weights_f32(sdw_weights *ws, const char *name, int n_dims, cons
 /* A zeroed scratch buffer of n floats owned by ws (for repacked/derived weights). */
 float *sdw_weights_alloc(sdw_weights *ws, size_t n);
 
-/* Counts tensors under the prefix that no sdw_weights_f32 call used; writes up to a few of
+/* Counts float tensors under the prefix that no sdw_weights_f32 call used (integer buffers such
+ * as position_ids are not parameters and never count); writes up to a few of
  * their names into a message (buf) for a warning. */
 int sdw_weights_unused(const sdw_weights *ws, char *buf, size_t cap);
 
