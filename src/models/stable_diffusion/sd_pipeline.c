@@ -1,0 +1,187 @@
+/* Text-to-image for the Stable Diffusion family, step for step as diffusers'
+ * StableDiffusionPipeline.__call__ (0.25): encode prompt (+ negative for CFG), draw the initial
+ * latents, denoise with the chosen sampler, decode with the VAE. Random draws happen in the same
+ * order and shapes as the reference, so a seed gives the reference's image.
+ *
+ * Latents live in NCHW (torch order: every RNG draw and sampler update is elementwise over the
+ * same order as the reference); the UNet and VAE take NHWC, converted at their boundary. */
+#include "models/stable_diffusion/sd_impl.h"
+
+#include "nn/nn.h"
+#include "sampling/rng.h"
+#include "sampling/sampler.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <omp.h>
+#include <string.h>
+
+static void tap(const sd_model *m, const char *name, const float *data, int n_dims, ...) {
+    if (!m->tap) return;
+    int64_t shape[8];
+    va_list ap;
+    va_start(ap, n_dims);
+    for (int i = 0; i < n_dims; i++) shape[i] = va_arg(ap, int64_t);
+    va_end(ap);
+    m->tap(m->tap_user, name, data, n_dims, shape);
+}
+
+/* Token window for one prompt: BOS, tokens, EOS, padded with the model's pad id. */
+static sdw_status encode_prompt(const sd_model *m, const char *prompt, const char *which,
+                                float *hidden, bool *truncated, sdw_error *err) {
+    int32_t ids[SD_TEXT_WINDOW];
+    sdw_status s0 = sdw_clip_tokenize_window(m->tokenizer, prompt ? prompt : "", SD_TEXT_WINDOW,
+                                            m->pad_id, ids, truncated, err);
+    if (s0) return s0;
+    if (*truncated)
+        SDW_WARN("the %s prompt is longer than %d tokens: the text encoder sees only the first "
+                 "%d (see `sdw tokenize`)",
+                 which, SD_TEXT_WINDOW, SD_TEXT_WINDOW - 2);
+    if (m->tap) {
+        float idsf[SD_TEXT_WINDOW];
+        for (int i = 0; i < SD_TEXT_WINDOW; i++) idsf[i] = (float)ids[i];
+        char name[64];
+        snprintf(name, sizeof name, "te.%s.input_ids", which);
+        tap(m, name, idsf, 2, (int64_t)1, (int64_t)SD_TEXT_WINDOW);
+    }
+    sdw_clip_text_params params = sdw_clip_text_params_default();
+    sdw_status s = sdw_clip_text_forward(m->text, ids, 1, SD_TEXT_WINDOW, &params, hidden, NULL, err);
+    if (s) return s;
+    if (m->tap) {
+        char name[64];
+        snprintf(name, sizeof name, "te.%s.last_hidden_state", which);
+        tap(m, name, hidden, 3, (int64_t)1, (int64_t)SD_TEXT_WINDOW,
+            (int64_t)sdw_clip_text_get_config(m->text)->hidden);
+    }
+    return SDW_OK;
+}
+
+/* (image / 2 + 0.5).clamp(0, 1), then * 255 rounded, as diffusers' numpy_to_pil. */
+static void to_rgb8(const float *x, size_t n, uint8_t *out) {
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i] / 2.0f + 0.5f;
+        v = v < 0 ? 0 : v > 1 ? 1 : v;
+        out[i] = (uint8_t)lrintf(v * 255.0f);
+    }
+}
+
+sdw_status sdw__sd_generate(sdw_image_model *base, const sdw_request *req,
+                            sdw_progress_fn progress, void *user, sdw_image *out,
+                            sdw_result_info *info, sdw_error *err) {
+    sd_model *m = (sd_model *)base;
+    sdw_status s = SDW_OK;
+    if (m->n_threads > 0) omp_set_num_threads(m->n_threads);
+
+    const int f = m->vae_factor, C = m->latent_channels;
+    const int W = req->width, H = req->height, w = W / f, h = H / f;
+    const size_t n_lat = (size_t)C * h * w;
+    const int D = sdw_clip_text_get_config(m->text)->hidden;
+    const bool cfg = req->guidance > 1.0f; /* diffusers: do_classifier_free_guidance */
+    const int B = cfg ? 2 : 1;
+    const bool karras = strcmp(req->scheduler, "karras") == 0;
+
+    int64_t seed = req->seed;
+    if (seed < 0) {
+        uint64_t r;
+        if ((s = sdw_rng_random_seed(&r, err))) return s;
+        seed = (int64_t)(r % 4294967295u); /* A1111's range: seeds fit in 32 bits */
+    }
+    sdw_sampler *sampler = NULL;
+    float *ctx = sdw_xcalloc((size_t)B * SD_TEXT_WINDOW * D, sizeof(float));
+    float *latents = sdw_xmalloc(n_lat * sizeof(float));
+    float *model_in = sdw_xmalloc(B * n_lat * sizeof(float));  /* NCHW, CFG batch */
+    float *unet_x = sdw_xmalloc(B * n_lat * sizeof(float));    /* NHWC */
+    float *unet_y = sdw_xmalloc(B * n_lat * sizeof(float));    /* NHWC */
+    float *noise_pred = sdw_xmalloc(B * n_lat * sizeof(float)); /* NCHW */
+    float *image = NULL;
+    bool trunc_c = false, trunc_u = false;
+
+    double t0 = sdw_time_now(), t_text, t_loop;
+    /* 1. Text: batch order [uncond, cond] as the reference concatenates it. */
+    float *cond = ctx + (size_t)(B - 1) * SD_TEXT_WINDOW * D;
+    if ((s = encode_prompt(m, req->prompt, "cond", cond, &trunc_c, err))) goto done;
+    if (cfg && (s = encode_prompt(m, req->negative_prompt, "uncond", ctx, &trunc_u, err)))
+        goto done;
+    if (!cfg && req->negative_prompt && *req->negative_prompt)
+        SDW_WARN("guidance scale %g <= 1 runs no unconditional pass: the negative prompt is ignored",
+                 (double)req->guidance);
+
+    t_text = sdw_time_now();
+    /* 2. Sampler and initial noise: one randn of the latents' shape. */
+    if (!(sampler = sdw_sampler_create(req->sampler, &m->sched, req->steps, karras, err))) {
+        s = err ? err->code : SDW_E_INVALID_ARG;
+        goto done;
+    }
+    sdw_rng rng;
+    sdw_rng_init(&rng, req->rng == SDW_RNG_SOURCE_PHILOX ? SDW_RNG_PHILOX : SDW_RNG_TORCH,
+                 (uint64_t)seed);
+    sdw_rng_randn(&rng, latents, n_lat);
+    tap(m, "latents_init_noise", latents, 4, (int64_t)1, (int64_t)C, (int64_t)h, (int64_t)w);
+    const float sigma0 = sdw_sampler_init_noise_sigma(sampler);
+    for (size_t i = 0; i < n_lat; i++) latents[i] *= sigma0;
+
+    /* 3. Denoising loop. */
+    const int n_calls = sdw_sampler_n_calls(sampler);
+    for (int i = 0; i < n_calls; i++) {
+        char name[64];
+        float t = sdw_sampler_timestep(sampler, i);
+        for (int b = 0; b < B; b++)
+            sdw_sampler_scale_model_input(sampler, i, latents, model_in + b * n_lat, n_lat);
+        snprintf(name, sizeof name, "step%02d.unet.sample", i);
+        tap(m, name, model_in, 4, (int64_t)B, (int64_t)C, (int64_t)h, (int64_t)w);
+        sdw_nchw_to_nhwc(model_in, B, C, h, w, unet_x);
+        float ts[2] = {t, t};
+        sdw_unet_forward(m->unet, unet_x, B, h, w, ts, ctx, SD_TEXT_WINDOW, NULL, NULL, unet_y);
+        sdw_nhwc_to_nchw(unet_y, B, h, w, C, noise_pred);
+        snprintf(name, sizeof name, "step%02d.unet.out", i);
+        tap(m, name, noise_pred, 4, (int64_t)B, (int64_t)C, (int64_t)h, (int64_t)w);
+        if (cfg) { /* noise_pred = uncond + g * (cond - uncond) */
+            const float g = req->guidance;
+            const float *u = noise_pred, *c = noise_pred + n_lat;
+            for (size_t k = 0; k < n_lat; k++) noise_pred[k] = u[k] + g * (c[k] - u[k]);
+        }
+        if ((s = sdw_sampler_step(sampler, i, noise_pred, latents, n_lat, &rng, err))) goto done;
+        snprintf(name, sizeof name, "step%02d.latents", i);
+        tap(m, name, latents, 4, (int64_t)1, (int64_t)C, (int64_t)h, (int64_t)w);
+        if (progress && !progress(user, i + 1, n_calls, NULL)) {
+            s = sdw_error_set(err, SDW_CANCELLED, "cancelled at step %d of %d", i + 1, n_calls);
+            goto done;
+        }
+    }
+
+    t_loop = sdw_time_now();
+    /* 4. Decode: z = latents / scaling_factor. */
+    for (size_t i = 0; i < n_lat; i++) latents[i] /= m->vae_scaling;
+    tap(m, "vae.decode.z", latents, 4, (int64_t)1, (int64_t)C, (int64_t)h, (int64_t)w);
+    sdw_nchw_to_nhwc(latents, 1, C, h, w, unet_x);
+    image = sdw_xmalloc((size_t)W * H * 3 * sizeof(float));
+    sdw_vae_decode(m->vae, unet_x, 1, h, w, image);
+    if (m->tap) {
+        float *nchw = sdw_xmalloc((size_t)W * H * 3 * sizeof(float));
+        sdw_nhwc_to_nchw(image, 1, H, W, 3, nchw);
+        tap(m, "vae.decode.out", nchw, 4, (int64_t)1, (int64_t)3, (int64_t)H, (int64_t)W);
+        free(nchw);
+    }
+    out->width = W;
+    out->height = H;
+    out->channels = 3;
+    out->data = sdw_xmalloc((size_t)W * H * 3);
+    to_rgb8(image, (size_t)W * H * 3, out->data);
+
+    *info = (sdw_result_info){.seed = seed, .width = W, .height = H, .steps = req->steps,
+                              .guidance = req->guidance, .prompt_truncated = trunc_c || trunc_u,
+                              .seconds_encode = t_text - t0, .seconds_denoise = t_loop - t_text,
+                              .seconds_decode = sdw_time_now() - t_loop, .n_denoiser_calls = n_calls};
+    snprintf(info->sampler, sizeof info->sampler, "%s", req->sampler);
+    snprintf(info->scheduler, sizeof info->scheduler, "%s", req->scheduler);
+done:
+    sdw_sampler_destroy(sampler);
+    free(ctx);
+    free(latents);
+    free(model_in);
+    free(unet_x);
+    free(unet_y);
+    free(noise_pred);
+    free(image);
+    return s;
+}
