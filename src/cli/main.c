@@ -1,1 +1,283 @@
-int main(void){return 0;}
+/* sdw — the command line front door: generate, info, tokenize (serve comes with the engine).
+ * Only this layer may exit(); everything below returns sdw_status. */
+#include "sdw/image_model.h"
+
+#include "core/common.h"
+#include "io/png.h"
+#include "models/infotext.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#define DEFAULT_OUTPUT "out.png"
+
+typedef struct cli_args {
+    const char *model, *prompt, *negative, *output, *tokenizer, *sampler, *scheduler, *rng;
+    const char *prediction;
+    int width, height, steps, threads;
+    float cfg;
+    int64_t seed;
+    bool verbose, quiet;
+} cli_args;
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: sdw <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  generate   text-to-image: write a PNG\n"
+            "  info       describe a model: family, variant, capabilities, parameter counts\n"
+            "  tokenize   show a prompt's token ids as the model's text encoder sees them\n"
+            "  serve      run the HTTP worker (not available in this build yet)\n"
+            "\n"
+            "options:\n"
+            "  -m, --model PATH       diffusers folder or single .safetensors file\n"
+            "                         (default: the built-in demo model, random weights)\n"
+            "  -p, --prompt TEXT      prompt\n"
+            "  -n, --negative TEXT    negative prompt\n"
+            "  -W, --width N          image width in pixels (default: model's)\n"
+            "  -H, --height N         image height in pixels (default: model's)\n"
+            "      --steps N          denoising steps (default: model's)\n"
+            "      --cfg-scale F      classifier-free guidance scale (<= 1: no unconditional pass)\n"
+            "  -s, --seed N           seed; -1 or absent = random (reported)\n"
+            "      --sampler NAME     ddim, pndm, euler, euler_a, dpm++2m (default: model's)\n"
+            "      --scheduler NAME   default | karras (Karras sigmas for euler, euler_a, dpm++2m)\n"
+            "      --rng NAME         torch (CPU torch.randn, default) | philox (torch CUDA randn,\n"
+            "                         AUTOMATIC1111's GPU seeds)\n"
+            "      --tokenizer DIR    vocab.json + merges.txt for single-file checkpoints\n"
+            "      --prediction eps|v override the detected prediction type\n"
+            "  -t, --threads N        CPU threads (default: all usable cores)\n"
+            "  -o, --output FILE      output PNG (default " DEFAULT_OUTPUT ")\n"
+            "  -v, --verbose          more log output;  -q, --quiet: errors only\n");
+}
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("sdw: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+static long long parse_int(const char *opt, const char *v, long long lo, long long hi) {
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end || errno) die("%s: '%s' is not an integer", opt, v);
+    if (x < lo || x > hi) die("%s: %lld is out of range [%lld, %lld]", opt, x, lo, hi);
+    return x;
+}
+
+static float parse_float(const char *opt, const char *v) {
+    char *end;
+    errno = 0;
+    float x = strtof(v, &end);
+    if (!*v || *end || errno || !isfinite(x)) die("%s: '%s' is not a number", opt, v);
+    return x;
+}
+
+static void parse_args(int argc, char **argv, cli_args *a) {
+    *a = (cli_args){.cfg = -1.0f, .seed = -1, .output = DEFAULT_OUTPUT};
+    for (int i = 0; i < argc; i++) {
+        const char *o = argv[i];
+#define IS(s, l) (strcmp(o, s) == 0 || strcmp(o, l) == 0)
+#define VAL() (i + 1 < argc ? argv[++i] : (die("%s needs a value", o), ""))
+        if (IS("-m", "--model")) a->model = VAL();
+        else if (IS("-p", "--prompt")) a->prompt = VAL();
+        else if (IS("-n", "--negative")) a->negative = VAL();
+        else if (IS("-o", "--output")) a->output = VAL();
+        else if (IS("-W", "--width")) a->width = (int)parse_int(o, VAL(), 1, 16384);
+        else if (IS("-H", "--height")) a->height = (int)parse_int(o, VAL(), 1, 16384);
+        else if (IS("--steps", "--steps")) a->steps = (int)parse_int(o, VAL(), 1, 10000);
+        else if (IS("--cfg-scale", "--guidance")) a->cfg = parse_float(o, VAL());
+        else if (IS("-s", "--seed")) a->seed = parse_int(o, VAL(), -1, LLONG_MAX);
+        else if (IS("--sampler", "--sampler")) a->sampler = VAL();
+        else if (IS("--scheduler", "--scheduler")) a->scheduler = VAL();
+        else if (IS("--rng", "--rng")) a->rng = VAL();
+        else if (IS("--tokenizer", "--tokenizer")) a->tokenizer = VAL();
+        else if (IS("--prediction", "--prediction")) a->prediction = VAL();
+        else if (IS("-t", "--threads")) a->threads = (int)parse_int(o, VAL(), 1, 1024);
+        else if (IS("-v", "--verbose")) a->verbose = true;
+        else if (IS("-q", "--quiet")) a->quiet = true;
+        else if (IS("-h", "--help")) usage(stdout), exit(0);
+        else die("unknown option '%s' (see sdw --help)", o);
+#undef VAL
+#undef IS
+    }
+    if (a->cfg >= 0 && a->cfg > 100) die("--cfg-scale: %g is out of range [0, 100]", (double)a->cfg);
+    if (a->cfg < 0 && a->cfg != -1.0f) die("--cfg-scale: %g must not be negative", (double)a->cfg);
+    if (a->prediction && strcmp(a->prediction, "eps") && strcmp(a->prediction, "v"))
+        die("--prediction: '%s' must be eps or v", a->prediction);
+}
+
+static sdw_image_model *load_model(const cli_args *a) {
+    sdw_load_options opts = sdw_load_options_default();
+    opts.tokenizer_dir = a->tokenizer;
+    opts.n_threads = a->threads;
+    opts.prediction = a->prediction;
+    sdw_image_model *m = NULL;
+    sdw_error err = {0};
+    double t0 = sdw_time_now();
+    if (sdw_model_load(a->model, &opts, &m, &err) != SDW_OK) die("%s", err.msg);
+    if (!a->model)
+        fprintf(stderr, "sdw: no -m given: using the built-in DEMO model (random weights, its "
+                        "images are noise; pass -m MODEL for real images)\n");
+    SDW_INFO("loaded %s (%s %s) in %.2f s", m->name, sdw_model_type(m), sdw_model_variant(m),
+             sdw_time_now() - t0);
+    return m;
+}
+
+/* ---- progress bar on a terminal ---- */
+typedef struct progress_state {
+    double t_start, t_last;
+    bool tty;
+} progress_state;
+
+static bool on_progress(void *user, int step, int total, const sdw_image *preview) {
+    progress_state *p = user;
+    double now = sdw_time_now();
+    p->t_last = now;
+    if (!p->tty) return true;
+    double per = step > 0 ? (now - p->t_start) / step : 0;
+    double eta = per * (total - step);
+    int width = 30, fill = total > 0 ? step * width / total : width;
+    fprintf(stderr, "\r%4d/%-4d |", step, total);
+    for (int i = 0; i < width; i++) fputc(i < fill ? '#' : ' ', stderr);
+    fprintf(stderr, "| %.2f s/it, ETA %d:%02d ", per, (int)eta / 60, (int)eta % 60);
+    if (step == total) fputc('\n', stderr);
+    return true;
+}
+
+static int cmd_generate(const cli_args *a) {
+    if (!a->prompt) die("generate needs a prompt (-p TEXT)");
+    sdw_request req = sdw_request_default();
+    req.prompt = a->prompt;
+    req.negative_prompt = a->negative;
+    req.width = a->width;
+    req.height = a->height;
+    req.steps = a->steps;
+    req.guidance = a->cfg;
+    req.seed = a->seed;
+    req.sampler = a->sampler;
+    req.scheduler = a->scheduler;
+    if (a->rng) {
+        if (strcmp(a->rng, "torch") == 0) req.rng = SDW_RNG_SOURCE_TORCH;
+        else if (strcmp(a->rng, "philox") == 0) req.rng = SDW_RNG_SOURCE_PHILOX;
+        else die("--rng: '%s' must be torch or philox", a->rng);
+    }
+    sdw_image_model *m = load_model(a);
+    sdw_error err = {0};
+    /* Validate before any work so a bad value fails fast with the model's limits in the message. */
+    sdw_request resolved;
+    if (sdw_request_resolve(&req, sdw_model_capabilities(m), &resolved, &err) != SDW_OK) {
+        sdw_model_destroy(m);
+        die("%s", err.msg);
+    }
+    progress_state ps = {.t_start = sdw_time_now(), .tty = isatty(2) && !a->quiet};
+    sdw_image img = {0};
+    sdw_result_info info = {0};
+    if (sdw_model_generate(m, &resolved, on_progress, &ps, &img, &info, &err) != SDW_OK) {
+        sdw_model_destroy(m);
+        die("%s", err.msg);
+    }
+    double secs = sdw_time_now() - ps.t_start;
+    char params[4096];
+    sdw_infotext_format(&resolved, &info, m->name, params, sizeof params);
+    const char *text[] = {"parameters", params, NULL};
+    if (sdw_png_write(a->output, img.data, img.width, img.height, img.channels, text, &err)) {
+        sdw_image_free(&img);
+        sdw_model_destroy(m);
+        die("%s", err.msg);
+    }
+    if (!a->quiet)
+        fprintf(stderr, "sdw: wrote %s (%dx%d, seed %lld, %.2f s)\n", a->output, img.width,
+                img.height, (long long)info.seed, secs);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    SDW_INFO("timing: encode %.3f s, denoise %.3f s (%d calls, %.3f s/step), decode %.3f s, "
+             "peak RSS %.0f MB",
+             info.seconds_encode, info.seconds_denoise, info.n_denoiser_calls,
+             info.n_denoiser_calls ? info.seconds_denoise / info.n_denoiser_calls : 0.0,
+             info.seconds_decode, ru.ru_maxrss / 1024.0);
+    sdw_image_free(&img);
+    sdw_model_destroy(m);
+    return 0;
+}
+
+static void print_list(const char *label, const char *const *list) {
+    printf("%s", label);
+    for (int i = 0; list && list[i]; i++) printf("%s%s", i ? ", " : "", list[i]);
+    printf("\n");
+}
+
+static int cmd_info(const cli_args *a) {
+    sdw_image_model *m = load_model(a);
+    const sdw_capabilities *c = sdw_model_capabilities(m);
+    printf("model:        %s\n", m->name);
+    printf("family:       %s\n", sdw_model_type(m));
+    printf("variant:      %s\n", sdw_model_variant(m));
+    printf("capabilities: %s%s%s%s%s\n", c->txt2img ? "txt2img " : "", c->img2img ? "img2img " : "",
+           c->inpainting ? "inpainting " : "", c->lora ? "lora " : "",
+           c->controlnet ? "controlnet" : "");
+    printf("defaults:     %dx%d, %d steps, guidance %g, sampler %s\n", c->default_width,
+           c->default_height, c->default_steps, (double)c->default_guidance, c->default_sampler);
+    printf("sizes:        %d..%d, multiple of %d\n", c->min_size, c->max_size, c->size_multiple);
+    print_list("samplers:     ", c->samplers);
+    print_list("schedulers:   ", c->schedulers);
+    char desc[4096];
+    sdw_model_describe(m, desc, sizeof desc);
+    if (*desc) printf("%s", desc);
+    sdw_model_destroy(m);
+    return 0;
+}
+
+static int cmd_tokenize(const cli_args *a) {
+    if (!a->prompt) die("tokenize needs a prompt (-p TEXT)");
+    sdw_image_model *m = load_model(a);
+    int32_t *ids = NULL;
+    int n = 0, window = 0;
+    sdw_error err = {0};
+    if (sdw_model_tokenize(m, a->prompt, &ids, &n, &window, &err) != SDW_OK) {
+        sdw_model_destroy(m);
+        die("%s", err.msg);
+    }
+    for (int i = 0; i < n; i++) printf("%s%d", i ? " " : "", ids[i]);
+    printf("\n%d tokens (window %d)\n", n, window);
+    if (n > window)
+        fprintf(stderr, "sdw: warning: the prompt is %d tokens long; the text encoder sees only "
+                        "the first %d (the rest is truncated)\n", n, window);
+    free(ids);
+    sdw_model_destroy(m);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    cli_args a;
+    parse_args(argc - 2, argv + 2, &a);
+    sdw_log_set_level(a.quiet ? SDW_LOG_ERROR : a.verbose ? SDW_LOG_DEBUG : SDW_LOG_WARN);
+    if (!strcmp(cmd, "generate")) return cmd_generate(&a);
+    if (!strcmp(cmd, "info")) return cmd_info(&a);
+    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(&a);
+    if (!strcmp(cmd, "serve"))
+        die("serve: the HTTP worker is not part of this build yet; use 'sdw generate'");
+    fprintf(stderr, "sdw: error: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}
