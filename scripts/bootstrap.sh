@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the build dependencies (Debian 12 packages) when missing, then builds into build/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS="build-essential cmake pkg-config libdnnl-dev libpng-dev libjansson-dev libutf8proc-dev"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    echo "installing:$missing"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+fi
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$(nproc)"

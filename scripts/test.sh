@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: the default build, then the same tests under ASan + UBSan.
+# Fixtures come from ../shared/fixtures (override with SDW_FIXTURES=/path).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/bootstrap.sh
+ctest --test-dir build --output-on-failure -j2
+
+cmake -S . -B build-asan -DSDW_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build-asan -j"$(nproc)"
+ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j2
