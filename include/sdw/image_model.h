@@ -55,6 +55,7 @@ typedef struct sdw_request {
     const char *sampler;         /* NULL = model default */
     const char *scheduler;       /* NULL or "default" = the sampler's own; "karras" */
     sdw_rng_source rng;
+    int preview_every; /* > 0: pass a cheap preview to the progress callback every N steps */
 } sdw_request;
 
 /* A request with every field at "model default". */
@@ -67,7 +68,9 @@ sdw_status sdw_request_resolve(const sdw_request *req, const sdw_capabilities *c
                                sdw_request *resolved, sdw_error *err);
 
 /* Per-step progress. Fires on the thread running generate(), after each denoising step.
- * preview may be NULL. Return false to cancel: generate() then returns SDW_CANCELLED. */
+ * preview is NULL except every req->preview_every steps (and the last), when it is a small
+ * latent-resolution RGB approximation (borrowed for the call; a projection of the latents, no
+ * VAE decode). Return false to cancel: generate() then returns SDW_CANCELLED. */
 typedef bool (*sdw_progress_fn)(void *user, int step, int total, const sdw_image *preview);
 
 /* What generate() reports besides the image. */

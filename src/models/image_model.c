@@ -83,6 +83,9 @@ sdw_status sdw_request_resolve(const sdw_request *req, const sdw_capabilities *c
         return sdw_error_set(err, SDW_E_INVALID_ARG, "unknown scheduler '%s' (available: %s)",
                              r.scheduler, names);
     }
+    if (r.preview_every < 0)
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "preview interval %d must not be negative",
+                             r.preview_every);
     if (r.rng != SDW_RNG_SOURCE_TORCH && r.rng != SDW_RNG_SOURCE_PHILOX)
         return sdw_error_set(err, SDW_E_INVALID_ARG, "unknown rng source %d", (int)r.rng);
     *out = r;

@@ -129,7 +129,58 @@ static void test_single_file_every_case(void) {
     }
 }
 
+typedef struct progress_log {
+    int calls, previews, last_total, cancel_at;
+    int preview_w;
+} progress_log;
+
+static bool on_progress(void *user, int step, int total, const sdw_image *preview) {
+    progress_log *p = user;
+    p->calls++;
+    p->last_total = total;
+    if (preview) {
+        p->previews++;
+        p->preview_w = preview->width;
+    }
+    return step != p->cancel_at;
+}
+
+/* Progress fires once per model call with previews as asked; returning false cancels. */
+static void test_progress_previews_and_cancel(void) {
+    sdw_load_options opts = sdw_load_options_default();
+    sdw_image_model *m = NULL;
+    sdw_error err = {0};
+    ASSERT_OK(sdw_model_load(sdw_test_path("models/tiny-sd15"), &opts, &m, &err), &err);
+    sdw_request r = sdw_request_default();
+    r.prompt = "a cat";
+    r.width = r.height = 64;
+    r.steps = 5;
+    r.sampler = "euler";
+    r.seed = 1;
+    r.preview_every = 2;
+    progress_log log = {.cancel_at = -1};
+    sdw_image img = {0};
+    sdw_status s = sdw_model_generate(m, &r, on_progress, &log, &img, NULL, &err);
+    sdw_image_free(&img);
+    progress_log first = log;
+    if (s == SDW_OK) {
+        log = (progress_log){.cancel_at = 2};
+        s = sdw_model_generate(m, &r, on_progress, &log, &img, NULL, &err) == SDW_CANCELLED
+                ? SDW_OK
+                : SDW_E_BACKEND;
+    }
+    sdw_model_destroy(m);
+    ASSERT_OK(s, &err);
+    ASSERT_EQ_INT(first.calls, 5);
+    ASSERT_EQ_INT(first.last_total, 5);
+    ASSERT_EQ_INT(first.previews, 3);   /* steps 2, 4 and the last */
+    ASSERT_EQ_INT(first.preview_w, 32); /* latent resolution: 64 px / factor 2 */
+    ASSERT_EQ_INT(log.calls, 2);      /* the cancelled run stopped at step 2 */
+    ASSERT_TRUE(img.data == NULL);
+}
+
 int main(void) {
+    RUN(test_progress_previews_and_cancel);
     RUN(test_folder_every_case);
     RUN(test_single_file_every_case);
     return sdw_test_finish();

@@ -56,6 +56,30 @@ static sdw_status encode_prompt(const sd_model *m, const char *prompt, const cha
     return SDW_OK;
 }
 
+/* Latent -> RGB preview: a fixed linear map of SD 1.x/2.x latent channels to colour (the factors
+ * ComfyUI and AUTOMATIC1111 use for their cheap previews), at latent resolution. */
+static const float g_latent_rgb[4][3] = {
+    {0.3512f, 0.2297f, 0.3227f},
+    {0.3250f, 0.4974f, 0.2350f},
+    {-0.2829f, 0.1762f, 0.2721f},
+    {-0.2120f, -0.2616f, -0.7177f},
+};
+
+/* lat: [C, h, w] NCHW. img->data must hold w*h*3 bytes. */
+static void latent_preview(const float *lat, int C, int h, int w, sdw_image *img) {
+    const size_t hw = (size_t)h * w;
+    img->width = w;
+    img->height = h;
+    img->channels = 3;
+    for (size_t p = 0; p < hw; p++)
+        for (int k = 0; k < 3; k++) {
+            float v = 0;
+            for (int c = 0; c < C && c < 4; c++) v += lat[c * hw + p] * g_latent_rgb[c][k];
+            v = (v + 1.0f) * 127.5f;
+            img->data[p * 3 + k] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : lrintf(v));
+        }
+}
+
 /* (image / 2 + 0.5).clamp(0, 1), then * 255 rounded, as diffusers' numpy_to_pil. */
 static void to_rgb8(const float *x, size_t n, uint8_t *out) {
     for (size_t i = 0; i < n; i++) {
@@ -94,6 +118,7 @@ sdw_status sdw__sd_generate(sdw_image_model *base, const sdw_request *req,
     float *unet_y = sdw_xmalloc(B * n_lat * sizeof(float));    /* NHWC */
     float *noise_pred = sdw_xmalloc(B * n_lat * sizeof(float)); /* NCHW */
     float *image = NULL;
+    sdw_image preview = {0};
     bool trunc_c = false, trunc_u = false;
 
     double t0 = sdw_time_now(), t_text, t_loop;
@@ -143,7 +168,14 @@ sdw_status sdw__sd_generate(sdw_image_model *base, const sdw_request *req,
         if ((s = sdw_sampler_step(sampler, i, noise_pred, latents, n_lat, &rng, err))) goto done;
         snprintf(name, sizeof name, "step%02d.latents", i);
         tap(m, name, latents, 4, (int64_t)1, (int64_t)C, (int64_t)h, (int64_t)w);
-        if (progress && !progress(user, i + 1, n_calls, NULL)) {
+        const sdw_image *shown = NULL;
+        if (progress && req->preview_every > 0 &&
+            ((i + 1) % req->preview_every == 0 || i + 1 == n_calls)) {
+            if (!preview.data) preview.data = sdw_xmalloc((size_t)w * h * 3);
+            latent_preview(latents, C, h, w, &preview);
+            shown = &preview;
+        }
+        if (progress && !progress(user, i + 1, n_calls, shown)) {
             s = sdw_error_set(err, SDW_CANCELLED, "cancelled at step %d of %d", i + 1, n_calls);
             goto done;
         }
@@ -183,5 +215,6 @@ done:
     free(unet_y);
     free(noise_pred);
     free(image);
+    sdw_image_free(&preview);
     return s;
 }
