@@ -126,10 +126,10 @@ static sdw_image_model *load_model(const cli_args *a) {
     sdw_image_model *m = NULL;
     sdw_error err = {0};
     double t0 = sdw_time_now();
-    if (sdw_model_load(a->model, &opts, &m, &err) != SDW_OK) die("%s", err.msg);
     if (!a->model)
         fprintf(stderr, "sdw: no -m given: using the built-in DEMO model (random weights, its "
                         "images are noise; pass -m MODEL for real images)\n");
+    if (sdw_model_load(a->model, &opts, &m, &err) != SDW_OK) die("%s", err.msg);
     SDW_INFO("loaded %s (%s %s) in %.2f s", m->name, sdw_model_type(m), sdw_model_variant(m),
              sdw_time_now() - t0);
     return m;

@@ -52,6 +52,7 @@ sdw_status sdw__sd_load_demo(const sdw_load_options *opts, sdw_image_model **out
     sdw__sd_finish_setup(m);
     snprintf(m->variant, sizeof m->variant, "v1-demo");
     m->caps.default_width = m->caps.default_height = 256;
+    m->caps.default_steps = 10; /* noise either way: keep the first run short */
     m->caps.default_sampler = "euler_a";
     *out = &m->base;
     return SDW_OK;

@@ -237,7 +237,7 @@ void sdw__sd_finish_setup(sd_model *m) {
     /* diffusers checks multiples of 8 whatever the VAE factor; the UNet copes with odd latent
      * sizes like diffusers does (upsample to the skip's size). */
     c->size_multiple = SDW_MAX(8, m->vae_factor);
-    c->min_size = c->size_multiple;
+    c->min_size = 64;
     c->max_size = 4096;
     c->max_steps = 1000;
     /* SD 1.x/2.x-base are trained at 64x64 latents (512 px; the tiny fixtures' factor 2 gives
