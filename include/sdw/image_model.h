@@ -56,14 +56,34 @@ typedef struct sdw_request {
     const char *scheduler;       /* NULL or "default" = the sampler's own; "karras" */
     sdw_rng_source rng;
     int preview_every; /* > 0: pass a cheap preview to the progress callback every N steps */
+
+    /* Image-to-image and inpainting. The mode follows from the fields: no init image =
+     * text-to-image; init image = image-to-image; init image + mask = inpainting. */
+    const sdw_image *init_image; /* NULL or borrowed for the call: any size, 1-4 channels
+                                  * (grey, grey+alpha, RGB, RGBA); alpha is ignored, as
+                                  * diffusers' load_image (convert("RGB")) drops it. When its
+                                  * size differs from width x height it is resized (Lanczos, as
+                                  * diffusers' VaeImageProcessor); width/height 0 = its size
+                                  * rounded down to caps.size_multiple. */
+    const sdw_image *mask;       /* NULL or borrowed: same size as init_image, 1-4 channels.
+                                  * White = repaint, black = keep; grey levels are binarised as
+                                  * diffusers does (Pillow luma >= 128 after resizing repaints). */
+    double strength;             /* with an init image, 0 < strength <= 1: how far the image is
+                                  * noised (1 = completely); < 0 = default 0.75. Without an
+                                  * init image it must be <= 0 (resolved to 0). double, because
+                                  * the step count int(steps * strength) is computed in double
+                                  * as the reference does. Only steps*strength steps run. */
 } sdw_request;
+
+#define SDW_DEFAULT_STRENGTH 0.75
 
 /* A request with every field at "model default". */
 sdw_request sdw_request_default(void);
 
 /* Fills unset fields from caps and checks everything against them. On success *resolved is
- * complete (no zeros, no NULLs except negative prompt; seed still < 0 if random). On failure a
- * message names the field and the accepted range. */
+ * complete (no zeros, no NULLs except negative prompt, init image and mask; seed still < 0 if
+ * random; strength > 0 exactly when there is an init image). On failure a message names the
+ * field and the accepted range, or the mode the model cannot run (SDW_E_UNSUPPORTED). */
 sdw_status sdw_request_resolve(const sdw_request *req, const sdw_capabilities *caps,
                                sdw_request *resolved, sdw_error *err);
 
@@ -83,6 +103,7 @@ typedef struct sdw_result_info {
     /* Wall seconds per stage: conditioning (text encoders), denoising loop, decoding. */
     double seconds_encode, seconds_denoise, seconds_decode;
     int n_denoiser_calls; /* model calls made (CFG batches count once) */
+    double strength;      /* image-to-image / inpainting strength used; 0 for text-to-image */
 } sdw_result_info;
 
 typedef struct sdw_image_model sdw_image_model;

@@ -15,7 +15,8 @@ void sdw_image_free(sdw_image *img) {
 }
 
 sdw_request sdw_request_default(void) {
-    return (sdw_request){.guidance = -1.0f, .seed = -1, .rng = SDW_RNG_SOURCE_TORCH};
+    return (sdw_request){
+        .guidance = -1.0f, .seed = -1, .rng = SDW_RNG_SOURCE_TORCH, .strength = -1.0};
 }
 
 sdw_load_options sdw_load_options_default(void) { return (sdw_load_options){0}; }
@@ -46,12 +47,77 @@ static sdw_status check_size(const char *what, int v, const sdw_capabilities *ca
     return SDW_OK;
 }
 
+static sdw_status check_image(const char *what, const sdw_image *img, sdw_error *err) {
+    if (!img->data || img->width < 1 || img->height < 1)
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "%s is empty (%dx%d)", what, img->width,
+                             img->height);
+    if (img->channels < 1 || img->channels > 4)
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "%s has %d channels (1 to 4 accepted)", what,
+                             img->channels);
+    return SDW_OK;
+}
+
+/* The mode (txt2img / img2img / inpainting) against the capabilities, the init image and mask,
+ * the strength, and the output size an init image implies when none was asked for. */
+static sdw_status resolve_mode(sdw_request *r, const sdw_capabilities *caps, sdw_error *err) {
+    sdw_status s;
+    if (!r->init_image) {
+        if (r->mask)
+            return sdw_error_set(err, SDW_E_INVALID_ARG, "a mask needs an init image to inpaint");
+        if (!(r->strength <= 0)) /* 0: a resolved text-to-image request (resolving is idempotent) */
+            return sdw_error_set(err, SDW_E_INVALID_ARG,
+                                 "strength %g needs an init image (image-to-image)", r->strength);
+        if (!caps->txt2img)
+            return sdw_error_set(err, SDW_E_UNSUPPORTED,
+                                 caps->inpainting ? "this is an inpainting model: it needs an init "
+                                                    "image and a mask, not text alone"
+                                                  : "this model does not support text-to-image");
+        r->strength = 0;
+        return SDW_OK;
+    }
+    if ((s = check_image("init image", r->init_image, err))) return s;
+    if (r->mask && !caps->inpainting)
+        return sdw_error_set(err, SDW_E_UNSUPPORTED, "this model does not support inpainting");
+    if (!r->mask && !caps->img2img)
+        return sdw_error_set(err, SDW_E_UNSUPPORTED, "this model does not support image-to-image");
+    if (r->mask) {
+        if ((s = check_image("mask", r->mask, err))) return s;
+        if (r->mask->width != r->init_image->width || r->mask->height != r->init_image->height)
+            return sdw_error_set(err, SDW_E_INVALID_ARG,
+                                 "mask size %dx%d does not match the init image size %dx%d",
+                                 r->mask->width, r->mask->height, r->init_image->width,
+                                 r->init_image->height);
+    }
+    if (r->strength < 0) r->strength = SDW_DEFAULT_STRENGTH;
+    if (!(r->strength > 0 && r->strength <= 1))
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "strength %g is out of range (0, 1]",
+                             r->strength);
+    /* No size asked: the image's own, rounded down to the model's multiple (diffusers'
+     * VaeImageProcessor.get_default_height_width does the same with the VAE factor). */
+    const int m = caps->size_multiple > 1 ? caps->size_multiple : 1;
+    const int iw = r->init_image->width, ih = r->init_image->height;
+    if ((r->width == 0 || r->height == 0) &&
+        (iw < caps->min_size || ih < caps->min_size || iw < m || ih < m))
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "init image %dx%d is smaller than the model's minimum %dx%d", iw, ih,
+                             SDW_MAX(caps->min_size, m), SDW_MAX(caps->min_size, m));
+    if ((r->width == 0 && iw - iw % m > caps->max_size) ||
+        (r->height == 0 && ih - ih % m > caps->max_size))
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "init image %dx%d is larger than the model's maximum %d: ask for an "
+                             "output size and it is resized",
+                             iw, ih, caps->max_size);
+    if (r->width == 0) r->width = iw - iw % m;
+    if (r->height == 0) r->height = ih - ih % m;
+    return SDW_OK;
+}
+
 sdw_status sdw_request_resolve(const sdw_request *req, const sdw_capabilities *caps,
                                sdw_request *out, sdw_error *err) {
     sdw_request r = *req;
     char names[512];
-    if (!caps->txt2img)
-        return sdw_error_set(err, SDW_E_UNSUPPORTED, "this model does not support text-to-image");
+    sdw_status s;
+    if ((s = resolve_mode(&r, caps, err))) return s;
     if (!r.prompt) r.prompt = "";
     if (r.width == 0) r.width = caps->default_width;
     if (r.height == 0) r.height = caps->default_height;
@@ -59,7 +125,6 @@ sdw_status sdw_request_resolve(const sdw_request *req, const sdw_capabilities *c
     if (r.guidance < 0) r.guidance = caps->default_guidance;
     if (!r.sampler || !*r.sampler) r.sampler = caps->default_sampler;
     if (!r.scheduler || !*r.scheduler) r.scheduler = "default";
-    sdw_status s;
     if ((s = check_size("width", r.width, caps, err))) return s;
     if ((s = check_size("height", r.height, caps, err))) return s;
     if (r.steps < 1 || r.steps > caps->max_steps)
@@ -88,6 +153,13 @@ sdw_status sdw_request_resolve(const sdw_request *req, const sdw_capabilities *c
                              r.preview_every);
     if (r.rng != SDW_RNG_SOURCE_TORCH && r.rng != SDW_RNG_SOURCE_PHILOX)
         return sdw_error_set(err, SDW_E_INVALID_ARG, "unknown rng source %d", (int)r.rng);
+    /* diffusers' get_timesteps runs int(steps * strength) steps; none at all is an error there
+     * (StableDiffusionInpaintPipeline raises, the img2img pipeline fails on an empty slice). */
+    if (r.init_image && (int)(r.steps * r.strength) < 1)
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "strength %g with %d steps runs no denoising step (steps x strength "
+                             "must be at least 1)",
+                             r.strength, r.steps);
     *out = r;
     return SDW_OK;
 }

@@ -42,6 +42,7 @@ void sdw_infotext_format(const sdw_request *req, const sdw_result_info *info, co
     put(buf, cap, &n, "CFG scale: %g, Seed: %lld, Size: %dx%d", (double)info->guidance,
         (long long)info->seed, info->width, info->height);
     if (model && *model) put(buf, cap, &n, ", Model: %s", model);
+    if (info->strength > 0) put(buf, cap, &n, ", Denoising strength: %g", info->strength);
     /* A1111 draws noise on the GPU (Philox) by default and labels CPU draws. */
     if (req->rng == SDW_RNG_SOURCE_TORCH) put(buf, cap, &n, ", RNG: CPU");
 }

@@ -98,11 +98,144 @@ static void test_infotext(void) {
                             "Size: 512x768") == 0);
 }
 
+/* A tiny image of w x h, channels ch; the pixel values do not matter to resolution. */
+static sdw_image image(int w, int h, int ch) {
+    static uint8_t px[4 * 300 * 300];
+    return (sdw_image){.width = w, .height = h, .channels = ch, .data = px};
+}
+
+static sdw_capabilities img_caps(void) {
+    sdw_capabilities c = caps();
+    c.img2img = c.inpainting = true;
+    return c;
+}
+
+static void test_img2img_defaults(void) {
+    sdw_capabilities c = img_caps();
+    sdw_image init = image(203, 130, 3);
+    sdw_request r = sdw_request_default(), out;
+    sdw_error err = {0};
+    r.init_image = &init;
+    ASSERT_OK(sdw_request_resolve(&r, &c, &out, &err), &err);
+    /* the image's size rounded down to the multiple; the default strength */
+    ASSERT_EQ_INT(out.width, 200);
+    ASSERT_EQ_INT(out.height, 128);
+    ASSERT_TRUE(out.strength == 0.75);
+    ASSERT_TRUE(out.init_image == &init && out.mask == NULL);
+    /* an explicit size wins (the pipeline resizes); an explicit strength is kept */
+    r.width = 64;
+    r.height = 72;
+    r.strength = 1.0;
+    ASSERT_OK(sdw_request_resolve(&r, &c, &out, &err), &err);
+    ASSERT_EQ_INT(out.width, 64);
+    ASSERT_EQ_INT(out.height, 72);
+    ASSERT_TRUE(out.strength == 1.0);
+    /* resolving a resolved request changes nothing */
+    sdw_request again;
+    ASSERT_OK(sdw_request_resolve(&out, &c, &again, &err), &err);
+    ASSERT_TRUE(again.width == out.width && again.height == out.height &&
+                again.strength == out.strength && again.steps == out.steps);
+    /* text-to-image reports strength 0, and stays resolvable */
+    r = sdw_request_default();
+    ASSERT_OK(sdw_request_resolve(&r, &c, &out, &err), &err);
+    ASSERT_TRUE(out.strength == 0);
+    ASSERT_OK(sdw_request_resolve(&out, &c, &again, &err), &err);
+    ASSERT_TRUE(again.strength == 0 && again.width == out.width);
+}
+
+static void expect_img(sdw_capabilities c, sdw_request r, sdw_status code, const char *needle) {
+    sdw_request out;
+    sdw_error err = {0};
+    ASSERT_STATUS(sdw_request_resolve(&r, &c, &out, &err), code);
+    ASSERT_STR_CONTAINS(err.msg, needle);
+}
+
+static void test_img2img_bad_input(void) {
+    sdw_capabilities c = img_caps();
+    sdw_image init = image(128, 128, 4), mask = image(128, 128, 1), small = image(128, 120, 1);
+    sdw_image empty = image(0, 128, 3), grey2 = image(128, 128, 5), tiny = image(40, 200, 3);
+    sdw_image nodata = {.width = 8, .height = 8, .channels = 3};
+    sdw_request r = sdw_request_default();
+    r.mask = &mask;
+    expect_img(c, r, SDW_E_INVALID_ARG, "a mask needs an init image");
+    r = sdw_request_default();
+    r.strength = 0.5;
+    expect_img(c, r, SDW_E_INVALID_ARG, "strength 0.5 needs an init image");
+    r.init_image = &init;
+    r.strength = 0;
+    expect_img(c, r, SDW_E_INVALID_ARG, "strength 0 is out of range (0, 1]");
+    r.strength = 1.5;
+    expect_img(c, r, SDW_E_INVALID_ARG, "strength 1.5 is out of range (0, 1]");
+    r.strength = NAN;
+    expect_img(c, r, SDW_E_INVALID_ARG, "strength nan is out of range");
+    /* int(4 * 0.2) = 0 steps: the reference refuses too */
+    r.strength = 0.2;
+    r.steps = 4;
+    expect_img(c, r, SDW_E_INVALID_ARG, "strength 0.2 with 4 steps runs no denoising step");
+    r.strength = 0.25; /* exactly one step */
+    sdw_request out;
+    sdw_error err = {0};
+    ASSERT_OK(sdw_request_resolve(&r, &c, &out, &err), &err);
+    r = sdw_request_default();
+    r.init_image = &init;
+    r.mask = &small;
+    expect_img(c, r, SDW_E_INVALID_ARG, "mask size 128x120 does not match the init image size 128x128");
+    r.mask = &grey2;
+    expect_img(c, r, SDW_E_INVALID_ARG, "mask has 5 channels");
+    r.mask = NULL;
+    r.init_image = &empty;
+    expect_img(c, r, SDW_E_INVALID_ARG, "init image is empty (0x128)");
+    r.init_image = &nodata;
+    expect_img(c, r, SDW_E_INVALID_ARG, "init image is empty");
+    r.init_image = &tiny;
+    expect_img(c, r, SDW_E_INVALID_ARG, "init image 40x200 is smaller than the model's minimum 64x64");
+    r.width = r.height = 64; /* with a size asked for, a small image is simply resized */
+    ASSERT_OK(sdw_request_resolve(&r, &c, &out, &err), &err);
+    sdw_image big = image(300, 300, 3);
+    c.max_size = 256;
+    r = sdw_request_default();
+    r.init_image = &big;
+    expect_img(c, r, SDW_E_INVALID_ARG, "init image 300x300 is larger than the model's maximum 256");
+}
+
+static void test_modes_against_capabilities(void) {
+    sdw_image init = image(64, 64, 3), mask = image(64, 64, 3);
+    sdw_capabilities c = img_caps();
+    sdw_request r = sdw_request_default();
+    r.init_image = &init;
+    c.img2img = false;
+    expect_img(c, r, SDW_E_UNSUPPORTED, "does not support image-to-image");
+    c = img_caps();
+    c.inpainting = false;
+    r.mask = &mask;
+    expect_img(c, r, SDW_E_UNSUPPORTED, "does not support inpainting");
+    /* an inpainting-only model explains what it needs */
+    c = img_caps();
+    c.txt2img = false;
+    expect_img(c, sdw_request_default(), SDW_E_UNSUPPORTED, "needs an init image and a mask");
+}
+
+static void test_infotext_strength(void) {
+    sdw_request r = sdw_request_default();
+    r.prompt = "a cat";
+    sdw_result_info info = {.seed = 1, .width = 64, .height = 64, .steps = 4, .guidance = 7.5f,
+                            .strength = 0.6};
+    strcpy(info.sampler, "ddim");
+    strcpy(info.scheduler, "default");
+    char buf[512];
+    sdw_infotext_format(&r, &info, NULL, buf, sizeof buf);
+    ASSERT_STR_CONTAINS(buf, "Size: 64x64, Denoising strength: 0.6, RNG: CPU");
+}
+
 int main(void) {
     RUN(test_defaults_fill_unset_fields);
     RUN(test_bad_fields_are_named);
     RUN(test_distilled_model_ignores_guidance);
     RUN(test_txt2img_unsupported);
     RUN(test_infotext);
+    RUN(test_img2img_defaults);
+    RUN(test_img2img_bad_input);
+    RUN(test_modes_against_capabilities);
+    RUN(test_infotext_strength);
     return sdw_test_finish();
 }
