@@ -41,7 +41,14 @@ void sdw_infotext_format(const sdw_request *req, const sdw_result_info *info, co
     if (strcmp(info->scheduler, "karras") == 0) put(buf, cap, &n, "Schedule type: Karras, ");
     put(buf, cap, &n, "CFG scale: %g, Seed: %lld, Size: %dx%d", (double)info->guidance,
         (long long)info->seed, info->width, info->height);
-    if (model && *model) put(buf, cap, &n, ", Model: %s", model);
+    if (model && *model) { /* A1111 names the checkpoint by its file stem */
+        const char *base = strrchr(model, '/');
+        base = base && base[1] ? base + 1 : model;
+        const char *dot = strrchr(base, '.');
+        int len = dot && dot != base ? (int)(dot - base) : (int)strlen(base);
+        if (base != model && !base[0]) len = 0;
+        put(buf, cap, &n, ", Model: %.*s", len, base);
+    }
     if (info->strength > 0) put(buf, cap, &n, ", Denoising strength: %g", info->strength);
     /* A1111 draws noise on the GPU (Philox) by default and labels CPU draws. */
     if (req->rng == SDW_RNG_SOURCE_TORCH) put(buf, cap, &n, ", RNG: CPU");

@@ -14,7 +14,8 @@
  * are returned unchanged. */
 const char *sdw_sampler_a1111_name(const char *sampler);
 
-/* Formats the infotext into buf (always NUL-terminated, truncated to cap). model may be NULL. */
+/* Formats the infotext into buf (always NUL-terminated, truncated to cap). model (a path or a
+ * name; NULL = none) is shown as A1111 does: the file stem ("models/sd15.safetensors" -> "sd15"). */
 void sdw_infotext_format(const sdw_request *req, const sdw_result_info *info, const char *model,
                          char *buf, size_t cap);
 

@@ -86,7 +86,7 @@ static void test_infotext(void) {
     strcpy(info.sampler, "dpm++2m");
     strcpy(info.scheduler, "karras");
     char buf[512];
-    sdw_infotext_format(&r, &info, "sd15", buf, sizeof buf);
+    sdw_infotext_format(&r, &info, "/models/sd15.safetensors", buf, sizeof buf);
     ASSERT_TRUE(strcmp(buf, "a cat\nNegative prompt: dog\nSteps: 20, Sampler: DPM++ 2M, "
                             "Schedule type: Karras, CFG scale: 7.5, Seed: 42, Size: 512x768, "
                             "Model: sd15, RNG: CPU") == 0);
