@@ -245,7 +245,7 @@ int sdw_sampler_begin_for_strength(int steps, double strength) {
 /* diffusers' _init_step_index: the sigma index of the schedule's first timestep of this run is
  * the position of timesteps[begin] in the schedule, taking the second occurrence if it repeats
  * (so that a restart in the middle never skips a sigma). */
-static int init_step_index(const sdw_sampler *s, int begin) {
+int sdw__sampler_step_index_of(const sdw_sampler *s, int begin) {
     const float t = s->timesteps[begin];
     int first = -1;
     for (int k = 0; k < s->n_calls; k++) {
@@ -262,7 +262,7 @@ sdw_status sdw_sampler_set_begin(sdw_sampler *s, int begin, sdw_error *err) {
                              s->n_calls);
     s->begin = begin;
     s->next_call = begin;
-    s->sigma_offset = init_step_index(s, begin) - begin;
+    s->sigma_offset = sdw__sampler_step_index_of(s, begin) - begin;
     s->n_hist = 0;
     s->counter = 0;
     s->lower_order_nums = 0;
@@ -273,5 +273,11 @@ sdw_status sdw_sampler_set_begin(sdw_sampler *s, int begin, sdw_error *err) {
 
 void sdw_sampler_add_noise(const sdw_sampler *s, const float *x0, const float *noise, float *out,
                            size_t n) {
-    s->ops->add_noise(s, x0, noise, out, n);
+    s->ops->add_noise(s, s->begin, x0, noise, out, n);
+}
+
+void sdw_sampler_add_noise_at(const sdw_sampler *s, int i, const float *x0, const float *noise,
+                              float *out, size_t n) {
+    SDW_ASSERT(i >= 0 && i < s->n_calls);
+    s->ops->add_noise(s, i, x0, noise, out, n);
 }

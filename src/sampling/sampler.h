@@ -99,5 +99,9 @@ int sdw_sampler_begin(const sdw_sampler *s);
  * timesteps[begin]); noise is N(0,1) of the same n. out may equal x0 or noise. */
 void sdw_sampler_add_noise(const sdw_sampler *s, const float *x0, const float *noise, float *out,
                            size_t n);
+/* The same at the level of call i (0 <= i < n_calls), as add_noise(x0, noise, timesteps[i]):
+ * what the inpainting loop blends outside the mask after each step. */
+void sdw_sampler_add_noise_at(const sdw_sampler *s, int i, const float *x0, const float *noise,
+                              float *out, size_t n);
 
 #endif

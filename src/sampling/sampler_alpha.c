@@ -69,9 +69,9 @@ static int spaced_timesteps(const sdw_sampler *s, bool descending, int64_t *out)
     return len;
 }
 
-static void alpha_add_noise(const sdw_sampler *s, const float *x0, const float *noise, float *out,
-                            size_t n) {
-    const float a = sdw__alpha_at(s, (int)s->timesteps[s->begin]);
+static void alpha_add_noise(const sdw_sampler *s, int i, const float *x0, const float *noise,
+                            float *out, size_t n) {
+    const float a = sdw__alpha_at(s, (int)s->timesteps[i]);
     const float sqrt_a = sqrtf(a), sqrt_one_minus_a = sqrtf(1.0f - a);
     for (size_t k = 0; k < n; k++)
         out[k] = sqrt_a * x0[k] + sqrt_one_minus_a * noise[k];

@@ -23,7 +23,8 @@ typedef struct sdw__sampler_ops {
     void (*step)(sdw_sampler *s, int i, const float *model_out, float *x, size_t n, sdw_rng *rng);
     /* Model input scaling (optional: NULL = identity). */
     void (*scale_model_input)(const sdw_sampler *s, int i, const float *x, float *out, size_t n);
-    void (*add_noise)(const sdw_sampler *s, const float *x0, const float *noise, float *out,
+    /* x0 noised to the level of call i (the scheduler's add_noise with timesteps[i]). */
+    void (*add_noise)(const sdw_sampler *s, int i, const float *x0, const float *noise, float *out,
                       size_t n);
 } sdw__sampler_ops;
 
@@ -79,6 +80,10 @@ void sdw__sigma_table(const float *alphas_cumprod, int n, float *out);
 double sdw__sigma_to_t(double sigma, const float *log_sigmas, int n);
 /* diffusers' _convert_to_karras: n sigmas from sigma_max down to sigma_min, rho = 7. */
 void sdw__karras_sigmas(double sigma_min, double sigma_max, int n, double *out);
+
+/* diffusers' index_for_timestep: position of timesteps[i] in the schedule, the second
+ * occurrence when it repeats. */
+int sdw__sampler_step_index_of(const sdw_sampler *s, int i);
 
 /* Python-style index into alphas_cumprod (negative wraps, as diffusers' tensor indexing does). */
 float sdw__alpha_at(const sdw_sampler *s, int t);

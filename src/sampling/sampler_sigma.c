@@ -187,11 +187,11 @@ static void euler_a_step(sdw_sampler *s, int i, const float *mo, float *x, size_
         x[k] = x[k] + s->noise[k] * sigma_up;
 }
 
-/* add_noise: x0 + noise * sigma at the first index holding timesteps[begin]. */
-static void euler_add_noise(const sdw_sampler *s, const float *x0, const float *noise, float *out,
-                            size_t n) {
+/* add_noise: x0 + noise * sigma at the first index holding timesteps[i]. */
+static void euler_add_noise(const sdw_sampler *s, int i, const float *x0, const float *noise,
+                            float *out, size_t n) {
     int idx = 0;
-    while (idx < s->n_calls && s->timesteps[idx] != s->timesteps[s->begin])
+    while (idx < s->n_calls && s->timesteps[idx] != s->timesteps[i])
         idx++;
     const float sigma = s->sigmas[idx];
     for (size_t k = 0; k < n; k++)
@@ -380,11 +380,11 @@ static void dpm_step(sdw_sampler *s, int i, const float *mo, float *x, size_t n,
     if (s->lower_order_nums < 2) s->lower_order_nums++; /* solver_order 2 */
 }
 
-/* add_noise: alpha_t x0 + sigma_t noise at the schedule index of timesteps[begin]
- * (second occurrence when repeated, last index when absent). */
-static void dpm_add_noise(const sdw_sampler *s, const float *x0, const float *noise, float *out,
-                          size_t n) {
-    const dpm_point p = dpm_at(s->sigmas[s->begin + s->sigma_offset]);
+/* add_noise: alpha_t x0 + sigma_t noise at the schedule index of timesteps[i]
+ * (second occurrence when repeated). */
+static void dpm_add_noise(const sdw_sampler *s, int i, const float *x0, const float *noise,
+                          float *out, size_t n) {
+    const dpm_point p = dpm_at(s->sigmas[sdw__sampler_step_index_of(s, i)]);
     for (size_t k = 0; k < n; k++)
         out[k] = p.alpha * x0[k] + p.sigma * noise[k];
 }

@@ -6,6 +6,8 @@
 #include "models/stable_diffusion/sd_model.h"
 #include "models/stable_diffusion/unet.h"
 #include "nn/vae.h"
+#include "sampling/rng.h"
+#include "sampling/sampler.h"
 #include "sampling/scheduler.h"
 #include "text/clip_text.h"
 #include "text/clip_tokenizer.h"
@@ -49,6 +51,30 @@ extern const sdw_image_model_ops sdw__sd_ops;
 sdw_status sdw__sd_generate(sdw_image_model *base, const sdw_request *req,
                             sdw_progress_fn progress, void *user, sdw_image *out,
                             sdw_result_info *info, sdw_error *err);
+
+/* sd_img2img.c: image-to-image and inpainting (see there for the reference's draw order). */
+typedef struct sd_image_job {
+    bool inpaint;          /* a mask is in play (given, or implied by a 9-channel UNet) */
+    bool blend;            /* 4-channel inpainting: re-noised originals outside the mask */
+    double strength;
+    int n_noise, n_encode; /* noise.KK / vae.encode.N taps so far */
+    float *noise;          /* [C, h, w] prepare_latents' noise */
+    float *image_latents;  /* [C, h, w] scaled init latents, or NULL when not needed */
+    float *mask;           /* [h, w] latent-resolution mask, 1 = repaint (inpaint) */
+    float *masked_latents; /* [C, h, w] masked image latents (9-channel UNet) */
+} sd_image_job;
+
+/* Preprocesses req's init image (and mask), sets the sampler's first call from the strength,
+ * draws and encodes as the reference and writes the initial latents [C, h, w] (NCHW). On
+ * failure job holds what was allocated (deinit it either way). */
+sdw_status sdw__sd_image_prepare(const sd_model *m, const sdw_request *req, sdw_sampler *sampler,
+                                 sdw_rng *rng, float *latents, sd_image_job *job, sdw_error *err);
+/* 9-channel UNet input beyond the latents: out [1 + C, h, w] = mask | masked image latents. */
+void sdw__sd_image_unet_extra(const sd_image_job *job, int C, int h, int w, float *out);
+/* After the sampler step of call i: 4-channel inpainting's blend (no-op otherwise). hw = h*w. */
+void sdw__sd_image_after_step(const sd_image_job *job, const sdw_sampler *sampler, int i,
+                              float *latents, size_t n_lat, size_t hw);
+void sdw__sd_image_job_deinit(sd_image_job *job);
 
 /* sd_demo.c */
 sdw_status sdw__sd_load_demo(const sdw_load_options *opts, sdw_image_model **out, sdw_error *err);

@@ -229,9 +229,13 @@ void sdw__sd_finish_setup(sd_model *m) {
 
     sdw_capabilities *c = &m->caps;
     *c = (sdw_capabilities){0};
-    /* A 9-channel inpainting UNet needs a mask and a masked image: text-to-image alone would
-     * feed it garbage, so it is not offered until the inpainting mode exists. */
+    /* A 9-channel inpainting UNet needs a masked image: diffusers has no text-to-image for it
+     * (StableDiffusionPipeline fails on its conv_in; the inpainting pipeline requires an image
+     * and a mask), so neither has sdworker. Image-to-image on it runs as inpainting with an
+     * all-white mask (what the inpainting pipeline does given one). Both image modes need
+     * the VAE's encoder. */
     c->txt2img = !inpaint;
+    c->img2img = c->inpainting = sdw_vae_has_encoder(m->vae);
     c->supports_guidance = true;
     c->supports_negative_prompt = true;
     /* diffusers checks multiples of 8 whatever the VAE factor; the UNet copes with odd latent

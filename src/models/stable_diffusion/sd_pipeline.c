@@ -99,6 +99,9 @@ sdw_status sdw__sd_generate(sdw_image_model *base, const sdw_request *req,
     const int f = m->vae_factor, C = m->latent_channels;
     const int W = req->width, H = req->height, w = W / f, h = H / f;
     const size_t n_lat = (size_t)C * h * w;
+    /* UNet input channels: C, or 2C + 1 for an inpainting UNet (latents | mask | masked). */
+    const int Cin = m->unet_cfg.in_channels;
+    const size_t n_in = (size_t)Cin * h * w;
     const int D = sdw_clip_text_get_config(m->text)->hidden;
     const bool cfg = req->guidance > 1.0f; /* diffusers: do_classifier_free_guidance */
     const int B = cfg ? 2 : 1;
@@ -113,13 +116,15 @@ sdw_status sdw__sd_generate(sdw_image_model *base, const sdw_request *req,
     sdw_sampler *sampler = NULL;
     float *ctx = sdw_xcalloc((size_t)B * SD_TEXT_WINDOW * D, sizeof(float));
     float *latents = sdw_xmalloc(n_lat * sizeof(float));
-    float *model_in = sdw_xmalloc(B * n_lat * sizeof(float));  /* NCHW, CFG batch */
-    float *unet_x = sdw_xmalloc(B * n_lat * sizeof(float));    /* NHWC */
+    float *model_in = sdw_xmalloc(B * n_in * sizeof(float));   /* NCHW, CFG batch */
+    float *unet_x = sdw_xmalloc(B * n_in * sizeof(float));     /* NHWC */
     float *unet_y = sdw_xmalloc(B * n_lat * sizeof(float));    /* NHWC */
     float *noise_pred = sdw_xmalloc(B * n_lat * sizeof(float)); /* NCHW */
     float *image = NULL;
     sdw_image preview = {0};
     bool trunc_c = false, trunc_u = false;
+    sd_image_job job = {0};
+    int n_noise = 0; /* noise.KK taps: every draw after the initial latents */
 
     double t0 = sdw_time_now(), t_text, t_loop;
     /* 1. Text: batch order [uncond, cond] as the reference concatenates it. */
@@ -140,25 +145,35 @@ sdw_status sdw__sd_generate(sdw_image_model *base, const sdw_request *req,
     sdw_rng rng;
     sdw_rng_init(&rng, req->rng == SDW_RNG_SOURCE_PHILOX ? SDW_RNG_PHILOX : SDW_RNG_TORCH,
                  (uint64_t)seed);
-    sdw_rng_randn(&rng, latents, n_lat);
-    tap(m, "latents_init_noise", latents, 4, (int64_t)1, (int64_t)C, (int64_t)h, (int64_t)w);
-    const float sigma0 = sdw_sampler_init_noise_sigma(sampler);
-    for (size_t i = 0; i < n_lat; i++) latents[i] *= sigma0;
+    if (req->init_image) { /* image-to-image / inpainting: sd_img2img.c */
+        s = sdw__sd_image_prepare(m, req, sampler, &rng, latents, &job, err);
+        n_noise = job.n_noise;
+        if (s) goto done;
+    } else {
+        sdw_rng_randn(&rng, latents, n_lat);
+        tap(m, "latents_init_noise", latents, 4, (int64_t)1, (int64_t)C, (int64_t)h, (int64_t)w);
+        const float sigma0 = sdw_sampler_init_noise_sigma(sampler);
+        for (size_t i = 0; i < n_lat; i++) latents[i] *= sigma0;
+    }
 
-    /* 3. Denoising loop. */
-    const int n_calls = sdw_sampler_n_calls(sampler);
-    for (int i = 0; i < n_calls; i++) {
+    /* 3. Denoising loop, from the first call the strength leaves (0 for text-to-image). Stage
+     * names count the calls made (stepNN of the reference's loop). */
+    const int n_calls = sdw_sampler_n_calls(sampler), begin = sdw_sampler_begin(sampler);
+    for (int i = begin; i < n_calls; i++) {
         char name[64];
+        const int k = i - begin;
         float t = sdw_sampler_timestep(sampler, i);
-        for (int b = 0; b < B; b++)
-            sdw_sampler_scale_model_input(sampler, i, latents, model_in + b * n_lat, n_lat);
-        snprintf(name, sizeof name, "step%02d.unet.sample", i);
-        tap(m, name, model_in, 4, (int64_t)B, (int64_t)C, (int64_t)h, (int64_t)w);
-        sdw_nchw_to_nhwc(model_in, B, C, h, w, unet_x);
+        for (int b = 0; b < B; b++) {
+            sdw_sampler_scale_model_input(sampler, i, latents, model_in + b * n_in, n_lat);
+            if (Cin != C) sdw__sd_image_unet_extra(&job, C, h, w, model_in + b * n_in + n_lat);
+        }
+        snprintf(name, sizeof name, "step%02d.unet.sample", k);
+        tap(m, name, model_in, 4, (int64_t)B, (int64_t)Cin, (int64_t)h, (int64_t)w);
+        sdw_nchw_to_nhwc(model_in, B, Cin, h, w, unet_x);
         float ts[2] = {t, t};
         sdw_unet_forward(m->unet, unet_x, B, h, w, ts, ctx, SD_TEXT_WINDOW, NULL, NULL, unet_y);
         sdw_nhwc_to_nchw(unet_y, B, h, w, C, noise_pred);
-        snprintf(name, sizeof name, "step%02d.unet.out", i);
+        snprintf(name, sizeof name, "step%02d.unet.out", k);
         tap(m, name, noise_pred, 4, (int64_t)B, (int64_t)C, (int64_t)h, (int64_t)w);
         if (cfg) { /* noise_pred = uncond + g * (cond - uncond) */
             const float g = req->guidance;
@@ -166,17 +181,24 @@ sdw_status sdw__sd_generate(sdw_image_model *base, const sdw_request *req,
             for (size_t k = 0; k < n_lat; k++) noise_pred[k] = u[k] + g * (c[k] - u[k]);
         }
         if ((s = sdw_sampler_step(sampler, i, noise_pred, latents, n_lat, &rng, err))) goto done;
-        snprintf(name, sizeof name, "step%02d.latents", i);
+        if (sdw_sampler_last_noise(sampler)) {
+            snprintf(name, sizeof name, "noise.%02d", n_noise++);
+            tap(m, name, sdw_sampler_last_noise(sampler), 4, (int64_t)1, (int64_t)C, (int64_t)h,
+                (int64_t)w);
+        }
+        sdw__sd_image_after_step(&job, sampler, i, latents, n_lat, (size_t)h * w);
+        snprintf(name, sizeof name, "step%02d.latents", k);
         tap(m, name, latents, 4, (int64_t)1, (int64_t)C, (int64_t)h, (int64_t)w);
         const sdw_image *shown = NULL;
         if (progress && req->preview_every > 0 &&
-            ((i + 1) % req->preview_every == 0 || i + 1 == n_calls)) {
+            ((k + 1) % req->preview_every == 0 || i + 1 == n_calls)) {
             if (!preview.data) preview.data = sdw_xmalloc((size_t)w * h * 3);
             latent_preview(latents, C, h, w, &preview);
             shown = &preview;
         }
-        if (progress && !progress(user, i + 1, n_calls, shown)) {
-            s = sdw_error_set(err, SDW_CANCELLED, "cancelled at step %d of %d", i + 1, n_calls);
+        if (progress && !progress(user, k + 1, n_calls - begin, shown)) {
+            s = sdw_error_set(err, SDW_CANCELLED, "cancelled at step %d of %d", k + 1,
+                              n_calls - begin);
             goto done;
         }
     }
@@ -203,11 +225,13 @@ sdw_status sdw__sd_generate(sdw_image_model *base, const sdw_request *req,
     *info = (sdw_result_info){.seed = seed, .width = W, .height = H, .steps = req->steps,
                               .guidance = req->guidance, .prompt_truncated = trunc_c || trunc_u,
                               .seconds_encode = t_text - t0, .seconds_denoise = t_loop - t_text,
-                              .seconds_decode = sdw_time_now() - t_loop, .n_denoiser_calls = n_calls};
+                              .seconds_decode = sdw_time_now() - t_loop,
+                              .n_denoiser_calls = n_calls - begin, .strength = job.strength};
     snprintf(info->sampler, sizeof info->sampler, "%s", req->sampler);
     snprintf(info->scheduler, sizeof info->scheduler, "%s", req->scheduler);
 done:
     sdw_sampler_destroy(sampler);
+    sdw__sd_image_job_deinit(&job);
     free(ctx);
     free(latents);
     free(model_in);
