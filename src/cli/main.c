@@ -3,6 +3,7 @@
 #include "sdw/image_model.h"
 
 #include "core/common.h"
+#include "io/image.h"
 #include "io/png.h"
 #include "models/infotext.h"
 
@@ -18,7 +19,8 @@
 
 typedef struct cli_args {
     const char *model, *prompt, *negative, *output, *tokenizer, *sampler, *scheduler, *rng;
-    const char *prediction;
+    const char *prediction, *init_image, *mask;
+    double strength;
     int width, height, steps, threads;
     float cfg;
     int64_t seed;
@@ -30,7 +32,8 @@ static void usage(FILE *f) {
             "usage: sdw <command> [options]\n"
             "\n"
             "commands:\n"
-            "  generate   text-to-image: write a PNG\n"
+            "  generate   text-to-image (image-to-image with --init-image, inpainting with\n"
+            "             --mask): write a PNG\n"
             "  info       describe a model: family, variant, capabilities, parameter counts\n"
             "  tokenize   show a prompt's token ids as the model's text encoder sees them\n"
             "  serve      run the HTTP worker (not available in this build yet)\n"
@@ -52,6 +55,12 @@ static void usage(FILE *f) {
             "      --tokenizer DIR    vocab.json + merges.txt for single-file checkpoints\n"
             "      --prediction eps|v override the detected prediction type\n"
             "  -t, --threads N        CPU threads (default: all usable cores)\n"
+            "      --init-image FILE  start from this PNG/JPEG/WebP (alpha ignored); resized\n"
+            "                         (Lanczos) to -W/-H when given, else its size rounded down\n"
+            "      --strength S       how much of the init image to repaint, 0 < S <= 1\n"
+            "                         (default 0.75; steps x S denoising steps run)\n"
+            "      --mask FILE        inpainting mask, same size as the init image: white =\n"
+            "                         repaint, black = keep (grey: >= 128 repaints)\n"
             "  -o, --output FILE      output PNG (default " DEFAULT_OUTPUT ")\n"
             "  -v, --verbose          more log output;  -q, --quiet: errors only\n");
 }
@@ -84,8 +93,17 @@ static float parse_float(const char *opt, const char *v) {
     return x;
 }
 
+/* Double, as Python's float(): the step count int(steps * strength) depends on it. */
+static double parse_double(const char *opt, const char *v) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (!*v || *end || errno || !isfinite(x)) die("%s: '%s' is not a number", opt, v);
+    return x;
+}
+
 static void parse_args(int argc, char **argv, cli_args *a) {
-    *a = (cli_args){.cfg = -1.0f, .seed = -1, .output = DEFAULT_OUTPUT};
+    *a = (cli_args){.cfg = -1.0f, .seed = -1, .output = DEFAULT_OUTPUT, .strength = -1.0};
     for (int i = 0; i < argc; i++) {
         const char *o = argv[i];
 #define IS(s, l) (strcmp(o, s) == 0 || strcmp(o, l) == 0)
@@ -104,6 +122,9 @@ static void parse_args(int argc, char **argv, cli_args *a) {
         else if (IS("--rng", "--rng")) a->rng = VAL();
         else if (IS("--tokenizer", "--tokenizer")) a->tokenizer = VAL();
         else if (IS("--prediction", "--prediction")) a->prediction = VAL();
+        else if (IS("--init-image", "-i")) a->init_image = VAL();
+        else if (IS("--mask", "--mask")) a->mask = VAL();
+        else if (IS("--strength", "--denoising-strength")) a->strength = parse_double(o, VAL());
         else if (IS("-t", "--threads")) a->threads = (int)parse_int(o, VAL(), 1, 1024);
         else if (IS("-v", "--verbose")) a->verbose = true;
         else if (IS("-q", "--quiet")) a->quiet = true;
@@ -114,6 +135,8 @@ static void parse_args(int argc, char **argv, cli_args *a) {
     }
     if (a->cfg >= 0 && a->cfg > 100) die("--cfg-scale: %g is out of range [0, 100]", (double)a->cfg);
     if (a->cfg < 0 && a->cfg != -1.0f) die("--cfg-scale: %g must not be negative", (double)a->cfg);
+    if (a->strength != -1.0 && !(a->strength > 0 && a->strength <= 1))
+        die("--strength: %g is out of range (0, 1]", a->strength);
     if (a->prediction && strcmp(a->prediction, "eps") && strcmp(a->prediction, "v"))
         die("--prediction: '%s' must be eps or v", a->prediction);
 }
@@ -173,8 +196,15 @@ static int cmd_generate(const cli_args *a) {
         else if (strcmp(a->rng, "philox") == 0) req.rng = SDW_RNG_SOURCE_PHILOX;
         else die("--rng: '%s' must be torch or philox", a->rng);
     }
-    sdw_image_model *m = load_model(a);
     sdw_error err = {0};
+    /* Images are read before the (slower) model load so a bad file fails fast. */
+    sdw_image init = {0}, mask = {0};
+    if (a->init_image && sdw_image_load(a->init_image, &init, &err)) die("--init-image: %s", err.msg);
+    if (a->mask && sdw_image_load(a->mask, &mask, &err)) die("--mask: %s", err.msg);
+    req.init_image = a->init_image ? &init : NULL;
+    req.mask = a->mask ? &mask : NULL;
+    req.strength = a->strength;
+    sdw_image_model *m = load_model(a);
     /* Validate before any work so a bad value fails fast with the model's limits in the message. */
     sdw_request resolved;
     if (sdw_request_resolve(&req, sdw_model_capabilities(m), &resolved, &err) != SDW_OK) {
@@ -208,6 +238,8 @@ static int cmd_generate(const cli_args *a) {
              info.n_denoiser_calls ? info.seconds_denoise / info.n_denoiser_calls : 0.0,
              info.seconds_decode, ru.ru_maxrss / 1024.0);
     sdw_image_free(&img);
+    sdw_image_free(&init);
+    sdw_image_free(&mask);
     sdw_model_destroy(m);
     return 0;
 }

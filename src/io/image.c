@@ -99,10 +99,16 @@ static void apply_orientation(sdw_image *img, int o) {
 
 static sdw_status decode_png(const void *data, size_t len, const char *label, sdw_image *out,
                              sdw_error *err) {
+    /* The size from IHDR first (always the first chunk), for the same messages as the other
+     * formats; libpng would also refuse both, with "Invalid IHDR data" for a zero size. */
+    const uint8_t *p = data;
+    if (len >= 24 && memcmp(p + 12, "IHDR", 4) == 0) {
+        sdw_status s = check_dims(label, "PNG", rd32(p + 16, true), rd32(p + 20, true), err);
+        if (s) return s;
+    }
     sdw_png png;
     sdw_status s = sdw_png_read_mem(data, len, label, &png, err);
     if (s) return s;
-    /* io/png.h has already refused oversized images; zero-sized ones libpng refuses itself. */
     *out = (sdw_image){.width = png.w, .height = png.h, .channels = png.channels,
                        .data = png.pixels};
     png.pixels = NULL;
