@@ -16,6 +16,7 @@
 #ifndef SDW_IMAGE_MODEL_H
 #define SDW_IMAGE_MODEL_H
 
+#include "sdw/precision.h"
 #include "sdw/status.h"
 
 #include <stdbool.h>
@@ -134,6 +135,7 @@ typedef struct sdw_load_options {
     const char *tokenizer_dir; /* vocab.json + merges.txt for single files without one; NULL */
     int n_threads;             /* 0 = all usable cores */
     const char *prediction;    /* NULL = detect; "eps" | "v" to override */
+    sdw_precision precision;   /* AUTO (0) = bf16 where the CPU has AMX, else f32 */
 } sdw_load_options;
 sdw_load_options sdw_load_options_default(void);
 

@@ -6,6 +6,7 @@
 #include "io/image.h"
 #include "io/png.h"
 #include "models/infotext.h"
+#include "nn/profile.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -24,7 +25,8 @@ typedef struct cli_args {
     int width, height, steps, threads;
     float cfg;
     int64_t seed;
-    bool verbose, quiet;
+    bool verbose, quiet, profile;
+    sdw_precision precision;
 } cli_args;
 
 static void usage(FILE *f) {
@@ -61,6 +63,9 @@ static void usage(FILE *f) {
             "                         (default 0.75; steps x S denoising steps run)\n"
             "      --mask FILE        inpainting mask, same size as the init image: white =\n"
             "                         repaint, black = keep (grey: >= 128 repaints)\n"
+            "      --precision P      auto | f32 | bf16: the precision of convolutions and matrix\n"
+            "                         products (auto: bf16 on CPUs with AMX, else f32)\n"
+            "      --profile          print a per-op time profile after generating\n"
             "  -o, --output FILE      output PNG (default " DEFAULT_OUTPUT ")\n"
             "  -v, --verbose          more log output;  -q, --quiet: errors only\n");
 }
@@ -126,6 +131,11 @@ static void parse_args(int argc, char **argv, cli_args *a) {
         else if (IS("--mask", "--mask")) a->mask = VAL();
         else if (IS("--strength", "--denoising-strength")) a->strength = parse_double(o, VAL());
         else if (IS("-t", "--threads")) a->threads = (int)parse_int(o, VAL(), 1, 1024);
+        else if (IS("--precision", "--precision")) {
+            const char *v = VAL();
+            if (sdw_precision_parse(v, &a->precision) != SDW_OK)
+                die("--precision: '%s' must be auto, f32 or bf16", v);
+        } else if (IS("--profile", "--profile")) a->profile = true;
         else if (IS("-v", "--verbose")) a->verbose = true;
         else if (IS("-q", "--quiet")) a->quiet = true;
         else if (IS("-h", "--help")) usage(stdout), exit(0);
@@ -146,6 +156,7 @@ static sdw_image_model *load_model(const cli_args *a) {
     opts.tokenizer_dir = a->tokenizer;
     opts.n_threads = a->threads;
     opts.prediction = a->prediction;
+    opts.precision = a->precision;
     sdw_image_model *m = NULL;
     sdw_error err = {0};
     double t0 = sdw_time_now();
@@ -214,11 +225,13 @@ static int cmd_generate(const cli_args *a) {
     progress_state ps = {.t_start = sdw_time_now(), .tty = isatty(2) && !a->quiet};
     sdw_image img = {0};
     sdw_result_info info = {0};
+    if (a->profile) sdw_profile_enable(true);
     if (sdw_model_generate(m, &resolved, on_progress, &ps, &img, &info, &err) != SDW_OK) {
         sdw_model_destroy(m);
         die("%s", err.msg);
     }
     double secs = sdw_time_now() - ps.t_start;
+    if (a->profile) sdw_profile_print(stderr, info.n_denoiser_calls);
     char params[4096];
     sdw_infotext_format(&resolved, &info, m->name, params, sizeof params);
     const char *text[] = {"parameters", params, NULL};

@@ -335,6 +335,16 @@ sdw_status sdw_st_open(const char *path, sdw_st_file **out, sdw_error *err) {
     return open_common(f, out, err);
 }
 
+void sdw_st_drop_pages(const sdw_st_file *f, const sdw_st_tensor *t) {
+    if (!f->mapped || !t->n_bytes) return;
+    /* Whole pages around the tensor: a neighbour sharing an edge page just faults it back in
+     * (read-only private mapping, never written). */
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = (uintptr_t)t->data & ~(page - 1);
+    uintptr_t hi = ((uintptr_t)t->data + t->n_bytes + page - 1) & ~(page - 1);
+    (void)madvise((void *)lo, hi - lo, MADV_DONTNEED); /* advisory: failure only costs memory */
+}
+
 sdw_status sdw_st_open_memory(const void *data, size_t len, const char *label, sdw_st_file **out,
                               sdw_error *err) {
     SDW_ASSERT((data || !len) && out);

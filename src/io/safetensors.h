@@ -60,6 +60,11 @@ const sdw_st_tensor *sdw_st_at(const sdw_st_file *f, int i);
 /* NULL when absent. O(log n). */
 const sdw_st_tensor *sdw_st_find(const sdw_st_file *f, const char *name);
 
+/* Tells the kernel that t's bytes will not be read again soon: for a mapped file their pages stop
+ * counting in the process's resident memory (they are read back from the file if touched
+ * again). No-op for sdw_st_open_memory files. Data pointers stay valid. */
+void sdw_st_drop_pages(const sdw_st_file *f, const sdw_st_tensor *t);
+
 /* Converts n elements of an F32/F16/BF16 buffer to f32. */
 void sdw_convert_to_f32(sdw_dtype dtype, const void *src, float *dst, size_t n);
 

@@ -14,7 +14,8 @@ typedef struct w_entry {
     int n_dims;
     int64_t shape[SDW_ST_MAX_DIMS];
     size_t n;
-    float *data;
+    float *data;             /* f32 copy; NULL for a file tensor only viewed so far */
+    const sdw_st_tensor *t;  /* the file tensor, NULL for the random source */
 } w_entry;
 
 struct sdw_weights {
@@ -33,6 +34,13 @@ struct sdw_weights {
     float **scratch; /* sdw_weights_alloc buffers */
     int n_scratch, cap_scratch;
     size_t n_params;
+
+    struct adopted {
+        void *p;
+        void (*free_fn)(void *);
+    } *adopted; /* sdw_weights_adopt objects */
+    int n_adopted, cap_adopted;
+    sdw_precision precision;
 };
 
 /* ---- creation ---- */
@@ -66,6 +74,8 @@ sdw_weights *sdw_weights_create_random(uint64_t seed) {
 
 void sdw_weights_destroy(sdw_weights *ws) {
     if (!ws) return;
+    for (int i = ws->n_adopted - 1; i >= 0; i--) ws->adopted[i].free_fn(ws->adopted[i].p);
+    free(ws->adopted);
     for (int i = 0; i < ws->n; i++) {
         free(ws->e[i].name);
         free(ws->e[i].data);
@@ -304,24 +314,11 @@ static const float *random_f32(sdw_weights *ws, const char *name, int n_dims,
 
 /* ---- loading ---- */
 
-const float *sdw_weights_f32(sdw_weights *ws, const char *name, int n_dims, const int64_t *shape,
-                             sdw_error *err) {
-    SDW_ASSERT(ws && name && n_dims >= 0 && n_dims <= SDW_ST_MAX_DIMS && (shape || !n_dims));
-    for (int i = 0; i < n_dims; i++) SDW_ASSERT(shape[i] >= -1);
+/* The file tensor for canonical `name`, checked to be a float type of a compatible shape;
+ * NULL with err set. */
+static const sdw_st_tensor *file_tensor(const sdw_weights *ws, const char *name, int n_dims,
+                                        const int64_t *shape, sdw_error *err) {
     char want[160], have[160];
-
-    w_entry *prev = lookup(ws, name);
-    if (prev) {
-        if (shape_compatible(n_dims, shape, prev->n_dims, prev->shape)) return prev->data;
-        shape_str(want, sizeof want, n_dims, shape);
-        shape_str(have, sizeof have, prev->n_dims, prev->shape);
-        sdw_error_set(err, SDW_E_SHAPE,
-                      "tensor %s: shape %s expected, but it was already loaded as %s", name, want,
-                      have);
-        return NULL;
-    }
-    if (!ws->file) return random_f32(ws, name, n_dims, shape, err);
-
     const char *path = sdw_st_path(ws->file);
     char buf[640];
     const char *fname = file_name(ws, name, buf, sizeof buf);
@@ -353,20 +350,121 @@ const float *sdw_weights_f32(sdw_weights *ws, const char *name, int n_dims, cons
                       path, name, fname, want, have);
         return NULL;
     }
-    float *data = alloc_floats(t->n_elems);
-    if (!data) {
-        sdw_error_set(err, SDW_E_NOMEM, "%s: tensor %s: out of memory (%zu floats)", path, name,
-                      t->n_elems);
-        return NULL;
-    }
-    sdw_convert_to_f32(t->dtype, t->data, data, t->n_elems);
+    return t;
+}
+
+/* Records file tensor t under `name` (data: its f32 copy, or NULL for a view) and marks it used. */
+static w_entry *record_file(sdw_weights *ws, const char *name, int n_dims, const int64_t *shape,
+                            const sdw_st_tensor *t, float *data) {
     ws->used[t - sdw_st_at(ws->file, 0)] = 1;
     bool wild = false;
     for (int i = 0; i < n_dims; i++) wild |= shape[i] < 0;
     /* the record keeps the requested layout; a wildcard can only be resolved by the file's */
-    if (wild) record(ws, name, t->n_dims, t->shape, data, t->n_elems);
-    else record(ws, name, n_dims, shape, data, t->n_elems);
+    w_entry *e = wild ? record(ws, name, t->n_dims, t->shape, data, t->n_elems)
+                      : record(ws, name, n_dims, shape, data, t->n_elems);
+    e->t = t;
+    return e;
+}
+
+/* An earlier request for `name`, checked against this one's shape: *ok false (err set) on a
+ * mismatch; NULL when there was none. */
+static w_entry *previous(sdw_weights *ws, const char *name, int n_dims, const int64_t *shape,
+                         bool *ok, sdw_error *err) {
+    *ok = true;
+    w_entry *prev = lookup(ws, name);
+    if (!prev || shape_compatible(n_dims, shape, prev->n_dims, prev->shape)) return prev;
+    char want[160], have[160];
+    shape_str(want, sizeof want, n_dims, shape);
+    shape_str(have, sizeof have, prev->n_dims, prev->shape);
+    sdw_error_set(err, SDW_E_SHAPE, "tensor %s: shape %s expected, but it was already loaded as %s",
+                  name, want, have);
+    *ok = false;
+    return NULL;
+}
+
+/* f32 copy of file tensor t (NULL with err set when out of memory). */
+static float *convert_copy(const sdw_weights *ws, const char *name, const sdw_st_tensor *t,
+                           sdw_error *err) {
+    float *data = alloc_floats(t->n_elems);
+    if (!data) {
+        sdw_error_set(err, SDW_E_NOMEM, "%s: tensor %s: out of memory (%zu floats)",
+                      sdw_st_path(ws->file), name, t->n_elems);
+        return NULL;
+    }
+    sdw_convert_to_f32(t->dtype, t->data, data, t->n_elems);
+    /* The copy is what gets read from now on: the mapped pages need not stay resident. */
+    sdw_st_drop_pages(ws->file, t);
     return data;
+}
+
+const float *sdw_weights_f32(sdw_weights *ws, const char *name, int n_dims, const int64_t *shape,
+                             sdw_error *err) {
+    SDW_ASSERT(ws && name && n_dims >= 0 && n_dims <= SDW_ST_MAX_DIMS && (shape || !n_dims));
+    for (int i = 0; i < n_dims; i++) SDW_ASSERT(shape[i] >= -1);
+    bool ok;
+    w_entry *prev = previous(ws, name, n_dims, shape, &ok, err);
+    if (!ok) return NULL;
+    if (prev) {
+        if (!prev->data) prev->data = convert_copy(ws, name, prev->t, err); /* viewed before */
+        return prev->data;
+    }
+    if (!ws->file) return random_f32(ws, name, n_dims, shape, err);
+    const sdw_st_tensor *t = file_tensor(ws, name, n_dims, shape, err);
+    float *data = t ? convert_copy(ws, name, t, err) : NULL;
+    if (!data) return NULL;
+    record_file(ws, name, n_dims, shape, t, data);
+    return data;
+}
+
+const void *sdw_weights_raw(sdw_weights *ws, const char *name, int n_dims, const int64_t *shape,
+                             sdw_dtype *dtype, size_t *n, sdw_error *err) {
+    SDW_ASSERT(ws && name && dtype && n && n_dims >= 0 && n_dims <= SDW_ST_MAX_DIMS &&
+               (shape || !n_dims));
+    for (int i = 0; i < n_dims; i++) SDW_ASSERT(shape[i] >= -1);
+    bool ok;
+    w_entry *prev = previous(ws, name, n_dims, shape, &ok, err);
+    if (!ok) return NULL;
+    const sdw_st_tensor *t = NULL;
+    if (prev && prev->data) {
+        *dtype = SDW_DTYPE_F32;
+        *n = prev->n;
+        return prev->data;
+    }
+    if (prev) {
+        t = prev->t;
+    } else if (!ws->file) {
+        const float *d = random_f32(ws, name, n_dims, shape, err);
+        if (!d) return NULL;
+        *dtype = SDW_DTYPE_F32;
+        *n = lookup(ws, name)->n;
+        return d;
+    } else {
+        if (!(t = file_tensor(ws, name, n_dims, shape, err))) return NULL;
+        record_file(ws, name, n_dims, shape, t, NULL);
+    }
+    *dtype = t->dtype;
+    *n = t->n_elems;
+    return t->data;
+}
+
+void sdw_weights_raw_done(sdw_weights *ws, const char *name) {
+    const w_entry *e = lookup(ws, name);
+    if (e && e->t && ws->file) sdw_st_drop_pages(ws->file, e->t);
+}
+
+void sdw_weights_adopt(sdw_weights *ws, void *p, void (*free_fn)(void *)) {
+    SDW_ASSERT(ws && free_fn);
+    if (ws->n_adopted == ws->cap_adopted) {
+        ws->cap_adopted = ws->cap_adopted ? 2 * ws->cap_adopted : 64;
+        ws->adopted = realloc(ws->adopted, sizeof *ws->adopted * (size_t)ws->cap_adopted);
+        if (!ws->adopted) SDW_ABORT("out of memory");
+    }
+    ws->adopted[ws->n_adopted++] = (struct adopted){p, free_fn};
+}
+
+void sdw_weights_set_precision(sdw_weights *ws, sdw_precision p) { ws->precision = p; }
+sdw_precision sdw_weights_precision(const sdw_weights *ws) {
+    return ws->precision == SDW_PRECISION_BF16 ? SDW_PRECISION_BF16 : SDW_PRECISION_F32;
 }
 
 /* ---- reporting ---- */
@@ -405,7 +503,21 @@ sdw_status sdw_weights_save(const sdw_weights *ws, const char *path, sdw_dtype d
     for (int i = 0; i < ws->n; i++)
         sdw_st_writer_add(w, ws->e[i].name, dtype, ws->e[i].n_dims, ws->e[i].shape);
     st = sdw_st_writer_begin(w, err);
-    for (int i = 0; i < ws->n && st == SDW_OK; i++) st = sdw_st_writer_write(w, ws->e[i].data, err);
+    for (int i = 0; i < ws->n && st == SDW_OK; i++) {
+        const w_entry *e = &ws->e[i];
+        if (e->data) {
+            st = sdw_st_writer_write(w, e->data, err);
+            continue;
+        }
+        float *tmp = alloc_floats(e->n); /* a file tensor only viewed: convert it now */
+        if (!tmp) {
+            st = sdw_error_set(err, SDW_E_NOMEM, "tensor %s: out of memory", e->name);
+            break;
+        }
+        sdw_convert_to_f32(e->t->dtype, e->t->data, tmp, e->n);
+        st = sdw_st_writer_write(w, tmp, err);
+        free(tmp);
+    }
     if (st != SDW_OK) {
         sdw_st_writer_finish(w, NULL); /* removes the partial file; keeps the first error */
         return st;

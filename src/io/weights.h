@@ -16,6 +16,7 @@
 #define SDW_IO_WEIGHTS_H
 
 #include "io/safetensors.h"
+#include "sdw/precision.h"
 
 /* Writes the file-side name for canonical name `name` into buf (cap bytes) and returns buf, or
  * returns NULL when the canonical tensor has no counterpart in this layout. */
@@ -53,6 +54,29 @@ const float *sdw_weights_f32(sdw_weights *ws, const char *name, int n_dims, cons
 
 /* A zeroed scratch buffer of n floats owned by ws (for repacked/derived weights). */
 float *sdw_weights_alloc(sdw_weights *ws, size_t n);
+
+/* As sdw_weights_f32 (same name resolution, shape check, errors, use marking and parameter
+ * count), but without converting or copying: returns the stored elements in their file dtype
+ * (*dtype: F32, F16, BF16 or F64; row-major in the file's shape, which equals the requested one
+ * up to size-1 dimensions), *n elements. The pointer is into the file mapping (borrowed: valid
+ * while the file is open; not necessarily aligned). The random source generates the tensor as
+ * sdw_weights_f32 does and keeps it (F32). For layers that repack their weights anyway, so no
+ * float32 copy is kept; call sdw_weights_raw_done after reading. */
+const void *sdw_weights_raw(sdw_weights *ws, const char *name, int n_dims, const int64_t *shape,
+                             sdw_dtype *dtype, size_t *n, sdw_error *err);
+/* Done reading a viewed tensor: its mapped pages stop counting as resident memory (read back
+ * from the file if touched again). No-op for names never viewed and for the random source. */
+void sdw_weights_raw_done(sdw_weights *ws, const char *name);
+
+/* Hands ws an object to free at sdw_weights_destroy (free_fn(p), in reverse order of adoption):
+ * for packed weights derived at bind time, which live exactly as long as the weights. */
+void sdw_weights_adopt(sdw_weights *ws, void *p, void (*free_fn)(void *));
+
+/* The compute precision the layers bound from ws pack their weights for (a hint the nn layer
+ * reads at bind time; the model loader sets it once, before binding). Default F32; AUTO is
+ * treated as F32 (the loader resolves AUTO first). */
+void sdw_weights_set_precision(sdw_weights *ws, sdw_precision p);
+sdw_precision sdw_weights_precision(const sdw_weights *ws);
 
 /* Counts float tensors under the prefix that no sdw_weights_f32 call used (integer buffers such
  * as position_ids are not parameters and never count); writes up to a few of

@@ -6,6 +6,7 @@
  * and finally out = O / l. Only QB×KB scores exist at a time per thread. Each task's arithmetic
  * order is fixed, so results do not depend on the thread count at all. */
 #include "nn/nn_impl.h"
+#include "nn/profile.h"
 
 #include <math.h>
 #include <string.h>
@@ -61,6 +62,7 @@ online_softmax_tile(attn_scratch *sc, int nq, int nk, int64_t i0, int64_t j0, in
 void sdw_attention(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
                    const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk, int H, int D,
                    float scale, bool causal, float *out) {
+    const double prof_t0 = sdw__prof_begin();
     SDW_ASSERT(q && k && v && out && B > 0 && H > 0 && D > 0 && Lq > 0 && Lk > 0);
     SDW_ASSERT(q_stride >= (int64_t)H * D && k_stride >= (int64_t)H * D &&
                v_stride >= (int64_t)H * D);
@@ -107,4 +109,5 @@ void sdw_attention(const float *q, int64_t q_stride, const float *k, int64_t k_s
         free(sc->o);
         free(sc);
     }
+    sdw__prof_end(SDW_OP_ATTENTION, prof_t0, 4.0 * B * H * (double)Lq * Lk * D);
 }

@@ -1,6 +1,7 @@
 /* nn/bind.c — binding layers to named tensors of an sdw_weights. The only nn/ source that
  * touches io/: forward code works on plain pointers, so it can be used (and tested) on weights
  * from anywhere. */
+#include "nn/dnn.h"
 #include "nn/nn_impl.h"
 
 #include <string.h>
@@ -17,16 +18,72 @@ static const float *get(sdw_weights *ws, const char *prefix, const char *suffix,
     return sdw_weights_f32(ws, name, n_dims, shape, err);
 }
 
+/* The stored "<prefix>.weight" as a new f32 buffer (free it), without the weights object
+ * keeping an f32 copy: the layer packs its own. NULL with err set. */
+static float *weight_f32(sdw_weights *ws, const char *prefix, int n_dims, const int64_t *shape,
+                         sdw_error *err) {
+    char name[512];
+    int n = snprintf(name, sizeof name, "%s.weight", prefix);
+    if (n < 0 || (size_t)n >= sizeof name) {
+        sdw_error_set(err, SDW_E_INVALID_ARG, "tensor name too long: %s.weight", prefix);
+        return NULL;
+    }
+    sdw_dtype dt;
+    size_t count;
+    const void *d = sdw_weights_raw(ws, name, n_dims, shape, &dt, &count, err);
+    if (!d) return NULL;
+    float *w = sdw_xmalloc(count * sizeof(float));
+    sdw_convert_to_f32(dt, d, w, count);
+    sdw_weights_raw_done(ws, name);
+    return w;
+}
+
+static sdw_status adopt(sdw_weights *ws, struct sdw__dnn *op, const struct sdw__dnn **slot,
+                        sdw_error *err) {
+    if (!op) return err ? err->code : SDW_E_BACKEND;
+    sdw_weights_adopt(ws, op, sdw__dnn_destroy);
+    *slot = op;
+    return SDW_OK;
+}
+
+sdw_status sdw_linear_init(sdw_linear *l, sdw_weights *ws, const float *w, const float *b, int in,
+                           int out, sdw_error *err) {
+    SDW_ASSERT(l && ws && w && in > 0 && out > 0);
+    sdw_linear t = {.in = in, .out = out, .b = b};
+    sdw_status st = adopt(ws, sdw__dnn_linear_create(sdw_weights_precision(ws), w, b, in, out, err),
+                          &t.op, err);
+    if (st == SDW_OK) *l = t;
+    return st;
+}
+
 sdw_status sdw_linear_bind(sdw_linear *l, sdw_weights *ws, const char *prefix, int in, int out,
                            bool has_bias, sdw_error *err) {
     SDW_ASSERT(l && ws && prefix && in > 0 && out > 0);
     sdw_error local;
     if (!err) err = &local;
-    sdw_linear t = {.in = in, .out = out};
-    if (!(t.w = get(ws, prefix, "weight", 2, (int64_t[]){out, in}, err))) return err->code;
-    if (has_bias && !(t.b = get(ws, prefix, "bias", 1, (int64_t[]){out}, err))) return err->code;
-    *l = t;
-    return SDW_OK;
+    const float *b = NULL;
+    float *w = weight_f32(ws, prefix, 2, (int64_t[]){out, in}, err);
+    if (!w) return err->code;
+    sdw_status st = SDW_OK;
+    if (has_bias && !(b = get(ws, prefix, "bias", 1, (int64_t[]){out}, err))) st = err->code;
+    if (st == SDW_OK) st = sdw_linear_init(l, ws, w, b, in, out, err);
+    free(w);
+    if (st == SDW_E_BACKEND) sdw_error_prefix(err, "%s", prefix);
+    return st;
+}
+
+sdw_status sdw_conv2d_init(sdw_conv2d *c, sdw_weights *ws, const float *w_oihw, const float *b,
+                           int in, int out, int k, int stride, int pad, int pad_end,
+                           sdw_error *err) {
+    SDW_ASSERT(c && ws && w_oihw && in > 0 && out > 0 && k > 0 && stride > 0 && pad >= 0 &&
+               pad_end >= 0);
+    sdw_conv2d t = {.in = in, .out = out, .k = k, .stride = stride, .pad = pad, .pad_end = pad_end,
+                    .b = b};
+    const sdw__conv_geom g = {in, out, k, stride, pad, pad_end};
+    sdw_status st = adopt(ws, sdw__dnn_conv_create(sdw_weights_precision(ws), w_oihw, b, &g, err),
+                          &t.op, err);
+    if (st == SDW_OK) *c = t;
+    return st;
 }
 
 sdw_status sdw_conv2d_bind_pad(sdw_conv2d *c, sdw_weights *ws, const char *prefix, int in, int out,
@@ -36,18 +93,15 @@ sdw_status sdw_conv2d_bind_pad(sdw_conv2d *c, sdw_weights *ws, const char *prefi
                pad_end >= 0);
     sdw_error local;
     if (!err) err = &local;
-    sdw_conv2d t = {.in = in, .out = out, .k = k, .stride = stride, .pad = pad, .pad_end = pad_end};
-    const float *w = get(ws, prefix, "weight", 4, (int64_t[]){out, in, k, k}, err);
+    const float *b = NULL;
+    float *w = weight_f32(ws, prefix, 4, (int64_t[]){out, in, k, k}, err);
     if (!w) return err->code;
-    if (has_bias && !(t.b = get(ws, prefix, "bias", 1, (int64_t[]){out}, err))) return err->code;
-    float *packed = sdw_weights_alloc(ws, (size_t)k * k * in * out);
-    if (!packed)
-        return sdw_error_set(err, SDW_E_NOMEM, "%s.weight: no memory to repack %dx%dx%dx%d", prefix,
-                             out, in, k, k);
-    sdw_conv2d_pack_weights(w, out, in, k, packed);
-    t.w = packed;
-    *c = t;
-    return SDW_OK;
+    sdw_status st = SDW_OK;
+    if (has_bias && !(b = get(ws, prefix, "bias", 1, (int64_t[]){out}, err))) st = err->code;
+    if (st == SDW_OK) st = sdw_conv2d_init(c, ws, w, b, in, out, k, stride, pad, pad_end, err);
+    free(w);
+    if (st == SDW_E_BACKEND) sdw_error_prefix(err, "%s", prefix);
+    return st;
 }
 
 sdw_status sdw_conv2d_bind(sdw_conv2d *c, sdw_weights *ws, const char *prefix, int in, int out,

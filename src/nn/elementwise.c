@@ -1,5 +1,6 @@
 /* nn/elementwise.c — activations, broadcasts, layout shuffles and the timestep embedding. */
 #include "nn/nn_impl.h"
+#include "nn/profile.h"
 
 #include <math.h>
 #include <string.h>
@@ -8,9 +9,11 @@
 #define PAR_MIN 32768
 
 void sdw_silu(float *x, size_t n) {
+    const double prof_t0 = sdw__prof_begin();
 #pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++)
         x[i] = x[i] / (1.0f + expf(-x[i]));
+    sdw__prof_end(SDW_OP_ACT, prof_t0, 0);
 }
 
 /* torch's default GELU: 0.5·x·(1 + erf(x/√2)). */
@@ -19,34 +22,43 @@ static inline float gelu1(float x) {
 }
 
 void sdw_gelu(float *x, size_t n) {
+    const double prof_t0 = sdw__prof_begin();
 #pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++)
         x[i] = gelu1(x[i]);
+    sdw__prof_end(SDW_OP_ACT, prof_t0, 0);
 }
 
 void sdw_gelu_tanh(float *x, size_t n) {
+    const double prof_t0 = sdw__prof_begin();
     const float k = 0.7978845608028654f; /* √(2/π) */
 #pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
         x[i] = 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
     }
+    sdw__prof_end(SDW_OP_ACT, prof_t0, 0);
 }
 
 /* transformers' QuickGELU: x·sigmoid(1.702·x). */
 void sdw_quick_gelu(float *x, size_t n) {
+    const double prof_t0 = sdw__prof_begin();
 #pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++)
         x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+    sdw__prof_end(SDW_OP_ACT, prof_t0, 0);
 }
 
 void sdw_add(float *y, const float *x, size_t n) {
+    const double prof_t0 = sdw__prof_begin();
 #pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++)
         y[i] += x[i];
+    sdw__prof_end(SDW_OP_ELTWISE, prof_t0, 0);
 }
 
 void sdw_geglu(const float *x, int64_t M, int F, float *y) {
+    const double prof_t0 = sdw__prof_begin();
 #pragma omp parallel for schedule(static) if (M * F > PAR_MIN)
     for (int64_t i = 0; i < M; i++) {
         const float *hidden = x + (size_t)i * 2 * F, *gate = hidden + F;
@@ -54,9 +66,11 @@ void sdw_geglu(const float *x, int64_t M, int F, float *y) {
         for (int j = 0; j < F; j++)
             yr[j] = hidden[j] * gelu1(gate[j]);
     }
+    sdw__prof_end(SDW_OP_ACT, prof_t0, 0);
 }
 
 void sdw_add_channel_bias(float *y, const float *bias, int B, int64_t HW, int C) {
+    const double prof_t0 = sdw__prof_begin();
     const int64_t n_pix = (int64_t)B * HW;
 #pragma omp parallel for schedule(static) if (n_pix * C > PAR_MIN)
     for (int64_t p = 0; p < n_pix; p++) {
@@ -65,9 +79,11 @@ void sdw_add_channel_bias(float *y, const float *bias, int B, int64_t HW, int C)
         for (int c = 0; c < C; c++)
             yp[c] += bb[c];
     }
+    sdw__prof_end(SDW_OP_ELTWISE, prof_t0, 0);
 }
 
 void sdw_upsample_nearest2x(const float *x, int B, int H, int W, int C, float *y) {
+    const double prof_t0 = sdw__prof_begin();
     const int64_t rows = (int64_t)B * H;
     const size_t px = (size_t)C * sizeof(float);
 #pragma omp parallel for schedule(static) if (rows * W * C > PAR_MIN)
@@ -80,33 +96,40 @@ void sdw_upsample_nearest2x(const float *x, int B, int H, int W, int C, float *y
         }
         memcpy(y1, y0, (size_t)2 * W * px);
     }
+    sdw__prof_end(SDW_OP_LAYOUT, prof_t0, 0);
 }
 
 void sdw_concat_channels(const float *a, int Ca, const float *b, int Cb, int64_t M, float *y) {
+    const double prof_t0 = sdw__prof_begin();
     const int C = Ca + Cb;
 #pragma omp parallel for schedule(static) if (M * C > PAR_MIN)
     for (int64_t i = 0; i < M; i++) {
         memcpy(y + (size_t)i * C, a + (size_t)i * Ca, (size_t)Ca * sizeof(float));
         memcpy(y + (size_t)i * C + Ca, b + (size_t)i * Cb, (size_t)Cb * sizeof(float));
     }
+    sdw__prof_end(SDW_OP_LAYOUT, prof_t0, 0);
 }
 
 void sdw_nchw_to_nhwc(const float *x, int B, int C, int H, int W, float *y) {
+    const double prof_t0 = sdw__prof_begin();
     const int64_t HW = (int64_t)H * W;
 #pragma omp parallel for collapse(2) schedule(static) if (B * HW * C > PAR_MIN)
     for (int b = 0; b < B; b++)
         for (int64_t p = 0; p < HW; p++)
             for (int c = 0; c < C; c++)
                 y[((size_t)b * HW + p) * C + c] = x[((size_t)b * C + c) * HW + p];
+    sdw__prof_end(SDW_OP_LAYOUT, prof_t0, 0);
 }
 
 void sdw_nhwc_to_nchw(const float *x, int B, int H, int W, int C, float *y) {
+    const double prof_t0 = sdw__prof_begin();
     const int64_t HW = (int64_t)H * W;
 #pragma omp parallel for collapse(2) schedule(static) if (B * HW * C > PAR_MIN)
     for (int b = 0; b < B; b++)
         for (int c = 0; c < C; c++)
             for (int64_t p = 0; p < HW; p++)
                 y[((size_t)b * C + c) * HW + p] = x[((size_t)b * HW + p) * C + c];
+    sdw__prof_end(SDW_OP_LAYOUT, prof_t0, 0);
 }
 
 /* diffusers' get_timestep_embedding (max_period 10000, scale 1), step by step in float32 as

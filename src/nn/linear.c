@@ -1,6 +1,9 @@
-/* nn/linear.c — fully connected layer and 2-D convolution (im2col + GEMM), both on oneDNN's
- * sgemm. */
+/* nn/linear.c — fully connected layer and 2-D convolution. Bound layers run on their packed
+ * oneDNN primitives (nn/dnn.c); hand-built ones (.w only) on oneDNN's sgemm (im2col + GEMM for
+ * convolutions). */
+#include "nn/dnn.h"
 #include "nn/nn_impl.h"
+#include "nn/profile.h"
 
 #include <string.h>
 
@@ -16,8 +19,12 @@ static void fill_rows(float *y, int64_t M, int N, const float *b) {
 }
 
 void sdw_linear_forward(const sdw_linear *l, const float *x, int64_t M, float *y) {
-    SDW_ASSERT(l && l->w && x && y && x != y);
+    SDW_ASSERT(l && (l->w || l->op) && x && y && x != y);
     if (M <= 0) return;
+    if (l->op) {
+        sdw__dnn_linear_forward(l->op, x, SDW__F32, M, y, false);
+        return;
+    }
     fill_rows(y, M, l->out, l->b);
     /* y[M,out] += x[M,in] · W[out,in]ᵀ (torch's addmm order: product, then bias). */
     sdw__sgemm('N', 'T', M, l->out, l->in, 1.0f, x, l->in, l->w, l->in, 1.0f, y, l->out);
@@ -60,7 +67,11 @@ static void im2col_rows(const sdw_conv2d *c, const float *xb, int H, int W, int 
 }
 
 void sdw_conv2d_forward(const sdw_conv2d *c, const float *x, int B, int H, int W, float *y) {
-    SDW_ASSERT(c && c->w && x && y && x != y);
+    SDW_ASSERT(c && (c->w || c->op) && x && y && x != y);
+    if (c->op) {
+        sdw__dnn_conv_forward(c->op, x, SDW__F32, B, H, W, y, false);
+        return;
+    }
     const int OH = sdw_conv2d_out_size(c, H), OW = sdw_conv2d_out_size(c, W);
     SDW_ASSERT(OH > 0 && OW > 0);
     const int64_t n_out = (int64_t)B * OH * OW;
@@ -87,4 +98,28 @@ void sdw_conv2d_forward(const sdw_conv2d *c, const float *x, int B, int H, int W
         }
     }
     free(col);
+}
+
+/* Hand-built layers: the product into scratch, then the add (torch's order: (x·W + b) + y). */
+void sdw_linear_forward_add(const sdw_linear *l, const float *x, int64_t M, float *y) {
+    if (l->op) {
+        sdw__dnn_linear_forward(l->op, x, SDW__F32, M, y, true);
+        return;
+    }
+    float *t = sdw_xmalloc(sizeof(float) * (size_t)M * l->out);
+    sdw_linear_forward(l, x, M, t);
+    sdw_add(y, t, (size_t)M * l->out);
+    free(t);
+}
+
+void sdw_conv2d_forward_add(const sdw_conv2d *c, const float *x, int B, int H, int W, float *y) {
+    if (c->op) {
+        sdw__dnn_conv_forward(c->op, x, SDW__F32, B, H, W, y, true);
+        return;
+    }
+    const size_t n = (size_t)B * sdw_conv2d_out_size(c, H) * sdw_conv2d_out_size(c, W) * c->out;
+    float *t = sdw_xmalloc(sizeof(float) * n);
+    sdw_conv2d_forward(c, x, B, H, W, t);
+    sdw_add(y, t, n);
+    free(t);
 }

@@ -6,6 +6,12 @@
  * functions take caller-provided output buffers, allocate only internal scratch, and are
  * threaded (OpenMP / oneDNN) internally. Deterministic for a given thread count.
  *
+ * Precision: convolutions and linear layers bound from an sdw_weights pack their weights once,
+ * at bind, into oneDNN's preferred layout in the weights' precision (sdw_weights_precision: f32,
+ * or bf16 with f32 accumulation); only that packed copy is kept. Everything else (norms,
+ * softmax, activations, residual sums) is f32 in both precisions. A layer built by hand with
+ * only .w set (tests, derived weights) runs on plain f32 GEMMs.
+ *
  *   sdw_conv2d conv;
  *   if (sdw_conv2d_bind(&conv, ws, "conv_in", 4, 320, 3, 1, 1, true, &err)) goto fail;
  *   sdw_conv2d_forward(&conv, x, B, H, W, y);      // y: [B, H, W, 320]
@@ -17,27 +23,46 @@
 
 #include "io/weights.h"
 
+struct sdw__dnn; /* packed weights + cached oneDNN primitives (nn/dnn.h) */
+
+/* The precision to run in: `want` with AUTO resolved (BF16 where the CPU has Intel AMX, else
+ * F32: on CPUs with only AVX512-BF16, bf16 dot products run at half the f32 FMA rate, so
+ * bf16 would be slower there), and BF16 downgraded to F32 with a warning where the CPU has no
+ * native bf16 arithmetic (oneDNN would emulate it slowly, or refuse). Never fails. */
+sdw_precision sdw_nn_precision_resolve(sdw_precision want);
+/* CPU capabilities as oneDNN sees them (cached after the first call). */
+bool sdw_nn_cpu_has_bf16(void); /* AVX512-BF16 or AMX-BF16 */
+bool sdw_nn_cpu_has_amx(void);  /* AMX-BF16 usable (also needs OS permission) */
+
 /* ---- linear: y[M,out] = x[M,in] · Wᵀ + b ---- */
 typedef struct sdw_linear {
-    const float *w; /* [out, in] as stored (torch layout) */
+    const float *w; /* [out, in] as stored (torch layout), for hand-built layers; NULL if bound */
     const float *b; /* [out] or NULL */
     int in, out;
+    const struct sdw__dnn *op; /* bound layers: packed weights (owned by the sdw_weights) */
 } sdw_linear;
 /* Binds "<prefix>.weight" ([out,in], or [out,in,1,1]) and, if has_bias, "<prefix>.bias". */
 sdw_status sdw_linear_bind(sdw_linear *l, sdw_weights *ws, const char *prefix, int in, int out,
                            bool has_bias, sdw_error *err);
+/* A layer from f32 weights the caller computed (w [out, in], b [out] or NULL; both copied),
+ * packed for ws's precision and owned by ws. */
+sdw_status sdw_linear_init(sdw_linear *l, sdw_weights *ws, const float *w, const float *b, int in,
+                           int out, sdw_error *err);
 /* x [M,in] -> y [M,out]; x and y must not alias. */
 void sdw_linear_forward(const sdw_linear *l, const float *x, int64_t M, float *y);
+/* y [M,out] += x·Wᵀ + b (a residual add fused into the product). */
+void sdw_linear_forward_add(const sdw_linear *l, const float *x, int64_t M, float *y);
 
 /* ---- 2-D convolution, NHWC, square kernel, zero padding ----
  * Padding is `pad` before and `pad_end` after each spatial dim (equal for the symmetric
  * convolutions of every model; diffusers' VAE-encoder Downsample2D pads (0,1,0,1) then convolves
  * with stride 2 and no padding: pad = 0, pad_end = 1). */
 typedef struct sdw_conv2d {
-    const float *w; /* repacked at bind to [k, k, in, out] (HWIO) */
+    const float *w; /* [k, k, in, out] (HWIO) for hand-built layers; NULL if bound */
     const float *b; /* [out] or NULL */
     int in, out, k, stride, pad;
     int pad_end; /* padding after each spatial dim (== pad for symmetric) */
+    const struct sdw__dnn *op; /* bound layers: packed weights (owned by the sdw_weights) */
 } sdw_conv2d;
 /* Binds "<prefix>.weight" [out,in,k,k] and optional "<prefix>.bias" (symmetric padding). */
 sdw_status sdw_conv2d_bind(sdw_conv2d *c, sdw_weights *ws, const char *prefix, int in, int out,
@@ -46,14 +71,21 @@ sdw_status sdw_conv2d_bind(sdw_conv2d *c, sdw_weights *ws, const char *prefix, i
 sdw_status sdw_conv2d_bind_pad(sdw_conv2d *c, sdw_weights *ws, const char *prefix, int in, int out,
                                int k, int stride, int pad, int pad_end, bool has_bias,
                                sdw_error *err);
-/* Repacks torch [out,in,k,k] (OIHW) weights into HWIO [k,k,in,out] (dst: k*k*in*out floats).
- * For callers that derive weights themselves (LoRA merges, tests). */
+/* A convolution from f32 weights the caller derived (torch OIHW [out,in,k,k]; b [out] or NULL;
+ * both copied), packed for ws's precision and owned by ws. */
+sdw_status sdw_conv2d_init(sdw_conv2d *c, sdw_weights *ws, const float *w_oihw, const float *b,
+                           int in, int out, int k, int stride, int pad, int pad_end,
+                           sdw_error *err);
+/* Repacks torch [out,in,k,k] (OIHW) weights into HWIO [k,k,in,out] (dst: k*k*in*out floats),
+ * the .w layout of a hand-built layer (tests). */
 void sdw_conv2d_pack_weights(const float *w_oihw, int out, int in, int k, float *w_hwio);
 static inline int sdw_conv2d_out_size(const sdw_conv2d *c, int n) {
     return (n + c->pad + c->pad_end - c->k) / c->stride + 1;
 }
 /* x [B,H,W,in] -> y [B,OH,OW,out] with OH/OW from sdw_conv2d_out_size. x and y must not alias. */
 void sdw_conv2d_forward(const sdw_conv2d *c, const float *x, int B, int H, int W, float *y);
+/* y [B,OH,OW,out] += conv(x) + b (a residual add fused into the convolution). */
+void sdw_conv2d_forward_add(const sdw_conv2d *c, const float *x, int B, int H, int W, float *y);
 
 /* ---- normalisation ---- */
 typedef struct sdw_group_norm {

@@ -2,11 +2,13 @@
  * Statistics are two-pass (mean, then centred variance) accumulated in double: torch's own
  * kernels are accurate to ~1e-7 relative, and a one-pass f32 E[x²]−E[x]² would not be. */
 #include "nn/nn_impl.h"
+#include "nn/profile.h"
 
 #include <math.h>
 
 void sdw_group_norm_forward(const sdw_group_norm *g, const float *x, int B, int64_t HW, float *y,
                             bool silu) {
+    const double prof_t0 = sdw__prof_begin();
     SDW_ASSERT(g && g->gamma && g->beta && g->groups > 0 && g->c % g->groups == 0);
     const int C = g->c, G = g->groups, cpg = C / G;
     const int n_stat = B * G;
@@ -58,9 +60,11 @@ void sdw_group_norm_forward(const sdw_group_norm *g, const float *x, int B, int6
         }
     }
     free(scale);
+    sdw__prof_end(SDW_OP_GROUP_NORM, prof_t0, 0);
 }
 
 void sdw_layer_norm_forward(const sdw_layer_norm *n, const float *x, int64_t M, float *y) {
+    const double prof_t0 = sdw__prof_begin();
     SDW_ASSERT(n && n->gamma && n->beta && n->c > 0);
     const int C = n->c;
 #pragma omp parallel for schedule(static) if (M * C > 32768)
@@ -80,4 +84,5 @@ void sdw_layer_norm_forward(const sdw_layer_norm *n, const float *x, int64_t M, 
         for (int j = 0; j < C; j++)
             yr[j] = (float)((xr[j] - mean) * rstd * n->gamma[j] + n->beta[j]);
     }
+    sdw__prof_end(SDW_OP_LAYER_NORM, prof_t0, 0);
 }

@@ -16,6 +16,7 @@
 #include "nn/vae.h"
 
 #include "nn/nn.h"
+#include "nn/profile.h"
 #include "nn/vae_impl.h"
 
 #include <jansson.h>
@@ -411,15 +412,28 @@ static sdw_status bind_upsample(vae_upsample *u, sdw_weights *ws, const char *pr
                                 size_t *np, sdw_error *err) {
     char name[NAME_MAX_LEN];
     join(name, prefix, "conv.weight");
-    const float *w = sdw_weights_f32(ws, name, 4, (const int64_t[]){c, c, 3, 3}, err); /* OIHW */
-    if (!w) return err ? err->code : SDW_E_NOT_FOUND;
+    /* Viewed, not kept: only the folded 2x2 kernels below are packed. */
+    sdw_dtype dt;
+    size_t n_w;
+    const void *wv = sdw_weights_raw(ws, name, 4, (const int64_t[]){c, c, 3, 3}, &dt, &n_w, err);
+    if (!wv) return err ? err->code : SDW_E_NOT_FOUND;
+    float *w = sdw_xmalloc(sizeof(float) * n_w); /* OIHW */
+    sdw_convert_to_f32(dt, wv, w, n_w);
+    sdw_weights_raw_done(ws, name);
     join(name, prefix, "conv.bias");
     const float *b = sdw_weights_f32(ws, name, 1, (const int64_t[]){c}, err);
-    if (!b) return err ? err->code : SDW_E_NOT_FOUND;
+    if (!b) {
+        free(w);
+        return err ? err->code : SDW_E_NOT_FOUND;
+    }
     *np += (size_t)c * c * 9 + (size_t)c;
     u->c = c;
     float *oihw = sdw_xmalloc(sizeof(float) * 2 * (size_t)c * c * 4); /* [2c, c, 2, 2] */
-    for (int py = 0; py < 2; py++) {
+    float *bias = sdw_xmalloc(sizeof(float) * 2 * (size_t)c);
+    memcpy(bias, b, sizeof(float) * c);
+    memcpy(bias + c, b, sizeof(float) * c);
+    sdw_status st = SDW_OK;
+    for (int py = 0; py < 2 && st == SDW_OK; py++) {
         for (int px = 0; px < 2; px++)
             for (int o = 0; o < c; o++)
                 for (int i = 0; i < c; i++) {
@@ -435,16 +449,12 @@ static sdw_status bind_upsample(vae_upsample *u, sdw_weights *ws, const char *pr
                             dst[a * 2 + bb] = (float)sum;
                         }
                 }
-        float *hwio = sdw_weights_alloc(ws, (size_t)4 * c * 2 * c);
-        sdw_conv2d_pack_weights(oihw, 2 * c, c, 2, hwio);
-        float *bias = sdw_weights_alloc(ws, 2 * (size_t)c);
-        memcpy(bias, b, sizeof(float) * c);
-        memcpy(bias + c, b, sizeof(float) * c);
-        u->phase[py] = (sdw_conv2d){
-            .w = hwio, .b = bias, .in = c, .out = 2 * c, .k = 2, .stride = 1, .pad = 1, .pad_end = 1};
+        st = sdw_conv2d_init(&u->phase[py], ws, oihw, bias, c, 2 * c, 2, 1, 1, 1, err);
     }
+    free(bias);
     free(oihw);
-    return SDW_OK;
+    free(w);
+    return st;
 }
 
 static sdw_status check_config(const sdw_vae_config *c, sdw_error *err) {
@@ -696,6 +706,7 @@ float *sdw__vae_upsample(sdw_weights *ws, const char *prefix, int c, const float
 
 void sdw_vae_decode(const sdw_vae *v, const float *z, int B, int h, int w, float *img) {
     SDW_ASSERT(v && z && img && B >= 1 && h >= 1 && w >= 1);
+    const sdw_prof_stage prev_stage = sdw__prof_stage(SDW_PROF_VAE);
     const sdw_vae_config *c = &v->cfg;
     const int L = c->n_levels, n_res = c->layers_per_block + 1;
     const float *in = z;
@@ -721,6 +732,7 @@ void sdw_vae_decode(const sdw_vae *v, const float *z, int B, int h, int w, float
     sdw_group_norm_forward(&v->dec_norm_out, x, B, (int64_t)H * W, x, true);
     sdw_conv2d_forward(&v->dec_conv_out, x, B, H, W, img); // [B, H, W, out_channels]
     free(x);
+    sdw__prof_stage(prev_stage);
 }
 
 sdw_status sdw_vae_encode(const sdw_vae *v, const float *img, int B, int H, int W, float *mean,
@@ -735,6 +747,7 @@ sdw_status sdw_vae_encode(const sdw_vae *v, const float *img, int B, int H, int 
                              "VAE encode: image %dx%d (batch %d) must be a positive multiple of %d",
                              W, H, B, s);
     const int L = c->n_levels, n_res = c->layers_per_block, lat = c->latent_channels;
+    const sdw_prof_stage prev_stage = sdw__prof_stage(SDW_PROF_VAE);
     float *x = alloc_act(B, H, W, v->enc_conv_in.out); // [B, H, W, boc[0]]
     sdw_conv2d_forward(&v->enc_conv_in, img, B, H, W, x);
     for (int i = 0; i < L; i++) {
@@ -763,5 +776,6 @@ sdw_status sdw_vae_encode(const sdw_vae *v, const float *img, int B, int H, int 
         }
     }
     free(mom);
+    sdw__prof_stage(prev_stage);
     return SDW_OK;
 }

@@ -4,6 +4,7 @@
 #include "text/clip_text.h"
 
 #include "nn/nn.h"
+#include "nn/profile.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -17,7 +18,9 @@ typedef struct clip_layer {
 
 struct sdw_clip_text {
     sdw_clip_text_config cfg;
-    const float *tok_emb;    /* [vocab, hidden] */
+    const void *tok_emb;     /* [vocab, hidden] as stored (tok_dt): rows converted on lookup,
+                                so the 38M-entry table is never copied (a few rows are read) */
+    sdw_dtype tok_dt;
     const float *pos_emb;    /* [max_positions, hidden] */
     clip_layer *layers;      /* [n_layers] */
     sdw_layer_norm final_ln; /* [hidden] */
@@ -188,8 +191,10 @@ sdw_status sdw_clip_text_create(sdw_weights *ws, const sdw_clip_text_config *cfg
     sdw_clip_text *e = sdw_xcalloc(1, sizeof *e);
     e->cfg = *cfg;
     e->layers = sdw_xcalloc((size_t)c->n_layers, sizeof *e->layers);
-    if (!(e->tok_emb = sdw_weights_f32(ws, "text_model.embeddings.token_embedding.weight", 2,
-                                       (int64_t[]){c->vocab, c->hidden}, err)) ||
+    size_t n_tok;
+    if (!(e->tok_emb = sdw_weights_raw(ws, "text_model.embeddings.token_embedding.weight", 2,
+                                       (int64_t[]){c->vocab, c->hidden}, &e->tok_dt, &n_tok,
+                                       err)) ||
         !(e->pos_emb = sdw_weights_f32(ws, "text_model.embeddings.position_embedding.weight", 2,
                                        (int64_t[]){c->max_positions, c->hidden}, err))) {
         st = err->code;
@@ -298,12 +303,16 @@ sdw_status sdw_clip_text_forward(const sdw_clip_text *enc, const int32_t *ids, i
                       .attn = x + 5 * act_n,
                       .mlp = x + 6 * act_n};
 
+    const sdw_prof_stage prev_stage = sdw__prof_stage(SDW_PROF_TEXT);
     /* CLIPTextEmbeddings: token embedding + position embedding (positions 0..L-1). */
+    const size_t row_bytes = (size_t)C * sdw_dtype_size(enc->tok_dt);
     for (int64_t i = 0; i < M; i++) {
-        const float *te = enc->tok_emb + (size_t)ids[i] * C;
+        float *xr = x + i * C;
+        sdw_convert_to_f32(enc->tok_dt, (const char *)enc->tok_emb + (size_t)ids[i] * row_bytes,
+                           xr, (size_t)C);
         const float *pe = enc->pos_emb + (size_t)(i % L) * C;
         for (int j = 0; j < C; j++)
-            x[i * C + j] = te[j] + pe[j];
+            xr[j] += pe[j];
     }
     /* hidden_states[target] is the state after `target` layers; pooling needs the full stack. */
     const int target = c->n_layers - p.skip_layers;
@@ -333,5 +342,6 @@ sdw_status sdw_clip_text_forward(const sdw_clip_text *enc, const int32_t *ids, i
             memcpy(pooled, rows, sizeof(float) * (size_t)B * C);
     }
     free(x);
+    sdw__prof_stage(prev_stage);
     return SDW_OK;
 }

@@ -3,6 +3,8 @@
  * whole tool with nothing downloaded; its images are coloured noise, and it says so. */
 #include "models/stable_diffusion/sd_impl.h"
 
+#include "nn/nn.h"
+
 #include <string.h>
 
 /* Toy widths chosen so a 256x256 image takes a few seconds on two cores; the VAE keeps SD's
@@ -26,6 +28,7 @@ sdw_status sdw__sd_load_demo(const sdw_load_options *opts, sdw_image_model **out
     sd_model *m = sdw_xcalloc(1, sizeof *m);
     m->base.ops = &sdw__sd_ops;
     m->n_threads = opts->n_threads;
+    m->precision = sdw_nn_precision_resolve(opts->precision);
     sdw_status s;
     m->tokenizer = sdw_clip_tokenizer_create_byte_level();
     m->pad_id = sdw_clip_tokenizer_eos(m->tokenizer);
@@ -41,8 +44,11 @@ sdw_status sdw__sd_load_demo(const sdw_load_options *opts, sdw_image_model **out
         .eps = 1e-5f,
     };
     m->w_text = sdw_weights_create_random(DEMO_SEED);
+    sdw_weights_set_precision(m->w_text, m->precision);
     m->w_unet = sdw_weights_create_random(DEMO_SEED + 1);
+    sdw_weights_set_precision(m->w_unet, m->precision);
     m->w_vae = sdw_weights_create_random(DEMO_SEED + 2);
+    sdw_weights_set_precision(m->w_vae, m->precision);
     if ((s = sdw_clip_text_create(m->w_text, &tcfg, &m->text, err))) goto fail;
     if ((s = sdw_unet_config_parse(g_demo_unet, &m->unet_cfg, err))) goto fail;
     if ((s = sdw_unet_create(m->w_unet, &m->unet_cfg, &m->unet, err))) goto fail;

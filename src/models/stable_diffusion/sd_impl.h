@@ -37,6 +37,7 @@ typedef struct sd_model {
     int vae_factor;             /* pixels per latent */
     int latent_channels;
     int n_threads;
+    sdw_precision precision; /* resolved (F32 or BF16): what every component was packed for */
 
     sdw_sd_tap_fn tap;
     void *tap_user;

@@ -4,6 +4,7 @@
 
 #include "models/stable_diffusion/ldm_unet_names.h"
 #include "nn/ldm_vae_names.h"
+#include "nn/nn.h"
 #include "sampling/sampler.h"
 
 #include <jansson.h>
@@ -110,6 +111,7 @@ static sdw_status load_folder(sd_model *m, const char *dir, const sdw_load_optio
     if ((s = sdw_clip_text_config_from_json(p, &tcfg, err))) return s;
     if ((s = open_component(m, dir, "text_encoder", "model", &f, err))) return s;
     m->w_text = sdw_weights_create(f, "", NULL, NULL);
+    sdw_weights_set_precision(m->w_text, m->precision);
     if ((s = sdw_clip_text_create(m->w_text, &tcfg, &m->text, err))) return s;
 
     /* UNet */
@@ -117,6 +119,7 @@ static sdw_status load_folder(sd_model *m, const char *dir, const sdw_load_optio
     if ((s = sdw_unet_config_load(p, &m->unet_cfg, err))) return s;
     if ((s = open_component(m, dir, "unet", "diffusion_pytorch_model", &f, err))) return s;
     m->w_unet = sdw_weights_create(f, "", NULL, NULL);
+    sdw_weights_set_precision(m->w_unet, m->precision);
     if ((s = sdw_unet_create(m->w_unet, &m->unet_cfg, &m->unet, err))) return s;
 
     /* VAE */
@@ -124,6 +127,7 @@ static sdw_status load_folder(sd_model *m, const char *dir, const sdw_load_optio
     if ((s = sdw_vae_config_load(p, &m->vae_cfg, err))) return s;
     if ((s = open_component(m, dir, "vae", "diffusion_pytorch_model", &f, err))) return s;
     m->w_vae = sdw_weights_create(f, "", NULL, NULL);
+    sdw_weights_set_precision(m->w_vae, m->precision);
     if ((s = sdw_vae_create(m->w_vae, &m->vae_cfg, &m->vae, err))) return s;
 
     /* scheduler */
@@ -185,6 +189,7 @@ static sdw_status load_single_file(sd_model *m, const char *path, const sdw_load
 
     sdw_clip_text_config tcfg;
     m->w_text = sdw_weights_create(f, text_prefix, NULL, NULL);
+    sdw_weights_set_precision(m->w_text, m->precision);
     if ((s = sdw_clip_text_config_infer(m->w_text, 0, SDW_CLIP_ACT_QUICK_GELU, &tcfg, err)))
         return s;
     if ((s = sdw_clip_text_config_infer(m->w_text, text_heads_for_width(tcfg.hidden),
@@ -195,10 +200,12 @@ static sdw_status load_single_file(sd_model *m, const char *path, const sdw_load
     /* The name maps read the configs, so these live in the model. */
     if ((s = sdw_unet_config_infer(f, "model.diffusion_model.", &m->unet_cfg, err))) return s;
     m->w_unet = sdw_weights_create(f, "model.diffusion_model.", sdw_ldm_unet_name, &m->unet_cfg);
+    sdw_weights_set_precision(m->w_unet, m->precision);
     if ((s = sdw_unet_create(m->w_unet, &m->unet_cfg, &m->unet, err))) return s;
 
     if ((s = sdw_vae_config_infer(f, "first_stage_model.", &m->vae_cfg, err))) return s;
     m->w_vae = sdw_weights_create(f, "first_stage_model.", sdw_ldm_vae_name, &m->vae_cfg);
+    sdw_weights_set_precision(m->w_vae, m->precision);
     if ((s = sdw_vae_create(m->w_vae, &m->vae_cfg, &m->vae, err))) return s;
 
     m->sched = sdw_scheduler_config_sd15();
@@ -331,6 +338,7 @@ static sdw_status sd_load(const char *path, const sdw_load_options *opts, sdw_im
     sd_model *m = sdw_xcalloc(1, sizeof *m);
     m->base.ops = &sdw__sd_ops;
     m->n_threads = opts->n_threads;
+    m->precision = sdw_nn_precision_resolve(opts->precision);
     sdw_status s;
     if (is_dir(path)) {
         s = load_folder(m, path, opts, err);

@@ -5,6 +5,7 @@
 #include "models/stable_diffusion/unet.h"
 
 #include "nn/nn.h"
+#include "nn/profile.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -515,6 +516,7 @@ void sdw_unet_forward_ex(const sdw_unet *u, const float *x, int B, int H, int W,
     const sdw_unet_config *c = &u->cfg;
     int n_lv = c->n_levels;
     SDW_ASSERT(B > 0 && H > 0 && W > 0 && L > 0 && x && timesteps && context && out);
+    const sdw_prof_stage prev_stage = sdw__prof_stage(SDW_PROF_UNET);
     float *temb = time_embedding_forward(u, B, timesteps, text_embeds, time_ids); // [B, T]
 
     /* conv_in, then the down path; every block output is a skip (kept until consumed). */
@@ -581,4 +583,5 @@ void sdw_unet_forward_ex(const sdw_unet *u, const float *x, int B, int H, int W,
     free(h.d);
     free(skips);
     free(temb);
+    sdw__prof_stage(prev_stage);
 }

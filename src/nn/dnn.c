@@ -1,0 +1,449 @@
+/* nn/dnn.c — oneDNN convolution and matmul ops with packed weights and a per-shape primitive
+ * cache (see dnn.h). */
+#include "nn/dnn.h"
+
+#include "nn/profile.h"
+
+#include <oneapi/dnnl/dnnl.h>
+#include <pthread.h>
+#include <string.h>
+
+/* Primitives cached per op: a layer sees one shape per resolution and batch; past this many
+ * the extra shapes get a primitive made (and freed) per call. */
+#define CACHE_MAX 24
+#define KEY_N 5
+
+/* The CPU engine: created once, immutable afterwards (oneDNN engines are thread-safe). */
+static dnnl_engine_t g_engine;
+static pthread_once_t g_engine_once = PTHREAD_ONCE_INIT;
+
+static void engine_init(void) {
+    if (dnnl_engine_create(&g_engine, dnnl_cpu, 0) != dnnl_success)
+        SDW_ABORT("oneDNN: cannot create the CPU engine");
+}
+
+static dnnl_engine_t engine(void) {
+    pthread_once(&g_engine_once, engine_init);
+    return g_engine;
+}
+
+typedef struct prim_entry {
+    int64_t key[KEY_N]; /* conv: B, H, W, xt, accumulate; matmul: M, 0, 0, xt, accumulate */
+    dnnl_primitive_t prim;
+    dnnl_memory_desc_t src_md, wei_md, dst_md, scratch_md;
+    void *w;    /* the weights this primitive reads: the op's, or an own reorder of them */
+    bool own_w;
+} prim_entry;
+
+struct sdw__dnn {
+    bool is_conv;
+    sdw_precision prec;
+    sdw__conv_geom g; /* linear: in, out only */
+    dnnl_memory_desc_t w_md, bias_md;
+    void *w;     /* packed weights in w_md */
+    float *bias; /* [out] or NULL */
+    pthread_mutex_t lock;
+    prim_entry cache[CACHE_MAX];
+    int n_cache;
+};
+
+static void check(dnnl_status_t s, const char *what) {
+    if (s != dnnl_success) SDW_ABORT("oneDNN: %s failed (status %d)", what, (int)s);
+}
+
+static dnnl_data_type_t dnnl_dt(sdw__dt t) { return t == SDW__BF16 ? dnnl_bf16 : dnnl_f32; }
+static sdw__dt op_dt(const sdw__dnn *op) {
+    return op->prec == SDW_PRECISION_BF16 ? SDW__BF16 : SDW__F32;
+}
+
+static int conv_out_size(const sdw__conv_geom *g, int n) {
+    return (n + g->pad + g->pad_end - g->k) / g->stride + 1;
+}
+
+/* Primitive descriptor for `key` with weights w_md (NULL = let oneDNN choose). */
+static dnnl_status_t make_pd(const sdw__dnn *op, const int64_t *key, const dnnl_memory_desc_t *w_md,
+                             dnnl_primitive_desc_t *pd) {
+    const sdw__conv_geom *g = &op->g;
+    const dnnl_data_type_t wdt = dnnl_dt(op_dt(op)), xdt = dnnl_dt((sdw__dt)key[3]);
+    dnnl_memory_desc_t src, wei, dst;
+    dnnl_primitive_attr_t attr;
+    dnnl_post_ops_t po = NULL;
+    check(dnnl_primitive_attr_create(&attr), "attr");
+    check(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "scratchpad");
+    if (key[4]) {
+        check(dnnl_post_ops_create(&po), "post-ops");
+        check(dnnl_post_ops_append_sum(po, 1.0f), "sum post-op");
+        check(dnnl_primitive_attr_set_post_ops(attr, po), "set post-ops");
+    }
+    dnnl_status_t s;
+    if (op->is_conv) {
+        const int64_t B = key[0], H = key[1], W = key[2];
+        const int64_t OH = conv_out_size(g, (int)H), OW = conv_out_size(g, (int)W);
+        check(dnnl_memory_desc_init_by_tag(&src, 4, (dnnl_dims_t){B, g->in, H, W}, xdt, dnnl_nhwc),
+              "src md");
+        check(dnnl_memory_desc_init_by_tag(&dst, 4, (dnnl_dims_t){B, g->out, OH, OW}, dnnl_f32,
+                                           dnnl_nhwc),
+              "dst md");
+        if (w_md) wei = *w_md;
+        else
+            check(dnnl_memory_desc_init_by_tag(&wei, 4, (dnnl_dims_t){g->out, g->in, g->k, g->k},
+                                               wdt, dnnl_format_tag_any),
+                  "weights md");
+        dnnl_convolution_desc_t cd;
+        check(dnnl_convolution_forward_desc_init(
+                  &cd, dnnl_forward_inference, dnnl_convolution_direct, &src, &wei,
+                  op->bias ? &op->bias_md : NULL, &dst, (dnnl_dims_t){g->stride, g->stride},
+                  (dnnl_dims_t){g->pad, g->pad}, (dnnl_dims_t){g->pad_end, g->pad_end}),
+              "convolution desc");
+        s = dnnl_primitive_desc_create(pd, &cd, attr, engine(), NULL);
+    } else {
+        const int64_t M = key[0];
+        check(dnnl_memory_desc_init_by_tag(&src, 2, (dnnl_dims_t){M, g->in}, xdt, dnnl_ab), "src");
+        check(dnnl_memory_desc_init_by_tag(&dst, 2, (dnnl_dims_t){M, g->out}, dnnl_f32, dnnl_ab),
+              "dst");
+        if (w_md) wei = *w_md;
+        else
+            check(dnnl_memory_desc_init_by_tag(&wei, 2, (dnnl_dims_t){g->in, g->out}, wdt,
+                                               dnnl_format_tag_any),
+                  "weights md");
+        dnnl_matmul_desc_t md;
+        check(dnnl_matmul_desc_init(&md, &src, &wei, op->bias ? &op->bias_md : NULL, &dst),
+              "matmul desc");
+        s = dnnl_primitive_desc_create(pd, &md, attr, engine(), NULL);
+    }
+    if (po) dnnl_post_ops_destroy(po);
+    dnnl_primitive_attr_destroy(attr);
+    return s;
+}
+
+static const char *impl_name(const_dnnl_primitive_desc_t pd) {
+    const char *s = "?";
+    dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s);
+    return s;
+}
+
+/* Reference kernels are correct but orders of magnitude slower: never the plan. */
+static bool is_reference(const_dnnl_primitive_desc_t pd) {
+    return strncmp(impl_name(pd), "ref", 3) == 0;
+}
+
+static void *alloc_md(const dnnl_memory_desc_t *md) {
+    size_t n = dnnl_memory_desc_get_size(md);
+    void *p = aligned_alloc(64, (n + 63) & ~(size_t)63);
+    if (!p) SDW_ABORT("out of memory (%zu bytes of packed weights)", n);
+    return p;
+}
+
+/* dst (in dst_md) = src (in src_md), converting layout and type. */
+static void reorder(const dnnl_memory_desc_t *src_md, const void *src,
+                    const dnnl_memory_desc_t *dst_md, void *dst) {
+    dnnl_primitive_desc_t rpd;
+    dnnl_primitive_t r;
+    dnnl_memory_t ms, md;
+    dnnl_stream_t stream;
+    check(dnnl_reorder_primitive_desc_create(&rpd, src_md, engine(), dst_md, engine(), NULL),
+          "reorder desc");
+    check(dnnl_primitive_create(&r, rpd), "reorder");
+    check(dnnl_memory_create(&ms, src_md, engine(), (void *)src), "reorder src");
+    check(dnnl_memory_create(&md, dst_md, engine(), dst), "reorder dst");
+    check(dnnl_stream_create(&stream, engine(), dnnl_stream_default_flags), "stream");
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, ms}, {DNNL_ARG_TO, md}};
+    check(dnnl_primitive_execute(r, stream, 2, args), "reorder execute");
+    check(dnnl_stream_wait(stream), "stream wait");
+    dnnl_stream_destroy(stream);
+    dnnl_memory_destroy(ms);
+    dnnl_memory_destroy(md);
+    dnnl_primitive_destroy(r);
+    dnnl_primitive_desc_destroy(rpd);
+}
+
+/* Packs f32 weights given in user_md into the layout oneDNN picks for a nominal shape. */
+static sdw_status pack(sdw__dnn *op, const dnnl_memory_desc_t *user_md, const float *w,
+                       const float *bias, sdw_error *err) {
+    if (bias) {
+        check(dnnl_memory_desc_init_by_tag(&op->bias_md, op->is_conv ? 1 : 2,
+                                           op->is_conv ? (dnnl_dims_t){op->g.out}
+                                                       : (dnnl_dims_t){1, op->g.out},
+                                           dnnl_f32, op->is_conv ? dnnl_a : dnnl_ab),
+              "bias md");
+        op->bias = sdw_xmalloc(sizeof(float) * (size_t)op->g.out);
+        memcpy(op->bias, bias, sizeof(float) * (size_t)op->g.out);
+    }
+    /* Nominal shapes: mid-sized, so the kernel family chosen is the one big shapes use. */
+    const int64_t key[KEY_N] = {op->is_conv ? 2 : 256, op->is_conv ? 32 : 0, op->is_conv ? 32 : 0,
+                                op_dt(op), 0};
+    dnnl_primitive_desc_t pd;
+    dnnl_status_t s = make_pd(op, key, NULL, &pd);
+    if (s != dnnl_success)
+        return sdw_error_set(err, SDW_E_BACKEND, "oneDNN refuses a %s %s (status %d)",
+                             sdw_precision_str(op->prec), op->is_conv ? "convolution" : "matmul",
+                             (int)s);
+    op->w_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    dnnl_primitive_desc_destroy(pd);
+    op->w = alloc_md(&op->w_md);
+    reorder(user_md, w, &op->w_md, op->w);
+    return SDW_OK;
+}
+
+static sdw__dnn *op_new(bool is_conv, sdw_precision p) {
+    SDW_ASSERT(p == SDW_PRECISION_F32 || p == SDW_PRECISION_BF16);
+    sdw__dnn *op = sdw_xcalloc(1, sizeof *op);
+    op->is_conv = is_conv;
+    op->prec = p;
+    pthread_mutex_init(&op->lock, NULL);
+    return op;
+}
+
+sdw__dnn *sdw__dnn_conv_create(sdw_precision p, const float *w_oihw, const float *bias,
+                               const sdw__conv_geom *g, sdw_error *err) {
+    SDW_ASSERT(w_oihw && g && g->in > 0 && g->out > 0 && g->k > 0 && g->stride > 0);
+    sdw__dnn *op = op_new(true, p);
+    op->g = *g;
+    dnnl_memory_desc_t user;
+    check(dnnl_memory_desc_init_by_tag(&user, 4, (dnnl_dims_t){g->out, g->in, g->k, g->k},
+                                       dnnl_f32, dnnl_oihw),
+          "user weights md");
+    if (pack(op, &user, w_oihw, bias, err) != SDW_OK) {
+        sdw__dnn_destroy(op);
+        return NULL;
+    }
+    return op;
+}
+
+sdw__dnn *sdw__dnn_linear_create(sdw_precision p, const float *w, const float *bias, int in,
+                                 int out, sdw_error *err) {
+    SDW_ASSERT(w && in > 0 && out > 0);
+    sdw__dnn *op = op_new(false, p);
+    op->g = (sdw__conv_geom){.in = in, .out = out, .k = 1, .stride = 1};
+    /* torch's [out, in] row-major is the [in, out] matrix with strides (1, in): tag "ba". */
+    dnnl_memory_desc_t user;
+    check(dnnl_memory_desc_init_by_tag(&user, 2, (dnnl_dims_t){in, out}, dnnl_f32, dnnl_ba),
+          "user weights md");
+    if (pack(op, &user, w, bias, err) != SDW_OK) {
+        sdw__dnn_destroy(op);
+        return NULL;
+    }
+    return op;
+}
+
+void sdw__dnn_destroy(void *p) {
+    sdw__dnn *op = p;
+    if (!op) return;
+    for (int i = 0; i < op->n_cache; i++) {
+        dnnl_primitive_destroy(op->cache[i].prim);
+        if (op->cache[i].own_w) free(op->cache[i].w);
+    }
+    pthread_mutex_destroy(&op->lock);
+    free(op->w);
+    free(op->bias);
+    free(op);
+}
+
+sdw_precision sdw__dnn_precision(const sdw__dnn *op) { return op->prec; }
+
+/* Makes the primitive for key into *e. Prefers the packed weights; if the only kernel that
+ * takes them for this shape is a reference one, lets oneDNN choose and reorders a copy. */
+static void make_entry(const sdw__dnn *op, const int64_t *key, prim_entry *e) {
+    dnnl_primitive_desc_t pd;
+    memcpy(e->key, key, sizeof e->key);
+    e->w = op->w;
+    e->own_w = false;
+    check(make_pd(op, key, &op->w_md, &pd), op->is_conv ? "convolution" : "matmul");
+    if (is_reference(pd)) {
+        dnnl_primitive_desc_t alt;
+        if (make_pd(op, key, NULL, &alt) == dnnl_success && !is_reference(alt)) {
+            const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(alt, dnnl_query_weights_md, 0);
+            e->w = alloc_md(md);
+            e->own_w = true;
+            reorder(&op->w_md, op->w, md, e->w);
+            dnnl_primitive_desc_destroy(pd);
+            pd = alt;
+        } else {
+            if (make_pd(op, key, NULL, &alt) == dnnl_success) dnnl_primitive_desc_destroy(alt);
+            SDW_DEBUG("oneDNN: only a reference kernel for this %s shape (%lld, %lld, %lld)",
+                      op->is_conv ? "convolution" : "matmul", (long long)key[0],
+                      (long long)key[1], (long long)key[2]);
+        }
+    }
+    e->src_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+    e->wei_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    e->dst_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    if (sp) e->scratch_md = *sp;
+    else memset(&e->scratch_md, 0, sizeof e->scratch_md);
+    check(dnnl_primitive_create(&e->prim, pd), "primitive");
+    dnnl_primitive_desc_destroy(pd);
+}
+
+/* The cached entry for key (made on first use), or *tmp filled for this call only. */
+static const prim_entry *get_entry(const sdw__dnn *cop, const int64_t *key, prim_entry *tmp) {
+    sdw__dnn *op = (sdw__dnn *)cop; /* the cache is the one mutable part, behind the lock */
+    pthread_mutex_lock(&op->lock);
+    const prim_entry *found = NULL;
+    for (int i = 0; i < op->n_cache && !found; i++)
+        if (memcmp(op->cache[i].key, key, sizeof op->cache[i].key) == 0) found = &op->cache[i];
+    if (!found && op->n_cache < CACHE_MAX) {
+        make_entry(op, key, &op->cache[op->n_cache]);
+        found = &op->cache[op->n_cache++];
+    }
+    pthread_mutex_unlock(&op->lock);
+    if (found) return found;
+    make_entry(op, key, tmp);
+    return tmp;
+}
+
+static void run(const sdw__dnn *op, const int64_t *key, const void *x, float *y) {
+    prim_entry tmp = {0};
+    const prim_entry *e = get_entry(op, key, &tmp);
+    const size_t n_scratch = dnnl_memory_desc_get_size(&e->scratch_md);
+    void *scratch = n_scratch ? sdw_xmalloc(n_scratch) : NULL;
+    dnnl_memory_t ms, mw, mb = NULL, md, msp = NULL;
+    dnnl_stream_t stream;
+    check(dnnl_memory_create(&ms, &e->src_md, engine(), (void *)x), "src memory");
+    check(dnnl_memory_create(&mw, &e->wei_md, engine(), e->w), "weights memory");
+    check(dnnl_memory_create(&md, &e->dst_md, engine(), y), "dst memory");
+    dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}};
+    int n_args = 3;
+    if (op->bias) {
+        check(dnnl_memory_create(&mb, &op->bias_md, engine(), op->bias), "bias memory");
+        args[n_args++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, mb};
+    }
+    if (scratch) {
+        check(dnnl_memory_create(&msp, &e->scratch_md, engine(), scratch), "scratch memory");
+        args[n_args++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, msp};
+    }
+    check(dnnl_stream_create(&stream, engine(), dnnl_stream_default_flags), "stream");
+    check(dnnl_primitive_execute(e->prim, stream, n_args, args), "execute");
+    check(dnnl_stream_wait(stream), "stream wait");
+    dnnl_stream_destroy(stream);
+    dnnl_memory_destroy(ms);
+    dnnl_memory_destroy(mw);
+    dnnl_memory_destroy(md);
+    if (mb) dnnl_memory_destroy(mb);
+    if (msp) dnnl_memory_destroy(msp);
+    free(scratch);
+    if (e == &tmp) {
+        dnnl_primitive_destroy(tmp.prim);
+        if (tmp.own_w) free(tmp.w);
+    }
+}
+
+/* The activation in the op's type: x itself, or a bf16 copy in *tmp (caller frees). */
+static const void *src_for(const sdw__dnn *op, const void *x, sdw__dt xt, size_t n, void **tmp) {
+    *tmp = NULL;
+    if (xt == op_dt(op)) return x;
+    SDW_ASSERT(xt == SDW__F32 && op_dt(op) == SDW__BF16); /* never widen bf16 for an f32 op */
+    uint16_t *b = sdw_xmalloc(n * sizeof(uint16_t));
+    sdw__f32_to_bf16(x, b, n);
+    *tmp = b;
+    return b;
+}
+
+void sdw__dnn_conv_forward(const sdw__dnn *op, const void *x, sdw__dt xt, int B, int H, int W,
+                           float *y, bool accumulate) {
+    SDW_ASSERT(op && op->is_conv && x && y && x != y && B > 0 && H > 0 && W > 0);
+    const double t0 = sdw__prof_begin();
+    const sdw__conv_geom *g = &op->g;
+    const int OH = conv_out_size(g, H), OW = conv_out_size(g, W);
+    SDW_ASSERT(OH > 0 && OW > 0);
+    void *tmp;
+    const void *src = src_for(op, x, xt, (size_t)B * H * W * g->in, &tmp);
+    const int64_t key[KEY_N] = {B, H, W, op_dt(op), accumulate};
+    run(op, key, src, y);
+    free(tmp);
+    sdw__prof_end(g->k == 1 ? SDW_OP_CONV1 : SDW_OP_CONV3, t0,
+                  2.0 * B * OH * OW * (double)g->out * g->in * g->k * g->k);
+}
+
+void sdw__dnn_linear_forward(const sdw__dnn *op, const void *x, sdw__dt xt, int64_t M, float *y,
+                             bool accumulate) {
+    SDW_ASSERT(op && !op->is_conv && x && y && x != y);
+    if (M <= 0) return;
+    const double t0 = sdw__prof_begin();
+    void *tmp;
+    const void *src = src_for(op, x, xt, (size_t)M * op->g.in, &tmp);
+    const int64_t key[KEY_N] = {M, 0, 0, op_dt(op), accumulate};
+    run(op, key, src, y);
+    free(tmp);
+    sdw__prof_end(SDW_OP_LINEAR, t0, 2.0 * M * (double)op->g.in * op->g.out);
+}
+
+/* ---- bf16 conversion ---- */
+
+/* Round to nearest even on the bit pattern; a NaN keeps its sign and stays a (quiet) NaN.
+ * Written branch-free so the loops vectorise; the AVX-512 clone handles 16 at a time. */
+static inline uint16_t f32_to_bf16_1(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    const uint32_t nan = (u & 0x7fffffffu) > 0x7f800000u;
+    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const uint32_t quiet = (u >> 16) | 0x40u;
+    const uint32_t m = 0u - nan;
+    return (uint16_t)((quiet & m) | (rounded & ~m));
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void
+to_bf16_block(const float *x, uint16_t *y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = f32_to_bf16_1(x[i]);
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void
+from_bf16_block(const uint16_t *x, float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)x[i] << 16;
+        memcpy(&y[i], &u, 4);
+    }
+}
+
+#define CONVERT_CHUNK 16384
+
+void sdw__f32_to_bf16(const float *x, uint16_t *y, size_t n) {
+    const long n_chunks = (long)((n + CONVERT_CHUNK - 1) / CONVERT_CHUNK);
+#pragma omp parallel for schedule(static) if (n_chunks > 2)
+    for (long c = 0; c < n_chunks; c++) {
+        size_t lo = (size_t)c * CONVERT_CHUNK;
+        to_bf16_block(x + lo, y + lo, SDW_MIN((size_t)CONVERT_CHUNK, n - lo));
+    }
+}
+
+void sdw__bf16_to_f32(const uint16_t *x, float *y, size_t n) {
+    const long n_chunks = (long)((n + CONVERT_CHUNK - 1) / CONVERT_CHUNK);
+#pragma omp parallel for schedule(static) if (n_chunks > 2)
+    for (long c = 0; c < n_chunks; c++) {
+        size_t lo = (size_t)c * CONVERT_CHUNK;
+        from_bf16_block(x + lo, y + lo, SDW_MIN((size_t)CONVERT_CHUNK, n - lo));
+    }
+}
+
+/* ---- precision ---- */
+
+static dnnl_cpu_isa_t g_isa;
+static pthread_once_t g_isa_once = PTHREAD_ONCE_INIT;
+static void isa_init(void) { g_isa = dnnl_get_effective_cpu_isa(); }
+
+/* oneDNN's ISA values are nested bit masks: a CPU "has" an ISA when all its bits are set. */
+static bool isa_has(dnnl_cpu_isa_t want) {
+    pthread_once(&g_isa_once, isa_init);
+    return ((unsigned)g_isa & (unsigned)want) == (unsigned)want;
+}
+
+bool sdw_nn_cpu_has_bf16(void) { return isa_has(dnnl_cpu_isa_avx512_core_bf16); }
+bool sdw_nn_cpu_has_amx(void) { return isa_has(dnnl_cpu_isa_avx512_core_amx); }
+
+sdw_precision sdw_nn_precision_resolve(sdw_precision want) {
+    switch (want) {
+    case SDW_PRECISION_F32:
+        return SDW_PRECISION_F32;
+    case SDW_PRECISION_BF16:
+        if (sdw_nn_cpu_has_bf16()) return SDW_PRECISION_BF16;
+        SDW_WARN("precision bf16: this CPU has no native bf16 arithmetic (AVX512-BF16 / AMX): "
+                 "running f32 instead");
+        return SDW_PRECISION_F32;
+    case SDW_PRECISION_AUTO:
+        break;
+    }
+    /* Measured on a Sapphire Rapids VM without AMX: AVX512-BF16's vdpbf16ps retires at a
+     * quarter of the vfmadd231ps rate, so bf16 products run at half the f32 speed (oneDNN bf16
+     * convolutions 38 vs 70 GFLOP/s on the same cores). Only AMX makes bf16 the fast path. */
+    return sdw_nn_cpu_has_amx() ? SDW_PRECISION_BF16 : SDW_PRECISION_F32;
+}

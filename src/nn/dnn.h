@@ -1,0 +1,54 @@
+/* nn/dnn.h — convolutions and matrix products on oneDNN primitives, weights packed once
+ * (library-internal; the public face is sdw_conv2d / sdw_linear in nn.h).
+ *
+ *   sdw__dnn *op = sdw__dnn_conv_create(SDW_PRECISION_BF16, w_oihw, bias, &geom, &err);
+ *   sdw__dnn_conv_forward(op, x, SDW__F32, B, H, W, y, false);   // y = conv(x) + bias
+ *   sdw__dnn_destroy(op);
+ *
+ * At creation the weights are reordered into the layout oneDNN's kernels want (format_tag::any
+ * of a nominal shape; blocked) in the op's precision (f32, or bf16 rounded to nearest even);
+ * no other copy is kept. Primitives are created on first use of each (shape, source type,
+ * accumulate) and cached in the op. Activations are NHWC / row-major; outputs f32; bias f32.
+ * Thread safety: forwards on one op may run concurrently (the cache is locked; primitives and
+ * packed weights are read-only once made).
+ */
+#ifndef SDW_NN_DNN_H
+#define SDW_NN_DNN_H
+
+#include "nn/nn.h"
+
+typedef struct sdw__dnn sdw__dnn;
+
+/* Element type of an activation handed to a forward. */
+typedef enum sdw__dt { SDW__F32, SDW__BF16 } sdw__dt;
+
+typedef struct sdw__conv_geom {
+    int in, out, k, stride, pad, pad_end;
+} sdw__conv_geom;
+
+/* w_oihw [out, in, k, k] f32 (torch layout); bias [out] f32 or NULL (both copied/packed; the
+ * caller keeps ownership). p is F32 or BF16. NULL with err set when oneDNN refuses. */
+sdw__dnn *sdw__dnn_conv_create(sdw_precision p, const float *w_oihw, const float *bias,
+                               const sdw__conv_geom *g, sdw_error *err);
+/* w [out, in] f32 (torch Linear layout); bias [out] or NULL. */
+sdw__dnn *sdw__dnn_linear_create(sdw_precision p, const float *w, const float *bias, int in,
+                                 int out, sdw_error *err);
+void sdw__dnn_destroy(void *op); /* NULL ok; void * so it can be an sdw_weights_adopt callback */
+
+sdw_precision sdw__dnn_precision(const sdw__dnn *op);
+
+/* x [B, H, W, in] of type xt (an f32 x is rounded to bf16 first on a bf16 op; a bf16 x on an
+ * f32 op is a programmer error) -> y [B, OH, OW, out] f32. accumulate: y += conv(x) + bias
+ * (the residual add fused into the convolution), else y = conv(x) + bias. x and y must not
+ * alias. */
+void sdw__dnn_conv_forward(const sdw__dnn *op, const void *x, sdw__dt xt, int B, int H, int W,
+                           float *y, bool accumulate);
+/* x [M, in] (row-major, type xt) -> y [M, out] f32, as above. */
+void sdw__dnn_linear_forward(const sdw__dnn *op, const void *x, sdw__dt xt, int64_t M, float *y,
+                             bool accumulate);
+
+/* f32 <-> bf16 (round to nearest even; NaN stays NaN), threaded and vectorised. */
+void sdw__f32_to_bf16(const float *x, uint16_t *y, size_t n);
+void sdw__bf16_to_f32(const uint16_t *x, float *y, size_t n);
+
+#endif
