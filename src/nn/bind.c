@@ -49,7 +49,7 @@ static sdw_status adopt(sdw_weights *ws, struct sdw__dnn *op, const struct sdw__
 sdw_status sdw_linear_init(sdw_linear *l, sdw_weights *ws, const float *w, const float *b, int in,
                            int out, sdw_error *err) {
     SDW_ASSERT(l && ws && w && in > 0 && out > 0);
-    sdw_linear t = {.in = in, .out = out, .b = b};
+    sdw_linear t = {.in = in, .out = out};
     sdw_status st = adopt(ws, sdw__dnn_linear_create(sdw_weights_precision(ws), w, b, in, out, err),
                           &t.op, err);
     if (st == SDW_OK) *l = t;
@@ -67,8 +67,46 @@ sdw_status sdw_linear_bind(sdw_linear *l, sdw_weights *ws, const char *prefix, i
     sdw_status st = SDW_OK;
     if (has_bias && !(b = get(ws, prefix, "bias", 1, (int64_t[]){out}, err))) st = err->code;
     if (st == SDW_OK) st = sdw_linear_init(l, ws, w, b, in, out, err);
+    if (st == SDW_OK) l->b = b; /* owned by ws */
     free(w);
     if (st == SDW_E_BACKEND) sdw_error_prefix(err, "%s", prefix);
+    return st;
+}
+
+sdw_status sdw_linear_bind_stacked(sdw_linear *l, sdw_weights *ws, const char *const *prefixes,
+                                   int n, int in, int out, bool has_bias, sdw_error *err) {
+    SDW_ASSERT(l && ws && prefixes && n > 0 && in > 0 && out > 0);
+    sdw_error local;
+    if (!err) err = &local;
+    const size_t n_w = (size_t)out * in;
+    float *w = sdw_xmalloc(sizeof(float) * n_w * n);
+    float *b = has_bias ? sdw_xmalloc(sizeof(float) * (size_t)out * n) : NULL;
+    sdw_status st = SDW_OK;
+    for (int i = 0; i < n && st == SDW_OK; i++) {
+        float *wi = weight_f32(ws, prefixes[i], 2, (int64_t[]){out, in}, err);
+        const float *bi = NULL;
+        if (!wi) {
+            st = err->code;
+        } else if (has_bias && !(bi = get(ws, prefixes[i], "bias", 1, (int64_t[]){out}, err))) {
+            st = err->code;
+        } else {
+            memcpy(w + n_w * i, wi, sizeof(float) * n_w);
+            if (b) memcpy(b + (size_t)out * i, bi, sizeof(float) * (size_t)out);
+        }
+        free(wi);
+    }
+    if (st == SDW_OK) {
+        st = sdw_linear_init(l, ws, w, b, in, out * n, err);
+        /* .b must outlive the call (hand-built fallback reads it): keep the stacked copy. */
+        if (st == SDW_OK && b) {
+            sdw_weights_adopt(ws, b, free);
+            l->b = b;
+            b = NULL;
+        }
+        if (st == SDW_E_BACKEND) sdw_error_prefix(err, "%s", prefixes[0]);
+    }
+    free(b);
+    free(w);
     return st;
 }
 
@@ -77,8 +115,7 @@ sdw_status sdw_conv2d_init(sdw_conv2d *c, sdw_weights *ws, const float *w_oihw, 
                            sdw_error *err) {
     SDW_ASSERT(c && ws && w_oihw && in > 0 && out > 0 && k > 0 && stride > 0 && pad >= 0 &&
                pad_end >= 0);
-    sdw_conv2d t = {.in = in, .out = out, .k = k, .stride = stride, .pad = pad, .pad_end = pad_end,
-                    .b = b};
+    sdw_conv2d t = {.in = in, .out = out, .k = k, .stride = stride, .pad = pad, .pad_end = pad_end};
     const sdw__conv_geom g = {in, out, k, stride, pad, pad_end};
     sdw_status st = adopt(ws, sdw__dnn_conv_create(sdw_weights_precision(ws), w_oihw, b, &g, err),
                           &t.op, err);
@@ -99,6 +136,7 @@ sdw_status sdw_conv2d_bind_pad(sdw_conv2d *c, sdw_weights *ws, const char *prefi
     sdw_status st = SDW_OK;
     if (has_bias && !(b = get(ws, prefix, "bias", 1, (int64_t[]){out}, err))) st = err->code;
     if (st == SDW_OK) st = sdw_conv2d_init(c, ws, w, b, in, out, k, stride, pad, pad_end, err);
+    if (st == SDW_OK) c->b = b; /* owned by ws */
     free(w);
     if (st == SDW_E_BACKEND) sdw_error_prefix(err, "%s", prefix);
     return st;

@@ -395,6 +395,8 @@ from_bf16_block(const uint16_t *x, float *y, size_t n) {
     }
 }
 
+void sdw__f32_to_bf16_row(const float *x, uint16_t *y, size_t n) { to_bf16_block(x, y, n); }
+
 #define CONVERT_CHUNK 16384
 
 void sdw__f32_to_bf16(const float *x, uint16_t *y, size_t n) {

@@ -50,5 +50,13 @@ void sdw__dnn_linear_forward(const sdw__dnn *op, const void *x, sdw__dt xt, int6
 /* f32 <-> bf16 (round to nearest even; NaN stays NaN), threaded and vectorised. */
 void sdw__f32_to_bf16(const float *x, uint16_t *y, size_t n);
 void sdw__bf16_to_f32(const uint16_t *x, float *y, size_t n);
+/* The same on the calling thread only (inside a parallel loop). */
+void sdw__f32_to_bf16_row(const float *x, uint16_t *y, size_t n);
+
+/* ---- kernels that can write their output straight in a product's input type ---- */
+/* GroupNorm of x (+ bias_bc [B, C] per batch and channel, or NULL) into y of type yt. */
+void sdw__group_norm(const sdw_group_norm *g, const float *x, const float *bias_bc, int B,
+                     int64_t HW, void *y, sdw__dt yt, bool silu);
+void sdw__layer_norm(const sdw_layer_norm *n, const float *x, int64_t M, void *y, sdw__dt yt);
 
 #endif

@@ -7,47 +7,57 @@
 
 /* Below this many elements threading costs more than it saves. */
 #define PAR_MIN 32768
+/* Elementwise loops go in chunks, dynamically scheduled: on a shared machine a descheduled
+ * thread then delays the others by one chunk, not by half the work. */
+#define CHUNK 16384
 
-void sdw_silu(float *x, size_t n) {
-    const double prof_t0 = sdw__prof_begin();
-#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++)
-        x[i] = x[i] / (1.0f + expf(-x[i]));
-    sdw__prof_end(SDW_OP_ACT, prof_t0, 0);
-}
+#define VEC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+typedef enum { ACT_SILU, ACT_GELU, ACT_GELU_TANH, ACT_QUICK_GELU } act_kind;
 
 /* torch's default GELU: 0.5·x·(1 + erf(x/√2)). */
 static inline float gelu1(float x) {
-    return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2));
+    return 0.5f * x * (1.0f + sdw__erff(x * (float)M_SQRT1_2));
 }
 
-void sdw_gelu(float *x, size_t n) {
-    const double prof_t0 = sdw__prof_begin();
-#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++)
-        x[i] = gelu1(x[i]);
-    sdw__prof_end(SDW_OP_ACT, prof_t0, 0);
+VEC_CLONES static void act_block(act_kind k, float *x, size_t n) {
+    switch (k) {
+    case ACT_SILU:
+        for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + sdw__expf(-x[i]));
+        break;
+    case ACT_GELU:
+        for (size_t i = 0; i < n; i++) x[i] = gelu1(x[i]);
+        break;
+    case ACT_GELU_TANH: {
+        const float c = 0.7978845608028654f; /* √(2/π) */
+        /* tanh(u) = 1 − 2/(e^{2u} + 1), exact in the limits (e^{2u} saturates or vanishes) */
+        for (size_t i = 0; i < n; i++) {
+            const float v = x[i], u = c * (v + 0.044715f * v * v * v);
+            x[i] = 0.5f * v * (2.0f - 2.0f / (sdw__expf(2.0f * u) + 1.0f));
+        }
+        break;
+    }
+    case ACT_QUICK_GELU: /* transformers' QuickGELU: x·sigmoid(1.702·x) */
+        for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + sdw__expf(-1.702f * x[i]));
+        break;
+    }
 }
 
-void sdw_gelu_tanh(float *x, size_t n) {
+static void act(act_kind k, float *x, size_t n) {
     const double prof_t0 = sdw__prof_begin();
-    const float k = 0.7978845608028654f; /* √(2/π) */
-#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i];
-        x[i] = 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
+    const long n_chunks = (long)((n + CHUNK - 1) / CHUNK);
+#pragma omp parallel for schedule(dynamic, 1) if (n > PAR_MIN)
+    for (long c = 0; c < n_chunks; c++) {
+        const size_t lo = (size_t)c * CHUNK;
+        act_block(k, x + lo, SDW_MIN((size_t)CHUNK, n - lo));
     }
     sdw__prof_end(SDW_OP_ACT, prof_t0, 0);
 }
 
-/* transformers' QuickGELU: x·sigmoid(1.702·x). */
-void sdw_quick_gelu(float *x, size_t n) {
-    const double prof_t0 = sdw__prof_begin();
-#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++)
-        x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
-    sdw__prof_end(SDW_OP_ACT, prof_t0, 0);
-}
+void sdw_silu(float *x, size_t n) { act(ACT_SILU, x, n); }
+void sdw_gelu(float *x, size_t n) { act(ACT_GELU, x, n); }
+void sdw_gelu_tanh(float *x, size_t n) { act(ACT_GELU_TANH, x, n); }
+void sdw_quick_gelu(float *x, size_t n) { act(ACT_QUICK_GELU, x, n); }
 
 void sdw_add(float *y, const float *x, size_t n) {
     const double prof_t0 = sdw__prof_begin();
@@ -57,15 +67,15 @@ void sdw_add(float *y, const float *x, size_t n) {
     sdw__prof_end(SDW_OP_ELTWISE, prof_t0, 0);
 }
 
+VEC_CLONES static void geglu_row(const float *hidden, const float *gate, int F, float *y) {
+    for (int j = 0; j < F; j++) y[j] = hidden[j] * gelu1(gate[j]);
+}
+
 void sdw_geglu(const float *x, int64_t M, int F, float *y) {
     const double prof_t0 = sdw__prof_begin();
-#pragma omp parallel for schedule(static) if (M * F > PAR_MIN)
-    for (int64_t i = 0; i < M; i++) {
-        const float *hidden = x + (size_t)i * 2 * F, *gate = hidden + F;
-        float *yr = y + (size_t)i * F;
-        for (int j = 0; j < F; j++)
-            yr[j] = hidden[j] * gelu1(gate[j]);
-    }
+#pragma omp parallel for schedule(dynamic, 4) if (M * F > PAR_MIN)
+    for (int64_t i = 0; i < M; i++)
+        geglu_row(x + (size_t)i * 2 * F, x + (size_t)i * 2 * F + F, F, y + (size_t)i * F);
     sdw__prof_end(SDW_OP_ACT, prof_t0, 0);
 }
 

@@ -37,13 +37,19 @@ bool sdw_nn_cpu_has_amx(void);  /* AMX-BF16 usable (also needs OS permission) */
 /* ---- linear: y[M,out] = x[M,in] · Wᵀ + b ---- */
 typedef struct sdw_linear {
     const float *w; /* [out, in] as stored (torch layout), for hand-built layers; NULL if bound */
-    const float *b; /* [out] or NULL */
+    const float *b; /* [out] or NULL (NULL also for _init layers: the op holds the bias) */
     int in, out;
     const struct sdw__dnn *op; /* bound layers: packed weights (owned by the sdw_weights) */
 } sdw_linear;
 /* Binds "<prefix>.weight" ([out,in], or [out,in,1,1]) and, if has_bias, "<prefix>.bias". */
 sdw_status sdw_linear_bind(sdw_linear *l, sdw_weights *ws, const char *prefix, int in, int out,
                            bool has_bias, sdw_error *err);
+/* One linear layer computing n layers that read the same input: binds "<prefixes[i]>.weight"
+ * [out, in] (and .bias if has_bias) for each i and stacks them, so y [M, n·out] holds layer i's
+ * output in columns [i·out, (i+1)·out) (attention's q|k|v in one product). Errors name the
+ * tensor, as sdw_linear_bind. */
+sdw_status sdw_linear_bind_stacked(sdw_linear *l, sdw_weights *ws, const char *const *prefixes,
+                                   int n, int in, int out, bool has_bias, sdw_error *err);
 /* A layer from f32 weights the caller computed (w [out, in], b [out] or NULL; both copied),
  * packed for ws's precision and owned by ws. */
 sdw_status sdw_linear_init(sdw_linear *l, sdw_weights *ws, const float *w, const float *b, int in,
@@ -59,7 +65,7 @@ void sdw_linear_forward_add(const sdw_linear *l, const float *x, int64_t M, floa
  * with stride 2 and no padding: pad = 0, pad_end = 1). */
 typedef struct sdw_conv2d {
     const float *w; /* [k, k, in, out] (HWIO) for hand-built layers; NULL if bound */
-    const float *b; /* [out] or NULL */
+    const float *b; /* [out] or NULL (NULL also for _init layers: the op holds the bias) */
     int in, out, k, stride, pad;
     int pad_end; /* padding after each spatial dim (== pad for symmetric) */
     const struct sdw__dnn *op; /* bound layers: packed weights (owned by the sdw_weights) */
@@ -98,6 +104,10 @@ sdw_status sdw_group_norm_bind(sdw_group_norm *g, sdw_weights *ws, const char *p
 /* x,y [B, HW, C] (may alias). silu: apply SiLU after the affine (fused GroupNorm+SiLU). */
 void sdw_group_norm_forward(const sdw_group_norm *g, const float *x, int B, int64_t HW, float *y,
                             bool silu);
+/* GroupNorm of (x + bias), bias [B, C] broadcast over pixels (a ResnetBlock2D's time embedding
+ * added just before its norm2): the sum is formed on the fly, never stored. y may alias x. */
+void sdw_group_norm_forward_bias(const sdw_group_norm *g, const float *x, const float *bias,
+                                 int B, int64_t HW, float *y, bool silu);
 
 typedef struct sdw_layer_norm {
     const float *gamma, *beta; /* [C] */

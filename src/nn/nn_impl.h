@@ -58,4 +58,32 @@ static inline float sdw__expf(float x) {
     return y * u.f;
 }
 
+/* erf(x) in f32, branch-free (vectorises): the odd/even rational minimax approximation on
+ * [-4, 4] used by Eigen and XLA (erf is ±1 in f32 outside); max error ~2e-7 absolute, against
+ * glibc's erff which no compiler vectorises. */
+static inline float sdw__erff(float x) {
+    x = x < -4.0f ? -4.0f : x;
+    x = x > 4.0f ? 4.0f : x;
+    const float x2 = x * x;
+    float p = x2 * -2.72614225801306e-10f + 2.77068142495902e-08f;
+    p = x2 * p + -2.10102402082508e-06f;
+    p = x2 * p + -5.69250639462346e-05f;
+    p = x2 * p + -7.34990630326855e-04f;
+    p = x2 * p + -2.95459980854025e-03f;
+    p = x2 * p + -1.60960333262415e-02f;
+    p = x * p;
+    float q = x2 * -1.45660718464996e-05f + -2.13374055278905e-04f;
+    q = x2 * q + -1.68282697438203e-03f;
+    q = x2 * q + -7.37332916720468e-03f;
+    q = x2 * q + -1.42647390514189e-02f;
+    return p / q;
+}
+
+/* sdw_attention's AVX-512 kernel (attention_avx512.c): call only where the CPU has avx512f and
+ * D <= SDW__ATTN_AVX512_MAX_D. */
+#define SDW__ATTN_AVX512_MAX_D 1024
+void sdw__attention_avx512(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
+                           const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk, int H,
+                           int D, float scale, bool causal, float *out);
+
 #endif

@@ -1,88 +1,202 @@
-/* nn/norm.c — GroupNorm (optionally fused with SiLU) and LayerNorm over NHWC / token rows.
- * Statistics are two-pass (mean, then centred variance) accumulated in double: torch's own
- * kernels are accurate to ~1e-7 relative, and a one-pass f32 E[x²]−E[x]² would not be. */
+/* nn/norm.c — GroupNorm (optionally fused with a per-(batch, channel) bias before it and SiLU
+ * after it) and LayerNorm over NHWC / token rows.
+ *
+ * Statistics are two-pass (mean, then centred variance), as torch's kernels are accurate to
+ * ~1e-7 relative and a one-pass f32 E[x²]−E[x]² would not be. GroupNorm walks NHWC memory in
+ * order: per block of BLK pixels, per-channel f32 partial sums (contiguous, vectorised), which
+ * are then added in double in block order — a fixed order, so results do not depend on the
+ * thread count. The normalise pass is one vectorised sweep (x·scale + shift, SiLU). */
+#include "nn/dnn.h"
 #include "nn/nn_impl.h"
 #include "nn/profile.h"
 
 #include <math.h>
+#include <string.h>
 
-void sdw_group_norm_forward(const sdw_group_norm *g, const float *x, int B, int64_t HW, float *y,
-                            bool silu) {
-    const double prof_t0 = sdw__prof_begin();
-    SDW_ASSERT(g && g->gamma && g->beta && g->groups > 0 && g->c % g->groups == 0);
-    const int C = g->c, G = g->groups, cpg = C / G;
-    const int n_stat = B * G;
-    float *scale = sdw_xmalloc(sizeof(float) * 2 * (size_t)n_stat * cpg);
-    float *shift = scale + (size_t)n_stat * cpg;
+#define BLK 64 /* pixels per partial sum: 64 f32 additions stay far below 1e-7 relative */
 
-    /* One task per (batch, group): each reads its cpg-wide channel slice of every pixel. The
-     * summation order is fixed per task, so results do not depend on the thread count. */
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int t = 0; t < n_stat; t++) {
-        const int b = t / G, gi = t % G;
-        const float *xb = x + (size_t)b * HW * C + (size_t)gi * cpg;
-        double sum = 0;
-        for (int64_t p = 0; p < HW; p++)
-            for (int j = 0; j < cpg; j++)
-                sum += xb[p * C + j];
-        const double n = (double)HW * cpg, mean = sum / n;
-        double ss = 0;
-        for (int64_t p = 0; p < HW; p++)
-            for (int j = 0; j < cpg; j++) {
-                double d = xb[p * C + j] - mean;
-                ss += d * d;
-            }
-        /* Biased variance, as torch's group_norm. */
-        const double rstd = 1.0 / sqrt(ss / n + (double)g->eps);
-        for (int j = 0; j < cpg; j++) {
-            int ch = gi * cpg + j;
-            double s = rstd * g->gamma[ch];
-            scale[(size_t)b * C + ch] = (float)s;
-            shift[(size_t)b * C + ch] = (float)(g->beta[ch] - mean * s);
+#define VEC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+/* acc[c] = Σ_p (x[p][c] + bias[c]) over n pixels of C channels. */
+VEC_CLONES static void block_sum(const float *x, const float *bias, int64_t n, int C, float *acc) {
+    for (int c = 0; c < C; c++) acc[c] = 0.0f;
+    for (int64_t p = 0; p < n; p++) {
+        const float *row = x + p * C;
+        for (int c = 0; c < C; c++) acc[c] += row[c] + bias[c];
+    }
+}
+
+/* acc[c] = Σ_p (x[p][c] + bias[c] − center[c])². */
+VEC_CLONES static void block_sq(const float *x, const float *bias, const float *center, int64_t n,
+                                int C, float *acc) {
+    for (int c = 0; c < C; c++) acc[c] = 0.0f;
+    for (int64_t p = 0; p < n; p++) {
+        const float *row = x + p * C;
+        for (int c = 0; c < C; c++) {
+            const float d = row[c] + bias[c] - center[c];
+            acc[c] += d * d;
         }
     }
+}
 
-    const int64_t n_pix = (int64_t)B * HW;
-#pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < n_pix; p++) {
-        const int b = (int)(p / HW);
-        const float *sc = scale + (size_t)b * C, *sh = shift + (size_t)b * C;
-        const float *xp = x + (size_t)p * C;
-        float *yp = y + (size_t)p * C;
+/* y = (x + bias)·scale + shift, then SiLU if asked, over n pixels; y f32 or bf16. */
+VEC_CLONES static void apply_rows(const float *x, const float *bias, const float *scale,
+                                  const float *shift, int64_t n, int C, bool silu, float *tmp,
+                                  void *y, sdw__dt yt) {
+    for (int64_t p = 0; p < n; p++) {
+        const float *row = x + p * C;
+        float *out = yt == SDW__F32 ? (float *)y + p * C : tmp;
         if (silu) {
-            for (int ch = 0; ch < C; ch++) {
-                float v = xp[ch] * sc[ch] + sh[ch];
-                yp[ch] = v / (1.0f + expf(-v));
+            for (int c = 0; c < C; c++) {
+                const float v = (row[c] + bias[c]) * scale[c] + shift[c];
+                out[c] = v / (1.0f + sdw__expf(-v));
             }
         } else {
-            for (int ch = 0; ch < C; ch++)
-                yp[ch] = xp[ch] * sc[ch] + sh[ch];
+            for (int c = 0; c < C; c++) out[c] = (row[c] + bias[c]) * scale[c] + shift[c];
         }
+        if (yt == SDW__BF16) sdw__f32_to_bf16_row(tmp, (uint16_t *)y + p * C, (size_t)C);
     }
-    free(scale);
+}
+
+void sdw__group_norm(const sdw_group_norm *g, const float *x, const float *bias_bc, int B,
+                     int64_t HW, void *y, sdw__dt yt, bool silu) {
+    const double prof_t0 = sdw__prof_begin();
+    SDW_ASSERT(g && g->gamma && g->beta && g->groups > 0 && g->c % g->groups == 0 && B > 0);
+    const int C = g->c, G = g->groups, cpg = C / G;
+    const int64_t n_blk = (HW + BLK - 1) / BLK, total = B * n_blk;
+    double *part = sdw_xmalloc(sizeof(double) * (size_t)total * C);
+    /* per batch: zero bias (when none), group-mean centre per channel, scale, shift [C] each */
+    float *zero = sdw_xcalloc((size_t)C, sizeof(float));
+    float *center = sdw_xmalloc(sizeof(float) * (size_t)B * C * 3);
+    float *scale = center + (size_t)B * C, *shift = scale + (size_t)B * C;
+    double *mean = sdw_xmalloc(sizeof(double) * (size_t)B * G);
+    const double n = (double)HW * cpg;
+
+    for (int pass = 0; pass < 2; pass++) {
+#pragma omp parallel
+        {
+            float *acc = sdw_xmalloc(sizeof(float) * (size_t)C);
+#pragma omp for schedule(dynamic, 4)
+            for (int64_t t = 0; t < total; t++) {
+                const int b = (int)(t / n_blk);
+                const int64_t p0 = t % n_blk * BLK, np = SDW_MIN((int64_t)BLK, HW - p0);
+                const float *xb = x + ((size_t)b * HW + p0) * C;
+                const float *bias = bias_bc ? bias_bc + (size_t)b * C : zero;
+                if (pass == 0) block_sum(xb, bias, np, C, acc);
+                else block_sq(xb, bias, center + (size_t)b * C, np, C, acc);
+                double *dst = part + (size_t)t * C;
+                for (int c = 0; c < C; c++) dst[c] = acc[c];
+            }
+            free(acc);
+        }
+        /* Reduce the blocks in order, then the channels of each group. */
+        for (int b = 0; b < B; b++)
+            for (int gi = 0; gi < G; gi++) {
+                double s = 0;
+                for (int j = 0; j < cpg; j++) {
+                    const int c = gi * cpg + j;
+                    double sc = 0;
+                    for (int64_t k = 0; k < n_blk; k++) sc += part[((size_t)b * n_blk + k) * C + c];
+                    s += sc;
+                }
+                if (pass == 0) {
+                    mean[b * G + gi] = s / n;
+                    for (int j = 0; j < cpg; j++)
+                        center[(size_t)b * C + gi * cpg + j] = (float)(s / n);
+                } else {
+                    /* Biased variance, as torch's group_norm. */
+                    const double rstd = 1.0 / sqrt(s / n + (double)g->eps);
+                    for (int j = 0; j < cpg; j++) {
+                        const int c = gi * cpg + j;
+                        const double sc = rstd * g->gamma[c];
+                        scale[(size_t)b * C + c] = (float)sc;
+                        shift[(size_t)b * C + c] = (float)(g->beta[c] - mean[b * G + gi] * sc);
+                    }
+                }
+            }
+    }
+
+#pragma omp parallel
+    {
+        float *tmp = yt == SDW__BF16 ? sdw_xmalloc(sizeof(float) * (size_t)C) : NULL;
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t t = 0; t < total; t++) {
+            const int b = (int)(t / n_blk);
+            const int64_t p0 = t % n_blk * BLK, np = SDW_MIN((int64_t)BLK, HW - p0);
+            const size_t off = ((size_t)b * HW + p0) * C;
+            void *yb = yt == SDW__F32 ? (void *)((float *)y + off) : (void *)((uint16_t *)y + off);
+            apply_rows(x + off, bias_bc ? bias_bc + (size_t)b * C : zero, scale + (size_t)b * C,
+                       shift + (size_t)b * C, np, C, silu, tmp, yb, yt);
+        }
+        free(tmp);
+    }
+    free(mean);
+    free(center);
+    free(zero);
+    free(part);
     sdw__prof_end(SDW_OP_GROUP_NORM, prof_t0, 0);
 }
 
-void sdw_layer_norm_forward(const sdw_layer_norm *n, const float *x, int64_t M, float *y) {
+void sdw_group_norm_forward(const sdw_group_norm *g, const float *x, int B, int64_t HW, float *y,
+                            bool silu) {
+    sdw__group_norm(g, x, NULL, B, HW, y, SDW__F32, silu);
+}
+
+void sdw_group_norm_forward_bias(const sdw_group_norm *g, const float *x, const float *bias,
+                                 int B, int64_t HW, float *y, bool silu) {
+    sdw__group_norm(g, x, bias, B, HW, y, SDW__F32, silu);
+}
+
+/* One LayerNorm row: 16 f32 lane partials per pass, combined in double. */
+VEC_CLONES static void ln_row(const float *x, int C, const float *gamma, const float *beta,
+                              float eps, float *y) {
+    float lane[16] = {0};
+    int c = 0;
+    for (; c + 16 <= C; c += 16)
+        for (int k = 0; k < 16; k++) lane[k] += x[c + k];
+    double sum = 0;
+    for (int k = 0; k < 16; k++) sum += lane[k];
+    for (; c < C; c++) sum += x[c];
+    const double mean = sum / C;
+    const float fm = (float)mean;
+    float lsq[16] = {0};
+    for (c = 0; c + 16 <= C; c += 16)
+        for (int k = 0; k < 16; k++) {
+            const float d = x[c + k] - fm;
+            lsq[k] += d * d;
+        }
+    double ss = 0;
+    for (int k = 0; k < 16; k++) ss += lsq[k];
+    for (; c < C; c++) {
+        const double d = x[c] - mean;
+        ss += d * d;
+    }
+    const float rstd = (float)(1.0 / sqrt(ss / C + (double)eps));
+    for (c = 0; c < C; c++) y[c] = (x[c] - fm) * rstd * gamma[c] + beta[c];
+}
+
+void sdw__layer_norm(const sdw_layer_norm *n, const float *x, int64_t M, void *y, sdw__dt yt) {
     const double prof_t0 = sdw__prof_begin();
     SDW_ASSERT(n && n->gamma && n->beta && n->c > 0);
     const int C = n->c;
-#pragma omp parallel for schedule(static) if (M * C > 32768)
-    for (int64_t i = 0; i < M; i++) {
-        const float *xr = x + (size_t)i * C;
-        float *yr = y + (size_t)i * C;
-        double sum = 0;
-        for (int j = 0; j < C; j++)
-            sum += xr[j];
-        const double mean = sum / C;
-        double ss = 0;
-        for (int j = 0; j < C; j++) {
-            double d = xr[j] - mean;
-            ss += d * d;
+#pragma omp parallel if (M * C > 32768)
+    {
+        float *tmp = yt == SDW__BF16 ? sdw_xmalloc(sizeof(float) * (size_t)C) : NULL;
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < M; i++) {
+            const float *xr = x + (size_t)i * C;
+            if (yt == SDW__F32) {
+                ln_row(xr, C, n->gamma, n->beta, n->eps, (float *)y + (size_t)i * C);
+            } else {
+                ln_row(xr, C, n->gamma, n->beta, n->eps, tmp);
+                sdw__f32_to_bf16_row(tmp, (uint16_t *)y + (size_t)i * C, (size_t)C);
+            }
         }
-        const double rstd = 1.0 / sqrt(ss / C + (double)n->eps);
-        for (int j = 0; j < C; j++)
-            yr[j] = (float)((xr[j] - mean) * rstd * n->gamma[j] + n->beta[j]);
+        free(tmp);
     }
     sdw__prof_end(SDW_OP_LAYER_NORM, prof_t0, 0);
+}
+
+void sdw_layer_norm_forward(const sdw_layer_norm *n, const float *x, int64_t M, float *y) {
+    sdw__layer_norm(n, x, M, y, SDW__F32);
 }

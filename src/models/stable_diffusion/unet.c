@@ -26,10 +26,11 @@ typedef struct resnet_block { /* ResnetBlock2D, time_embedding_norm "default" */
 } resnet_block;
 
 typedef struct attention { /* Attention (AttnProcessor2_0), no bias on q/k/v */
-    int heads, head_dim;   /* heads * head_dim = C */
-    sdw_linear to_q;       /* [C, C] */
-    sdw_linear to_k, to_v; /* [C, C] self / [C, cross_dim] cross */
-    sdw_linear to_out;     /* to_out.0 [C, C] + bias */
+    int heads, head_dim; /* heads * head_dim = C */
+    bool cross;          /* k/v from the context (attn2) */
+    sdw_linear q;        /* self: to_q|to_k|to_v stacked [3C, C]; cross: to_q [C, C] */
+    sdw_linear kv;       /* cross: to_k|to_v stacked [2C, cross_dim] */
+    sdw_linear to_out;   /* to_out.0 [C, C] + bias */
 } attention;
 
 typedef struct transformer_block { /* BasicTransformerBlock, norm_type "layer_norm" */
@@ -136,18 +137,24 @@ static sdw_status bind_resnet(sdw_unet *u, resnet_block *r, sdw_weights *ws, con
     return SDW_OK;
 }
 
+/* q, k and v read the same input (self) or k and v do (cross): one product each, stacked. */
 static sdw_status bind_attention(sdw_unet *u, attention *a, sdw_weights *ws, const char *p,
-                                 int c, int kv_dim, int heads, sdw_error *err) {
-    char n[NAME_MAX_LEN];
+                                 int c, int kv_dim, int heads, bool cross, sdw_error *err) {
+    char q[NAME_MAX_LEN], k[NAME_MAX_LEN], v[NAME_MAX_LEN], o[NAME_MAX_LEN];
+    const char *qkv[3] = {cat_name(q, p, ".to_q"), cat_name(k, p, ".to_k"), cat_name(v, p, ".to_v")};
     sdw_status st;
     a->heads = heads;
     a->head_dim = c / heads;
-    if ((st = bind_linear(u, &a->to_q, ws, cat_name(n, p, ".to_q"), c, c, false, err)) ||
-        (st = bind_linear(u, &a->to_k, ws, cat_name(n, p, ".to_k"), kv_dim, c, false, err)) ||
-        (st = bind_linear(u, &a->to_v, ws, cat_name(n, p, ".to_v"), kv_dim, c, false, err)) ||
-        (st = bind_linear(u, &a->to_out, ws, cat_name(n, p, ".to_out.0"), c, c, true, err)))
+    a->cross = cross;
+    if (cross) {
+        if ((st = sdw_linear_bind(&a->q, ws, qkv[0], c, c, false, err)) ||
+            (st = sdw_linear_bind_stacked(&a->kv, ws, qkv + 1, 2, kv_dim, c, false, err)))
+            return st;
+    } else if ((st = sdw_linear_bind_stacked(&a->q, ws, qkv, 3, c, c, false, err))) {
         return st;
-    return SDW_OK;
+    }
+    u->n_params += (size_t)c * c + 2 * (size_t)kv_dim * c;
+    return bind_linear(u, &a->to_out, ws, cat_name(o, p, ".to_out.0"), c, c, true, err);
 }
 
 static sdw_status bind_transformer(sdw_unet *u, transformer_2d *t, sdw_weights *ws,
@@ -166,11 +173,11 @@ static sdw_status bind_transformer(sdw_unet *u, transformer_2d *t, sdw_weights *
         transformer_block *b = &t->blocks[d];
         cat_name(bp, p, ".transformer_blocks.%d", d);
         if ((st = bind_ln(u, &b->norm1, ws, cat_name(n, bp, ".norm1"), c, err)) ||
-            (st = bind_attention(u, &b->attn1, ws, cat_name(n, bp, ".attn1"), c, c, heads,
+            (st = bind_attention(u, &b->attn1, ws, cat_name(n, bp, ".attn1"), c, c, heads, false,
                                  err)) ||
             (st = bind_ln(u, &b->norm2, ws, cat_name(n, bp, ".norm2"), c, err)) ||
             (st = bind_attention(u, &b->attn2, ws, cat_name(n, bp, ".attn2"), c,
-                                 u->cfg.cross_attention_dim, heads, err)) ||
+                                 u->cfg.cross_attention_dim, heads, true, err)) ||
             (st = bind_ln(u, &b->norm3, ws, cat_name(n, bp, ".norm3"), c, err)) ||
             (st = bind_linear(u, &b->ff_in, ws, cat_name(n, bp, ".ff.net.0.proj"), c, 8 * c, true,
                               err)) ||
@@ -329,51 +336,52 @@ static float *falloc(int64_t n) { return sdw_xmalloc((size_t)n * sizeof(float));
 
 /* ResnetBlock2D.forward: GN+SiLU, conv1, + time_emb_proj(silu(temb)) per channel, GN+SiLU,
  * (dropout), conv2, + (1x1 conv) shortcut; output_scale_factor 1. temb_act = silu(emb) [B, T].
- * Returns a new [B, H, W, cout]. */
+ * Fused: the time-embedding add happens inside norm2 (never stored) and conv2 accumulates onto
+ * the shortcut (the residual add inside the convolution). Returns a new [B, H, W, cout]. */
 static act resnet_forward(const resnet_block *r, act x, int B, const float *temb_act) {
     int64_t HW = (int64_t)x.h * x.w, M = B * HW;
     SDW_ASSERT(x.c == r->cin);
-    float *t = falloc(M * SDW_MAX(r->cin, r->cout));
+    float *t = falloc(M * r->cin);
     float *h = falloc(M * r->cout);
     act y = {falloc(M * r->cout), x.h, x.w, r->cout};
     float *tp = falloc((int64_t)B * r->cout);
-    sdw_group_norm_forward(&r->norm1, x.d, B, HW, t, true);   // [B, HW, cin]
-    sdw_conv2d_forward(&r->conv1, t, B, x.h, x.w, h);         // [B, H, W, cout]
-    sdw_linear_forward(&r->time_emb_proj, temb_act, B, tp);   // [B, cout]
-    sdw_add_channel_bias(h, tp, B, HW, r->cout);
-    sdw_group_norm_forward(&r->norm2, h, B, HW, h, true);
-    sdw_conv2d_forward(&r->conv2, h, B, x.h, x.w, y.d);       // [B, H, W, cout]
-    if (r->has_shortcut) {
-        sdw_conv2d_forward(&r->conv_shortcut, x.d, B, x.h, x.w, t);
-        sdw_add(y.d, t, (size_t)(M * r->cout));
-    } else {
-        sdw_add(y.d, x.d, (size_t)(M * r->cout));
-    }
+    sdw_group_norm_forward(&r->norm1, x.d, B, HW, t, true);           // [B, HW, cin]
+    sdw_conv2d_forward(&r->conv1, t, B, x.h, x.w, h);                 // [B, H, W, cout]
+    free(t);
+    sdw_linear_forward(&r->time_emb_proj, temb_act, B, tp);           // [B, cout]
+    sdw_group_norm_forward_bias(&r->norm2, h, tp, B, HW, h, true);    // norm2(h + tp), SiLU
+    if (r->has_shortcut) sdw_conv2d_forward(&r->conv_shortcut, x.d, B, x.h, x.w, y.d);
+    else memcpy(y.d, x.d, sizeof(float) * (size_t)(M * r->cout));
+    sdw_conv2d_forward_add(&r->conv2, h, B, x.h, x.w, y.d);           // y += conv2(h)
     free(tp);
     free(h);
-    free(t);
     return y;
 }
 
-/* Attention.forward (AttnProcessor2_0): q from x [B, Lq, C], k/v from kv [B, Lk, Ckv],
- * softmax(q kᵀ / sqrt(head_dim)) v per head, to_out.0. y [B, Lq, C] may alias x. */
-static void attention_forward(const attention *a, const float *x, int B, int64_t Lq,
-                              const float *kv, int64_t Lk, float *y) {
-    int C = a->to_q.out;
-    float *q = falloc(B * Lq * C);
-    float *k = falloc(B * Lk * C);
-    float *v = falloc(B * Lk * C);
+/* Attention.forward (AttnProcessor2_0) with the block's residual: h [B, Lq, C] +=
+ * to_out(softmax(q kᵀ / sqrt(head_dim)) v), q/k/v projected from x [B, Lq, C] (self) or q from
+ * x and k/v from ctx [B, Lk, cross_dim] (cross). The output projection accumulates into h. */
+static void attention_add(const attention *a, const float *x, int B, int64_t Lq,
+                          const float *ctx, int64_t Lk, float *h) {
+    const int C = a->to_out.out;
     float *o = falloc(B * Lq * C);
-    sdw_linear_forward(&a->to_q, x, B * Lq, q);   // [B, Lq, C]
-    sdw_linear_forward(&a->to_k, kv, B * Lk, k);  // [B, Lk, C]
-    sdw_linear_forward(&a->to_v, kv, B * Lk, v);
-    sdw_attention(q, C, k, C, v, C, B, Lq, Lk, a->heads, a->head_dim,
-                  1.0f / sqrtf((float)a->head_dim), false, o);
-    sdw_linear_forward(&a->to_out, o, B * Lq, y); // [B, Lq, C]
+    if (!a->cross) {
+        float *qkv = falloc(B * Lq * 3 * C);
+        sdw_linear_forward(&a->q, x, B * Lq, qkv); // [B, Lq, q|k|v]
+        sdw_attention(qkv, 3 * C, qkv + C, 3 * C, qkv + 2 * C, 3 * C, B, Lq, Lq, a->heads,
+                      a->head_dim, 1.0f / sqrtf((float)a->head_dim), false, o);
+        free(qkv);
+    } else {
+        float *q = falloc(B * Lq * C), *kv = falloc(B * Lk * 2 * C);
+        sdw_linear_forward(&a->q, x, B * Lq, q);      // [B, Lq, C]
+        sdw_linear_forward(&a->kv, ctx, B * Lk, kv);  // [B, Lk, k|v]
+        sdw_attention(q, C, kv, 2 * C, kv + C, 2 * C, B, Lq, Lk, a->heads, a->head_dim,
+                      1.0f / sqrtf((float)a->head_dim), false, o);
+        free(kv);
+        free(q);
+    }
+    sdw_linear_forward_add(&a->to_out, o, B * Lq, h); // h += to_out(o)
     free(o);
-    free(v);
-    free(k);
-    free(q);
 }
 
 /* FeedForward(GEGLU, mult 4) on x [M, C], added into h [M, C]. Rows go in chunks so the
@@ -382,15 +390,13 @@ static void feed_forward_add(const transformer_block *b, const float *x, int64_t
     int C = b->ff_out.out, F = b->ff_out.in;
     int64_t rows = SDW_MAX((int64_t)256, ((int64_t)8 << 20) / (2 * F));
     rows = SDW_MIN(rows, M);
-    float *p = falloc(rows * 2 * F), *g = falloc(rows * F), *o = falloc(rows * C);
+    float *p = falloc(rows * 2 * F), *g = falloc(rows * F);
     for (int64_t r0 = 0; r0 < M; r0 += rows) {
         int64_t m = SDW_MIN(rows, M - r0);
-        sdw_linear_forward(&b->ff_in, x + r0 * C, m, p); // [m, 2F]
-        sdw_geglu(p, m, F, g);                            // [m, F]
-        sdw_linear_forward(&b->ff_out, g, m, o);          // [m, C]
-        sdw_add(h + r0 * C, o, (size_t)(m * C));
+        sdw_linear_forward(&b->ff_in, x + r0 * C, m, p);   // [m, 2F]
+        sdw_geglu(p, m, F, g);                              // [m, F]
+        sdw_linear_forward_add(&b->ff_out, g, m, h + r0 * C); // h += ff_out(g)
     }
-    free(o);
     free(g);
     free(p);
 }
@@ -403,11 +409,9 @@ static void transformer_block_forward(const transformer_block *b, float *h, int 
     int64_t M = B * L;
     float *t = falloc(M * C);
     sdw_layer_norm_forward(&b->norm1, h, M, t);
-    attention_forward(&b->attn1, t, B, L, t, L, t);
-    sdw_add(h, t, (size_t)(M * C));
+    attention_add(&b->attn1, t, B, L, NULL, 0, h);
     sdw_layer_norm_forward(&b->norm2, h, M, t);
-    attention_forward(&b->attn2, t, B, L, ctx, Lc, t);
-    sdw_add(h, t, (size_t)(M * C));
+    attention_add(&b->attn2, t, B, L, ctx, Lc, h);
     sdw_layer_norm_forward(&b->norm3, h, M, t);
     feed_forward_add(b, t, M, h);
     free(t);
@@ -423,8 +427,7 @@ static void transformer_2d_forward(const transformer_2d *t, act x, int B, const 
     sdw_group_norm_forward(&t->norm, x.d, B, L, n, false); // [B, HW, C]
     sdw_linear_forward(&t->proj_in, n, M, h);              // [B, HW, C]
     for (int d = 0; d < t->depth; d++) transformer_block_forward(&t->blocks[d], h, B, L, ctx, Lc);
-    sdw_linear_forward(&t->proj_out, h, M, n);
-    sdw_add(x.d, n, (size_t)(M * t->c));
+    sdw_linear_forward_add(&t->proj_out, h, M, x.d);        // x += proj_out(h)
     free(h);
     free(n);
 }

@@ -1,0 +1,238 @@
+/* nn/attention_avx512.c — sdw_attention's AVX-512 kernel (run-time dispatched from attention.c;
+ * the build stays baseline x86-64, only these functions carry the avx512f target).
+ *
+ * Same algorithm and contract as the generic path (flash-attention style, online softmax, one
+ * task per (batch, head, block of QB query rows), fixed arithmetic order per task: results do
+ * not depend on the thread count). What makes it fast:
+ *  - K is transposed once per call into Kt [B, H, D, Lk (padded to 16)], so a score tile
+ *    S = Q·Kᵀ is register-blocked FMAs of broadcast q values against contiguous key vectors
+ *    (4 rows x 64 keys per block) with no per-tile packing;
+ *  - the softmax update is 16-wide, with an exp built on vscalefps;
+ *  - P·V accumulates 4 rows x 64 channels in registers per pass over the chunk's keys. */
+#include "nn/nn_impl.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#define T512 __attribute__((target("avx512f")))
+#define T512I __attribute__((target("avx512f"), always_inline)) static inline
+
+enum { QB = 64, KB = 128, RB = 4, VB = 4 /* zmm per block: 64 keys or channels */ };
+
+static inline int64_t round16(int64_t n) { return (n + 15) & ~(int64_t)15; }
+
+/* exp(x) for 16 lanes: x = n·ln2 + r, |r| <= ln2/2, e^r by Cephes' degree-6 polynomial, times
+ * 2^n by vscalefps. x is clamped to [-87.3, 88.3] like sdw__expf (NaN stays NaN: max/min
+ * return their second operand when one is NaN). */
+T512I __m512 exp16(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(-87.3f), x);
+    x = _mm512_min_ps(_mm512_set1_ps(88.3f), x);
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    const __m512 z = _mm512_mul_ps(r, r);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_fmadd_ps(y, z, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(y, n);
+}
+
+/* S[r][0 .. 16·nv) = Σ_d q_r[d] · Kt[d][0 .. 16·nv) for R rows (q_r = q + r·qs). */
+T512I void qk_block(int R, int nv, const float *q, int64_t qs, const float *kt, int64_t kts,
+                    int D, float *s) {
+    __m512 acc[RB][VB];
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < nv; v++) acc[r][v] = _mm512_setzero_ps();
+    for (int d = 0; d < D; d++) {
+        __m512 k[VB];
+        for (int v = 0; v < nv; v++) k[v] = _mm512_loadu_ps(kt + d * kts + 16 * v);
+        for (int r = 0; r < R; r++) {
+            const __m512 qb = _mm512_set1_ps(q[r * qs + d]);
+            for (int v = 0; v < nv; v++) acc[r][v] = _mm512_fmadd_ps(qb, k[v], acc[r][v]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < nv; v++) _mm512_storeu_ps(s + r * KB + 16 * v, acc[r][v]);
+}
+
+/* o[r][c .. c+16·nv) += Σ_j p[r][j] · V[j][c ..] for R rows, nk keys; mask[v] masks the
+ * channel tail. o rows have stride os. */
+T512I void pv_block(int R, int nv, const float *p, const float *v, int64_t vs, int nk,
+                    const __mmask16 *mask, float *o, int64_t os) {
+    __m512 acc[RB][VB];
+    for (int r = 0; r < R; r++)
+        for (int i = 0; i < nv; i++) acc[r][i] = _mm512_setzero_ps();
+    for (int j = 0; j < nk; j++) {
+        __m512 vv[VB];
+        for (int i = 0; i < nv; i++) vv[i] = _mm512_maskz_loadu_ps(mask[i], v + j * vs + 16 * i);
+        for (int r = 0; r < R; r++) {
+            const __m512 pb = _mm512_set1_ps(p[r * KB + j]);
+            for (int i = 0; i < nv; i++) acc[r][i] = _mm512_fmadd_ps(pb, vv[i], acc[r][i]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int i = 0; i < nv; i++) {
+            float *dst = o + r * os + 16 * i;
+            _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), acc[r][i]));
+        }
+}
+
+/* Constant-argument instances, so the register blocks above unroll fully. */
+static T512 void qk_rows(int R, int nv, const float *q, int64_t qs, const float *kt, int64_t kts,
+                         int D, float *s) {
+#define QK(r, n)                                                                                   \
+    case (r)*8 + (n):                                                                              \
+        qk_block(r, n, q, qs, kt, kts, D, s);                                                      \
+        break;
+    switch (R * 8 + nv) {
+        QK(4, 4) QK(4, 3) QK(4, 2) QK(4, 1) QK(1, 4) QK(1, 3) QK(1, 2) QK(1, 1)
+    default:
+        SDW_ABORT("qk_rows(%d, %d)", R, nv);
+    }
+#undef QK
+}
+
+static T512 void pv_rows(int R, int nv, const float *p, const float *v, int64_t vs, int nk,
+                         const __mmask16 *mask, float *o, int64_t os) {
+#define PV(r, n)                                                                                   \
+    case (r)*8 + (n):                                                                              \
+        pv_block(r, n, p, v, vs, nk, mask, o, os);                                                 \
+        break;
+    switch (R * 8 + nv) {
+        PV(4, 4) PV(4, 3) PV(4, 2) PV(4, 1) PV(1, 4) PV(1, 3) PV(1, 2) PV(1, 1)
+    default:
+        SDW_ABORT("pv_rows(%d, %d)", R, nv);
+    }
+#undef PV
+}
+
+/* Online-softmax update of one score row s[0 .. nkp) of which the first n_valid count: s
+ * becomes P (0 past n_valid); returns the rescale factor for the row's accumulator. */
+static T512 float softmax_row(float *s, int n_valid, int nkp, float scale, float *m, float *l) {
+    const __m512 vscale = _mm512_set1_ps(scale);
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (int j = 0; j < n_valid; j += 16) {
+        const __mmask16 k = n_valid - j >= 16 ? 0xffff : (__mmask16)((1u << (n_valid - j)) - 1);
+        const __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, s + j), vscale);
+        _mm512_mask_storeu_ps(s + j, k, x);
+        vmax = _mm512_mask_max_ps(vmax, k, vmax, x);
+    }
+    const float mx = _mm512_reduce_max_ps(vmax);
+    const float m_new = mx > *m ? mx : *m;
+    const float alpha = expf(*m - m_new); /* 0 on the first chunk (m = -inf) */
+    const __m512 vm = _mm512_set1_ps(m_new);
+    __m512 vsum = _mm512_setzero_ps();
+    for (int j = 0; j < nkp; j += 16) {
+        const int left = n_valid - j;
+        const __mmask16 k = left >= 16 ? 0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+        const __m512 p = _mm512_maskz_mov_ps(k, exp16(_mm512_sub_ps(_mm512_loadu_ps(s + j), vm)));
+        _mm512_storeu_ps(s + j, p);
+        vsum = _mm512_add_ps(vsum, p);
+    }
+    *l = *l * alpha + _mm512_reduce_add_ps(vsum);
+    *m = m_new;
+    return alpha;
+}
+
+typedef struct task_buf {
+    float s[QB * KB];
+    float m[QB], l[QB];
+} task_buf;
+
+T512 void sdw__attention_avx512(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
+                                const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk,
+                                int H, int D, float scale, bool causal, float *out) {
+    const int64_t Lkp = round16(Lk), Dp = round16(D), HD = (int64_t)H * D;
+    const int64_t n_qblk = (Lq + QB - 1) / QB, n_tasks = (int64_t)B * H * n_qblk;
+    /* Kt [B, H, D, Lkp], zero-padded keys: a score column past Lk is 0 and then masked. */
+    float *kt = sdw_xmalloc(sizeof(float) * (size_t)B * H * D * Lkp);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            float *dst = kt + ((int64_t)b * H + h) * D * Lkp;
+            const float *src = k + (int64_t)b * Lk * k_stride + (int64_t)h * D;
+            for (int64_t j = 0; j < Lk; j++)
+                for (int d = 0; d < D; d++) dst[d * Lkp + j] = src[j * k_stride + d];
+            for (int d = 0; d < D; d++)
+                for (int64_t j = Lk; j < Lkp; j++) dst[d * Lkp + j] = 0.0f;
+        }
+    __mmask16 vmask[SDW__ATTN_AVX512_MAX_D / 16 + VB]; /* channel masks per 16-lane vector */
+    const int n_dvec = (int)(Dp / 16);
+    SDW_ASSERT(D <= SDW__ATTN_AVX512_MAX_D);
+    for (int i = 0; i < n_dvec + VB; i++) {
+        const int left = D - 16 * i;
+        vmask[i] = left >= 16 ? 0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+    }
+
+#pragma omp parallel
+    {
+        task_buf *tb = aligned_alloc(64, sizeof *tb);
+        float *o = aligned_alloc(64, sizeof(float) * QB * (size_t)Dp);
+        if (!tb || !o) SDW_ABORT("out of memory");
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < n_tasks; t++) {
+            const int b = (int)(t / ((int64_t)H * n_qblk));
+            const int h = (int)(t / n_qblk % H);
+            const int64_t i0 = t % n_qblk * QB;
+            const int nq = (int)SDW_MIN((int64_t)QB, Lq - i0);
+            const float *qp = q + ((int64_t)b * Lq + i0) * q_stride + (int64_t)h * D;
+            const float *ktp = kt + ((int64_t)b * H + h) * D * Lkp;
+            const float *vp = v + (int64_t)b * Lk * v_stride + (int64_t)h * D;
+            const int64_t k_end = causal ? SDW_MIN(Lk, i0 + nq) : Lk;
+            for (int r = 0; r < nq; r++) {
+                tb->m[r] = -INFINITY;
+                tb->l[r] = 0;
+            }
+            memset(o, 0, sizeof(float) * (size_t)nq * Dp);
+            for (int64_t j0 = 0; j0 < k_end; j0 += KB) {
+                const int nk = (int)SDW_MIN((int64_t)KB, k_end - j0);
+                const int nkp = (int)round16(nk);
+                /* S = Q · Kᵀ for this key chunk (rows in blocks of RB, the tail one at a time) */
+                for (int r0 = 0, R; r0 < nq; r0 += R) {
+                    R = nq - r0 >= RB ? RB : 1;
+                    for (int jv = 0; jv < nkp; jv += 16 * VB) {
+                        const int nv = (int)SDW_MIN((int64_t)VB, (nkp - jv) / 16);
+                        qk_rows(R, nv, qp + r0 * q_stride, q_stride, ktp + j0 + jv, Lkp, D,
+                                tb->s + r0 * KB + jv);
+                    }
+                }
+                /* softmax update, rescale the accumulators */
+                for (int r = 0; r < nq; r++) {
+                    int n_valid = nk;
+                    if (causal) n_valid = (int)SDW_MAX(0, SDW_MIN((int64_t)nk, i0 + r - j0 + 1));
+                    const float alpha =
+                        softmax_row(tb->s + r * KB, n_valid, nkp, scale, &tb->m[r], &tb->l[r]);
+                    if (alpha != 1.0f) {
+                        const __m512 va = _mm512_set1_ps(alpha);
+                        float *orow = o + r * Dp;
+                        for (int d = 0; d < Dp; d += 16)
+                            _mm512_store_ps(orow + d, _mm512_mul_ps(_mm512_load_ps(orow + d), va));
+                    }
+                }
+                /* O += P · V */
+                for (int r0 = 0, R; r0 < nq; r0 += R) {
+                    R = nq - r0 >= RB ? RB : 1;
+                    for (int dv = 0; dv < n_dvec; dv += VB) {
+                        const int nv = SDW_MIN(VB, n_dvec - dv);
+                        pv_rows(R, nv, tb->s + r0 * KB, vp + j0 * v_stride + 16 * dv, v_stride, nk,
+                                vmask + dv, o + r0 * Dp + 16 * dv, Dp);
+                    }
+                }
+            }
+            for (int r = 0; r < nq; r++) {
+                const float inv = 1.0f / tb->l[r];
+                float *dst = out + ((int64_t)b * Lq + i0 + r) * HD + (int64_t)h * D;
+                for (int d = 0; d < D; d++) dst[d] = o[(size_t)r * Dp + d] * inv;
+            }
+        }
+        free(o);
+        free(tb);
+    }
+    free(kt);
+}
