@@ -260,7 +260,8 @@ typedef struct vae_resnet {
 
 typedef struct vae_attn {
     sdw_group_norm norm;     /* [c] */
-    sdw_linear q, k, v, out; /* [c, c] each (1x1 convs in LDM files) */
+    sdw_linear qkv;          /* q|k|v stacked [3c, c] (1x1 convs in LDM files) */
+    sdw_linear out;          /* [c, c] */
     int c;
 } vae_attn;
 
@@ -377,13 +378,17 @@ static sdw_status bind_attn(vae_attn *a, sdw_weights *ws, const char *prefix, in
         if (sdw_weights_has(ws, name)) sub = old;
     }
     a->c = c;
+    char q[NAME_MAX_LEN], k[NAME_MAX_LEN], v[NAME_MAX_LEN];
+    join(q, prefix, sub[0]);
+    join(k, prefix, sub[1]);
+    join(v, prefix, sub[2]);
+    const char *qkv[3] = {q, k, v};
     sdw_status st;
     if ((st = bind_norm(&a->norm, ws, prefix, "group_norm", c, groups, np, err)) ||
-        (st = bind_linear(&a->q, ws, prefix, sub[0], c, np, err)) ||
-        (st = bind_linear(&a->k, ws, prefix, sub[1], c, np, err)) ||
-        (st = bind_linear(&a->v, ws, prefix, sub[2], c, np, err)) ||
+        (st = sdw_linear_bind_stacked(&a->qkv, ws, qkv, 3, c, c, true, err)) ||
         (st = bind_linear(&a->out, ws, prefix, sub[3], c, np, err)))
         return st;
+    *np += 3 * ((size_t)c * c + (size_t)c);
     return SDW_OK;
 }
 
@@ -603,7 +608,6 @@ static float *alloc_act(int B, int H, int W, int C) {
  * (the 256->128 block at full resolution sets the peak of a 512x512 SD decode). */
 static float *resnet_forward(const vae_resnet *r, float *x, int B, int H, int W) {
     const int64_t HW = (int64_t)H * W;
-    const size_t n = (size_t)B * HW * r->cout;
     float *res = x; /* the residual branch: x itself, or its 1x1 projection */
     float *a = x;   /* norm1 output: in place when x is not needed afterwards */
     if (r->cin != r->cout) {
@@ -617,12 +621,9 @@ static float *resnet_forward(const vae_resnet *r, float *x, int B, int H, int W)
     sdw_conv2d_forward(&r->conv1, a, B, H, W, b);
     free(a); /* the norm1 copy, or x itself when res holds the projected residual */
     sdw_group_norm_forward(&r->norm2, b, B, HW, b, true);
-    float *y = alloc_act(B, H, W, r->cout);
-    sdw_conv2d_forward(&r->conv2, b, B, H, W, y);
+    sdw_conv2d_forward_add(&r->conv2, b, B, H, W, res); /* res += conv2(b): the output */
     free(b);
-    sdw_add(y, res, n);
-    free(res); /* x itself, or the projection */
-    return y;
+    return res;
 }
 
 /* diffusers Attention in the VAE mid block (AttnProcessor2_0, residual_connection, one head of
@@ -633,19 +634,13 @@ static void attn_forward(const vae_attn *a, float *x, int B, int64_t HW) {
     const int64_t M = B * HW;
     const size_t n = (size_t)M * C;
     float *h = sdw_xmalloc(n * sizeof(float));
-    float *q = sdw_xmalloc(n * sizeof(float));
-    float *k = sdw_xmalloc(n * sizeof(float));
-    float *v = sdw_xmalloc(n * sizeof(float));
+    float *qkv = sdw_xmalloc(3 * n * sizeof(float));
     sdw_group_norm_forward(&a->norm, x, B, HW, h, false);
-    sdw_linear_forward(&a->q, h, M, q);
-    sdw_linear_forward(&a->k, h, M, k);
-    sdw_linear_forward(&a->v, h, M, v);
-    sdw_attention(q, C, k, C, v, C, B, HW, HW, 1, C, 1.0f / sqrtf((float)C), false, h);
-    free(k);
-    free(v);
-    sdw_linear_forward(&a->out, h, M, q);
-    sdw_add(x, q, n);
-    free(q);
+    sdw_linear_forward(&a->qkv, h, M, qkv); /* [M, q|k|v] */
+    sdw_attention(qkv, 3 * C, qkv + C, 3 * C, qkv + 2 * C, 3 * C, B, HW, HW, 1, C,
+                  1.0f / sqrtf((float)C), false, h);
+    free(qkv);
+    sdw_linear_forward_add(&a->out, h, M, x); /* x += to_out(attention) */
     free(h);
 }
 

@@ -12,7 +12,8 @@
 
 typedef struct clip_layer {
     sdw_layer_norm ln1, ln2; /* [hidden] */
-    sdw_linear q, k, v, out; /* [hidden, hidden] + bias */
+    sdw_linear qkv;          /* q_proj|k_proj|v_proj stacked [3·hidden, hidden] + bias */
+    sdw_linear out;          /* [hidden, hidden] + bias */
     sdw_linear fc1, fc2;     /* [intermediate, hidden], [hidden, intermediate] + bias */
 } clip_layer;
 
@@ -166,10 +167,13 @@ static sdw_status bind_layer(clip_layer *l, sdw_weights *ws, int i, const sdw_cl
     char p[128];
     sdw_status st;
 #define P(suffix) (snprintf(p, sizeof p, "text_model.encoder.layers.%d.%s", i, suffix), p)
+    char q[128], k[128], v[128];
+    snprintf(q, sizeof q, "text_model.encoder.layers.%d.self_attn.q_proj", i);
+    snprintf(k, sizeof k, "text_model.encoder.layers.%d.self_attn.k_proj", i);
+    snprintf(v, sizeof v, "text_model.encoder.layers.%d.self_attn.v_proj", i);
+    const char *qkv[3] = {q, k, v};
     if ((st = sdw_layer_norm_bind(&l->ln1, ws, P("layer_norm1"), c->hidden, c->eps, err)) ||
-        (st = sdw_linear_bind(&l->q, ws, P("self_attn.q_proj"), c->hidden, c->hidden, true, err)) ||
-        (st = sdw_linear_bind(&l->k, ws, P("self_attn.k_proj"), c->hidden, c->hidden, true, err)) ||
-        (st = sdw_linear_bind(&l->v, ws, P("self_attn.v_proj"), c->hidden, c->hidden, true, err)) ||
+        (st = sdw_linear_bind_stacked(&l->qkv, ws, qkv, 3, c->hidden, c->hidden, true, err)) ||
         (st = sdw_linear_bind(&l->out, ws, P("self_attn.out_proj"), c->hidden, c->hidden, true,
                               err)) ||
         (st = sdw_layer_norm_bind(&l->ln2, ws, P("layer_norm2"), c->hidden, c->eps, err)) ||
@@ -231,8 +235,9 @@ sdw_clip_text_params sdw_clip_text_params_default(void) {
 }
 
 typedef struct clip_scratch {
-    float *h, *q, *k, *v, *attn; /* [BL, hidden] each */
-    float *mlp;                  /* [BL, intermediate] */
+    float *h, *attn; /* [BL, hidden] each */
+    float *qkv;      /* [BL, 3·hidden] */
+    float *mlp;      /* [BL, intermediate] */
 } clip_scratch;
 
 static void activation(sdw_clip_act act, float *x, size_t n) {
@@ -254,21 +259,18 @@ static void clip_encoder_layer(const clip_layer *l, const sdw_clip_text_config *
                                int L, clip_scratch *s) {
     const int64_t M = (int64_t)B * L;
     const int D = c->hidden / c->n_heads;
+    const int C = c->hidden;
     sdw_layer_norm_forward(&l->ln1, x, M, s->h);
-    sdw_linear_forward(&l->q, s->h, M, s->q);
-    sdw_linear_forward(&l->k, s->h, M, s->k);
-    sdw_linear_forward(&l->v, s->h, M, s->v);
+    sdw_linear_forward(&l->qkv, s->h, M, s->qkv); /* [BL, q|k|v] */
     /* CLIPAttention scales q by head_dim^-0.5 before q·kᵀ; the causal mask hides later tokens. */
-    sdw_attention(s->q, c->hidden, s->k, c->hidden, s->v, c->hidden, B, L, L, c->n_heads, D,
+    sdw_attention(s->qkv, 3 * C, s->qkv + C, 3 * C, s->qkv + 2 * C, 3 * C, B, L, L, c->n_heads, D,
                   1.0f / sqrtf((float)D), true, s->attn);
-    sdw_linear_forward(&l->out, s->attn, M, s->h);
-    sdw_add(x, s->h, (size_t)M * c->hidden);
+    sdw_linear_forward_add(&l->out, s->attn, M, x); /* x += out_proj(attn) */
 
     sdw_layer_norm_forward(&l->ln2, x, M, s->h);
     sdw_linear_forward(&l->fc1, s->h, M, s->mlp);
     activation(c->act, s->mlp, (size_t)M * c->intermediate);
-    sdw_linear_forward(&l->fc2, s->mlp, M, s->h);
-    sdw_add(x, s->h, (size_t)M * c->hidden);
+    sdw_linear_forward_add(&l->fc2, s->mlp, M, x); /* x += fc2(act(fc1)) */
 }
 
 sdw_status sdw_clip_text_forward(const sdw_clip_text *enc, const int32_t *ids, int B, int L,
@@ -296,12 +298,8 @@ sdw_status sdw_clip_text_forward(const sdw_clip_text *enc, const int32_t *ids, i
     const int64_t M = (int64_t)B * L;
     const size_t act_n = (size_t)M * C;
     float *x = sdw_xmalloc(sizeof(float) * (6 * act_n + (size_t)M * c->intermediate));
-    clip_scratch s = {.h = x + act_n,
-                      .q = x + 2 * act_n,
-                      .k = x + 3 * act_n,
-                      .v = x + 4 * act_n,
-                      .attn = x + 5 * act_n,
-                      .mlp = x + 6 * act_n};
+    clip_scratch s = {
+        .h = x + act_n, .attn = x + 2 * act_n, .qkv = x + 3 * act_n, .mlp = x + 6 * act_n};
 
     const sdw_prof_stage prev_stage = sdw__prof_stage(SDW_PROF_TEXT);
     /* CLIPTextEmbeddings: token embedding + position embedding (positions 0..L-1). */
