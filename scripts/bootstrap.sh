@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS="build-essential cmake pkg-config libdnnl-dev libpng-dev libjpeg62-turbo-dev libwebp-dev libjansson-dev libutf8proc-dev"
+PKGS="build-essential cmake pkg-config libdnnl-dev libpng-dev libjpeg62-turbo-dev libwebp-dev libjansson-dev clang libclang-rt-dev libomp-dev libutf8proc-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -9,3 +9,8 @@ ctest --test-dir build --output-on-failure -j2
 cmake -S . -B build-asan -DSDW_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-asan -j"$(nproc)"
 ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j2
+
+# The decoders' fuzz target (clang + libFuzzer): a short pass over the generated seed corpus.
+cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DSDW_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build-fuzz -j"$(nproc)"
+ctest --test-dir build-fuzz --output-on-failure

@@ -203,7 +203,7 @@ static void test_bad_images_and_settings(void) {
     BAD("empty.jpg: empty image data", "generate -m '%s' -p cat --init-image '%s'", model,
         tmp("empty.jpg"));
     /* mask of another size */
-    uint8_t px[32 * 48 * 3] = {0};
+    uint8_t px[48 * 48 * 3] = {0}; /* big enough for both images below */
     sdw_png_write(tmp("small_mask.png"), px, 32, 48, 3, NULL, &err);
     BAD("mask size 32x48 does not match the init image size 64x64",
         "generate -m '%s' -p cat --init-image '%s' --mask '%s'", model, init,
