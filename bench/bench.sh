@@ -1,26 +1,35 @@
 #!/usr/bin/env bash
-# Benchmark: full-size SD 1.5 (random weights at the real shapes, diffusers layout, f16 file),
-# txt2img with classifier-free guidance (UNet batch 2). Prints medians over RUNS runs of
-# s/step at 512x512 and 256x256, VAE decode, text encode, total and peak RSS.
+# Benchmark: full-size Stable Diffusion with random weights at the real shapes (diffusers layout,
+# f16 files), txt2img with classifier-free guidance (UNet batch 2). Prints medians over RUNS runs
+# of s/step, VAE decode, text encode, total and peak RSS.
 #
-#   bench/bench.sh            # RUNS=3 STEPS=4 THREADS=all
+#   bench/bench.sh            # SD 1.5 at 512x512 and 256x256: RUNS=3 STEPS=4 THREADS=all
+#   bench/bench.sh sdxl       # SDXL base at 1024x1024 (two text encoders, text_time): RUNS=1 STEPS=2
 #   RUNS=5 STEPS=10 bench/bench.sh
 #
-# The weights are created once and cached in $SDW_BENCH_DIR (default ~/.cache/sdworker).
+# The weights are created once and cached in $SDW_BENCH_DIR (default ~/.cache/sdworker): SD 1.5
+# 2.1 GB, SDXL 6.9 GB on disk. SDXL runs in f32 on the CPU: ~14 GB of weights in memory.
 # Never run by ctest: timings are reported, not asserted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=${RUNS:-3}
-STEPS=${STEPS:-4}
+ARCH=${1:-sd15}
+case "$ARCH" in
+sd15) SIZES=${SIZES:-"512 256"}; DEF_RUNS=3; DEF_STEPS=4; NAME="SD 1.5" ;;
+sdxl) SIZES=${SIZES:-"1024"}; DEF_RUNS=1; DEF_STEPS=2; NAME="SDXL base" ;;
+*) echo "usage: bench/bench.sh [sd15|sdxl]" >&2; exit 2 ;;
+esac
+RUNS=${RUNS:-$DEF_RUNS}
+STEPS=${STEPS:-$DEF_STEPS}
 THREADS=${THREADS:-$(nproc)}
 FIXTURES=${SDW_FIXTURES:-../shared/fixtures}
 CACHE=${SDW_BENCH_DIR:-$HOME/.cache/sdworker}
-MODEL=$CACHE/sd15-random-f16
+MODEL=$CACHE/$ARCH-random-f16
 
-[ -x build/sdw ] || ./scripts/bootstrap.sh
+[ -x build/sdw ] && [ -x build/sdw_make_weights ] || ./scripts/bootstrap.sh
 if [ ! -f "$MODEL/unet/diffusion_pytorch_model.safetensors" ]; then
     mkdir -p "$CACHE"
-    build/sdw_make_weights --out "$MODEL" --tokenizer "$FIXTURES/clip-tokenizer" --dtype f16
+    build/sdw_make_weights --arch "$ARCH" --out "$MODEL" --tokenizer "$FIXTURES/clip-tokenizer" \
+        --dtype f16
 fi
 
 median() { sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f", m}'; }
@@ -48,8 +57,7 @@ run_size() {
     rm -f "$f_step" "$f_vae" "$f_text" "$f_total" "$f_rss"
 }
 
-echo "sdworker bench: SD 1.5 random f16 weights, CFG (UNet batch 2), $STEPS steps, $THREADS threads, median of $RUNS"
+echo "sdworker bench: $NAME random f16 weights, CFG (UNet batch 2), $STEPS steps, $THREADS threads, median of $RUNS"
 grep -m1 'model name' /proc/cpuinfo || true
 printf "%-8s %10s %12s %12s %10s %10s\n" size "s/step" "vae decode s" "text enc s" "total s" "peak MB"
-run_size 512
-run_size 256
+for size in $SIZES; do run_size "$size"; done

@@ -74,6 +74,12 @@ typedef struct sdw_request {
                                   * init image it must be <= 0 (resolved to 0). double, because
                                   * the step count int(steps * strength) is computed in double
                                   * as the reference does. Only steps*strength steps run. */
+
+    /* SDXL micro-conditioning (the UNet's text_time ids; other models ignore them), in pixels.
+     * 0 = diffusers' default: original and target size = the image size, crop top-left 0. */
+    int original_width, original_height;
+    int crop_left, crop_top;
+    int target_width, target_height;
 } sdw_request;
 
 #define SDW_DEFAULT_STRENGTH 0.75
@@ -136,6 +142,14 @@ typedef struct sdw_load_options {
     int n_threads;             /* 0 = all usable cores */
     const char *prediction;    /* NULL = detect; "eps" | "v" to override */
     sdw_precision precision;   /* AUTO (0) = bf16 where the CPU has AMX, else f32 */
+    /* Single-file checkpoints do not record the UNet's attention heads. 0 = the released models'
+     * rule (SD 1.x: 8 heads per block; SD 2.x/XL: head size 64); set one of these for a model
+     * trained otherwise (same head count everywhere, or same head size everywhere). */
+    int unet_heads, unet_head_dim;
+    /* Single files carry no scheduler: NULL = the family's released one (as diffusers'
+     * from_single_file), or a diffusers scheduler_config.json to use instead (e.g. an
+     * SDXL-Turbo file with sdxl-turbo's trailing-spacing config). */
+    const char *scheduler_config;
 } sdw_load_options;
 sdw_load_options sdw_load_options_default(void);
 

@@ -32,6 +32,7 @@ struct sdw_st_file {
     sdw_st_tensor *tensors; /* sorted by name */
     int n;
     char *names; /* one block holding every tensor name */
+    json_t *metadata; /* the header's "__metadata__" object (string values), or NULL */
 };
 
 static const struct {
@@ -265,6 +266,7 @@ static sdw_status parse_header(sdw_st_file *f, sdw_error *err) {
     json_object_foreach(root, key, val) {
         if (strcmp(key, "__metadata__") == 0) {
             if ((st = parse_metadata(val, path, err)) != SDW_OK) goto done;
+            f->metadata = json_incref(val);
             continue;
         }
         sdw_st_tensor *t = &f->tensors[f->n];
@@ -361,7 +363,12 @@ void sdw_st_close(sdw_st_file *f) {
     free(f->tensors);
     free(f->names);
     free(f->path);
+    json_decref(f->metadata);
     free(f);
+}
+
+const char *sdw_st_metadata(const sdw_st_file *f, const char *key) {
+    return f->metadata ? json_string_value(json_object_get(f->metadata, key)) : NULL;
 }
 
 const char *sdw_st_path(const sdw_st_file *f) { return f->path; }

@@ -59,6 +59,9 @@ int sdw_st_count(const sdw_st_file *f);
 const sdw_st_tensor *sdw_st_at(const sdw_st_file *f, int i);
 /* NULL when absent. O(log n). */
 const sdw_st_tensor *sdw_st_find(const sdw_st_file *f, const char *name);
+/* The string stored under key in the header's "__metadata__" map (e.g. "modelspec.architecture"),
+ * or NULL when there is no such entry. Borrowed: valid until sdw_st_close. */
+const char *sdw_st_metadata(const sdw_st_file *f, const char *key);
 
 /* Tells the kernel that t's bytes will not be read again soon: for a mapped file their pages stop
  * counting in the process's resident memory (they are read back from the file if touched

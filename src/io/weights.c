@@ -16,12 +16,15 @@ typedef struct w_entry {
     size_t n;
     float *data;             /* f32 copy; NULL for a file tensor only viewed so far */
     const sdw_st_tensor *t;  /* the file tensor, NULL for the random source */
+    size_t first;            /* layout view: first element of t's data that is this tensor */
+    bool transpose;          /* layout view: t holds this tensor's transpose (data always set) */
 } w_entry;
 
 struct sdw_weights {
     const sdw_st_file *file; /* NULL for the random source */
     char *prefix;
     sdw_name_map_fn map;
+    sdw_name_view_fn view_map; /* instead of map, for layouts with fused/transposed tensors */
     void *map_user;
     uint64_t seed;
     uint8_t *used; /* per file tensor (sorted index) */
@@ -63,6 +66,14 @@ sdw_weights *sdw_weights_create(const sdw_st_file *file, const char *prefix, sdw
     ws->map = map;
     ws->map_user = map_user;
     ws->used = sdw_xcalloc((size_t)sdw_st_count(file) + 1, 1);
+    return ws;
+}
+
+sdw_weights *sdw_weights_create_viewed(const sdw_st_file *file, const char *prefix,
+                                       sdw_name_view_fn map, void *map_user) {
+    SDW_ASSERT(map);
+    sdw_weights *ws = sdw_weights_create(file, prefix, NULL, map_user);
+    ws->view_map = map;
     return ws;
 }
 
@@ -186,11 +197,17 @@ static bool shape_compatible(int nw, const int64_t *want, int nh, const int64_t 
 
 /* ---- name resolution ---- */
 
-/* Writes prefix + mapped name into buf; NULL when the layout has no such tensor. */
-static const char *file_name(const sdw_weights *ws, const char *name, char *buf, size_t cap) {
+/* Writes prefix + mapped name into buf and the view into *view; NULL when the layout has no
+ * such tensor. */
+static const char *file_name(const sdw_weights *ws, const char *name, char *buf, size_t cap,
+                             sdw_weight_view *view) {
     char mapped[512];
     const char *m = name;
-    if (ws->map) {
+    memset(view, 0, sizeof *view);
+    if (ws->view_map) {
+        m = ws->view_map(name, mapped, sizeof mapped, view, ws->map_user);
+        if (!m) return NULL;
+    } else if (ws->map) {
         m = ws->map(name, mapped, sizeof mapped, ws->map_user);
         if (!m) return NULL;
     }
@@ -198,11 +215,70 @@ static const char *file_name(const sdw_weights *ws, const char *name, char *buf,
     return k >= 0 && (size_t)k < cap ? buf : NULL;
 }
 
+/* A canonical tensor as a part of a stored one: the stored tensor, the element range of its
+ * data (contiguous: whole rows), the canonical shape, and whether it is stored transposed. */
+typedef struct viewed {
+    const sdw_st_tensor *t;
+    size_t first, n;
+    int n_dims;
+    int64_t shape[SDW_ST_MAX_DIMS];
+    bool transpose;
+} viewed;
+
+/* Applies view v to stored tensor t; false if it does not fit. */
+static bool apply_view(const sdw_st_tensor *t, const sdw_weight_view *v, viewed *out) {
+    viewed r = {.t = t, .first = 0, .n = t->n_elems, .n_dims = t->n_dims, .transpose = v->transpose};
+    if (t->n_dims) memcpy(r.shape, t->shape, sizeof *r.shape * (size_t)t->n_dims);
+    if (v->split > 1) {
+        int count = v->count > 0 ? v->count : 1;
+        if (r.n_dims < 1 || r.shape[0] % v->split || v->first < 0 || v->first + count > v->split)
+            return false;
+        int64_t part = r.shape[0] / v->split;
+        size_t row = r.shape[0] ? t->n_elems / (size_t)r.shape[0] : 0;
+        r.first = (size_t)(v->first * part) * row;
+        r.shape[0] = part * count;
+        r.n = (size_t)r.shape[0] * row;
+    }
+    if (v->transpose) {
+        if (r.n_dims != 2) return false;
+        int64_t x = r.shape[0];
+        r.shape[0] = r.shape[1];
+        r.shape[1] = x;
+    }
+    *out = r;
+    return true;
+}
+
 const sdw_st_tensor *sdw_weights_find(const sdw_weights *ws, const char *name) {
     if (!ws->file) return NULL;
     char buf[640];
-    const char *fn = file_name(ws, name, buf, sizeof buf);
+    sdw_weight_view view;
+    const char *fn = file_name(ws, name, buf, sizeof buf, &view);
     return fn ? sdw_st_find(ws->file, fn) : NULL;
+}
+
+bool sdw_weights_shape(const sdw_weights *ws, const char *name, int *n_dims,
+                       int64_t shape[SDW_ST_MAX_DIMS]) {
+    if (!ws->file) return false;
+    char buf[640];
+    sdw_weight_view view;
+    const char *fn = file_name(ws, name, buf, sizeof buf, &view);
+    const sdw_st_tensor *t = fn ? sdw_st_find(ws->file, fn) : NULL;
+    viewed r;
+    if (!t || !apply_view(t, &view, &r)) return false;
+    *n_dims = r.n_dims;
+    if (r.n_dims) memcpy(shape, r.shape, sizeof *shape * (size_t)r.n_dims);
+    return true;
+}
+
+void sdw_weights_ignore(sdw_weights *ws, const char *file_prefix) {
+    if (!ws->file) return;
+    size_t plen = strlen(ws->prefix), flen = strlen(file_prefix);
+    for (int i = 0; i < sdw_st_count(ws->file); i++) {
+        const char *n = sdw_st_at(ws->file, i)->name;
+        if (!strncmp(n, ws->prefix, plen) && !strncmp(n + plen, file_prefix, flen) && !ws->used[i])
+            ws->used[i] = 2; /* accounted for, not loaded */
+    }
 }
 
 bool sdw_weights_has(const sdw_weights *ws, const char *name) {
@@ -314,18 +390,19 @@ static const float *random_f32(sdw_weights *ws, const char *name, int n_dims,
 
 /* ---- loading ---- */
 
-/* The file tensor for canonical `name`, checked to be a float type of a compatible shape;
- * NULL with err set. */
-static const sdw_st_tensor *file_tensor(const sdw_weights *ws, const char *name, int n_dims,
-                                        const int64_t *shape, sdw_error *err) {
+/* The file tensor for canonical `name` (its layout view applied), checked to be a float type of
+ * a compatible shape; false with err set. */
+static bool file_tensor(const sdw_weights *ws, const char *name, int n_dims, const int64_t *shape,
+                        viewed *out, sdw_error *err) {
     char want[160], have[160];
     const char *path = sdw_st_path(ws->file);
     char buf[640];
-    const char *fname = file_name(ws, name, buf, sizeof buf);
+    sdw_weight_view view;
+    const char *fname = file_name(ws, name, buf, sizeof buf, &view);
     if (!fname) {
         sdw_error_set(err, SDW_E_NOT_FOUND, "%s: tensor %s has no counterpart in this layout",
                       path, name);
-        return NULL;
+        return false;
     }
     const sdw_st_tensor *t = sdw_st_find(ws->file, fname);
     if (!t) {
@@ -334,35 +411,45 @@ static const sdw_st_tensor *file_tensor(const sdw_weights *ws, const char *name,
         else
             sdw_error_set(err, SDW_E_NOT_FOUND, "%s: tensor %s not found (looked for %s)", path,
                           name, fname);
-        return NULL;
+        return false;
     }
     if (t->dtype != SDW_DTYPE_F32 && t->dtype != SDW_DTYPE_F16 && t->dtype != SDW_DTYPE_BF16 &&
         t->dtype != SDW_DTYPE_F64) {
         sdw_error_set(err, SDW_E_FORMAT,
                       "%s: tensor %s (%s) has dtype %s; expected a float type (F32, F16, BF16)",
                       path, name, fname, sdw_dtype_str(t->dtype));
-        return NULL;
+        return false;
     }
-    if (!shape_compatible(n_dims, shape, t->n_dims, t->shape)) {
-        shape_str(want, sizeof want, n_dims, shape);
+    if (!apply_view(t, &view, out)) {
         shape_str(have, sizeof have, t->n_dims, t->shape);
-        sdw_error_set(err, SDW_E_SHAPE, "%s: tensor %s (%s): expected shape %s, file has %s",
-                      path, name, fname, want, have);
-        return NULL;
+        sdw_error_set(err, SDW_E_SHAPE,
+                      "%s: tensor %s (%s, shape %s) cannot be cut into %d parts%s", path, name,
+                      fname, have, view.split, view.transpose ? " and transposed" : "");
+        return false;
     }
-    return t;
+    if (!shape_compatible(n_dims, shape, out->n_dims, out->shape)) {
+        shape_str(want, sizeof want, n_dims, shape);
+        shape_str(have, sizeof have, out->n_dims, out->shape);
+        sdw_error_set(err, SDW_E_SHAPE, "%s: tensor %s (%s%s): expected shape %s, file has %s",
+                      path, name, fname,
+                      view.split > 1 || view.transpose ? ", as viewed" : "", want, have);
+        return false;
+    }
+    return true;
 }
 
-/* Records file tensor t under `name` (data: its f32 copy, or NULL for a view) and marks it used. */
+/* Records file tensor r under `name` (data: its f32 copy, or NULL for a view) and marks it used. */
 static w_entry *record_file(sdw_weights *ws, const char *name, int n_dims, const int64_t *shape,
-                            const sdw_st_tensor *t, float *data) {
-    ws->used[t - sdw_st_at(ws->file, 0)] = 1;
+                            const viewed *r, float *data) {
+    ws->used[r->t - sdw_st_at(ws->file, 0)] = 1;
     bool wild = false;
     for (int i = 0; i < n_dims; i++) wild |= shape[i] < 0;
     /* the record keeps the requested layout; a wildcard can only be resolved by the file's */
-    w_entry *e = wild ? record(ws, name, t->n_dims, t->shape, data, t->n_elems)
-                      : record(ws, name, n_dims, shape, data, t->n_elems);
-    e->t = t;
+    w_entry *e = wild ? record(ws, name, r->n_dims, r->shape, data, r->n)
+                      : record(ws, name, n_dims, shape, data, r->n);
+    e->t = r->t;
+    e->first = r->first;
+    e->transpose = r->transpose;
     return e;
 }
 
@@ -382,19 +469,37 @@ static w_entry *previous(sdw_weights *ws, const char *name, int n_dims, const in
     return NULL;
 }
 
-/* f32 copy of file tensor t (NULL with err set when out of memory). */
-static float *convert_copy(const sdw_weights *ws, const char *name, const sdw_st_tensor *t,
+/* f32 copy of the canonical tensor r (NULL with err set when out of memory). */
+static float *convert_copy(const sdw_weights *ws, const char *name, const viewed *r,
                            sdw_error *err) {
-    float *data = alloc_floats(t->n_elems);
-    if (!data) {
+    float *data = alloc_floats(r->n);
+    float *tmp = r->transpose ? alloc_floats(r->n) : data;
+    if (!data || !tmp) {
+        free(data);
         sdw_error_set(err, SDW_E_NOMEM, "%s: tensor %s: out of memory (%zu floats)",
-                      sdw_st_path(ws->file), name, t->n_elems);
+                      sdw_st_path(ws->file), name, r->n);
         return NULL;
     }
-    sdw_convert_to_f32(t->dtype, t->data, data, t->n_elems);
-    /* The copy is what gets read from now on: the mapped pages need not stay resident. */
-    sdw_st_drop_pages(ws->file, t);
+    const uint8_t *src = (const uint8_t *)r->t->data + r->first * sdw_dtype_size(r->t->dtype);
+    sdw_convert_to_f32(r->t->dtype, src, tmp, r->n);
+    if (r->transpose) { /* stored [a, b] -> canonical [b, a] = r->shape */
+        const size_t a = (size_t)r->shape[1], b = (size_t)r->shape[0];
+        for (size_t i = 0; i < a; i++)
+            for (size_t j = 0; j < b; j++) data[j * a + i] = tmp[i * b + j];
+        free(tmp);
+    }
+    /* The copy is what gets read from now on: the mapped pages need not stay resident. (With a
+     * view this drops the whole stored tensor; its other parts are read back when asked for.) */
+    sdw_st_drop_pages(ws->file, r->t);
     return data;
+}
+
+/* The view a recorded entry was made from. */
+static viewed entry_view(const w_entry *e) {
+    viewed r = {.t = e->t, .first = e->first, .n = e->n, .n_dims = e->n_dims,
+                .transpose = e->transpose};
+    if (e->n_dims) memcpy(r.shape, e->shape, sizeof *r.shape * (size_t)e->n_dims);
+    return r;
 }
 
 const float *sdw_weights_f32(sdw_weights *ws, const char *name, int n_dims, const int64_t *shape,
@@ -405,14 +510,18 @@ const float *sdw_weights_f32(sdw_weights *ws, const char *name, int n_dims, cons
     w_entry *prev = previous(ws, name, n_dims, shape, &ok, err);
     if (!ok) return NULL;
     if (prev) {
-        if (!prev->data) prev->data = convert_copy(ws, name, prev->t, err); /* viewed before */
+        if (!prev->data) { /* viewed raw before */
+            viewed r = entry_view(prev);
+            prev->data = convert_copy(ws, name, &r, err);
+        }
         return prev->data;
     }
     if (!ws->file) return random_f32(ws, name, n_dims, shape, err);
-    const sdw_st_tensor *t = file_tensor(ws, name, n_dims, shape, err);
-    float *data = t ? convert_copy(ws, name, t, err) : NULL;
+    viewed r;
+    float *data = file_tensor(ws, name, n_dims, shape, &r, err) ? convert_copy(ws, name, &r, err)
+                                                                 : NULL;
     if (!data) return NULL;
-    record_file(ws, name, n_dims, shape, t, data);
+    record_file(ws, name, n_dims, shape, &r, data);
     return data;
 }
 
@@ -424,14 +533,14 @@ const void *sdw_weights_raw(sdw_weights *ws, const char *name, int n_dims, const
     bool ok;
     w_entry *prev = previous(ws, name, n_dims, shape, &ok, err);
     if (!ok) return NULL;
-    const sdw_st_tensor *t = NULL;
     if (prev && prev->data) {
         *dtype = SDW_DTYPE_F32;
         *n = prev->n;
         return prev->data;
     }
+    viewed r;
     if (prev) {
-        t = prev->t;
+        r = entry_view(prev);
     } else if (!ws->file) {
         const float *d = random_f32(ws, name, n_dims, shape, err);
         if (!d) return NULL;
@@ -439,12 +548,20 @@ const void *sdw_weights_raw(sdw_weights *ws, const char *name, int n_dims, const
         *n = lookup(ws, name)->n;
         return d;
     } else {
-        if (!(t = file_tensor(ws, name, n_dims, shape, err))) return NULL;
-        record_file(ws, name, n_dims, shape, t, NULL);
+        if (!file_tensor(ws, name, n_dims, shape, &r, err)) return NULL;
+        if (r.transpose) { /* no such layout in the file: hand out the f32 copy */
+            float *d = convert_copy(ws, name, &r, err);
+            if (!d) return NULL;
+            record_file(ws, name, n_dims, shape, &r, d);
+            *dtype = SDW_DTYPE_F32;
+            *n = r.n;
+            return d;
+        }
+        record_file(ws, name, n_dims, shape, &r, NULL);
     }
-    *dtype = t->dtype;
-    *n = t->n_elems;
-    return t->data;
+    *dtype = r.t->dtype;
+    *n = r.n;
+    return (const uint8_t *)r.t->data + r.first * sdw_dtype_size(r.t->dtype);
 }
 
 void sdw_weights_raw_done(sdw_weights *ws, const char *name) {
@@ -514,7 +631,9 @@ sdw_status sdw_weights_save(const sdw_weights *ws, const char *path, sdw_dtype d
             st = sdw_error_set(err, SDW_E_NOMEM, "tensor %s: out of memory", e->name);
             break;
         }
-        sdw_convert_to_f32(e->t->dtype, e->t->data, tmp, e->n);
+        sdw_convert_to_f32(e->t->dtype,
+                           (const uint8_t *)e->t->data + e->first * sdw_dtype_size(e->t->dtype),
+                           tmp, e->n);
         st = sdw_st_writer_write(w, tmp, err);
         free(tmp);
     }

@@ -27,6 +27,30 @@ typedef struct sdw_weights sdw_weights;
 /* file is borrowed (must outlive the weights); prefix may be "" ; map may be NULL (identity). */
 sdw_weights *sdw_weights_create(const sdw_st_file *file, const char *prefix, sdw_name_map_fn map,
                                 void *map_user);
+
+/* How a canonical tensor is cut out of a stored one, for layouts that fuse or transpose what the
+ * canonical layout keeps apart: OpenCLIP's attn.in_proj_weight is q, k and v stacked by rows
+ * ({.split = 3, .first = 1} is k); its text_projection is applied as x @ P, i.e. stored as the
+ * transpose of a Linear weight ({.transpose = true}). All zero = the stored tensor as it is. */
+typedef struct sdw_weight_view {
+    int split;      /* > 1: dim 0 of the stored tensor consists of `split` equal parts, */
+    int first;      /*   of which parts [first, first + count) form the canonical tensor */
+    int count;      /*   (0 means 1); dim 0 must be divisible by split */
+    bool transpose; /* the (split) stored tensor is 2-D and holds the canonical's transpose */
+} sdw_weight_view;
+
+/* A name map that may also describe a view: like sdw_name_map_fn; *view arrives zeroed (the
+ * whole tensor as stored) and is filled where the canonical tensor is only part of the stored
+ * one. */
+typedef const char *(*sdw_name_view_fn)(const char *name, char *buf, size_t cap,
+                                        sdw_weight_view *view, void *user);
+
+/* As sdw_weights_create with a view-aware map (must not be NULL). Views are applied at load:
+ * sdw_weights_f32 checks the requested shape against the view's shape, converts only the
+ * selected rows and transposes where asked; the buffer it returns is the canonical tensor. A
+ * stored tensor is "used" once any view of it was loaded. */
+sdw_weights *sdw_weights_create_viewed(const sdw_st_file *file, const char *prefix,
+                                       sdw_name_view_fn map, void *map_user);
 void sdw_weights_destroy(sdw_weights *ws); /* NULL ok */
 
 /* A source with no file (for speed work at real shapes and for writing full-size test
@@ -40,9 +64,22 @@ void sdw_weights_destroy(sdw_weights *ws); /* NULL ok */
  * optional tensors as absent; sdw_weights_unused is always 0. Free with sdw_weights_destroy. */
 sdw_weights *sdw_weights_create_random(uint64_t seed);
 
-/* The stored tensor for a canonical name, or NULL. Does not mark it used. */
+/* The stored tensor for a canonical name, or NULL. Does not mark it used. With a view map this
+ * is the whole stored tensor (e.g. the fused q|k|v): use sdw_weights_shape for the canonical
+ * shape. */
 const sdw_st_tensor *sdw_weights_find(const sdw_weights *ws, const char *name);
 bool sdw_weights_has(const sdw_weights *ws, const char *name);
+
+/* The shape sdw_weights_f32 would hand out for name (its view applied), without loading it.
+ * Returns false (outputs untouched) when the tensor is absent or the view does not fit the
+ * stored shape. */
+bool sdw_weights_shape(const sdw_weights *ws, const char *name, int *n_dims,
+                       int64_t shape[SDW_ST_MAX_DIMS]);
+
+/* Declares the stored tensors whose names start with prefix + file_prefix as knowingly unused
+ * (a layer the model drops, OpenCLIP's logit_scale): sdw_weights_unused no longer reports
+ * them. They are not loaded and not counted as parameters. */
+void sdw_weights_ignore(sdw_weights *ws, const char *file_prefix);
 
 /* Loads canonical tensor `name` as f32 with exactly this shape (n_dims dims). Returns a buffer
  * owned by ws, or NULL with err set (missing: SDW_E_NOT_FOUND; shape: SDW_E_SHAPE; dtype not a

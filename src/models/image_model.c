@@ -151,6 +151,21 @@ sdw_status sdw_request_resolve(const sdw_request *req, const sdw_capabilities *c
     if (r.preview_every < 0)
         return sdw_error_set(err, SDW_E_INVALID_ARG, "preview interval %d must not be negative",
                              r.preview_every);
+    /* SDXL micro-conditioning: sizes default to the image's; all within the size limit. */
+    if (r.original_width == 0) r.original_width = r.width;
+    if (r.original_height == 0) r.original_height = r.height;
+    if (r.target_width == 0) r.target_width = r.width;
+    if (r.target_height == 0) r.target_height = r.height;
+    const struct {
+        const char *what;
+        int v, lo;
+    } cond[] = {{"original width", r.original_width, 1}, {"original height", r.original_height, 1},
+                {"target width", r.target_width, 1},     {"target height", r.target_height, 1},
+                {"crop left", r.crop_left, 0},           {"crop top", r.crop_top, 0}};
+    for (size_t i = 0; i < sizeof cond / sizeof cond[0]; i++)
+        if (cond[i].v < cond[i].lo || cond[i].v > 65536)
+            return sdw_error_set(err, SDW_E_INVALID_ARG, "%s %d is out of range [%d, 65536]",
+                                 cond[i].what, cond[i].v, cond[i].lo);
     if (r.rng != SDW_RNG_SOURCE_TORCH && r.rng != SDW_RNG_SOURCE_PHILOX)
         return sdw_error_set(err, SDW_E_INVALID_ARG, "unknown rng source %d", (int)r.rng);
     /* diffusers' get_timesteps runs int(steps * strength) steps; none at all is an error there

@@ -121,10 +121,11 @@ fail:
     return st;
 }
 
-/* Dimension d of a stored tensor of rank 2, or -1. */
+/* Dimension d of a rank-2 tensor as it would be loaded (a layout's view applied), or -1. */
 static int64_t dim_of(const sdw_weights *ws, const char *name, int d) {
-    const sdw_st_tensor *t = sdw_weights_find(ws, name);
-    return t && t->n_dims == 2 ? t->shape[d] : -1;
+    int nd;
+    int64_t shape[SDW_ST_MAX_DIMS];
+    return sdw_weights_shape(ws, name, &nd, shape) && nd == 2 ? shape[d] : -1;
 }
 
 sdw_status sdw_clip_text_config_infer(const sdw_weights *ws, int n_heads, sdw_clip_act act,

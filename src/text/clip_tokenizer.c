@@ -475,6 +475,11 @@ static sdw_status load_special_map(const char *path, char *texts[N_SPECIAL_ROLES
 }
 
 sdw_status sdw_clip_tokenizer_load(const char *dir, sdw_clip_tokenizer **out, sdw_error *err) {
+    return sdw_clip_tokenizer_load_ex(dir, NULL, out, err);
+}
+
+sdw_status sdw_clip_tokenizer_load_ex(const char *dir, const char *pad_token,
+                                      sdw_clip_tokenizer **out, sdw_error *err) {
     SDW_ASSERT(dir && out);
     size_t n = strlen(dir) + 32;
     char *vocab_path = sdw_xmalloc(n), *merges_path = sdw_xmalloc(n), *map_path = sdw_xmalloc(n);
@@ -486,6 +491,10 @@ sdw_status sdw_clip_tokenizer_load(const char *dir, sdw_clip_tokenizer **out, sd
     sdw_status st = load_vocab(t, vocab_path, err);
     if (st == SDW_OK) st = load_merges(t, merges_path, err);
     if (st == SDW_OK) st = load_special_map(map_path, texts, err);
+    if (st == SDW_OK && pad_token) {
+        free(texts[SPECIAL_PAD]);
+        texts[SPECIAL_PAD] = sdw_xstrdup(pad_token);
+    }
     if (st == SDW_OK) {
         intern_byte_symbols(t);
         st = finish(t, (const char *const *)texts, vocab_path, err);

@@ -52,6 +52,13 @@ typedef struct sdw_clip_tokenizer sdw_clip_tokenizer;
  * SDW_E_IO (missing/unreadable file) or SDW_E_FORMAT (bad content), with a message naming the
  * file (and line for merges.txt); *out is untouched. */
 sdw_status sdw_clip_tokenizer_load(const char *dir, sdw_clip_tokenizer **out, sdw_error *err);
+/* As sdw_clip_tokenizer_load, with the pad token given instead of read from the folder
+ * (pad_token NULL = the folder's). For single-file checkpoints, whose text encoders' tokenizers
+ * are known facts while the folder supplied only has the shared vocabulary: the OpenCLIP
+ * encoders of SD 2.x and SDXL use "!" (id 0; like any special token it is then also matched in
+ * prompts, as diffusers does), OpenAI's CLIP "<|endoftext|>". */
+sdw_status sdw_clip_tokenizer_load_ex(const char *dir, const char *pad_token,
+                                      sdw_clip_tokenizer **out, sdw_error *err);
 
 /* A byte-level demo tokenizer with no merges: every pre-token becomes its bytes. Ids follow
  * CLIP's own first 512 entries: 0..255 = the 256 byte symbols in bytes_to_unicode order (bytes

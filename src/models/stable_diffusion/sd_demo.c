@@ -30,11 +30,16 @@ sdw_status sdw__sd_load_demo(const sdw_load_options *opts, sdw_image_model **out
     m->n_threads = opts->n_threads;
     m->precision = sdw_nn_precision_resolve(opts->precision);
     sdw_status s;
-    m->tokenizer = sdw_clip_tokenizer_create_byte_level();
-    m->pad_id = sdw_clip_tokenizer_eos(m->tokenizer);
+    sd_text_encoder *te = &m->te[0];
+    m->n_te = 1;
+    m->pooled_te = -1;
+    te->tokenizer = sdw_clip_tokenizer_create_byte_level();
+    te->pad_id = sdw_clip_tokenizer_eos(te->tokenizer);
+    te->params = sdw_clip_text_params_default();
+    snprintf(te->tap, sizeof te->tap, "te");
 
     sdw_clip_text_config tcfg = {
-        .vocab = sdw_clip_tokenizer_vocab_size(m->tokenizer),
+        .vocab = sdw_clip_tokenizer_vocab_size(te->tokenizer),
         .hidden = 64,
         .n_layers = 2,
         .n_heads = 4,
@@ -43,13 +48,13 @@ sdw_status sdw__sd_load_demo(const sdw_load_options *opts, sdw_image_model **out
         .act = SDW_CLIP_ACT_QUICK_GELU,
         .eps = 1e-5f,
     };
-    m->w_text = sdw_weights_create_random(DEMO_SEED);
-    sdw_weights_set_precision(m->w_text, m->precision);
+    te->w = sdw_weights_create_random(DEMO_SEED);
+    sdw_weights_set_precision(te->w, m->precision);
     m->w_unet = sdw_weights_create_random(DEMO_SEED + 1);
     sdw_weights_set_precision(m->w_unet, m->precision);
     m->w_vae = sdw_weights_create_random(DEMO_SEED + 2);
     sdw_weights_set_precision(m->w_vae, m->precision);
-    if ((s = sdw_clip_text_create(m->w_text, &tcfg, &m->text, err))) goto fail;
+    if ((s = sdw_clip_text_create(te->w, &tcfg, &te->enc, err))) goto fail;
     if ((s = sdw_unet_config_parse(g_demo_unet, &m->unet_cfg, err))) goto fail;
     if ((s = sdw_unet_create(m->w_unet, &m->unet_cfg, &m->unet, err))) goto fail;
     if ((s = sdw_vae_config_parse(g_demo_vae, strlen(g_demo_vae), &m->vae_cfg, err))) goto fail;

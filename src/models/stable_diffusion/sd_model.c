@@ -1,5 +1,6 @@
-/* Loading the Stable Diffusion family from a diffusers folder or a single-file checkpoint, and
- * the model's identity (variant, capabilities, description). Generation is in sd_pipeline.c. */
+/* Loading the Stable Diffusion family (SD 1.x, 2.x, XL, XL-Turbo, inpainting) from a diffusers
+ * folder, dispatch to the single-file loader (sd_single_file.c), and the model's identity
+ * (variant, capabilities, description). Generation is in sd_pipeline.c. */
 #include "models/stable_diffusion/sd_impl.h"
 
 #include "models/stable_diffusion/ldm_unet_names.h"
@@ -11,7 +12,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static const char *const g_schedulers[] = {"default", "karras", NULL};
+/* "trailing" runs the model's schedule with trailing timestep spacing (sd_pipeline.c). */
+static const char *const g_schedulers[] = {"default", "karras", "trailing", NULL};
 
 /* ---- small path helpers ---- */
 
@@ -52,7 +54,7 @@ static bool sd_detect(const char *path) {
 
 /* ---- component loading ---- */
 
-static sdw_status open_file(sd_model *m, const char *path, sdw_st_file **out, sdw_error *err) {
+sdw_status sdw__sd_open_file(sd_model *m, const char *path, sdw_st_file **out, sdw_error *err) {
     SDW_ASSERT(m->n_files < SD_MAX_FILES);
     sdw_status s = sdw_st_open(path, out, err);
     if (s == SDW_OK) m->files[m->n_files++] = *out;
@@ -67,11 +69,52 @@ static sdw_status open_component(sd_model *m, const char *root, const char *sub,
     char p[4096];
     for (size_t i = 0; i < SDW_ARRAY_LEN(exts); i++) {
         snprintf(p, sizeof p, "%s/%s/%s%s", root, sub, stem, exts[i]);
-        if (is_file(p)) return open_file(m, p, out, err);
+        if (is_file(p)) return sdw__sd_open_file(m, p, out, err);
     }
     return sdw_error_set(err, SDW_E_NOT_FOUND, "%s/%s/%s.safetensors is missing", root, sub, stem);
 }
 
+/* True when model_index.json lists component `name` (a [library, class] pair, not [null, null]). */
+static bool has_component(json_t *idx, const char *name) {
+    json_t *v = json_object_get(idx, name);
+    return json_is_array(v) && json_is_string(json_array_get(v, 1));
+}
+
+/* One text encoder of a folder: <dir>/<tok_sub> (its own pad token), <dir>/<te_sub>. A folder
+ * without the tokenizer falls back to opts->tokenizer_dir. */
+static sdw_status load_folder_text(sd_model *m, const char *dir, const char *tok_sub,
+                                   const char *te_sub, const sdw_load_options *opts,
+                                   sd_text_encoder *te, sdw_error *err) {
+    char p[4096];
+    sdw_status s;
+    snprintf(p, sizeof p, "%s/%s", dir, tok_sub);
+    const char *tok_dir = is_dir(p) || !opts->tokenizer_dir ? p : opts->tokenizer_dir;
+    if ((s = sdw_clip_tokenizer_load(tok_dir, &te->tokenizer, err))) return s;
+    te->pad_id = sdw_clip_tokenizer_pad(te->tokenizer);
+    sdw_clip_text_config tcfg;
+    snprintf(p, sizeof p, "%s/%s/config.json", dir, te_sub);
+    if ((s = sdw_clip_text_config_from_json(p, &tcfg, err))) return s;
+    sdw_st_file *f;
+    if ((s = open_component(m, dir, te_sub, "model", &f, err))) return s;
+    te->w = sdw_weights_create(f, "", NULL, NULL);
+    sdw_weights_set_precision(te->w, m->precision);
+    return sdw_clip_text_create(te->w, &tcfg, &te->enc, err);
+}
+
+/* The UNet's sample_size (diffusers' default image size in latents), or 0. */
+static int unet_sample_size(const char *config_path) {
+    json_t *root = json_load_file(config_path, 0, NULL);
+    json_t *v = json_object_get(root, "sample_size");
+    int n = json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= 4096
+                ? (int)json_integer_value(v)
+                : 0;
+    json_decref(root);
+    return n;
+}
+
+/* A diffusers pipeline folder: StableDiffusion[Inpaint]Pipeline (SD 1.x/2.x: one encoder, its
+ * last hidden state) or StableDiffusionXL[Inpaint]Pipeline (two encoders, penultimate states,
+ * pooled projection of the second, text_time UNet conditioning). */
 static sdw_status load_folder(sd_model *m, const char *dir, const sdw_load_options *opts,
                               sdw_error *err) {
     char p[4096], q[4096];
@@ -84,39 +127,53 @@ static sdw_status load_folder(sd_model *m, const char *dir, const sdw_load_optio
                              "%s is not a diffusers model folder (model_index.json: %s)", dir,
                              je.text);
     const char *cls = json_string_value(json_object_get(idx, "_class_name"));
-    bool is_xl = cls && strstr(cls, "XL") != NULL;
-    bool known = cls && strncmp(cls, "StableDiffusion", 15) == 0;
     char cls_copy[128];
     snprintf(cls_copy, sizeof cls_copy, "%s", cls ? cls : "(none)");
+    const bool known = cls && strncmp(cls, "StableDiffusion", 15) == 0;
+    const bool xl = cls && strncmp(cls, "StableDiffusionXL", 17) == 0;
+    const bool has_te1 = has_component(idx, "text_encoder");
+    const bool has_te2 = has_component(idx, "text_encoder_2");
+    /* StableDiffusionXLPipeline's constructor default is true. */
+    json_t *fz = json_object_get(idx, "force_zeros_for_empty_prompt");
+    m->zero_uncond = xl && (fz ? json_is_true(fz) : true);
     json_decref(idx);
     if (!known)
         return sdw_error_set(err, SDW_E_UNSUPPORTED, "%s: pipeline class %s is not Stable Diffusion",
                              p, cls_copy);
-    if (is_xl)
+    if (!has_te1)
         return sdw_error_set(err, SDW_E_UNSUPPORTED,
-                             "%s: %s (SDXL) is not supported by this version of sdworker yet", dir,
+                             "%s: %s without text_encoder (an SDXL refiner) is not supported", dir,
                              cls_copy);
+    if (has_te2 && !xl)
+        return sdw_error_set(err, SDW_E_UNSUPPORTED, "%s: %s with a text_encoder_2 is not "
+                             "supported", dir, cls_copy);
+    if (xl && !has_te2)
+        return sdw_error_set(err, SDW_E_FORMAT, "%s: %s needs text_encoder_2", dir, cls_copy);
 
-    /* tokenizer */
-    snprintf(p, sizeof p, "%s/tokenizer", dir);
-    if ((s = sdw_clip_tokenizer_load(opts->tokenizer_dir ? opts->tokenizer_dir : p, &m->tokenizer,
-                                     err)))
-        return s;
-    m->pad_id = sdw_clip_tokenizer_pad(m->tokenizer);
-
-    /* text encoder */
-    sdw_st_file *f;
-    sdw_clip_text_config tcfg;
-    snprintf(p, sizeof p, "%s/text_encoder/config.json", dir);
-    if ((s = sdw_clip_text_config_from_json(p, &tcfg, err))) return s;
-    if ((s = open_component(m, dir, "text_encoder", "model", &f, err))) return s;
-    m->w_text = sdw_weights_create(f, "", NULL, NULL);
-    sdw_weights_set_precision(m->w_text, m->precision);
-    if ((s = sdw_clip_text_create(m->w_text, &tcfg, &m->text, err))) return s;
+    /* text encoders: SDXL takes both encoders' penultimate states (hidden_states[-2], no final
+     * layer norm) and the second one's projected pooled output. */
+    m->n_te = xl ? 2 : 1;
+    m->pooled_te = xl ? 1 : -1;
+    for (int k = 0; k < m->n_te; k++) {
+        sd_text_encoder *te = &m->te[k];
+        te->params = sdw_clip_text_params_default();
+        if (xl) {
+            te->params.skip_layers = 1;
+            te->params.final_norm = false;
+            te->params.project_pooled = k == m->pooled_te;
+        }
+        if (k) snprintf(te->tap, sizeof te->tap, "te%d", k + 1); /* the reference's "te2" */
+        else snprintf(te->tap, sizeof te->tap, "te");
+        if ((s = load_folder_text(m, dir, k ? "tokenizer_2" : "tokenizer",
+                                  k ? "text_encoder_2" : "text_encoder", opts, te, err)))
+            return s;
+    }
 
     /* UNet */
+    sdw_st_file *f;
     snprintf(p, sizeof p, "%s/unet/config.json", dir);
     if ((s = sdw_unet_config_load(p, &m->unet_cfg, err))) return s;
+    m->native_latent = unet_sample_size(p);
     if ((s = open_component(m, dir, "unet", "diffusion_pytorch_model", &f, err))) return s;
     m->w_unet = sdw_weights_create(f, "", NULL, NULL);
     sdw_weights_set_precision(m->w_unet, m->precision);
@@ -140,75 +197,30 @@ static sdw_status load_folder(sd_model *m, const char *dir, const sdw_load_optio
     return SDW_OK;
 }
 
-/* Head count of a single file's CLIP text encoder, which the shapes do not record. Every
- * released CLIP text tower uses 64-wide heads (ViT-L 768 = 12 x 64); narrower encoders are
- * test-sized models, for which the Hugging Face tiny test pipelines' convention is 4 heads. */
-static int text_heads_for_width(int hidden) {
-    if (hidden >= 256 && hidden % 64 == 0) return hidden / 64;
-    return hidden % 4 == 0 ? 4 : 1;
-}
-
-/* Original (CompVis/LDM) single-file checkpoint: UNet under model.diffusion_model., VAE under
- * first_stage_model., CLIP ViT-L text model under cond_stage_model.transformer. (Hugging Face
- * names). Architecture comes from tensor shapes; the tokenizer must be supplied. */
-static sdw_status load_single_file(sd_model *m, const char *path, const sdw_load_options *opts,
-                                   sdw_error *err) {
-    sdw_st_file *f;
-    sdw_status s;
-    if ((s = open_file(m, path, &f, err))) return s;
-    if (!sdw_st_find(f, "model.diffusion_model.input_blocks.0.0.weight"))
-        return sdw_error_set(err, SDW_E_FORMAT,
-                             "%s: not a Stable Diffusion checkpoint (no "
-                             "model.diffusion_model.input_blocks.0.0.weight)",
-                             path);
-    if (sdw_st_find(f, "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding."
-                       "weight"))
+sdw_status sdw__sd_check_parts(const sd_model *m, sdw_error *err) {
+    const sdw_unet_config *u = sdw_unet_config_of(m->unet);
+    int width = 0;
+    for (int k = 0; k < m->n_te; k++) width += sdw_clip_text_get_config(m->te[k].enc)->hidden;
+    if (width != u->cross_attention_dim)
+        return sdw_error_set(err, SDW_E_SHAPE,
+                             "the text encoders give %d features per token, the UNet's "
+                             "cross-attention takes %d",
+                             width, u->cross_attention_dim);
+    if (u->add_text_time != (m->pooled_te >= 0))
         return sdw_error_set(err, SDW_E_UNSUPPORTED,
-                             "%s: SDXL single-file checkpoints are not supported by this version "
-                             "of sdworker yet",
-                             path);
-    if (sdw_st_find(f, "cond_stage_model.model.token_embedding.weight"))
-        return sdw_error_set(err, SDW_E_UNSUPPORTED,
-                             "%s: SD 2.x (OpenCLIP) single-file checkpoints are not supported by "
-                             "this version of sdworker yet",
-                             path);
-    const char *text_prefix = "cond_stage_model.transformer.";
-    if (!sdw_st_find(f, "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"))
-        return sdw_error_set(err, SDW_E_FORMAT,
-                             "%s: no text encoder found (expected "
-                             "cond_stage_model.transformer.text_model.*)",
-                             path);
-    if (!opts->tokenizer_dir)
-        return sdw_error_set(err, SDW_E_INVALID_ARG,
-                             "%s is a single-file checkpoint without a tokenizer: pass --tokenizer "
-                             "DIR (a folder with vocab.json and merges.txt, e.g. a diffusers "
-                             "model's tokenizer/ folder)",
-                             path);
-    if ((s = sdw_clip_tokenizer_load(opts->tokenizer_dir, &m->tokenizer, err))) return s;
-    m->pad_id = sdw_clip_tokenizer_pad(m->tokenizer);
-
-    sdw_clip_text_config tcfg;
-    m->w_text = sdw_weights_create(f, text_prefix, NULL, NULL);
-    sdw_weights_set_precision(m->w_text, m->precision);
-    if ((s = sdw_clip_text_config_infer(m->w_text, 0, SDW_CLIP_ACT_QUICK_GELU, &tcfg, err)))
-        return s;
-    if ((s = sdw_clip_text_config_infer(m->w_text, text_heads_for_width(tcfg.hidden),
-                                        SDW_CLIP_ACT_QUICK_GELU, &tcfg, err)))
-        return s;
-    if ((s = sdw_clip_text_create(m->w_text, &tcfg, &m->text, err))) return s;
-
-    /* The name maps read the configs, so these live in the model. */
-    if ((s = sdw_unet_config_infer(f, "model.diffusion_model.", &m->unet_cfg, err))) return s;
-    m->w_unet = sdw_weights_create(f, "model.diffusion_model.", sdw_ldm_unet_name, &m->unet_cfg);
-    sdw_weights_set_precision(m->w_unet, m->precision);
-    if ((s = sdw_unet_create(m->w_unet, &m->unet_cfg, &m->unet, err))) return s;
-
-    if ((s = sdw_vae_config_infer(f, "first_stage_model.", &m->vae_cfg, err))) return s;
-    m->w_vae = sdw_weights_create(f, "first_stage_model.", sdw_ldm_vae_name, &m->vae_cfg);
-    sdw_weights_set_precision(m->w_vae, m->precision);
-    if ((s = sdw_vae_create(m->w_vae, &m->vae_cfg, &m->vae, err))) return s;
-
-    m->sched = sdw_scheduler_config_sd15();
+                             "the UNet %s text_time conditioning but the text side %s a pooled "
+                             "embedding",
+                             u->add_text_time ? "takes" : "does not take",
+                             m->pooled_te >= 0 ? "gives" : "has no");
+    if (m->pooled_te >= 0) {
+        const sdw_clip_text_config *c = sdw_clip_text_get_config(m->te[m->pooled_te].enc);
+        int pooled = m->te[m->pooled_te].params.project_pooled ? c->projection_dim : c->hidden;
+        if (pooled != u->add_text_dim)
+            return sdw_error_set(err, SDW_E_SHAPE,
+                                 "the pooled text embedding has %d features, the UNet's text_time "
+                                 "conditioning takes %d",
+                                 pooled, u->add_text_dim);
+    }
     return SDW_OK;
 }
 
@@ -220,15 +232,33 @@ static const sdw_capabilities *sd_caps(const sdw_image_model *m) {
     return &((const sd_model *)m)->caps;
 }
 
+/* Variant names, from the loaded parts (never from a file name):
+ *   "xl"  the UNet takes text_time conditioning (SDXL); "xl-turbo" when its schedule uses
+ *         trailing timestep spacing — the few-step, guidance-distilled schedule SDXL-Turbo ships
+ *         (Turbo's weights cannot be told from base's; its scheduler config says it);
+ *   "v2"  the (first) text encoder is OpenCLIP (GELU; OpenAI's CLIP uses quick-GELU), with
+ *         "-v" for v-prediction (768-v) — SD 2.x;
+ *   "v1"  otherwise (OpenAI CLIP-L, SD 1.x);
+ * and "-inpaint" for a 9-channel UNet (latents + mask + masked-image latents). */
+static void name_variant(sd_model *m, bool inpaint, bool xl, bool turbo) {
+    const sdw_clip_text_config *t = sdw_clip_text_get_config(m->te[0].enc);
+    const char *base = xl ? (turbo ? "xl-turbo" : "xl")
+                     : t->act == SDW_CLIP_ACT_GELU
+                         ? (m->sched.prediction_type == SDW_PRED_V ? "v2-v" : "v2")
+                         : "v1";
+    snprintf(m->variant, sizeof m->variant, "%s%s", base, inpaint ? "-inpaint" : "");
+}
+
 void sdw__sd_finish_setup(sd_model *m) {
     const sdw_unet_config *u = sdw_unet_config_of(m->unet);
     const sdw_vae_config *v = sdw_vae_get_config(m->vae);
     m->vae_factor = sdw_vae_downscale(m->vae);
     m->vae_scaling = v->scaling_factor;
     m->latent_channels = v->latent_channels;
-    bool inpaint = u->in_channels == 9;
-    const char *base = u->cross_attention_dim >= 1024 ? "v2" : "v1";
-    snprintf(m->variant, sizeof m->variant, "%s%s", base, inpaint ? "-inpaint" : "");
+    const bool inpaint = u->in_channels == 9;
+    const bool xl = u->add_text_time;
+    const bool turbo = xl && m->sched.timestep_spacing == SDW_SPACING_TRAILING;
+    name_variant(m, inpaint, xl, turbo);
 
     int n = 0;
     for (const char *const *s = sdw_sampler_names(); *s && n < 15; s++) m->samplers[n++] = *s;
@@ -251,54 +281,75 @@ void sdw__sd_finish_setup(sd_model *m) {
     c->min_size = 64;
     c->max_size = 4096;
     c->max_steps = 1000;
-    /* SD 1.x/2.x-base are trained at 64x64 latents (512 px; the tiny fixtures' factor 2 gives
-     * 128). */
-    int native = 64 * m->vae_factor;
-    c->default_width = c->default_height = native;
+    /* diffusers' default size: unet sample_size latents (SD 1.x/2-base 64 = 512 px, 768-v 96,
+     * XL 128 = 1024 px; the tiny fixtures' 32 with factor 2 = 64 px). */
+    c->default_width = c->default_height = (m->native_latent > 0 ? m->native_latent : 64) *
+                                           m->vae_factor;
     c->default_steps = 20;
-    c->default_guidance = 7.5f;
+    c->default_guidance = xl ? 5.0f : 7.5f; /* the pipelines' defaults */
     c->samplers = m->samplers;
     /* diffusers runs the scheduler class the folder ships; unknown classes fall back to PNDM,
      * diffusers' SD 1.x default. */
     c->default_sampler = sdw_scheduler_config_sampler_name(&m->sched);
     if (!c->default_sampler) c->default_sampler = "pndm";
     c->schedulers = g_schedulers;
+    if (turbo) {
+        /* Guidance-distilled: one UNet call of batch 1 per step, no negative prompt; 1 step is
+         * its model card's setting (1-4 are what it was distilled for). */
+        c->supports_guidance = false;
+        c->supports_negative_prompt = false;
+        c->default_guidance = 0.0f;
+        c->default_steps = 1;
+    }
 }
 
+/* "2.57B [2567463684]": rounded for people, exact for comparing with other tools. */
 static void fmt_params(char *buf, size_t cap, size_t n) {
-    if (n >= 1000000000) snprintf(buf, cap, "%.2fB", n / 1e9);
-    else if (n >= 1000000) snprintf(buf, cap, "%.1fM", n / 1e6);
-    else snprintf(buf, cap, "%.1fK", n / 1e3);
+    if (n >= 1000000000) snprintf(buf, cap, "%.2fB [%zu]", n / 1e9, n);
+    else if (n >= 1000000) snprintf(buf, cap, "%.1fM [%zu]", n / 1e6, n);
+    else snprintf(buf, cap, "%.1fK [%zu]", n / 1e3, n);
 }
 
-static void sd_describe(const sdw_image_model *base, char *buf, size_t cap) {
-    const sd_model *m = (const sd_model *)base;
-    char a[32], b[32], c[32], d[32];
-    size_t nt = sdw_weights_n_params(m->w_text), nu = sdw_weights_n_params(m->w_unet),
-           nv = sdw_weights_n_params(m->w_vae);
-    fmt_params(a, sizeof a, nt);
-    fmt_params(b, sizeof b, nu);
-    fmt_params(c, sizeof c, nv);
-    fmt_params(d, sizeof d, nt + nu + nv);
-    snprintf(buf, cap,
-             "prediction:   %s\n"
-             "scheduler:    %s (%s spacing, steps offset %d)\n"
-             "text encoder: CLIP, %s parameters\n"
-             "unet:         %s parameters (%d input channels)\n"
-             "vae:          %s parameters (scale factor %d, scaling %g)\n"
-             "total:        %s parameters\n",
-             sdw_prediction_type_str(m->sched.prediction_type),
-             m->sched.class_name[0] ? m->sched.class_name : "SD 1.x default (PNDM)",
-             sdw_timestep_spacing_str(m->sched.timestep_spacing),
-             m->sched.steps_offset, a, b, sdw_unet_config_of(m->unet)->in_channels, c,
-             m->vae_factor, (double)m->vae_scaling, d);
+static void sd_describe(const sd_model *m, char *buf, size_t cap) {
+    char a[48];
+    size_t o = 0, total = 0;
+#define OUT(...) (o += (size_t)snprintf(buf + SDW_MIN(o, cap), o < cap ? cap - o : 0, __VA_ARGS__))
+    OUT("prediction:   %s\n", sdw_prediction_type_str(m->sched.prediction_type));
+    OUT("scheduler:    %s (%s spacing, steps offset %d)\n",
+        m->sched.class_name[0] ? m->sched.class_name : "SD 1.x default (PNDM)",
+        sdw_timestep_spacing_str(m->sched.timestep_spacing), m->sched.steps_offset);
+    for (int k = 0; k < m->n_te; k++) {
+        const sdw_clip_text_config *t = sdw_clip_text_get_config(m->te[k].enc);
+        size_t n = sdw_weights_n_params(m->te[k].w);
+        total += n;
+        fmt_params(a, sizeof a, n);
+        OUT("%s %s, %d layers x %d%s, %s parameters\n", k ? "text encoder 2:" : "text encoder:",
+            t->act == SDW_CLIP_ACT_GELU ? "OpenCLIP" : "CLIP", t->n_layers, t->hidden,
+            m->te[k].params.skip_layers ? " (penultimate state)" : "", a);
+    }
+    size_t nu = sdw_weights_n_params(m->w_unet), nv = sdw_weights_n_params(m->w_vae);
+    total += nu + nv;
+    fmt_params(a, sizeof a, nu);
+    OUT("unet:         %s parameters (%d input channels%s)\n", a,
+        sdw_unet_config_of(m->unet)->in_channels,
+        sdw_unet_config_of(m->unet)->add_text_time ? ", text_time conditioning" : "");
+    fmt_params(a, sizeof a, nv);
+    OUT("vae:          %s parameters (scale factor %d, scaling %g)\n", a, m->vae_factor,
+        (double)m->vae_scaling);
+    fmt_params(a, sizeof a, total);
+    OUT("total:        %s parameters\n", a);
+#undef OUT
+}
+
+static void sd_describe_op(const sdw_image_model *base, char *buf, size_t cap) {
+    sd_describe((const sd_model *)base, buf, cap);
 }
 
 static sdw_status sd_tokenize(const sdw_image_model *base, const char *prompt, int32_t **ids,
                               int *n, int *window, sdw_error *err) {
     const sd_model *m = (const sd_model *)base;
     *window = SD_TEXT_WINDOW;
-    return sdw_clip_tokenize(m->tokenizer, prompt, ids, n, err);
+    return sdw_clip_tokenize(m->te[0].tokenizer, prompt, ids, n, err);
 }
 
 void sdw__sd_destroy(sdw_image_model *base) {
@@ -306,11 +357,13 @@ void sdw__sd_destroy(sdw_image_model *base) {
     if (!m) return;
     sdw_vae_destroy(m->vae);
     sdw_unet_destroy(m->unet);
-    sdw_clip_text_destroy(m->text);
-    sdw_clip_tokenizer_destroy(m->tokenizer);
+    for (int k = 0; k < SD_MAX_TEXT; k++) {
+        sdw_clip_text_destroy(m->te[k].enc);
+        sdw_clip_tokenizer_destroy(m->te[k].tokenizer);
+        sdw_weights_destroy(m->te[k].w);
+    }
     sdw_weights_destroy(m->w_vae);
     sdw_weights_destroy(m->w_unet);
-    sdw_weights_destroy(m->w_text);
     for (int i = 0; i < m->n_files; i++) sdw_st_close(m->files[i]);
     free(m);
 }
@@ -320,7 +373,7 @@ const sdw_image_model_ops sdw__sd_ops = {
     .model_variant = sd_variant,
     .capabilities = sd_caps,
     .generate = sdw__sd_generate,
-    .describe = sd_describe,
+    .describe = sd_describe_op,
     .tokenize = sd_tokenize,
     .destroy = sdw__sd_destroy,
 };
@@ -343,13 +396,15 @@ static sdw_status sd_load(const char *path, const sdw_load_options *opts, sdw_im
     if (is_dir(path)) {
         s = load_folder(m, path, opts, err);
     } else {
-        s = load_single_file(m, path, opts, err);
+        s = sdw__sd_load_single_file(m, path, opts, err);
     }
+    if (!s) s = sdw__sd_check_parts(m, err);
     if (s) goto fail;
     if (opts->prediction) {
         m->sched.prediction_type = strcmp(opts->prediction, "v") == 0 ? SDW_PRED_V : SDW_PRED_EPSILON;
     }
-    warn_unused("text encoder", m->w_text);
+    for (int k = 0; k < m->n_te; k++)
+        warn_unused(k ? "text encoder 2" : "text encoder", m->te[k].w);
     warn_unused("unet", m->w_unet);
     warn_unused("vae", m->w_vae);
     sdw__sd_finish_setup(m);

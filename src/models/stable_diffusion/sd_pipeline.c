@@ -12,49 +12,8 @@
 #include "sampling/sampler.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <omp.h>
 #include <string.h>
-
-static void tap(const sd_model *m, const char *name, const float *data, int n_dims, ...) {
-    if (!m->tap) return;
-    int64_t shape[8];
-    va_list ap;
-    va_start(ap, n_dims);
-    for (int i = 0; i < n_dims; i++) shape[i] = va_arg(ap, int64_t);
-    va_end(ap);
-    m->tap(m->tap_user, name, data, n_dims, shape);
-}
-
-/* Token window for one prompt: BOS, tokens, EOS, padded with the model's pad id. */
-static sdw_status encode_prompt(const sd_model *m, const char *prompt, const char *which,
-                                float *hidden, bool *truncated, sdw_error *err) {
-    int32_t ids[SD_TEXT_WINDOW];
-    sdw_status s0 = sdw_clip_tokenize_window(m->tokenizer, prompt ? prompt : "", SD_TEXT_WINDOW,
-                                            m->pad_id, ids, truncated, err);
-    if (s0) return s0;
-    if (*truncated)
-        SDW_WARN("the %s prompt is longer than %d tokens: the text encoder sees only the first "
-                 "%d (see `sdw tokenize`)",
-                 which, SD_TEXT_WINDOW, SD_TEXT_WINDOW - 2);
-    if (m->tap) {
-        float idsf[SD_TEXT_WINDOW];
-        for (int i = 0; i < SD_TEXT_WINDOW; i++) idsf[i] = (float)ids[i];
-        char name[64];
-        snprintf(name, sizeof name, "te.%s.input_ids", which);
-        tap(m, name, idsf, 2, (int64_t)1, (int64_t)SD_TEXT_WINDOW);
-    }
-    sdw_clip_text_params params = sdw_clip_text_params_default();
-    sdw_status s = sdw_clip_text_forward(m->text, ids, 1, SD_TEXT_WINDOW, &params, hidden, NULL, err);
-    if (s) return s;
-    if (m->tap) {
-        char name[64];
-        snprintf(name, sizeof name, "te.%s.last_hidden_state", which);
-        tap(m, name, hidden, 3, (int64_t)1, (int64_t)SD_TEXT_WINDOW,
-            (int64_t)sdw_clip_text_get_config(m->text)->hidden);
-    }
-    return SDW_OK;
-}
 
 /* Latent -> RGB preview: a fixed linear map of SD 1.x/2.x latent channels to colour (the factors
  * ComfyUI and AUTOMATIC1111 use for their cheap previews), at latent resolution. */
@@ -80,6 +39,23 @@ static void latent_preview(const float *lat, int C, int h, int w, sdw_image *img
         }
 }
 
+/* The conditioning inputs of UNet call k, under the reference's names. */
+static void tap_step_conditioning(const sd_model *m, int k, const sd_cond *c) {
+    if (!m->tap) return;
+    char name[64];
+    const sdw_unet_config *u = sdw_unet_config_of(m->unet);
+    snprintf(name, sizeof name, "step%02d.unet.encoder_hidden_states", k);
+    sdw__sd_tap(m, name, c->context, 3, (int64_t)c->B, (int64_t)c->L, (int64_t)c->D);
+    if (c->text_embeds) {
+        snprintf(name, sizeof name, "step%02d.unet.text_embeds", k);
+        sdw__sd_tap(m, name, c->text_embeds, 2, (int64_t)c->B, (int64_t)u->add_text_dim);
+    }
+    if (c->time_ids) {
+        snprintf(name, sizeof name, "step%02d.unet.time_ids", k);
+        sdw__sd_tap(m, name, c->time_ids, 2, (int64_t)c->B, (int64_t)u->add_n_time_ids);
+    }
+}
+
 /* (image / 2 + 0.5).clamp(0, 1), then * 255 rounded, as diffusers' numpy_to_pil. */
 static void to_rgb8(const float *x, size_t n, uint8_t *out) {
     for (size_t i = 0; i < n; i++) {
@@ -102,10 +78,13 @@ sdw_status sdw__sd_generate(sdw_image_model *base, const sdw_request *req,
     /* UNet input channels: C, or 2C + 1 for an inpainting UNet (latents | mask | masked). */
     const int Cin = m->unet_cfg.in_channels;
     const size_t n_in = (size_t)Cin * h * w;
-    const int D = sdw_clip_text_get_config(m->text)->hidden;
     const bool cfg = req->guidance > 1.0f; /* diffusers: do_classifier_free_guidance */
     const int B = cfg ? 2 : 1;
     const bool karras = strcmp(req->scheduler, "karras") == 0;
+    /* "trailing": the model's schedule with trailing timestep spacing (what distilled few-step
+     * models such as SDXL-Turbo ship; for single files, which carry no scheduler config). */
+    sdw_scheduler_config sched = m->sched;
+    if (strcmp(req->scheduler, "trailing") == 0) sched.timestep_spacing = SDW_SPACING_TRAILING;
 
     int64_t seed = req->seed;
     if (seed < 0) {
@@ -114,7 +93,7 @@ sdw_status sdw__sd_generate(sdw_image_model *base, const sdw_request *req,
         seed = (int64_t)(r % 4294967295u); /* A1111's range: seeds fit in 32 bits */
     }
     sdw_sampler *sampler = NULL;
-    float *ctx = sdw_xcalloc((size_t)B * SD_TEXT_WINDOW * D, sizeof(float));
+    sd_cond cond = {0};
     float *latents = sdw_xmalloc(n_lat * sizeof(float));
     float *model_in = sdw_xmalloc(B * n_in * sizeof(float));   /* NCHW, CFG batch */
     float *unet_x = sdw_xmalloc(B * n_in * sizeof(float));     /* NHWC */
@@ -122,23 +101,16 @@ sdw_status sdw__sd_generate(sdw_image_model *base, const sdw_request *req,
     float *noise_pred = sdw_xmalloc(B * n_lat * sizeof(float)); /* NCHW */
     float *image = NULL;
     sdw_image preview = {0};
-    bool trunc_c = false, trunc_u = false;
     sd_image_job job = {0};
     int n_noise = 0; /* noise.KK taps: every draw after the initial latents */
 
     double t0 = sdw_time_now(), t_text, t_loop;
-    /* 1. Text: batch order [uncond, cond] as the reference concatenates it. */
-    float *cond = ctx + (size_t)(B - 1) * SD_TEXT_WINDOW * D;
-    if ((s = encode_prompt(m, req->prompt, "cond", cond, &trunc_c, err))) goto done;
-    if (cfg && (s = encode_prompt(m, req->negative_prompt, "uncond", ctx, &trunc_u, err)))
-        goto done;
-    if (!cfg && req->negative_prompt && *req->negative_prompt)
-        SDW_WARN("guidance scale %g <= 1 runs no unconditional pass: the negative prompt is ignored",
-                 (double)req->guidance);
+    /* 1. Conditioning (sd_conditioning.c): batch order [uncond, cond]. */
+    if ((s = sdw__sd_condition(m, req, cfg, &cond, err))) goto done;
 
     t_text = sdw_time_now();
     /* 2. Sampler and initial noise: one randn of the latents' shape. */
-    if (!(sampler = sdw_sampler_create(req->sampler, &m->sched, req->steps, karras, err))) {
+    if (!(sampler = sdw_sampler_create(req->sampler, &sched, req->steps, karras, err))) {
         s = err ? err->code : SDW_E_INVALID_ARG;
         goto done;
     }
@@ -151,7 +123,7 @@ sdw_status sdw__sd_generate(sdw_image_model *base, const sdw_request *req,
         if (s) goto done;
     } else {
         sdw_rng_randn(&rng, latents, n_lat);
-        tap(m, "latents_init_noise", latents, 4, (int64_t)1, (int64_t)C, (int64_t)h, (int64_t)w);
+        sdw__sd_tap(m, "latents_init_noise", latents, 4, (int64_t)1, (int64_t)C, (int64_t)h, (int64_t)w);
         const float sigma0 = sdw_sampler_init_noise_sigma(sampler);
         for (size_t i = 0; i < n_lat; i++) latents[i] *= sigma0;
     }
@@ -168,13 +140,15 @@ sdw_status sdw__sd_generate(sdw_image_model *base, const sdw_request *req,
             if (Cin != C) sdw__sd_image_unet_extra(&job, C, h, w, model_in + b * n_in + n_lat);
         }
         snprintf(name, sizeof name, "step%02d.unet.sample", k);
-        tap(m, name, model_in, 4, (int64_t)B, (int64_t)Cin, (int64_t)h, (int64_t)w);
+        sdw__sd_tap(m, name, model_in, 4, (int64_t)B, (int64_t)Cin, (int64_t)h, (int64_t)w);
         sdw_nchw_to_nhwc(model_in, B, Cin, h, w, unet_x);
+        tap_step_conditioning(m, k, &cond);
         float ts[2] = {t, t};
-        sdw_unet_forward(m->unet, unet_x, B, h, w, ts, ctx, SD_TEXT_WINDOW, NULL, NULL, unet_y);
+        sdw_unet_forward(m->unet, unet_x, B, h, w, ts, cond.context, cond.L, cond.text_embeds,
+                         cond.time_ids, unet_y);
         sdw_nhwc_to_nchw(unet_y, B, h, w, C, noise_pred);
         snprintf(name, sizeof name, "step%02d.unet.out", k);
-        tap(m, name, noise_pred, 4, (int64_t)B, (int64_t)C, (int64_t)h, (int64_t)w);
+        sdw__sd_tap(m, name, noise_pred, 4, (int64_t)B, (int64_t)C, (int64_t)h, (int64_t)w);
         if (cfg) { /* noise_pred = uncond + g * (cond - uncond) */
             const float g = req->guidance;
             const float *u = noise_pred, *c = noise_pred + n_lat;
@@ -183,12 +157,12 @@ sdw_status sdw__sd_generate(sdw_image_model *base, const sdw_request *req,
         if ((s = sdw_sampler_step(sampler, i, noise_pred, latents, n_lat, &rng, err))) goto done;
         if (sdw_sampler_last_noise(sampler)) {
             snprintf(name, sizeof name, "noise.%02d", n_noise++);
-            tap(m, name, sdw_sampler_last_noise(sampler), 4, (int64_t)1, (int64_t)C, (int64_t)h,
+            sdw__sd_tap(m, name, sdw_sampler_last_noise(sampler), 4, (int64_t)1, (int64_t)C, (int64_t)h,
                 (int64_t)w);
         }
         sdw__sd_image_after_step(&job, sampler, i, latents, n_lat, (size_t)h * w);
         snprintf(name, sizeof name, "step%02d.latents", k);
-        tap(m, name, latents, 4, (int64_t)1, (int64_t)C, (int64_t)h, (int64_t)w);
+        sdw__sd_tap(m, name, latents, 4, (int64_t)1, (int64_t)C, (int64_t)h, (int64_t)w);
         const sdw_image *shown = NULL;
         if (progress && req->preview_every > 0 &&
             ((k + 1) % req->preview_every == 0 || i + 1 == n_calls)) {
@@ -206,14 +180,14 @@ sdw_status sdw__sd_generate(sdw_image_model *base, const sdw_request *req,
     t_loop = sdw_time_now();
     /* 4. Decode: z = latents / scaling_factor. */
     for (size_t i = 0; i < n_lat; i++) latents[i] /= m->vae_scaling;
-    tap(m, "vae.decode.z", latents, 4, (int64_t)1, (int64_t)C, (int64_t)h, (int64_t)w);
+    sdw__sd_tap(m, "vae.decode.z", latents, 4, (int64_t)1, (int64_t)C, (int64_t)h, (int64_t)w);
     sdw_nchw_to_nhwc(latents, 1, C, h, w, unet_x);
     image = sdw_xmalloc((size_t)W * H * 3 * sizeof(float));
     sdw_vae_decode(m->vae, unet_x, 1, h, w, image);
     if (m->tap) {
         float *nchw = sdw_xmalloc((size_t)W * H * 3 * sizeof(float));
         sdw_nhwc_to_nchw(image, 1, H, W, 3, nchw);
-        tap(m, "vae.decode.out", nchw, 4, (int64_t)1, (int64_t)3, (int64_t)H, (int64_t)W);
+        sdw__sd_tap(m, "vae.decode.out", nchw, 4, (int64_t)1, (int64_t)3, (int64_t)H, (int64_t)W);
         free(nchw);
     }
     out->width = W;
@@ -223,7 +197,7 @@ sdw_status sdw__sd_generate(sdw_image_model *base, const sdw_request *req,
     to_rgb8(image, (size_t)W * H * 3, out->data);
 
     *info = (sdw_result_info){.seed = seed, .width = W, .height = H, .steps = req->steps,
-                              .guidance = req->guidance, .prompt_truncated = trunc_c || trunc_u,
+                              .guidance = req->guidance, .prompt_truncated = cond.truncated,
                               .seconds_encode = t_text - t0, .seconds_denoise = t_loop - t_text,
                               .seconds_decode = sdw_time_now() - t_loop,
                               .n_denoiser_calls = n_calls - begin, .strength = job.strength};
@@ -232,7 +206,7 @@ sdw_status sdw__sd_generate(sdw_image_model *base, const sdw_request *req,
 done:
     sdw_sampler_destroy(sampler);
     sdw__sd_image_job_deinit(&job);
-    free(ctx);
+    sdw__sd_cond_free(&cond);
     free(latents);
     free(model_in);
     free(unet_x);
