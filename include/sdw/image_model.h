@@ -111,6 +111,8 @@ typedef struct sdw_result_info {
     double seconds_encode, seconds_denoise, seconds_decode;
     int n_denoiser_calls; /* model calls made (CFG batches count once) */
     double strength;      /* image-to-image / inpainting strength used; 0 for text-to-image */
+    double seconds_image_encode; /* init (and masked) image preparation and VAE encoding,
+                                  * not part of seconds_denoise; 0 for text-to-image */
 } sdw_result_info;
 
 typedef struct sdw_image_model sdw_image_model;

@@ -245,9 +245,10 @@ static int cmd_generate(const cli_args *a) {
                 img.height, (long long)info.seed, secs);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    SDW_INFO("timing: encode %.3f s, denoise %.3f s (%d calls, %.3f s/step), decode %.3f s, "
-             "peak RSS %.0f MB",
-             info.seconds_encode, info.seconds_denoise, info.n_denoiser_calls,
+    SDW_INFO("timing: encode %.3f s, init image %.3f s, denoise %.3f s (%d calls, %.3f s/step), "
+             "decode %.3f s, peak RSS %.0f MB",
+             info.seconds_encode, info.seconds_image_encode, info.seconds_denoise,
+             info.n_denoiser_calls,
              info.n_denoiser_calls ? info.seconds_denoise / info.n_denoiser_calls : 0.0,
              info.seconds_decode, ru.ru_maxrss / 1024.0);
     sdw_image_free(&img);

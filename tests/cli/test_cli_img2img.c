@@ -94,6 +94,12 @@ static void test_reproduces_the_reference_images(void) {
                     cases[i].strength, "-W 64 -H 64");
         if (sdw_test_failures_in_current) return;
     }
+    /* the single-file checkpoint (LDM names, VAE encoder included) gives the same image */
+    char extra[2048];
+    snprintf(extra, sizeof extra, "-W 64 -H 64 --tokenizer '%s'", sdw_test_path("clip-tokenizer"));
+    golden_case("tiny-sd15.safetensors", "tiny-sd15/img2img-euler_a", "euler_a",
+                sdw_test_path("golden/tiny-sd15/img2img-euler_a/init_image.png"), false, "0.75",
+                extra);
 }
 
 /* No size given: the init image's own (64x64); the same pixels as lossless WebP give the same

@@ -104,7 +104,7 @@ sdw_status sdw__sd_generate(sdw_image_model *base, const sdw_request *req,
     sd_image_job job = {0};
     int n_noise = 0; /* noise.KK taps: every draw after the initial latents */
 
-    double t0 = sdw_time_now(), t_text, t_loop;
+    double t0 = sdw_time_now(), t_text, t_loop, t_image = 0;
     /* 1. Conditioning (sd_conditioning.c): batch order [uncond, cond]. */
     if ((s = sdw__sd_condition(m, req, cfg, &cond, err))) goto done;
 
@@ -121,6 +121,7 @@ sdw_status sdw__sd_generate(sdw_image_model *base, const sdw_request *req,
         s = sdw__sd_image_prepare(m, req, sampler, &rng, latents, &job, err);
         n_noise = job.n_noise;
         if (s) goto done;
+        t_image = sdw_time_now() - t_text;
     } else {
         sdw_rng_randn(&rng, latents, n_lat);
         sdw__sd_tap(m, "latents_init_noise", latents, 4, (int64_t)1, (int64_t)C, (int64_t)h, (int64_t)w);
@@ -198,9 +199,11 @@ sdw_status sdw__sd_generate(sdw_image_model *base, const sdw_request *req,
 
     *info = (sdw_result_info){.seed = seed, .width = W, .height = H, .steps = req->steps,
                               .guidance = req->guidance, .prompt_truncated = cond.truncated,
-                              .seconds_encode = t_text - t0, .seconds_denoise = t_loop - t_text,
+                              .seconds_encode = t_text - t0,
+                              .seconds_denoise = t_loop - t_text - t_image,
                               .seconds_decode = sdw_time_now() - t_loop,
-                              .n_denoiser_calls = n_calls - begin, .strength = job.strength};
+                              .n_denoiser_calls = n_calls - begin, .strength = job.strength,
+                              .seconds_image_encode = t_image};
     snprintf(info->sampler, sizeof info->sampler, "%s", req->sampler);
     snprintf(info->scheduler, sizeof info->scheduler, "%s", req->scheduler);
 done:
