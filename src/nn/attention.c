@@ -66,12 +66,20 @@ void sdw_attention(const float *q, int64_t q_stride, const float *k, int64_t k_s
     SDW_ASSERT(q && k && v && out && B > 0 && H > 0 && D > 0 && Lq > 0 && Lk > 0);
     SDW_ASSERT(q_stride >= (int64_t)H * D && k_stride >= (int64_t)H * D &&
                v_stride >= (int64_t)H * D);
-    if (D <= SDW__ATTN_AVX512_MAX_D && __builtin_cpu_supports("avx512f")) {
+    if (D <= SDW__ATTN_AVX512_MAX_D && __builtin_cpu_supports("avx512f"))
         sdw__attention_avx512(q, q_stride, k, k_stride, v, v_stride, B, Lq, Lk, H, D, scale,
                               causal, out);
-        sdw__prof_end(SDW_OP_ATTENTION, prof_t0, 4.0 * B * H * (double)Lq * Lk * D);
-        return;
-    }
+    else
+        sdw__attention_generic(q, q_stride, k, k_stride, v, v_stride, B, Lq, Lk, H, D, scale,
+                               causal, out);
+    sdw__prof_end(SDW_OP_ATTENTION, prof_t0, 4.0 * B * H * (double)Lq * Lk * D);
+}
+
+/* Baseline x86-64: the tiles' products on oneDNN's sgemm (single-threaded inside the parallel
+ * loop), the softmax update vectorised by the compiler. */
+void sdw__attention_generic(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
+                            const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk, int H,
+                            int D, float scale, bool causal, float *out) {
     const int64_t n_qblk = (Lq + QB - 1) / QB;
     const int64_t n_tasks = (int64_t)B * H * n_qblk;
     const int64_t HD = (int64_t)H * D;
@@ -115,5 +123,4 @@ void sdw_attention(const float *q, int64_t q_stride, const float *k, int64_t k_s
         free(sc->o);
         free(sc);
     }
-    sdw__prof_end(SDW_OP_ATTENTION, prof_t0, 4.0 * B * H * (double)Lq * Lk * D);
 }

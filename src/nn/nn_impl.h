@@ -79,6 +79,10 @@ static inline float sdw__erff(float x) {
     return p / q;
 }
 
+/* sdw_attention's baseline kernel (any x86-64; tests call it directly to cover it). */
+void sdw__attention_generic(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
+                            const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk, int H,
+                            int D, float scale, bool causal, float *out);
 /* sdw_attention's AVX-512 kernel (attention_avx512.c): call only where the CPU has avx512f and
  * D <= SDW__ATTN_AVX512_MAX_D. */
 #define SDW__ATTN_AVX512_MAX_D 1024

@@ -15,6 +15,7 @@
  */
 #include "nn/vae.h"
 
+#include "nn/arena.h"
 #include "nn/nn.h"
 #include "nn/profile.h"
 #include "nn/vae_impl.h"
@@ -598,65 +599,66 @@ size_t sdw_vae_n_params(const sdw_vae *v) { return v->n_params; }
 
 /* ---- forward ---- */
 
-static float *alloc_act(int B, int H, int W, int C) {
-    return sdw_xmalloc((size_t)B * H * W * C * sizeof(float));
+/* Activations come from the call's arena (nn/arena.h): reused, not fresh pages each time. */
+static float *alloc_act(sdw_arena *ar, int B, int H, int W, int C) {
+    return sdw_arena_alloc(ar, (size_t)B * H * W * C * sizeof(float));
 }
 
 /* ResnetBlock2D: out = shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x)))))).
  * Takes x [B,H,W,cin] (freed), returns a new [B,H,W,cout]. With a 1x1 shortcut the shortcut
  * runs first, so norm1 can overwrite x and x dies after conv1: peak cin + 2·cout channels
  * (the 256->128 block at full resolution sets the peak of a 512x512 SD decode). */
-static float *resnet_forward(const vae_resnet *r, float *x, int B, int H, int W) {
+static float *resnet_forward(sdw_arena *ar, const vae_resnet *r, float *x, int B, int H, int W) {
     const int64_t HW = (int64_t)H * W;
     float *res = x; /* the residual branch: x itself, or its 1x1 projection */
     float *a = x;   /* norm1 output: in place when x is not needed afterwards */
     if (r->cin != r->cout) {
-        res = alloc_act(B, H, W, r->cout);
+        res = alloc_act(ar, B, H, W, r->cout);
         sdw_conv2d_forward(&r->shortcut, x, B, H, W, res);
     } else {
-        a = alloc_act(B, H, W, r->cin);
+        a = alloc_act(ar, B, H, W, r->cin);
     }
     sdw_group_norm_forward(&r->norm1, x, B, HW, a, true);
-    float *b = alloc_act(B, H, W, r->cout);
+    float *b = alloc_act(ar, B, H, W, r->cout);
     sdw_conv2d_forward(&r->conv1, a, B, H, W, b);
-    free(a); /* the norm1 copy, or x itself when res holds the projected residual */
+    sdw_arena_free(ar, a); /* the norm1 copy, or x itself when res holds the projected residual */
     sdw_group_norm_forward(&r->norm2, b, B, HW, b, true);
     sdw_conv2d_forward_add(&r->conv2, b, B, H, W, res); /* res += conv2(b): the output */
-    free(b);
+    sdw_arena_free(ar, b);
     return res;
 }
 
 /* diffusers Attention in the VAE mid block (AttnProcessor2_0, residual_connection, one head of
  * dim C, scale 1/sqrt(C)): x += to_out(softmax(q kᵀ/√C) v), q/k/v = to_*(group_norm(x)) over
  * the H·W tokens of each image. x [B, HW, C] updated in place. */
-static void attn_forward(const vae_attn *a, float *x, int B, int64_t HW) {
+static void attn_forward(sdw_arena *ar, const vae_attn *a, float *x, int B, int64_t HW) {
     const int C = a->c;
     const int64_t M = B * HW;
     const size_t n = (size_t)M * C;
-    float *h = sdw_xmalloc(n * sizeof(float));
-    float *qkv = sdw_xmalloc(3 * n * sizeof(float));
+    float *h = sdw_arena_alloc(ar, n * sizeof(float));
+    float *qkv = sdw_arena_alloc(ar, 3 * n * sizeof(float));
     sdw_group_norm_forward(&a->norm, x, B, HW, h, false);
     sdw_linear_forward(&a->qkv, h, M, qkv); /* [M, q|k|v] */
     sdw_attention(qkv, 3 * C, qkv + C, 3 * C, qkv + 2 * C, 3 * C, B, HW, HW, 1, C,
                   1.0f / sqrtf((float)C), false, h);
-    free(qkv);
+    sdw_arena_free(ar, qkv);
     sdw_linear_forward_add(&a->out, h, M, x); /* x += to_out(attention) */
-    free(h);
+    sdw_arena_free(ar, h);
 }
 
 /* UNetMidBlock2D: resnet, attention (optional), resnet. Channel count unchanged. */
-static float *mid_forward(const vae_mid *m, float *x, int B, int H, int W) {
-    x = resnet_forward(&m->res[0], x, B, H, W);
-    if (m->has_attn) attn_forward(&m->attn, x, B, (int64_t)H * W);
-    return resnet_forward(&m->res[1], x, B, H, W);
+static float *mid_forward(sdw_arena *ar, const vae_mid *m, float *x, int B, int H, int W) {
+    x = resnet_forward(ar, &m->res[0], x, B, H, W);
+    if (m->has_attn) attn_forward(ar, &m->attn, x, B, (int64_t)H * W);
+    return resnet_forward(ar, &m->res[1], x, B, H, W);
 }
 
 /* Upsample2D (see vae_upsample). Takes x [B,H,W,C] (freed), returns [B,2H,2W,C].
  * Peak: x + y + one phase output (half of y). */
-static float *upsample_forward(const vae_upsample *u, float *x, int B, int H, int W) {
+static float *upsample_forward(sdw_arena *ar, const vae_upsample *u, float *x, int B, int H, int W) {
     const int C = u->c;
-    float *y = alloc_act(B, 2 * H, 2 * W, C);
-    float *p = alloc_act(B, H + 1, W + 1, 2 * C); /* [B, H+1, W+1, (px, C)] */
+    float *y = alloc_act(ar, B, 2 * H, 2 * W, C);
+    float *p = alloc_act(ar, B, H + 1, W + 1, 2 * C); /* [B, H+1, W+1, (px, C)] */
     for (int py = 0; py < 2; py++) {
         sdw_conv2d_forward(&u->phase[py], x, B, H, W, p);
         #pragma omp parallel for collapse(2) schedule(static)
@@ -671,19 +673,19 @@ static float *upsample_forward(const vae_upsample *u, float *x, int B, int H, in
                 }
             }
     }
-    free(p);
-    free(x);
+    sdw_arena_free(ar, p);
+    sdw_arena_free(ar, x);
     return y;
 }
 
 /* Downsample2D (padding 0): F.pad(x, (0,1,0,1)) — one zero column right, one zero row at the
  * bottom — then 3x3 conv stride 2 without padding; the conv is bound with pad 0 / pad_end 1,
  * which is the same thing. Takes x (freed); *H, *W become the output size. */
-static float *downsample_forward(const sdw_conv2d *conv, float *x, int B, int *H, int *W) {
+static float *downsample_forward(sdw_arena *ar, const sdw_conv2d *conv, float *x, int B, int *H, int *W) {
     const int oh = sdw_conv2d_out_size(conv, *H), ow = sdw_conv2d_out_size(conv, *W);
-    float *y = alloc_act(B, oh, ow, conv->out);
+    float *y = alloc_act(ar, B, oh, ow, conv->out);
     sdw_conv2d_forward(conv, x, B, *H, *W, y);
-    free(x);
+    sdw_arena_free(ar, x);
     *H = oh;
     *W = ow;
     return y;
@@ -694,39 +696,46 @@ float *sdw__vae_upsample(sdw_weights *ws, const char *prefix, int c, const float
     vae_upsample u;
     size_t np = 0;
     if (bind_upsample(&u, ws, prefix, c, &np, err)) return NULL;
-    float *copy = alloc_act(B, H, W, c);
+    sdw_arena *ar = sdw_arena_create();
+    float *copy = alloc_act(ar, B, H, W, c);
     memcpy(copy, x, sizeof(float) * B * H * W * c);
-    return upsample_forward(&u, copy, B, H, W);
+    float *y = upsample_forward(ar, &u, copy, B, H, W);
+    float *out = sdw_xmalloc(sizeof(float) * (size_t)B * 4 * H * W * c);
+    memcpy(out, y, sizeof(float) * (size_t)B * 4 * H * W * c);
+    sdw_arena_destroy(ar);
+    return out;
 }
 
 void sdw_vae_decode(const sdw_vae *v, const float *z, int B, int h, int w, float *img) {
     SDW_ASSERT(v && z && img && B >= 1 && h >= 1 && w >= 1);
     const sdw_prof_stage prev_stage = sdw__prof_stage(SDW_PROF_VAE);
+    sdw_arena *ar = sdw_arena_create();
     const sdw_vae_config *c = &v->cfg;
     const int L = c->n_levels, n_res = c->layers_per_block + 1;
     const float *in = z;
     float *pq = NULL;
     if (c->use_post_quant_conv) {
-        pq = alloc_act(B, h, w, c->latent_channels);
+        pq = alloc_act(ar, B, h, w, c->latent_channels);
         sdw_conv2d_forward(&v->post_quant_conv, z, B, h, w, pq);
         in = pq;
     }
-    float *x = alloc_act(B, h, w, v->dec_conv_in.out); // [B, h, w, boc[L-1]]
+    float *x = alloc_act(ar, B, h, w, v->dec_conv_in.out); // [B, h, w, boc[L-1]]
     sdw_conv2d_forward(&v->dec_conv_in, in, B, h, w, x);
-    free(pq);
-    x = mid_forward(&v->dec_mid, x, B, h, w);
+    sdw_arena_free(ar, pq);
+    x = mid_forward(ar, &v->dec_mid, x, B, h, w);
     int H = h, W = w;
     for (int i = 0; i < L; i++) {
-        for (int j = 0; j < n_res; j++) x = resnet_forward(&v->up_res[i * n_res + j], x, B, H, W);
+        for (int j = 0; j < n_res; j++) x = resnet_forward(ar, &v->up_res[i * n_res + j], x, B, H, W);
         if (i < L - 1) {
-            x = upsample_forward(&v->upsample[i], x, B, H, W); // [B, 2H, 2W, boc[L-1-i]]
+            x = upsample_forward(ar, &v->upsample[i], x, B, H, W); // [B, 2H, 2W, boc[L-1-i]]
             H *= 2;
             W *= 2;
         }
     }
     sdw_group_norm_forward(&v->dec_norm_out, x, B, (int64_t)H * W, x, true);
     sdw_conv2d_forward(&v->dec_conv_out, x, B, H, W, img); // [B, H, W, out_channels]
-    free(x);
+    sdw_arena_free(ar, x);
+    sdw_arena_destroy(ar);
     sdw__prof_stage(prev_stage);
 }
 
@@ -743,21 +752,22 @@ sdw_status sdw_vae_encode(const sdw_vae *v, const float *img, int B, int H, int 
                              W, H, B, s);
     const int L = c->n_levels, n_res = c->layers_per_block, lat = c->latent_channels;
     const sdw_prof_stage prev_stage = sdw__prof_stage(SDW_PROF_VAE);
-    float *x = alloc_act(B, H, W, v->enc_conv_in.out); // [B, H, W, boc[0]]
+    sdw_arena *ar = sdw_arena_create();
+    float *x = alloc_act(ar, B, H, W, v->enc_conv_in.out); // [B, H, W, boc[0]]
     sdw_conv2d_forward(&v->enc_conv_in, img, B, H, W, x);
     for (int i = 0; i < L; i++) {
-        for (int j = 0; j < n_res; j++) x = resnet_forward(&v->down_res[i * n_res + j], x, B, H, W);
-        if (i < L - 1) x = downsample_forward(&v->downsample[i], x, B, &H, &W);
+        for (int j = 0; j < n_res; j++) x = resnet_forward(ar, &v->down_res[i * n_res + j], x, B, H, W);
+        if (i < L - 1) x = downsample_forward(ar, &v->downsample[i], x, B, &H, &W);
     }
-    x = mid_forward(&v->enc_mid, x, B, H, W); // [B, h, w, boc[L-1]]
+    x = mid_forward(ar, &v->enc_mid, x, B, H, W); // [B, h, w, boc[L-1]]
     sdw_group_norm_forward(&v->enc_norm_out, x, B, (int64_t)H * W, x, true);
-    float *mom = alloc_act(B, H, W, 2 * lat); // [B, h, w, 2·latent]: (mean, logvar) per pixel
+    float *mom = alloc_act(ar, B, H, W, 2 * lat); // [B, h, w, 2·latent]: (mean, logvar) per pixel
     sdw_conv2d_forward(&v->enc_conv_out, x, B, H, W, mom);
-    free(x);
+    sdw_arena_free(ar, x);
     if (c->use_quant_conv) {
-        float *q = alloc_act(B, H, W, 2 * lat);
+        float *q = alloc_act(ar, B, H, W, 2 * lat);
         sdw_conv2d_forward(&v->quant_conv, mom, B, H, W, q);
-        free(mom);
+        sdw_arena_free(ar, mom);
         mom = q;
     }
     /* DiagonalGaussianDistribution: torch.chunk(moments, 2, dim=1) splits channels. */
@@ -770,7 +780,8 @@ sdw_status sdw_vae_encode(const sdw_vae *v, const float *img, int B, int H, int 
             std[p * lat + ch] = expf(0.5f * lv);
         }
     }
-    free(mom);
+    sdw_arena_free(ar, mom);
+    sdw_arena_destroy(ar);
     sdw__prof_stage(prev_stage);
     return SDW_OK;
 }

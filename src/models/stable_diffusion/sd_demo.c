@@ -29,6 +29,8 @@ sdw_status sdw__sd_load_demo(const sdw_load_options *opts, sdw_image_model **out
     m->base.ops = &sdw__sd_ops;
     m->n_threads = opts->n_threads;
     m->precision = sdw_nn_precision_resolve(opts->precision);
+    SDW_INFO("compute precision: %s (asked: %s)", sdw_precision_str(m->precision),
+             sdw_precision_str(opts->precision));
     sdw_status s;
     sd_text_encoder *te = &m->te[0];
     m->n_te = 1;

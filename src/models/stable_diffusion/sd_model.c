@@ -392,6 +392,8 @@ static sdw_status sd_load(const char *path, const sdw_load_options *opts, sdw_im
     m->base.ops = &sdw__sd_ops;
     m->n_threads = opts->n_threads;
     m->precision = sdw_nn_precision_resolve(opts->precision);
+    SDW_INFO("compute precision: %s (asked: %s)", sdw_precision_str(m->precision),
+             sdw_precision_str(opts->precision));
     sdw_status s;
     if (is_dir(path)) {
         s = load_folder(m, path, opts, err);

@@ -4,6 +4,7 @@
  * the skip connections, which live until the up path consumes them. */
 #include "models/stable_diffusion/unet.h"
 
+#include "nn/arena.h"
 #include "nn/nn.h"
 #include "nn/profile.h"
 
@@ -332,110 +333,114 @@ typedef struct act {
     int h, w, c;
 } act;
 
-static float *falloc(int64_t n) { return sdw_xmalloc((size_t)n * sizeof(float)); }
+/* Activations come from the forward's arena: reused buffers, not fresh pages every time. */
+static float *falloc(sdw_arena *ar, int64_t n) {
+    return sdw_arena_alloc(ar, (size_t)n * sizeof(float));
+}
+static void ffree(sdw_arena *ar, void *p) { sdw_arena_free(ar, p); }
 
 /* ResnetBlock2D.forward: GN+SiLU, conv1, + time_emb_proj(silu(temb)) per channel, GN+SiLU,
  * (dropout), conv2, + (1x1 conv) shortcut; output_scale_factor 1. temb_act = silu(emb) [B, T].
  * Fused: the time-embedding add happens inside norm2 (never stored) and conv2 accumulates onto
  * the shortcut (the residual add inside the convolution). Returns a new [B, H, W, cout]. */
-static act resnet_forward(const resnet_block *r, act x, int B, const float *temb_act) {
+static act resnet_forward(sdw_arena *ar, const resnet_block *r, act x, int B, const float *temb_act) {
     int64_t HW = (int64_t)x.h * x.w, M = B * HW;
     SDW_ASSERT(x.c == r->cin);
-    float *t = falloc(M * r->cin);
-    float *h = falloc(M * r->cout);
-    act y = {falloc(M * r->cout), x.h, x.w, r->cout};
-    float *tp = falloc((int64_t)B * r->cout);
+    float *t = falloc(ar, M * r->cin);
+    float *h = falloc(ar, M * r->cout);
+    act y = {falloc(ar, M * r->cout), x.h, x.w, r->cout};
+    float *tp = falloc(ar, (int64_t)B * r->cout);
     sdw_group_norm_forward(&r->norm1, x.d, B, HW, t, true);           // [B, HW, cin]
     sdw_conv2d_forward(&r->conv1, t, B, x.h, x.w, h);                 // [B, H, W, cout]
-    free(t);
+    ffree(ar, t);
     sdw_linear_forward(&r->time_emb_proj, temb_act, B, tp);           // [B, cout]
     sdw_group_norm_forward_bias(&r->norm2, h, tp, B, HW, h, true);    // norm2(h + tp), SiLU
     if (r->has_shortcut) sdw_conv2d_forward(&r->conv_shortcut, x.d, B, x.h, x.w, y.d);
     else memcpy(y.d, x.d, sizeof(float) * (size_t)(M * r->cout));
     sdw_conv2d_forward_add(&r->conv2, h, B, x.h, x.w, y.d);           // y += conv2(h)
-    free(tp);
-    free(h);
+    ffree(ar, tp);
+    ffree(ar, h);
     return y;
 }
 
 /* Attention.forward (AttnProcessor2_0) with the block's residual: h [B, Lq, C] +=
  * to_out(softmax(q kᵀ / sqrt(head_dim)) v), q/k/v projected from x [B, Lq, C] (self) or q from
  * x and k/v from ctx [B, Lk, cross_dim] (cross). The output projection accumulates into h. */
-static void attention_add(const attention *a, const float *x, int B, int64_t Lq,
+static void attention_add(sdw_arena *ar, const attention *a, const float *x, int B, int64_t Lq,
                           const float *ctx, int64_t Lk, float *h) {
     const int C = a->to_out.out;
-    float *o = falloc(B * Lq * C);
+    float *o = falloc(ar, B * Lq * C);
     if (!a->cross) {
-        float *qkv = falloc(B * Lq * 3 * C);
+        float *qkv = falloc(ar, B * Lq * 3 * C);
         sdw_linear_forward(&a->q, x, B * Lq, qkv); // [B, Lq, q|k|v]
         sdw_attention(qkv, 3 * C, qkv + C, 3 * C, qkv + 2 * C, 3 * C, B, Lq, Lq, a->heads,
                       a->head_dim, 1.0f / sqrtf((float)a->head_dim), false, o);
-        free(qkv);
+        ffree(ar, qkv);
     } else {
-        float *q = falloc(B * Lq * C), *kv = falloc(B * Lk * 2 * C);
+        float *q = falloc(ar, B * Lq * C), *kv = falloc(ar, B * Lk * 2 * C);
         sdw_linear_forward(&a->q, x, B * Lq, q);      // [B, Lq, C]
         sdw_linear_forward(&a->kv, ctx, B * Lk, kv);  // [B, Lk, k|v]
         sdw_attention(q, C, kv, 2 * C, kv + C, 2 * C, B, Lq, Lk, a->heads, a->head_dim,
                       1.0f / sqrtf((float)a->head_dim), false, o);
-        free(kv);
-        free(q);
+        ffree(ar, kv);
+        ffree(ar, q);
     }
     sdw_linear_forward_add(&a->to_out, o, B * Lq, h); // h += to_out(o)
-    free(o);
+    ffree(ar, o);
 }
 
 /* FeedForward(GEGLU, mult 4) on x [M, C], added into h [M, C]. Rows go in chunks so the
  * [rows, 8C] projection stays a few tens of MB at SDXL sizes. */
-static void feed_forward_add(const transformer_block *b, const float *x, int64_t M, float *h) {
+static void feed_forward_add(sdw_arena *ar, const transformer_block *b, const float *x, int64_t M, float *h) {
     int C = b->ff_out.out, F = b->ff_out.in;
     int64_t rows = SDW_MAX((int64_t)256, ((int64_t)8 << 20) / (2 * F));
     rows = SDW_MIN(rows, M);
-    float *p = falloc(rows * 2 * F), *g = falloc(rows * F);
+    float *p = falloc(ar, rows * 2 * F), *g = falloc(ar, rows * F);
     for (int64_t r0 = 0; r0 < M; r0 += rows) {
         int64_t m = SDW_MIN(rows, M - r0);
         sdw_linear_forward(&b->ff_in, x + r0 * C, m, p);   // [m, 2F]
         sdw_geglu(p, m, F, g);                              // [m, F]
         sdw_linear_forward_add(&b->ff_out, g, m, h + r0 * C); // h += ff_out(g)
     }
-    free(g);
-    free(p);
+    ffree(ar, g);
+    ffree(ar, p);
 }
 
 /* BasicTransformerBlock.forward (layer_norm, no ada-norm): h += attn1(norm1 h);
  * h += attn2(norm2 h, context); h += ff(norm3 h). h [B, L, C] in place. */
-static void transformer_block_forward(const transformer_block *b, float *h, int B, int64_t L,
+static void transformer_block_forward(sdw_arena *ar, const transformer_block *b, float *h, int B, int64_t L,
                                       const float *ctx, int Lc) {
     int C = b->norm1.c;
     int64_t M = B * L;
-    float *t = falloc(M * C);
+    float *t = falloc(ar, M * C);
     sdw_layer_norm_forward(&b->norm1, h, M, t);
-    attention_add(&b->attn1, t, B, L, NULL, 0, h);
+    attention_add(ar, &b->attn1, t, B, L, NULL, 0, h);
     sdw_layer_norm_forward(&b->norm2, h, M, t);
-    attention_add(&b->attn2, t, B, L, ctx, Lc, h);
+    attention_add(ar, &b->attn2, t, B, L, ctx, Lc, h);
     sdw_layer_norm_forward(&b->norm3, h, M, t);
-    feed_forward_add(b, t, M, h);
-    free(t);
+    feed_forward_add(ar, b, t, M, h);
+    ffree(ar, t);
 }
 
 /* Transformer2DModel.forward (continuous): x + proj_out(blocks(proj_in(GroupNorm(x)))).
  * proj_in/out are Linear or 1x1 conv; on NHWC rows both are the same matmul. x in place. */
-static void transformer_2d_forward(const transformer_2d *t, act x, int B, const float *ctx,
+static void transformer_2d_forward(sdw_arena *ar, const transformer_2d *t, act x, int B, const float *ctx,
                                    int Lc) {
     int64_t L = (int64_t)x.h * x.w, M = B * L;
     SDW_ASSERT(x.c == t->c);
-    float *n = falloc(M * t->c), *h = falloc(M * t->c);
+    float *n = falloc(ar, M * t->c), *h = falloc(ar, M * t->c);
     sdw_group_norm_forward(&t->norm, x.d, B, L, n, false); // [B, HW, C]
     sdw_linear_forward(&t->proj_in, n, M, h);              // [B, HW, C]
-    for (int d = 0; d < t->depth; d++) transformer_block_forward(&t->blocks[d], h, B, L, ctx, Lc);
+    for (int d = 0; d < t->depth; d++) transformer_block_forward(ar, &t->blocks[d], h, B, L, ctx, Lc);
     sdw_linear_forward_add(&t->proj_out, h, M, x.d);        // x += proj_out(h)
-    free(h);
-    free(n);
+    ffree(ar, h);
+    ffree(ar, n);
 }
 
 /* Downsample2D (use_conv, padding 1): 3x3 stride-2 conv. Returns a new [B, ceil(H/2), ...]. */
-static act downsample_forward(const sdw_conv2d *conv, act x, int B) {
+static act downsample_forward(sdw_arena *ar, const sdw_conv2d *conv, act x, int B) {
     act y = {NULL, sdw_conv2d_out_size(conv, x.h), sdw_conv2d_out_size(conv, x.w), conv->out};
-    y.d = falloc((int64_t)B * y.h * y.w * y.c);
+    y.d = falloc(ar, (int64_t)B * y.h * y.w * y.c);
     sdw_conv2d_forward(conv, x.d, B, x.h, x.w, y.d);
     return y;
 }
@@ -457,24 +462,24 @@ static void resize_nearest(const float *x, int B, int H, int W, int C, int oh, i
 
 /* Upsample2D (use_conv): nearest to (oh, ow) — 2x unless the UNet passes the skip's size for
  * odd inputs (forward_upsample_size) — then a 3x3 conv. Consumes x. */
-static act upsample_forward(const sdw_conv2d *conv, act x, int B, int oh, int ow) {
-    float *u = falloc((int64_t)B * oh * ow * x.c);
+static act upsample_forward(sdw_arena *ar, const sdw_conv2d *conv, act x, int B, int oh, int ow) {
+    float *u = falloc(ar, (int64_t)B * oh * ow * x.c);
     if (oh == 2 * x.h && ow == 2 * x.w) sdw_upsample_nearest2x(x.d, B, x.h, x.w, x.c, u);
     else resize_nearest(x.d, B, x.h, x.w, x.c, oh, ow, u);
-    free(x.d);
-    act y = {falloc((int64_t)B * oh * ow * conv->out), oh, ow, conv->out};
+    ffree(ar, x.d);
+    act y = {falloc(ar, (int64_t)B * oh * ow * conv->out), oh, ow, conv->out};
     sdw_conv2d_forward(conv, u, B, oh, ow, y.d);
-    free(u);
+    ffree(ar, u);
     return y;
 }
 
 /* Timesteps + TimestepEmbedding (+ SDXL "text_time" add_embedding), then the SiLU every
  * ResnetBlock2D applies to it first. Returns a new silu(emb) [B, T]. */
-static float *time_embedding_forward(const sdw_unet *u, int B, const float *timesteps,
+static float *time_embedding_forward(sdw_arena *ar, const sdw_unet *u, int B, const float *timesteps,
                                      const float *text_embeds, const float *time_ids) {
     const sdw_unet_config *c = &u->cfg;
     int c0 = c->block_out_channels[0], T = c->time_embed_dim;
-    float *ts = falloc((int64_t)B * c0), *e1 = falloc((int64_t)B * T), *emb = falloc((int64_t)B * T);
+    float *ts = falloc(ar, (int64_t)B * c0), *e1 = falloc(ar, (int64_t)B * T), *emb = falloc(ar, (int64_t)B * T);
     for (int b = 0; b < B; b++)
         sdw_timestep_embedding(timesteps[b], c0, c->flip_sin_to_cos, c->freq_shift, ts + b * c0);
     sdw_linear_forward(&u->time_1, ts, B, e1); // [B, T]
@@ -484,7 +489,7 @@ static float *time_embedding_forward(const sdw_unet *u, int B, const float *time
         SDW_ASSERT(text_embeds && time_ids); /* SDXL UNets need added conditioning */
         int D = c->add_in_dim, td = c->add_text_dim, n_ids = c->add_n_time_ids;
         int ad = c->addition_time_embed_dim;
-        float *in = falloc((int64_t)B * D), *aug = falloc((int64_t)B * T);
+        float *in = falloc(ar, (int64_t)B * D), *aug = falloc(ar, (int64_t)B * T);
         for (int b = 0; b < B; b++) { // concat(text_embeds, sinusoid(time_ids) flattened)
             float *row = in + (int64_t)b * D;
             memcpy(row, text_embeds + (int64_t)b * td, sizeof(float) * (size_t)td);
@@ -496,12 +501,12 @@ static float *time_embedding_forward(const sdw_unet *u, int B, const float *time
         sdw_silu(e1, (size_t)B * T);
         sdw_linear_forward(&u->add_2, e1, B, aug);
         sdw_add(emb, aug, (size_t)B * T);
-        free(aug);
-        free(in);
+        ffree(ar, aug);
+        ffree(ar, in);
     }
     sdw_silu(emb, (size_t)B * T);
-    free(e1);
-    free(ts);
+    ffree(ar, e1);
+    ffree(ar, ts);
     return emb;
 }
 
@@ -520,36 +525,37 @@ void sdw_unet_forward_ex(const sdw_unet *u, const float *x, int B, int H, int W,
     int n_lv = c->n_levels;
     SDW_ASSERT(B > 0 && H > 0 && W > 0 && L > 0 && x && timesteps && context && out);
     const sdw_prof_stage prev_stage = sdw__prof_stage(SDW_PROF_UNET);
-    float *temb = time_embedding_forward(u, B, timesteps, text_embeds, time_ids); // [B, T]
+    sdw_arena *ar = sdw_arena_create();
+    float *temb = time_embedding_forward(ar, u, B, timesteps, text_embeds, time_ids); // [B, T]
 
     /* conv_in, then the down path; every block output is a skip (kept until consumed). */
     act *skips = sdw_xcalloc((size_t)u->n_skips, sizeof *skips);
     int ns = 0;
-    act h = {falloc((int64_t)B * H * W * c->block_out_channels[0]), H, W,
+    act h = {falloc(ar, (int64_t)B * H * W * c->block_out_channels[0]), H, W,
              c->block_out_channels[0]};
     sdw_conv2d_forward(&u->conv_in, x, B, H, W, h.d); // [B, H, W, C0]
     skips[ns++] = h;
     for (int i = 0; i < n_lv; i++) { // CrossAttnDownBlock2D / DownBlock2D
         const unet_level *lv = &u->down[i];
         for (int j = 0; j < lv->n_layers; j++) {
-            h = resnet_forward(&lv->resnets[j], h, B, temb);
-            if (lv->attns) transformer_2d_forward(&lv->attns[j], h, B, context, L);
+            h = resnet_forward(ar, &lv->resnets[j], h, B, temb);
+            if (lv->attns) transformer_2d_forward(ar, &lv->attns[j], h, B, context, L);
             skips[ns++] = h;
         }
-        if (lv->has_sampler) skips[ns++] = h = downsample_forward(&lv->sampler, h, B);
+        if (lv->has_sampler) skips[ns++] = h = downsample_forward(ar, &lv->sampler, h, B);
     }
     SDW_ASSERT(ns == u->n_skips);
 
     /* UNetMidBlock2DCrossAttn: resnet, transformer, resnet. Without a mid block the last skip
      * doubles as the sample: copy it so each buffer has one owner. */
     if (c->has_mid) {
-        act m = resnet_forward(&u->mid_resnets[0], h, B, temb);
-        transformer_2d_forward(&u->mid_attn, m, B, context, L);
-        h = resnet_forward(&u->mid_resnets[1], m, B, temb);
-        free(m.d);
+        act m = resnet_forward(ar, &u->mid_resnets[0], h, B, temb);
+        transformer_2d_forward(ar, &u->mid_attn, m, B, context, L);
+        h = resnet_forward(ar, &u->mid_resnets[1], m, B, temb);
+        ffree(ar, m.d);
     } else {
         size_t n = (size_t)B * h.h * h.w * h.c;
-        float *d = falloc((int64_t)n);
+        float *d = falloc(ar, (int64_t)n);
         memcpy(d, h.d, n * sizeof(float));
         h.d = d;
     }
@@ -566,15 +572,15 @@ void sdw_unet_forward_ex(const sdw_unet *u, const float *x, int B, int H, int W,
         for (int j = 0; j < lv->n_layers; j++) {
             act s = skips[--ns];
             SDW_ASSERT(s.h == h.h && s.w == h.w);
-            act cat = {falloc((int64_t)B * h.h * h.w * (h.c + s.c)), h.h, h.w, h.c + s.c};
+            act cat = {falloc(ar, (int64_t)B * h.h * h.w * (h.c + s.c)), h.h, h.w, h.c + s.c};
             sdw_concat_channels(h.d, h.c, s.d, s.c, (int64_t)B * h.h * h.w, cat.d);
-            free(h.d);
-            free(s.d);
-            h = resnet_forward(&lv->resnets[j], cat, B, temb);
-            free(cat.d);
-            if (lv->attns) transformer_2d_forward(&lv->attns[j], h, B, context, L);
+            ffree(ar, h.d);
+            ffree(ar, s.d);
+            h = resnet_forward(ar, &lv->resnets[j], cat, B, temb);
+            ffree(ar, cat.d);
+            if (lv->attns) transformer_2d_forward(ar, &lv->attns[j], h, B, context, L);
         }
-        if (lv->has_sampler) h = upsample_forward(&lv->sampler, h, B, skips[ns - 1].h,
+        if (lv->has_sampler) h = upsample_forward(ar, &lv->sampler, h, B, skips[ns - 1].h,
                                                   skips[ns - 1].w);
     }
     SDW_ASSERT(ns == 0);
@@ -583,8 +589,9 @@ void sdw_unet_forward_ex(const sdw_unet *u, const float *x, int B, int H, int W,
     int64_t HW = (int64_t)H * W;
     sdw_group_norm_forward(&u->conv_norm_out, h.d, B, HW, h.d, true);
     sdw_conv2d_forward(&u->conv_out, h.d, B, H, W, out); // [B, H, W, out]
-    free(h.d);
+    ffree(ar, h.d);
     free(skips);
-    free(temb);
+    ffree(ar, temb);
+    sdw_arena_destroy(ar);
     sdw__prof_stage(prev_stage);
 }

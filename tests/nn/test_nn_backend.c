@@ -1,0 +1,433 @@
+/* The CPU backend under the nn layers: packed oneDNN convolutions / products in f32 and bf16
+ * against a double reference, fused residual accumulation, stacked projections, both attention
+ * kernels, GroupNorm with a fused bias, bf16 rounding, the precision rule and the profile. */
+#include "sdw_test.h"
+
+#include "nn/arena.h"
+#include "nn/dnn.h"
+#include "nn/nn.h"
+#include "nn/nn_impl.h"
+#include "nn/profile.h"
+
+#include <stdlib.h>
+
+static uint64_t g_rng = 0x2545F4914F6CDD1Dull;
+static float frand(void) { /* uniform in [-1, 1) */
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (float)((double)(g_rng >> 11) / (double)(1ull << 53) * 2.0 - 1.0);
+}
+static float *rand_buf(size_t n, float scale) {
+    float *p = malloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) p[i] = frand() * scale;
+    return p;
+}
+
+/* Tolerances: f32 products differ from the double reference by accumulation order only; bf16
+ * rounds both operands to 8 significant bits (relative 2^-9 each), which over K-term sums of
+ * random signs leaves ~1e-2 of the output's range. */
+#define TOL_F32 1e-5
+#define TOL_BF16 2e-2
+
+static double tol_for(sdw_precision p) { return p == SDW_PRECISION_BF16 ? TOL_BF16 : TOL_F32; }
+
+static int n_precisions(void) { return sdw_nn_cpu_has_bf16() ? 2 : 1; }
+static sdw_precision precision_at(int i) { return i ? SDW_PRECISION_BF16 : SDW_PRECISION_F32; }
+
+static void ref_conv(const float *x, const float *w, const float *b, int B, int H, int W, int in,
+                     int out, int k, int stride, int pad, int OH, int OW, float *ref) {
+    for (int bi = 0; bi < B; bi++)
+        for (int oy = 0; oy < OH; oy++)
+            for (int ox = 0; ox < OW; ox++)
+                for (int o = 0; o < out; o++) {
+                    double s = b ? b[o] : 0;
+                    for (int ky = 0; ky < k; ky++)
+                        for (int kx = 0; kx < k; kx++) {
+                            int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+                            if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                            for (int ci = 0; ci < in; ci++)
+                                s += (double)x[(((size_t)bi * H + iy) * W + ix) * in + ci] *
+                                     w[(((size_t)o * in + ci) * k + ky) * k + kx];
+                        }
+                    ref[(((size_t)bi * OH + oy) * OW + ox) * out + o] = (float)s;
+                }
+}
+
+/* A packed (sdw_conv2d_init) convolution against the reference, plain and accumulating. */
+static void check_conv(sdw_precision p, int B, int H, int W, int in, int out, int k, int stride,
+                       int pad, int pad_end, bool bias) {
+    sdw_weights *ws = sdw_weights_create_random(1);
+    sdw_weights_set_precision(ws, p);
+    float *w = rand_buf((size_t)out * in * k * k, 0.3f), *b = bias ? rand_buf(out, 1) : NULL;
+    sdw_conv2d c;
+    sdw_error err = {0};
+    sdw_status st = sdw_conv2d_init(&c, ws, w, b, in, out, k, stride, pad, pad_end, &err);
+    double e = INFINITY, e_add = INFINITY;
+    if (st == SDW_OK) {
+        const int OH = sdw_conv2d_out_size(&c, H), OW = sdw_conv2d_out_size(&c, W);
+        const size_t n = (size_t)B * OH * OW * out;
+        float *x = rand_buf((size_t)B * H * W * in, 1), *y = calloc(n, sizeof(float));
+        float *ref = calloc(n, sizeof(float)), *y0 = rand_buf(n, 1);
+        ref_conv(x, w, b, B, H, W, in, out, k, stride, pad, OH, OW, ref);
+        sdw_conv2d_forward(&c, x, B, H, W, y);
+        e = sdw_test_rel_err(y, ref, n);
+        memcpy(y, y0, n * sizeof(float));
+        sdw_conv2d_forward_add(&c, x, B, H, W, y);
+        for (size_t i = 0; i < n; i++) ref[i] += y0[i];
+        e_add = sdw_test_rel_err(y, ref, n);
+        free(x), free(y), free(ref), free(y0);
+    }
+    free(w), free(b);
+    sdw_weights_destroy(ws);
+    ASSERT_OK(st, &err);
+    if (!(e <= tol_for(p)) || !(e_add <= tol_for(p)))
+        sdw_test_fail(__FILE__, __LINE__, "%s conv %dx%dx%d->%d k%d s%d p%d/%d: %.3g / add %.3g",
+                      sdw_precision_str(p), H, W, in, out, k, stride, pad, pad_end, e, e_add);
+}
+
+static void test_packed_conv(void) {
+    for (int i = 0; i < n_precisions(); i++) {
+        sdw_precision p = precision_at(i);
+        check_conv(p, 2, 9, 11, 5, 7, 3, 1, 1, 1, true);   /* 3x3, odd sizes */
+        check_conv(p, 2, 10, 13, 6, 4, 3, 2, 1, 1, true);  /* UNet downsampler */
+        check_conv(p, 1, 9, 9, 6, 4, 3, 2, 0, 1, true);    /* VAE-encoder pad (0,1,0,1) */
+        check_conv(p, 2, 7, 5, 12, 9, 1, 1, 0, 0, true);   /* 1x1 */
+        check_conv(p, 1, 8, 8, 3, 5, 2, 1, 1, 1, false);   /* VAE upsample phase (2x2) */
+        check_conv(p, 1, 33, 40, 64, 48, 3, 1, 1, 1, true); /* above the nominal packing shape */
+        check_conv(p, 3, 4, 4, 40, 40, 3, 1, 1, 1, true);  /* below it */
+    }
+}
+
+/* One op used at several shapes: each gets its own cached primitive, all from one packing. */
+static void test_conv_many_shapes(void) {
+    sdw_weights *ws = sdw_weights_create_random(1);
+    float *w = rand_buf(16 * 8 * 9, 0.3f), *b = rand_buf(16, 1);
+    sdw_conv2d c;
+    sdw_error err = {0};
+    ASSERT_OK(sdw_conv2d_init(&c, ws, w, b, 8, 16, 3, 1, 1, 1, &err), &err);
+    double worst = 0;
+    for (int s = 1; s <= 30; s++) { /* more shapes than the op caches */
+        const int H = s, W = 31 - s, n = H * W * 16;
+        float *x = rand_buf((size_t)H * W * 8, 1), *y = calloc(n, 4), *ref = calloc(n, 4);
+        ref_conv(x, w, b, 1, H, W, 8, 16, 3, 1, 1, H, W, ref);
+        sdw_conv2d_forward(&c, x, 1, H, W, y);
+        double e = sdw_test_rel_err(y, ref, (size_t)n);
+        if (e > worst) worst = e;
+        free(x), free(y), free(ref);
+    }
+    free(w), free(b);
+    sdw_weights_destroy(ws);
+    ASSERT_TRUE(worst <= TOL_F32);
+}
+
+static void ref_linear(const float *x, const float *w, const float *b, int64_t M, int in, int out,
+                       float *ref) {
+    for (int64_t i = 0; i < M; i++)
+        for (int o = 0; o < out; o++) {
+            double s = b ? b[o] : 0;
+            for (int j = 0; j < in; j++) s += (double)x[i * in + j] * w[(size_t)o * in + j];
+            ref[i * out + o] = (float)s;
+        }
+}
+
+static void check_linear(sdw_precision p, int64_t M, int in, int out, bool bias) {
+    sdw_weights *ws = sdw_weights_create_random(1);
+    sdw_weights_set_precision(ws, p);
+    float *w = rand_buf((size_t)out * in, 0.2f), *b = bias ? rand_buf(out, 1) : NULL;
+    float *x = rand_buf((size_t)M * in, 1), *y = calloc((size_t)M * out, 4);
+    float *ref = calloc((size_t)M * out, 4), *y0 = rand_buf((size_t)M * out, 1);
+    sdw_linear l;
+    sdw_error err = {0};
+    sdw_status st = sdw_linear_init(&l, ws, w, b, in, out, &err);
+    double e = INFINITY, e_add = INFINITY;
+    if (st == SDW_OK) {
+        ref_linear(x, w, b, M, in, out, ref);
+        sdw_linear_forward(&l, x, M, y);
+        e = sdw_test_rel_err(y, ref, (size_t)M * out);
+        memcpy(y, y0, sizeof(float) * (size_t)M * out);
+        sdw_linear_forward_add(&l, x, M, y);
+        for (int64_t i = 0; i < M * out; i++) ref[i] += y0[i];
+        e_add = sdw_test_rel_err(y, ref, (size_t)M * out);
+    }
+    free(w), free(b), free(x), free(y), free(ref), free(y0);
+    sdw_weights_destroy(ws);
+    ASSERT_OK(st, &err);
+    if (!(e <= tol_for(p)) || !(e_add <= tol_for(p)))
+        sdw_test_fail(__FILE__, __LINE__, "%s linear %lldx%d->%d: %.3g / add %.3g",
+                      sdw_precision_str(p), (long long)M, in, out, e, e_add);
+}
+
+static void test_packed_linear(void) {
+    for (int i = 0; i < n_precisions(); i++) {
+        check_linear(precision_at(i), 37, 70, 53, true);
+        check_linear(precision_at(i), 2, 1280, 320, true); /* time embedding: tiny M */
+        check_linear(precision_at(i), 154, 32, 96, false);
+        check_linear(precision_at(i), 1000, 64, 17, true);
+    }
+}
+
+/* A hand-built layer (plain .w) accumulates the same way as a packed one. */
+static void test_hand_built_add(void) {
+    const int64_t M = 9;
+    const int in = 6, out = 5;
+    float *w = rand_buf((size_t)in * out, 1), *b = rand_buf(out, 1), *x = rand_buf(M * in, 1);
+    float *y = rand_buf(M * out, 1), *ref = malloc(sizeof(float) * M * out);
+    ref_linear(x, w, b, M, in, out, ref);
+    for (int64_t i = 0; i < M * out; i++) ref[i] += y[i];
+    sdw_linear l = {.w = w, .b = b, .in = in, .out = out};
+    sdw_linear_forward_add(&l, x, M, y);
+    double e = sdw_test_rel_err(y, ref, (size_t)(M * out));
+    free(w), free(b), free(x), free(y), free(ref);
+    ASSERT_TRUE(e <= TOL_F32);
+}
+
+/* Stacked projections compute exactly what the separate layers do, side by side. */
+static void test_bind_stacked(void) {
+    sdw_weights *ws = sdw_weights_create_random(3);
+    const char *names[3] = {"blk.q", "blk.k", "blk.v"};
+    sdw_linear one[3], all;
+    sdw_error err = {0};
+    for (int i = 0; i < 3; i++) ASSERT_OK(sdw_linear_bind(&one[i], ws, names[i], 24, 16, true, &err), &err);
+    ASSERT_OK(sdw_linear_bind_stacked(&all, ws, names, 3, 24, 16, true, &err), &err);
+    ASSERT_EQ_INT(all.out, 48);
+    const int64_t M = 13;
+    float *x = rand_buf(M * 24, 1), *y = calloc(M * 48, 4), *yi = calloc(M * 16, 4);
+    sdw_linear_forward(&all, x, M, y);
+    int bad = 0;
+    for (int i = 0; i < 3; i++) {
+        sdw_linear_forward(&one[i], x, M, yi);
+        for (int64_t r = 0; r < M; r++)
+            for (int c = 0; c < 16; c++) bad += fabsf(y[r * 48 + i * 16 + c] - yi[r * 16 + c]) > 1e-5f;
+    }
+    free(x), free(y), free(yi);
+    sdw_weights_destroy(ws);
+    ASSERT_EQ_INT(bad, 0);
+}
+
+/* Binding from a real file through the raw path: the same numbers as the f32 copy gives. */
+static void test_bind_from_file(void) {
+    sdw_st_file *f = NULL;
+    sdw_error err = {0};
+    ASSERT_OK(sdw_st_open(sdw_test_path("models/tiny-sd15/text_encoder/model.safetensors"), &f,
+                          &err),
+              &err);
+    sdw_weights *ws = sdw_weights_create(f, "", NULL, NULL);
+    const char *q = "text_model.encoder.layers.0.self_attn.q_proj";
+    sdw_linear l;
+    sdw_status st = sdw_linear_bind(&l, ws, q, 32, 32, true, &err);
+    const float *w = sdw_weights_f32(ws, "text_model.encoder.layers.0.self_attn.q_proj.weight", 2,
+                                     (int64_t[]){32, 32}, &err);
+    double e = INFINITY;
+    if (st == SDW_OK && w) {
+        float *x = rand_buf(5 * 32, 1), *y = calloc(5 * 32, 4), *ref = calloc(5 * 32, 4);
+        ref_linear(x, w, l.b, 5, 32, 32, ref);
+        sdw_linear_forward(&l, x, 5, y);
+        e = sdw_test_rel_err(y, ref, 5 * 32);
+        free(x), free(y), free(ref);
+    }
+    int unused = sdw_weights_unused(ws, NULL, 0);
+    /* a stacked layer with a missing part fails naming the part */
+    sdw_linear l2;
+    sdw_error err2 = {0};
+    sdw_status s_missing = sdw_linear_bind_stacked(
+        &l2, ws, (const char *const[]){q, "text_model.encoder.layers.0.self_attn.nope"}, 2, 32, 32,
+        true, &err2);
+    sdw_weights_destroy(ws);
+    sdw_st_close(f);
+    ASSERT_EQ_INT(s_missing, SDW_E_NOT_FOUND);
+    ASSERT_STR_CONTAINS(err2.msg, "self_attn.nope.weight");
+    ASSERT_OK(st, &err);
+    ASSERT_TRUE(w != NULL);
+    ASSERT_TRUE(e <= TOL_F32);
+    ASSERT_TRUE(unused > 0); /* only one layer was bound */
+}
+
+/* ---- attention: both kernels against a double reference ---- */
+
+typedef void (*attn_fn)(const float *, int64_t, const float *, int64_t, const float *, int64_t,
+                        int, int64_t, int64_t, int, int, float, bool, float *);
+
+static double attention_err(attn_fn fn, int B, int64_t Lq, int64_t Lk, int H, int D, int64_t st,
+                            bool causal) {
+    const int64_t HD = (int64_t)H * D;
+    float *q = rand_buf((size_t)(B * Lq * st), 2), *k = rand_buf((size_t)(B * Lk * st), 2);
+    float *v = rand_buf((size_t)(B * Lk * st), 1);
+    float *out = calloc((size_t)(B * Lq * HD), 4), *ref = calloc((size_t)(B * Lq * HD), 4);
+    double *p = malloc(sizeof(double) * (size_t)Lk);
+    const float scale = 1.0f / sqrtf((float)D);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int64_t i = 0; i < Lq; i++) {
+                double mx = -INFINITY, sum = 0;
+                int64_t n = causal ? (i + 1 < Lk ? i + 1 : Lk) : Lk;
+                for (int64_t j = 0; j < n; j++) {
+                    double s = 0;
+                    for (int d = 0; d < D; d++)
+                        s += (double)q[(b * Lq + i) * st + h * D + d] * k[(b * Lk + j) * st + h * D + d];
+                    p[j] = s * scale;
+                    if (p[j] > mx) mx = p[j];
+                }
+                for (int64_t j = 0; j < n; j++) sum += (p[j] = exp(p[j] - mx));
+                for (int d = 0; d < D; d++) {
+                    double o = 0;
+                    for (int64_t j = 0; j < n; j++) o += p[j] * v[(b * Lk + j) * st + h * D + d];
+                    ref[(b * Lq + i) * HD + h * D + d] = (float)(o / sum);
+                }
+            }
+    fn(q, st, k, st, v, st, B, Lq, Lk, H, D, scale, causal, out);
+    double e = sdw_test_rel_err(out, ref, (size_t)(B * Lq * HD));
+    free(q), free(k), free(v), free(out), free(ref), free(p);
+    return e;
+}
+
+static void check_both_kernels(int B, int64_t Lq, int64_t Lk, int H, int D, int64_t st,
+                               bool causal) {
+    double e_gen = attention_err(sdw__attention_generic, B, Lq, Lk, H, D, st, causal);
+    double e_512 = 0;
+    if (__builtin_cpu_supports("avx512f"))
+        e_512 = attention_err(sdw__attention_avx512, B, Lq, Lk, H, D, st, causal);
+    if (!(e_gen <= 1e-5) || !(e_512 <= 1e-5))
+        sdw_test_fail(__FILE__, __LINE__, "attention B%d Lq%lld Lk%lld H%d D%d causal %d: "
+                      "generic %.3g, avx512 %.3g", B, (long long)Lq, (long long)Lk, H, D, causal,
+                      e_gen, e_512);
+}
+
+static void test_attention_kernels(void) {
+    check_both_kernels(2, 130, 130, 3, 40, 3 * 3 * 40, false); /* fused qkv row stride */
+    check_both_kernels(1, 300, 77, 2, 80, 160, false);         /* cross, Lk not a multiple */
+    check_both_kernels(2, 77, 77, 4, 16, 64, true);            /* CLIP causal */
+    check_both_kernels(1, 333, 333, 1, 8, 8, true);            /* causal across key chunks */
+    check_both_kernels(1, 70, 70, 1, 200, 200, false);         /* wide head (VAE-like) */
+    check_both_kernels(1, 5, 3, 2, 3, 6, false);               /* tiny everything */
+}
+
+/* ---- GroupNorm with a fused per-(batch, channel) bias ---- */
+
+static void test_group_norm_bias(void) {
+    const int B = 2, HW = 150, C = 64, G = 32; /* HW spans several partial-sum blocks */
+    const size_t n = (size_t)B * HW * C;
+    float *x = rand_buf(n, 3), *bias = rand_buf((size_t)B * C, 5), *gamma = rand_buf(C, 1);
+    float *beta = rand_buf(C, 1), *xb = malloc(n * 4), *ref = malloc(n * 4), *y = malloc(n * 4);
+    for (size_t i = 0; i < n; i++) xb[i] = x[i] + bias[(i / ((size_t)HW * C)) * C + i % C];
+    sdw_group_norm g = {.gamma = gamma, .beta = beta, .c = C, .groups = G, .eps = 1e-5f};
+    sdw_group_norm_forward(&g, xb, B, HW, ref, true);
+    sdw_group_norm_forward_bias(&g, x, bias, B, HW, y, true);
+    double e = sdw_test_rel_err(y, ref, n);
+    sdw_group_norm_forward_bias(&g, x, bias, B, HW, x, true); /* in place */
+    double e_alias = sdw_test_rel_err(x, ref, n);
+    free(x), free(bias), free(gamma), free(beta), free(xb), free(ref), free(y);
+    ASSERT_TRUE(e <= 1e-6);
+    ASSERT_TRUE(e_alias <= 1e-6);
+}
+
+/* ---- bf16 ---- */
+
+static void test_bf16_rounding(void) {
+    const float in[] = {1.0f, -2.5f, 1.00390625f /* tie: rounds to even (1.0) */,
+                        1.01171875f /* tie: rounds up to even (1.015625) */, 3.0e38f, 1e-40f,
+                        INFINITY, -0.0f};
+    const uint16_t want[] = {0x3f80, 0xc020, 0x3f80, 0x3f82, 0x7f62, 0x0001, 0x7f80, 0x8000};
+    uint16_t out[8];
+    sdw__f32_to_bf16(in, out, 8);
+    for (int i = 0; i < 8; i++) ASSERT_EQ_INT(out[i], want[i]);
+    float nan = NAN;
+    uint16_t bn;
+    sdw__f32_to_bf16(&nan, &bn, 1);
+    float back;
+    sdw__bf16_to_f32(&bn, &back, 1);
+    ASSERT_TRUE(isnan(back));
+    /* large buffers go through the threaded path: round trip of exactly representable values */
+    const size_t n = 100003;
+    float *x = malloc(n * 4), *y = malloc(n * 4);
+    uint16_t *h = malloc(n * 2);
+    for (size_t i = 0; i < n; i++) x[i] = (float)((int)(i % 511) - 255) * 0.25f;
+    sdw__f32_to_bf16(x, h, n);
+    sdw__bf16_to_f32(h, y, n);
+    int bad = memcmp(x, y, n * 4) != 0;
+    free(x), free(y), free(h);
+    ASSERT_EQ_INT(bad, 0);
+}
+
+static void test_precision_names_and_rule(void) {
+    sdw_precision p = SDW_PRECISION_F32;
+    ASSERT_OK(sdw_precision_parse("bf16", &p), NULL);
+    ASSERT_EQ_INT(p, SDW_PRECISION_BF16);
+    ASSERT_STATUS(sdw_precision_parse("fp16", &p), SDW_E_INVALID_ARG);
+    ASSERT_EQ_INT(p, SDW_PRECISION_BF16); /* untouched on failure */
+    ASSERT_TRUE(strcmp(sdw_precision_str(SDW_PRECISION_AUTO), "auto") == 0);
+    ASSERT_EQ_INT(sdw_nn_precision_resolve(SDW_PRECISION_F32), SDW_PRECISION_F32);
+    ASSERT_EQ_INT(sdw_nn_precision_resolve(SDW_PRECISION_BF16),
+                  sdw_nn_cpu_has_bf16() ? SDW_PRECISION_BF16 : SDW_PRECISION_F32);
+    ASSERT_EQ_INT(sdw_nn_precision_resolve(SDW_PRECISION_AUTO),
+                  sdw_nn_cpu_has_amx() ? SDW_PRECISION_BF16 : SDW_PRECISION_F32);
+    ASSERT_TRUE(!sdw_nn_cpu_has_amx() || sdw_nn_cpu_has_bf16());
+}
+
+/* ---- arena ---- */
+
+/* Freed buffers come back for requests that fit; a request nothing fits first returns the free
+ * buffers, so the mapped total never exceeds the most that was live at once. */
+static void test_arena(void) {
+    sdw_arena *a = sdw_arena_create();
+    const size_t MB = 1 << 20;
+    char *p1 = sdw_arena_alloc(a, 3 * MB), *p2 = sdw_arena_alloc(a, 5 * MB);
+    char *small = sdw_arena_alloc(a, 1000);
+    ASSERT_TRUE(((uintptr_t)p1 & 63) == 0 && ((uintptr_t)small & 63) == 0);
+    memset(p1, 1, 3 * MB), memset(p2, 2, 5 * MB), memset(small, 3, 1000);
+    sdw_arena_free(a, p1);
+    char *p3 = sdw_arena_alloc(a, 2 * MB); /* fits p1's block */
+    ASSERT_TRUE(p3 == p1);
+    sdw_arena_free(a, p3);
+    sdw_arena_free(a, p2);
+    const size_t peak = sdw_arena_peak(a);
+    char *p4 = sdw_arena_alloc(a, 7 * MB); /* fits neither: both freed blocks are returned */
+    memset(p4, 4, 7 * MB);
+    ASSERT_TRUE(sdw_arena_peak(a) == peak); /* 4 + 6 MiB mapped before, 8 MiB now */
+    sdw_arena_free(a, small);
+    sdw_arena_free(a, p4);
+    sdw_arena_free(a, NULL);
+    sdw_arena_destroy(a);
+    sdw_arena_destroy(NULL);
+}
+
+/* ---- profile ---- */
+
+static void test_profile(void) {
+    sdw_profile_reset();
+    sdw_profile_enable(true);
+    sdw_prof_stage prev = sdw__prof_stage(SDW_PROF_UNET);
+    float x[64];
+    for (int i = 0; i < 64; i++) x[i] = (float)i;
+    sdw_silu(x, 64);
+    sdw__prof_stage(prev);
+    sdw_profile_enable(false);
+    sdw_silu(x, 64); /* not counted */
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    sdw_profile_print(f, 1);
+    fclose(f);
+    sdw_profile_reset();
+    ASSERT_STR_CONTAINS(buf, "stage unet");
+    ASSERT_STR_CONTAINS(buf, "activation");
+    ASSERT_STR_CONTAINS(buf, "one UNet step");
+    ASSERT_TRUE(strstr(buf, "stage vae") == NULL);
+    free(buf);
+}
+
+int main(void) {
+    RUN(test_packed_conv);
+    RUN(test_conv_many_shapes);
+    RUN(test_packed_linear);
+    RUN(test_hand_built_add);
+    RUN(test_bind_stacked);
+    RUN(test_bind_from_file);
+    RUN(test_attention_kernels);
+    RUN(test_group_norm_bias);
+    RUN(test_bf16_rounding);
+    RUN(test_precision_names_and_rule);
+    RUN(test_arena);
+    RUN(test_profile);
+    return sdw_test_finish();
+}
