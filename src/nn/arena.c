@@ -22,7 +22,9 @@ struct sdw_arena {
     size_t mapped, peak;
 };
 
-sdw_arena *sdw_arena_create(void) { return sdw_xcalloc(1, sizeof(sdw_arena)); }
+sdw_arena *sdw_arena_create(void) {
+    return sdw_xcalloc(1, sizeof(sdw_arena));
+}
 
 static void unmap(sdw_arena *a, int i) {
     munmap(a->b[i].base, a->b[i].span);
@@ -32,7 +34,8 @@ static void unmap(sdw_arena *a, int i) {
 
 void sdw_arena_destroy(sdw_arena *a) {
     if (!a) return;
-    while (a->n) unmap(a, a->n - 1);
+    while (a->n)
+        unmap(a, a->n - 1);
     free(a->b);
     free(a);
 }
@@ -83,4 +86,6 @@ void sdw_arena_free(sdw_arena *a, void *p) {
     free(p); /* a small buffer */
 }
 
-size_t sdw_arena_peak(const sdw_arena *a) { return a->peak; }
+size_t sdw_arena_peak(const sdw_arena *a) {
+    return a->peak;
+}

@@ -67,8 +67,8 @@ void sdw_attention(const float *q, int64_t q_stride, const float *k, int64_t k_s
     SDW_ASSERT(q_stride >= (int64_t)H * D && k_stride >= (int64_t)H * D &&
                v_stride >= (int64_t)H * D);
     if (D <= SDW__ATTN_AVX512_MAX_D && __builtin_cpu_supports("avx512f"))
-        sdw__attention_avx512(q, q_stride, k, k_stride, v, v_stride, B, Lq, Lk, H, D, scale,
-                              causal, out);
+        sdw__attention_avx512(q, q_stride, k, k_stride, v, v_stride, B, Lq, Lk, H, D, scale, causal,
+                              out);
     else
         sdw__attention_generic(q, q_stride, k, k_stride, v, v_stride, B, Lq, Lk, H, D, scale,
                                causal, out);

@@ -20,7 +20,9 @@
 
 enum { QB = 64, KB = 128, RB = 4, VB = 4 /* zmm per block: 64 keys or channels */ };
 
-static inline int64_t round16(int64_t n) { return (n + 15) & ~(int64_t)15; }
+static inline int64_t round16(int64_t n) {
+    return (n + 15) & ~(int64_t)15;
+}
 
 /* exp(x) for 16 lanes: x = n·ln2 + r, |r| <= ln2/2, e^r by Cephes' degree-6 polynomial, times
  * 2^n by vscalefps. x is clamped to [-87.3, 88.3] like sdw__expf (NaN stays NaN: max/min
@@ -44,21 +46,25 @@ T512I __m512 exp16(__m512 x) {
 }
 
 /* S[r][0 .. 16·nv) = Σ_d q_r[d] · Kt[d][0 .. 16·nv) for R rows (q_r = q + r·qs). */
-T512I void qk_block(int R, int nv, const float *q, int64_t qs, const float *kt, int64_t kts,
-                    int D, float *s) {
+T512I void qk_block(int R, int nv, const float *q, int64_t qs, const float *kt, int64_t kts, int D,
+                    float *s) {
     __m512 acc[RB][VB];
     for (int r = 0; r < R; r++)
-        for (int v = 0; v < nv; v++) acc[r][v] = _mm512_setzero_ps();
+        for (int v = 0; v < nv; v++)
+            acc[r][v] = _mm512_setzero_ps();
     for (int d = 0; d < D; d++) {
         __m512 k[VB];
-        for (int v = 0; v < nv; v++) k[v] = _mm512_loadu_ps(kt + d * kts + 16 * v);
+        for (int v = 0; v < nv; v++)
+            k[v] = _mm512_loadu_ps(kt + d * kts + 16 * v);
         for (int r = 0; r < R; r++) {
             const __m512 qb = _mm512_set1_ps(q[r * qs + d]);
-            for (int v = 0; v < nv; v++) acc[r][v] = _mm512_fmadd_ps(qb, k[v], acc[r][v]);
+            for (int v = 0; v < nv; v++)
+                acc[r][v] = _mm512_fmadd_ps(qb, k[v], acc[r][v]);
         }
     }
     for (int r = 0; r < R; r++)
-        for (int v = 0; v < nv; v++) _mm512_storeu_ps(s + r * KB + 16 * v, acc[r][v]);
+        for (int v = 0; v < nv; v++)
+            _mm512_storeu_ps(s + r * KB + 16 * v, acc[r][v]);
 }
 
 /* o[r][c .. c+16·nv) += Σ_j p[r][j] · V[j][c ..] for R rows, nk keys; mask[v] masks the
@@ -67,13 +73,16 @@ T512I void pv_block(int R, int nv, const float *p, const float *v, int64_t vs, i
                     const __mmask16 *mask, float *o, int64_t os) {
     __m512 acc[RB][VB];
     for (int r = 0; r < R; r++)
-        for (int i = 0; i < nv; i++) acc[r][i] = _mm512_setzero_ps();
+        for (int i = 0; i < nv; i++)
+            acc[r][i] = _mm512_setzero_ps();
     for (int j = 0; j < nk; j++) {
         __m512 vv[VB];
-        for (int i = 0; i < nv; i++) vv[i] = _mm512_maskz_loadu_ps(mask[i], v + j * vs + 16 * i);
+        for (int i = 0; i < nv; i++)
+            vv[i] = _mm512_maskz_loadu_ps(mask[i], v + j * vs + 16 * i);
         for (int r = 0; r < R; r++) {
             const __m512 pb = _mm512_set1_ps(p[r * KB + j]);
-            for (int i = 0; i < nv; i++) acc[r][i] = _mm512_fmadd_ps(pb, vv[i], acc[r][i]);
+            for (int i = 0; i < nv; i++)
+                acc[r][i] = _mm512_fmadd_ps(pb, vv[i], acc[r][i]);
         }
     }
     for (int r = 0; r < R; r++)
@@ -91,9 +100,9 @@ static T512 void qk_rows(int R, int nv, const float *q, int64_t qs, const float 
         qk_block(r, n, q, qs, kt, kts, D, s);                                                      \
         break;
     switch (R * 8 + nv) {
-        QK(4, 4) QK(4, 3) QK(4, 2) QK(4, 1) QK(1, 4) QK(1, 3) QK(1, 2) QK(1, 1)
-    default:
-        SDW_ABORT("qk_rows(%d, %d)", R, nv);
+        QK(4, 4)
+        QK(4, 3) QK(4, 2) QK(4, 1) QK(1, 4) QK(1, 3) QK(1, 2) QK(1, 1) default
+            : SDW_ABORT("qk_rows(%d, %d)", R, nv);
     }
 #undef QK
 }
@@ -105,9 +114,9 @@ static T512 void pv_rows(int R, int nv, const float *p, const float *v, int64_t 
         pv_block(r, n, p, v, vs, nk, mask, o, os);                                                 \
         break;
     switch (R * 8 + nv) {
-        PV(4, 4) PV(4, 3) PV(4, 2) PV(4, 1) PV(1, 4) PV(1, 3) PV(1, 2) PV(1, 1)
-    default:
-        SDW_ABORT("pv_rows(%d, %d)", R, nv);
+        PV(4, 4)
+        PV(4, 3) PV(4, 2) PV(4, 1) PV(1, 4) PV(1, 3) PV(1, 2) PV(1, 1) default
+            : SDW_ABORT("pv_rows(%d, %d)", R, nv);
     }
 #undef PV
 }
@@ -158,9 +167,11 @@ T512 void sdw__attention_avx512(const float *q, int64_t q_stride, const float *k
             float *dst = kt + ((int64_t)b * H + h) * D * Lkp;
             const float *src = k + (int64_t)b * Lk * k_stride + (int64_t)h * D;
             for (int64_t j = 0; j < Lk; j++)
-                for (int d = 0; d < D; d++) dst[d * Lkp + j] = src[j * k_stride + d];
+                for (int d = 0; d < D; d++)
+                    dst[d * Lkp + j] = src[j * k_stride + d];
             for (int d = 0; d < D; d++)
-                for (int64_t j = Lk; j < Lkp; j++) dst[d * Lkp + j] = 0.0f;
+                for (int64_t j = Lk; j < Lkp; j++)
+                    dst[d * Lkp + j] = 0.0f;
         }
     __mmask16 vmask[SDW__ATTN_AVX512_MAX_D / 16 + VB]; /* channel masks per 16-lane vector */
     const int n_dvec = (int)(Dp / 16);
@@ -228,7 +239,8 @@ T512 void sdw__attention_avx512(const float *q, int64_t q_stride, const float *k
             for (int r = 0; r < nq; r++) {
                 const float inv = 1.0f / tb->l[r];
                 float *dst = out + ((int64_t)b * Lq + i0 + r) * HD + (int64_t)h * D;
-                for (int d = 0; d < D; d++) dst[d] = o[(size_t)r * Dp + d] * inv;
+                for (int d = 0; d < D; d++)
+                    dst[d] = o[(size_t)r * Dp + d] * inv;
             }
         }
         free(o);

@@ -117,8 +117,8 @@ sdw_status sdw_conv2d_init(sdw_conv2d *c, sdw_weights *ws, const float *w_oihw, 
                pad_end >= 0);
     sdw_conv2d t = {.in = in, .out = out, .k = k, .stride = stride, .pad = pad, .pad_end = pad_end};
     const sdw__conv_geom g = {in, out, k, stride, pad, pad_end};
-    sdw_status st = adopt(ws, sdw__dnn_conv_create(sdw_weights_precision(ws), w_oihw, b, &g, err),
-                          &t.op, err);
+    sdw_status st =
+        adopt(ws, sdw__dnn_conv_create(sdw_weights_precision(ws), w_oihw, b, &g, err), &t.op, err);
     if (st == SDW_OK) *c = t;
     return st;
 }

@@ -31,7 +31,7 @@ typedef struct prim_entry {
     int64_t key[KEY_N]; /* conv: B, H, W, xt, accumulate; matmul: M, 0, 0, xt, accumulate */
     dnnl_primitive_t prim;
     dnnl_memory_desc_t src_md, wei_md, dst_md, scratch_md;
-    void *w;    /* the weights this primitive reads: the op's, or an own reorder of them */
+    void *w; /* the weights this primitive reads: the op's, or an own reorder of them */
     bool own_w;
 } prim_entry;
 
@@ -51,7 +51,9 @@ static void check(dnnl_status_t s, const char *what) {
     if (s != dnnl_success) SDW_ABORT("oneDNN: %s failed (status %d)", what, (int)s);
 }
 
-static dnnl_data_type_t dnnl_dt(sdw__dt t) { return t == SDW__BF16 ? dnnl_bf16 : dnnl_f32; }
+static dnnl_data_type_t dnnl_dt(sdw__dt t) {
+    return t == SDW__BF16 ? dnnl_bf16 : dnnl_f32;
+}
 static sdw__dt op_dt(const sdw__dnn *op) {
     return op->prec == SDW_PRECISION_BF16 ? SDW__BF16 : SDW__F32;
 }
@@ -84,7 +86,8 @@ static dnnl_status_t make_pd(const sdw__dnn *op, const int64_t *key, const dnnl_
         check(dnnl_memory_desc_init_by_tag(&dst, 4, (dnnl_dims_t){B, g->out, OH, OW}, dnnl_f32,
                                            dnnl_nhwc),
               "dst md");
-        if (w_md) wei = *w_md;
+        if (w_md)
+            wei = *w_md;
         else
             check(dnnl_memory_desc_init_by_tag(&wei, 4, (dnnl_dims_t){g->out, g->in, g->k, g->k},
                                                wdt, dnnl_format_tag_any),
@@ -101,7 +104,8 @@ static dnnl_status_t make_pd(const sdw__dnn *op, const int64_t *key, const dnnl_
         check(dnnl_memory_desc_init_by_tag(&src, 2, (dnnl_dims_t){M, g->in}, xdt, dnnl_ab), "src");
         check(dnnl_memory_desc_init_by_tag(&dst, 2, (dnnl_dims_t){M, g->out}, dnnl_f32, dnnl_ab),
               "dst");
-        if (w_md) wei = *w_md;
+        if (w_md)
+            wei = *w_md;
         else
             check(dnnl_memory_desc_init_by_tag(&wei, 2, (dnnl_dims_t){g->in, g->out}, wdt,
                                                dnnl_format_tag_any),
@@ -200,8 +204,8 @@ sdw__dnn *sdw__dnn_conv_create(sdw_precision p, const float *w_oihw, const float
     sdw__dnn *op = op_new(true, p);
     op->g = *g;
     dnnl_memory_desc_t user;
-    check(dnnl_memory_desc_init_by_tag(&user, 4, (dnnl_dims_t){g->out, g->in, g->k, g->k},
-                                       dnnl_f32, dnnl_oihw),
+    check(dnnl_memory_desc_init_by_tag(&user, 4, (dnnl_dims_t){g->out, g->in, g->k, g->k}, dnnl_f32,
+                                       dnnl_oihw),
           "user weights md");
     if (pack(op, &user, w_oihw, bias, err) != SDW_OK) {
         sdw__dnn_destroy(op);
@@ -239,7 +243,9 @@ void sdw__dnn_destroy(void *p) {
     free(op);
 }
 
-sdw_precision sdw__dnn_precision(const sdw__dnn *op) { return op->prec; }
+sdw_precision sdw__dnn_precision(const sdw__dnn *op) {
+    return op->prec;
+}
 
 /* Makes the primitive for key into *e. Prefers the packed weights; if the only kernel that
  * takes them for this shape is a reference one, lets oneDNN choose and reorders a copy. */
@@ -252,7 +258,8 @@ static void make_entry(const sdw__dnn *op, const int64_t *key, prim_entry *e) {
     if (is_reference(pd)) {
         dnnl_primitive_desc_t alt;
         if (make_pd(op, key, NULL, &alt) == dnnl_success && !is_reference(alt)) {
-            const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(alt, dnnl_query_weights_md, 0);
+            const dnnl_memory_desc_t *md =
+                dnnl_primitive_desc_query_md(alt, dnnl_query_weights_md, 0);
             e->w = alloc_md(md);
             e->own_w = true;
             reorder(&op->w_md, op->w, md, e->w);
@@ -261,16 +268,18 @@ static void make_entry(const sdw__dnn *op, const int64_t *key, prim_entry *e) {
         } else {
             if (make_pd(op, key, NULL, &alt) == dnnl_success) dnnl_primitive_desc_destroy(alt);
             SDW_DEBUG("oneDNN: only a reference kernel for this %s shape (%lld, %lld, %lld)",
-                      op->is_conv ? "convolution" : "matmul", (long long)key[0],
-                      (long long)key[1], (long long)key[2]);
+                      op->is_conv ? "convolution" : "matmul", (long long)key[0], (long long)key[1],
+                      (long long)key[2]);
         }
     }
     e->src_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
     e->wei_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     e->dst_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
     const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    if (sp) e->scratch_md = *sp;
-    else memset(&e->scratch_md, 0, sizeof e->scratch_md);
+    if (sp)
+        e->scratch_md = *sp;
+    else
+        memset(&e->scratch_md, 0, sizeof e->scratch_md);
     check(dnnl_primitive_create(&e->prim, pd), "primitive");
     dnnl_primitive_desc_destroy(pd);
 }
@@ -384,7 +393,8 @@ static inline uint16_t f32_to_bf16_1(float f) {
 
 __attribute__((target_clones("avx512f", "avx2", "default"))) static void
 to_bf16_block(const float *x, uint16_t *y, size_t n) {
-    for (size_t i = 0; i < n; i++) y[i] = f32_to_bf16_1(x[i]);
+    for (size_t i = 0; i < n; i++)
+        y[i] = f32_to_bf16_1(x[i]);
 }
 
 __attribute__((target_clones("avx512f", "avx2", "default"))) static void
@@ -395,7 +405,9 @@ from_bf16_block(const uint16_t *x, float *y, size_t n) {
     }
 }
 
-void sdw__f32_to_bf16_row(const float *x, uint16_t *y, size_t n) { to_bf16_block(x, y, n); }
+void sdw__f32_to_bf16_row(const float *x, uint16_t *y, size_t n) {
+    to_bf16_block(x, y, n);
+}
 
 #define CONVERT_CHUNK 16384
 
@@ -421,7 +433,9 @@ void sdw__bf16_to_f32(const uint16_t *x, float *y, size_t n) {
 
 static dnnl_cpu_isa_t g_isa;
 static pthread_once_t g_isa_once = PTHREAD_ONCE_INIT;
-static void isa_init(void) { g_isa = dnnl_get_effective_cpu_isa(); }
+static void isa_init(void) {
+    g_isa = dnnl_get_effective_cpu_isa();
+}
 
 /* oneDNN's ISA values are nested bit masks: a CPU "has" an ISA when all its bits are set. */
 static bool isa_has(dnnl_cpu_isa_t want) {
@@ -429,8 +443,12 @@ static bool isa_has(dnnl_cpu_isa_t want) {
     return ((unsigned)g_isa & (unsigned)want) == (unsigned)want;
 }
 
-bool sdw_nn_cpu_has_bf16(void) { return isa_has(dnnl_cpu_isa_avx512_core_bf16); }
-bool sdw_nn_cpu_has_amx(void) { return isa_has(dnnl_cpu_isa_avx512_core_amx); }
+bool sdw_nn_cpu_has_bf16(void) {
+    return isa_has(dnnl_cpu_isa_avx512_core_bf16);
+}
+bool sdw_nn_cpu_has_amx(void) {
+    return isa_has(dnnl_cpu_isa_avx512_core_amx);
+}
 
 sdw_precision sdw_nn_precision_resolve(sdw_precision want) {
     switch (want) {

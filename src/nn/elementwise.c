@@ -23,10 +23,12 @@ static inline float gelu1(float x) {
 VEC_CLONES static void act_block(act_kind k, float *x, size_t n) {
     switch (k) {
     case ACT_SILU:
-        for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + sdw__expf(-x[i]));
+        for (size_t i = 0; i < n; i++)
+            x[i] = x[i] / (1.0f + sdw__expf(-x[i]));
         break;
     case ACT_GELU:
-        for (size_t i = 0; i < n; i++) x[i] = gelu1(x[i]);
+        for (size_t i = 0; i < n; i++)
+            x[i] = gelu1(x[i]);
         break;
     case ACT_GELU_TANH: {
         const float c = 0.7978845608028654f; /* √(2/π) */
@@ -38,7 +40,8 @@ VEC_CLONES static void act_block(act_kind k, float *x, size_t n) {
         break;
     }
     case ACT_QUICK_GELU: /* transformers' QuickGELU: x·sigmoid(1.702·x) */
-        for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + sdw__expf(-1.702f * x[i]));
+        for (size_t i = 0; i < n; i++)
+            x[i] = x[i] / (1.0f + sdw__expf(-1.702f * x[i]));
         break;
     }
 }
@@ -54,10 +57,18 @@ static void act(act_kind k, float *x, size_t n) {
     sdw__prof_end(SDW_OP_ACT, prof_t0, 0);
 }
 
-void sdw_silu(float *x, size_t n) { act(ACT_SILU, x, n); }
-void sdw_gelu(float *x, size_t n) { act(ACT_GELU, x, n); }
-void sdw_gelu_tanh(float *x, size_t n) { act(ACT_GELU_TANH, x, n); }
-void sdw_quick_gelu(float *x, size_t n) { act(ACT_QUICK_GELU, x, n); }
+void sdw_silu(float *x, size_t n) {
+    act(ACT_SILU, x, n);
+}
+void sdw_gelu(float *x, size_t n) {
+    act(ACT_GELU, x, n);
+}
+void sdw_gelu_tanh(float *x, size_t n) {
+    act(ACT_GELU_TANH, x, n);
+}
+void sdw_quick_gelu(float *x, size_t n) {
+    act(ACT_QUICK_GELU, x, n);
+}
 
 void sdw_add(float *y, const float *x, size_t n) {
     const double prof_t0 = sdw__prof_begin();
@@ -68,7 +79,8 @@ void sdw_add(float *y, const float *x, size_t n) {
 }
 
 VEC_CLONES static void geglu_row(const float *hidden, const float *gate, int F, float *y) {
-    for (int j = 0; j < F; j++) y[j] = hidden[j] * gelu1(gate[j]);
+    for (int j = 0; j < F; j++)
+        y[j] = hidden[j] * gelu1(gate[j]);
 }
 
 void sdw_geglu(const float *x, int64_t M, int F, float *y) {

@@ -67,7 +67,7 @@ typedef struct sdw_conv2d {
     const float *w; /* [k, k, in, out] (HWIO) for hand-built layers; NULL if bound */
     const float *b; /* [out] or NULL (NULL also for _init layers: the op holds the bias) */
     int in, out, k, stride, pad;
-    int pad_end; /* padding after each spatial dim (== pad for symmetric) */
+    int pad_end;               /* padding after each spatial dim (== pad for symmetric) */
     const struct sdw__dnn *op; /* bound layers: packed weights (owned by the sdw_weights) */
 } sdw_conv2d;
 /* Binds "<prefix>.weight" [out,in,k,k] and optional "<prefix>.bias" (symmetric padding). */
@@ -106,8 +106,8 @@ void sdw_group_norm_forward(const sdw_group_norm *g, const float *x, int B, int6
                             bool silu);
 /* GroupNorm of (x + bias), bias [B, C] broadcast over pixels (a ResnetBlock2D's time embedding
  * added just before its norm2): the sum is formed on the fly, never stored. y may alias x. */
-void sdw_group_norm_forward_bias(const sdw_group_norm *g, const float *x, const float *bias,
-                                 int B, int64_t HW, float *y, bool silu);
+void sdw_group_norm_forward_bias(const sdw_group_norm *g, const float *x, const float *bias, int B,
+                                 int64_t HW, float *y, bool silu);
 
 typedef struct sdw_layer_norm {
     const float *gamma, *beta; /* [C] */

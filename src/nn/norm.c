@@ -19,17 +19,20 @@
 
 /* acc[c] = Σ_p (x[p][c] + bias[c]) over n pixels of C channels. */
 VEC_CLONES static void block_sum(const float *x, const float *bias, int64_t n, int C, float *acc) {
-    for (int c = 0; c < C; c++) acc[c] = 0.0f;
+    for (int c = 0; c < C; c++)
+        acc[c] = 0.0f;
     for (int64_t p = 0; p < n; p++) {
         const float *row = x + p * C;
-        for (int c = 0; c < C; c++) acc[c] += row[c] + bias[c];
+        for (int c = 0; c < C; c++)
+            acc[c] += row[c] + bias[c];
     }
 }
 
 /* acc[c] = Σ_p (x[p][c] + bias[c] − center[c])². */
 VEC_CLONES static void block_sq(const float *x, const float *bias, const float *center, int64_t n,
                                 int C, float *acc) {
-    for (int c = 0; c < C; c++) acc[c] = 0.0f;
+    for (int c = 0; c < C; c++)
+        acc[c] = 0.0f;
     for (int64_t p = 0; p < n; p++) {
         const float *row = x + p * C;
         for (int c = 0; c < C; c++) {
@@ -52,7 +55,8 @@ VEC_CLONES static void apply_rows(const float *x, const float *bias, const float
                 out[c] = v / (1.0f + sdw__expf(-v));
             }
         } else {
-            for (int c = 0; c < C; c++) out[c] = (row[c] + bias[c]) * scale[c] + shift[c];
+            for (int c = 0; c < C; c++)
+                out[c] = (row[c] + bias[c]) * scale[c] + shift[c];
         }
         if (yt == SDW__BF16) sdw__f32_to_bf16_row(tmp, (uint16_t *)y + p * C, (size_t)C);
     }
@@ -82,10 +86,13 @@ void sdw__group_norm(const sdw_group_norm *g, const float *x, const float *bias_
                 const int64_t p0 = t % n_blk * BLK, np = SDW_MIN((int64_t)BLK, HW - p0);
                 const float *xb = x + ((size_t)b * HW + p0) * C;
                 const float *bias = bias_bc ? bias_bc + (size_t)b * C : zero;
-                if (pass == 0) block_sum(xb, bias, np, C, acc);
-                else block_sq(xb, bias, center + (size_t)b * C, np, C, acc);
+                if (pass == 0)
+                    block_sum(xb, bias, np, C, acc);
+                else
+                    block_sq(xb, bias, center + (size_t)b * C, np, C, acc);
                 double *dst = part + (size_t)t * C;
-                for (int c = 0; c < C; c++) dst[c] = acc[c];
+                for (int c = 0; c < C; c++)
+                    dst[c] = acc[c];
             }
             free(acc);
         }
@@ -96,7 +103,8 @@ void sdw__group_norm(const sdw_group_norm *g, const float *x, const float *bias_
                 for (int j = 0; j < cpg; j++) {
                     const int c = gi * cpg + j;
                     double sc = 0;
-                    for (int64_t k = 0; k < n_blk; k++) sc += part[((size_t)b * n_blk + k) * C + c];
+                    for (int64_t k = 0; k < n_blk; k++)
+                        sc += part[((size_t)b * n_blk + k) * C + c];
                     s += sc;
                 }
                 if (pass == 0) {
@@ -142,8 +150,8 @@ void sdw_group_norm_forward(const sdw_group_norm *g, const float *x, int B, int6
     sdw__group_norm(g, x, NULL, B, HW, y, SDW__F32, silu);
 }
 
-void sdw_group_norm_forward_bias(const sdw_group_norm *g, const float *x, const float *bias,
-                                 int B, int64_t HW, float *y, bool silu) {
+void sdw_group_norm_forward_bias(const sdw_group_norm *g, const float *x, const float *bias, int B,
+                                 int64_t HW, float *y, bool silu) {
     sdw__group_norm(g, x, bias, B, HW, y, SDW__F32, silu);
 }
 
@@ -153,10 +161,13 @@ VEC_CLONES static void ln_row(const float *x, int C, const float *gamma, const f
     float lane[16] = {0};
     int c = 0;
     for (; c + 16 <= C; c += 16)
-        for (int k = 0; k < 16; k++) lane[k] += x[c + k];
+        for (int k = 0; k < 16; k++)
+            lane[k] += x[c + k];
     double sum = 0;
-    for (int k = 0; k < 16; k++) sum += lane[k];
-    for (; c < C; c++) sum += x[c];
+    for (int k = 0; k < 16; k++)
+        sum += lane[k];
+    for (; c < C; c++)
+        sum += x[c];
     const double mean = sum / C;
     const float fm = (float)mean;
     float lsq[16] = {0};
@@ -166,13 +177,15 @@ VEC_CLONES static void ln_row(const float *x, int C, const float *gamma, const f
             lsq[k] += d * d;
         }
     double ss = 0;
-    for (int k = 0; k < 16; k++) ss += lsq[k];
+    for (int k = 0; k < 16; k++)
+        ss += lsq[k];
     for (; c < C; c++) {
         const double d = x[c] - mean;
         ss += d * d;
     }
     const float rstd = (float)(1.0 / sqrt(ss / C + (double)eps));
-    for (c = 0; c < C; c++) y[c] = (x[c] - fm) * rstd * gamma[c] + beta[c];
+    for (c = 0; c < C; c++)
+        y[c] = (x[c] - fm) * rstd * gamma[c] + beta[c];
 }
 
 void sdw__layer_norm(const sdw_layer_norm *n, const float *x, int64_t M, void *y, sdw__dt yt) {

@@ -4,9 +4,9 @@
 #include <stdatomic.h>
 
 static const char *const k_stage_names[SDW_PROF_N_STAGES] = {"other", "text", "unet", "vae"};
-static const char *const k_op_names[SDW_OP_N] = {
-    "conv 3x3", "conv 1x1", "linear", "attention", "group norm", "layer norm",
-    "activation", "eltwise", "layout/convert"};
+static const char *const k_op_names[SDW_OP_N] = {"conv 3x3",   "conv 1x1",   "linear",
+                                                 "attention",  "group norm", "layer norm",
+                                                 "activation", "eltwise",    "layout/convert"};
 
 typedef struct counter {
     _Atomic int64_t calls;
@@ -19,8 +19,12 @@ static atomic_bool g_on;
 static _Atomic int g_stage;
 static counter g_ctr[SDW_PROF_N_STAGES][SDW_OP_N];
 
-void sdw_profile_enable(bool on) { atomic_store(&g_on, on); }
-bool sdw_profile_enabled(void) { return atomic_load_explicit(&g_on, memory_order_relaxed); }
+void sdw_profile_enable(bool on) {
+    atomic_store(&g_on, on);
+}
+bool sdw_profile_enabled(void) {
+    return atomic_load_explicit(&g_on, memory_order_relaxed);
+}
 
 void sdw_profile_reset(void) {
     for (int s = 0; s < SDW_PROF_N_STAGES; s++)
@@ -35,7 +39,9 @@ sdw_prof_stage sdw__prof_stage(sdw_prof_stage s) {
     return (sdw_prof_stage)atomic_exchange(&g_stage, (int)s);
 }
 
-double sdw__prof_begin(void) { return sdw_profile_enabled() ? sdw_time_now() : 0.0; }
+double sdw__prof_begin(void) {
+    return sdw_profile_enabled() ? sdw_time_now() : 0.0;
+}
 
 void sdw__prof_end(sdw_prof_op op, double t0, double flops) {
     if (t0 == 0.0) return;
@@ -48,7 +54,8 @@ void sdw__prof_end(sdw_prof_op op, double t0, double flops) {
 
 static void print_stage(FILE *f, int s, double div, const char *title) {
     double total = 0;
-    for (int o = 0; o < SDW_OP_N; o++) total += (double)atomic_load(&g_ctr[s][o].nanos) * 1e-9;
+    for (int o = 0; o < SDW_OP_N; o++)
+        total += (double)atomic_load(&g_ctr[s][o].nanos) * 1e-9;
     if (total <= 0) return;
     fprintf(f, "%s: %.3f s\n", title, total / div);
     fprintf(f, "  %-15s %8s %10s %6s %9s\n", "op", "calls", "seconds", "share", "GFLOP/s");
@@ -60,8 +67,10 @@ static void print_stage(FILE *f, int s, double div, const char *title) {
         const double gf = (double)atomic_load(&c->mflop) * 1e-3;
         fprintf(f, "  %-15s %8.0f %10.3f %5.1f%% ", k_op_names[o], (double)calls / div, sec / div,
                 100.0 * sec / total);
-        if (gf > 0 && sec > 0) fprintf(f, "%9.1f\n", gf / sec);
-        else fprintf(f, "%9s\n", "-");
+        if (gf > 0 && sec > 0)
+            fprintf(f, "%9.1f\n", gf / sec);
+        else
+            fprintf(f, "%9s\n", "-");
     }
 }
 

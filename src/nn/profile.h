@@ -31,9 +31,9 @@ typedef enum sdw_prof_op {
     SDW_OP_ATTENTION,  /* softmax(q kᵀ) v */
     SDW_OP_GROUP_NORM, /* GroupNorm (+ fused SiLU) */
     SDW_OP_LAYER_NORM,
-    SDW_OP_ACT,        /* GEGLU, GELU, SiLU */
-    SDW_OP_ELTWISE,    /* residual adds, broadcasts */
-    SDW_OP_LAYOUT,     /* upsample, concat, layout shuffles, precision conversions */
+    SDW_OP_ACT,     /* GEGLU, GELU, SiLU */
+    SDW_OP_ELTWISE, /* residual adds, broadcasts */
+    SDW_OP_LAYOUT,  /* upsample, concat, layout shuffles, precision conversions */
     SDW_OP_N
 } sdw_prof_op;
 

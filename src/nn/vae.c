@@ -655,7 +655,8 @@ static float *mid_forward(sdw_arena *ar, const vae_mid *m, float *x, int B, int 
 
 /* Upsample2D (see vae_upsample). Takes x [B,H,W,C] (freed), returns [B,2H,2W,C].
  * Peak: x + y + one phase output (half of y). */
-static float *upsample_forward(sdw_arena *ar, const vae_upsample *u, float *x, int B, int H, int W) {
+static float *upsample_forward(sdw_arena *ar, const vae_upsample *u, float *x, int B, int H,
+                               int W) {
     const int C = u->c;
     float *y = alloc_act(ar, B, 2 * H, 2 * W, C);
     float *p = alloc_act(ar, B, H + 1, W + 1, 2 * C); /* [B, H+1, W+1, (px, C)] */
@@ -681,7 +682,8 @@ static float *upsample_forward(sdw_arena *ar, const vae_upsample *u, float *x, i
 /* Downsample2D (padding 0): F.pad(x, (0,1,0,1)) — one zero column right, one zero row at the
  * bottom — then 3x3 conv stride 2 without padding; the conv is bound with pad 0 / pad_end 1,
  * which is the same thing. Takes x (freed); *H, *W become the output size. */
-static float *downsample_forward(sdw_arena *ar, const sdw_conv2d *conv, float *x, int B, int *H, int *W) {
+static float *downsample_forward(sdw_arena *ar, const sdw_conv2d *conv, float *x, int B, int *H,
+                                 int *W) {
     const int oh = sdw_conv2d_out_size(conv, *H), ow = sdw_conv2d_out_size(conv, *W);
     float *y = alloc_act(ar, B, oh, ow, conv->out);
     sdw_conv2d_forward(conv, x, B, *H, *W, y);
@@ -725,7 +727,8 @@ void sdw_vae_decode(const sdw_vae *v, const float *z, int B, int h, int w, float
     x = mid_forward(ar, &v->dec_mid, x, B, h, w);
     int H = h, W = w;
     for (int i = 0; i < L; i++) {
-        for (int j = 0; j < n_res; j++) x = resnet_forward(ar, &v->up_res[i * n_res + j], x, B, H, W);
+        for (int j = 0; j < n_res; j++)
+            x = resnet_forward(ar, &v->up_res[i * n_res + j], x, B, H, W);
         if (i < L - 1) {
             x = upsample_forward(ar, &v->upsample[i], x, B, H, W); // [B, 2H, 2W, boc[L-1-i]]
             H *= 2;
@@ -756,7 +759,8 @@ sdw_status sdw_vae_encode(const sdw_vae *v, const float *img, int B, int H, int 
     float *x = alloc_act(ar, B, H, W, v->enc_conv_in.out); // [B, H, W, boc[0]]
     sdw_conv2d_forward(&v->enc_conv_in, img, B, H, W, x);
     for (int i = 0; i < L; i++) {
-        for (int j = 0; j < n_res; j++) x = resnet_forward(ar, &v->down_res[i * n_res + j], x, B, H, W);
+        for (int j = 0; j < n_res; j++)
+            x = resnet_forward(ar, &v->down_res[i * n_res + j], x, B, H, W);
         if (i < L - 1) x = downsample_forward(ar, &v->downsample[i], x, B, &H, &W);
     }
     x = mid_forward(ar, &v->enc_mid, x, B, H, W); // [B, h, w, boc[L-1]]

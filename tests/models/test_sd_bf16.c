@@ -1,11 +1,13 @@
-/* The bf16 fast path against the reference goldens: every tiny-model txt2img case generated with
- * precision bf16 must give a final image within a mean absolute error of 2 levels (of 255) of
- * the reference image (the bar of issue 5); the PSNR is printed. Also: the f32 and bf16 paths
- * really differ (bf16 weights are in use), and an explicit f32 request stays on the exact path.
- * Skipped (exit 77) on CPUs without native bf16 arithmetic (AVX512-BF16 or AMX): there the
- * fast path is f32 by design and the exact-path tests cover it. */
+/* The bf16 fast path against the reference goldens: every tiny-model case the pipeline runs
+ * (txt2img with each sampler, folder and single file, img2img, inpainting with 4- and 9-channel
+ * UNets) generated with precision bf16 must give a final image within a mean absolute error of 2
+ * levels (of 255) of the reference image (the bar of issue 5); the PSNR is printed. Also: the f32
+ * and bf16 paths really differ (bf16 weights are in use), and an explicit f32 request stays on the
+ * exact path. Skipped (exit 77) on CPUs without native bf16 arithmetic (AVX512-BF16 or AMX): there
+ * the fast path is f32 by design and the exact-path tests cover it. */
 #include "sdw_test.h"
 
+#include "io/image.h"
 #include "io/png.h"
 #include "models/stable_diffusion/sd_model.h"
 #include "nn/nn.h"
@@ -15,34 +17,49 @@
 
 #define MAE_MAX 2.0 /* levels of 255 */
 
-static sdw_request request_from_manifest(json_t *man) {
-    sdw_request r = sdw_request_default();
-    r.prompt = json_string_value(json_object_get(man, "prompt"));
-    r.negative_prompt = json_string_value(json_object_get(man, "negative_prompt"));
-    r.width = (int)json_integer_value(json_object_get(man, "width"));
-    r.height = (int)json_integer_value(json_object_get(man, "height"));
-    r.steps = (int)json_integer_value(json_object_get(man, "steps"));
-    r.guidance = (float)json_number_value(json_object_get(man, "guidance_scale"));
-    r.seed = json_integer_value(json_object_get(man, "seed"));
-    const char *name = json_string_value(json_object_get(json_object_get(man, "scheduler"), "name"));
-    r.sampler = strcmp(name, "dpmpp2m") == 0 ? "dpm++2m" : name;
-    return r;
-}
-
-/* Generates golden case `golden_case` from model_path at precision p into *img. */
+/* Generates golden case `golden_case` at precision p into *img: the model named by the manifest
+ * (or model_path), its init image and mask for img2img / inpaint cases. */
 static sdw_status generate(const char *model_path, const char *tokenizer, const char *golden_case,
                            sdw_precision p, sdw_image *img, sdw_error *err) {
     sdw_golden *g = sdw_golden_open(golden_case);
     if (!g) return sdw_error_set(err, SDW_E_NOT_FOUND, "golden %s missing", golden_case);
+    json_t *man = sdw_golden_manifest(g);
+    if (!model_path)
+        model_path = sdw_test_path("%s", json_string_value(json_object_get(man, "model")));
+    const char *mode = json_string_value(json_object_get(man, "mode"));
+    const bool img2img = mode && strcmp(mode, "txt2img") != 0;
+    const bool inpaint = mode && strcmp(mode, "inpaint") == 0;
     sdw_load_options opts = sdw_load_options_default();
     opts.tokenizer_dir = tokenizer;
     opts.precision = p;
     sdw_image_model *m = NULL;
+    sdw_image init = {0}, mask = {0};
     sdw_status s = sdw_model_load(model_path, &opts, &m, err);
-    if (s == SDW_OK) {
-        sdw_request req = request_from_manifest(sdw_golden_manifest(g));
-        s = sdw_model_generate(m, &req, NULL, NULL, img, NULL, err);
+    if (!s && img2img)
+        s = sdw_image_load(sdw_test_path("golden/%s/init_image.png", golden_case), &init, err);
+    if (!s && inpaint)
+        s = sdw_image_load(sdw_test_path("golden/%s/mask_image.png", golden_case), &mask, err);
+    if (!s) {
+        sdw_request r = sdw_request_default();
+        r.prompt = json_string_value(json_object_get(man, "prompt"));
+        r.negative_prompt = json_string_value(json_object_get(man, "negative_prompt"));
+        r.width = (int)json_integer_value(json_object_get(man, "width"));
+        r.height = (int)json_integer_value(json_object_get(man, "height"));
+        r.steps = (int)json_integer_value(json_object_get(man, "steps"));
+        r.guidance = (float)json_number_value(json_object_get(man, "guidance_scale"));
+        r.seed = json_integer_value(json_object_get(man, "seed"));
+        const char *name =
+            json_string_value(json_object_get(json_object_get(man, "scheduler"), "name"));
+        r.sampler = strcmp(name, "dpmpp2m") == 0 ? "dpm++2m" : name;
+        if (img2img) {
+            r.strength = json_number_value(json_object_get(man, "strength"));
+            r.init_image = &init;
+            r.mask = inpaint ? &mask : NULL;
+        }
+        s = sdw_model_generate(m, &r, NULL, NULL, img, NULL, err);
     }
+    sdw_image_free(&init);
+    sdw_image_free(&mask);
     sdw_model_destroy(m);
     sdw_golden_close(g);
     return s;
@@ -75,27 +92,27 @@ static void check_case(const char *model_path, const char *tokenizer, const char
     ASSERT_OK(generate(model_path, tokenizer, golden_case, SDW_PRECISION_BF16, &img, &err), &err);
     sdw_png ref = {0};
     sdw_status s = sdw_png_read(sdw_test_path("golden/%s/image.png", golden_case), &ref, &err);
-    bool same_size = s == SDW_OK && ref.w == img.width && ref.h == img.height &&
-                     ref.channels == img.channels;
+    bool same_size =
+        s == SDW_OK && ref.w == img.width && ref.h == img.height && ref.channels == img.channels;
     img_diff d = {0};
     if (same_size) d = compare(&img, ref.pixels);
     sdw_png_deinit(&ref);
     sdw_image_free(&img);
     ASSERT_OK(s, &err);
     ASSERT_TRUE(same_size);
-    fprintf(stderr, "  %s (bf16): MAE %.3f levels, PSNR %.1f dB, max diff %d\n", golden_case,
-            d.mae, d.psnr, d.max);
+    fprintf(stderr, "  %s (bf16): MAE %.3f levels, PSNR %.1f dB, max diff %d\n", golden_case, d.mae,
+            d.psnr, d.max);
     ASSERT_TRUE(d.mae <= MAE_MAX);
 }
 
-static const char *const g_cases[] = {"txt2img-ddim", "txt2img-pndm", "txt2img-euler",
-                                      "txt2img-euler_a", "txt2img-dpmpp2m"};
+static const char *const g_cases[] = {
+    "tiny-sd15/txt2img-ddim",    "tiny-sd15/txt2img-pndm",    "tiny-sd15/txt2img-euler",
+    "tiny-sd15/txt2img-euler_a", "tiny-sd15/txt2img-dpmpp2m", "tiny-sd15/img2img-ddim",
+    "tiny-sd15/img2img-euler_a", "tiny-sd15/inpaint-ddim",    "tiny-sd15-inpaint/inpaint-ddim"};
 
-static void test_sd15_folder_bf16(void) {
-    char name[128];
+static void test_every_case_bf16(void) {
     for (size_t i = 0; i < SDW_ARRAY_LEN(g_cases); i++) {
-        snprintf(name, sizeof name, "tiny-sd15/%s", g_cases[i]);
-        check_case(sdw_test_path("models/tiny-sd15"), NULL, name);
+        check_case(NULL, NULL, g_cases[i]);
         if (sdw_test_failures_in_current) return;
     }
 }
@@ -110,7 +127,7 @@ static void test_sd15_single_file_bf16(void) {
 static void test_precisions_differ(void) {
     sdw_image a = {0}, b = {0};
     sdw_error err = {0};
-    const char *model = sdw_test_path("models/tiny-sd15");
+    const char *model = NULL; /* the manifest's */
     ASSERT_OK(generate(model, NULL, "tiny-sd15/txt2img-euler", SDW_PRECISION_F32, &a, &err), &err);
     sdw_status s = generate(model, NULL, "tiny-sd15/txt2img-euler", SDW_PRECISION_BF16, &b, &err);
     bool differ = s == SDW_OK && memcmp(a.data, b.data, (size_t)a.width * a.height * 3) != 0;
@@ -131,7 +148,7 @@ int main(void) {
         return 77;
     }
     RUN(test_precisions_differ);
-    RUN(test_sd15_folder_bf16);
+    RUN(test_every_case_bf16);
     RUN(test_sd15_single_file_bf16);
     return sdw_test_finish();
 }

@@ -20,7 +20,8 @@ static float frand(void) { /* uniform in [-1, 1) */
 }
 static float *rand_buf(size_t n, float scale) {
     float *p = malloc((n ? n : 1) * sizeof(float));
-    for (size_t i = 0; i < n; i++) p[i] = frand() * scale;
+    for (size_t i = 0; i < n; i++)
+        p[i] = frand() * scale;
     return p;
 }
 
@@ -30,10 +31,16 @@ static float *rand_buf(size_t n, float scale) {
 #define TOL_F32 1e-5
 #define TOL_BF16 2e-2
 
-static double tol_for(sdw_precision p) { return p == SDW_PRECISION_BF16 ? TOL_BF16 : TOL_F32; }
+static double tol_for(sdw_precision p) {
+    return p == SDW_PRECISION_BF16 ? TOL_BF16 : TOL_F32;
+}
 
-static int n_precisions(void) { return sdw_nn_cpu_has_bf16() ? 2 : 1; }
-static sdw_precision precision_at(int i) { return i ? SDW_PRECISION_BF16 : SDW_PRECISION_F32; }
+static int n_precisions(void) {
+    return sdw_nn_cpu_has_bf16() ? 2 : 1;
+}
+static sdw_precision precision_at(int i) {
+    return i ? SDW_PRECISION_BF16 : SDW_PRECISION_F32;
+}
 
 static void ref_conv(const float *x, const float *w, const float *b, int B, int H, int W, int in,
                      int out, int k, int stride, int pad, int OH, int OW, float *ref) {
@@ -74,7 +81,8 @@ static void check_conv(sdw_precision p, int B, int H, int W, int in, int out, in
         e = sdw_test_rel_err(y, ref, n);
         memcpy(y, y0, n * sizeof(float));
         sdw_conv2d_forward_add(&c, x, B, H, W, y);
-        for (size_t i = 0; i < n; i++) ref[i] += y0[i];
+        for (size_t i = 0; i < n; i++)
+            ref[i] += y0[i];
         e_add = sdw_test_rel_err(y, ref, n);
         free(x), free(y), free(ref), free(y0);
     }
@@ -89,13 +97,13 @@ static void check_conv(sdw_precision p, int B, int H, int W, int in, int out, in
 static void test_packed_conv(void) {
     for (int i = 0; i < n_precisions(); i++) {
         sdw_precision p = precision_at(i);
-        check_conv(p, 2, 9, 11, 5, 7, 3, 1, 1, 1, true);   /* 3x3, odd sizes */
-        check_conv(p, 2, 10, 13, 6, 4, 3, 2, 1, 1, true);  /* UNet downsampler */
-        check_conv(p, 1, 9, 9, 6, 4, 3, 2, 0, 1, true);    /* VAE-encoder pad (0,1,0,1) */
-        check_conv(p, 2, 7, 5, 12, 9, 1, 1, 0, 0, true);   /* 1x1 */
-        check_conv(p, 1, 8, 8, 3, 5, 2, 1, 1, 1, false);   /* VAE upsample phase (2x2) */
+        check_conv(p, 2, 9, 11, 5, 7, 3, 1, 1, 1, true);    /* 3x3, odd sizes */
+        check_conv(p, 2, 10, 13, 6, 4, 3, 2, 1, 1, true);   /* UNet downsampler */
+        check_conv(p, 1, 9, 9, 6, 4, 3, 2, 0, 1, true);     /* VAE-encoder pad (0,1,0,1) */
+        check_conv(p, 2, 7, 5, 12, 9, 1, 1, 0, 0, true);    /* 1x1 */
+        check_conv(p, 1, 8, 8, 3, 5, 2, 1, 1, 1, false);    /* VAE upsample phase (2x2) */
         check_conv(p, 1, 33, 40, 64, 48, 3, 1, 1, 1, true); /* above the nominal packing shape */
-        check_conv(p, 3, 4, 4, 40, 40, 3, 1, 1, 1, true);  /* below it */
+        check_conv(p, 3, 4, 4, 40, 40, 3, 1, 1, 1, true);   /* below it */
     }
 }
 
@@ -126,7 +134,8 @@ static void ref_linear(const float *x, const float *w, const float *b, int64_t M
     for (int64_t i = 0; i < M; i++)
         for (int o = 0; o < out; o++) {
             double s = b ? b[o] : 0;
-            for (int j = 0; j < in; j++) s += (double)x[i * in + j] * w[(size_t)o * in + j];
+            for (int j = 0; j < in; j++)
+                s += (double)x[i * in + j] * w[(size_t)o * in + j];
             ref[i * out + o] = (float)s;
         }
 }
@@ -147,7 +156,8 @@ static void check_linear(sdw_precision p, int64_t M, int in, int out, bool bias)
         e = sdw_test_rel_err(y, ref, (size_t)M * out);
         memcpy(y, y0, sizeof(float) * (size_t)M * out);
         sdw_linear_forward_add(&l, x, M, y);
-        for (int64_t i = 0; i < M * out; i++) ref[i] += y0[i];
+        for (int64_t i = 0; i < M * out; i++)
+            ref[i] += y0[i];
         e_add = sdw_test_rel_err(y, ref, (size_t)M * out);
     }
     free(w), free(b), free(x), free(y), free(ref), free(y0);
@@ -174,7 +184,8 @@ static void test_hand_built_add(void) {
     float *w = rand_buf((size_t)in * out, 1), *b = rand_buf(out, 1), *x = rand_buf(M * in, 1);
     float *y = rand_buf(M * out, 1), *ref = malloc(sizeof(float) * M * out);
     ref_linear(x, w, b, M, in, out, ref);
-    for (int64_t i = 0; i < M * out; i++) ref[i] += y[i];
+    for (int64_t i = 0; i < M * out; i++)
+        ref[i] += y[i];
     sdw_linear l = {.w = w, .b = b, .in = in, .out = out};
     sdw_linear_forward_add(&l, x, M, y);
     double e = sdw_test_rel_err(y, ref, (size_t)(M * out));
@@ -188,7 +199,8 @@ static void test_bind_stacked(void) {
     const char *names[3] = {"blk.q", "blk.k", "blk.v"};
     sdw_linear one[3], all;
     sdw_error err = {0};
-    for (int i = 0; i < 3; i++) ASSERT_OK(sdw_linear_bind(&one[i], ws, names[i], 24, 16, true, &err), &err);
+    for (int i = 0; i < 3; i++)
+        ASSERT_OK(sdw_linear_bind(&one[i], ws, names[i], 24, 16, true, &err), &err);
     ASSERT_OK(sdw_linear_bind_stacked(&all, ws, names, 3, 24, 16, true, &err), &err);
     ASSERT_EQ_INT(all.out, 48);
     const int64_t M = 13;
@@ -198,7 +210,8 @@ static void test_bind_stacked(void) {
     for (int i = 0; i < 3; i++) {
         sdw_linear_forward(&one[i], x, M, yi);
         for (int64_t r = 0; r < M; r++)
-            for (int c = 0; c < 16; c++) bad += fabsf(y[r * 48 + i * 16 + c] - yi[r * 16 + c]) > 1e-5f;
+            for (int c = 0; c < 16; c++)
+                bad += fabsf(y[r * 48 + i * 16 + c] - yi[r * 16 + c]) > 1e-5f;
     }
     free(x), free(y), free(yi);
     sdw_weights_destroy(ws);
@@ -209,9 +222,9 @@ static void test_bind_stacked(void) {
 static void test_bind_from_file(void) {
     sdw_st_file *f = NULL;
     sdw_error err = {0};
-    ASSERT_OK(sdw_st_open(sdw_test_path("models/tiny-sd15/text_encoder/model.safetensors"), &f,
-                          &err),
-              &err);
+    ASSERT_OK(
+        sdw_st_open(sdw_test_path("models/tiny-sd15/text_encoder/model.safetensors"), &f, &err),
+        &err);
     sdw_weights *ws = sdw_weights_create(f, "", NULL, NULL);
     const char *q = "text_model.encoder.layers.0.self_attn.q_proj";
     sdw_linear l;
@@ -245,8 +258,8 @@ static void test_bind_from_file(void) {
 
 /* ---- attention: both kernels against a double reference ---- */
 
-typedef void (*attn_fn)(const float *, int64_t, const float *, int64_t, const float *, int64_t,
-                        int, int64_t, int64_t, int, int, float, bool, float *);
+typedef void (*attn_fn)(const float *, int64_t, const float *, int64_t, const float *, int64_t, int,
+                        int64_t, int64_t, int, int, float, bool, float *);
 
 static double attention_err(attn_fn fn, int B, int64_t Lq, int64_t Lk, int H, int D, int64_t st,
                             bool causal) {
@@ -264,14 +277,17 @@ static double attention_err(attn_fn fn, int B, int64_t Lq, int64_t Lk, int H, in
                 for (int64_t j = 0; j < n; j++) {
                     double s = 0;
                     for (int d = 0; d < D; d++)
-                        s += (double)q[(b * Lq + i) * st + h * D + d] * k[(b * Lk + j) * st + h * D + d];
+                        s += (double)q[(b * Lq + i) * st + h * D + d] *
+                             k[(b * Lk + j) * st + h * D + d];
                     p[j] = s * scale;
                     if (p[j] > mx) mx = p[j];
                 }
-                for (int64_t j = 0; j < n; j++) sum += (p[j] = exp(p[j] - mx));
+                for (int64_t j = 0; j < n; j++)
+                    sum += (p[j] = exp(p[j] - mx));
                 for (int d = 0; d < D; d++) {
                     double o = 0;
-                    for (int64_t j = 0; j < n; j++) o += p[j] * v[(b * Lk + j) * st + h * D + d];
+                    for (int64_t j = 0; j < n; j++)
+                        o += p[j] * v[(b * Lk + j) * st + h * D + d];
                     ref[(b * Lq + i) * HD + h * D + d] = (float)(o / sum);
                 }
             }
@@ -288,9 +304,10 @@ static void check_both_kernels(int B, int64_t Lq, int64_t Lk, int H, int D, int6
     if (__builtin_cpu_supports("avx512f"))
         e_512 = attention_err(sdw__attention_avx512, B, Lq, Lk, H, D, st, causal);
     if (!(e_gen <= 1e-5) || !(e_512 <= 1e-5))
-        sdw_test_fail(__FILE__, __LINE__, "attention B%d Lq%lld Lk%lld H%d D%d causal %d: "
-                      "generic %.3g, avx512 %.3g", B, (long long)Lq, (long long)Lk, H, D, causal,
-                      e_gen, e_512);
+        sdw_test_fail(__FILE__, __LINE__,
+                      "attention B%d Lq%lld Lk%lld H%d D%d causal %d: "
+                      "generic %.3g, avx512 %.3g",
+                      B, (long long)Lq, (long long)Lk, H, D, causal, e_gen, e_512);
 }
 
 static void test_attention_kernels(void) {
@@ -309,7 +326,8 @@ static void test_group_norm_bias(void) {
     const size_t n = (size_t)B * HW * C;
     float *x = rand_buf(n, 3), *bias = rand_buf((size_t)B * C, 5), *gamma = rand_buf(C, 1);
     float *beta = rand_buf(C, 1), *xb = malloc(n * 4), *ref = malloc(n * 4), *y = malloc(n * 4);
-    for (size_t i = 0; i < n; i++) xb[i] = x[i] + bias[(i / ((size_t)HW * C)) * C + i % C];
+    for (size_t i = 0; i < n; i++)
+        xb[i] = x[i] + bias[(i / ((size_t)HW * C)) * C + i % C];
     sdw_group_norm g = {.gamma = gamma, .beta = beta, .c = C, .groups = G, .eps = 1e-5f};
     sdw_group_norm_forward(&g, xb, B, HW, ref, true);
     sdw_group_norm_forward_bias(&g, x, bias, B, HW, y, true);
@@ -324,13 +342,19 @@ static void test_group_norm_bias(void) {
 /* ---- bf16 ---- */
 
 static void test_bf16_rounding(void) {
-    const float in[] = {1.0f, -2.5f, 1.00390625f /* tie: rounds to even (1.0) */,
-                        1.01171875f /* tie: rounds up to even (1.015625) */, 3.0e38f, 1e-40f,
-                        INFINITY, -0.0f};
+    const float in[] = {1.0f,
+                        -2.5f,
+                        1.00390625f /* tie: rounds to even (1.0) */,
+                        1.01171875f /* tie: rounds up to even (1.015625) */,
+                        3.0e38f,
+                        1e-40f,
+                        INFINITY,
+                        -0.0f};
     const uint16_t want[] = {0x3f80, 0xc020, 0x3f80, 0x3f82, 0x7f62, 0x0001, 0x7f80, 0x8000};
     uint16_t out[8];
     sdw__f32_to_bf16(in, out, 8);
-    for (int i = 0; i < 8; i++) ASSERT_EQ_INT(out[i], want[i]);
+    for (int i = 0; i < 8; i++)
+        ASSERT_EQ_INT(out[i], want[i]);
     float nan = NAN;
     uint16_t bn;
     sdw__f32_to_bf16(&nan, &bn, 1);
@@ -341,7 +365,8 @@ static void test_bf16_rounding(void) {
     const size_t n = 100003;
     float *x = malloc(n * 4), *y = malloc(n * 4);
     uint16_t *h = malloc(n * 2);
-    for (size_t i = 0; i < n; i++) x[i] = (float)((int)(i % 511) - 255) * 0.25f;
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)((int)(i % 511) - 255) * 0.25f;
     sdw__f32_to_bf16(x, h, n);
     sdw__bf16_to_f32(h, y, n);
     int bad = memcmp(x, y, n * 4) != 0;
@@ -398,7 +423,8 @@ static void test_profile(void) {
     sdw_profile_enable(true);
     sdw_prof_stage prev = sdw__prof_stage(SDW_PROF_UNET);
     float x[64];
-    for (int i = 0; i < 64; i++) x[i] = (float)i;
+    for (int i = 0; i < 64; i++)
+        x[i] = (float)i;
     sdw_silu(x, 64);
     sdw__prof_stage(prev);
     sdw_profile_enable(false);

@@ -337,13 +337,16 @@ typedef struct act {
 static float *falloc(sdw_arena *ar, int64_t n) {
     return sdw_arena_alloc(ar, (size_t)n * sizeof(float));
 }
-static void ffree(sdw_arena *ar, void *p) { sdw_arena_free(ar, p); }
+static void ffree(sdw_arena *ar, void *p) {
+    sdw_arena_free(ar, p);
+}
 
 /* ResnetBlock2D.forward: GN+SiLU, conv1, + time_emb_proj(silu(temb)) per channel, GN+SiLU,
  * (dropout), conv2, + (1x1 conv) shortcut; output_scale_factor 1. temb_act = silu(emb) [B, T].
  * Fused: the time-embedding add happens inside norm2 (never stored) and conv2 accumulates onto
  * the shortcut (the residual add inside the convolution). Returns a new [B, H, W, cout]. */
-static act resnet_forward(sdw_arena *ar, const resnet_block *r, act x, int B, const float *temb_act) {
+static act resnet_forward(sdw_arena *ar, const resnet_block *r, act x, int B,
+                          const float *temb_act) {
     int64_t HW = (int64_t)x.h * x.w, M = B * HW;
     SDW_ASSERT(x.c == r->cin);
     float *t = falloc(ar, M * r->cin);
@@ -391,7 +394,8 @@ static void attention_add(sdw_arena *ar, const attention *a, const float *x, int
 
 /* FeedForward(GEGLU, mult 4) on x [M, C], added into h [M, C]. Rows go in chunks so the
  * [rows, 8C] projection stays a few tens of MB at SDXL sizes. */
-static void feed_forward_add(sdw_arena *ar, const transformer_block *b, const float *x, int64_t M, float *h) {
+static void feed_forward_add(sdw_arena *ar, const transformer_block *b, const float *x, int64_t M,
+                             float *h) {
     int C = b->ff_out.out, F = b->ff_out.in;
     int64_t rows = SDW_MAX((int64_t)256, ((int64_t)8 << 20) / (2 * F));
     rows = SDW_MIN(rows, M);
@@ -408,8 +412,8 @@ static void feed_forward_add(sdw_arena *ar, const transformer_block *b, const fl
 
 /* BasicTransformerBlock.forward (layer_norm, no ada-norm): h += attn1(norm1 h);
  * h += attn2(norm2 h, context); h += ff(norm3 h). h [B, L, C] in place. */
-static void transformer_block_forward(sdw_arena *ar, const transformer_block *b, float *h, int B, int64_t L,
-                                      const float *ctx, int Lc) {
+static void transformer_block_forward(sdw_arena *ar, const transformer_block *b, float *h, int B,
+                                      int64_t L, const float *ctx, int Lc) {
     int C = b->norm1.c;
     int64_t M = B * L;
     float *t = falloc(ar, M * C);
@@ -424,14 +428,15 @@ static void transformer_block_forward(sdw_arena *ar, const transformer_block *b,
 
 /* Transformer2DModel.forward (continuous): x + proj_out(blocks(proj_in(GroupNorm(x)))).
  * proj_in/out are Linear or 1x1 conv; on NHWC rows both are the same matmul. x in place. */
-static void transformer_2d_forward(sdw_arena *ar, const transformer_2d *t, act x, int B, const float *ctx,
-                                   int Lc) {
+static void transformer_2d_forward(sdw_arena *ar, const transformer_2d *t, act x, int B,
+                                   const float *ctx, int Lc) {
     int64_t L = (int64_t)x.h * x.w, M = B * L;
     SDW_ASSERT(x.c == t->c);
     float *n = falloc(ar, M * t->c), *h = falloc(ar, M * t->c);
     sdw_group_norm_forward(&t->norm, x.d, B, L, n, false); // [B, HW, C]
     sdw_linear_forward(&t->proj_in, n, M, h);              // [B, HW, C]
-    for (int d = 0; d < t->depth; d++) transformer_block_forward(ar, &t->blocks[d], h, B, L, ctx, Lc);
+    for (int d = 0; d < t->depth; d++)
+        transformer_block_forward(ar, &t->blocks[d], h, B, L, ctx, Lc);
     sdw_linear_forward_add(&t->proj_out, h, M, x.d);        // x += proj_out(h)
     ffree(ar, h);
     ffree(ar, n);
@@ -475,11 +480,13 @@ static act upsample_forward(sdw_arena *ar, const sdw_conv2d *conv, act x, int B,
 
 /* Timesteps + TimestepEmbedding (+ SDXL "text_time" add_embedding), then the SiLU every
  * ResnetBlock2D applies to it first. Returns a new silu(emb) [B, T]. */
-static float *time_embedding_forward(sdw_arena *ar, const sdw_unet *u, int B, const float *timesteps,
-                                     const float *text_embeds, const float *time_ids) {
+static float *time_embedding_forward(sdw_arena *ar, const sdw_unet *u, int B,
+                                     const float *timesteps, const float *text_embeds,
+                                     const float *time_ids) {
     const sdw_unet_config *c = &u->cfg;
     int c0 = c->block_out_channels[0], T = c->time_embed_dim;
-    float *ts = falloc(ar, (int64_t)B * c0), *e1 = falloc(ar, (int64_t)B * T), *emb = falloc(ar, (int64_t)B * T);
+    float *ts = falloc(ar, (int64_t)B * c0), *e1 = falloc(ar, (int64_t)B * T),
+          *emb = falloc(ar, (int64_t)B * T);
     for (int b = 0; b < B; b++)
         sdw_timestep_embedding(timesteps[b], c0, c->flip_sin_to_cos, c->freq_shift, ts + b * c0);
     sdw_linear_forward(&u->time_1, ts, B, e1); // [B, T]
@@ -580,8 +587,8 @@ void sdw_unet_forward_ex(const sdw_unet *u, const float *x, int B, int H, int W,
             ffree(ar, cat.d);
             if (lv->attns) transformer_2d_forward(ar, &lv->attns[j], h, B, context, L);
         }
-        if (lv->has_sampler) h = upsample_forward(ar, &lv->sampler, h, B, skips[ns - 1].h,
-                                                  skips[ns - 1].w);
+        if (lv->has_sampler)
+            h = upsample_forward(ar, &lv->sampler, h, B, skips[ns - 1].h, skips[ns - 1].w);
     }
     SDW_ASSERT(ns == 0);
 
