@@ -18,10 +18,16 @@
 #define T512 __attribute__((target("avx512f")))
 #define T512I __attribute__((target("avx512f"), always_inline)) static inline
 
-enum { QB = 64, KB = 128, RB = 4, VB = 4 /* zmm per block: 64 keys or channels */ };
+enum {
+    QB = 64,    /* query rows per task */
+    KB = 128,   /* keys per score tile */
+    PANEL = 64, /* keys per K panel (one qk block) */
+    RB = 4,     /* rows per register block */
+    VB = 4      /* zmm per register block: 64 keys or channels */
+};
 
-static inline int64_t round16(int64_t n) {
-    return (n + 15) & ~(int64_t)15;
+static inline int64_t round_up(int64_t n, int64_t m) {
+    return (n + m - 1) / m * m;
 }
 
 /* exp(x) for 16 lanes: x = n·ln2 + r, |r| <= ln2/2, e^r by Cephes' degree-6 polynomial, times
@@ -45,73 +51,64 @@ T512I __m512 exp16(__m512 x) {
     return _mm512_scalef_ps(y, n);
 }
 
-/* S[r][0 .. 16·nv) = Σ_d q_r[d] · Kt[d][0 .. 16·nv) for R rows (q_r = q + r·qs). */
-T512I void qk_block(int R, int nv, const float *q, int64_t qs, const float *kt, int64_t kts, int D,
-                    float *s) {
+/* S[r][0 .. 64) = Σ_d q_r[d] · Kt[d][0 .. 64) for R rows (q_r = q + r·qs), Kt one 64-key panel
+ * [D][64] (contiguous: one stream, no page hopping). */
+T512I void qk_block(int R, const float *q, int64_t qs, const float *kt, int D, float *s) {
     __m512 acc[RB][VB];
-    for (int r = 0; r < R; r++)
-        for (int v = 0; v < nv; v++)
-            acc[r][v] = _mm512_setzero_ps();
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4") for (int v = 0; v < VB; v++) acc[r][v] = _mm512_setzero_ps();
     for (int d = 0; d < D; d++) {
         __m512 k[VB];
-        for (int v = 0; v < nv; v++)
-            k[v] = _mm512_loadu_ps(kt + d * kts + 16 * v);
-        for (int r = 0; r < R; r++) {
+        _Pragma("GCC unroll 4") for (int v = 0; v < VB; v++) k[v] =
+            _mm512_load_ps(kt + d * PANEL + 16 * v);
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
             const __m512 qb = _mm512_set1_ps(q[r * qs + d]);
-            for (int v = 0; v < nv; v++)
-                acc[r][v] = _mm512_fmadd_ps(qb, k[v], acc[r][v]);
+            _Pragma("GCC unroll 4") for (int v = 0; v < VB; v++) acc[r][v] =
+                _mm512_fmadd_ps(qb, k[v], acc[r][v]);
         }
     }
-    for (int r = 0; r < R; r++)
-        for (int v = 0; v < nv; v++)
-            _mm512_storeu_ps(s + r * KB + 16 * v, acc[r][v]);
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4") for (int v = 0; v < VB; v++)
+            _mm512_store_ps(s + r * KB + 16 * v, acc[r][v]);
 }
 
-/* o[r][c .. c+16·nv) += Σ_j p[r][j] · V[j][c ..] for R rows, nk keys; mask[v] masks the
- * channel tail. o rows have stride os. */
-T512I void pv_block(int R, int nv, const float *p, const float *v, int64_t vs, int nk,
-                    const __mmask16 *mask, float *o, int64_t os) {
+/* o[r][c .. c+16·nv) += Σ_j p[r][j] · V[j][c ..] for R rows and nk keys, V rows packed with
+ * stride vs (zero-padded channels). o rows have stride os. */
+T512I void pv_block(int R, int nv, const float *p, const float *v, int64_t vs, int nk, float *o,
+                    int64_t os) {
     __m512 acc[RB][VB];
-    for (int r = 0; r < R; r++)
-        for (int i = 0; i < nv; i++)
-            acc[r][i] = _mm512_setzero_ps();
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4") for (int i = 0; i < nv; i++) acc[r][i] = _mm512_setzero_ps();
     for (int j = 0; j < nk; j++) {
         __m512 vv[VB];
-        for (int i = 0; i < nv; i++)
-            vv[i] = _mm512_maskz_loadu_ps(mask[i], v + j * vs + 16 * i);
-        for (int r = 0; r < R; r++) {
+        _Pragma("GCC unroll 4") for (int i = 0; i < nv; i++) vv[i] =
+            _mm512_load_ps(v + j * vs + 16 * i);
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
             const __m512 pb = _mm512_set1_ps(p[r * KB + j]);
-            for (int i = 0; i < nv; i++)
-                acc[r][i] = _mm512_fmadd_ps(pb, vv[i], acc[r][i]);
+            _Pragma("GCC unroll 4") for (int i = 0; i < nv; i++) acc[r][i] =
+                _mm512_fmadd_ps(pb, vv[i], acc[r][i]);
         }
     }
-    for (int r = 0; r < R; r++)
-        for (int i = 0; i < nv; i++) {
-            float *dst = o + r * os + 16 * i;
-            _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), acc[r][i]));
-        }
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4") for (int i = 0; i < nv; i++) {
+        float *dst = o + r * os + 16 * i;
+        _mm512_store_ps(dst, _mm512_add_ps(_mm512_load_ps(dst), acc[r][i]));
+    }
 }
 
 /* Constant-argument instances, so the register blocks above unroll fully. */
-static T512 void qk_rows(int R, int nv, const float *q, int64_t qs, const float *kt, int64_t kts,
-                         int D, float *s) {
-#define QK(r, n)                                                                                   \
-    case (r)*8 + (n):                                                                              \
-        qk_block(r, n, q, qs, kt, kts, D, s);                                                      \
-        break;
-    switch (R * 8 + nv) {
-        QK(4, 4)
-        QK(4, 3) QK(4, 2) QK(4, 1) QK(1, 4) QK(1, 3) QK(1, 2) QK(1, 1) default
-            : SDW_ABORT("qk_rows(%d, %d)", R, nv);
-    }
-#undef QK
+static T512 void qk_rows(int R, const float *q, int64_t qs, const float *kt, int D, float *s) {
+    if (R == RB)
+        qk_block(RB, q, qs, kt, D, s);
+    else
+        qk_block(1, q, qs, kt, D, s);
 }
 
 static T512 void pv_rows(int R, int nv, const float *p, const float *v, int64_t vs, int nk,
-                         const __mmask16 *mask, float *o, int64_t os) {
+                         float *o, int64_t os) {
 #define PV(r, n)                                                                                   \
     case (r)*8 + (n):                                                                              \
-        pv_block(r, n, p, v, vs, nk, mask, o, os);                                                 \
+        pv_block(r, n, p, v, vs, nk, o, os);                                                       \
         break;
     switch (R * 8 + nv) {
         PV(4, 4)
@@ -157,29 +154,32 @@ typedef struct task_buf {
 T512 void sdw__attention_avx512(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
                                 const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk,
                                 int H, int D, float scale, bool causal, float *out) {
-    const int64_t Lkp = round16(Lk), Dp = round16(D), HD = (int64_t)H * D;
+    SDW_ASSERT(D <= SDW__ATTN_AVX512_MAX_D);
+    const int64_t Lkp = round_up(Lk, PANEL), Dp = round_up(D, 16), HD = (int64_t)H * D;
     const int64_t n_qblk = (Lq + QB - 1) / QB, n_tasks = (int64_t)B * H * n_qblk;
-    /* Kt [B, H, D, Lkp], zero-padded keys: a score column past Lk is 0 and then masked. */
-    float *kt = sdw_xmalloc(sizeof(float) * (size_t)B * H * D * Lkp);
-#pragma omp parallel for collapse(2) schedule(static)
+    const int n_dvec = (int)(Dp / 16);
+    /* Per (batch, head), packed once per call: K as 64-key panels [Lkp/64][D][64] and V as
+     * rows [Lk][Dp], both contiguous and zero-padded (padded keys score 0 and are masked). */
+    const size_t kt_head = (size_t)Lkp * D, vp_head = (size_t)Lk * Dp;
+    float *kt = aligned_alloc(64, sizeof(float) * (size_t)B * H * kt_head);
+    float *vp = aligned_alloc(64, sizeof(float) * (size_t)B * H * vp_head);
+    if (!kt || !vp) SDW_ABORT("out of memory");
+#pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
-            float *dst = kt + ((int64_t)b * H + h) * D * Lkp;
-            const float *src = k + (int64_t)b * Lk * k_stride + (int64_t)h * D;
-            for (int64_t j = 0; j < Lk; j++)
+            float *kd = kt + ((size_t)b * H + h) * kt_head;
+            float *vd = vp + ((size_t)b * H + h) * vp_head;
+            const float *ks = k + (int64_t)b * Lk * k_stride + (int64_t)h * D;
+            const float *vs = v + (int64_t)b * Lk * v_stride + (int64_t)h * D;
+            memset(kd, 0, sizeof(float) * kt_head);
+            for (int64_t j = 0; j < Lk; j++) {
+                float *panel = kd + j / PANEL * PANEL * D + j % PANEL;
                 for (int d = 0; d < D; d++)
-                    dst[d * Lkp + j] = src[j * k_stride + d];
-            for (int d = 0; d < D; d++)
-                for (int64_t j = Lk; j < Lkp; j++)
-                    dst[d * Lkp + j] = 0.0f;
+                    panel[d * PANEL] = ks[j * k_stride + d];
+                memcpy(vd + j * Dp, vs + j * v_stride, sizeof(float) * D);
+                memset(vd + j * Dp + D, 0, sizeof(float) * (size_t)(Dp - D));
+            }
         }
-    __mmask16 vmask[SDW__ATTN_AVX512_MAX_D / 16 + VB]; /* channel masks per 16-lane vector */
-    const int n_dvec = (int)(Dp / 16);
-    SDW_ASSERT(D <= SDW__ATTN_AVX512_MAX_D);
-    for (int i = 0; i < n_dvec + VB; i++) {
-        const int left = D - 16 * i;
-        vmask[i] = left >= 16 ? 0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
-    }
 
 #pragma omp parallel
     {
@@ -193,8 +193,8 @@ T512 void sdw__attention_avx512(const float *q, int64_t q_stride, const float *k
             const int64_t i0 = t % n_qblk * QB;
             const int nq = (int)SDW_MIN((int64_t)QB, Lq - i0);
             const float *qp = q + ((int64_t)b * Lq + i0) * q_stride + (int64_t)h * D;
-            const float *ktp = kt + ((int64_t)b * H + h) * D * Lkp;
-            const float *vp = v + (int64_t)b * Lk * v_stride + (int64_t)h * D;
+            const float *ktp = kt + ((size_t)b * H + h) * kt_head;
+            const float *vpp = vp + ((size_t)b * H + h) * vp_head;
             const int64_t k_end = causal ? SDW_MIN(Lk, i0 + nq) : Lk;
             for (int r = 0; r < nq; r++) {
                 tb->m[r] = -INFINITY;
@@ -203,15 +203,13 @@ T512 void sdw__attention_avx512(const float *q, int64_t q_stride, const float *k
             memset(o, 0, sizeof(float) * (size_t)nq * Dp);
             for (int64_t j0 = 0; j0 < k_end; j0 += KB) {
                 const int nk = (int)SDW_MIN((int64_t)KB, k_end - j0);
-                const int nkp = (int)round16(nk);
+                const int nkp = (int)round_up(nk, PANEL);
                 /* S = Q · Kᵀ for this key chunk (rows in blocks of RB, the tail one at a time) */
                 for (int r0 = 0, R; r0 < nq; r0 += R) {
                     R = nq - r0 >= RB ? RB : 1;
-                    for (int jv = 0; jv < nkp; jv += 16 * VB) {
-                        const int nv = (int)SDW_MIN((int64_t)VB, (nkp - jv) / 16);
-                        qk_rows(R, nv, qp + r0 * q_stride, q_stride, ktp + j0 + jv, Lkp, D,
-                                tb->s + r0 * KB + jv);
-                    }
+                    for (int jp = 0; jp < nkp; jp += PANEL)
+                        qk_rows(R, qp + r0 * q_stride, q_stride, ktp + (j0 + jp) * D, D,
+                                tb->s + r0 * KB + jp);
                 }
                 /* softmax update, rescale the accumulators */
                 for (int r = 0; r < nq; r++) {
@@ -229,11 +227,9 @@ T512 void sdw__attention_avx512(const float *q, int64_t q_stride, const float *k
                 /* O += P · V */
                 for (int r0 = 0, R; r0 < nq; r0 += R) {
                     R = nq - r0 >= RB ? RB : 1;
-                    for (int dv = 0; dv < n_dvec; dv += VB) {
-                        const int nv = SDW_MIN(VB, n_dvec - dv);
-                        pv_rows(R, nv, tb->s + r0 * KB, vp + j0 * v_stride + 16 * dv, v_stride, nk,
-                                vmask + dv, o + r0 * Dp + 16 * dv, Dp);
-                    }
+                    for (int dv = 0; dv < n_dvec; dv += VB)
+                        pv_rows(R, SDW_MIN(VB, n_dvec - dv), tb->s + r0 * KB,
+                                vpp + j0 * Dp + 16 * dv, Dp, nk, o + r0 * Dp + 16 * dv, Dp);
                 }
             }
             for (int r = 0; r < nq; r++) {
@@ -246,5 +242,6 @@ T512 void sdw__attention_avx512(const float *q, int64_t q_stride, const float *k
         free(o);
         free(tb);
     }
+    free(vp);
     free(kt);
 }

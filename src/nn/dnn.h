@@ -58,5 +58,6 @@ void sdw__f32_to_bf16_row(const float *x, uint16_t *y, size_t n);
 void sdw__group_norm(const sdw_group_norm *g, const float *x, const float *bias_bc, int B,
                      int64_t HW, void *y, sdw__dt yt, bool silu);
 void sdw__layer_norm(const sdw_layer_norm *n, const float *x, int64_t M, void *y, sdw__dt yt);
+void sdw__geglu(const float *x, int64_t M, int F, void *y, sdw__dt yt);
 
 #endif

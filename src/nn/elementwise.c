@@ -1,4 +1,5 @@
 /* nn/elementwise.c — activations, broadcasts, layout shuffles and the timestep embedding. */
+#include "nn/dnn.h"
 #include "nn/nn_impl.h"
 #include "nn/profile.h"
 
@@ -83,12 +84,28 @@ VEC_CLONES static void geglu_row(const float *hidden, const float *gate, int F, 
         y[j] = hidden[j] * gelu1(gate[j]);
 }
 
-void sdw_geglu(const float *x, int64_t M, int F, float *y) {
+void sdw__geglu(const float *x, int64_t M, int F, void *y, sdw__dt yt) {
     const double prof_t0 = sdw__prof_begin();
-#pragma omp parallel for schedule(dynamic, 4) if (M * F > PAR_MIN)
-    for (int64_t i = 0; i < M; i++)
-        geglu_row(x + (size_t)i * 2 * F, x + (size_t)i * 2 * F + F, F, y + (size_t)i * F);
+#pragma omp parallel if (M * F > PAR_MIN)
+    {
+        float *row = yt == SDW__BF16 ? sdw_xmalloc(sizeof(float) * (size_t)F) : NULL;
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t i = 0; i < M; i++) {
+            const float *xr = x + (size_t)i * 2 * F;
+            if (yt == SDW__F32) {
+                geglu_row(xr, xr + F, F, (float *)y + (size_t)i * F);
+            } else {
+                geglu_row(xr, xr + F, F, row);
+                sdw__f32_to_bf16_row(row, (uint16_t *)y + (size_t)i * F, (size_t)F);
+            }
+        }
+        free(row);
+    }
     sdw__prof_end(SDW_OP_ACT, prof_t0, 0);
+}
+
+void sdw_geglu(const float *x, int64_t M, int F, float *y) {
+    sdw__geglu(x, M, F, y, SDW__F32);
 }
 
 void sdw_add_channel_bias(float *y, const float *bias, int B, int64_t HW, int C) {

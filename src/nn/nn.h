@@ -140,6 +140,26 @@ void sdw_geglu(const float *x, int64_t M, int F, float *y);
 /* y [B,H,W,C] += bias per (B, C): broadcast of a per-batch channel vector (time embedding). */
 void sdw_add_channel_bias(float *y, const float *bias, int B, int64_t HW, int C);
 
+/* ---- a producer fused into a product ----
+ * The normalised / activated input is made directly in the layer's operand type (bf16 for a
+ * bf16 layer: no f32 copy and no conversion pass) and consumed by the product. tmp is scratch
+ * of (rows x layer input) floats and may be x itself (x is then overwritten). accumulate:
+ * y += product (a residual add), else y = product. Same numbers as the two steps apart. */
+/* y (+)= conv(act(groupnorm(x + bias))): bias [B, C] per batch and channel or NULL, act SiLU
+ * if silu; x [B, H, W, in]. */
+void sdw_conv2d_forward_gn(const sdw_conv2d *c, const sdw_group_norm *g, const float *x,
+                           const float *bias, bool silu, int B, int H, int W, float *tmp, float *y,
+                           bool accumulate);
+/* y (+)= linear(groupnorm(x)), x [B, HW, in] (Transformer2DModel's norm then proj_in). */
+void sdw_linear_forward_gn(const sdw_linear *l, const sdw_group_norm *g, const float *x, int B,
+                           int64_t HW, float *tmp, float *y, bool accumulate);
+/* y (+)= linear(layernorm(x)), x [M, in]. */
+void sdw_linear_forward_ln(const sdw_linear *l, const sdw_layer_norm *n, const float *x, int64_t M,
+                           float *tmp, float *y, bool accumulate);
+/* y (+)= linear(geglu(x)), x [M, 2·in] (GEGLU halves as sdw_geglu); tmp [M, in] (not x). */
+void sdw_linear_forward_geglu(const sdw_linear *l, const float *x, int64_t M, float *tmp, float *y,
+                              bool accumulate);
+
 /* ---- layout helpers ---- */
 /* Nearest-neighbour ×2 upsample: x [B,H,W,C] -> y [B,2H,2W,C]. */
 void sdw_upsample_nearest2x(const float *x, int B, int H, int W, int C, float *y);

@@ -609,21 +609,19 @@ static float *alloc_act(sdw_arena *ar, int B, int H, int W, int C) {
  * runs first, so norm1 can overwrite x and x dies after conv1: peak cin + 2·cout channels
  * (the 256->128 block at full resolution sets the peak of a 512x512 SD decode). */
 static float *resnet_forward(sdw_arena *ar, const vae_resnet *r, float *x, int B, int H, int W) {
-    const int64_t HW = (int64_t)H * W;
     float *res = x; /* the residual branch: x itself, or its 1x1 projection */
-    float *a = x;   /* norm1 output: in place when x is not needed afterwards */
+    float *a = x;   /* norm1's output: over x when x is not needed afterwards */
     if (r->cin != r->cout) {
         res = alloc_act(ar, B, H, W, r->cout);
         sdw_conv2d_forward(&r->shortcut, x, B, H, W, res);
     } else {
         a = alloc_act(ar, B, H, W, r->cin);
     }
-    sdw_group_norm_forward(&r->norm1, x, B, HW, a, true);
     float *b = alloc_act(ar, B, H, W, r->cout);
-    sdw_conv2d_forward(&r->conv1, a, B, H, W, b);
-    sdw_arena_free(ar, a); /* the norm1 copy, or x itself when res holds the projected residual */
-    sdw_group_norm_forward(&r->norm2, b, B, HW, b, true);
-    sdw_conv2d_forward_add(&r->conv2, b, B, H, W, res); /* res += conv2(b): the output */
+    sdw_conv2d_forward_gn(&r->conv1, &r->norm1, x, NULL, true, B, H, W, a, b, false);
+    sdw_arena_free(ar, a); /* the norm1 buffer, or x itself when res holds the projection */
+    /* res += conv2(silu(norm2(b))), norm2 over b itself: the output is the residual buffer */
+    sdw_conv2d_forward_gn(&r->conv2, &r->norm2, b, NULL, true, B, H, W, b, res, true);
     sdw_arena_free(ar, b);
     return res;
 }
@@ -637,8 +635,7 @@ static void attn_forward(sdw_arena *ar, const vae_attn *a, float *x, int B, int6
     const size_t n = (size_t)M * C;
     float *h = sdw_arena_alloc(ar, n * sizeof(float));
     float *qkv = sdw_arena_alloc(ar, 3 * n * sizeof(float));
-    sdw_group_norm_forward(&a->norm, x, B, HW, h, false);
-    sdw_linear_forward(&a->qkv, h, M, qkv); /* [M, q|k|v] */
+    sdw_linear_forward_gn(&a->qkv, &a->norm, x, B, HW, h, qkv, false); /* [M, q|k|v] */
     sdw_attention(qkv, 3 * C, qkv + C, 3 * C, qkv + 2 * C, 3 * C, B, HW, HW, 1, C,
                   1.0f / sqrtf((float)C), false, h);
     sdw_arena_free(ar, qkv);
@@ -735,8 +732,9 @@ void sdw_vae_decode(const sdw_vae *v, const float *z, int B, int h, int w, float
             W *= 2;
         }
     }
-    sdw_group_norm_forward(&v->dec_norm_out, x, B, (int64_t)H * W, x, true);
-    sdw_conv2d_forward(&v->dec_conv_out, x, B, H, W, img); // [B, H, W, out_channels]
+    // img = conv_out(silu(norm_out(x)))                        [B, H, W, out_channels]
+    sdw_conv2d_forward_gn(&v->dec_conv_out, &v->dec_norm_out, x, NULL, true, B, H, W, x, img,
+                          false);
     sdw_arena_free(ar, x);
     sdw_arena_destroy(ar);
     sdw__prof_stage(prev_stage);
@@ -764,9 +762,9 @@ sdw_status sdw_vae_encode(const sdw_vae *v, const float *img, int B, int H, int 
         if (i < L - 1) x = downsample_forward(ar, &v->downsample[i], x, B, &H, &W);
     }
     x = mid_forward(ar, &v->enc_mid, x, B, H, W); // [B, h, w, boc[L-1]]
-    sdw_group_norm_forward(&v->enc_norm_out, x, B, (int64_t)H * W, x, true);
     float *mom = alloc_act(ar, B, H, W, 2 * lat); // [B, h, w, 2·latent]: (mean, logvar) per pixel
-    sdw_conv2d_forward(&v->enc_conv_out, x, B, H, W, mom);
+    sdw_conv2d_forward_gn(&v->enc_conv_out, &v->enc_norm_out, x, NULL, true, B, H, W, x, mom,
+                          false);
     sdw_arena_free(ar, x);
     if (c->use_quant_conv) {
         float *q = alloc_act(ar, B, H, W, 2 * lat);

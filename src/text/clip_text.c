@@ -261,15 +261,13 @@ static void clip_encoder_layer(const clip_layer *l, const sdw_clip_text_config *
     const int64_t M = (int64_t)B * L;
     const int D = c->hidden / c->n_heads;
     const int C = c->hidden;
-    sdw_layer_norm_forward(&l->ln1, x, M, s->h);
-    sdw_linear_forward(&l->qkv, s->h, M, s->qkv); /* [BL, q|k|v] */
+    sdw_linear_forward_ln(&l->qkv, &l->ln1, x, M, s->h, s->qkv, false); /* [BL, q|k|v] */
     /* CLIPAttention scales q by head_dim^-0.5 before q·kᵀ; the causal mask hides later tokens. */
     sdw_attention(s->qkv, 3 * C, s->qkv + C, 3 * C, s->qkv + 2 * C, 3 * C, B, L, L, c->n_heads, D,
                   1.0f / sqrtf((float)D), true, s->attn);
     sdw_linear_forward_add(&l->out, s->attn, M, x); /* x += out_proj(attn) */
 
-    sdw_layer_norm_forward(&l->ln2, x, M, s->h);
-    sdw_linear_forward(&l->fc1, s->h, M, s->mlp);
+    sdw_linear_forward_ln(&l->fc1, &l->ln2, x, M, s->h, s->mlp, false);
     activation(c->act, s->mlp, (size_t)M * c->intermediate);
     sdw_linear_forward_add(&l->fc2, s->mlp, M, x); /* x += fc2(act(fc1)) */
 }

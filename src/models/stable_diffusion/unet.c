@@ -349,40 +349,40 @@ static act resnet_forward(sdw_arena *ar, const resnet_block *r, act x, int B,
                           const float *temb_act) {
     int64_t HW = (int64_t)x.h * x.w, M = B * HW;
     SDW_ASSERT(x.c == r->cin);
-    float *t = falloc(ar, M * r->cin);
+    float *t = falloc(ar, M * SDW_MAX(r->cin, r->cout)); /* the norms' outputs */
     float *h = falloc(ar, M * r->cout);
     act y = {falloc(ar, M * r->cout), x.h, x.w, r->cout};
     float *tp = falloc(ar, (int64_t)B * r->cout);
-    sdw_group_norm_forward(&r->norm1, x.d, B, HW, t, true);           // [B, HW, cin]
-    sdw_conv2d_forward(&r->conv1, t, B, x.h, x.w, h);                 // [B, H, W, cout]
-    ffree(ar, t);
-    sdw_linear_forward(&r->time_emb_proj, temb_act, B, tp);           // [B, cout]
-    sdw_group_norm_forward_bias(&r->norm2, h, tp, B, HW, h, true);    // norm2(h + tp), SiLU
+    // h = conv1(silu(norm1(x)))                                     [B, H, W, cout]
+    sdw_conv2d_forward_gn(&r->conv1, &r->norm1, x.d, NULL, true, B, x.h, x.w, t, h, false);
+    sdw_linear_forward(&r->time_emb_proj, temb_act, B, tp); // [B, cout]
     if (r->has_shortcut) sdw_conv2d_forward(&r->conv_shortcut, x.d, B, x.h, x.w, y.d);
     else memcpy(y.d, x.d, sizeof(float) * (size_t)(M * r->cout));
-    sdw_conv2d_forward_add(&r->conv2, h, B, x.h, x.w, y.d);           // y += conv2(h)
+    // y += conv2(silu(norm2(h + tp)))
+    sdw_conv2d_forward_gn(&r->conv2, &r->norm2, h, tp, true, B, x.h, x.w, t, y.d, true);
     ffree(ar, tp);
     ffree(ar, h);
+    ffree(ar, t);
     return y;
 }
 
-/* Attention.forward (AttnProcessor2_0) with the block's residual: h [B, Lq, C] +=
- * to_out(softmax(q kᵀ / sqrt(head_dim)) v), q/k/v projected from x [B, Lq, C] (self) or q from
- * x and k/v from ctx [B, Lk, cross_dim] (cross). The output projection accumulates into h. */
-static void attention_add(sdw_arena *ar, const attention *a, const float *x, int B, int64_t Lq,
-                          const float *ctx, int64_t Lk, float *h) {
+/* Attention.forward (AttnProcessor2_0) on norm(h), with the block's residual: h [B, Lq, C] +=
+ * to_out(softmax(q kᵀ / sqrt(head_dim)) v), q/k/v projected from norm(h) (self) or q from
+ * norm(h) and k/v from ctx [B, Lk, cross_dim] (cross). tmp [B, Lq, C] scratch. */
+static void attention_add(sdw_arena *ar, const attention *a, const sdw_layer_norm *norm, float *h,
+                          int B, int64_t Lq, const float *ctx, int64_t Lk, float *tmp) {
     const int C = a->to_out.out;
     float *o = falloc(ar, B * Lq * C);
     if (!a->cross) {
         float *qkv = falloc(ar, B * Lq * 3 * C);
-        sdw_linear_forward(&a->q, x, B * Lq, qkv); // [B, Lq, q|k|v]
+        sdw_linear_forward_ln(&a->q, norm, h, B * Lq, tmp, qkv, false); // [B, Lq, q|k|v]
         sdw_attention(qkv, 3 * C, qkv + C, 3 * C, qkv + 2 * C, 3 * C, B, Lq, Lq, a->heads,
                       a->head_dim, 1.0f / sqrtf((float)a->head_dim), false, o);
         ffree(ar, qkv);
     } else {
         float *q = falloc(ar, B * Lq * C), *kv = falloc(ar, B * Lk * 2 * C);
-        sdw_linear_forward(&a->q, x, B * Lq, q);      // [B, Lq, C]
-        sdw_linear_forward(&a->kv, ctx, B * Lk, kv);  // [B, Lk, k|v]
+        sdw_linear_forward_ln(&a->q, norm, h, B * Lq, tmp, q, false); // [B, Lq, C]
+        sdw_linear_forward(&a->kv, ctx, B * Lk, kv);                  // [B, Lk, k|v]
         sdw_attention(q, C, kv, 2 * C, kv + C, 2 * C, B, Lq, Lk, a->heads, a->head_dim,
                       1.0f / sqrtf((float)a->head_dim), false, o);
         ffree(ar, kv);
@@ -392,38 +392,33 @@ static void attention_add(sdw_arena *ar, const attention *a, const float *x, int
     ffree(ar, o);
 }
 
-/* FeedForward(GEGLU, mult 4) on x [M, C], added into h [M, C]. Rows go in chunks so the
- * [rows, 8C] projection stays a few tens of MB at SDXL sizes. */
-static void feed_forward_add(sdw_arena *ar, const transformer_block *b, const float *x, int64_t M,
-                             float *h) {
+/* FeedForward(GEGLU, mult 4) on norm3(h) [M, C], added into h. Rows go in chunks so the
+ * [rows, 8C] projection stays a few tens of MB at SDXL sizes; LayerNorm is per row, so each
+ * chunk normalises its own rows just before adding into them. */
+static void feed_forward_add(sdw_arena *ar, const transformer_block *b, float *h, int64_t M) {
     int C = b->ff_out.out, F = b->ff_out.in;
     int64_t rows = SDW_MAX((int64_t)256, ((int64_t)8 << 20) / (2 * F));
     rows = SDW_MIN(rows, M);
-    float *p = falloc(ar, rows * 2 * F), *g = falloc(ar, rows * F);
+    float *t = falloc(ar, rows * C), *p = falloc(ar, rows * 2 * F), *g = falloc(ar, rows * F);
     for (int64_t r0 = 0; r0 < M; r0 += rows) {
         int64_t m = SDW_MIN(rows, M - r0);
-        sdw_linear_forward(&b->ff_in, x + r0 * C, m, p);   // [m, 2F]
-        sdw_geglu(p, m, F, g);                              // [m, F]
-        sdw_linear_forward_add(&b->ff_out, g, m, h + r0 * C); // h += ff_out(g)
+        sdw_linear_forward_ln(&b->ff_in, &b->norm3, h + r0 * C, m, t, p, false); // [m, 2F]
+        sdw_linear_forward_geglu(&b->ff_out, p, m, g, h + r0 * C, true); // h += ff_out(geglu)
     }
     ffree(ar, g);
     ffree(ar, p);
+    ffree(ar, t);
 }
 
 /* BasicTransformerBlock.forward (layer_norm, no ada-norm): h += attn1(norm1 h);
  * h += attn2(norm2 h, context); h += ff(norm3 h). h [B, L, C] in place. */
 static void transformer_block_forward(sdw_arena *ar, const transformer_block *b, float *h, int B,
                                       int64_t L, const float *ctx, int Lc) {
-    int C = b->norm1.c;
-    int64_t M = B * L;
-    float *t = falloc(ar, M * C);
-    sdw_layer_norm_forward(&b->norm1, h, M, t);
-    attention_add(ar, &b->attn1, t, B, L, NULL, 0, h);
-    sdw_layer_norm_forward(&b->norm2, h, M, t);
-    attention_add(ar, &b->attn2, t, B, L, ctx, Lc, h);
-    sdw_layer_norm_forward(&b->norm3, h, M, t);
-    feed_forward_add(ar, b, t, M, h);
+    float *t = falloc(ar, B * L * b->norm1.c);
+    attention_add(ar, &b->attn1, &b->norm1, h, B, L, NULL, 0, t);
+    attention_add(ar, &b->attn2, &b->norm2, h, B, L, ctx, Lc, t);
     ffree(ar, t);
+    feed_forward_add(ar, b, h, B * L);
 }
 
 /* Transformer2DModel.forward (continuous): x + proj_out(blocks(proj_in(GroupNorm(x)))).
@@ -433,13 +428,12 @@ static void transformer_2d_forward(sdw_arena *ar, const transformer_2d *t, act x
     int64_t L = (int64_t)x.h * x.w, M = B * L;
     SDW_ASSERT(x.c == t->c);
     float *n = falloc(ar, M * t->c), *h = falloc(ar, M * t->c);
-    sdw_group_norm_forward(&t->norm, x.d, B, L, n, false); // [B, HW, C]
-    sdw_linear_forward(&t->proj_in, n, M, h);              // [B, HW, C]
+    sdw_linear_forward_gn(&t->proj_in, &t->norm, x.d, B, L, n, h, false); // [B, HW, C]
+    ffree(ar, n);
     for (int d = 0; d < t->depth; d++)
         transformer_block_forward(ar, &t->blocks[d], h, B, L, ctx, Lc);
-    sdw_linear_forward_add(&t->proj_out, h, M, x.d);        // x += proj_out(h)
+    sdw_linear_forward_add(&t->proj_out, h, M, x.d); // x += proj_out(h)
     ffree(ar, h);
-    ffree(ar, n);
 }
 
 /* Downsample2D (use_conv, padding 1): 3x3 stride-2 conv. Returns a new [B, ceil(H/2), ...]. */
