@@ -15,7 +15,9 @@
 #
 # The weights are created once and cached in $SDW_BENCH_DIR (default ~/.cache/sdworker): SD 1.5
 # 2.1 GB, SDXL 6.9 GB on disk. SDXL in f32 holds ~14 GB of weights in memory.
-# Never run by ctest: timings are reported, not asserted.
+# Never run by ctest: timings are reported, not asserted. "cpu s" is the process's user + system
+# time (all threads, load included): on a machine shared with other work, wall times stretch
+# while cpu s stays put, so a wall/cpu ratio far above 1/THREADS means the run was starved.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARCH=${1:-sd15}
@@ -50,10 +52,11 @@ trap 'rm -rf "$TMP"' EXIT
 run_one() {
     local prec=$1 size=$2 out t0 t1 f=$TMP/$1-$2
     t0=$(date +%s.%N)
-    out=$("$BIN" generate -m "$MODEL" -p "a photo of an astronaut riding a horse" \
-          -W "$size" -H "$size" --steps "$STEPS" -s 1 --sampler euler -t "$THREADS" \
-          --precision "$prec" -o "$TMP/out.png" -v 2>&1)
+    out=$(/usr/bin/time -f "cputime %U %S" "$BIN" generate -m "$MODEL" \
+          -p "a photo of an astronaut riding a horse" -W "$size" -H "$size" --steps "$STEPS" -s 1 \
+          --sampler euler -t "$THREADS" --precision "$prec" -o "$TMP/out.png" -v 2>&1)
     t1=$(date +%s.%N)
+    echo "$out" | awk '/^cputime/ {print $2 + $3}' >>"$f.cpu"
     local timing
     timing=$(echo "$out" | grep 'timing:')
     echo "$out" | sed -nE 's/.*compute precision: ([a-z0-9]+).*/\1/p' | head -1 >"$f.resolved"
@@ -76,15 +79,16 @@ for _ in $(seq "$RUNS"); do
     done
 done
 
-printf "\n%-14s %-8s %10s %12s %12s %10s %10s\n" precision size "s/step" "vae decode s" "text enc s" "total s" "peak MB"
+printf "\n%-14s %-8s %10s %12s %12s %10s %10s %10s\n" precision size "s/step" "vae decode s" "text enc s" \
+    "total s" "cpu s" "peak MB"
 for prec in $PRECS; do
     for size in $SIZES; do
         label="$prec"
         resolved=$(cat "$TMP/$prec-$size.resolved" 2>/dev/null || true)
         [ -n "$resolved" ] && [ "$resolved" != "$prec" ] && label="$prec($resolved)"
-        printf "%-14s %-8s %10s %12s %12s %10s %10s\n" "$label" "${size}²" "$(med "$prec" "$size" step)" \
-            "$(med "$prec" "$size" vae)" "$(med "$prec" "$size" text)" "$(med "$prec" "$size" total)" \
-            "$(med "$prec" "$size" rss)"
+        printf "%-14s %-8s %10s %12s %12s %10s %10s %10s\n" "$label" "${size}²" \
+            "$(med "$prec" "$size" step)" "$(med "$prec" "$size" vae)" "$(med "$prec" "$size" text)" \
+            "$(med "$prec" "$size" total)" "$(med "$prec" "$size" cpu)" "$(med "$prec" "$size" rss)"
     done
 done
 echo
