@@ -1,7 +1,8 @@
-/* sdw — the command line front door: generate, info, tokenize (serve comes with the engine).
+/* sdw — the command line front door: generate, info, tokenize, serve (in serve.c).
  * Only this layer may exit(); everything below returns sdw_status. */
 #include "sdw/image_model.h"
 
+#include "cli/serve.h"
 #include "core/common.h"
 #include "io/image.h"
 #include "io/png.h"
@@ -38,7 +39,7 @@ static void usage(FILE *f) {
             "             --mask): write a PNG\n"
             "  info       describe a model: family, variant, capabilities, parameter counts\n"
             "  tokenize   show a prompt's token ids as the model's text encoder sees them\n"
-            "  serve      run the HTTP worker (not available in this build yet)\n"
+            "  serve      run the HTTP worker: APIs + web page (sdw serve --help)\n"
             "\n"
             "options:\n"
             "  -m, --model PATH       diffusers folder or single .safetensors file\n"
@@ -315,14 +316,13 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
+    if (!strcmp(cmd, "serve")) return sdw_cli_serve(argc - 2, argv + 2);
     cli_args a;
     parse_args(argc - 2, argv + 2, &a);
     sdw_log_set_level(a.quiet ? SDW_LOG_ERROR : a.verbose ? SDW_LOG_DEBUG : SDW_LOG_WARN);
     if (!strcmp(cmd, "generate")) return cmd_generate(&a);
     if (!strcmp(cmd, "info")) return cmd_info(&a);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(&a);
-    if (!strcmp(cmd, "serve"))
-        die("serve: the HTTP worker is not part of this build yet; use 'sdw generate'");
     fprintf(stderr, "sdw: error: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

@@ -1,0 +1,394 @@
+/* server/native.c — the native job API: POST /v1/jobs -> 202 + links; job status, cancel, the
+ * finished image; capabilities, health and readiness. The event stream is in sse.c. */
+#include "server/server_impl.h"
+
+#include "core/common.h"
+#include "io/base64.h"
+#include "models/infotext.h"
+
+#include <string.h>
+
+static const char *const g_fields[] = {
+    "operation", "prompt",      "negative_prompt", "width",      "height", "steps",
+    "guidance_scale", "seed",   "sampler",         "scheduler",  "input_image", "mask_image",
+    "strength",  "loras",       "n",               "rng",        NULL};
+
+static sdw_status check_known(json_t *body, sdw_error *err) {
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v) {
+        bool ok = false;
+        for (const char *const *f = g_fields; *f && !ok; f++) ok = !strcmp(*f, key);
+        if (!ok)
+            return sdw_error_set(err, SDW_E_INVALID_ARG,
+                                 "unknown field '%s' (known: operation, prompt, negative_prompt, "
+                                 "width, height, steps, guidance_scale, seed, sampler, scheduler, "
+                                 "input_image, mask_image, strength, loras, n, rng)",
+                                 key);
+    }
+    return SDW_OK;
+}
+
+/* Checks the image fields of an image_transform / image_inpaint request; they cannot reach the
+ * model yet unless it offers the mode (see sdw__check_image_mode). */
+static sdw_status check_images(sdw_engine *e, json_t *body, bool mask, const char **param,
+                               sdw_error *err) {
+    const char *names[2] = {"input_image", "mask_image"};
+    for (int i = 0; i < 1 + mask; i++) {
+        const char *b64 = NULL;
+        *param = names[i];
+        sdw_status s = sdw__json_string(body, names[i], &b64, err);
+        if (s) return s;
+        if (!b64)
+            return sdw_error_set(err, SDW_E_INVALID_ARG, "%s needs field '%s' (base64 PNG)",
+                                 mask ? "image_inpaint" : "image_transform", names[i]);
+        sdw_png img;
+        if ((s = sdw__decode_image(b64, strlen(b64), false, names[i], &img, err))) return s;
+        sdw_png_deinit(&img);
+    }
+    double strength = 0.75;
+    *param = "strength";
+    sdw_status s = sdw__json_number(body, "strength", 0, 1, false, &strength, err);
+    if (s) return s;
+    *param = NULL;
+    return sdw__check_image_mode(e, mask, err);
+}
+
+static sdw_status check_loras(sdw_engine *e, json_t *body, sdw_error *err) {
+    json_t *l = json_object_get(body, "loras");
+    if (!l || json_is_null(l)) return SDW_OK;
+    if (!json_is_array(l))
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "field 'loras' must be an array of {\"name\", \"weight\"}");
+    if (json_array_size(l) == 0) return SDW_OK;
+    size_t i;
+    json_t *v;
+    json_array_foreach(l, i, v) {
+        if (!json_is_object(v) || !json_is_string(json_object_get(v, "name")))
+            return sdw_error_set(err, SDW_E_INVALID_ARG,
+                                 "loras[%zu] must be an object with a string 'name'", i);
+    }
+    if (!sdw_model_capabilities(sdw_engine_model(e))->lora)
+        return sdw_error_set(err, SDW_E_UNSUPPORTED, "this model does not support LoRAs");
+    return sdw_error_set(err, SDW_E_UNSUPPORTED, "LoRAs are not available in this build yet");
+}
+
+/* Reads a native request body into req / n. param gets the offending field on failure. */
+static sdw_status parse_job(sdw_engine *e, json_t *body, sdw_request *req, int *n,
+                            const char **param, sdw_error *err) {
+    sdw_status s;
+    if ((s = check_known(body, err))) return s;
+    const char *op = "image_generation", *rng = NULL;
+    long long w = 0, h = 0, steps = 0, seed = -1, nn = 1;
+    double g = -1;
+#define TRY(field, expr)                                                                           \
+    do {                                                                                           \
+        *param = field;                                                                            \
+        if ((s = (expr))) return s;                                                                \
+    } while (0)
+    TRY("operation", sdw__json_string(body, "operation", &op, err));
+    TRY("prompt", sdw__json_string(body, "prompt", &req->prompt, err));
+    TRY("negative_prompt", sdw__json_string(body, "negative_prompt", &req->negative_prompt, err));
+    TRY("width", sdw__json_int(body, "width", 0, 1 << 20, false, &w, err));
+    TRY("height", sdw__json_int(body, "height", 0, 1 << 20, false, &h, err));
+    TRY("steps", sdw__json_int(body, "steps", 0, 1 << 20, false, &steps, err));
+    TRY("guidance_scale", sdw__json_number(body, "guidance_scale", 0, 100, false, &g, err));
+    TRY("seed", sdw__json_int(body, "seed", -1, INT64_MAX, false, &seed, err));
+    TRY("sampler", sdw__json_string(body, "sampler", &req->sampler, err));
+    TRY("scheduler", sdw__json_string(body, "scheduler", &req->scheduler, err));
+    TRY("n", sdw__json_int(body, "n", 1, 1 << 20, false, &nn, err));
+    TRY("rng", sdw__json_string(body, "rng", &rng, err));
+    TRY("loras", check_loras(e, body, err));
+#undef TRY
+    req->width = (int)w;
+    req->height = (int)h;
+    req->steps = (int)steps;
+    req->guidance = (float)g;
+    req->seed = seed;
+    *n = (int)nn;
+    *param = "rng";
+    if (rng && strcmp(rng, "torch") && strcmp(rng, "philox"))
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "rng '%s' must be torch or philox", rng);
+    req->rng = rng && !strcmp(rng, "philox") ? SDW_RNG_SOURCE_PHILOX : SDW_RNG_SOURCE_TORCH;
+    *param = "operation";
+    if (!strcmp(op, "image_transform")) return check_images(e, body, false, param, err);
+    if (!strcmp(op, "image_inpaint")) return check_images(e, body, true, param, err);
+    if (strcmp(op, "image_generation"))
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "unknown operation '%s' (image_generation, image_transform, "
+                             "image_inpaint)",
+                             op);
+    for (int i = 0; i < 2; i++) {
+        const char *f = i ? "mask_image" : "input_image";
+        *param = f;
+        if (json_object_get(body, f) && !json_is_null(json_object_get(body, f)))
+            return sdw_error_set(err, SDW_E_INVALID_ARG,
+                                 "field '%s' is not used by image_generation (use operation "
+                                 "image_transform or image_inpaint)",
+                                 f);
+    }
+    *param = NULL;
+    return SDW_OK;
+}
+
+static enum MHD_Result post_job(sdw_http_req *r) {
+    enum MHD_Result resp;
+    sdw_engine *e = sdw__http_engine(r, &resp);
+    if (!e) return resp;
+    json_t *body = sdw__http_body_json(r, &resp);
+    if (!body) return resp;
+    sdw_request req = sdw_request_default();
+    int n = 1;
+    const char *param = NULL;
+    sdw_error err = {0};
+    sdw_job *job = NULL;
+    sdw_status s = parse_job(e, body, &req, &n, &param, &err);
+    if (!s) s = sdw__check_limits(r->srv, &req, n, &err);
+    if (!s) s = sdw_engine_submit(e, &req, n, &job, &err);
+    if (s) {
+        resp = sdw__http_status(r, s, param, err.msg);
+        json_decref(body);
+        return resp;
+    }
+    json_decref(body);
+    const char *id = sdw_job_id(job);
+    char status_url[128], sse_url[128], image_url[128];
+    snprintf(status_url, sizeof status_url, "/v1/jobs/%s", id);
+    snprintf(sse_url, sizeof sse_url, "/v1/jobs/%s/stream", id);
+    snprintf(image_url, sizeof image_url, "/v1/jobs/%s/image.png", id);
+    json_t *out = json_pack("{s:s,s:s,s:s,s:s,s:s}", "job_id", id, "state", "queued", "sse_url",
+                            sse_url, "status_url", status_url, "image_url", image_url);
+    sdw_job_release(job);
+    char *text = json_dumps(out, JSON_COMPACT);
+    json_decref(out);
+    const char *h[] = {"Location", status_url, NULL};
+    resp = sdw__http_send(r, 202, "application/json", text, strlen(text), h);
+    free(text);
+    return resp;
+}
+
+json_t *sdw__native_job_json(sdw_http_req *r, sdw_job *j, const sdw_job_status *st) {
+    const sdw_request *q = sdw_job_request(j);
+    sdw_result_info info;
+    const char *infotext = NULL;
+    bool have = sdw_job_image_info(j, 0, &info, &infotext);
+    json_t *params = json_pack(
+        "{s:s,s:s?,s:i,s:i,s:i,s:f,s:s,s:s,s:s,s:i}", "prompt", q->prompt, "negative_prompt",
+        q->negative_prompt, "width", q->width, "height", q->height, "steps", q->steps,
+        "guidance_scale", (double)q->guidance, "sampler", q->sampler, "scheduler", q->scheduler,
+        "rng", q->rng == SDW_RNG_SOURCE_PHILOX ? "philox" : "torch", "n", st->n_images);
+    json_object_set_new(params, "seed", have ? json_integer(info.seed)
+                                        : q->seed >= 0 ? json_integer(q->seed) : json_null());
+    sdw_engine *e = atomic_load(&r->srv->engine); /* set: the job came from it */
+    json_object_set_new(params, "model", json_string(e ? sdw_engine_model(e)->name : ""));
+    json_t *o = json_pack("{s:s,s:s,s:s,s:f,s:{s:i,s:i,s:f,s:f,s:f},s:o}", "job_id", sdw_job_id(j),
+                          "operation", "image_generation", "state", sdw_job_state_str(st->state),
+                          "created", st->created, "progress", "step", st->step, "total", st->total,
+                          "percent", st->percent, "elapsed", st->elapsed_s, "eta", st->eta_s,
+                          "parameters", params);
+    if (st->state == SDW_JOB_QUEUED)
+        json_object_set_new(o, "queue_position", json_integer(st->queue_position));
+    if (st->n_done > 0) {
+        json_t *imgs = json_array();
+        for (int i = 0; i < st->n_done; i++) {
+            char url[128];
+            sdw_result_info ii;
+            sdw_job_image_info(j, i, &ii, NULL);
+            snprintf(url, sizeof url, "/v1/jobs/%s/image.png?index=%d", sdw_job_id(j), i);
+            json_array_append_new(imgs, json_pack("{s:s,s:I,s:i,s:i}", "url", url, "seed",
+                                                  (json_int_t)ii.seed, "width", ii.width, "height",
+                                                  ii.height));
+        }
+        json_object_set_new(o, "result", json_pack("{s:o,s:s,s:I}", "images", imgs, "infotext",
+                                                    infotext, "seed", (json_int_t)info.seed));
+    } else {
+        json_object_set_new(o, "result", json_null());
+    }
+    json_object_set_new(o, "error", st->state == SDW_JOB_FAILED || st->state == SDW_JOB_CANCELLED
+                                        ? json_pack("{s:s}", "message", st->error)
+                                        : json_null());
+    return o;
+}
+
+/* Finds the job named by the route's '*'; NULL after queueing a 404 / 503. */
+static sdw_job *find_job(sdw_http_req *r, enum MHD_Result *resp) {
+    sdw_engine *e = sdw__http_engine(r, resp);
+    if (!e) return NULL;
+    sdw_job *j = sdw_engine_find(e, r->param);
+    if (!j)
+        *resp = sdw__http_error(r, 404, NULL, "job %s not found (unknown, or its result expired)",
+                                r->param);
+    return j;
+}
+
+static enum MHD_Result get_job(sdw_http_req *r) {
+    enum MHD_Result resp;
+    sdw_job *j = find_job(r, &resp);
+    if (!j) return resp;
+    sdw_job_status st;
+    sdw_job_get_status(j, &st);
+    json_t *o = sdw__native_job_json(r, j, &st);
+    sdw_job_release(j);
+    return sdw__http_json(r, 200, o);
+}
+
+static enum MHD_Result get_stream(sdw_http_req *r) {
+    enum MHD_Result resp;
+    sdw_job *j = find_job(r, &resp);
+    if (!j) return resp;
+    return sdw__sse_stream(r, j);
+}
+
+static enum MHD_Result post_cancel(sdw_http_req *r) {
+    enum MHD_Result resp;
+    sdw_job *j = find_job(r, &resp);
+    if (!j) return resp;
+    sdw_job_state s = sdw_job_cancel(j);
+    sdw_job_status st;
+    sdw_job_get_status(j, &st);
+    if (s != SDW_JOB_CANCELLED) {
+        resp = sdw__http_error(r, 409, NULL, "job %s already %s: nothing to cancel", sdw_job_id(j),
+                               sdw_job_state_str(s));
+    } else {
+        json_t *o = sdw__native_job_json(r, j, &st);
+        /* A running job stops at its next step: its state says "running" until then. */
+        json_object_set_new(o, "cancel_requested", json_true());
+        resp = sdw__http_json(r, 200, o);
+    }
+    sdw_job_release(j);
+    return resp;
+}
+
+static enum MHD_Result get_image(sdw_http_req *r) {
+    enum MHD_Result resp;
+    sdw_job *j = find_job(r, &resp);
+    if (!j) return resp;
+    const char *idx = sdw__http_query(r, "index");
+    char *end = NULL;
+    long i = idx ? strtol(idx, &end, 10) : 0;
+    sdw_job_status st;
+    sdw_job_get_status(j, &st);
+    size_t len = 0;
+    const uint8_t *png = NULL;
+    if (idx && (!*idx || *end || i < 0 || i >= st.n_images))
+        resp = sdw__http_error(r, 400, "index", "index '%s' must be an integer in [0, %d]", idx,
+                               st.n_images - 1);
+    else if (!(png = sdw_job_image_png(j, (int)i, &len)))
+        resp = sdw__http_error(r, st.state == SDW_JOB_QUEUED || st.state == SDW_JOB_RUNNING ? 409
+                                                                                             : 404,
+                               NULL, "job %s has no image %ld: it is %s%s%s", sdw_job_id(j), i,
+                               sdw_job_state_str(st.state), *st.error ? ": " : "", st.error);
+    else
+        resp = sdw__http_send(r, 200, "image/png", png, len, NULL);
+    sdw_job_release(j);
+    return resp;
+}
+
+static enum MHD_Result get_preview(sdw_http_req *r) {
+    enum MHD_Result resp;
+    sdw_job *j = find_job(r, &resp);
+    if (!j) return resp;
+    uint8_t *png = NULL;
+    size_t len = 0;
+    sdw_error err = {0};
+    sdw_status s = sdw_job_preview_png(j, &png, &len, NULL, &err);
+    resp = s ? sdw__http_status(r, s, NULL, err.msg)
+             : sdw__http_send(r, 200, "image/png", png, len, NULL);
+    free(png);
+    sdw_job_release(j);
+    return resp;
+}
+
+static json_t *str_list(const char *const *l) {
+    json_t *a = json_array();
+    for (; l && *l; l++) json_array_append_new(a, json_string(*l));
+    return a;
+}
+
+static enum MHD_Result get_capabilities(sdw_http_req *r) {
+    enum MHD_Result resp;
+    sdw_engine *e = sdw__http_engine(r, &resp);
+    if (!e) return resp;
+    sdw_image_model *m = sdw_engine_model(e);
+    const sdw_capabilities *c = sdw_model_capabilities(m);
+    const sdw_server_params *p = &r->srv->p;
+    sdw_engine_stats st;
+    sdw_engine_get_stats(e, &st);
+    char desc[4096];
+    sdw_model_describe(m, desc, sizeof desc);
+    json_t *ops = json_array();
+    if (c->txt2img) json_array_append_new(ops, json_string("image_generation"));
+    if (c->img2img) json_array_append_new(ops, json_string("image_transform"));
+    if (c->inpainting) json_array_append_new(ops, json_string("image_inpaint"));
+    json_t *o = json_pack(
+        "{s:{s:s,s:s,s:s,s:s},s:o,s:{s:b,s:b,s:b,s:b,s:b,s:b,s:b},"
+        "s:{s:i,s:i,s:i,s:f,s:s},s:{s:i,s:i,s:i,s:i,s:i,s:i,s:I,s:i},s:o,s:o}",
+        "model", "name", m->name, "type", sdw_model_type(m), "variant", sdw_model_variant(m),
+        "description", desc, "operations", ops, "features", "txt2img", c->txt2img, "img2img",
+        c->img2img, "inpainting", c->inpainting, "lora", c->lora, "controlnet", c->controlnet,
+        "guidance", c->supports_guidance, "negative_prompt", c->supports_negative_prompt,
+        "defaults", "width", c->default_width, "height", c->default_height, "steps",
+        c->default_steps, "guidance_scale", (double)c->default_guidance, "sampler",
+        c->default_sampler, "limits", "min_size", c->min_size, "max_size",
+        SDW_MIN(c->max_size, p->max_size), "size_multiple", c->size_multiple, "max_steps",
+        SDW_MIN(c->max_steps, p->max_steps), "max_n", p->max_n, "queue_max", st.queue_max,
+        "max_body_bytes", (json_int_t)p->max_body_bytes, "max_connections", p->max_connections,
+        "samplers", str_list(c->samplers), "schedulers", str_list(c->schedulers));
+    json_t *names = json_object();
+    for (const char *const *s = c->samplers; s && *s; s++)
+        json_object_set_new(names, *s, json_string(sdw_sampler_a1111_name(*s)));
+    json_object_set_new(o, "sampler_display_names", names);
+    return sdw__http_json(r, 200, o);
+}
+
+static enum MHD_Result get_stats(sdw_http_req *r) {
+    enum MHD_Result resp;
+    sdw_engine *e = sdw__http_engine(r, &resp);
+    if (!e) return resp;
+    sdw_engine_stats s;
+    sdw_engine_get_stats(e, &s);
+    return sdw__http_json(
+        r, 200,
+        json_pack("{s:i,s:i,s:i,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "queued", s.queued, "running",
+                  s.running, "queue_max", s.queue_max, "jobs_kept", s.jobs_kept, "bytes_kept",
+                  (json_int_t)s.bytes_kept, "submitted", (json_int_t)s.submitted, "succeeded",
+                  (json_int_t)s.succeeded, "failed", (json_int_t)s.failed, "cancelled",
+                  (json_int_t)s.cancelled, "rejected_busy", (json_int_t)s.rejected_busy,
+                  "mean_job_seconds", s.mean_job_s));
+}
+
+static enum MHD_Result get_health(sdw_http_req *r) {
+    return sdw__http_json(r, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static enum MHD_Result get_ready(sdw_http_req *r) {
+    sdw_engine *e = atomic_load(&r->srv->engine);
+    if (!e) {
+        const char *h[] = {"Retry-After", "5", NULL};
+        json_t *o = json_pack("{s:s,s:s}", "status", "loading", "message",
+                              "the model is still loading");
+        char *t = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
+        enum MHD_Result resp = sdw__http_send(r, 503, "application/json", t, strlen(t), h);
+        free(t);
+        return resp;
+    }
+    sdw_image_model *m = sdw_engine_model(e);
+    return sdw__http_json(r, 200, json_pack("{s:s,s:s,s:s,s:s}", "status", "ready", "model",
+                                            m->name, "type", sdw_model_type(m), "variant",
+                                            sdw_model_variant(m)));
+}
+
+const sdw_route sdw__native_routes[] = {
+    {"POST", "/v1/jobs", post_job},
+    {"GET", "/v1/jobs/*", get_job},
+    {"GET", "/v1/jobs/*/stream", get_stream},
+    {"POST", "/v1/jobs/*/cancel", post_cancel},
+    {"GET", "/v1/jobs/*/image.png", get_image},
+    {"GET", "/v1/jobs/*/preview.png", get_preview},
+    {"GET", "/v1/capabilities", get_capabilities},
+    {"GET", "/v1/stats", get_stats},
+    {"GET", "/health", get_health},
+    {"GET", "/ready", get_ready},
+    {NULL, NULL, NULL},
+};
