@@ -553,7 +553,7 @@ void sdw_job_get_status(sdw_job *j, sdw_job_status *o) {
     snprintf(o->error, sizeof o->error, "%s", j->error);
     int per = j->total_per_image > 0 ? j->total_per_image : 1;
     o->total = per * j->n_images;
-    o->step = j->n_done * per + (j->state == SDW_JOB_RUNNING ? j->step_in_image : 0);
+    o->step = j->n_done * per + (j->state != SDW_JOB_QUEUED ? j->step_in_image : 0);
     if (j->state == SDW_JOB_SUCCEEDED || o->step > o->total) o->step = o->total;
     o->percent = 100.0 * o->step / o->total;
     if (j->state == SDW_JOB_RUNNING || sdw_job_state_terminal(j->state))
@@ -603,11 +603,11 @@ sdw_job_state sdw_job_wait_done(sdw_job *j) {
     return s;
 }
 
-sdw_job_state sdw_job_cancel(sdw_job *j) {
+bool sdw_job_cancel(sdw_job *j) {
     sdw_engine *e = j->e;
     pthread_mutex_lock(&e->mu);
-    sdw_job_state s = j->state;
-    if (s == SDW_JOB_QUEUED) {
+    bool took = true;
+    if (j->state == SDW_JOB_QUEUED) {
         sdw_job **pp = &e->qhead, *prev = NULL;
         while (*pp != j) prev = *pp, pp = &(*pp)->qnext;
         *pp = j->qnext;
@@ -616,14 +616,14 @@ sdw_job_state sdw_job_cancel(sdw_job *j) {
         e->n_queued--;
         j->cancel = true;
         finish_locked(e, j, SDW_JOB_CANCELLED, "cancelled before it started");
-        s = SDW_JOB_CANCELLED;
-    } else if (s == SDW_JOB_RUNNING) {
+    } else if (j->state == SDW_JOB_RUNNING) {
         j->cancel = true;
         touch(j);
-        s = SDW_JOB_CANCELLED;
+    } else {
+        took = false;
     }
     pthread_mutex_unlock(&e->mu);
-    return s;
+    return took;
 }
 
 sdw_status sdw_job_preview_png(sdw_job *j, uint8_t **png, size_t *len, uint64_t *seq,

@@ -135,9 +135,8 @@ bool sdw_job_wait(sdw_job *j, uint64_t seen, double timeout_s);
 sdw_job_state sdw_job_wait_done(sdw_job *j);
 
 /* Requests cancellation: a queued job ends `cancelled` at once, a running one at its next step.
- * Returns the state the job is in or heading to: SDW_JOB_CANCELLED if the request took effect,
- * otherwise the terminal state it already had. */
-sdw_job_state sdw_job_cancel(sdw_job *j);
+ * Returns false if the job had already ended (nothing to cancel). */
+bool sdw_job_cancel(sdw_job *j);
 
 /* Latest preview as a new PNG (*png: free with free()); SDW_E_NOT_FOUND if none yet. *seq
  * (may be NULL) gets its preview_seq. */

@@ -243,12 +243,12 @@ static enum MHD_Result post_cancel(sdw_http_req *r) {
     enum MHD_Result resp;
     sdw_job *j = find_job(r, &resp);
     if (!j) return resp;
-    sdw_job_state s = sdw_job_cancel(j);
+    bool took = sdw_job_cancel(j);
     sdw_job_status st;
     sdw_job_get_status(j, &st);
-    if (s != SDW_JOB_CANCELLED) {
+    if (!took) {
         resp = sdw__http_error(r, 409, NULL, "job %s already %s: nothing to cancel", sdw_job_id(j),
-                               sdw_job_state_str(s));
+                               sdw_job_state_str(st.state));
     } else {
         json_t *o = sdw__native_job_json(r, j, &st);
         /* A running job stops at its next step: its state says "running" until then. */

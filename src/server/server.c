@@ -74,7 +74,7 @@ enum MHD_Result sdw__http_send(sdw_http_req *r, unsigned status, const char *con
 
 static enum MHD_Result send_json_h(sdw_http_req *r, unsigned status, json_t *body,
                                    const char *const *headers) {
-    char *s = json_dumps(body, JSON_COMPACT);
+    char *s = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
     json_decref(body);
     if (!s) return MHD_NO;
     enum MHD_Result ret = sdw__http_send(r, status, "application/json", s, strlen(s), headers);
