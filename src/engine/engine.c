@@ -1,7 +1,8 @@
 /* engine/engine.c — see engine.h.
  *
  * One mutex guards the whole engine (the queue, the store of jobs, every job's mutable fields);
- * `changed` is broadcast on any job change, `work` wakes the worker. The model runs outside the
+ * each job's own condition variable is broadcast when it changes (so a step wakes only that job's
+ * readers, not every stream of every job), `work` wakes the worker. The model runs outside the
  * lock; its progress callback takes the lock only to publish a step. Heavy work (PNG encoding of
  * previews and results) happens outside the lock too. A job's finished images are written once,
  * before n_done grows, and never change after: readers use them without the lock. */
@@ -21,6 +22,7 @@
 
 struct sdw_job {
     sdw_engine *e;
+    pthread_cond_t changed; /* broadcast on every change of this job */
     int refs; /* the store's reference + handles; under e->mu */
     char id[33];
     sdw_request req; /* resolved; its strings point at the copies below */
@@ -54,7 +56,7 @@ struct sdw_engine {
     sdw_image_model *model;
     sdw_engine_params p;
     pthread_mutex_t mu;
-    pthread_cond_t work, changed;
+    pthread_cond_t work;
     pthread_t worker;
     bool worker_started, stopping;
 
@@ -109,6 +111,7 @@ static void job_free(sdw_job *j) {
     free(j->negative);
     free(j->sampler);
     free(j->scheduler);
+    pthread_cond_destroy(&j->changed);
     free(j);
 }
 
@@ -138,7 +141,7 @@ const sdw_request *sdw_job_request(const sdw_job *j) { return &j->req; }
 
 static void touch(sdw_job *j) {
     j->version++;
-    pthread_cond_broadcast(&j->e->changed);
+    pthread_cond_broadcast(&j->changed);
 }
 
 /* Moves a job into its terminal state (e->mu held). */
@@ -286,7 +289,11 @@ static void run_job(sdw_engine *e, sdw_job *j) {
                         : s == SDW_CANCELLED ? SDW_JOB_CANCELLED : SDW_JOB_FAILED,
                   s == SDW_OK ? NULL : err.msg);
     e->running = NULL;
+    /* Enforce the bounds now, so that nobody sees the store over them once the job is done. */
+    sdw_job *dead = NULL;
+    sweep_locked(e, &dead);
     pthread_mutex_unlock(&e->mu);
+    free_dead(dead);
     if (s != SDW_OK && s != SDW_CANCELLED) SDW_WARN("job %s failed: %s", j->id, err.msg);
 }
 
@@ -349,7 +356,6 @@ sdw_status sdw_engine_create(sdw_image_model *model, const sdw_engine_params *pa
     e->stats.queue_max = p.queue_max;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->work, NULL);
-    pthread_cond_init(&e->changed, NULL);
     int rc = pthread_create(&e->worker, NULL, worker_main, e);
     if (rc != 0) {
         sdw_engine_destroy(e);
@@ -379,7 +385,6 @@ void sdw_engine_shutdown(sdw_engine *e) {
             touch(e->running);
         }
         pthread_cond_broadcast(&e->work);
-        pthread_cond_broadcast(&e->changed);
     }
     pthread_mutex_unlock(&e->mu);
 }
@@ -397,7 +402,6 @@ void sdw_engine_destroy(sdw_engine *e) {
         j = next;
     }
     pthread_cond_destroy(&e->work);
-    pthread_cond_destroy(&e->changed);
     pthread_mutex_destroy(&e->mu);
     free(e);
 }
@@ -433,6 +437,7 @@ sdw_status sdw_engine_submit(sdw_engine *e, const sdw_request *req, int n_images
 
     sdw_job *j = sdw_xcalloc(1, sizeof *j);
     j->e = e;
+    pthread_cond_init(&j->changed, NULL);
     j->refs = 2; /* the store's and the caller's */
     make_id(j->id);
     j->prompt = dup_or_null(r.prompt);
@@ -588,7 +593,7 @@ bool sdw_job_wait(sdw_job *j, uint64_t seen, double timeout_s) {
     pthread_mutex_lock(&e->mu);
     int rc = 0;
     while (j->version <= seen && rc != ETIMEDOUT)
-        rc = pthread_cond_timedwait(&e->changed, &e->mu, &ts);
+        rc = pthread_cond_timedwait(&j->changed, &e->mu, &ts);
     bool changed = j->version > seen;
     pthread_mutex_unlock(&e->mu);
     return changed;
@@ -597,7 +602,7 @@ bool sdw_job_wait(sdw_job *j, uint64_t seen, double timeout_s) {
 sdw_job_state sdw_job_wait_done(sdw_job *j) {
     sdw_engine *e = j->e;
     pthread_mutex_lock(&e->mu);
-    while (!sdw_job_state_terminal(j->state)) pthread_cond_wait(&e->changed, &e->mu);
+    while (!sdw_job_state_terminal(j->state)) pthread_cond_wait(&j->changed, &e->mu);
     sdw_job_state s = j->state;
     pthread_mutex_unlock(&e->mu);
     return s;

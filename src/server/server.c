@@ -368,7 +368,8 @@ sdw_status sdw_server_start(const sdw_server_params *params, sdw_server **out, s
     clock_gettime(CLOCK_REALTIME, &ts);
     s->started_wall = (double)ts.tv_sec;
 
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+    /* poll(), not select(): select cannot watch descriptors above FD_SETSIZE (1024). */
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD |
                      MHD_USE_ERROR_LOG | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
     s->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,

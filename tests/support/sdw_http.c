@@ -186,7 +186,8 @@ int sdw_test_server_start(sdw_test_server *s, const char *key, const char *fmt, 
         line[n] = 0;
         char *at = strstr(line, "listening on http://");
         if (at && strchr(at, '\n')) {
-            char *colon = strrchr(strtok(at, "\n"), ':');
+            *strchr(at, '\n') = 0;
+            char *colon = strrchr(at, ':');
             s->port = colon ? atoi(colon + 1) : 0;
         }
     }
@@ -293,7 +294,8 @@ int sdw_sse_next(sdw_sse *s, char *event, size_t cap, char **data, double timeou
             *end = 0;
             snprintf(event, cap, "message");
             bool any = false;
-            for (char *l = strtok(s->buf, "\n"); l; l = strtok(NULL, "\n")) {
+            char *save = NULL; /* strtok_r: streams are read from many threads at once */
+            for (char *l = strtok_r(s->buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
                 if (!strncmp(l, "event: ", 7)) snprintf(event, cap, "%s", l + 7), any = true;
                 else if (!strncmp(l, "data: ", 6)) free(*data), *data = strdup(l + 6), any = true;
             }
