@@ -3,7 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS="build-essential cmake pkg-config libdnnl-dev libpng-dev libjpeg62-turbo-dev libwebp-dev libjansson-dev clang libclang-rt-dev libomp-dev libutf8proc-dev"
+PKGS="build-essential cmake pkg-config libdnnl-dev libpng-dev libjpeg62-turbo-dev libwebp-dev libjansson-dev clang libclang-rt-dev libomp-dev libutf8proc-dev
+      libmicrohttpd-dev"
+# The real-client tests (tests/e2e, run by ctest) drive Debian's chromium; node and npm run them.
+PKGS="$PKGS chromium"
+command -v npm >/dev/null || PKGS="$PKGS nodejs npm"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: the default build, then the same tests under ASan + UBSan.
-# Fixtures come from ../shared/fixtures (override with SDW_FIXTURES=/path).
+# Fixtures come from ../shared/fixtures (override with SDW_FIXTURES=/path). The real-client tests
+# (label e2e: node + headless chromium against sdw serve) run once, in the default build: they
+# test the HTTP behaviour, which the sanitizer pass covers through the C server tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh
@@ -8,7 +10,7 @@ ctest --test-dir build --output-on-failure -j2
 
 cmake -S . -B build-asan -DSDW_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-asan -j"$(nproc)"
-ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j2
+ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j2 -LE e2e
 
 # The decoders' fuzz target (clang + libFuzzer): a short pass over the generated seed corpus.
 cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DSDW_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

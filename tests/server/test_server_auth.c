@@ -190,7 +190,7 @@ static void test_ready_only_with_a_model(void) {
 }
 
 int main(void) {
-    if (sdw_test_server_start(&g_srv, "s3cret-key", "-m '%s' -q --api-key s3cret-key --queue 1",
+    if (sdw_test_server_start(&g_srv, "s3cret-key", "-m '%s' -q -t 1 --api-key s3cret-key --queue 1",
                               sdw_test_path("models/tiny-sd15")) != 0)
         return 1;
     RUN(test_health_needs_no_key);

@@ -428,7 +428,7 @@ static void test_a1111_progress_and_interrupt(void) {
 }
 
 int main(void) {
-    if (sdw_test_server_start(&g_srv, NULL, "-m '%s' -q", sdw_test_path("models/tiny-sd15")) != 0)
+    if (sdw_test_server_start(&g_srv, NULL, "-m '%s' -q -t 1", sdw_test_path("models/tiny-sd15")) != 0)
         return 1;
     g_port = g_srv.port;
     RUN(test_openai_generations);

@@ -169,7 +169,7 @@ static void test_job_stream_and_image_match_cli_and_reference(void) {
     snprintf(cli, sizeof cli, "%s/cli.png", sdw_test_tmpdir());
     snprintf(cmd, sizeof cmd,
              "'%s' generate -m '%s' -p 'a photo of a cat' -W 64 -H 64 --steps 4 --cfg-scale 7.5 "
-             "-s 42 --sampler euler -q -o '%s'",
+             "-s 42 --sampler euler -t 1 -q -o '%s'",
              sdw_test_bin(), sdw_test_path("models/tiny-sd15"), cli);
     ASSERT_EQ_INT(system(cmd), 0);
     size_t n_cli = 0, n_ref = 0;
@@ -397,7 +397,7 @@ static void test_body_limit(void) {
 }
 
 int main(void) {
-    if (sdw_test_server_start(&g_srv, NULL, "-m '%s' -q --preview-every 1",
+    if (sdw_test_server_start(&g_srv, NULL, "-m '%s' -q -t 1 --preview-every 1",
                               sdw_test_path("models/tiny-sd15")) != 0) {
         fprintf(stderr, "cannot start sdw serve\n");
         return 1;
