@@ -14,6 +14,9 @@
 #include "models/infotext.h"
 
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <math.h>
 #include <pthread.h>
 #include <string.h>
@@ -27,6 +30,7 @@ struct sdw_job {
     char id[33];
     sdw_request req; /* resolved; its strings point at the copies below */
     char *prompt, *negative, *sampler, *scheduler;
+    sdw_image init_image, mask; /* copies the request points at (image-to-image, inpainting) */
     int n_images;
 
     /* mutable, under e->mu */
@@ -111,6 +115,8 @@ static void job_free(sdw_job *j) {
     free(j->negative);
     free(j->sampler);
     free(j->scheduler);
+    sdw_image_free(&j->init_image);
+    sdw_image_free(&j->mask);
     pthread_cond_destroy(&j->changed);
     free(j);
 }
@@ -330,6 +336,11 @@ static void *worker_main(void *arg) {
         pthread_mutex_unlock(&e->mu);
         run_job(e, j);
         sdw_job_release(j);
+#ifdef __GLIBC__
+        /* A job frees hundreds of MB of activations at full size; glibc keeps freed heap
+         * memory in its arenas. Hand it back, so an idle worker's footprint is its model. */
+        malloc_trim(0);
+#endif
         pthread_mutex_lock(&e->mu);
     }
     pthread_mutex_unlock(&e->mu);
@@ -425,6 +436,16 @@ static void make_id(char id[33]) {
 
 static char *dup_or_null(const char *s) { return s ? sdw_xstrdup(s) : NULL; }
 
+/* A deep copy of img into *out (the job outlives the caller's buffers); NULL if img is NULL. */
+static const sdw_image *copy_image(const sdw_image *img, sdw_image *out) {
+    if (!img) return NULL;
+    size_t n = (size_t)img->width * img->height * img->channels; /* resolved: sizes checked */
+    *out = *img;
+    out->data = sdw_xmalloc(n);
+    memcpy(out->data, img->data, n);
+    return out;
+}
+
 sdw_status sdw_engine_submit(sdw_engine *e, const sdw_request *req, int n_images, sdw_job **out,
                              sdw_error *err) {
     SDW_ASSERT(e && req && out);
@@ -448,6 +469,8 @@ sdw_status sdw_engine_submit(sdw_engine *e, const sdw_request *req, int n_images
     r.negative_prompt = j->negative;
     r.sampler = j->sampler;
     r.scheduler = j->scheduler;
+    r.init_image = copy_image(r.init_image, &j->init_image);
+    r.mask = copy_image(r.mask, &j->mask);
     j->req = r;
     j->n_images = n_images;
     j->total_per_image = r.steps;

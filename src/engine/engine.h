@@ -71,8 +71,8 @@ void sdw_engine_destroy(sdw_engine *e);
 sdw_image_model *sdw_engine_model(const sdw_engine *e);
 
 /* Validates req against the model (sdw_request_resolve) and queues a job making n_images images
- * (seeds seed, seed+1, ...; a random seed is drawn once for the first image). Strings in req are
- * copied. On success *out is a new handle (sdw_job_release). Errors, with *out untouched:
+ * (seeds seed, seed+1, ...; a random seed is drawn once for the first image). Strings and images
+ * (init image, mask) in req are copied. On success *out is a new handle (sdw_job_release). Errors, with *out untouched:
  * SDW_E_INVALID_ARG / SDW_E_UNSUPPORTED (the request; the message names the field),
  * SDW_E_BUSY (queue full), SDW_CANCELLED (shutting down). */
 sdw_status sdw_engine_submit(sdw_engine *e, const sdw_request *req, int n_images, sdw_job **out,

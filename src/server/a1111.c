@@ -164,7 +164,7 @@ static enum MHD_Result respond(sdw_http_req *r, sdw_job *j, json_t *body) {
     SET("sd_vae_hash", json_null());
     SET("seed_resize_from_w", json_integer(-1));
     SET("seed_resize_from_h", json_integer(-1));
-    SET("denoising_strength", json_real(0));
+    SET("denoising_strength", json_real(q->init_image ? q->strength : 0));
     SET("extra_generation_params", json_object());
     SET("index_of_first_image", json_integer(0));
     SET("infotexts", infotexts);
@@ -192,6 +192,49 @@ static enum MHD_Result respond(sdw_http_req *r, sdw_job *j, json_t *body) {
     return sdw__http_json(r, 200, o);
 }
 
+/* img2img's images: the first of init_images (A1111 cycles through them over a batch; here every
+ * image of the batch starts from the first), the optional mask (white = repaint; with
+ * inpainting_mask_invert 1, black), denoising_strength. */
+static sdw_status read_images(json_t *b, sdw_request *req, sdw_image *init, sdw_image *mask,
+                              const char **param, sdw_error *err) {
+    json_t *imgs = json_object_get(b, "init_images");
+    *param = "init_images";
+    if (!json_is_array(imgs) || json_array_size(imgs) == 0)
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "'init_images' must be a non-empty array of base64 images");
+    json_t *v = json_array_get(imgs, 0);
+    if (!json_is_string(v))
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "init_images[0] must be a string");
+    sdw_status s = sdw__decode_image(json_string_value(v), json_string_length(v), false,
+                                     "init_images", init, err);
+    if (s) return s;
+    req->init_image = init;
+    const char *m = NULL;
+    long long invert = 0;
+    double strength = SDW_DEFAULT_STRENGTH;
+    *param = "mask";
+    if ((s = sdw__json_string(b, "mask", &m, err))) return s;
+    *param = "inpainting_mask_invert";
+    if ((s = sdw__json_int(b, "inpainting_mask_invert", 0, 1, true, &invert, err))) return s;
+    if (m && *m) {
+        *param = "mask";
+        if ((s = sdw__decode_image(m, strlen(m), false, "mask", mask, err))) return s;
+        if (invert) {
+            size_t n = (size_t)mask->width * mask->height * mask->channels;
+            for (size_t i = 0; i < n; i++) mask->data[i] = (uint8_t)(255 - mask->data[i]);
+        }
+        req->mask = mask;
+    }
+    *param = "denoising_strength";
+    if ((s = sdw__json_number(b, "denoising_strength", 0, 1, true, &strength, err))) return s;
+    if (!(strength > 0))
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "denoising_strength %g must be in (0, 1]", strength);
+    req->strength = strength;
+    *param = NULL;
+    return SDW_OK;
+}
+
 static enum MHD_Result generate(sdw_http_req *r, bool img2img) {
     enum MHD_Result resp;
     sdw_engine *e = sdw__http_engine(r, &resp);
@@ -204,45 +247,12 @@ static enum MHD_Result generate(sdw_http_req *r, bool img2img) {
     sdw_error err = {0};
     sdw_job *j = NULL;
     sdw_status s = parse_common(e, b, &req, &n, &param, &err);
-    if (!s && img2img) {
-        json_t *imgs = json_object_get(b, "init_images");
-        param = "init_images";
-        if (!json_is_array(imgs) || json_array_size(imgs) == 0)
-            s = sdw_error_set(&err, SDW_E_INVALID_ARG,
-                              "'init_images' must be a non-empty array of base64 images");
-        size_t i;
-        json_t *v;
-        json_array_foreach(imgs, i, v) {
-            if (s) break;
-            if (!json_is_string(v)) {
-                s = sdw_error_set(&err, SDW_E_INVALID_ARG, "init_images[%zu] must be a string", i);
-                break;
-            }
-            sdw_png png;
-            s = sdw__decode_image(json_string_value(v), json_string_length(v), false,
-                                  "init_images", &png, &err);
-            if (!s) sdw_png_deinit(&png);
-        }
-        const char *mask = NULL;
-        double strength = 0.75;
-        if (!s) s = sdw__json_string(b, "mask", &mask, &err);
-        if (!s && mask) {
-            sdw_png png;
-            param = "mask";
-            s = sdw__decode_image(mask, strlen(mask), false, "mask", &png, &err);
-            if (!s) sdw_png_deinit(&png);
-        }
-        if (!s) {
-            param = "denoising_strength";
-            s = sdw__json_number(b, "denoising_strength", 0, 1, true, &strength, &err);
-        }
-        if (!s) {
-            param = NULL;
-            s = sdw__check_image_mode(e, mask != NULL, &err);
-        }
-    }
+    sdw_image init = {0}, mask = {0};
+    if (!s && img2img) s = read_images(b, &req, &init, &mask, &param, &err);
     if (!s) s = sdw__check_limits(r->srv, &req, n, &err);
-    if (!s) s = sdw_engine_submit(e, &req, n, &j, &err);
+    if (!s) s = sdw_engine_submit(e, &req, n, &j, &err); /* copies the images */
+    sdw_image_free(&init);
+    sdw_image_free(&mask);
     if (s) {
         resp = sdw__http_status(r, s, param, err.msg);
     } else {

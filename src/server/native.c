@@ -29,29 +29,38 @@ static sdw_status check_known(json_t *body, sdw_error *err) {
     return SDW_OK;
 }
 
-/* Checks the image fields of an image_transform / image_inpaint request; they cannot reach the
- * model yet unless it offers the mode (see sdw__check_image_mode). */
-static sdw_status check_images(sdw_engine *e, json_t *body, bool mask, const char **param,
-                               sdw_error *err) {
+/* The images of a request (owned by the handler, borrowed by the request). */
+typedef struct job_images {
+    sdw_image init, mask;
+} job_images;
+
+/* Reads the image fields of an image_transform / image_inpaint request into req. */
+static sdw_status read_images(json_t *body, bool mask, sdw_request *req, job_images *im,
+                              const char **param, sdw_error *err) {
     const char *names[2] = {"input_image", "mask_image"};
+    sdw_image *dst[2] = {&im->init, &im->mask};
     for (int i = 0; i < 1 + mask; i++) {
         const char *b64 = NULL;
         *param = names[i];
         sdw_status s = sdw__json_string(body, names[i], &b64, err);
         if (s) return s;
         if (!b64)
-            return sdw_error_set(err, SDW_E_INVALID_ARG, "%s needs field '%s' (base64 PNG)",
+            return sdw_error_set(err, SDW_E_INVALID_ARG, "%s needs field '%s' (base64 image)",
                                  mask ? "image_inpaint" : "image_transform", names[i]);
-        sdw_png img;
-        if ((s = sdw__decode_image(b64, strlen(b64), false, names[i], &img, err))) return s;
-        sdw_png_deinit(&img);
+        if ((s = sdw__decode_image(b64, strlen(b64), false, names[i], dst[i], err))) return s;
     }
-    double strength = 0.75;
+    req->init_image = &im->init;
+    req->mask = mask ? &im->mask : NULL;
+    double strength = -1;
     *param = "strength";
     sdw_status s = sdw__json_number(body, "strength", 0, 1, false, &strength, err);
     if (s) return s;
+    if (json_object_get(body, "strength") && !(strength > 0))
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "field 'strength': %g must be in (0, 1]",
+                             strength);
+    req->strength = strength;
     *param = NULL;
-    return sdw__check_image_mode(e, mask, err);
+    return SDW_OK;
 }
 
 static sdw_status check_loras(sdw_engine *e, json_t *body, sdw_error *err) {
@@ -75,7 +84,7 @@ static sdw_status check_loras(sdw_engine *e, json_t *body, sdw_error *err) {
 
 /* Reads a native request body into req / n. param gets the offending field on failure. */
 static sdw_status parse_job(sdw_engine *e, json_t *body, sdw_request *req, int *n,
-                            const char **param, sdw_error *err) {
+                            job_images *im, const char **param, sdw_error *err) {
     sdw_status s;
     if ((s = check_known(body, err))) return s;
     const char *op = "image_generation", *rng = NULL;
@@ -111,15 +120,15 @@ static sdw_status parse_job(sdw_engine *e, json_t *body, sdw_request *req, int *
         return sdw_error_set(err, SDW_E_INVALID_ARG, "rng '%s' must be torch or philox", rng);
     req->rng = rng && !strcmp(rng, "philox") ? SDW_RNG_SOURCE_PHILOX : SDW_RNG_SOURCE_TORCH;
     *param = "operation";
-    if (!strcmp(op, "image_transform")) return check_images(e, body, false, param, err);
-    if (!strcmp(op, "image_inpaint")) return check_images(e, body, true, param, err);
+    if (!strcmp(op, "image_transform")) return read_images(body, false, req, im, param, err);
+    if (!strcmp(op, "image_inpaint")) return read_images(body, true, req, im, param, err);
     if (strcmp(op, "image_generation"))
         return sdw_error_set(err, SDW_E_INVALID_ARG,
                              "unknown operation '%s' (image_generation, image_transform, "
                              "image_inpaint)",
                              op);
-    for (int i = 0; i < 2; i++) {
-        const char *f = i ? "mask_image" : "input_image";
+    for (int i = 0; i < 3; i++) {
+        const char *f = i == 2 ? "strength" : i ? "mask_image" : "input_image";
         *param = f;
         if (json_object_get(body, f) && !json_is_null(json_object_get(body, f)))
             return sdw_error_set(err, SDW_E_INVALID_ARG,
@@ -142,15 +151,14 @@ static enum MHD_Result post_job(sdw_http_req *r) {
     const char *param = NULL;
     sdw_error err = {0};
     sdw_job *job = NULL;
-    sdw_status s = parse_job(e, body, &req, &n, &param, &err);
+    job_images im = {0};
+    sdw_status s = parse_job(e, body, &req, &n, &im, &param, &err);
     if (!s) s = sdw__check_limits(r->srv, &req, n, &err);
-    if (!s) s = sdw_engine_submit(e, &req, n, &job, &err);
-    if (s) {
-        resp = sdw__http_status(r, s, param, err.msg);
-        json_decref(body);
-        return resp;
-    }
+    if (!s) s = sdw_engine_submit(e, &req, n, &job, &err); /* copies the images */
+    sdw_image_free(&im.init);
+    sdw_image_free(&im.mask);
     json_decref(body);
+    if (s) return sdw__http_status(r, s, param, err.msg);
     const char *id = sdw_job_id(job);
     char status_url[128], sse_url[128], image_url[128];
     snprintf(status_url, sizeof status_url, "/v1/jobs/%s", id);
@@ -167,6 +175,10 @@ static enum MHD_Result post_job(sdw_http_req *r) {
     return resp;
 }
 
+static const char *operation_of(const sdw_request *q) {
+    return q->mask ? "image_inpaint" : q->init_image ? "image_transform" : "image_generation";
+}
+
 json_t *sdw__native_job_json(sdw_http_req *r, sdw_job *j, const sdw_job_status *st) {
     const sdw_request *q = sdw_job_request(j);
     sdw_result_info info;
@@ -179,10 +191,11 @@ json_t *sdw__native_job_json(sdw_http_req *r, sdw_job *j, const sdw_job_status *
         "rng", q->rng == SDW_RNG_SOURCE_PHILOX ? "philox" : "torch", "n", st->n_images);
     json_object_set_new(params, "seed", have ? json_integer(info.seed)
                                         : q->seed >= 0 ? json_integer(q->seed) : json_null());
+    if (q->init_image) json_object_set_new(params, "strength", json_real(q->strength));
     sdw_engine *e = atomic_load(&r->srv->engine); /* set: the job came from it */
     json_object_set_new(params, "model", json_string(e ? sdw_engine_model(e)->name : ""));
     json_t *o = json_pack("{s:s,s:s,s:s,s:f,s:{s:i,s:i,s:f,s:f,s:f},s:o}", "job_id", sdw_job_id(j),
-                          "operation", "image_generation", "state", sdw_job_state_str(st->state),
+                          "operation", operation_of(q), "state", sdw_job_state_str(st->state),
                           "created", st->created, "progress", "step", st->step, "total", st->total,
                           "percent", st->percent, "elapsed", st->elapsed_s, "eta", st->eta_s,
                           "parameters", params);

@@ -99,7 +99,7 @@ static enum MHD_Result run(sdw_http_req *r, sdw_engine *e, const sdw_request *re
     sdw_job *j = NULL;
     sdw_status s = sdw__check_limits(r->srv, req, o->n, &err);
     if (!s) s = sdw_engine_submit(e, req, o->n, &j, &err);
-    if (s) return sdw__http_status(r, s, s == SDW_E_BUSY ? NULL : "prompt", err.msg);
+    if (s) return sdw__http_status(r, s, NULL, err.msg);
     sdw_job_wait_done(j);
     enum MHD_Result resp = respond_images(r, j, o);
     sdw_job_release(j);
@@ -157,6 +157,26 @@ static char *form_text(const sdw_multipart *mp, const char *name) {
     return s;
 }
 
+/* A number from a text form field, checked against [lo, hi]; absent leaves *out alone. */
+static sdw_status form_number(const sdw_multipart *mp, const char *name, double lo, double hi,
+                              double *out, sdw_error *err) {
+    char *t = form_text(mp, name);
+    if (!t) return SDW_OK;
+    char *end;
+    double x = strtod(t, &end);
+    sdw_status s = SDW_OK;
+    if (!*t || *end || !(x >= lo && x <= hi))
+        s = sdw_error_set(err, SDW_E_INVALID_ARG, "'%s' must be a number in [%g, %g], not '%s'",
+                          name, lo, hi, t);
+    else *out = x;
+    free(t);
+    return s;
+}
+
+/* multipart/form-data: image (PNG, JPEG or WebP), optional mask (OpenAI's: transparent = edit;
+ * one without alpha is read as ours: white = repaint), prompt, n, size, response_format,
+ * output_format; and this server's strength, seed, steps, guidance_scale, negative_prompt,
+ * sampler. With a mask the model inpaints, without one it transforms the whole image. */
 static enum MHD_Result post_edits(sdw_http_req *r) {
     enum MHD_Result resp;
     sdw_engine *e = sdw__http_engine(r, &resp);
@@ -166,56 +186,72 @@ static enum MHD_Result post_edits(sdw_http_req *r) {
     if (sdw_multipart_parse(sdw__http_header(r, "Content-Type"), r->body, r->body_len, &mp,
                             &err) != SDW_OK)
         return sdw__http_error(r, 400, NULL, "%s", err.msg);
-    char *prompt = form_text(&mp, "prompt"), *n_s = form_text(&mp, "n"),
-         *size = form_text(&mp, "size"), *rf = form_text(&mp, "response_format"),
-         *of = form_text(&mp, "output_format");
+    char *prompt = form_text(&mp, "prompt"), *size = form_text(&mp, "size"),
+         *rf = form_text(&mp, "response_format"), *of = form_text(&mp, "output_format"),
+         *neg = form_text(&mp, "negative_prompt"), *sampler = form_text(&mp, "sampler");
     const sdw_multipart_part *image = sdw_multipart_get(&mp, "image");
     if (!image) image = sdw_multipart_get(&mp, "image[]");
     const sdw_multipart_part *mask = sdw_multipart_get(&mp, "mask");
     sdw_request req = sdw_request_default();
     req.prompt = prompt;
+    req.negative_prompt = neg;
+    req.sampler = sampler;
     oa_opts o = {0};
     const char *param = NULL;
     sdw_status s = SDW_OK;
-    long n = 1;
+    double n = 1, seed = -1, steps = 0, g = -1, strength = -1;
     if (!image) {
         param = "image";
         s = sdw_error_set(&err, SDW_E_INVALID_ARG, "'image' is required (a PNG file part)");
     } else if (!prompt) {
         param = "prompt";
         s = sdw_error_set(&err, SDW_E_INVALID_ARG, "'prompt' is required");
-    } else if (n_s) {
-        char *end;
-        n = strtol(n_s, &end, 10);
-        if (!*n_s || *end) {
-            param = "n";
-            s = sdw_error_set(&err, SDW_E_INVALID_ARG, "'n' must be an integer, not '%s'", n_s);
-        }
     }
-    if (!s) s = parse_common(size, rf, of, n, 100, &req, &o, &param, &err);
-    sdw_png img = {0}, m = {0};
+#define FORM(name, lo, hi, var)                                                                    \
+    if (!s) {                                                                                      \
+        param = name;                                                                              \
+        s = form_number(&mp, name, lo, hi, &var, &err);                                            \
+    }
+    FORM("n", 1, 1 << 20, n);
+    FORM("seed", -1, 9e18, seed);
+    FORM("steps", 0, 1 << 20, steps);
+    FORM("guidance_scale", 0, 100, g);
+    FORM("strength", 0, 1, strength);
+#undef FORM
+    if (!s && (n != (long)n || seed != (long long)seed || steps != (int)steps)) {
+        param = NULL;
+        s = sdw_error_set(&err, SDW_E_INVALID_ARG, "'n', 'seed' and 'steps' must be integers");
+    }
+    req.seed = (int64_t)seed;
+    req.steps = (int)steps;
+    req.guidance = (float)g;
+    req.strength = strength > 0 ? strength : -1;
+    if (!s) s = parse_common(size, rf, of, (long)n, 100, &req, &o, &param, &err);
+    sdw_image img = {0}, m = {0}, m_ours = {0};
     if (!s) {
         param = "image";
         s = sdw__decode_image((const char *)image->data, image->len, true, "image", &img, &err);
+        req.init_image = &img;
     }
     if (!s && mask) {
         param = "mask";
         s = sdw__decode_image((const char *)mask->data, mask->len, true, "mask", &m, &err);
+        if (!s) {
+            sdw__mask_from_alpha(&m, &m_ours);
+            req.mask = &m_ours;
+        }
     }
-    if (!s) s = sdw__check_limits(r->srv, &req, o.n, &err);
-    if (!s) {
-        param = NULL;
-        s = sdw__check_image_mode(e, mask != NULL, &err);
-    }
-    /* Until the request carries images, check_image_mode always refuses, so no job is run. */
-    resp = sdw__http_status(r, s ? s : SDW_E_UNSUPPORTED, param, err.msg);
-    sdw_png_deinit(&img);
-    sdw_png_deinit(&m);
+    if (!s) param = NULL;
+    resp = s ? sdw__http_status(r, s, param, err.msg) : run(r, e, &req, &o);
+    sdw_image_free(&img);
+    sdw_image_free(&m);
+    sdw_image_free(&m_ours);
     free(prompt);
-    free(n_s);
     free(size);
     free(rf);
     free(of);
+    free(neg);
+    free(sampler);
     sdw_multipart_deinit(&mp);
     return resp;
 }

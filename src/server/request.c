@@ -4,6 +4,7 @@
 
 #include "core/common.h"
 #include "io/base64.h"
+#include "io/image.h"
 
 #include <errno.h>
 #include <math.h>
@@ -113,7 +114,7 @@ sdw_status sdw__check_limits(const sdw_server *s, const sdw_request *req, int n,
 }
 
 sdw_status sdw__decode_image(const char *data, size_t len, bool raw, const char *field,
-                             sdw_png *out, sdw_error *err) {
+                             sdw_image *out, sdw_error *err) {
     uint8_t *bytes = NULL;
     size_t n = len;
     sdw_status s;
@@ -136,28 +137,21 @@ sdw_status sdw__decode_image(const char *data, size_t len, bool raw, const char 
         free(bytes);
         return sdw_error_set(err, SDW_E_FORMAT, "%s: the image is empty", field);
     }
-    s = sdw_png_read_mem(data, n, field, out, err);
+    s = sdw_image_decode(data, n, field, out, err);
     free(bytes);
-    if (s != SDW_OK && err && !strstr(err->msg, "PNG"))
-        sdw_error_prefix(err, "not a PNG image");
     return s;
 }
 
-sdw_status sdw__check_image_mode(sdw_engine *e, bool mask, sdw_error *err) {
-    sdw_image_model *m = sdw_engine_model(e);
-    const sdw_capabilities *c = sdw_model_capabilities(m);
-    if (mask && !c->inpainting)
-        return sdw_error_set(err, SDW_E_UNSUPPORTED,
-                             "this model (%s %s) does not support inpainting (masked edits)",
-                             sdw_model_type(m), sdw_model_variant(m));
-    if (!mask && !c->img2img)
-        return sdw_error_set(err, SDW_E_UNSUPPORTED,
-                             "this model (%s %s) does not support image-to-image",
-                             sdw_model_type(m), sdw_model_variant(m));
-    /* The request has no image fields yet: the model says it could, this build cannot pass it. */
-    return sdw_error_set(err, SDW_E_UNSUPPORTED,
-                         "%s requests are not available in this build yet",
-                         mask ? "inpainting" : "image-to-image");
+void sdw__mask_from_alpha(const sdw_image *in, sdw_image *out) {
+    if (in->channels != 2 && in->channels != 4) {
+        sdw_image_to_luma(in, out);
+        return;
+    }
+    size_t n = (size_t)in->width * in->height;
+    *out = (sdw_image){.width = in->width, .height = in->height, .channels = 1,
+                       .data = sdw_xmalloc(n)};
+    for (size_t i = 0; i < n; i++)
+        out->data[i] = in->data[i * in->channels + in->channels - 1] == 0 ? 255 : 0;
 }
 
 sdw_status sdw__parse_size(const char *s, int *w, int *h, sdw_error *err) {

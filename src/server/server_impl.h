@@ -6,7 +6,6 @@
 
 #include "server/server.h"
 
-#include "io/png.h"
 
 #include <jansson.h>
 #include <microhttpd.h>
@@ -93,13 +92,15 @@ sdw_status sdw__json_bool(json_t *o, const char *key, bool *out, sdw_error *err)
 sdw_status sdw__check_limits(const sdw_server *s, const sdw_request *req, int n, sdw_error *err);
 
 /* Decodes an image sent by a client: base64 text (a "data:image/...;base64," prefix allowed)
- * or raw bytes (raw = true), as PNG. field names it in errors. *out: sdw_png_deinit. */
+ * or raw bytes (raw = true), PNG, JPEG or WebP (io/image.h). field names it in errors. *out is
+ * new (sdw_image_free); zeroed on failure. */
 sdw_status sdw__decode_image(const char *data, size_t len, bool raw, const char *field,
-                             sdw_png *out, sdw_error *err);
+                             sdw_image *out, sdw_error *err);
 
-/* Checks the loaded model offers an image mode ("image-to-image" needs img2img, with mask
- * inpainting); SDW_E_UNSUPPORTED with a message saying what is missing otherwise. */
-sdw_status sdw__check_image_mode(sdw_engine *e, bool mask, sdw_error *err);
+/* An OpenAI-style mask (transparent = edit) as ours (white = repaint): images with alpha give
+ * white where alpha is 0, black elsewhere; images without alpha are taken as they are (luma).
+ * *out is new. */
+void sdw__mask_from_alpha(const sdw_image *in, sdw_image *out);
 
 /* "WxH" -> width, height (OpenAI size; "auto" leaves them 0 = model default). */
 sdw_status sdw__parse_size(const char *s, int *w, int *h, sdw_error *err);

@@ -35,9 +35,18 @@ test('images.generate returns a decodable PNG of the asked size', async () => {
 test('images.generate with output_format jpeg and webp', async () => {
   for (const [fmt, check] of [['jpeg', (b) => b[0] === 0xff && b[1] === 0xd8],
                               ['webp', (b) => b.toString('latin1', 8, 12) === 'WEBP']]) {
-    const res = await client.images.generate({ prompt: 'x', size: '16x16', output_format: fmt });
+    const res = await client.images.generate({ prompt: 'x', size: '64x64', steps: 1, output_format: fmt });
     assert.ok(check(Buffer.from(res.data[0].b64_json, 'base64')), fmt);
   }
+});
+
+test('images.edit (multipart upload) returns the edited image', async () => {
+  const src = await client.images.generate({ prompt: 'a photo of a cat', size: '64x64', steps: 2 });
+  const image = await toFile(Buffer.from(src.data[0].b64_json, 'base64'), 'cat.png', { type: 'image/png' });
+  const res = await client.images.edit({ image, prompt: 'a photo of a dog', size: '64x64' });
+  const img = decodePng(Buffer.from(res.data[0].b64_json, 'base64'));
+  assert.deepEqual([img.width, img.height], [64, 64]);
+  assert.match(img.text.parameters, /Denoising strength: 0.75/);
 });
 
 test('models.list names the loaded model', async () => {
@@ -53,9 +62,11 @@ test('errors come back as the SDK error classes with the message', async () => {
   const wrong = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'wrong', maxRetries: 0 });
   await assert.rejects(wrong.images.generate({ prompt: 'x' }),
     (e) => e instanceof OpenAI.AuthenticationError && e.status === 401);
-  // The tiny model has no image-to-image: a clear 400, through the SDK's multipart upload.
-  const png = await client.images.generate({ prompt: 'x', size: '16x16' });
-  const file = await toFile(Buffer.from(png.data[0].b64_json, 'base64'), 'in.png', { type: 'image/png' });
-  await assert.rejects(client.images.edit({ image: file, prompt: 'a cat' }),
-    (e) => e instanceof OpenAI.BadRequestError && /does not support image-to-image/.test(e.message));
+  // A mask of another size: the server's message comes through the SDK's multipart upload.
+  const png = await client.images.generate({ prompt: 'x', size: '64x64', steps: 1 });
+  const image = await toFile(Buffer.from(png.data[0].b64_json, 'base64'), 'in.png', { type: 'image/png' });
+  const other = await client.images.generate({ prompt: 'x', size: '72x64', steps: 1 });
+  const mask = await toFile(Buffer.from(other.data[0].b64_json, 'base64'), 'mask.png', { type: 'image/png' });
+  await assert.rejects(client.images.edit({ image, mask, prompt: 'a cat' }),
+    (e) => e instanceof OpenAI.BadRequestError && /mask size 72x64 does not match/.test(e.message));
 });

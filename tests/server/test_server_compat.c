@@ -96,7 +96,7 @@ static void test_openai_generations(void) {
     int st = -1;
     json_t *j = post("/v1/images/generations",
                      "{\"model\":\"dall-e-2\",\"prompt\":\"a photo of a cat\",\"n\":2,"
-                     "\"size\":\"32x32\",\"response_format\":\"b64_json\",\"seed\":42,"
+                     "\"size\":\"64x64\",\"response_format\":\"b64_json\",\"seed\":42,"
                      "\"steps\":4,\"sampler\":\"euler\",\"user\":\"tester\"}",
                      &st);
     ASSERT_EQ_INT(st, 200);
@@ -110,15 +110,15 @@ static void test_openai_generations(void) {
     ASSERT_TRUE(p0 && p1);
     sdw_png img;
     ASSERT_OK(sdw_png_read_mem(p0, n0, "openai", &img, NULL), NULL);
-    ASSERT_EQ_INT(img.w, 32);
-    ASSERT_EQ_INT(img.h, 32);
+    ASSERT_EQ_INT(img.w, 64);
+    ASSERT_EQ_INT(img.h, 64);
     sdw_png_deinit(&img);
     /* Image 0 has seed 42, image 1 seed 43: each equals the native API's for that seed. */
-    uint8_t *n42 = native_png("{\"prompt\":\"a photo of a cat\",\"width\":32,\"height\":32,"
+    uint8_t *n42 = native_png("{\"prompt\":\"a photo of a cat\",\"width\":64,\"height\":64,"
                               "\"steps\":4,\"seed\":42,\"sampler\":\"euler\"}", &nn);
     ASSERT_EQ_INT(pixel_diff(p0, n0, n42, nn), 0);
     free(n42);
-    n42 = native_png("{\"prompt\":\"a photo of a cat\",\"width\":32,\"height\":32,"
+    n42 = native_png("{\"prompt\":\"a photo of a cat\",\"width\":64,\"height\":64,"
                      "\"steps\":4,\"seed\":43,\"sampler\":\"euler\"}", &nn);
     ASSERT_EQ_INT(pixel_diff(p1, n1, n42, nn), 0);
     free(n42);
@@ -132,7 +132,7 @@ static void test_openai_output_formats_and_url(void) {
         {"jpeg", "\xff\xd8\xff", 0}, {"webp", "WEBP", 8}, {"png", "\x89PNG", 0}};
     for (size_t i = 0; i < 3; i++) {
         char body[256];
-        snprintf(body, sizeof body, "{\"prompt\":\"x\",\"size\":\"16x16\",\"steps\":1,"
+        snprintf(body, sizeof body, "{\"prompt\":\"x\",\"size\":\"64x64\",\"steps\":1,"
                                     "\"output_format\":\"%s\",\"output_compression\":80}", f[i].fmt);
         json_t *j = post("/v1/images/generations", body, &st);
         ASSERT_EQ_INT(st, 200);
@@ -145,7 +145,7 @@ static void test_openai_output_formats_and_url(void) {
         free(b);
     }
     json_t *j = post("/v1/images/generations",
-                     "{\"prompt\":\"x\",\"size\":\"16x16\",\"steps\":1,\"response_format\":\"url\"}", &st);
+                     "{\"prompt\":\"x\",\"size\":\"64x64\",\"steps\":1,\"response_format\":\"url\"}", &st);
     ASSERT_EQ_INT(st, 200);
     const char *url = json_string_value(json_object_get(json_array_get(json_object_get(j, "data"), 0), "url"));
     ASSERT_STR_CONTAINS(url, "/v1/jobs/");
@@ -244,13 +244,7 @@ static void test_openai_edits(void) {
     const char *p3[] = {"image", "x.png", (const char *)png, "prompt", NULL, "a cat", NULL};
     size_t l3[] = {n, 5};
     st = post_edit(p3, l3, &j);
-    expect_openai_error(j, st, 400, NULL, "does not support image-to-image");
-    json_decref(j);
-    const char *p4[] = {"image", "x.png", (const char *)png, "mask", "m.png", (const char *)png,
-                        "prompt", NULL, "a cat", NULL};
-    size_t l4[] = {n, n, 5};
-    st = post_edit(p4, l4, &j);
-    expect_openai_error(j, st, 400, NULL, "does not support inpainting");
+    expect_openai_error(j, st, 400, NULL, "init image 16x16 is smaller than the model's minimum 64x64");
     json_decref(j);
     free(png);
     sdw_http_resp r;
@@ -261,12 +255,114 @@ static void test_openai_edits(void) {
     sdw_http_resp_free(&r);
 }
 
+static uint8_t *read_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc((size_t)len);
+    *n = fread(b, 1, (size_t)len, f);
+    fclose(f);
+    return b;
+}
+
+/* OpenAI edits run image-to-image without a mask and inpainting with one (a mask without alpha
+ * is white = repaint; OpenAI's RGBA masks, transparent = repaint, give the same): each equals
+ * the reference pipeline's image for the same settings. */
+static void test_openai_edits_match_reference(void) {
+    static const struct { const char *golden; int mask; } cases[] = {
+        {"img2img-ddim", 0}, {"inpaint-ddim", 1}, {"inpaint-ddim", 2}};
+    for (int c = 0; c < 3; c++) {
+        size_t ni = 0, nm = 0, nr = 0;
+        uint8_t *init = read_file(sdw_test_path("golden/tiny-sd15/%s/init_image.png", cases[c].golden), &ni);
+        uint8_t *mask = cases[c].mask ? read_file(sdw_test_path("golden/tiny-sd15/%s/mask_image.png", cases[c].golden), &nm) : NULL;
+        uint8_t *ref = read_file(sdw_test_path("golden/tiny-sd15/%s/image.png", cases[c].golden), &nr);
+        ASSERT_TRUE(init && ref && (mask || !cases[c].mask));
+        if (cases[c].mask == 2) { /* as OpenAI's: RGBA, alpha 0 where the mask is white */
+            sdw_png g;
+            ASSERT_OK(sdw_png_read_mem(mask, nm, "mask", &g, NULL), NULL);
+            uint8_t *rgba = malloc((size_t)g.w * g.h * 4);
+            for (int i = 0; i < g.w * g.h; i++) {
+                memset(rgba + 4 * i, 90, 3);
+                rgba[4 * i + 3] = g.pixels[i * g.channels] >= 128 ? 0 : 255;
+            }
+            free(mask);
+            ASSERT_OK(sdw_png_write_mem(rgba, g.w, g.h, 4, NULL, &mask, &nm, NULL), NULL);
+            free(rgba);
+            sdw_png_deinit(&g);
+        }
+        const char *parts[] = {"image", "in.png", (const char *)init,
+                               "prompt", NULL, "a photo of a cat",
+                               "size", NULL, "64x64",
+                               "steps", NULL, "4",
+                               "seed", NULL, "42",
+                               "sampler", NULL, "ddim",
+                               "strength", NULL, "0.75",
+                               cases[c].mask ? "mask" : NULL, "mask.png", (const char *)mask,
+                               NULL};
+        size_t lens[] = {ni, 16, 5, 1, 2, 4, 4, nm};
+        json_t *j;
+        int st = post_edit(parts, lens, &j);
+        if (st != 200) fprintf(stderr, "%s\n", json_dumps(j, 0));
+        ASSERT_EQ_INT(st, 200);
+        size_t n;
+        uint8_t *png = unb64(json_string_value(json_object_get(json_array_get(json_object_get(j, "data"), 0), "b64_json")), &n);
+        json_decref(j);
+        int d = pixel_diff(png, n, ref, nr);
+        fprintf(stderr, "  edits (%s, mask %d): max diff vs reference %d levels\n", cases[c].golden,
+                cases[c].mask, d);
+        free(png);
+        free(init);
+        free(mask);
+        free(ref);
+        ASSERT_TRUE(d <= 2);
+    }
+}
+
+/* A1111 img2img (with and without a mask) against the reference pipelines. */
+static void test_a1111_img2img_matches_reference(void) {
+    for (int c = 0; c < 2; c++) {
+        const char *golden = c ? "inpaint-ddim" : "img2img-ddim";
+        size_t ni = 0, nm = 0, nr = 0;
+        uint8_t *init = read_file(sdw_test_path("golden/tiny-sd15/%s/init_image.png", golden), &ni);
+        uint8_t *mask = c ? read_file(sdw_test_path("golden/tiny-sd15/%s/mask_image.png", golden), &nm) : NULL;
+        uint8_t *ref = read_file(sdw_test_path("golden/tiny-sd15/%s/image.png", golden), &nr);
+        ASSERT_TRUE(init && ref);
+        char *bi = sdw_base64_encode(init, ni, NULL), *bm = mask ? sdw_base64_encode(mask, nm, NULL) : NULL;
+        char *body = malloc(strlen(bi) + (bm ? strlen(bm) : 0) + 512);
+        sprintf(body, "{\"init_images\":[\"%s\"],%s%s%s\"prompt\":\"a photo of a cat\",\"width\":64,"
+                      "\"height\":64,\"steps\":4,\"cfg_scale\":7.5,\"seed\":42,\"sampler_name\":"
+                      "\"DDIM\",\"denoising_strength\":0.75,\"mask_blur\":4,\"inpainting_fill\":1}",
+                bi, bm ? "\"mask\":\"" : "", bm ? bm : "", bm ? "\"," : "");
+        int st;
+        json_t *j = post("/sdapi/v1/img2img", body, &st);
+        free(body);
+        free(bi);
+        free(bm);
+        ASSERT_EQ_INT(st, 200);
+        size_t n;
+        uint8_t *png = unb64(json_string_value(json_array_get(json_object_get(j, "images"), 0)), &n);
+        json_t *info = json_loads(json_string_value(json_object_get(j, "info")), 0, NULL);
+        ASSERT_TRUE(json_real_value(json_object_get(info, "denoising_strength")) == 0.75);
+        json_decref(info);
+        json_decref(j);
+        int d = pixel_diff(png, n, ref, nr);
+        fprintf(stderr, "  img2img (%s): max diff vs reference %d levels\n", golden, d);
+        free(png);
+        free(init);
+        free(mask);
+        free(ref);
+        ASSERT_TRUE(d <= 2);
+    }
+}
+
 static void test_a1111_txt2img(void) {
     int st = -1;
     /* What A1111 clients send, including fields this worker ignores. */
     json_t *j = post("/sdapi/v1/txt2img",
-                     "{\"prompt\":\"a photo of a cat\",\"negative_prompt\":\"\",\"width\":32,"
-                     "\"height\":32,\"steps\":4,\"cfg_scale\":7.5,\"seed\":42,\"sampler_name\":"
+                     "{\"prompt\":\"a photo of a cat\",\"negative_prompt\":\"\",\"width\":64,"
+                     "\"height\":64,\"steps\":2,\"cfg_scale\":7.5,\"seed\":42,\"sampler_name\":"
                      "\"Euler\",\"batch_size\":2,\"n_iter\":1,\"styles\":[],\"restore_faces\":false,"
                      "\"override_settings\":{},\"send_images\":true,\"save_images\":false,"
                      "\"alwayson_scripts\":{}}",
@@ -275,7 +371,7 @@ static void test_a1111_txt2img(void) {
     json_t *images = json_object_get(j, "images");
     ASSERT_EQ_INT(json_array_size(images), 2);
     ASSERT_TRUE(json_is_object(json_object_get(j, "parameters")));
-    ASSERT_EQ_INT(json_integer_value(json_object_get(json_object_get(j, "parameters"), "steps")), 4);
+    ASSERT_EQ_INT(json_integer_value(json_object_get(json_object_get(j, "parameters"), "steps")), 2);
     const char *info_s = json_string_value(json_object_get(j, "info"));
     ASSERT_TRUE(info_s != NULL); /* A1111's info is a JSON *string* */
     json_t *info = json_loads(info_s, 0, NULL);
@@ -283,19 +379,19 @@ static void test_a1111_txt2img(void) {
     ASSERT_EQ_INT(json_integer_value(json_array_get(json_object_get(info, "all_seeds"), 1)), 43);
     ASSERT_STR_CONTAINS(json_string_value(json_object_get(info, "sampler_name")), "Euler");
     ASSERT_STR_CONTAINS(json_string_value(json_array_get(json_object_get(info, "infotexts"), 0)),
-                        "Steps: 4, Sampler: Euler, CFG scale: 7.5, Seed: 42");
+                        "Steps: 2, Sampler: Euler, CFG scale: 7.5, Seed: 42");
     json_decref(info);
     size_t n, nn;
     uint8_t *p = unb64(json_string_value(json_array_get(images, 0)), &n);
     json_decref(j);
-    uint8_t *ref = native_png("{\"prompt\":\"a photo of a cat\",\"width\":32,\"height\":32,"
-                              "\"steps\":4,\"seed\":42,\"sampler\":\"euler\"}", &nn);
+    uint8_t *ref = native_png("{\"prompt\":\"a photo of a cat\",\"width\":64,\"height\":64,"
+                              "\"steps\":2,\"seed\":42,\"sampler\":\"euler\"}", &nn);
     ASSERT_EQ_INT(pixel_diff(p, n, ref, nn), 0);
     free(p);
     free(ref);
 
     /* seed -1 = random: the seed used is reported. Old-style "DPM++ 2M Karras" is understood. */
-    j = post("/sdapi/v1/txt2img", "{\"prompt\":\"x\",\"width\":16,\"height\":16,\"steps\":2,"
+    j = post("/sdapi/v1/txt2img", "{\"prompt\":\"x\",\"width\":64,\"height\":64,\"steps\":2,"
                                   "\"seed\":-1,\"sampler_name\":\"DPM++ 2M Karras\"}", &st);
     ASSERT_EQ_INT(st, 200);
     info = json_loads(json_string_value(json_object_get(j, "info")), 0, NULL);
@@ -340,7 +436,7 @@ static void test_a1111_errors_and_img2img(void) {
     sprintf(body, "{\"prompt\":\"x\",\"init_images\":[\"data:image/png;base64,%s\"],"
                   "\"denoising_strength\":0.5}", b64);
     j = post("/sdapi/v1/img2img", body, &st);
-    expect_a1111_error(j, st, 400, "does not support image-to-image");
+    expect_a1111_error(j, st, 400, "init image 16x16 is smaller than the model's minimum 64x64");
     json_decref(j);
     free(body);
     free(b64);
@@ -384,7 +480,7 @@ static void test_a1111_lists(void) {
 
 static void *slow_txt2img(void *arg) {
     int st = -1;
-    json_t *j = post("/sdapi/v1/txt2img", "{\"prompt\":\"slow\",\"width\":32,\"height\":32,"
+    json_t *j = post("/sdapi/v1/txt2img", "{\"prompt\":\"slow\",\"width\":64,\"height\":64,"
                                           "\"steps\":150}", &st);
     *(int *)arg = st;
     json_t *info = json_loads(json_string_value(json_object_get(j, "info")), 0, NULL);
@@ -435,8 +531,10 @@ int main(void) {
     RUN(test_openai_output_formats_and_url);
     RUN(test_openai_errors_and_models);
     RUN(test_openai_edits);
+    RUN(test_openai_edits_match_reference);
     RUN(test_a1111_txt2img);
     RUN(test_a1111_errors_and_img2img);
+    RUN(test_a1111_img2img_matches_reference);
     RUN(test_a1111_lists);
     RUN(test_a1111_progress_and_interrupt);
     int rc = sdw_test_server_stop(&g_srv);

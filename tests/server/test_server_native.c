@@ -208,7 +208,7 @@ static void test_job_stream_and_image_match_cli_and_reference(void) {
 
 /* A subscriber arriving after the end first gets the current (final) state. */
 static void test_late_subscriber_gets_final_state(void) {
-    const char *id = submit("{\"prompt\":\"late\",\"width\":16,\"height\":16,\"steps\":1}");
+    const char *id = submit("{\"prompt\":\"late\",\"width\":64,\"height\":64,\"steps\":1}");
     ASSERT_TRUE(id != NULL);
     char path[256];
     snprintf(path, sizeof path, "/v1/jobs/%s/stream", id);
@@ -307,6 +307,93 @@ static void test_cancel_running_and_queued(void) {
     sdw_http_resp_free(&r);
 }
 
+static char *file_b64(const char *path) {
+    size_t n = 0;
+    char *raw = read_all(path, &n);
+    if (!raw) return NULL;
+    char *b = sdw_base64_encode(raw, n, NULL);
+    free(raw);
+    return b;
+}
+
+/* Runs a native job to the end and returns its PNG (new) or NULL. */
+static char *run_job_png(const char *json, size_t *n) {
+    const char *id = submit(json);
+    if (!id) return NULL;
+    char path[256];
+    snprintf(path, sizeof path, "/v1/jobs/%s/stream", id);
+    sdw_sse *s = sdw_sse_open(g_port, path, NULL, NULL);
+    char ev[64], *data;
+    while (s && sdw_sse_next(s, ev, sizeof ev, &data, 300) == 0) free(data);
+    sdw_sse_close(s);
+    snprintf(path, sizeof path, "/v1/jobs/%s/image.png", id);
+    sdw_http_resp r;
+    if (sdw_http_request(g_port, "GET", path, NULL, NULL, 0, &r) != 0 || r.status != 200) {
+        fprintf(stderr, "image: %d %s\n", r.status, r.body ? r.body : "");
+        sdw_http_resp_free(&r);
+        return NULL;
+    }
+    char *png = r.body;
+    *n = r.body_len;
+    r.body = NULL;
+    sdw_http_resp_free(&r);
+    return png;
+}
+
+/* image_transform and image_inpaint against the reference pipelines' images. */
+static void test_transform_and_inpaint_match_reference(void) {
+    static const struct {
+        const char *golden, *op;
+        bool mask;
+    } cases[] = {{"img2img-ddim", "image_transform", false}, {"inpaint-ddim", "image_inpaint", true}};
+    for (int i = 0; i < 2; i++) {
+        char *init = file_b64(sdw_test_path("golden/tiny-sd15/%s/init_image.png", cases[i].golden));
+        char *mask = cases[i].mask ? file_b64(sdw_test_path("golden/tiny-sd15/%s/mask_image.png",
+                                                            cases[i].golden))
+                                   : NULL;
+        ASSERT_TRUE(init && (mask || !cases[i].mask));
+        char *body = malloc(strlen(init) + (mask ? strlen(mask) : 0) + 512);
+        sprintf(body, "{\"operation\":\"%s\",\"prompt\":\"a photo of a cat\",\"width\":64,"
+                      "\"height\":64,\"steps\":4,\"guidance_scale\":7.5,\"seed\":42,\"sampler\":"
+                      "\"ddim\",\"strength\":0.75,\"input_image\":\"data:image/png;base64,%s\"%s%s%s}",
+                cases[i].op, init, mask ? ",\"mask_image\":\"" : "", mask ? mask : "",
+                mask ? "\"" : "");
+        free(init);
+        free(mask);
+        size_t n = 0, n_ref = 0;
+        char *png = run_job_png(body, &n);
+        free(body);
+        char *ref = read_all(sdw_test_path("golden/tiny-sd15/%s/image.png", cases[i].golden), &n_ref);
+        ASSERT_TRUE(png && ref);
+        int d = png_diff(png, n, ref, n_ref);
+        fprintf(stderr, "  %s: max diff vs reference %d levels\n", cases[i].golden, d);
+        sdw_png img;
+        ASSERT_OK(sdw_png_read_mem(png, n, "api", &img, NULL), NULL);
+        char params[1024];
+        snprintf(params, sizeof params, "%s", sdw_png_text(&img, "parameters"));
+        sdw_png_deinit(&img);
+        free(png);
+        free(ref);
+        ASSERT_TRUE(d <= 2);
+        ASSERT_STR_CONTAINS(params, "Denoising strength: 0.75");
+    }
+}
+
+/* A mode the model lacks is a clear 400: an inpainting model cannot draw from text alone. */
+static void test_missing_mode_is_400(void) {
+    sdw_test_server s;
+    ASSERT_EQ_INT(sdw_test_server_start(&s, NULL, "-m '%s' -q -t 1",
+                                        sdw_test_path("models/tiny-sd15-inpaint")), 0);
+    sdw_http_resp r;
+    ASSERT_EQ_INT(sdw_http_post_json(s.port, "/v1/jobs", "{\"prompt\":\"x\"}", &r), 0);
+    expect_error(&r, 400, "this is an inpainting model: it needs an init image and a mask");
+    sdw_http_resp_free(&r);
+    ASSERT_EQ_INT(sdw_http_request(s.port, "GET", "/v1/capabilities", NULL, NULL, 0, &r), 0);
+    ASSERT_STR_CONTAINS(r.body, "\"operations\":[\"image_transform\",\"image_inpaint\"]");
+    sdw_http_resp_free(&r);
+    ASSERT_EQ_INT(sdw_test_server_stop(&s), 0);
+}
+
 static void test_bad_input(void) {
     post_expect("{\"prompt\": \"x\", ", 400, "malformed JSON");
     post_expect("[1, 2]", 400, "must be an object");
@@ -343,21 +430,29 @@ static void test_bad_input(void) {
                 "does not support LoRAs");
     post_expect("{\"prompt\": \"x\", \"loras\": \"style\"}", 400, "field 'loras' must be an array");
 
-    /* A real PNG, but the model has no image-to-image: a clear 400, no job. */
-    uint8_t px[16 * 16 * 3] = {0};
+    /* Images that decode but do not fit the request. */
+    static uint8_t px[64 * 64 * 3];
     uint8_t *png;
     size_t n;
-    ASSERT_OK(sdw_png_write_mem(px, 16, 16, 3, NULL, &png, &n, NULL), NULL);
+    ASSERT_OK(sdw_png_write_mem(px, 64, 64, 3, NULL, &png, &n, NULL), NULL);
     char *b64 = sdw_base64_encode(png, n, NULL);
     free(png);
-    char *body = malloc(strlen(b64) + 256);
-    sprintf(body, "{\"prompt\":\"x\",\"operation\":\"image_transform\",\"input_image\":\"%s\"}", b64);
-    post_expect(body, 400, "does not support image-to-image");
+    ASSERT_OK(sdw_png_write_mem(px, 8, 8, 3, NULL, &png, &n, NULL), NULL);
+    char *b64_small = sdw_base64_encode(png, n, NULL);
+    free(png);
+    char *body = malloc(2 * strlen(b64) + 256);
     sprintf(body, "{\"prompt\":\"x\",\"operation\":\"image_inpaint\",\"input_image\":\"%s\","
-                  "\"mask_image\":\"%s\"}", b64, b64);
-    post_expect(body, 400, "does not support inpainting");
+                  "\"mask_image\":\"%s\"}", b64, b64_small);
+    post_expect(body, 400, "mask size 8x8 does not match the init image size 64x64");
+    sprintf(body, "{\"prompt\":\"x\",\"operation\":\"image_transform\",\"input_image\":\"%s\","
+                  "\"strength\":0}", b64);
+    post_expect(body, 400, "field 'strength': 0 must be in (0, 1]");
+    sprintf(body, "{\"prompt\":\"x\",\"operation\":\"image_transform\",\"input_image\":\"%s\","
+                  "\"strength\":0.1,\"steps\":4}", b64);
+    post_expect(body, 400, "runs no denoising step");
     free(body);
     free(b64);
+    free(b64_small);
 
     sdw_http_resp r;
     ASSERT_EQ_INT(sdw_http_request(g_port, "GET", "/v1/jobs/0123456789abcdef0123456789abcdef", NULL,
@@ -407,6 +502,8 @@ int main(void) {
     RUN(test_job_stream_and_image_match_cli_and_reference);
     RUN(test_late_subscriber_gets_final_state);
     RUN(test_cancel_running_and_queued);
+    RUN(test_transform_and_inpaint_match_reference);
+    RUN(test_missing_mode_is_400);
     RUN(test_bad_input);
     RUN(test_body_limit);
     int rc = sdw_test_server_stop(&g_srv);
