@@ -39,7 +39,7 @@ test('the page loads the model, its defaults and samplers', async () => {
   assert.equal(res.status(), 200);
   await page.waitForFunction(() => document.querySelector('#sampler').options.length > 0);
   assert.match(await text('#model'), /tiny-sd15 · stable-diffusion v1/);
-  assert.equal(await page.inputValue('#width'), '128');
+  assert.equal(await page.inputValue('#width'), '64');
   assert.equal(await page.inputValue('#sampler'), 'pndm');
   const names = await page.$$eval('#sampler option', (os) => os.map((o) => o.textContent));
   assert.deepEqual(names, ['DDIM', 'PLMS', 'Euler', 'Euler a', 'DPM++ 2M']);

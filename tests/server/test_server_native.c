@@ -103,7 +103,7 @@ static void test_health_ready_capabilities(void) {
     json_t *model = json_object_get(c, "model");
     ASSERT_STR_CONTAINS(json_string_value(json_object_get(model, "type")), "stable-diffusion");
     ASSERT_STR_CONTAINS(json_string_value(json_object_get(model, "name")), "tiny-sd15");
-    ASSERT_EQ_INT(json_integer_value(json_object_get(json_object_get(c, "defaults"), "width")), 128);
+    ASSERT_EQ_INT(json_integer_value(json_object_get(json_object_get(c, "defaults"), "width")), 64); /* unet sample_size 32 x VAE factor 2 */
     ASSERT_EQ_INT(json_array_size(json_object_get(c, "samplers")), 5);
     ASSERT_EQ_INT(json_integer_value(json_object_get(json_object_get(c, "limits"), "size_multiple")), 8);
     ASSERT_TRUE(json_is_true(json_object_get(json_object_get(c, "features"), "txt2img")));
