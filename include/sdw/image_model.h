@@ -152,6 +152,12 @@ typedef struct sdw_load_options {
      * from_single_file), or a diffusers scheduler_config.json to use instead (e.g. an
      * SDXL-Turbo file with sdxl-turbo's trailing-spacing config). */
     const char *scheduler_config;
+    /* Single files: a diffusers model folder (or one holding just its config files) that
+     * describes the checkpoint, as diffusers' from_single_file(config=...): its unet/config.json
+     * gives the attention heads and default size, scheduler/scheduler_config.json the schedule
+     * and prediction type, vae/config.json the latent scaling, tokenizer/ (and tokenizer_2/) the
+     * vocabulary. The options above, when set, take precedence. NULL = the released models'. */
+    const char *config_dir;
 } sdw_load_options;
 sdw_load_options sdw_load_options_default(void);
 

@@ -21,7 +21,7 @@
 
 typedef struct cli_args {
     const char *model, *prompt, *negative, *output, *tokenizer, *sampler, *scheduler, *rng;
-    const char *prediction, *init_image, *mask;
+    const char *prediction, *init_image, *mask, *config;
     double strength;
     int width, height, steps, threads;
     float cfg;
@@ -52,10 +52,14 @@ static void usage(FILE *f) {
             "      --cfg-scale F      classifier-free guidance scale (<= 1: no unconditional pass)\n"
             "  -s, --seed N           seed; -1 or absent = random (reported)\n"
             "      --sampler NAME     ddim, pndm, euler, euler_a, dpm++2m (default: model's)\n"
-            "      --scheduler NAME   default | karras (Karras sigmas for euler, euler_a, dpm++2m)\n"
+            "      --scheduler NAME   default | karras (Karras sigmas for euler, euler_a, dpm++2m) |\n"
+            "                         trailing (the model's schedule with trailing spacing)\n"
             "      --rng NAME         torch (CPU torch.randn, default) | philox (torch CUDA randn,\n"
             "                         AUTOMATIC1111's GPU seeds)\n"
             "      --tokenizer DIR    vocab.json + merges.txt for single-file checkpoints\n"
+            "      --config DIR       a diffusers folder describing a single-file checkpoint\n"
+            "                         (attention heads, schedule, VAE scaling, tokenizers), as\n"
+            "                         diffusers' from_single_file(config=...)\n"
             "      --prediction eps|v override the detected prediction type\n"
             "  -t, --threads N        CPU threads (default: all usable cores)\n"
             "      --init-image FILE  start from this PNG/JPEG/WebP (alpha ignored); resized\n"
@@ -127,6 +131,7 @@ static void parse_args(int argc, char **argv, cli_args *a) {
         else if (IS("--scheduler", "--scheduler")) a->scheduler = VAL();
         else if (IS("--rng", "--rng")) a->rng = VAL();
         else if (IS("--tokenizer", "--tokenizer")) a->tokenizer = VAL();
+        else if (IS("--config", "--config")) a->config = VAL();
         else if (IS("--prediction", "--prediction")) a->prediction = VAL();
         else if (IS("--init-image", "-i")) a->init_image = VAL();
         else if (IS("--mask", "--mask")) a->mask = VAL();
@@ -155,6 +160,7 @@ static void parse_args(int argc, char **argv, cli_args *a) {
 static sdw_image_model *load_model(const cli_args *a) {
     sdw_load_options opts = sdw_load_options_default();
     opts.tokenizer_dir = a->tokenizer;
+    opts.config_dir = a->config;
     opts.n_threads = a->threads;
     opts.prediction = a->prediction;
     opts.precision = a->precision;

@@ -39,7 +39,9 @@ static void serve_usage(FILE *f) {
             "      --max-body-mb N     largest request body (default 64)\n"
             "      --max-connections N concurrent connections (default 512)\n"
             "      --tokenizer DIR     vocab.json + merges.txt for single-file checkpoints\n"
+            "      --config DIR        a diffusers folder describing a single-file checkpoint\n"
             "      --prediction eps|v  override the detected prediction type\n"
+            "      --precision P       auto (bf16 where the CPU has AMX/AVX512-BF16) | f32 | bf16\n"
             "  -t, --threads N         CPU threads (default: all usable cores)\n"
             "  -v, --verbose           log every request;  -q, --quiet: errors only\n");
 }
@@ -65,7 +67,8 @@ static long long int_arg(const char *opt, const char *v, long long lo, long long
 }
 
 typedef struct serve_args {
-    const char *model, *tokenizer, *prediction;
+    const char *model, *tokenizer, *prediction, *config;
+    sdw_precision precision;
     int threads;
     bool verbose, quiet;
     sdw_server_params server;
@@ -100,7 +103,13 @@ static void parse(int argc, char **argv, serve_args *a) {
         else if (IS("--max-connections", "--max-connections"))
             a->server.max_connections = (int)int_arg(o, VAL(), 4, 100000);
         else if (IS("--tokenizer", "--tokenizer")) a->tokenizer = VAL();
+        else if (IS("--config", "--config")) a->config = VAL();
         else if (IS("--prediction", "--prediction")) a->prediction = VAL();
+        else if (IS("--precision", "--precision")) {
+            const char *v = VAL();
+            if (sdw_precision_parse(v, &a->precision) != SDW_OK)
+                fail("--precision: '%s' must be auto, f32 or bf16", v);
+        }
         else if (IS("-t", "--threads")) a->threads = (int)int_arg(o, VAL(), 1, 1024);
         else if (IS("-v", "--verbose")) a->verbose = true;
         else if (IS("-q", "--quiet")) a->quiet = true;
@@ -141,8 +150,10 @@ int sdw_cli_serve(int argc, char **argv) {
 
     sdw_load_options opts = sdw_load_options_default();
     opts.tokenizer_dir = a.tokenizer;
+    opts.config_dir = a.config;
     opts.n_threads = a.threads;
     opts.prediction = a.prediction;
+    opts.precision = a.precision;
     sdw_image_model *m = NULL;
     double t0 = sdw_time_now();
     if (sdw_model_load(a.model, &opts, &m, &err) != SDW_OK) {

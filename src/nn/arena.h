@@ -23,7 +23,9 @@
 typedef struct sdw_arena sdw_arena;
 
 sdw_arena *sdw_arena_create(void);
-void sdw_arena_destroy(sdw_arena *a); /* NULL ok; frees live buffers too */
+/* NULL ok. Unmaps the big buffers, live ones too; small (malloc'd) buffers are the caller's to
+ * sdw_arena_free before. */
+void sdw_arena_destroy(sdw_arena *a);
 /* A buffer of at least `bytes`, 64-byte aligned, contents undefined. Aborts on out-of-memory
  * (sizes come from the model's shapes, not from untrusted input). */
 void *sdw_arena_alloc(sdw_arena *a, size_t bytes);

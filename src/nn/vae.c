@@ -701,6 +701,7 @@ float *sdw__vae_upsample(sdw_weights *ws, const char *prefix, int c, const float
     float *y = upsample_forward(ar, &u, copy, B, H, W);
     float *out = sdw_xmalloc(sizeof(float) * (size_t)B * 4 * H * W * c);
     memcpy(out, y, sizeof(float) * (size_t)B * 4 * H * W * c);
+    sdw_arena_free(ar, y); /* small buffers are malloc'd: destroy does not see them */
     sdw_arena_destroy(ar);
     return out;
 }

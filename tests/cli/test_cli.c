@@ -9,50 +9,12 @@
 #include <stdlib.h>
 #include <sys/wait.h>
 
-/* Runs the sdw binary with args (a shell fragment); captures stdout+stderr into out. */
-static int run_sdw(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int run_sdw(char *out, size_t cap, const char *fmt, ...) {
-    char args[4096], cmd[5000];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", sdw_test_bin(), args);
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* Counts lines in s (ignoring a trailing newline). */
 static int n_lines(const char *s) {
     int n = 0;
     for (const char *c = s; *c; c++)
         if (*c == '\n' && c[1]) n++;
     return *s ? n + 1 : 0;
-}
-
-/* Max |a - b| over two 8-bit RGB images of the same size, or 256 on mismatch. */
-static int png_max_diff(const char *a, const char *b) {
-    sdw_png ia = {0}, ib = {0};
-    sdw_error err = {0};
-    int d = 256;
-    if (sdw_png_read(a, &ia, &err) || sdw_png_read(b, &ib, &err)) {
-        fprintf(stderr, "png read: %s\n", err.msg);
-        goto out;
-    }
-    if (ia.w != ib.w || ia.h != ib.h || ia.channels != ib.channels) goto out;
-    d = 0;
-    for (size_t i = 0; i < (size_t)ia.w * ia.h * ia.channels; i++) {
-        int x = abs((int)ia.pixels[i] - (int)ib.pixels[i]);
-        if (x > d) d = x;
-    }
-out:
-    sdw_png_deinit(&ia);
-    sdw_png_deinit(&ib);
-    return d;
 }
 
 /* The golden cases and the sampler name each used. */
@@ -68,13 +30,15 @@ static void generate_matches(const char *model_args) {
     for (size_t i = 0; i < sizeof g_cases / sizeof g_cases[0]; i++) {
         char png[1024];
         snprintf(png, sizeof png, "%s/%s.png", sdw_test_tmpdir(), g_cases[i].golden);
-        int rc = run_sdw(out, sizeof out,
-                         "generate %s -p 'a photo of a cat' -W 64 -H 64 --steps 4 --cfg-scale 7.5 "
-                         "-s 42 --sampler %s -o '%s'",
-                         model_args, g_cases[i].sampler, png);
+        int rc = sdw_test_run_sdw(
+            out, sizeof out,
+            "generate %s -p 'a photo of a cat' -W 64 -H 64 --steps 4 --cfg-scale 7.5 "
+            "-s 42 --sampler %s -o '%s'",
+            model_args, g_cases[i].sampler, png);
         if (rc != 0) fprintf(stderr, "%s\n", out);
         ASSERT_EQ_INT(rc, 0);
-        int d = png_max_diff(png, sdw_test_path("golden/tiny-sd15/%s/image.png", g_cases[i].golden));
+        int d = sdw_test_png_max_diff(
+            png, sdw_test_path("golden/tiny-sd15/%s/image.png", g_cases[i].golden));
         fprintf(stderr, "  %s: max diff %d levels\n", g_cases[i].sampler, d);
         ASSERT_TRUE(d <= 2);
     }
@@ -96,18 +60,21 @@ static void test_generate_single_file_every_sampler(void) {
 static void test_png_carries_a1111_parameters(void) {
     char out[8192], png[1024];
     snprintf(png, sizeof png, "%s/params.png", sdw_test_tmpdir());
-    int rc = run_sdw(out, sizeof out,
-                     "generate -m '%s' -p 'a photo of a cat' -n 'blurry' -W 64 -H 64 --steps 2 "
-                     "-s 7 --sampler euler_a --scheduler karras -o '%s'",
-                     sdw_test_path("models/tiny-sd15"), png);
+    int rc =
+        sdw_test_run_sdw(out, sizeof out,
+                         "generate -m '%s' -p 'a photo of a cat' -n 'blurry' -W 64 -H 64 --steps 2 "
+                         "-s 7 --sampler euler_a --scheduler karras -o '%s'",
+                         sdw_test_path("models/tiny-sd15"), png);
     ASSERT_EQ_INT(rc, 0);
     sdw_png img = {0};
     sdw_error err = {0};
     ASSERT_OK(sdw_png_read(png, &img, &err), &err);
     char text[4096];
-    snprintf(text, sizeof text, "%s", sdw_png_text(&img, "parameters") ? sdw_png_text(&img, "parameters") : "");
+    snprintf(text, sizeof text, "%s",
+             sdw_png_text(&img, "parameters") ? sdw_png_text(&img, "parameters") : "");
     sdw_png_deinit(&img);
-    ASSERT_STR_CONTAINS(text, "a photo of a cat\nNegative prompt: blurry\nSteps: 2, Sampler: Euler a");
+    ASSERT_STR_CONTAINS(text,
+                        "a photo of a cat\nNegative prompt: blurry\nSteps: 2, Sampler: Euler a");
     ASSERT_STR_CONTAINS(text, "Schedule type: Karras");
     ASSERT_STR_CONTAINS(text, "CFG scale: 7.5, Seed: 7, Size: 64x64, Model: ");
 }
@@ -115,8 +82,9 @@ static void test_png_carries_a1111_parameters(void) {
 static void test_random_seed_is_reported(void) {
     char out[8192], png[1024];
     snprintf(png, sizeof png, "%s/random.png", sdw_test_tmpdir());
-    int rc = run_sdw(out, sizeof out, "generate -m '%s' -p cat -W 64 -H 64 --steps 1 -s -1 -o '%s'",
-                     sdw_test_path("models/tiny-sd15"), png);
+    int rc = sdw_test_run_sdw(out, sizeof out,
+                              "generate -m '%s' -p cat -W 64 -H 64 --steps 1 -s -1 -o '%s'",
+                              sdw_test_path("models/tiny-sd15"), png);
     ASSERT_EQ_INT(rc, 0);
     ASSERT_STR_CONTAINS(out, "seed ");
 }
@@ -124,7 +92,8 @@ static void test_random_seed_is_reported(void) {
 static void test_demo_model_needs_no_files(void) {
     char out[8192], png[1024];
     snprintf(png, sizeof png, "%s/demo.png", sdw_test_tmpdir());
-    int rc = run_sdw(out, sizeof out, "generate -p 'a lighthouse' --steps 2 -W 64 -H 64 -s 1 -o '%s'", png);
+    int rc = sdw_test_run_sdw(out, sizeof out,
+                              "generate -p 'a lighthouse' --steps 2 -W 64 -H 64 -s 1 -o '%s'", png);
     if (rc) fprintf(stderr, "%s\n", out);
     ASSERT_EQ_INT(rc, 0);
     ASSERT_STR_CONTAINS(out, "DEMO");
@@ -133,21 +102,21 @@ static void test_demo_model_needs_no_files(void) {
     ASSERT_OK(sdw_png_read(png, &img, &err), &err);
     ASSERT_EQ_INT(img.w, 64);
     sdw_png_deinit(&img);
-    rc = run_sdw(out, sizeof out, "info");
+    rc = sdw_test_run_sdw(out, sizeof out, "info");
     ASSERT_EQ_INT(rc, 0);
     ASSERT_STR_CONTAINS(out, "demo");
 }
 
 static void test_info_and_tokenize(void) {
     char out[8192];
-    int rc = run_sdw(out, sizeof out, "info -m '%s'", sdw_test_path("models/tiny-sd15"));
+    int rc = sdw_test_run_sdw(out, sizeof out, "info -m '%s'", sdw_test_path("models/tiny-sd15"));
     ASSERT_EQ_INT(rc, 0);
     ASSERT_STR_CONTAINS(out, "family:       stable-diffusion");
     ASSERT_STR_CONTAINS(out, "variant:      v1");
     ASSERT_STR_CONTAINS(out, "txt2img");
     /* The fixture's own record of its parameter counts (ref_make_info.json): unet 1106212. */
     ASSERT_STR_CONTAINS(out, "1.1M");
-    rc = run_sdw(out, sizeof out, "tokenize -m '%s' -p 'a photo of a cat'",
+    rc = sdw_test_run_sdw(out, sizeof out, "tokenize -m '%s' -p 'a photo of a cat'",
                  sdw_test_path("models/tiny-sd15"));
     ASSERT_EQ_INT(rc, 0);
     ASSERT_STR_CONTAINS(out, "49406 320 1125 539 320 2368 49407\n7 tokens");
@@ -157,7 +126,7 @@ static void test_info_and_tokenize(void) {
 
 static void expect_error(const char *args, const char *needle) {
     char out[8192];
-    int rc = run_sdw(out, sizeof out, "%s", args);
+    int rc = sdw_test_run_sdw(out, sizeof out, "%s", args);
     fprintf(stderr, "  %s -> %s", args, out);
     ASSERT_TRUE(rc != 0);
     ASSERT_EQ_INT(n_lines(out), 1);

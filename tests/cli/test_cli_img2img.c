@@ -11,42 +11,11 @@
 #include <sys/wait.h>
 #include <webp/encode.h>
 
-static int run_sdw(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int run_sdw(char *out, size_t cap, const char *fmt, ...) {
-    char args[4096], cmd[5000];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", sdw_test_bin(), args);
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static int n_lines(const char *s) {
     int n = 0;
     for (const char *c = s; *c; c++)
         if (*c == '\n' && c[1]) n++;
     return *s ? n + 1 : 0;
-}
-
-static int png_max_diff(const char *a, const char *b) {
-    sdw_png ia = {0}, ib = {0};
-    sdw_error err = {0};
-    int d = 256;
-    if (sdw_png_read(a, &ia, &err) || sdw_png_read(b, &ib, &err)) goto out;
-    if (ia.w != ib.w || ia.h != ib.h || ia.channels != ib.channels) goto out;
-    d = 0;
-    for (size_t i = 0; i < (size_t)ia.w * ia.h * ia.channels; i++)
-        d = SDW_MAX(d, abs((int)ia.pixels[i] - (int)ib.pixels[i]));
-out:
-    sdw_png_deinit(&ia);
-    sdw_png_deinit(&ib);
-    return d;
 }
 
 static const char *tmp(const char *name) {
@@ -66,14 +35,14 @@ static void golden_case(const char *model, const char *c, const char *sampler, c
     if (mask)
         snprintf(mask_arg, sizeof mask_arg, "--mask '%s'",
                  sdw_test_path("golden/%s/mask_image.png", c));
-    int rc = run_sdw(out, sizeof out,
+    int rc = sdw_test_run_sdw(out, sizeof out,
                      "generate -m '%s' -p 'a photo of a cat' %s --steps 4 --cfg-scale 7.5 -s 42 "
                      "--sampler %s --init-image '%s' --strength %s %s -o '%s'",
                      sdw_test_path("models/%s", model), extra, sampler, init, strength, mask_arg,
                      png);
     if (rc != 0) fprintf(stderr, "%s\n", out);
     ASSERT_EQ_INT(rc, 0);
-    int d = png_max_diff(png, sdw_test_path("golden/%s/image.png", c));
+    int d = sdw_test_png_max_diff(png, sdw_test_path("golden/%s/image.png", c));
     fprintf(stderr, "  %s: max diff %d levels\n", c, d);
     ASSERT_TRUE(d <= 2);
 }
@@ -120,13 +89,15 @@ static void test_size_from_image_and_webp_input(void) {
     WebPFree(webp);
     char out[8192];
     const char *png = tmp("webp.png");
-    int rc = run_sdw(out, sizeof out,
-                     "generate -m '%s' -p 'a photo of a cat' --steps 4 --cfg-scale 7.5 -s 42 "
-                     "--sampler ddim --init-image '%s' -o '%s'",
-                     sdw_test_path("models/tiny-sd15"), tmp("init.webp"), png);
+    int rc =
+        sdw_test_run_sdw(out, sizeof out,
+                         "generate -m '%s' -p 'a photo of a cat' --steps 4 --cfg-scale 7.5 -s 42 "
+                         "--sampler ddim --init-image '%s' -o '%s'",
+                         sdw_test_path("models/tiny-sd15"), tmp("init.webp"), png);
     if (rc) fprintf(stderr, "%s\n", out);
     ASSERT_EQ_INT(rc, 0);
-    ASSERT_TRUE(png_max_diff(png, sdw_test_path("golden/tiny-sd15/img2img-ddim/image.png")) <= 2);
+    ASSERT_TRUE(
+        sdw_test_png_max_diff(png, sdw_test_path("golden/tiny-sd15/img2img-ddim/image.png")) <= 2);
     sdw_png p = {0};
     ASSERT_OK(sdw_png_read(png, &p, &err), &err);
     ASSERT_STR_CONTAINS(sdw_png_text(&p, "parameters"), "Denoising strength: 0.75");
@@ -137,7 +108,7 @@ static void test_size_from_image_and_webp_input(void) {
 
 static void expect_error(const char *args, const char *needle) {
     char out[8192];
-    int rc = run_sdw(out, sizeof out, "%s", args);
+    int rc = sdw_test_run_sdw(out, sizeof out, "%s", args);
     fprintf(stderr, "  %s -> %s", args, out);
     ASSERT_TRUE(rc != 0);
     ASSERT_EQ_INT(n_lines(out), 1);

@@ -9,23 +9,6 @@
 #include <stdlib.h>
 #include <sys/wait.h>
 
-static int run_sdw(char *out, size_t cap, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int run_sdw(char *out, size_t cap, const char *fmt, ...) {
-    char args[4096], cmd[5000];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", sdw_test_bin(), args);
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* The value after "key:" on its line (copied into buf), or "" */
 static const char *field(const char *out, const char *key, char *buf, size_t cap) {
     buf[0] = 0;
@@ -58,9 +41,11 @@ static long long ref_params(const char *folder, const char *component) {
 static void check_info(const char *model, bool single, const char *ref_folder, const char *variant,
                        const char *prediction, int n_te) {
     char out[8192], v[256];
-    int rc = single ? run_sdw(out, sizeof out, "info -m '%s' --tokenizer '%s'",
-                              sdw_test_path("models/%s", model), sdw_test_path("clip-tokenizer"))
-                    : run_sdw(out, sizeof out, "info -m '%s'", sdw_test_path("models/%s", model));
+    int rc =
+        single
+            ? sdw_test_run_sdw(out, sizeof out, "info -m '%s' --tokenizer '%s'",
+                               sdw_test_path("models/%s", model), sdw_test_path("clip-tokenizer"))
+            : sdw_test_run_sdw(out, sizeof out, "info -m '%s'", sdw_test_path("models/%s", model));
     if (rc) fprintf(stderr, "%s\n", out);
     ASSERT_EQ_INT(rc, 0);
     fprintf(stderr, "  %s: variant %s\n", model, field(out, "variant", v, sizeof v));
@@ -93,8 +78,9 @@ static void test_sd2(void) {
     check_info("tiny-sd2", false, "tiny-sd2", "v2-v", "v_prediction", 1);
     check_info("tiny-sd2.safetensors", true, "tiny-sd2", "v2-v", "v_prediction", 1);
     char out[8192], v[256];
-    int rc = run_sdw(out, sizeof out, "info -m '%s' --tokenizer '%s' --prediction eps",
-                     sdw_test_path("models/tiny-sd2.safetensors"), sdw_test_path("clip-tokenizer"));
+    int rc = sdw_test_run_sdw(out, sizeof out, "info -m '%s' --tokenizer '%s' --prediction eps",
+                              sdw_test_path("models/tiny-sd2.safetensors"),
+                              sdw_test_path("clip-tokenizer"));
     ASSERT_EQ_INT(rc, 0);
     ASSERT_TRUE(!strcmp(field(out, "variant", v, sizeof v), "v2"));
     ASSERT_TRUE(!strcmp(field(out, "prediction", v, sizeof v), "epsilon"));
@@ -110,10 +96,50 @@ static void test_sdxl(void) {
 static void test_sdxl_turbo(void) {
     check_info("tiny-sdxl-turbo", false, "tiny-sdxl-turbo", "xl-turbo", "epsilon", 2);
     char out[8192], v[256];
-    ASSERT_EQ_INT(run_sdw(out, sizeof out, "info -m '%s'", sdw_test_path("models/tiny-sdxl-turbo")),
-                  0);
+    ASSERT_EQ_INT(
+        sdw_test_run_sdw(out, sizeof out, "info -m '%s'", sdw_test_path("models/tiny-sdxl-turbo")),
+        0);
     ASSERT_STR_CONTAINS(field(out, "defaults", v, sizeof v),
                         "1 steps, guidance 0, sampler euler_a");
+}
+
+/* A single file described by its diffusers folder (--config, as diffusers'
+ * from_single_file(config=...)): the heads the file cannot record, the tokenizers, the schedule
+ * and the default size come from the folder, so `sdw generate` reproduces the reference's image
+ * of the single file. */
+static void generate_with_config(const char *file, const char *config, const char *golden,
+                                 const char *sampler, float cfg) {
+    char out[16384], png[1024];
+    snprintf(png, sizeof png, "%s/%s.png", sdw_test_tmpdir(), sampler);
+    int rc = sdw_test_run_sdw(out, sizeof out,
+                              "generate -m '%s' --config '%s' -p 'a photo of a cat' -W 64 -H 64 "
+                              "--steps 4 --cfg-scale %g -s 42 --sampler %s -o '%s'",
+                              sdw_test_path("models/%s", file), sdw_test_path("models/%s", config),
+                              (double)cfg, sampler, png);
+    if (rc) fprintf(stderr, "%s\n", out);
+    ASSERT_EQ_INT(rc, 0);
+    int d = sdw_test_png_max_diff(png, sdw_test_path("golden/%s/image.png", golden));
+    fprintf(stderr, "  %s --config %s: %s max diff %d levels\n", file, config, golden, d);
+    ASSERT_TRUE(d <= 2);
+}
+
+static void test_single_file_with_config(void) {
+    generate_with_config("tiny-sdxl.safetensors", "tiny-sdxl", "tiny-sdxl-single/txt2img-euler",
+                         "euler", 5.0f);
+    generate_with_config("tiny-sd2.safetensors", "tiny-sd2", "tiny-sd2/txt2img-ddim", "ddim", 7.5f);
+    /* The folder's Turbo schedule makes the base-identical file the Turbo variant. */
+    char out[8192], v[256];
+    ASSERT_EQ_INT(sdw_test_run_sdw(out, sizeof out, "info -m '%s' --config '%s'",
+                                   sdw_test_path("models/tiny-sdxl.safetensors"),
+                                   sdw_test_path("models/tiny-sdxl-turbo")),
+                  0);
+    ASSERT_TRUE(!strcmp(field(out, "variant", v, sizeof v), "xl-turbo"));
+    /* A folder that describes another model is refused by name. */
+    int rc = sdw_test_run_sdw(out, sizeof out, "info -m '%s' --config '%s'",
+                              sdw_test_path("models/tiny-sd15.safetensors"),
+                              sdw_test_path("models/tiny-sdxl"));
+    ASSERT_TRUE(rc != 0);
+    ASSERT_STR_CONTAINS(out, "does not describe");
 }
 
 int main(void) {
@@ -122,5 +148,6 @@ int main(void) {
     RUN(test_sd2);
     RUN(test_sdxl);
     RUN(test_sdxl_turbo);
+    RUN(test_single_file_with_config);
     return sdw_test_finish();
 }

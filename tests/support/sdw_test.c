@@ -2,10 +2,12 @@
 #include "sdw_test.h"
 
 #include "core/common.h"
+#include "io/png.h"
 
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 int sdw_test_failures_in_current;
@@ -254,4 +256,39 @@ float *sdw_golden_nhwc(const sdw_golden_tensor *t) {
                 for (int64_t x = 0; x < W; x++)
                     dst[((n * H + y) * W + x) * C + c] = src[((n * C + c) * H + y) * W + x];
     return dst;
+}
+
+int sdw_test_run_sdw(char *out, size_t cap, const char *fmt, ...) {
+    char args[4096], cmd[5000];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", sdw_test_bin(), args);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int sdw_test_png_max_diff(const char *a, const char *b) {
+    sdw_png ia = {0}, ib = {0};
+    sdw_error err = {0};
+    int d = 256;
+    if (sdw_png_read(a, &ia, &err) || sdw_png_read(b, &ib, &err)) {
+        fprintf(stderr, "png read: %s\n", err.msg);
+        goto out;
+    }
+    if (ia.w != ib.w || ia.h != ib.h || ia.channels != ib.channels) goto out;
+    d = 0;
+    for (size_t i = 0; i < (size_t)ia.w * ia.h * ia.channels; i++) {
+        int x = abs((int)ia.pixels[i] - (int)ib.pixels[i]);
+        if (x > d) d = x;
+    }
+out:
+    sdw_png_deinit(&ia);
+    sdw_png_deinit(&ib);
+    return d;
 }

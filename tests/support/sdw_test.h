@@ -92,6 +92,12 @@ const char *sdw_test_path(const char *fmt, ...) __attribute__((format(printf, 1,
 /* A new temporary directory (mkdtemp under $TMPDIR or /tmp); removed by sdw_test_finish. */
 const char *sdw_test_tmpdir(void);
 
+/* Runs the sdw binary with args (a shell fragment, printf-style); captures stdout + stderr into
+ * out (NUL-terminated, truncated to cap). Returns the exit status, -1 if it did not exit. */
+int sdw_test_run_sdw(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Max |a - b| over two PNGs' 8-bit samples; 256 when unreadable or of different sizes. */
+int sdw_test_png_max_diff(const char *a, const char *b);
+
 /* ---- goldens: ../shared/fixtures/golden/<model>/<case>/manifest.json ---- */
 typedef struct sdw_golden sdw_golden;
 typedef struct sdw_golden_tensor {

@@ -84,6 +84,8 @@ sdw_status sdw__sd_open_file(sd_model *m, const char *path, sdw_st_file **out, s
 sdw_status sdw__sd_check_parts(const sd_model *m, sdw_error *err);
 
 /* sd_single_file.c: an original-layout checkpoint (CompVis SD 1.x/2.x, Stability SGM SDXL). */
+/* A diffusers unet/config.json's sample_size (default image size in latents), or 0. */
+int sdw__sd_unet_sample_size(const char *config_path);
 sdw_status sdw__sd_load_single_file(sd_model *m, const char *path, const sdw_load_options *opts,
                                     sdw_error *err);
 

@@ -102,7 +102,7 @@ static sdw_status load_folder_text(sd_model *m, const char *dir, const char *tok
 }
 
 /* The UNet's sample_size (diffusers' default image size in latents), or 0. */
-static int unet_sample_size(const char *config_path) {
+int sdw__sd_unet_sample_size(const char *config_path) {
     json_t *root = json_load_file(config_path, 0, NULL);
     json_t *v = json_object_get(root, "sample_size");
     int n = json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= 4096
@@ -173,7 +173,7 @@ static sdw_status load_folder(sd_model *m, const char *dir, const sdw_load_optio
     sdw_st_file *f;
     snprintf(p, sizeof p, "%s/unet/config.json", dir);
     if ((s = sdw_unet_config_load(p, &m->unet_cfg, err))) return s;
-    m->native_latent = unet_sample_size(p);
+    m->native_latent = sdw__sd_unet_sample_size(p);
     if ((s = open_component(m, dir, "unet", "diffusion_pytorch_model", &f, err))) return s;
     m->w_unet = sdw_weights_create(f, "", NULL, NULL);
     sdw_weights_set_precision(m->w_unet, m->precision);

@@ -19,6 +19,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* What one text encoder of a layout is and how the family uses it. */
 typedef struct text_spec {
@@ -42,11 +43,38 @@ static int text_heads_for_width(int hidden) {
     return hidden % 4 == 0 ? 4 : 1;
 }
 
-static sdw_status load_text(sdw_st_file *f, const text_spec *sp, const sdw_load_options *opts,
+static bool is_file(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* "<config_dir>/<sub>/<leaf>" when the config folder has that file, else NULL. */
+static const char *config_file(const sdw_load_options *opts, const char *sub, const char *leaf,
+                               char *buf, size_t size) {
+    if (!opts->config_dir) return NULL;
+    snprintf(buf, size, "%s/%s/%s", opts->config_dir, sub, leaf);
+    return is_file(buf) ? buf : NULL;
+}
+
+/* Encoder k's vocabulary: --tokenizer, else the config folder's tokenizer/ (tokenizer_2/ for the
+ * second encoder, falling back to tokenizer/). The pad token stays the layout's fact. */
+static const char *tokenizer_dir(const sdw_load_options *opts, int k, char *buf, size_t size) {
+    if (opts->tokenizer_dir) return opts->tokenizer_dir;
+    char f[4096];
+    for (int i = k; i >= 0; i--) {
+        const char *sub = i ? "tokenizer_2" : "tokenizer";
+        if (config_file(opts, sub, "vocab.json", f, sizeof f)) {
+            snprintf(buf, size, "%s/%s", opts->config_dir, sub);
+            return buf;
+        }
+    }
+    return NULL;
+}
+
+static sdw_status load_text(sdw_st_file *f, const text_spec *sp, const char *tok_dir,
                             sdw_precision precision, sd_text_encoder *te, sdw_error *err) {
     sdw_status s;
-    if ((s = sdw_clip_tokenizer_load_ex(opts->tokenizer_dir, sp->pad_token, &te->tokenizer, err)))
-        return s;
+    if ((s = sdw_clip_tokenizer_load_ex(tok_dir, sp->pad_token, &te->tokenizer, err))) return s;
     te->pad_id = sdw_clip_tokenizer_pad(te->tokenizer);
     te->w = sp->openclip ? sdw_weights_create_viewed(f, sp->prefix, sdw_openclip_text_name, NULL)
                          : sdw_weights_create(f, sp->prefix, NULL, NULL);
@@ -98,6 +126,27 @@ static sdw_status resolve_heads(sdw_unet_config *c, const sdw_load_options *opts
         if (s) sdw_error_prefix(err, "%s", path);
         return s;
     }
+    char buf[4096];
+    const char *given_path = config_file(opts, "unet", "config.json", buf, sizeof buf);
+    if (given_path) {
+        /* The config folder states the heads; it must describe this checkpoint. */
+        sdw_unet_config given;
+        sdw_status s = sdw_unet_config_load(given_path, &given, err);
+        if (s) return s;
+        bool same = given.n_levels == c->n_levels && given.in_channels == c->in_channels &&
+                    given.cross_attention_dim == c->cross_attention_dim;
+        for (int i = 0; same && i < c->n_levels; i++)
+            same = given.block_out_channels[i] == c->block_out_channels[i];
+        if (!same)
+            return sdw_error_set(err, SDW_E_INVALID_ARG,
+                                 "%s does not describe %s (block channels, input channels or "
+                                 "cross-attention width differ from the checkpoint's)",
+                                 given_path, path);
+        for (int i = 0; i < c->n_levels; i++)
+            c->heads[i] = given.heads[i];
+        c->upcast_attention = c->upcast_attention || given.upcast_attention;
+        return SDW_OK;
+    }
     const int n = c->n_levels;
     for (int i = 0; i < n; i++) {
         bool used = c->down_attn[i] || c->up_attn[n - 1 - i] || (c->has_mid && i == n - 1);
@@ -105,8 +154,8 @@ static sdw_status resolve_heads(sdw_unet_config *c, const sdw_load_options *opts
         int ch = c->block_out_channels[i], hd = gcd(ch, 64);
         c->heads[i] = ch / hd;
         SDW_WARN("%s: level %d has %d channels, not a multiple of the released head size 64: "
-                 "assuming %d heads of %d (set the load option unet_head_dim / unet_heads if the "
-                 "model was trained otherwise)",
+                 "assuming %d heads of %d (pass --config DIR, the model's diffusers folder, if it "
+                 "was trained otherwise)",
                  path, i, ch, c->heads[i], hd);
     }
     return SDW_OK;
@@ -249,17 +298,20 @@ sdw_status sdw__sd_load_single_file(sd_model *m, const char *path, const sdw_loa
                              "cond_stage_model.model.* or conditioner.embedders.*)",
                              path);
     }
-    if (!opts->tokenizer_dir)
+    char tok_buf[4096];
+    if (!tokenizer_dir(opts, 0, tok_buf, sizeof tok_buf))
         return sdw_error_set(err, SDW_E_INVALID_ARG,
                              "%s is a single-file checkpoint without a tokenizer: pass --tokenizer "
                              "DIR (a folder with vocab.json and merges.txt, e.g. a diffusers "
-                             "model's tokenizer/ folder)",
+                             "model's tokenizer/ folder) or --config DIR (a diffusers folder "
+                             "describing the model)",
                              path);
     m->n_te = n_te;
     m->pooled_te = xl ? 1 : -1;
     m->zero_uncond = xl; /* StableDiffusionXLPipeline's force_zeros_for_empty_prompt default */
     for (int k = 0; k < n_te; k++) {
-        if ((s = load_text(f, &specs[k], opts, m->precision, &m->te[k], err))) return s;
+        const char *tok = tokenizer_dir(opts, k, tok_buf, sizeof tok_buf);
+        if ((s = load_text(f, &specs[k], tok, m->precision, &m->te[k], err))) return s;
         if (k)
             snprintf(m->te[k].tap, sizeof m->te[k].tap, "te%d", k + 1);
         else
@@ -268,11 +320,11 @@ sdw_status sdw__sd_load_single_file(sd_model *m, const char *path, const sdw_loa
 
     /* UNet. The name map reads the config, so it lives in the model. */
     if ((s = sdw_unet_config_infer(f, "model.diffusion_model.", &m->unet_cfg, err))) return s;
-    if ((s = resolve_heads(&m->unet_cfg, opts, path, err))) return s;
     /* SD 2.1 needs attention scores in f32 (its fp16 scores overflow; diffusers' config says
      * upcast_attention). The file cannot tell 2.1 from 2.0, and upcasting never costs accuracy,
      * so every SD 2.x file gets it (the f32 path computes in f32 anyway). */
     m->unet_cfg.upcast_attention = sd2;
+    if ((s = resolve_heads(&m->unet_cfg, opts, path, err))) return s;
     m->w_unet = sdw_weights_create(f, "model.diffusion_model.", sdw_ldm_unet_name, &m->unet_cfg);
     sdw_weights_set_precision(m->w_unet, m->precision);
     if ((s = sdw_unet_create(m->w_unet, &m->unet_cfg, &m->unet, err))) return s;
@@ -281,14 +333,25 @@ sdw_status sdw__sd_load_single_file(sd_model *m, const char *path, const sdw_loa
      * scale_factor 0.13025 for SDXL; LDM configs: 0.18215). */
     if ((s = sdw_vae_config_infer(f, "first_stage_model.", &m->vae_cfg, err))) return s;
     m->vae_cfg.scaling_factor = xl ? 0.13025f : 0.18215f;
+    char cfg_buf[4096];
+    const char *vae_json = config_file(opts, "vae", "config.json", cfg_buf, sizeof cfg_buf);
+    if (vae_json) {
+        sdw_vae_config given;
+        if ((s = sdw_vae_config_load(vae_json, &given, err))) return s;
+        m->vae_cfg.scaling_factor = given.scaling_factor;
+    }
     m->w_vae = sdw_weights_create(f, "first_stage_model.", sdw_ldm_vae_name, &m->vae_cfg);
     sdw_weights_set_precision(m->w_vae, m->precision);
     if ((s = sdw_vae_create(m->w_vae, &m->vae_cfg, &m->vae, err))) return s;
 
     /* Schedule and prediction type. */
     const char *why = "the scheduler config given";
-    if (opts->scheduler_config) {
-        if ((s = sdw_scheduler_config_load(opts->scheduler_config, &m->sched, err))) return s;
+    const char *sched_json = opts->scheduler_config;
+    if (!sched_json)
+        sched_json =
+            config_file(opts, "scheduler", "scheduler_config.json", cfg_buf, sizeof cfg_buf);
+    if (sched_json) {
+        if ((s = sdw_scheduler_config_load(sched_json, &m->sched, err))) return s;
     } else {
         if (xl)
             s = builtin_schedule(g_sched_xl, &m->sched, err);
@@ -307,5 +370,8 @@ sdw_status sdw__sd_load_single_file(sd_model *m, const char *path, const sdw_loa
              why);
     /* Native sizes (the released models' unet sample_size): XL 1024 px, 768-v 768, else 512. */
     m->native_latent = xl ? 128 : sd2 && m->sched.prediction_type == SDW_PRED_V ? 96 : 64;
+    const char *unet_json = config_file(opts, "unet", "config.json", cfg_buf, sizeof cfg_buf);
+    if (unet_json && sdw__sd_unet_sample_size(unet_json) > 0)
+        m->native_latent = sdw__sd_unet_sample_size(unet_json);
     return SDW_OK;
 }
