@@ -1,10 +1,11 @@
 /* The bf16 fast path against the reference goldens: every tiny-model case the pipeline runs
  * (txt2img with each sampler, folder and single file, img2img, inpainting with 4- and 9-channel
- * UNets) generated with precision bf16 must give a final image within a mean absolute error of 2
- * levels (of 255) of the reference image (the bar of issue 5); the PSNR is printed. Also: the f32
- * and bf16 paths really differ (bf16 weights are in use), and an explicit f32 request stays on the
- * exact path. Skipped (exit 77) on CPUs without native bf16 arithmetic (AVX512-BF16 or AMX): there
- * the fast path is f32 by design and the exact-path tests cover it. */
+ * UNets; SD 2.x, SDXL and Turbo) generated with precision bf16 must give a final image within a
+ * mean absolute error of 2 levels (of 255) of the reference image (the bar of issue 5); the PSNR
+ * is printed. Also: the f32 and bf16 paths really differ (bf16 weights are in use), and an
+ * explicit f32 request stays on the exact path. Skipped (exit 77) on CPUs without native bf16
+ * arithmetic (AVX512-BF16 or AMX): there the fast path is f32 by design and the exact-path tests
+ * cover it. */
 #include "sdw_test.h"
 
 #include "io/image.h"
@@ -117,6 +118,21 @@ static void test_every_case_bf16(void) {
     }
 }
 
+/* SD 2.x (v-prediction, OpenCLIP, upcast attention) and SDXL (two encoders, text_time), Turbo
+ * from its own folder (the goldens' model is tiny-sdxl with Turbo's schedule). */
+static const char *const g_variant_cases[] = {
+    "tiny-sd2/txt2img-ddim",    "tiny-sd2/txt2img-euler_a", "tiny-sdxl/txt2img-euler",
+    "tiny-sdxl/txt2img-euler_a", "tiny-sdxl/img2img-euler_a", "tiny-sdxl/inpaint-ddim"};
+
+static void test_sd2_sdxl_bf16(void) {
+    for (size_t i = 0; i < SDW_ARRAY_LEN(g_variant_cases); i++) {
+        check_case(NULL, NULL, g_variant_cases[i]);
+        if (sdw_test_failures_in_current) return;
+    }
+    check_case(sdw_test_path("models/tiny-sdxl-turbo"), NULL, "tiny-sdxl/turbo-euler_a-1step");
+    check_case(sdw_test_path("models/tiny-sdxl-turbo"), NULL, "tiny-sdxl/turbo-euler_a-4step");
+}
+
 static void test_sd15_single_file_bf16(void) {
     check_case(sdw_test_path("models/tiny-sd15.safetensors"), sdw_test_path("clip-tokenizer"),
                "tiny-sd15/txt2img-euler_a");
@@ -150,5 +166,6 @@ int main(void) {
     RUN(test_precisions_differ);
     RUN(test_every_case_bf16);
     RUN(test_sd15_single_file_bf16);
+    RUN(test_sd2_sdxl_bf16);
     return sdw_test_finish();
 }
