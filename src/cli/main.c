@@ -2,6 +2,7 @@
  * Only this layer may exit(); everything below returns sdw_status. */
 #include "sdw/image_model.h"
 
+#include "cli/cli.h"
 #include "cli/serve.h"
 #include "core/common.h"
 #include "io/image.h"
@@ -20,14 +21,13 @@
 #define DEFAULT_OUTPUT "out.png"
 
 typedef struct cli_args {
-    const char *model, *prompt, *negative, *output, *tokenizer, *sampler, *scheduler, *rng;
-    const char *prediction, *init_image, *mask, *config;
+    sdw_cli_model_args m; /* -m and how to load it */
+    const char *prompt, *negative, *output, *sampler, *scheduler, *rng, *init_image, *mask;
     double strength;
-    int width, height, steps, threads;
+    int width, height, steps;
     float cfg;
     int64_t seed;
     bool verbose, quiet, profile;
-    sdw_precision precision;
 } cli_args;
 
 static void usage(FILE *f) {
@@ -41,65 +41,37 @@ static void usage(FILE *f) {
             "  tokenize   show a prompt's token ids as the model's text encoder sees them\n"
             "  serve      run the HTTP worker: APIs + web page (sdw serve --help)\n"
             "\n"
-            "options:\n"
-            "  -m, --model PATH       diffusers folder or single .safetensors file\n"
-            "                         (default: the built-in demo model, random weights)\n"
-            "  -p, --prompt TEXT      prompt\n"
-            "  -n, --negative TEXT    negative prompt\n"
-            "  -W, --width N          image width in pixels (default: model's)\n"
-            "  -H, --height N         image height in pixels (default: model's)\n"
-            "      --steps N          denoising steps (default: model's)\n"
-            "      --cfg-scale F      classifier-free guidance scale (<= 1: no unconditional pass)\n"
-            "  -s, --seed N           seed; -1 or absent = random (reported)\n"
-            "      --sampler NAME     ddim, pndm, euler, euler_a, dpm++2m (default: model's)\n"
-            "      --scheduler NAME   default | karras (Karras sigmas for euler, euler_a, dpm++2m) |\n"
-            "                         trailing (the model's schedule with trailing spacing)\n"
-            "      --rng NAME         torch (CPU torch.randn, default) | philox (torch CUDA randn,\n"
-            "                         AUTOMATIC1111's GPU seeds)\n"
-            "      --tokenizer DIR    vocab.json + merges.txt for single-file checkpoints\n"
-            "      --config DIR       a diffusers folder describing a single-file checkpoint\n"
-            "                         (attention heads, schedule, VAE scaling, tokenizers), as\n"
-            "                         diffusers' from_single_file(config=...)\n"
-            "      --prediction eps|v override the detected prediction type\n"
-            "  -t, --threads N        CPU threads (default: all usable cores)\n"
-            "      --init-image FILE  start from this PNG/JPEG/WebP (alpha ignored); resized\n"
-            "                         (Lanczos) to -W/-H when given, else its size rounded down\n"
-            "      --strength S       how much of the init image to repaint, 0 < S <= 1\n"
-            "                         (default 0.75; steps x S denoising steps run)\n"
-            "      --mask FILE        inpainting mask, same size as the init image: white =\n"
-            "                         repaint, black = keep (grey: >= 128 repaints)\n"
-            "      --precision P      auto | f32 | bf16: the precision of convolutions and matrix\n"
-            "                         products (auto: bf16 on CPUs with AMX, else f32)\n"
-            "      --profile          print a per-op time profile after generating\n"
-            "  -o, --output FILE      output PNG (default " DEFAULT_OUTPUT ")\n"
-            "  -v, --verbose          more log output;  -q, --quiet: errors only\n");
-}
-
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void die(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("sdw: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    exit(1);
-}
-
-static long long parse_int(const char *opt, const char *v, long long lo, long long hi) {
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (!*v || *end || errno) die("%s: '%s' is not an integer", opt, v);
-    if (x < lo || x > hi) die("%s: %lld is out of range [%lld, %lld]", opt, x, lo, hi);
-    return x;
+            "model options:\n" SDW_CLI_MODEL_USAGE
+            "\n"
+            "generate options:\n"
+            "  -p, --prompt TEXT       prompt\n"
+            "  -n, --negative TEXT     negative prompt\n"
+            "  -W, --width N           image width in pixels (default: model's)\n"
+            "  -H, --height N          image height in pixels (default: model's)\n"
+            "      --steps N           denoising steps (default: model's)\n"
+            "      --cfg-scale F       classifier-free guidance (<= 1: no unconditional pass)\n"
+            "  -s, --seed N            seed; -1 or absent = random (reported)\n"
+            "      --sampler NAME      ddim, pndm, euler, euler_a, dpm++2m (default: model's)\n"
+            "      --scheduler NAME    default | karras (Karras sigmas: euler, euler_a, dpm++2m)\n"
+            "                          | trailing (the model's schedule, trailing spacing)\n"
+            "      --rng NAME          torch (CPU torch.randn, default) | philox (torch CUDA\n"
+            "                          randn, AUTOMATIC1111's GPU seeds)\n"
+            "      --init-image FILE   start from this PNG/JPEG/WebP (alpha ignored); resized\n"
+            "                          (Lanczos) to -W/-H when given, else its size rounded down\n"
+            "      --strength S        how much of the init image to repaint, 0 < S <= 1\n"
+            "                          (default 0.75; steps x S denoising steps run)\n"
+            "      --mask FILE         inpainting mask, same size as the init image: white =\n"
+            "                          repaint, black = keep (grey: >= 128 repaints)\n"
+            "      --profile           print a per-op time profile after generating\n"
+            "  -o, --output FILE       output PNG (default " DEFAULT_OUTPUT ")\n"
+            "  -v, --verbose           more log output;  -q, --quiet: errors only\n");
 }
 
 static float parse_float(const char *opt, const char *v) {
     char *end;
     errno = 0;
     float x = strtof(v, &end);
-    if (!*v || *end || errno || !isfinite(x)) die("%s: '%s' is not a number", opt, v);
+    if (!*v || *end || errno || !isfinite(x)) sdw_cli_die("%s: '%s' is not a number", opt, v);
     return x;
 }
 
@@ -108,7 +80,7 @@ static double parse_double(const char *opt, const char *v) {
     char *end;
     errno = 0;
     double x = strtod(v, &end);
-    if (!*v || *end || errno || !isfinite(x)) die("%s: '%s' is not a number", opt, v);
+    if (!*v || *end || errno || !isfinite(x)) sdw_cli_die("%s: '%s' is not a number", opt, v);
     return x;
 }
 
@@ -117,60 +89,49 @@ static void parse_args(int argc, char **argv, cli_args *a) {
     for (int i = 0; i < argc; i++) {
         const char *o = argv[i];
 #define IS(s, l) (strcmp(o, s) == 0 || strcmp(o, l) == 0)
-#define VAL() (i + 1 < argc ? argv[++i] : (die("%s needs a value", o), ""))
-        if (IS("-m", "--model")) a->model = VAL();
-        else if (IS("-p", "--prompt")) a->prompt = VAL();
+#define VAL() sdw_cli_value(argc, argv, &i)
+#define INT(lo, hi) sdw_cli_int(o, VAL(), lo, hi)
+        if (sdw_cli_model_option(argc, argv, &i, &a->m)) continue;
+        if (IS("-p", "--prompt")) a->prompt = VAL();
         else if (IS("-n", "--negative")) a->negative = VAL();
         else if (IS("-o", "--output")) a->output = VAL();
-        else if (IS("-W", "--width")) a->width = (int)parse_int(o, VAL(), 1, 16384);
-        else if (IS("-H", "--height")) a->height = (int)parse_int(o, VAL(), 1, 16384);
-        else if (IS("--steps", "--steps")) a->steps = (int)parse_int(o, VAL(), 1, 10000);
+        else if (IS("-W", "--width")) a->width = (int)INT(1, 16384);
+        else if (IS("-H", "--height")) a->height = (int)INT(1, 16384);
+        else if (IS("--steps", "--steps")) a->steps = (int)INT(1, 10000);
         else if (IS("--cfg-scale", "--guidance")) a->cfg = parse_float(o, VAL());
-        else if (IS("-s", "--seed")) a->seed = parse_int(o, VAL(), -1, LLONG_MAX);
+        else if (IS("-s", "--seed")) a->seed = INT(-1, LLONG_MAX);
         else if (IS("--sampler", "--sampler")) a->sampler = VAL();
         else if (IS("--scheduler", "--scheduler")) a->scheduler = VAL();
         else if (IS("--rng", "--rng")) a->rng = VAL();
-        else if (IS("--tokenizer", "--tokenizer")) a->tokenizer = VAL();
-        else if (IS("--config", "--config")) a->config = VAL();
-        else if (IS("--prediction", "--prediction")) a->prediction = VAL();
         else if (IS("--init-image", "-i")) a->init_image = VAL();
         else if (IS("--mask", "--mask")) a->mask = VAL();
         else if (IS("--strength", "--denoising-strength")) a->strength = parse_double(o, VAL());
-        else if (IS("-t", "--threads")) a->threads = (int)parse_int(o, VAL(), 1, 1024);
-        else if (IS("--precision", "--precision")) {
-            const char *v = VAL();
-            if (sdw_precision_parse(v, &a->precision) != SDW_OK)
-                die("--precision: '%s' must be auto, f32 or bf16", v);
-        } else if (IS("--profile", "--profile")) a->profile = true;
+        else if (IS("--profile", "--profile")) a->profile = true;
         else if (IS("-v", "--verbose")) a->verbose = true;
         else if (IS("-q", "--quiet")) a->quiet = true;
         else if (IS("-h", "--help")) usage(stdout), exit(0);
-        else die("unknown option '%s' (see sdw --help)", o);
+        else sdw_cli_die("unknown option '%s' (see sdw --help)", o);
 #undef VAL
+#undef INT
 #undef IS
     }
-    if (a->cfg >= 0 && a->cfg > 100) die("--cfg-scale: %g is out of range [0, 100]", (double)a->cfg);
-    if (a->cfg < 0 && a->cfg != -1.0f) die("--cfg-scale: %g must not be negative", (double)a->cfg);
+    if (a->cfg >= 0 && a->cfg > 100)
+        sdw_cli_die("--cfg-scale: %g is out of range [0, 100]", (double)a->cfg);
+    if (a->cfg < 0 && a->cfg != -1.0f)
+        sdw_cli_die("--cfg-scale: %g must not be negative", (double)a->cfg);
     if (a->strength != -1.0 && !(a->strength > 0 && a->strength <= 1))
-        die("--strength: %g is out of range (0, 1]", a->strength);
-    if (a->prediction && strcmp(a->prediction, "eps") && strcmp(a->prediction, "v"))
-        die("--prediction: '%s' must be eps or v", a->prediction);
+        sdw_cli_die("--strength: %g is out of range (0, 1]", a->strength);
 }
 
 static sdw_image_model *load_model(const cli_args *a) {
-    sdw_load_options opts = sdw_load_options_default();
-    opts.tokenizer_dir = a->tokenizer;
-    opts.config_dir = a->config;
-    opts.n_threads = a->threads;
-    opts.prediction = a->prediction;
-    opts.precision = a->precision;
+    sdw_load_options opts = sdw_cli_load_options(&a->m);
     sdw_image_model *m = NULL;
     sdw_error err = {0};
     double t0 = sdw_time_now();
-    if (!a->model)
+    if (!a->m.model)
         fprintf(stderr, "sdw: no -m given: using the built-in DEMO model (random weights, its "
                         "images are noise; pass -m MODEL for real images)\n");
-    if (sdw_model_load(a->model, &opts, &m, &err) != SDW_OK) die("%s", err.msg);
+    if (sdw_model_load(a->m.model, &opts, &m, &err) != SDW_OK) sdw_cli_die("%s", err.msg);
     SDW_INFO("loaded %s (%s %s) in %.2f s", m->name, sdw_model_type(m), sdw_model_variant(m),
              sdw_time_now() - t0);
     return m;
@@ -198,7 +159,7 @@ static bool on_progress(void *user, int step, int total, const sdw_image *previe
 }
 
 static int cmd_generate(const cli_args *a) {
-    if (!a->prompt) die("generate needs a prompt (-p TEXT)");
+    if (!a->prompt) sdw_cli_die("generate needs a prompt (-p TEXT)");
     sdw_request req = sdw_request_default();
     req.prompt = a->prompt;
     req.negative_prompt = a->negative;
@@ -212,13 +173,14 @@ static int cmd_generate(const cli_args *a) {
     if (a->rng) {
         if (strcmp(a->rng, "torch") == 0) req.rng = SDW_RNG_SOURCE_TORCH;
         else if (strcmp(a->rng, "philox") == 0) req.rng = SDW_RNG_SOURCE_PHILOX;
-        else die("--rng: '%s' must be torch or philox", a->rng);
+        else sdw_cli_die("--rng: '%s' must be torch or philox", a->rng);
     }
     sdw_error err = {0};
     /* Images are read before the (slower) model load so a bad file fails fast. */
     sdw_image init = {0}, mask = {0};
-    if (a->init_image && sdw_image_load(a->init_image, &init, &err)) die("--init-image: %s", err.msg);
-    if (a->mask && sdw_image_load(a->mask, &mask, &err)) die("--mask: %s", err.msg);
+    if (a->init_image && sdw_image_load(a->init_image, &init, &err))
+        sdw_cli_die("--init-image: %s", err.msg);
+    if (a->mask && sdw_image_load(a->mask, &mask, &err)) sdw_cli_die("--mask: %s", err.msg);
     req.init_image = a->init_image ? &init : NULL;
     req.mask = a->mask ? &mask : NULL;
     req.strength = a->strength;
@@ -227,7 +189,7 @@ static int cmd_generate(const cli_args *a) {
     sdw_request resolved;
     if (sdw_request_resolve(&req, sdw_model_capabilities(m), &resolved, &err) != SDW_OK) {
         sdw_model_destroy(m);
-        die("%s", err.msg);
+        sdw_cli_die("%s", err.msg);
     }
     progress_state ps = {.t_start = sdw_time_now(), .tty = isatty(2) && !a->quiet};
     sdw_image img = {0};
@@ -235,7 +197,7 @@ static int cmd_generate(const cli_args *a) {
     if (a->profile) sdw_profile_enable(true);
     if (sdw_model_generate(m, &resolved, on_progress, &ps, &img, &info, &err) != SDW_OK) {
         sdw_model_destroy(m);
-        die("%s", err.msg);
+        sdw_cli_die("%s", err.msg);
     }
     double secs = sdw_time_now() - ps.t_start;
     if (a->profile) sdw_profile_print(stderr, info.n_denoiser_calls);
@@ -245,7 +207,7 @@ static int cmd_generate(const cli_args *a) {
     if (sdw_png_write(a->output, img.data, img.width, img.height, img.channels, text, &err)) {
         sdw_image_free(&img);
         sdw_model_destroy(m);
-        die("%s", err.msg);
+        sdw_cli_die("%s", err.msg);
     }
     if (!a->quiet)
         fprintf(stderr, "sdw: wrote %s (%dx%d, seed %lld, %.2f s)\n", a->output, img.width,
@@ -293,14 +255,14 @@ static int cmd_info(const cli_args *a) {
 }
 
 static int cmd_tokenize(const cli_args *a) {
-    if (!a->prompt) die("tokenize needs a prompt (-p TEXT)");
+    if (!a->prompt) sdw_cli_die("tokenize needs a prompt (-p TEXT)");
     sdw_image_model *m = load_model(a);
     int32_t *ids = NULL;
     int n = 0, window = 0;
     sdw_error err = {0};
     if (sdw_model_tokenize(m, a->prompt, &ids, &n, &window, &err) != SDW_OK) {
         sdw_model_destroy(m);
-        die("%s", err.msg);
+        sdw_cli_die("%s", err.msg);
     }
     for (int i = 0; i < n; i++) printf("%s%d", i ? " " : "", ids[i]);
     printf("\n%d tokens (window %d)\n", n, window);

@@ -1,0 +1,67 @@
+/* cli/cli.c — see cli.h. */
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sdw_cli_die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("sdw: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+long long sdw_cli_int(const char *opt, const char *v, long long lo, long long hi) {
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end || errno) sdw_cli_die("%s: '%s' is not an integer", opt, v);
+    if (x < lo || x > hi) sdw_cli_die("%s: %lld is out of range [%lld, %lld]", opt, x, lo, hi);
+    return x;
+}
+
+const char *sdw_cli_value(int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) sdw_cli_die("%s needs a value", argv[*i]);
+    return argv[++*i];
+}
+
+bool sdw_cli_model_option(int argc, char **argv, int *i, sdw_cli_model_args *a) {
+    const char *o = argv[*i];
+#define IS(s, l) (strcmp(o, s) == 0 || strcmp(o, l) == 0)
+    if (IS("-m", "--model"))
+        a->model = sdw_cli_value(argc, argv, i);
+    else if (IS("--tokenizer", "--tokenizer"))
+        a->tokenizer = sdw_cli_value(argc, argv, i);
+    else if (IS("--config", "--config"))
+        a->config = sdw_cli_value(argc, argv, i);
+    else if (IS("--prediction", "--prediction")) {
+        a->prediction = sdw_cli_value(argc, argv, i);
+        if (strcmp(a->prediction, "eps") && strcmp(a->prediction, "v"))
+            sdw_cli_die("--prediction: '%s' must be eps or v", a->prediction);
+    } else if (IS("--precision", "--precision")) {
+        const char *v = sdw_cli_value(argc, argv, i);
+        if (sdw_precision_parse(v, &a->precision) != SDW_OK)
+            sdw_cli_die("--precision: '%s' must be auto, f32 or bf16", v);
+    } else if (IS("-t", "--threads"))
+        a->threads = (int)sdw_cli_int(o, sdw_cli_value(argc, argv, i), 1, 1024);
+    else
+        return false;
+#undef IS
+    return true;
+}
+
+sdw_load_options sdw_cli_load_options(const sdw_cli_model_args *a) {
+    sdw_load_options opts = sdw_load_options_default();
+    opts.tokenizer_dir = a->tokenizer;
+    opts.config_dir = a->config;
+    opts.n_threads = a->threads;
+    opts.prediction = a->prediction;
+    opts.precision = a->precision;
+    return opts;
+}
