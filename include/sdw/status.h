@@ -40,11 +40,19 @@ const char *sdw_status_str(sdw_status s);
 typedef struct sdw_error {
     sdw_status code;
     char msg[SDW_ERROR_MSG_MAX];
+    /* When a request was refused: the sdw_request field at fault as the struct spells it
+     * ("width", "sampler", "init_image", ...; a static string), so front ends can name their own
+     * parameter. NULL otherwise. */
+    const char *field;
 } sdw_error;
 
-/* Fills err (may be NULL) and returns code, so a caller can `return sdw_error_set(...)`. */
+/* Fills err (may be NULL; its field is cleared) and returns code, so a caller can
+ * `return sdw_error_set(...)`. */
 sdw_status sdw_error_set(sdw_error *err, sdw_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* When s is an error: marks the request field the error set just before concerns. Returns s:
+ *   return sdw_error_field(err, "steps", sdw_error_set(err, SDW_E_INVALID_ARG, "..."));  */
+sdw_status sdw_error_field(sdw_error *err, const char *field, sdw_status s);
 
 /* Prepends "context: " to an error already set (e.g. the file or tensor it concerns). */
 void sdw_error_prefix(sdw_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -19,10 +19,16 @@ sdw_status sdw_error_set(sdw_error *err, sdw_status code, const char *fmt, ...) 
         va_list ap;
         va_start(ap, fmt);
         err->code = code;
+        err->field = NULL;
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
         va_end(ap);
     }
     return code;
+}
+
+sdw_status sdw_error_field(sdw_error *err, const char *field, sdw_status s) {
+    if (err && s != SDW_OK) err->field = field;
+    return s;
 }
 
 void sdw_error_prefix(sdw_error *err, const char *fmt, ...) {

@@ -13,6 +13,15 @@ static const char *const g_fields[] = {
     "guidance_scale", "seed",   "sampler",         "scheduler",  "input_image", "mask_image",
     "strength",  "loras",       "n",               "rng",        NULL};
 
+/* The native name of an sdw_request field a refusal names (sdw_error.field). */
+static const char *native_param(const char *field) {
+    if (!field) return NULL;
+    if (!strcmp(field, "guidance")) return "guidance_scale";
+    if (!strcmp(field, "init_image")) return "input_image";
+    if (!strcmp(field, "mask")) return "mask_image";
+    return field;
+}
+
 static sdw_status check_known(json_t *body, sdw_error *err) {
     const char *key;
     json_t *v;
@@ -158,7 +167,7 @@ static enum MHD_Result post_job(sdw_http_req *r) {
     sdw_image_free(&im.init);
     sdw_image_free(&im.mask);
     json_decref(body);
-    if (s) return sdw__http_status(r, s, param, err.msg);
+    if (s) return sdw__http_status(r, s, param ? param : native_param(err.field), err.msg);
     const char *id = sdw_job_id(job);
     char status_url[128], sse_url[128], image_url[128];
     snprintf(status_url, sizeof status_url, "/v1/jobs/%s", id);

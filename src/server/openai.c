@@ -92,6 +92,14 @@ static enum MHD_Result respond_images(sdw_http_req *r, sdw_job *j, const oa_opts
                                             "output_format", fmt[o->format]));
 }
 
+/* The OpenAI parameter an sdw_request field a refusal names (sdw_error.field) comes from. */
+static const char *openai_param(const char *field) {
+    if (!field) return NULL;
+    if (!strcmp(field, "width") || !strcmp(field, "height")) return "size";
+    if (!strcmp(field, "init_image")) return "image";
+    return field;
+}
+
 /* Queues req and waits for it; responds with the images or the error. */
 static enum MHD_Result run(sdw_http_req *r, sdw_engine *e, const sdw_request *req,
                            const oa_opts *o) {
@@ -99,7 +107,7 @@ static enum MHD_Result run(sdw_http_req *r, sdw_engine *e, const sdw_request *re
     sdw_job *j = NULL;
     sdw_status s = sdw__check_limits(r->srv, req, o->n, &err);
     if (!s) s = sdw_engine_submit(e, req, o->n, &j, &err);
-    if (s) return sdw__http_status(r, s, NULL, err.msg);
+    if (s) return sdw__http_status(r, s, openai_param(err.field), err.msg);
     sdw_job_wait_done(j);
     enum MHD_Result resp = respond_images(r, j, o);
     sdw_job_release(j);

@@ -30,33 +30,35 @@ static void test_defaults_fill_unset_fields(void) {
     ASSERT_TRUE(out.seed < 0);
 }
 
-static void expect_bad(sdw_request r, const char *needle) {
+/* The message names the problem, err.field the sdw_request field (for the APIs' "param"). */
+static void expect_bad(sdw_request r, const char *field, const char *needle) {
     sdw_capabilities c = caps();
     sdw_request out;
     sdw_error err = {0};
     ASSERT_STATUS(sdw_request_resolve(&r, &c, &out, &err), SDW_E_INVALID_ARG);
     ASSERT_STR_CONTAINS(err.msg, needle);
+    ASSERT_TRUE(err.field && strcmp(err.field, field) == 0);
 }
 
 static void test_bad_fields_are_named(void) {
     sdw_request r = sdw_request_default();
     r.width = 100;
-    expect_bad(r, "width 100 is not a multiple of 8");
+    expect_bad(r, "width", "width 100 is not a multiple of 8");
     r = sdw_request_default();
     r.height = 4096;
-    expect_bad(r, "height 4096 is out of range [64, 2048]");
+    expect_bad(r, "height", "height 4096 is out of range [64, 2048]");
     r = sdw_request_default();
     r.steps = -1;
-    expect_bad(r, "steps -1 is out of range [1, 150]");
+    expect_bad(r, "steps", "steps -1 is out of range [1, 150]");
     r = sdw_request_default();
     r.sampler = "heun";
-    expect_bad(r, "unknown sampler 'heun' (available: ddim, euler)");
+    expect_bad(r, "sampler", "unknown sampler 'heun' (available: ddim, euler)");
     r = sdw_request_default();
     r.scheduler = "exponential";
-    expect_bad(r, "unknown scheduler 'exponential'");
+    expect_bad(r, "scheduler", "unknown scheduler 'exponential'");
     r = sdw_request_default();
     r.guidance = 1000;
-    expect_bad(r, "guidance scale 1000");
+    expect_bad(r, "guidance", "guidance scale 1000");
 }
 
 static void test_distilled_model_ignores_guidance(void) {

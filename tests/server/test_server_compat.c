@@ -167,10 +167,13 @@ static void test_openai_errors_and_models(void) {
     expect_openai_error(j, st, 400, "prompt", "'prompt' is required");
     json_decref(j);
     j = post("/v1/images/generations", "{\"prompt\":\"x\",\"n\":9}", &st);
-    expect_openai_error(j, st, 400, NULL, "number of images 9 is out of range [1, 4]");
+    expect_openai_error(j, st, 400, "n", "number of images 9 is out of range [1, 4]");
     json_decref(j);
     j = post("/v1/images/generations", "{\"prompt\":\"x\",\"size\":\"99999x64\"}", &st);
-    expect_openai_error(j, st, 400, NULL, "exceeds this server's limit");
+    expect_openai_error(j, st, 400, "size", "exceeds this server's limit");
+    json_decref(j);
+    j = post("/v1/images/generations", "{\"prompt\":\"x\",\"size\":\"100x64\"}", &st);
+    expect_openai_error(j, st, 400, "size", "width 100 is not a multiple of 8");
     json_decref(j);
     j = post("/v1/images/generations", "{\"prompt\":\"x\",\"output_format\":\"gif\"}", &st);
     expect_openai_error(j, st, 400, "output_format", "must be png, jpeg or webp");

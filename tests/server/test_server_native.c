@@ -85,6 +85,20 @@ static void post_expect(const char *json, int status, const char *want) {
     sdw_http_resp_free(&r);
 }
 
+/* As post_expect, and the error's "param" names the field at fault. */
+static void post_expect_param(const char *json, const char *param, const char *want) {
+    sdw_http_resp r;
+    ASSERT_EQ_INT(sdw_http_post_json(g_port, "/v1/jobs", json, &r), 0);
+    expect_error(&r, 400, want);
+    json_t *j = body_json(&r);
+    sdw_http_resp_free(&r);
+    const char *p = json_string_value(json_object_get(json_object_get(j, "error"), "param"));
+    char got[64];
+    snprintf(got, sizeof got, "%s", p ? p : "(no error.param)");
+    json_decref(j);
+    ASSERT_STR_CONTAINS(got, param);
+}
+
 static void test_health_ready_capabilities(void) {
     sdw_http_resp r;
     ASSERT_EQ_INT(sdw_http_request(g_port, "GET", "/health", NULL, NULL, 0, &r), 0);
@@ -405,11 +419,11 @@ static void test_bad_input(void) {
                 "field 'guidance_scale' must be a number");
     post_expect("{\"prompt\": \"x\", \"width\": 100000, \"height\": 64}", 400,
                 "exceeds this server's limit of 2048");
-    post_expect("{\"prompt\": \"x\", \"width\": 100, \"height\": 64}", 400,
-                "width 100 is not a multiple of 8");
-    post_expect("{\"prompt\": \"x\", \"steps\": 100000}", 400, "steps 100000 exceeds");
-    post_expect("{\"prompt\": \"x\", \"sampler\": \"magic\"}", 400,
-                "unknown sampler 'magic' (available: ddim, pndm, euler, euler_a, dpm++2m)");
+    post_expect_param("{\"prompt\": \"x\", \"width\": 100, \"height\": 64}", "width",
+                      "width 100 is not a multiple of 8");
+    post_expect_param("{\"prompt\": \"x\", \"steps\": 100000}", "steps", "steps 100000 exceeds");
+    post_expect_param("{\"prompt\": \"x\", \"sampler\": \"magic\"}", "sampler",
+                      "unknown sampler 'magic' (available: ddim, pndm, euler, euler_a, dpm++2m)");
     post_expect("{\"prompt\": \"x\", \"scheduler\": \"exponential\"}", 400, "unknown scheduler");
     post_expect("{\"prompt\": \"x\", \"n\": 50}", 400, "number of images 50 is out of range [1, 4]");
     post_expect("{\"prompt\": \"x\", \"promtp\": \"typo\"}", 400, "unknown field 'promtp'");
