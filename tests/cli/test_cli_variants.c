@@ -140,6 +140,10 @@ static void test_single_file_with_config(void) {
                               sdw_test_path("models/tiny-sdxl"));
     ASSERT_TRUE(rc != 0);
     ASSERT_STR_CONTAINS(out, "does not describe");
+    rc = sdw_test_run_sdw(out, sizeof out, "info -m '%s' --config /nonexistent/sdxl",
+                          sdw_test_path("models/tiny-sdxl.safetensors"));
+    ASSERT_TRUE(rc != 0);
+    ASSERT_STR_CONTAINS(out, "--config /nonexistent/sdxl is not a folder");
 }
 
 int main(void) {

@@ -395,7 +395,13 @@ static sdw_status sd_load(const char *path, const sdw_load_options *opts, sdw_im
     SDW_INFO("compute precision: %s (asked: %s)", sdw_precision_str(m->precision),
              sdw_precision_str(opts->precision));
     sdw_status s;
-    if (is_dir(path)) {
+    if (opts->config_dir && !is_dir(opts->config_dir)) {
+        s = sdw_error_set(err, SDW_E_NOT_FOUND, "--config %s is not a folder", opts->config_dir);
+    } else if (is_dir(path)) {
+        if (opts->config_dir)
+            SDW_WARN("--config is for single-file checkpoints; %s is a diffusers folder with its "
+                     "own configs: ignored",
+                     path);
         s = load_folder(m, path, opts, err);
     } else {
         s = sdw__sd_load_single_file(m, path, opts, err);
