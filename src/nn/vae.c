@@ -16,6 +16,7 @@
 #include "nn/vae.h"
 
 #include "nn/arena.h"
+#include "nn/dnn.h"
 #include "nn/nn.h"
 #include "nn/profile.h"
 #include "nn/vae_impl.h"
@@ -604,20 +605,34 @@ static float *alloc_act(sdw_arena *ar, int B, int H, int W, int C) {
     return sdw_arena_alloc(ar, (size_t)B * H * W * C * sizeof(float));
 }
 
+/* Channels of float storage that hold conv c's operand of C channels: half in bf16. */
+static int operand_floats(const sdw_conv2d *c, int C) {
+    return c->op && sdw__dnn_precision(c->op) == SDW_PRECISION_BF16 ? (C + 1) / 2 : C;
+}
+
 /* ResnetBlock2D: out = shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x)))))).
- * Takes x [B,H,W,cin] (freed), returns a new [B,H,W,cout]. With a 1x1 shortcut the shortcut
- * runs first, so norm1 can overwrite x and x dies after conv1: peak cin + 2·cout channels
- * (the 256->128 block at full resolution sets the peak of a 512x512 SD decode). */
+ * Takes x [B,H,W,cin] (freed), returns a new [B,H,W,cout]. With a 1x1 shortcut the shortcut runs
+ * first, so x is dead once norm1 has read it: in f32 norm1 overwrites x; in bf16 its half-size
+ * output goes to its own buffer and conv1 writes into x's storage (when cout <= cin). Peak
+ * cin + 2·cout channels in f32, cin + cout + cin/2 in bf16 (the 256->128 block at full resolution
+ * sets the peak of a 512x512 SD decode). */
 static float *resnet_forward(sdw_arena *ar, const vae_resnet *r, float *x, int B, int H, int W) {
+    const int a_ch = operand_floats(&r->conv1, r->cin);
     float *res = x; /* the residual branch: x itself, or its 1x1 projection */
     float *a = x;   /* norm1's output: over x when x is not needed afterwards */
+    float *b;       /* conv1's output */
     if (r->cin != r->cout) {
         res = alloc_act(ar, B, H, W, r->cout);
         sdw_conv2d_forward(&r->shortcut, x, B, H, W, res);
     } else {
-        a = alloc_act(ar, B, H, W, r->cin);
+        a = alloc_act(ar, B, H, W, a_ch);
     }
-    float *b = alloc_act(ar, B, H, W, r->cout);
+    if (a == x && a_ch < r->cin && r->cout <= r->cin) {
+        a = alloc_act(ar, B, H, W, a_ch);
+        b = x; /* norm1 has read all of x before conv1 writes */
+    } else {
+        b = alloc_act(ar, B, H, W, r->cout);
+    }
     sdw_conv2d_forward_gn(&r->conv1, &r->norm1, x, NULL, true, B, H, W, a, b, false);
     sdw_arena_free(ar, a); /* the norm1 buffer, or x itself when res holds the projection */
     /* res += conv2(silu(norm2(b))), norm2 over b itself: the output is the residual buffer */
