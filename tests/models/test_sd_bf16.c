@@ -19,7 +19,7 @@
 #define MAE_MAX 2.0 /* levels of 255 */
 
 /* Generates golden case `golden_case` at precision p into *img: the model named by the manifest
- * (or model_path), its init image and mask for img2img / inpaint cases. */
+ * (or model_path), its settings, init image and mask. */
 static sdw_status generate(const char *model_path, const char *tokenizer, const char *golden_case,
                            sdw_precision p, sdw_image *img, sdw_error *err) {
     sdw_golden *g = sdw_golden_open(golden_case);
@@ -27,38 +27,15 @@ static sdw_status generate(const char *model_path, const char *tokenizer, const 
     json_t *man = sdw_golden_manifest(g);
     if (!model_path)
         model_path = sdw_test_path("%s", json_string_value(json_object_get(man, "model")));
-    const char *mode = json_string_value(json_object_get(man, "mode"));
-    const bool img2img = mode && strcmp(mode, "txt2img") != 0;
-    const bool inpaint = mode && strcmp(mode, "inpaint") == 0;
     sdw_load_options opts = sdw_load_options_default();
     opts.tokenizer_dir = tokenizer;
     opts.precision = p;
     sdw_image_model *m = NULL;
     sdw_image init = {0}, mask = {0};
+    sdw_request r;
     sdw_status s = sdw_model_load(model_path, &opts, &m, err);
-    if (!s && img2img)
-        s = sdw_image_load(sdw_test_path("golden/%s/init_image.png", golden_case), &init, err);
-    if (!s && inpaint)
-        s = sdw_image_load(sdw_test_path("golden/%s/mask_image.png", golden_case), &mask, err);
-    if (!s) {
-        sdw_request r = sdw_request_default();
-        r.prompt = json_string_value(json_object_get(man, "prompt"));
-        r.negative_prompt = json_string_value(json_object_get(man, "negative_prompt"));
-        r.width = (int)json_integer_value(json_object_get(man, "width"));
-        r.height = (int)json_integer_value(json_object_get(man, "height"));
-        r.steps = (int)json_integer_value(json_object_get(man, "steps"));
-        r.guidance = (float)json_number_value(json_object_get(man, "guidance_scale"));
-        r.seed = json_integer_value(json_object_get(man, "seed"));
-        const char *name =
-            json_string_value(json_object_get(json_object_get(man, "scheduler"), "name"));
-        r.sampler = strcmp(name, "dpmpp2m") == 0 ? "dpm++2m" : name;
-        if (img2img) {
-            r.strength = json_number_value(json_object_get(man, "strength"));
-            r.init_image = &init;
-            r.mask = inpaint ? &mask : NULL;
-        }
-        s = sdw_model_generate(m, &r, NULL, NULL, img, NULL, err);
-    }
+    if (!s) s = sdw_golden_request(g, &r, &init, &mask, err);
+    if (!s) s = sdw_model_generate(m, &r, NULL, NULL, img, NULL, err);
     sdw_image_free(&init);
     sdw_image_free(&mask);
     sdw_model_destroy(m);

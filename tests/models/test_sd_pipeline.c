@@ -4,66 +4,11 @@
  * image against the reference PNG. Folder and single-file loading both. */
 #include "sdw_test.h"
 
-#include "io/png.h"
 #include "models/stable_diffusion/sd_model.h"
 
-#include <jansson.h>
 #include <stdlib.h>
 
-typedef struct tap_check {
-    sdw_golden *g;
-    int n_compared, n_failed;
-    double worst;
-    char worst_name[64];
-} tap_check;
-
 #define STAGE_TOL 1e-4
-
-static void on_tap(void *user, const char *name, const float *data, int n_dims,
-                   const int64_t *shape) {
-    tap_check *c = user;
-    const sdw_golden_tensor *t = sdw_golden_get(c->g, name);
-    if (!t) return; /* the reference did not record this stage */
-    size_t n = 1;
-    for (int i = 0; i < n_dims; i++) n *= (size_t)shape[i];
-    c->n_compared++;
-    if (n != t->n) {
-        fprintf(stderr, "  %s: %zu elements, reference has %zu\n", name, n, t->n);
-        c->n_failed++;
-        return;
-    }
-    double e;
-    if (strcmp(t->dtype, "int32") == 0) { /* token ids: exact */
-        const int32_t *ref = t->data;
-        e = 0;
-        for (size_t i = 0; i < n; i++)
-            if ((int32_t)data[i] != ref[i]) e = 1;
-    } else {
-        e = sdw_test_rel_err(data, t->data, n);
-    }
-    if (e > c->worst) {
-        c->worst = e;
-        snprintf(c->worst_name, sizeof c->worst_name, "%s", name);
-    }
-    if (!(e <= STAGE_TOL)) {
-        fprintf(stderr, "  %s: relative error %.3g\n", name, e);
-        c->n_failed++;
-    }
-}
-
-static sdw_request request_from_manifest(json_t *man) {
-    sdw_request r = sdw_request_default();
-    r.prompt = json_string_value(json_object_get(man, "prompt"));
-    r.negative_prompt = json_string_value(json_object_get(man, "negative_prompt"));
-    r.width = (int)json_integer_value(json_object_get(man, "width"));
-    r.height = (int)json_integer_value(json_object_get(man, "height"));
-    r.steps = (int)json_integer_value(json_object_get(man, "steps"));
-    r.guidance = (float)json_number_value(json_object_get(man, "guidance_scale"));
-    r.seed = json_integer_value(json_object_get(man, "seed"));
-    const char *name = json_string_value(json_object_get(json_object_get(man, "scheduler"), "name"));
-    r.sampler = strcmp(name, "dpmpp2m") == 0 ? "dpm++2m" : name;
-    return r;
-}
 
 static void check_case(const char *model_path, const char *tokenizer, const char *golden_case) {
     sdw_golden *g = sdw_golden_open(golden_case);
@@ -77,25 +22,15 @@ static void check_case(const char *model_path, const char *tokenizer, const char
         sdw_golden_close(g);
         ASSERT_OK(s, &err);
     }
-    tap_check c = {.g = g};
-    sdw_sd_set_tap(m, on_tap, &c);
-    sdw_request req = request_from_manifest(sdw_golden_manifest(g));
-    sdw_image img = {0};
-    s = sdw_model_generate(m, &req, NULL, NULL, &img, NULL, &err);
+    sdw_stage_check c = {.g = g, .tol = STAGE_TOL};
+    sdw_sd_set_tap(m, sdw_stage_tap, &c);
+    sdw_request req;
+    sdw_image img = {0}, init = {0}, mask = {0}; /* text-to-image: no images */
+    s = sdw_golden_request(g, &req, &init, &mask, &err);
+    if (!s) s = sdw_model_generate(m, &req, NULL, NULL, &img, NULL, &err);
     sdw_model_destroy(m);
-    int maxd = 256;
-    sdw_png ref = {0};
-    sdw_error rerr = {0};
-    if (s == SDW_OK &&
-        sdw_png_read(sdw_test_path("golden/%s/image.png", golden_case), &ref, &rerr) == SDW_OK &&
-        ref.w == img.width && ref.h == img.height && ref.channels == img.channels) {
-        maxd = 0;
-        for (size_t i = 0; i < (size_t)img.width * img.height * 3; i++) {
-            int d = abs((int)img.data[i] - (int)ref.pixels[i]);
-            if (d > maxd) maxd = d;
-        }
-    }
-    sdw_png_deinit(&ref);
+    const int maxd =
+        s ? 256 : sdw_test_image_max_diff(&img, sdw_test_path("golden/%s/image.png", golden_case));
     sdw_image_free(&img);
     sdw_golden_close(g);
     ASSERT_OK(s, &err);

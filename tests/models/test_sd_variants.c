@@ -8,7 +8,6 @@
 #include "sdw_test.h"
 
 #include "io/image.h"
-#include "io/png.h"
 #include "models/stable_diffusion/sd_model.h"
 #include "models/stable_diffusion/unet_config.h"
 
@@ -16,63 +15,6 @@
 #include <stdlib.h>
 
 #define STAGE_TOL 1e-4
-
-typedef struct tap_check {
-    sdw_golden *g;
-    int n_compared, n_failed;
-    double worst;
-    char worst_name[64];
-    char seen[8192]; /* names compared, space-separated */
-} tap_check;
-
-static void on_tap(void *user, const char *name, const float *data, int n_dims,
-                   const int64_t *shape) {
-    tap_check *c = user;
-    const sdw_golden_tensor *t = sdw_golden_get(c->g, name);
-    if (!t) return; /* the reference did not record this stage */
-    size_t n = 1;
-    for (int i = 0; i < n_dims; i++)
-        n *= (size_t)shape[i];
-    c->n_compared++;
-    size_t k = strlen(c->seen);
-    snprintf(c->seen + k, sizeof c->seen - k, " %s ", name);
-    if (n != t->n) {
-        fprintf(stderr, "  %s: %zu elements, reference has %zu\n", name, n, t->n);
-        c->n_failed++;
-        return;
-    }
-    double e = 0;
-    if (strcmp(t->dtype, "int32") == 0) { /* token ids: exact */
-        const int32_t *ref = t->data;
-        for (size_t i = 0; i < n; i++)
-            if ((int32_t)data[i] != ref[i]) e = 1;
-    } else {
-        e = sdw_test_rel_err(data, t->data, n);
-    }
-    if (e > c->worst) {
-        c->worst = e;
-        snprintf(c->worst_name, sizeof c->worst_name, "%s", name);
-    }
-    if (!(e <= STAGE_TOL)) {
-        fprintf(stderr, "  %s: relative error %.3g\n", name, e);
-        c->n_failed++;
-    }
-}
-
-static sdw_request request_from_manifest(json_t *man) {
-    sdw_request r = sdw_request_default();
-    r.prompt = json_string_value(json_object_get(man, "prompt"));
-    r.negative_prompt = json_string_value(json_object_get(man, "negative_prompt"));
-    r.width = (int)json_integer_value(json_object_get(man, "width"));
-    r.height = (int)json_integer_value(json_object_get(man, "height"));
-    r.steps = (int)json_integer_value(json_object_get(man, "steps"));
-    r.guidance = (float)json_number_value(json_object_get(man, "guidance_scale"));
-    r.seed = json_integer_value(json_object_get(man, "seed"));
-    const char *name =
-        json_string_value(json_object_get(json_object_get(man, "scheduler"), "name"));
-    r.sampler = strcmp(name, "dpmpp2m") == 0 ? "dpm++2m" : name;
-    return r;
-}
 
 /* The head size a tiny fixture's UNet was built with (its folder config: channels / heads of a
  * level with attention). Single files do not record it; the loader takes it as an option. */
@@ -111,20 +53,15 @@ static bool not_produced(json_t *man, const char *name, bool four_channel_inpain
     return four_channel_inpaint && !strncmp(name, "vae.encode.1.", 13);
 }
 
-/* Number of recorded stages that were neither compared nor listed in not_produced(). */
-static int missing_stages(json_t *man, const char *seen, bool four_channel_inpaint) {
-    int missing = 0;
-    size_t i;
-    json_t *t;
-    json_array_foreach(json_object_get(man, "tensors"), i, t) {
-        const char *name = json_string_value(json_object_get(t, "name"));
-        char key[96];
-        snprintf(key, sizeof key, " %s ", name);
-        if (not_produced(man, name, four_channel_inpaint) || strstr(seen, key)) continue;
-        fprintf(stderr, "  stage %s was not compared\n", name);
-        missing++;
-    }
-    return missing;
+/* not_produced() for sdw_stage_missing. */
+typedef struct excuse_ctx {
+    json_t *man;
+    bool four_channel_inpaint;
+} excuse_ctx;
+
+static bool excused(const char *name, const void *ctx) {
+    const excuse_ctx *x = ctx;
+    return not_produced(x->man, name, x->four_channel_inpaint);
 }
 
 typedef struct case_opts {
@@ -151,41 +88,23 @@ static void check_case(const char *model, const char *golden_case, const case_op
     }
     char variant[32];
     snprintf(variant, sizeof variant, "%s", sdw_model_variant(m));
-    tap_check c = {.g = g};
-    sdw_sd_set_tap(m, on_tap, &c);
+    sdw_stage_check c = {.g = g, .tol = STAGE_TOL};
+    sdw_sd_set_tap(m, sdw_stage_tap, &c);
     json_t *man = sdw_golden_manifest(g);
-    sdw_request req = request_from_manifest(man);
+    sdw_request req;
     sdw_image img = {0}, init = {0}, mask = {0};
     sdw_result_info info = {0};
     /* image-to-image / inpainting: the reference's input images and strength */
-    const char *mode = json_string_value(json_object_get(man, "mode"));
-    if (strcmp(mode, "txt2img")) {
-        s = sdw_image_load(sdw_test_path("golden/%s/init_image.png", golden_case), &init, &err);
-        if (!s && !strcmp(mode, "inpaint"))
-            s = sdw_image_load(sdw_test_path("golden/%s/mask_image.png", golden_case), &mask, &err);
-        req.init_image = &init;
-        req.mask = mask.data ? &mask : NULL;
-        req.strength = json_number_value(json_object_get(man, "strength"));
-    }
+    s = sdw_golden_request(g, &req, &init, &mask, &err);
     const bool four_channel_inpaint = mask.data && !strstr(variant, "inpaint");
     if (!s) s = sdw_model_generate(m, &req, NULL, NULL, &img, &info, &err);
-    const int missing = s ? -1 : missing_stages(man, c.seen, four_channel_inpaint);
+    const excuse_ctx x = {man, four_channel_inpaint};
+    const int missing = s ? -1 : sdw_stage_missing(&c, excused, &x);
     sdw_model_destroy(m);
     sdw_image_free(&init);
     sdw_image_free(&mask);
-    int maxd = 256;
-    sdw_png ref = {0};
-    sdw_error rerr = {0};
-    if (s == SDW_OK &&
-        sdw_png_read(sdw_test_path("golden/%s/image.png", golden_case), &ref, &rerr) == SDW_OK &&
-        ref.w == img.width && ref.h == img.height && ref.channels == img.channels) {
-        maxd = 0;
-        for (size_t i = 0; i < (size_t)img.width * img.height * 3; i++) {
-            int d = abs((int)img.data[i] - (int)ref.pixels[i]);
-            if (d > maxd) maxd = d;
-        }
-    }
-    sdw_png_deinit(&ref);
+    const int maxd =
+        s ? 256 : sdw_test_image_max_diff(&img, sdw_test_path("golden/%s/image.png", golden_case));
     sdw_image_free(&img);
     sdw_golden_close(g);
     ASSERT_OK(s, &err);

@@ -32,13 +32,7 @@ static void check_linear(int64_t M, int in, int out, bool bias) {
     float *y = zeros((size_t)M * out), *ref = zeros((size_t)M * out);
     sdw_linear l = {.w = w, .b = b, .in = in, .out = out};
     sdw_linear_forward(&l, x, M, y);
-    for (int64_t i = 0; i < M; i++)
-        for (int o = 0; o < out; o++) {
-            double s = b ? b[o] : 0;
-            for (int j = 0; j < in; j++)
-                s += (double)x[i * in + j] * w[(size_t)o * in + j];
-            ref[i * out + o] = (float)s;
-        }
+    sdw_test_linear_ref(x, w, b, M, in, out, ref);
     double e = sdw_test_rel_err(y, ref, (size_t)M * out);
     free(x), free(w), free(b), free(y), free(ref);
     if (!(e <= 1e-5))
@@ -53,26 +47,6 @@ static void test_linear(void) {
 }
 
 /* ---------------- conv ---------------- */
-
-/* Double-precision direct convolution: x NHWC, w OIHW (torch), zero padding pad / pad_end. */
-static void ref_conv(const float *x, const float *w, const float *b, int B, int H, int W, int in,
-                     int out, int k, int stride, int pad, int OH, int OW, float *ref) {
-    for (int bi = 0; bi < B; bi++)
-        for (int oy = 0; oy < OH; oy++)
-            for (int ox = 0; ox < OW; ox++)
-                for (int o = 0; o < out; o++) {
-                    double s = b ? b[o] : 0;
-                    for (int ky = 0; ky < k; ky++)
-                        for (int kx = 0; kx < k; kx++) {
-                            int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
-                            if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
-                            for (int ci = 0; ci < in; ci++)
-                                s += (double)x[(((size_t)bi * H + iy) * W + ix) * in + ci] *
-                                     w[(((size_t)o * in + ci) * k + ky) * k + kx];
-                        }
-                    ref[(((size_t)bi * OH + oy) * OW + ox) * out + o] = (float)s;
-                }
-}
 
 static void check_conv(int B, int H, int W, int in, int out, int k, int stride, int pad,
                        int pad_end, bool bias) {
@@ -95,7 +69,7 @@ static void check_conv(int B, int H, int W, int in, int out, int k, int stride, 
     size_t n_out = (size_t)B * OH * OW * out;
     float *y = zeros(n_out), *ref = zeros(n_out);
     sdw_conv2d_forward(&c, x, B, H, W, y);
-    ref_conv(x, w, b, B, H, W, in, out, k, stride, pad, OH, OW, ref);
+    sdw_test_conv_ref(x, w, b, B, H, W, in, out, k, stride, pad, OH, OW, ref);
     double e = sdw_test_rel_err(y, ref, n_out);
     free(x), free(w), free(b), free(wp), free(y), free(ref);
     if (OH != want_oh) sdw_test_fail(__FILE__, __LINE__, "conv out size %d, want %d", OH, want_oh);
@@ -208,33 +182,11 @@ static void check_attention(int B, int64_t Lq, int64_t Lk, int H, int D, int64_t
     float *q = rand_buf((size_t)(B * Lq * qs), 2, 0), *k = rand_buf((size_t)(B * Lk * ks), 2, 0),
           *v = rand_buf((size_t)(B * Lk * vs), 1, 0);
     float *out = zeros((size_t)(B * Lq * HD)), *ref = zeros((size_t)(B * Lq * HD));
-    double *p = malloc(sizeof(double) * (size_t)Lk);
     const float scale = 1.0f / sqrtf((float)D);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++)
-            for (int64_t i = 0; i < Lq; i++) {
-                double mx = -INFINITY, sum = 0;
-                int64_t n = causal ? (i + 1 < Lk ? i + 1 : Lk) : Lk;
-                for (int64_t j = 0; j < n; j++) {
-                    double s = 0;
-                    for (int d = 0; d < D; d++)
-                        s += (double)q[(b * Lq + i) * qs + h * D + d] *
-                             k[(b * Lk + j) * ks + h * D + d];
-                    p[j] = s * scale;
-                    if (p[j] > mx) mx = p[j];
-                }
-                for (int64_t j = 0; j < n; j++)
-                    sum += (p[j] = exp(p[j] - mx));
-                for (int d = 0; d < D; d++) {
-                    double o = 0;
-                    for (int64_t j = 0; j < n; j++)
-                        o += p[j] * v[(b * Lk + j) * vs + h * D + d];
-                    ref[(b * Lq + i) * HD + h * D + d] = (float)(o / sum);
-                }
-            }
+    sdw_test_attention_ref(q, qs, k, ks, v, vs, B, Lq, Lk, H, D, scale, causal, ref);
     sdw_attention(q, qs, k, ks, v, vs, B, Lq, Lk, H, D, scale, causal, out);
     double e = sdw_test_rel_err(out, ref, (size_t)(B * Lq * HD));
-    free(q), free(k), free(v), free(out), free(ref), free(p);
+    free(q), free(k), free(v), free(out), free(ref);
     if (!(e <= 1e-5))
         sdw_test_fail(__FILE__, __LINE__, "attention B%d Lq%lld Lk%lld H%d D%d causal%d: %.3g", B,
                       (long long)Lq, (long long)Lk, H, D, causal, e);
@@ -422,7 +374,7 @@ static void test_bind_conv(void) {
         float *x = rand_buf((size_t)B * H * W * 6, 1, 0);
         float *y = zeros((size_t)B * OH * OW * 5), *ref = zeros((size_t)B * OH * OW * 5);
         sdw_conv2d_forward(&c, x, B, H, W, y);
-        ref_conv(x, w, c.b, B, H, W, 6, 5, 3, 2, 0, OH, OW, ref);
+        sdw_test_conv_ref(x, w, c.b, B, H, W, 6, 5, 3, 2, 0, OH, OW, ref);
         e = sdw_test_rel_err(y, ref, (size_t)B * OH * OW * 5);
         free(x), free(y), free(ref);
     }

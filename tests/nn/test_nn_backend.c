@@ -42,25 +42,6 @@ static sdw_precision precision_at(int i) {
     return i ? SDW_PRECISION_BF16 : SDW_PRECISION_F32;
 }
 
-static void ref_conv(const float *x, const float *w, const float *b, int B, int H, int W, int in,
-                     int out, int k, int stride, int pad, int OH, int OW, float *ref) {
-    for (int bi = 0; bi < B; bi++)
-        for (int oy = 0; oy < OH; oy++)
-            for (int ox = 0; ox < OW; ox++)
-                for (int o = 0; o < out; o++) {
-                    double s = b ? b[o] : 0;
-                    for (int ky = 0; ky < k; ky++)
-                        for (int kx = 0; kx < k; kx++) {
-                            int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
-                            if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
-                            for (int ci = 0; ci < in; ci++)
-                                s += (double)x[(((size_t)bi * H + iy) * W + ix) * in + ci] *
-                                     w[(((size_t)o * in + ci) * k + ky) * k + kx];
-                        }
-                    ref[(((size_t)bi * OH + oy) * OW + ox) * out + o] = (float)s;
-                }
-}
-
 /* A packed (sdw_conv2d_init) convolution against the reference, plain and accumulating. */
 static void check_conv(sdw_precision p, int B, int H, int W, int in, int out, int k, int stride,
                        int pad, int pad_end, bool bias) {
@@ -76,7 +57,7 @@ static void check_conv(sdw_precision p, int B, int H, int W, int in, int out, in
         const size_t n = (size_t)B * OH * OW * out;
         float *x = rand_buf((size_t)B * H * W * in, 1), *y = calloc(n, sizeof(float));
         float *ref = calloc(n, sizeof(float)), *y0 = rand_buf(n, 1);
-        ref_conv(x, w, b, B, H, W, in, out, k, stride, pad, OH, OW, ref);
+        sdw_test_conv_ref(x, w, b, B, H, W, in, out, k, stride, pad, OH, OW, ref);
         sdw_conv2d_forward(&c, x, B, H, W, y);
         e = sdw_test_rel_err(y, ref, n);
         memcpy(y, y0, n * sizeof(float));
@@ -118,7 +99,7 @@ static void test_conv_many_shapes(void) {
     for (int s = 1; s <= 30; s++) { /* more shapes than the op caches */
         const int H = s, W = 31 - s, n = H * W * 16;
         float *x = rand_buf((size_t)H * W * 8, 1), *y = calloc(n, 4), *ref = calloc(n, 4);
-        ref_conv(x, w, b, 1, H, W, 8, 16, 3, 1, 1, H, W, ref);
+        sdw_test_conv_ref(x, w, b, 1, H, W, 8, 16, 3, 1, 1, H, W, ref);
         sdw_conv2d_forward(&c, x, 1, H, W, y);
         double e = sdw_test_rel_err(y, ref, (size_t)n);
         if (e > worst) worst = e;
@@ -127,17 +108,6 @@ static void test_conv_many_shapes(void) {
     free(w), free(b);
     sdw_weights_destroy(ws);
     ASSERT_TRUE(worst <= TOL_F32);
-}
-
-static void ref_linear(const float *x, const float *w, const float *b, int64_t M, int in, int out,
-                       float *ref) {
-    for (int64_t i = 0; i < M; i++)
-        for (int o = 0; o < out; o++) {
-            double s = b ? b[o] : 0;
-            for (int j = 0; j < in; j++)
-                s += (double)x[i * in + j] * w[(size_t)o * in + j];
-            ref[i * out + o] = (float)s;
-        }
 }
 
 static void check_linear(sdw_precision p, int64_t M, int in, int out, bool bias) {
@@ -151,7 +121,7 @@ static void check_linear(sdw_precision p, int64_t M, int in, int out, bool bias)
     sdw_status st = sdw_linear_init(&l, ws, w, b, in, out, &err);
     double e = INFINITY, e_add = INFINITY;
     if (st == SDW_OK) {
-        ref_linear(x, w, b, M, in, out, ref);
+        sdw_test_linear_ref(x, w, b, M, in, out, ref);
         sdw_linear_forward(&l, x, M, y);
         e = sdw_test_rel_err(y, ref, (size_t)M * out);
         memcpy(y, y0, sizeof(float) * (size_t)M * out);
@@ -183,7 +153,7 @@ static void test_hand_built_add(void) {
     const int in = 6, out = 5;
     float *w = rand_buf((size_t)in * out, 1), *b = rand_buf(out, 1), *x = rand_buf(M * in, 1);
     float *y = rand_buf(M * out, 1), *ref = malloc(sizeof(float) * M * out);
-    ref_linear(x, w, b, M, in, out, ref);
+    sdw_test_linear_ref(x, w, b, M, in, out, ref);
     for (int64_t i = 0; i < M * out; i++)
         ref[i] += y[i];
     sdw_linear l = {.w = w, .b = b, .in = in, .out = out};
@@ -234,7 +204,7 @@ static void test_bind_from_file(void) {
     double e = INFINITY;
     if (st == SDW_OK && w) {
         float *x = rand_buf(5 * 32, 1), *y = calloc(5 * 32, 4), *ref = calloc(5 * 32, 4);
-        ref_linear(x, w, l.b, 5, 32, 32, ref);
+        sdw_test_linear_ref(x, w, l.b, 5, 32, 32, ref);
         sdw_linear_forward(&l, x, 5, y);
         e = sdw_test_rel_err(y, ref, 5 * 32);
         free(x), free(y), free(ref);
@@ -267,33 +237,11 @@ static double attention_err(attn_fn fn, int B, int64_t Lq, int64_t Lk, int H, in
     float *q = rand_buf((size_t)(B * Lq * st), 2), *k = rand_buf((size_t)(B * Lk * st), 2);
     float *v = rand_buf((size_t)(B * Lk * st), 1);
     float *out = calloc((size_t)(B * Lq * HD), 4), *ref = calloc((size_t)(B * Lq * HD), 4);
-    double *p = malloc(sizeof(double) * (size_t)Lk);
     const float scale = 1.0f / sqrtf((float)D);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++)
-            for (int64_t i = 0; i < Lq; i++) {
-                double mx = -INFINITY, sum = 0;
-                int64_t n = causal ? (i + 1 < Lk ? i + 1 : Lk) : Lk;
-                for (int64_t j = 0; j < n; j++) {
-                    double s = 0;
-                    for (int d = 0; d < D; d++)
-                        s += (double)q[(b * Lq + i) * st + h * D + d] *
-                             k[(b * Lk + j) * st + h * D + d];
-                    p[j] = s * scale;
-                    if (p[j] > mx) mx = p[j];
-                }
-                for (int64_t j = 0; j < n; j++)
-                    sum += (p[j] = exp(p[j] - mx));
-                for (int d = 0; d < D; d++) {
-                    double o = 0;
-                    for (int64_t j = 0; j < n; j++)
-                        o += p[j] * v[(b * Lk + j) * st + h * D + d];
-                    ref[(b * Lq + i) * HD + h * D + d] = (float)(o / sum);
-                }
-            }
+    sdw_test_attention_ref(q, st, k, st, v, st, B, Lq, Lk, H, D, scale, causal, ref);
     fn(q, st, k, st, v, st, B, Lq, Lk, H, D, scale, causal, out);
     double e = sdw_test_rel_err(out, ref, (size_t)(B * Lq * HD));
-    free(q), free(k), free(v), free(out), free(ref), free(p);
+    free(q), free(k), free(v), free(out), free(ref);
     return e;
 }
 

@@ -43,22 +43,6 @@ static uint8_t *unb64(const char *s, size_t *n) {
     return b;
 }
 
-static int pixel_diff(const uint8_t *a, size_t na, const uint8_t *b, size_t nb) {
-    sdw_png x = {0}, y = {0};
-    int d = 256;
-    if (!sdw_png_read_mem(a, na, "a", &x, NULL) && !sdw_png_read_mem(b, nb, "b", &y, NULL) &&
-        x.w == y.w && x.h == y.h && x.channels == y.channels) {
-        d = 0;
-        for (size_t i = 0; i < (size_t)x.w * x.h * x.channels; i++) {
-            int e = abs((int)x.pixels[i] - (int)y.pixels[i]);
-            if (e > d) d = e;
-        }
-    }
-    sdw_png_deinit(&x);
-    sdw_png_deinit(&y);
-    return d;
-}
-
 /* The native API's image for these settings (reference for the other dialects). */
 static uint8_t *native_png(const char *json, size_t *n) {
     int st = -1;
@@ -116,11 +100,11 @@ static void test_openai_generations(void) {
     /* Image 0 has seed 42, image 1 seed 43: each equals the native API's for that seed. */
     uint8_t *n42 = native_png("{\"prompt\":\"a photo of a cat\",\"width\":64,\"height\":64,"
                               "\"steps\":4,\"seed\":42,\"sampler\":\"euler\"}", &nn);
-    ASSERT_EQ_INT(pixel_diff(p0, n0, n42, nn), 0);
+    ASSERT_EQ_INT(sdw_test_png_bytes_max_diff(p0, n0, n42, nn), 0);
     free(n42);
     n42 = native_png("{\"prompt\":\"a photo of a cat\",\"width\":64,\"height\":64,"
                      "\"steps\":4,\"seed\":43,\"sampler\":\"euler\"}", &nn);
-    ASSERT_EQ_INT(pixel_diff(p1, n1, n42, nn), 0);
+    ASSERT_EQ_INT(sdw_test_png_bytes_max_diff(p1, n1, n42, nn), 0);
     free(n42);
     free(p0);
     free(p1);
@@ -258,18 +242,6 @@ static void test_openai_edits(void) {
     sdw_http_resp_free(&r);
 }
 
-static uint8_t *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)len);
-    *n = fread(b, 1, (size_t)len, f);
-    fclose(f);
-    return b;
-}
-
 /* OpenAI edits run image-to-image without a mask and inpainting with one (a mask without alpha
  * is white = repaint; OpenAI's RGBA masks, transparent = repaint, give the same): each equals
  * the reference pipeline's image for the same settings. */
@@ -278,9 +250,9 @@ static void test_openai_edits_match_reference(void) {
         {"img2img-ddim", 0}, {"inpaint-ddim", 1}, {"inpaint-ddim", 2}};
     for (int c = 0; c < 3; c++) {
         size_t ni = 0, nm = 0, nr = 0;
-        uint8_t *init = read_file(sdw_test_path("golden/tiny-sd15/%s/init_image.png", cases[c].golden), &ni);
-        uint8_t *mask = cases[c].mask ? read_file(sdw_test_path("golden/tiny-sd15/%s/mask_image.png", cases[c].golden), &nm) : NULL;
-        uint8_t *ref = read_file(sdw_test_path("golden/tiny-sd15/%s/image.png", cases[c].golden), &nr);
+        uint8_t *init = sdw_test_read_file(sdw_test_path("golden/tiny-sd15/%s/init_image.png", cases[c].golden), &ni);
+        uint8_t *mask = cases[c].mask ? sdw_test_read_file(sdw_test_path("golden/tiny-sd15/%s/mask_image.png", cases[c].golden), &nm) : NULL;
+        uint8_t *ref = sdw_test_read_file(sdw_test_path("golden/tiny-sd15/%s/image.png", cases[c].golden), &nr);
         ASSERT_TRUE(init && ref && (mask || !cases[c].mask));
         if (cases[c].mask == 2) { /* as OpenAI's: RGBA, alpha 0 where the mask is white */
             sdw_png g;
@@ -312,7 +284,7 @@ static void test_openai_edits_match_reference(void) {
         size_t n;
         uint8_t *png = unb64(json_string_value(json_object_get(json_array_get(json_object_get(j, "data"), 0), "b64_json")), &n);
         json_decref(j);
-        int d = pixel_diff(png, n, ref, nr);
+        int d = sdw_test_png_bytes_max_diff(png, n, ref, nr);
         fprintf(stderr, "  edits (%s, mask %d): max diff vs reference %d levels\n", cases[c].golden,
                 cases[c].mask, d);
         free(png);
@@ -328,9 +300,9 @@ static void test_a1111_img2img_matches_reference(void) {
     for (int c = 0; c < 2; c++) {
         const char *golden = c ? "inpaint-ddim" : "img2img-ddim";
         size_t ni = 0, nm = 0, nr = 0;
-        uint8_t *init = read_file(sdw_test_path("golden/tiny-sd15/%s/init_image.png", golden), &ni);
-        uint8_t *mask = c ? read_file(sdw_test_path("golden/tiny-sd15/%s/mask_image.png", golden), &nm) : NULL;
-        uint8_t *ref = read_file(sdw_test_path("golden/tiny-sd15/%s/image.png", golden), &nr);
+        uint8_t *init = sdw_test_read_file(sdw_test_path("golden/tiny-sd15/%s/init_image.png", golden), &ni);
+        uint8_t *mask = c ? sdw_test_read_file(sdw_test_path("golden/tiny-sd15/%s/mask_image.png", golden), &nm) : NULL;
+        uint8_t *ref = sdw_test_read_file(sdw_test_path("golden/tiny-sd15/%s/image.png", golden), &nr);
         ASSERT_TRUE(init && ref);
         char *bi = sdw_base64_encode(init, ni, NULL), *bm = mask ? sdw_base64_encode(mask, nm, NULL) : NULL;
         char *body = malloc(strlen(bi) + (bm ? strlen(bm) : 0) + 512);
@@ -350,7 +322,7 @@ static void test_a1111_img2img_matches_reference(void) {
         ASSERT_TRUE(json_real_value(json_object_get(info, "denoising_strength")) == 0.75);
         json_decref(info);
         json_decref(j);
-        int d = pixel_diff(png, n, ref, nr);
+        int d = sdw_test_png_bytes_max_diff(png, n, ref, nr);
         fprintf(stderr, "  img2img (%s): max diff vs reference %d levels\n", golden, d);
         free(png);
         free(init);
@@ -389,7 +361,7 @@ static void test_a1111_txt2img(void) {
     json_decref(j);
     uint8_t *ref = native_png("{\"prompt\":\"a photo of a cat\",\"width\":64,\"height\":64,"
                               "\"steps\":2,\"seed\":42,\"sampler\":\"euler\"}", &nn);
-    ASSERT_EQ_INT(pixel_diff(p, n, ref, nn), 0);
+    ASSERT_EQ_INT(sdw_test_png_bytes_max_diff(p, n, ref, nn), 0);
     free(p);
     free(ref);
 

@@ -38,33 +38,6 @@ static const char *submit(const char *json) {
     return id;
 }
 
-/* Max |a - b| over two PNGs' pixels, 256 if their shapes differ or one does not decode. */
-static int png_diff(const void *a, size_t na, const void *b, size_t nb) {
-    sdw_png x = {0}, y = {0};
-    int d = 256;
-    if (sdw_png_read_mem(a, na, "a", &x, NULL) || sdw_png_read_mem(b, nb, "b", &y, NULL)) goto out;
-    if (x.w != y.w || x.h != y.h || x.channels != y.channels) goto out;
-    d = 0;
-    for (size_t i = 0; i < (size_t)x.w * x.h * x.channels; i++)
-        d = SDW_MAX(d, abs((int)x.pixels[i] - (int)y.pixels[i]));
-out:
-    sdw_png_deinit(&x);
-    sdw_png_deinit(&y);
-    return d;
-}
-
-static char *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1);
-    *n = fread(b, 1, (size_t)len, f);
-    fclose(f);
-    return b;
-}
-
 /* Expects status and a JSON error whose message contains want. */
 static void expect_error(const sdw_http_resp *r, int status, const char *want) {
     if (r->status != status) fprintf(stderr, "got %d: %s\n", r->status, r->body);
@@ -187,11 +160,11 @@ static void test_job_stream_and_image_match_cli_and_reference(void) {
              sdw_test_bin(), sdw_test_path("models/tiny-sd15"), cli);
     ASSERT_EQ_INT(system(cmd), 0);
     size_t n_cli = 0, n_ref = 0;
-    char *png_cli = read_all(cli, &n_cli);
-    char *png_ref = read_all(sdw_test_path("golden/tiny-sd15/txt2img-euler/image.png"), &n_ref);
+    char *png_cli = sdw_test_read_file(cli, &n_cli);
+    char *png_ref = sdw_test_read_file(sdw_test_path("golden/tiny-sd15/txt2img-euler/image.png"), &n_ref);
     ASSERT_TRUE(png_cli && png_ref);
-    int d_cli = png_diff(r.body, r.body_len, png_cli, n_cli);
-    int d_ref = png_diff(r.body, r.body_len, png_ref, n_ref);
+    int d_cli = sdw_test_png_bytes_max_diff(r.body, r.body_len, png_cli, n_cli);
+    int d_ref = sdw_test_png_bytes_max_diff(r.body, r.body_len, png_ref, n_ref);
     fprintf(stderr, "  max diff vs sdw generate: %d, vs reference: %d levels\n", d_cli, d_ref);
     free(png_cli);
     free(png_ref);
@@ -323,7 +296,7 @@ static void test_cancel_running_and_queued(void) {
 
 static char *file_b64(const char *path) {
     size_t n = 0;
-    char *raw = read_all(path, &n);
+    char *raw = sdw_test_read_file(path, &n);
     if (!raw) return NULL;
     char *b = sdw_base64_encode(raw, n, NULL);
     free(raw);
@@ -377,9 +350,9 @@ static void test_transform_and_inpaint_match_reference(void) {
         size_t n = 0, n_ref = 0;
         char *png = run_job_png(body, &n);
         free(body);
-        char *ref = read_all(sdw_test_path("golden/tiny-sd15/%s/image.png", cases[i].golden), &n_ref);
+        char *ref = sdw_test_read_file(sdw_test_path("golden/tiny-sd15/%s/image.png", cases[i].golden), &n_ref);
         ASSERT_TRUE(png && ref);
-        int d = png_diff(png, n, ref, n_ref);
+        int d = sdw_test_png_bytes_max_diff(png, n, ref, n_ref);
         fprintf(stderr, "  %s: max diff vs reference %d levels\n", cases[i].golden, d);
         sdw_png img;
         ASSERT_OK(sdw_png_read_mem(png, n, "api", &img, NULL), NULL);

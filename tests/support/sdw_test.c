@@ -2,6 +2,7 @@
 #include "sdw_test.h"
 
 #include "core/common.h"
+#include "io/image.h"
 #include "io/png.h"
 
 #include <jansson.h>
@@ -273,22 +274,200 @@ int sdw_test_run_sdw(char *out, size_t cap, const char *fmt, ...) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-int sdw_test_png_max_diff(const char *a, const char *b) {
+/* Max |a - b| over two decoded images' samples; 256 when their shapes differ. */
+static int pixels_max_diff(const uint8_t *a, int aw, int ah, int ac, const uint8_t *b, int bw,
+                           int bh, int bc) {
+    if (aw != bw || ah != bh || ac != bc) return 256;
+    int d = 0;
+    for (size_t i = 0; i < (size_t)aw * ah * ac; i++) {
+        int x = abs((int)a[i] - (int)b[i]);
+        if (x > d) d = x;
+    }
+    return d;
+}
+
+int sdw_test_png_bytes_max_diff(const void *a, size_t na, const void *b, size_t nb) {
     sdw_png ia = {0}, ib = {0};
     sdw_error err = {0};
     int d = 256;
-    if (sdw_png_read(a, &ia, &err) || sdw_png_read(b, &ib, &err)) {
+    if (sdw_png_read_mem(a, na, "a", &ia, &err) || sdw_png_read_mem(b, nb, "b", &ib, &err))
         fprintf(stderr, "png read: %s\n", err.msg);
-        goto out;
-    }
-    if (ia.w != ib.w || ia.h != ib.h || ia.channels != ib.channels) goto out;
-    d = 0;
-    for (size_t i = 0; i < (size_t)ia.w * ia.h * ia.channels; i++) {
-        int x = abs((int)ia.pixels[i] - (int)ib.pixels[i]);
-        if (x > d) d = x;
-    }
-out:
+    else
+        d = pixels_max_diff(ia.pixels, ia.w, ia.h, ia.channels, ib.pixels, ib.w, ib.h,
+                            ib.channels);
     sdw_png_deinit(&ia);
     sdw_png_deinit(&ib);
     return d;
+}
+
+int sdw_test_png_max_diff(const char *a, const char *b) {
+    size_t na = 0, nb = 0;
+    char *da = sdw_test_read_file(a, &na), *db = sdw_test_read_file(b, &nb);
+    int d = da && db ? sdw_test_png_bytes_max_diff(da, na, db, nb) : 256;
+    if (!da || !db) fprintf(stderr, "png read: cannot read %s\n", da ? b : a);
+    free(da);
+    free(db);
+    return d;
+}
+
+int sdw_test_image_max_diff(const sdw_image *img, const char *png_path) {
+    sdw_png ref = {0};
+    sdw_error err = {0};
+    int d = 256;
+    if (sdw_png_read(png_path, &ref, &err))
+        fprintf(stderr, "png read: %s\n", err.msg);
+    else
+        d = pixels_max_diff(img->data, img->width, img->height, img->channels, ref.pixels, ref.w,
+                            ref.h, ref.channels);
+    sdw_png_deinit(&ref);
+    return d;
+}
+
+void *sdw_test_read_file(const char *path, size_t *n) {
+    char *buf = NULL;
+    return sdw_read_file(path, &buf, n, NULL) == SDW_OK ? buf : NULL;
+}
+
+/* ---- running golden cases ---- */
+
+sdw_status sdw_golden_request(sdw_golden *g, sdw_request *req, sdw_image *init, sdw_image *mask,
+                              sdw_error *err) {
+    json_t *man = g->manifest;
+    sdw_request r = sdw_request_default();
+    r.prompt = json_string_value(json_object_get(man, "prompt"));
+    r.negative_prompt = json_string_value(json_object_get(man, "negative_prompt"));
+    r.width = (int)json_integer_value(json_object_get(man, "width"));
+    r.height = (int)json_integer_value(json_object_get(man, "height"));
+    r.steps = (int)json_integer_value(json_object_get(man, "steps"));
+    r.guidance = (float)json_number_value(json_object_get(man, "guidance_scale"));
+    r.seed = json_integer_value(json_object_get(man, "seed"));
+    const char *name =
+        json_string_value(json_object_get(json_object_get(man, "scheduler"), "name"));
+    r.sampler = name && strcmp(name, "dpmpp2m") == 0 ? "dpm++2m" : name;
+    const char *mode = json_string_value(json_object_get(man, "mode"));
+    sdw_status s = SDW_OK;
+    char path[1200];
+    if (mode && strcmp(mode, "txt2img") != 0) {
+        r.strength = json_number_value(json_object_get(man, "strength"));
+        snprintf(path, sizeof path, "%s/init_image.png", g->dir);
+        s = sdw_image_load(path, init, err);
+        r.init_image = init;
+        if (!s && strcmp(mode, "inpaint") == 0) {
+            snprintf(path, sizeof path, "%s/mask_image.png", g->dir);
+            s = sdw_image_load(path, mask, err);
+            r.mask = mask;
+        }
+    }
+    *req = r;
+    return s;
+}
+
+void sdw_stage_tap(void *user, const char *name, const float *data, int n_dims,
+                   const int64_t *shape) {
+    sdw_stage_check *c = user;
+    const sdw_golden_tensor *t = sdw_golden_get(c->g, name);
+    if (!t) return; /* the reference did not record this stage */
+    size_t n = 1;
+    for (int i = 0; i < n_dims; i++)
+        n *= (size_t)shape[i];
+    c->n_compared++;
+    size_t k = strlen(c->seen);
+    snprintf(c->seen + k, sizeof c->seen - k, " %s ", name);
+    if (n != t->n) {
+        fprintf(stderr, "  %s: %zu elements, reference has %zu\n", name, n, t->n);
+        c->n_failed++;
+        return;
+    }
+    double e = 0;
+    if (strcmp(t->dtype, "int32") == 0) { /* token ids: exact */
+        const int32_t *ref = t->data;
+        for (size_t i = 0; i < n; i++)
+            if ((int32_t)data[i] != ref[i]) e = 1;
+    } else {
+        e = sdw_test_rel_err(data, t->data, n);
+    }
+    if (e > c->worst) {
+        c->worst = e;
+        snprintf(c->worst_name, sizeof c->worst_name, "%s", name);
+    }
+    if (!(e <= c->tol)) {
+        fprintf(stderr, "  %s: relative error %.3g\n", name, e);
+        c->n_failed++;
+    }
+}
+
+int sdw_stage_missing(const sdw_stage_check *c, bool (*excused)(const char *name, const void *ctx),
+                      const void *ctx) {
+    int missing = 0;
+    size_t i;
+    json_t *t;
+    json_array_foreach(json_object_get(c->g->manifest, "tensors"), i, t) {
+        const char *name = json_string_value(json_object_get(t, "name"));
+        char key[128];
+        snprintf(key, sizeof key, " %s ", name);
+        if (excused(name, ctx) || strstr(c->seen, key)) continue;
+        fprintf(stderr, "  stage %s was not compared\n", name);
+        missing++;
+    }
+    return missing;
+}
+
+void sdw_test_attention_ref(const float *q, int64_t qs, const float *k, int64_t ks, const float *v,
+                            int64_t vs, int B, int64_t Lq, int64_t Lk, int H, int D, float scale,
+                            bool causal, float *out) {
+    const int64_t HD = (int64_t)H * D;
+    double *p = malloc(sizeof(double) * (size_t)(Lk > 0 ? Lk : 1));
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int64_t i = 0; i < Lq; i++) {
+                double mx = -INFINITY, sum = 0;
+                int64_t n = causal ? (i + 1 < Lk ? i + 1 : Lk) : Lk;
+                for (int64_t j = 0; j < n; j++) {
+                    double s = 0;
+                    for (int d = 0; d < D; d++)
+                        s += (double)q[(b * Lq + i) * qs + h * D + d] *
+                             k[(b * Lk + j) * ks + h * D + d];
+                    p[j] = s * scale;
+                    if (p[j] > mx) mx = p[j];
+                }
+                for (int64_t j = 0; j < n; j++)
+                    sum += (p[j] = exp(p[j] - mx));
+                for (int d = 0; d < D; d++) {
+                    double o = 0;
+                    for (int64_t j = 0; j < n; j++)
+                        o += p[j] * v[(b * Lk + j) * vs + h * D + d];
+                    out[(b * Lq + i) * HD + h * D + d] = (float)(o / sum);
+                }
+            }
+    free(p);
+}
+
+void sdw_test_conv_ref(const float *x, const float *w, const float *b, int B, int H, int W, int in,
+                       int out, int k, int stride, int pad, int OH, int OW, float *ref) {
+    for (int bi = 0; bi < B; bi++)
+        for (int oy = 0; oy < OH; oy++)
+            for (int ox = 0; ox < OW; ox++)
+                for (int o = 0; o < out; o++) {
+                    double s = b ? b[o] : 0;
+                    for (int ky = 0; ky < k; ky++)
+                        for (int kx = 0; kx < k; kx++) {
+                            int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+                            if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                            for (int ci = 0; ci < in; ci++)
+                                s += (double)x[(((size_t)bi * H + iy) * W + ix) * in + ci] *
+                                     w[(((size_t)o * in + ci) * k + ky) * k + kx];
+                        }
+                    ref[(((size_t)bi * OH + oy) * OW + ox) * out + o] = (float)s;
+                }
+}
+
+void sdw_test_linear_ref(const float *x, const float *w, const float *b, int64_t M, int in, int out,
+                         float *ref) {
+    for (int64_t i = 0; i < M; i++)
+        for (int o = 0; o < out; o++) {
+            double s = b ? b[o] : 0;
+            for (int j = 0; j < in; j++)
+                s += (double)x[i * in + j] * w[(size_t)o * in + j];
+            ref[i * out + o] = (float)s;
+        }
 }

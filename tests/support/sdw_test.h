@@ -9,6 +9,7 @@
 #ifndef SDW_TEST_H
 #define SDW_TEST_H
 
+#include "sdw/image_model.h"
 #include "sdw/status.h"
 
 #include <math.h>
@@ -83,6 +84,20 @@ int sdw_test_finish(void);
 
 double sdw_test_rel_err(const float *got, const float *ref, size_t n);
 
+/* References for the nn kernels, in double. Convolution: x NHWC [B,H,W,in], w OIHW (torch),
+ * b [out] or NULL, zero padding pad before (OH, OW give the extent after), ref NHWC. */
+void sdw_test_conv_ref(const float *x, const float *w, const float *b, int B, int H, int W, int in,
+                       int out, int k, int stride, int pad, int OH, int OW, float *ref);
+/* Linear: ref [M, out] = x [M, in] · wᵀ (w [out, in]) + b (or NULL). */
+void sdw_test_linear_ref(const float *x, const float *w, const float *b, int64_t M, int in, int out,
+                         float *ref);
+/* Attention as its definition says it, in double: out [B, Lq, H*D] = softmax(q kᵀ · scale) v
+ * per batch and head, q/k/v rows of the given strides (head h at channels h*D..), causal = key j
+ * only for query i >= j. The reference the attention kernels are checked against. */
+void sdw_test_attention_ref(const float *q, int64_t qs, const float *k, int64_t ks, const float *v,
+                            int64_t vs, int B, int64_t Lq, int64_t Lk, int H, int D, float scale,
+                            bool causal, float *out);
+
 /* Fixtures folder: $SDW_FIXTURES, else ../shared/fixtures of the source tree. */
 const char *sdw_test_fixtures(void);
 /* Path of the built sdw binary: $SDW_BIN, else the build's. */
@@ -94,9 +109,16 @@ const char *sdw_test_tmpdir(void);
 
 /* Runs the sdw binary with args (a shell fragment, printf-style); captures stdout + stderr into
  * out (NUL-terminated, truncated to cap). Returns the exit status, -1 if it did not exit. */
-int sdw_test_run_sdw(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int sdw_test_run_sdw(char *out, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Max |a - b| over two PNGs' 8-bit samples; 256 when unreadable or of different sizes. */
 int sdw_test_png_max_diff(const char *a, const char *b);
+/* The same for two PNGs in memory. */
+int sdw_test_png_bytes_max_diff(const void *a, size_t na, const void *b, size_t nb);
+/* The same between an image and the PNG file at png_path. */
+int sdw_test_image_max_diff(const sdw_image *img, const char *png_path);
+/* A whole file into a new buffer (free()); NULL if it cannot be read. */
+void *sdw_test_read_file(const char *path, size_t *n);
 
 /* ---- goldens: ../shared/fixtures/golden/<model>/<case>/manifest.json ---- */
 typedef struct sdw_golden sdw_golden;
@@ -119,5 +141,32 @@ const sdw_golden_tensor *sdw_golden_get(sdw_golden *g, const char *name);
 float *sdw_golden_nhwc(const sdw_golden_tensor *t);
 /* Reads an .npy file's float32/int32 payload into a new buffer; NULL on error. */
 void *sdw_test_load_npy(const char *path, sdw_golden_tensor *out);
+
+/* ---- running golden cases through a model ---- */
+
+/* The request a golden case ran: prompt, negative prompt, size, steps, guidance, seed, sampler
+ * (the reference's "dpmpp2m" is dpm++2m); for image-to-image / inpainting cases also the
+ * strength and the case's init_image.png (and mask_image.png), loaded into *init (*mask) and
+ * pointed at by the request (free them with sdw_image_free). Strings are the manifest's. */
+sdw_status sdw_golden_request(sdw_golden *g, sdw_request *req, sdw_image *init, sdw_image *mask,
+                              sdw_error *err);
+
+/* Stage-by-stage comparison: give sdw_stage_tap and a check to a pipeline's tap hook. Each
+ * tapped tensor the reference recorded is compared (int32 token ids exactly, floats by relative
+ * error within tol); mismatches are printed. */
+typedef struct sdw_stage_check {
+    sdw_golden *g;
+    double tol;
+    int n_compared, n_failed;
+    double worst;
+    char worst_name[64];
+    char seen[16384]; /* " name " for every compared stage */
+} sdw_stage_check;
+void sdw_stage_tap(void *user, const char *name, const float *data, int n_dims,
+                   const int64_t *shape);
+/* Recorded stages that were neither compared nor excused (excused(name, ctx) true); each is
+ * printed. */
+int sdw_stage_missing(const sdw_stage_check *c, bool (*excused)(const char *name, const void *ctx),
+                      const void *ctx);
 
 #endif
