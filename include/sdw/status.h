@@ -50,9 +50,9 @@ typedef struct sdw_error {
  * `return sdw_error_set(...)`. */
 sdw_status sdw_error_set(sdw_error *err, sdw_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* When s is an error: marks the request field the error set just before concerns. Returns s:
- *   return sdw_error_field(err, "steps", sdw_error_set(err, SDW_E_INVALID_ARG, "..."));  */
-sdw_status sdw_error_field(sdw_error *err, const char *field, sdw_status s);
+/* As sdw_error_set, for a refused request: field names the sdw_request field at fault. */
+sdw_status sdw_error_set_field(sdw_error *err, const char *field, sdw_status code,
+                               const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* Prepends "context: " to an error already set (e.g. the file or tensor it concerns). */
 void sdw_error_prefix(sdw_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -1,5 +1,6 @@
 #include "sdw/status.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -14,21 +15,31 @@ const char *sdw_status_str(sdw_status s) {
     return "unknown status";
 }
 
+static void set_v(sdw_error *err, const char *field, sdw_status code, const char *fmt, va_list ap) {
+    err->code = code;
+    err->field = field;
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+}
+
 sdw_status sdw_error_set(sdw_error *err, sdw_status code, const char *fmt, ...) {
     if (err) {
         va_list ap;
         va_start(ap, fmt);
-        err->code = code;
-        err->field = NULL;
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        set_v(err, NULL, code, fmt, ap);
         va_end(ap);
     }
     return code;
 }
 
-sdw_status sdw_error_field(sdw_error *err, const char *field, sdw_status s) {
-    if (err && s != SDW_OK) err->field = field;
-    return s;
+sdw_status sdw_error_set_field(sdw_error *err, const char *field, sdw_status code, const char *fmt,
+                               ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        set_v(err, field, code, fmt, ap);
+        va_end(ap);
+    }
+    return code;
 }
 
 void sdw_error_prefix(sdw_error *err, const char *fmt, ...) {

@@ -38,26 +38,25 @@ static void join_list(const char *const *list, char *buf, size_t cap) {
 
 static sdw_status check_size(const char *what, int v, const sdw_capabilities *caps,
                              sdw_error *err) {
-    sdw_status s = SDW_OK;
+    /* what is "width" / "height": the field's own name */
     if (v < caps->min_size || v > caps->max_size)
-        s = sdw_error_set(err, SDW_E_INVALID_ARG, "%s %d is out of range [%d, %d]", what, v,
-                          caps->min_size, caps->max_size);
-    else if (caps->size_multiple > 1 && v % caps->size_multiple != 0)
-        s = sdw_error_set(err, SDW_E_INVALID_ARG, "%s %d is not a multiple of %d", what, v,
-                          caps->size_multiple);
-    return sdw_error_field(err, what, s); /* "width" / "height": the field's own name */
+        return sdw_error_set_field(err, what, SDW_E_INVALID_ARG, "%s %d is out of range [%d, %d]",
+                                   what, v, caps->min_size, caps->max_size);
+    if (caps->size_multiple > 1 && v % caps->size_multiple != 0)
+        return sdw_error_set_field(err, what, SDW_E_INVALID_ARG, "%s %d is not a multiple of %d",
+                                   what, v, caps->size_multiple);
+    return SDW_OK;
 }
 
 static sdw_status check_image(const char *what, const char *field, const sdw_image *img,
                               sdw_error *err) {
-    sdw_status s = SDW_OK;
     if (!img->data || img->width < 1 || img->height < 1)
-        s = sdw_error_set(err, SDW_E_INVALID_ARG, "%s is empty (%dx%d)", what, img->width,
-                          img->height);
-    else if (img->channels < 1 || img->channels > 4)
-        s = sdw_error_set(err, SDW_E_INVALID_ARG, "%s has %d channels (1 to 4 accepted)", what,
-                          img->channels);
-    return sdw_error_field(err, field, s);
+        return sdw_error_set_field(err, field, SDW_E_INVALID_ARG, "%s is empty (%dx%d)", what,
+                                   img->width, img->height);
+    if (img->channels < 1 || img->channels > 4)
+        return sdw_error_set_field(err, field, SDW_E_INVALID_ARG,
+                                   "%s has %d channels (1 to 4 accepted)", what, img->channels);
+    return SDW_OK;
 }
 
 /* The mode (txt2img / img2img / inpainting) against the capabilities, the init image and mask,
@@ -66,67 +65,56 @@ static sdw_status resolve_mode(sdw_request *r, const sdw_capabilities *caps, sdw
     sdw_status s;
     if (!r->init_image) {
         if (r->mask)
-            return sdw_error_field(
-                err, "mask",
-                sdw_error_set(err, SDW_E_INVALID_ARG, "a mask needs an init image to inpaint"));
+            return sdw_error_set_field(err, "mask", SDW_E_INVALID_ARG,
+                                       "a mask needs an init image to inpaint");
         if (!(r->strength <= 0)) /* 0: a resolved text-to-image request (resolving is idempotent) */
-            return sdw_error_field(err, "strength",
-                                   sdw_error_set(err, SDW_E_INVALID_ARG,
-                                                 "strength %g needs an init image (image-to-image)",
-                                                 r->strength));
+            return sdw_error_set_field(err, "strength", SDW_E_INVALID_ARG,
+                                       "strength %g needs an init image (image-to-image)",
+                                       r->strength);
         if (!caps->txt2img)
-            return sdw_error_field(
-                err, "init_image",
-                sdw_error_set(err, SDW_E_UNSUPPORTED,
-                              caps->inpainting ? "this is an inpainting model: it needs an init "
-                                                 "image and a mask, not text alone"
-                                               : "this model does not support text-to-image"));
+            return sdw_error_set_field(err, "init_image", SDW_E_UNSUPPORTED,
+                                       caps->inpainting
+                                           ? "this is an inpainting model: it needs an init "
+                                             "image and a mask, not text alone"
+                                           : "this model does not support text-to-image");
         r->strength = 0;
         return SDW_OK;
     }
     if ((s = check_image("init image", "init_image", r->init_image, err))) return s;
     if (r->mask && !caps->inpainting)
-        return sdw_error_field(
-            err, "mask",
-            sdw_error_set(err, SDW_E_UNSUPPORTED, "this model does not support inpainting"));
+        return sdw_error_set_field(err, "mask", SDW_E_UNSUPPORTED,
+                                   "this model does not support inpainting");
     if (!r->mask && !caps->img2img)
-        return sdw_error_field(
-            err, "init_image",
-            sdw_error_set(err, SDW_E_UNSUPPORTED, "this model does not support image-to-image"));
+        return sdw_error_set_field(err, "init_image", SDW_E_UNSUPPORTED,
+                                   "this model does not support image-to-image");
     if (r->mask) {
         if ((s = check_image("mask", "mask", r->mask, err))) return s;
         if (r->mask->width != r->init_image->width || r->mask->height != r->init_image->height)
-            return sdw_error_field(
-                err, "mask",
-                sdw_error_set(err, SDW_E_INVALID_ARG,
-                              "mask size %dx%d does not match the init image size %dx%d",
-                              r->mask->width, r->mask->height, r->init_image->width,
-                              r->init_image->height));
+            return sdw_error_set_field(err, "mask", SDW_E_INVALID_ARG,
+                                       "mask size %dx%d does not match the init image size %dx%d",
+                                       r->mask->width, r->mask->height, r->init_image->width,
+                                       r->init_image->height);
     }
     if (r->strength < 0) r->strength = SDW_DEFAULT_STRENGTH;
     if (!(r->strength > 0 && r->strength <= 1))
-        return sdw_error_field(err, "strength",
-                               sdw_error_set(err, SDW_E_INVALID_ARG,
-                                             "strength %g is out of range (0, 1]", r->strength));
+        return sdw_error_set_field(err, "strength", SDW_E_INVALID_ARG,
+                                   "strength %g is out of range (0, 1]", r->strength);
     /* No size asked: the image's own, rounded down to the model's multiple (diffusers'
      * VaeImageProcessor.get_default_height_width does the same with the VAE factor). */
     const int m = caps->size_multiple > 1 ? caps->size_multiple : 1;
     const int iw = r->init_image->width, ih = r->init_image->height;
     if ((r->width == 0 || r->height == 0) &&
         (iw < caps->min_size || ih < caps->min_size || iw < m || ih < m))
-        return sdw_error_field(
-            err, "init_image",
-            sdw_error_set(err, SDW_E_INVALID_ARG,
-                          "init image %dx%d is smaller than the model's minimum %dx%d", iw, ih,
-                          SDW_MAX(caps->min_size, m), SDW_MAX(caps->min_size, m)));
+        return sdw_error_set_field(err, "init_image", SDW_E_INVALID_ARG,
+                                   "init image %dx%d is smaller than the model's minimum %dx%d", iw,
+                                   ih, SDW_MAX(caps->min_size, m), SDW_MAX(caps->min_size, m));
     if ((r->width == 0 && iw - iw % m > caps->max_size) ||
         (r->height == 0 && ih - ih % m > caps->max_size))
-        return sdw_error_field(
-            err, "init_image",
-            sdw_error_set(err, SDW_E_INVALID_ARG,
-                          "init image %dx%d is larger than the model's maximum %d: ask for an "
-                          "output size and it is resized",
-                          iw, ih, caps->max_size));
+        return sdw_error_set_field(
+            err, "init_image", SDW_E_INVALID_ARG,
+            "init image %dx%d is larger than the model's maximum %d: ask for an "
+            "output size and it is resized",
+            iw, ih, caps->max_size);
     if (r->width == 0) r->width = iw - iw % m;
     if (r->height == 0) r->height = ih - ih % m;
     return SDW_OK;
@@ -148,15 +136,12 @@ sdw_status sdw_request_resolve(const sdw_request *req, const sdw_capabilities *c
     if ((s = check_size("width", r.width, caps, err))) return s;
     if ((s = check_size("height", r.height, caps, err))) return s;
     if (r.steps < 1 || r.steps > caps->max_steps)
-        return sdw_error_field(err, "steps",
-                               sdw_error_set(err, SDW_E_INVALID_ARG,
-                                             "steps %d is out of range [1, %d]", r.steps,
-                                             caps->max_steps));
+        return sdw_error_set_field(err, "steps", SDW_E_INVALID_ARG,
+                                   "steps %d is out of range [1, %d]", r.steps, caps->max_steps);
     if (!(r.guidance >= 0 && r.guidance <= 100))
-        return sdw_error_field(err, "guidance",
-                               sdw_error_set(err, SDW_E_INVALID_ARG,
-                                             "guidance scale %g is out of range [0, 100]",
-                                             (double)r.guidance));
+        return sdw_error_set_field(err, "guidance", SDW_E_INVALID_ARG,
+                                   "guidance scale %g is out of range [0, 100]",
+                                   (double)r.guidance);
     if (!caps->supports_guidance && r.guidance > 1) {
         SDW_WARN("this model is guidance-distilled: guidance scale %g ignored (using 0)",
                  (double)r.guidance);
@@ -164,23 +149,17 @@ sdw_status sdw_request_resolve(const sdw_request *req, const sdw_capabilities *c
     }
     if (!in_list(caps->samplers, r.sampler)) {
         join_list(caps->samplers, names, sizeof names);
-        return sdw_error_field(err, "sampler",
-                               sdw_error_set(err, SDW_E_INVALID_ARG,
-                                             "unknown sampler '%s' (available: %s)", r.sampler,
-                                             names));
+        return sdw_error_set_field(err, "sampler", SDW_E_INVALID_ARG,
+                                   "unknown sampler '%s' (available: %s)", r.sampler, names);
     }
     if (!in_list(caps->schedulers, r.scheduler)) {
         join_list(caps->schedulers, names, sizeof names);
-        return sdw_error_field(err, "scheduler",
-                               sdw_error_set(err, SDW_E_INVALID_ARG,
-                                             "unknown scheduler '%s' (available: %s)", r.scheduler,
-                                             names));
+        return sdw_error_set_field(err, "scheduler", SDW_E_INVALID_ARG,
+                                   "unknown scheduler '%s' (available: %s)", r.scheduler, names);
     }
     if (r.preview_every < 0)
-        return sdw_error_field(err, "preview_every",
-                               sdw_error_set(err, SDW_E_INVALID_ARG,
-                                             "preview interval %d must not be negative",
-                                             r.preview_every));
+        return sdw_error_set_field(err, "preview_every", SDW_E_INVALID_ARG,
+                                   "preview interval %d must not be negative", r.preview_every);
     /* SDXL micro-conditioning: sizes default to the image's; all within the size limit. */
     if (r.original_width == 0) r.original_width = r.width;
     if (r.original_height == 0) r.original_height = r.height;
@@ -197,22 +176,20 @@ sdw_status sdw_request_resolve(const sdw_request *req, const sdw_capabilities *c
                 {"crop top", "crop_top", r.crop_top, 0}};
     for (size_t i = 0; i < sizeof cond / sizeof cond[0]; i++)
         if (cond[i].v < cond[i].lo || cond[i].v > 65536)
-            return sdw_error_field(err, cond[i].field,
-                                   sdw_error_set(err, SDW_E_INVALID_ARG,
-                                                 "%s %d is out of range [%d, 65536]", cond[i].what,
-                                                 cond[i].v, cond[i].lo));
+            return sdw_error_set_field(err, cond[i].field, SDW_E_INVALID_ARG,
+                                       "%s %d is out of range [%d, 65536]", cond[i].what, cond[i].v,
+                                       cond[i].lo);
     if (r.rng != SDW_RNG_SOURCE_TORCH && r.rng != SDW_RNG_SOURCE_PHILOX)
-        return sdw_error_field(
-            err, "rng", sdw_error_set(err, SDW_E_INVALID_ARG, "unknown rng source %d", (int)r.rng));
+        return sdw_error_set_field(err, "rng", SDW_E_INVALID_ARG, "unknown rng source %d",
+                                   (int)r.rng);
     /* diffusers' get_timesteps runs int(steps * strength) steps; none at all is an error there
      * (StableDiffusionInpaintPipeline raises, the img2img pipeline fails on an empty slice). */
     if (r.init_image && (int)(r.steps * r.strength) < 1)
-        return sdw_error_field(
-            err, "strength",
-            sdw_error_set(err, SDW_E_INVALID_ARG,
-                          "strength %g with %d steps runs no denoising step (steps x strength "
-                          "must be at least 1)",
-                          r.strength, r.steps));
+        return sdw_error_set_field(
+            err, "strength", SDW_E_INVALID_ARG,
+            "strength %g with %d steps runs no denoising step (steps x strength "
+            "must be at least 1)",
+            r.strength, r.steps);
     *out = r;
     return SDW_OK;
 }

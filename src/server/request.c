@@ -96,29 +96,23 @@ sdw_status sdw__json_bool(json_t *o, const char *key, bool *out, sdw_error *err)
 }
 
 sdw_status sdw__check_limits(const sdw_server *s, const sdw_request *req, int n, sdw_error *err) {
-    if (req->width > s->p.max_size || req->height > s->p.max_size || req->width < 0 ||
-        req->height < 0) {
-        const char *field = req->width > s->p.max_size || req->width < 0 ? "width" : "height";
-        if (req->width < 0 || req->height < 0)
-            sdw_error_set(err, SDW_E_INVALID_ARG, "size %dx%d must be positive", req->width,
-                          req->height);
-        else
-            sdw_error_set(err, SDW_E_INVALID_ARG,
-                          "size %dx%d exceeds this server's limit of %d pixels per side",
-                          req->width, req->height, s->p.max_size);
-        return sdw_error_field(err, field, SDW_E_INVALID_ARG);
-    }
+    if (req->width > s->p.max_size || req->height > s->p.max_size)
+        return sdw_error_set_field(err, req->width > s->p.max_size ? "width" : "height",
+                                   SDW_E_INVALID_ARG,
+                                   "size %dx%d exceeds this server's limit of %d pixels per side",
+                                   req->width, req->height, s->p.max_size);
+    if (req->width < 0 || req->height < 0)
+        return sdw_error_set_field(err, req->width < 0 ? "width" : "height", SDW_E_INVALID_ARG,
+                                   "size %dx%d must be positive", req->width, req->height);
     if (req->steps > s->p.max_steps)
-        return sdw_error_field(err, "steps",
-                               sdw_error_set(err, SDW_E_INVALID_ARG,
-                                             "steps %d exceeds this server's limit of %d",
-                                             req->steps, s->p.max_steps));
+        return sdw_error_set_field(err, "steps", SDW_E_INVALID_ARG,
+                                   "steps %d exceeds this server's limit of %d", req->steps,
+                                   s->p.max_steps);
     if (n < 1 || n > s->p.max_n)
-        return sdw_error_field(err, "n",
-                               sdw_error_set(err, SDW_E_INVALID_ARG,
-                                             "number of images %d is out of range [1, %d] (this "
-                                             "server's limit)",
-                                             n, s->p.max_n));
+        return sdw_error_set_field(err, "n", SDW_E_INVALID_ARG,
+                                   "number of images %d is out of range [1, %d] (this server's "
+                                   "limit)",
+                                   n, s->p.max_n);
     return SDW_OK;
 }
 
