@@ -11,7 +11,7 @@
 /* Primitives cached per op: a layer sees one shape per resolution and batch; past this many
  * the extra shapes get a primitive made (and freed) per call. */
 #define CACHE_MAX 24
-#define KEY_N 5
+#define KEY_N 6
 
 /* The CPU engine: created once, immutable afterwards (oneDNN engines are thread-safe). */
 static dnnl_engine_t g_engine;
@@ -28,7 +28,7 @@ static dnnl_engine_t engine(void) {
 }
 
 typedef struct prim_entry {
-    int64_t key[KEY_N]; /* conv: B, H, W, xt, accumulate; matmul: M, 0, 0, xt, accumulate */
+    int64_t key[KEY_N]; /* conv: B, H, W, xt, yt, accumulate; matmul: M, 0, 0, xt, yt, accumulate */
     dnnl_primitive_t prim;
     dnnl_memory_desc_t src_md, wei_md, dst_md, scratch_md;
     void *w; /* the weights this primitive reads: the op's, or an own reorder of them */
@@ -66,13 +66,14 @@ static int conv_out_size(const sdw__conv_geom *g, int n) {
 static dnnl_status_t make_pd(const sdw__dnn *op, const int64_t *key, const dnnl_memory_desc_t *w_md,
                              dnnl_primitive_desc_t *pd) {
     const sdw__conv_geom *g = &op->g;
-    const dnnl_data_type_t wdt = dnnl_dt(op_dt(op)), xdt = dnnl_dt((sdw__dt)key[3]);
+    const dnnl_data_type_t wdt = dnnl_dt(op_dt(op)), xdt = dnnl_dt((sdw__dt)key[3]),
+                           ydt = dnnl_dt((sdw__dt)key[4]);
     dnnl_memory_desc_t src, wei, dst;
     dnnl_primitive_attr_t attr;
     dnnl_post_ops_t po = NULL;
     check(dnnl_primitive_attr_create(&attr), "attr");
     check(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "scratchpad");
-    if (key[4]) {
+    if (key[5]) {
         check(dnnl_post_ops_create(&po), "post-ops");
         check(dnnl_post_ops_append_sum(po, 1.0f), "sum post-op");
         check(dnnl_primitive_attr_set_post_ops(attr, po), "set post-ops");
@@ -83,7 +84,7 @@ static dnnl_status_t make_pd(const sdw__dnn *op, const int64_t *key, const dnnl_
         const int64_t OH = conv_out_size(g, (int)H), OW = conv_out_size(g, (int)W);
         check(dnnl_memory_desc_init_by_tag(&src, 4, (dnnl_dims_t){B, g->in, H, W}, xdt, dnnl_nhwc),
               "src md");
-        check(dnnl_memory_desc_init_by_tag(&dst, 4, (dnnl_dims_t){B, g->out, OH, OW}, dnnl_f32,
+        check(dnnl_memory_desc_init_by_tag(&dst, 4, (dnnl_dims_t){B, g->out, OH, OW}, ydt,
                                            dnnl_nhwc),
               "dst md");
         if (w_md)
@@ -102,7 +103,7 @@ static dnnl_status_t make_pd(const sdw__dnn *op, const int64_t *key, const dnnl_
     } else {
         const int64_t M = key[0];
         check(dnnl_memory_desc_init_by_tag(&src, 2, (dnnl_dims_t){M, g->in}, xdt, dnnl_ab), "src");
-        check(dnnl_memory_desc_init_by_tag(&dst, 2, (dnnl_dims_t){M, g->out}, dnnl_f32, dnnl_ab),
+        check(dnnl_memory_desc_init_by_tag(&dst, 2, (dnnl_dims_t){M, g->out}, ydt, dnnl_ab),
               "dst");
         if (w_md)
             wei = *w_md;
@@ -175,7 +176,7 @@ static sdw_status pack(sdw__dnn *op, const dnnl_memory_desc_t *user_md, const fl
     }
     /* Nominal shapes: mid-sized, so the kernel family chosen is the one big shapes use. */
     const int64_t key[KEY_N] = {op->is_conv ? 2 : 256, op->is_conv ? 32 : 0, op->is_conv ? 32 : 0,
-                                op_dt(op), 0};
+                                op_dt(op), SDW__F32, 0};
     dnnl_primitive_desc_t pd;
     dnnl_status_t s = make_pd(op, key, NULL, &pd);
     if (s != dnnl_success)
@@ -301,7 +302,7 @@ static const prim_entry *get_entry(const sdw__dnn *cop, const int64_t *key, prim
     return tmp;
 }
 
-static void run(const sdw__dnn *op, const int64_t *key, const void *x, float *y) {
+static void run(const sdw__dnn *op, const int64_t *key, const void *x, void *y) {
     prim_entry tmp = {0};
     const prim_entry *e = get_entry(op, key, &tmp);
     const size_t n_scratch = dnnl_memory_desc_get_size(&e->scratch_md);
@@ -349,15 +350,16 @@ static const void *src_for(const sdw__dnn *op, const void *x, sdw__dt xt, size_t
 }
 
 void sdw__dnn_conv_forward(const sdw__dnn *op, const void *x, sdw__dt xt, int B, int H, int W,
-                           float *y, bool accumulate) {
+                           void *y, sdw__dt yt, bool accumulate) {
     SDW_ASSERT(op && op->is_conv && x && y && x != y && B > 0 && H > 0 && W > 0);
+    SDW_ASSERT(yt == SDW__F32 || op_dt(op) == SDW__BF16); /* bf16 out only from a bf16 op */
     const double t0 = sdw__prof_begin();
     const sdw__conv_geom *g = &op->g;
     const int OH = conv_out_size(g, H), OW = conv_out_size(g, W);
     SDW_ASSERT(OH > 0 && OW > 0);
     void *tmp;
     const void *src = src_for(op, x, xt, (size_t)B * H * W * g->in, &tmp);
-    const int64_t key[KEY_N] = {B, H, W, op_dt(op), accumulate};
+    const int64_t key[KEY_N] = {B, H, W, op_dt(op), yt, accumulate};
     run(op, key, src, y);
     free(tmp);
     sdw__prof_end(g->k == 1 ? SDW_OP_CONV1 : SDW_OP_CONV3, t0,
@@ -371,7 +373,7 @@ void sdw__dnn_linear_forward(const sdw__dnn *op, const void *x, sdw__dt xt, int6
     const double t0 = sdw__prof_begin();
     void *tmp;
     const void *src = src_for(op, x, xt, (size_t)M * op->g.in, &tmp);
-    const int64_t key[KEY_N] = {M, 0, 0, op_dt(op), accumulate};
+    const int64_t key[KEY_N] = {M, 0, 0, op_dt(op), SDW__F32, accumulate};
     run(op, key, src, y);
     free(tmp);
     sdw__prof_end(SDW_OP_LINEAR, t0, 2.0 * M * (double)op->g.in * op->g.out);
@@ -407,6 +409,10 @@ from_bf16_block(const uint16_t *x, float *y, size_t n) {
 
 void sdw__f32_to_bf16_row(const float *x, uint16_t *y, size_t n) {
     to_bf16_block(x, y, n);
+}
+
+void sdw__bf16_to_f32_row(const uint16_t *x, float *y, size_t n) {
+    from_bf16_block(x, y, n);
 }
 
 #define CONVERT_CHUNK 16384

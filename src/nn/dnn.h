@@ -2,13 +2,14 @@
  * (library-internal; the public face is sdw_conv2d / sdw_linear in nn.h).
  *
  *   sdw__dnn *op = sdw__dnn_conv_create(SDW_PRECISION_BF16, w_oihw, bias, &geom, &err);
- *   sdw__dnn_conv_forward(op, x, SDW__F32, B, H, W, y, false);   // y = conv(x) + bias
+ *   sdw__dnn_conv_forward(op, x, SDW__F32, B, H, W, y, SDW__F32, false); // y = conv(x) + bias
  *   sdw__dnn_destroy(op);
  *
  * At creation the weights are reordered into the layout oneDNN's kernels want (format_tag::any
  * of a nominal shape; blocked) in the op's precision (f32, or bf16 rounded to nearest even);
  * no other copy is kept. Primitives are created on first use of each (shape, source type,
- * accumulate) and cached in the op. Activations are NHWC / row-major; outputs f32; bias f32.
+ * output type, accumulate) and cached in the op. Activations are NHWC / row-major; outputs f32
+ * (a bf16 convolution may also write bf16); bias f32.
  * Thread safety: forwards on one op may run concurrently (the cache is locked; primitives and
  * packed weights are read-only once made).
  */
@@ -38,11 +39,11 @@ void sdw__dnn_destroy(void *op); /* NULL ok; void * so it can be an sdw_weights_
 sdw_precision sdw__dnn_precision(const sdw__dnn *op);
 
 /* x [B, H, W, in] of type xt (an f32 x is rounded to bf16 first on a bf16 op; a bf16 x on an
- * f32 op is a programmer error) -> y [B, OH, OW, out] f32. accumulate: y += conv(x) + bias
- * (the residual add fused into the convolution), else y = conv(x) + bias. x and y must not
- * alias. */
+ * f32 op is a programmer error) -> y [B, OH, OW, out] of type yt (bf16 only on a bf16 op; the
+ * f32 sum is rounded once). accumulate: y += conv(x) + bias (the residual add fused into the
+ * convolution), else y = conv(x) + bias. x and y must not alias. */
 void sdw__dnn_conv_forward(const sdw__dnn *op, const void *x, sdw__dt xt, int B, int H, int W,
-                           float *y, bool accumulate);
+                           void *y, sdw__dt yt, bool accumulate);
 /* x [M, in] (row-major, type xt) -> y [M, out] f32, as above. */
 void sdw__dnn_linear_forward(const sdw__dnn *op, const void *x, sdw__dt xt, int64_t M, float *y,
                              bool accumulate);
@@ -52,12 +53,25 @@ void sdw__f32_to_bf16(const float *x, uint16_t *y, size_t n);
 void sdw__bf16_to_f32(const uint16_t *x, float *y, size_t n);
 /* The same on the calling thread only (inside a parallel loop). */
 void sdw__f32_to_bf16_row(const float *x, uint16_t *y, size_t n);
+void sdw__bf16_to_f32_row(const uint16_t *x, float *y, size_t n);
 
 /* ---- kernels that can write their output straight in a product's input type ---- */
-/* GroupNorm of x (+ bias_bc [B, C] per batch and channel, or NULL) into y of type yt. */
-void sdw__group_norm(const sdw_group_norm *g, const float *x, const float *bias_bc, int B,
-                     int64_t HW, void *y, sdw__dt yt, bool silu);
+/* GroupNorm of x of type xt (+ bias_bc [B, C] per batch and channel, or NULL) into y of type
+ * yt; y may be x's storage when xt == yt (in place). */
+void sdw__group_norm(const sdw_group_norm *g, const void *x, sdw__dt xt, const float *bias_bc,
+                     int B, int64_t HW, void *y, sdw__dt yt, bool silu);
 void sdw__layer_norm(const sdw_layer_norm *n, const float *x, int64_t M, void *y, sdw__dt yt);
 void sdw__geglu(const float *x, int64_t M, int F, void *y, sdw__dt yt);
+
+/* ---- typed activations (bf16 storage between bf16 layers, as the VAE keeps it) ---- */
+/* The element type a layer's operand has: bf16 on a bf16 oneDNN layer, else f32. */
+sdw__dt sdw__conv2d_operand_dt(const sdw_conv2d *c);
+/* y (+)= conv(x), x of type xt, y of type yt (bf16 types only on a bf16 layer). */
+void sdw__conv2d_forward_typed(const sdw_conv2d *c, const void *x, sdw__dt xt, int B, int H, int W,
+                               void *y, sdw__dt yt, bool accumulate);
+/* sdw_conv2d_forward_gn with typed x and y: tmp holds the operand and may be x's storage. */
+void sdw__conv2d_forward_gn_typed(const sdw_conv2d *c, const sdw_group_norm *g, const void *x,
+                                  sdw__dt xt, const float *bias, bool silu, int B, int H, int W,
+                                  void *tmp, void *y, sdw__dt yt, bool accumulate);
 
 #endif

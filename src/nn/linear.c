@@ -69,7 +69,7 @@ static void im2col_rows(const sdw_conv2d *c, const float *xb, int H, int W, int 
 void sdw_conv2d_forward(const sdw_conv2d *c, const float *x, int B, int H, int W, float *y) {
     SDW_ASSERT(c && (c->w || c->op) && x && y && x != y);
     if (c->op) {
-        sdw__dnn_conv_forward(c->op, x, SDW__F32, B, H, W, y, false);
+        sdw__dnn_conv_forward(c->op, x, SDW__F32, B, H, W, y, SDW__F32, false);
         return;
     }
     const int OH = sdw_conv2d_out_size(c, H), OW = sdw_conv2d_out_size(c, W);
@@ -114,7 +114,7 @@ void sdw_linear_forward_add(const sdw_linear *l, const float *x, int64_t M, floa
 
 void sdw_conv2d_forward_add(const sdw_conv2d *c, const float *x, int B, int H, int W, float *y) {
     if (c->op) {
-        sdw__dnn_conv_forward(c->op, x, SDW__F32, B, H, W, y, true);
+        sdw__dnn_conv_forward(c->op, x, SDW__F32, B, H, W, y, SDW__F32, true);
         return;
     }
     const size_t n = (size_t)B * sdw_conv2d_out_size(c, H) * sdw_conv2d_out_size(c, W) * c->out;

@@ -62,8 +62,15 @@ VEC_CLONES static void apply_rows(const float *x, const float *bias, const float
     }
 }
 
-void sdw__group_norm(const sdw_group_norm *g, const float *x, const float *bias_bc, int B,
-                     int64_t HW, void *y, sdw__dt yt, bool silu) {
+/* Block t's np pixels of x as f32: x itself, or (bf16 x) widened into buf [BLK * C]. */
+static const float *block_f32(const void *x, sdw__dt xt, size_t off, int64_t np, int C, float *buf) {
+    if (xt == SDW__F32) return (const float *)x + off;
+    sdw__bf16_to_f32_row((const uint16_t *)x + off, buf, (size_t)np * C);
+    return buf;
+}
+
+void sdw__group_norm(const sdw_group_norm *g, const void *x, sdw__dt xt, const float *bias_bc,
+                     int B, int64_t HW, void *y, sdw__dt yt, bool silu) {
     const double prof_t0 = sdw__prof_begin();
     SDW_ASSERT(g && g->gamma && g->beta && g->groups > 0 && g->c % g->groups == 0 && B > 0);
     const int C = g->c, G = g->groups, cpg = C / G;
@@ -80,11 +87,12 @@ void sdw__group_norm(const sdw_group_norm *g, const float *x, const float *bias_
 #pragma omp parallel
         {
             float *acc = sdw_xmalloc(sizeof(float) * (size_t)C);
+            float *wide = xt == SDW__BF16 ? sdw_xmalloc(sizeof(float) * BLK * (size_t)C) : NULL;
 #pragma omp for schedule(dynamic, 4)
             for (int64_t t = 0; t < total; t++) {
                 const int b = (int)(t / n_blk);
                 const int64_t p0 = t % n_blk * BLK, np = SDW_MIN((int64_t)BLK, HW - p0);
-                const float *xb = x + ((size_t)b * HW + p0) * C;
+                const float *xb = block_f32(x, xt, ((size_t)b * HW + p0) * C, np, C, wide);
                 const float *bias = bias_bc ? bias_bc + (size_t)b * C : zero;
                 if (pass == 0)
                     block_sum(xb, bias, np, C, acc);
@@ -94,6 +102,7 @@ void sdw__group_norm(const sdw_group_norm *g, const float *x, const float *bias_
                 for (int c = 0; c < C; c++)
                     dst[c] = acc[c];
             }
+            free(wide);
             free(acc);
         }
         /* Reduce the blocks in order, then the channels of each group. */
@@ -127,15 +136,18 @@ void sdw__group_norm(const sdw_group_norm *g, const float *x, const float *bias_
 #pragma omp parallel
     {
         float *tmp = yt == SDW__BF16 ? sdw_xmalloc(sizeof(float) * (size_t)C) : NULL;
+        float *wide = xt == SDW__BF16 ? sdw_xmalloc(sizeof(float) * BLK * (size_t)C) : NULL;
 #pragma omp for schedule(dynamic, 4)
         for (int64_t t = 0; t < total; t++) {
             const int b = (int)(t / n_blk);
             const int64_t p0 = t % n_blk * BLK, np = SDW_MIN((int64_t)BLK, HW - p0);
             const size_t off = ((size_t)b * HW + p0) * C;
             void *yb = yt == SDW__F32 ? (void *)((float *)y + off) : (void *)((uint16_t *)y + off);
-            apply_rows(x + off, bias_bc ? bias_bc + (size_t)b * C : zero, scale + (size_t)b * C,
-                       shift + (size_t)b * C, np, C, silu, tmp, yb, yt);
+            /* the block is read whole before it is written: y may be x's storage when xt == yt */
+            apply_rows(block_f32(x, xt, off, np, C, wide), bias_bc ? bias_bc + (size_t)b * C : zero,
+                       scale + (size_t)b * C, shift + (size_t)b * C, np, C, silu, tmp, yb, yt);
         }
+        free(wide);
         free(tmp);
     }
     free(mean);
@@ -147,12 +159,12 @@ void sdw__group_norm(const sdw_group_norm *g, const float *x, const float *bias_
 
 void sdw_group_norm_forward(const sdw_group_norm *g, const float *x, int B, int64_t HW, float *y,
                             bool silu) {
-    sdw__group_norm(g, x, NULL, B, HW, y, SDW__F32, silu);
+    sdw__group_norm(g, x, SDW__F32, NULL, B, HW, y, SDW__F32, silu);
 }
 
 void sdw_group_norm_forward_bias(const sdw_group_norm *g, const float *x, const float *bias, int B,
                                  int64_t HW, float *y, bool silu) {
-    sdw__group_norm(g, x, bias, B, HW, y, SDW__F32, silu);
+    sdw__group_norm(g, x, SDW__F32, bias, B, HW, y, SDW__F32, silu);
 }
 
 /* One LayerNorm row: 16 f32 lane partials per pass, combined in double. */

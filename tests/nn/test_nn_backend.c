@@ -322,6 +322,59 @@ static void test_bf16_rounding(void) {
     ASSERT_EQ_INT(bad, 0);
 }
 
+/* bf16 activations between bf16 layers (the VAE's storage): GroupNorm reading bf16 (in place)
+ * computes exactly what it computes on the widened values; a bf16 convolution writing bf16
+ * (plain and accumulating) is its f32 output rounded once. */
+static void test_bf16_activations(void) {
+    const int B = 2, H = 9, W = 7, C = 32, G = 8, O = 24;
+    const size_t n = (size_t)B * H * W * C, n_out = (size_t)B * H * W * O;
+    float *xf = rand_buf(n, 2), *gamma = rand_buf(C, 1), *beta = rand_buf(C, 1);
+    float *ref = malloc(n * 4), *yf = malloc(n * 4);
+    uint16_t *xh = malloc(n * 2), *refh = malloc(n * 2);
+    sdw__f32_to_bf16(xf, xh, n);
+    sdw__bf16_to_f32(xh, xf, n); /* xf = the bf16 values exactly */
+    sdw_group_norm g = {.gamma = gamma, .beta = beta, .c = C, .groups = G, .eps = 1e-6f};
+    sdw_group_norm_forward(&g, xf, B, (int64_t)H * W, ref, true);
+    sdw__f32_to_bf16(ref, refh, n);
+    sdw__group_norm(&g, xh, SDW__BF16, NULL, B, (int64_t)H * W, yf, SDW__F32, true);
+    const int wide_same = memcmp(yf, ref, n * 4) == 0;
+    sdw__group_norm(&g, xh, SDW__BF16, NULL, B, (int64_t)H * W, xh, SDW__BF16, true); /* in place */
+    const int bf16_same = memcmp(xh, refh, n * 2) == 0;
+    ASSERT_TRUE(wide_same);
+    ASSERT_TRUE(bf16_same);
+
+    double worst = 0, worst_add = 0;
+    if (sdw_nn_cpu_has_bf16()) {
+        sdw_weights *ws = sdw_weights_create_random(1);
+        sdw_weights_set_precision(ws, SDW_PRECISION_BF16);
+        float *w = rand_buf((size_t)O * C * 9, 0.3f), *b = rand_buf(O, 1);
+        sdw_conv2d c;
+        sdw_error err = {0};
+        ASSERT_OK(sdw_conv2d_init(&c, ws, w, b, C, O, 3, 1, 1, 1, &err), &err);
+        float *y = malloc(n_out * 4), *y0 = rand_buf(n_out, 4), *back = malloc(n_out * 4);
+        uint16_t *yh = malloc(n_out * 2), *y0h = malloc(n_out * 2);
+        sdw__f32_to_bf16(y0, y0h, n_out);
+        sdw__bf16_to_f32(y0h, y0, n_out);
+        sdw__conv2d_forward_typed(&c, xh, SDW__BF16, B, H, W, y, SDW__F32, false);
+        sdw__conv2d_forward_typed(&c, xh, SDW__BF16, B, H, W, yh, SDW__BF16, false);
+        sdw__bf16_to_f32(yh, back, n_out);
+        /* one rounding: within half a bf16 step, 2^-8 of the value (plus summation-order noise) */
+        for (size_t i = 0; i < n_out; i++)
+            worst = fmax(worst, fabs(back[i] - y[i]) / fmax(fabs(y[i]), 1e-3));
+        sdw__conv2d_forward_typed(&c, xh, SDW__BF16, B, H, W, y0h, SDW__BF16, true);
+        sdw__bf16_to_f32(y0h, back, n_out);
+        for (size_t i = 0; i < n_out; i++)
+            worst_add = fmax(worst_add, fabs(back[i] - (y0[i] + y[i])) /
+                                            fmax(fabs(y0[i] + y[i]), 1e-3));
+        free(w), free(b), free(y), free(y0), free(back), free(yh), free(y0h);
+        sdw_weights_destroy(ws);
+    }
+    free(xf), free(gamma), free(beta), free(ref), free(yf), free(xh), free(refh);
+    if (!(worst <= 1.0 / 256 + 1e-4) || !(worst_add <= 1.0 / 256 + 1e-4))
+        sdw_test_fail(__FILE__, __LINE__, "bf16 output: relative error %.3g, accumulating %.3g",
+                      worst, worst_add);
+}
+
 static void test_precision_names_and_rule(void) {
     sdw_precision p = SDW_PRECISION_F32;
     ASSERT_OK(sdw_precision_parse("bf16", &p), NULL);
@@ -400,6 +453,7 @@ int main(void) {
     RUN(test_attention_kernels);
     RUN(test_group_norm_bias);
     RUN(test_bf16_rounding);
+    RUN(test_bf16_activations);
     RUN(test_precision_names_and_rule);
     RUN(test_arena);
     RUN(test_profile);
