@@ -28,60 +28,72 @@ static const char *state_name(const sdw_clip_text_params *p) {
     return NULL;
 }
 
-/* One prompt through one encoder: its hidden state goes to ctx (rows of D floats, the encoder's
- * columns starting at `col`), its pooled output (if pooled != NULL) to pooled. */
-static sdw_status encode_one(const sd_model *m, const sd_text_encoder *te, const char *prompt,
-                             const char *which, float *ctx, int D, int col, float *pooled,
-                             bool *truncated, sdw_error *err) {
+/* The prompts of one generation through one encoder, batched (one forward of n rows: the
+ * products run at twice the rows, which small matrices need). Prompt k's hidden state goes to
+ * ctx[k] (rows of D floats, the encoder's columns starting at `col`), its pooled output (when
+ * pooled[k] != NULL) to pooled[k]. which[k] names it in warnings and taps. */
+static sdw_status encode_batch(const sd_model *m, const sd_text_encoder *te, int n,
+                               const char *const *prompts, const char *const *which,
+                               float *const *ctx, int D, int col, float *const *pooled,
+                               bool *truncated, sdw_error *err) {
     const int L = SD_TEXT_WINDOW, W = sdw_clip_text_get_config(te->enc)->hidden;
-    int32_t ids[SD_TEXT_WINDOW];
-    bool cut = false;
+    const int P = te->params.project_pooled ? sdw_clip_text_get_config(te->enc)->projection_dim : W;
+    int32_t ids[2 * SD_TEXT_WINDOW];
     char name[96];
-    sdw_status s = sdw_clip_tokenize_window(te->tokenizer, prompt ? prompt : "", L, te->pad_id, ids,
-                                            &cut, err);
-    if (s) return s;
-    if (cut)
-        SDW_WARN("the %s prompt is longer than %d tokens: the text encoder sees only the first "
-                 "%d (see `sdw tokenize`)",
-                 which, L, L - 2);
-    *truncated |= cut;
-    if (m->tap) {
-        float idsf[SD_TEXT_WINDOW];
-        for (int i = 0; i < L; i++)
-            idsf[i] = (float)ids[i];
-        snprintf(name, sizeof name, "%s.%s.input_ids", te->tap, which);
-        sdw__sd_tap(m, name, idsf, 2, (int64_t)1, (int64_t)L);
+    SDW_ASSERT(n >= 1 && n <= 2);
+    for (int k = 0; k < n; k++) {
+        bool cut = false;
+        sdw_status s = sdw_clip_tokenize_window(te->tokenizer, prompts[k] ? prompts[k] : "", L,
+                                                te->pad_id, ids + k * L, &cut, err);
+        if (s) return s;
+        if (cut)
+            SDW_WARN("the %s prompt is longer than %d tokens: the text encoder sees only the "
+                     "first %d (see `sdw tokenize`)",
+                     which[k], L, L - 2);
+        *truncated |= cut;
+        if (m->tap) {
+            float idsf[SD_TEXT_WINDOW];
+            for (int i = 0; i < L; i++)
+                idsf[i] = (float)ids[k * L + i];
+            snprintf(name, sizeof name, "%s.%s.input_ids", te->tap, which[k]);
+            sdw__sd_tap(m, name, idsf, 2, (int64_t)1, (int64_t)L);
+        }
     }
-    float *hidden = sdw_xmalloc((size_t)L * W * sizeof(float));
-    s = sdw_clip_text_forward(te->enc, ids, 1, L, &te->params, hidden, pooled, err);
-    if (s == SDW_OK) {
+    const bool want_pooled = pooled[0] || (n > 1 && pooled[1]);
+    float *hidden = sdw_xmalloc((size_t)n * L * W * sizeof(float));
+    float *pool = want_pooled ? sdw_xmalloc((size_t)n * P * sizeof(float)) : NULL;
+    sdw_status s = sdw_clip_text_forward(te->enc, ids, n, L, &te->params, hidden, pool, err);
+    for (int k = 0; k < n && s == SDW_OK; k++) {
+        const float *hk = hidden + (size_t)k * L * W;
         const char *state = state_name(&te->params);
         if (state) {
-            snprintf(name, sizeof name, "%s.%s.%s", te->tap, which, state);
-            sdw__sd_tap(m, name, hidden, 3, (int64_t)1, (int64_t)L, (int64_t)W);
+            snprintf(name, sizeof name, "%s.%s.%s", te->tap, which[k], state);
+            sdw__sd_tap(m, name, hk, 3, (int64_t)1, (int64_t)L, (int64_t)W);
         }
-        if (pooled) {
-            int P =
-                te->params.project_pooled ? sdw_clip_text_get_config(te->enc)->projection_dim : W;
-            snprintf(name, sizeof name, "%s.%s.pooled", te->tap, which);
-            sdw__sd_tap(m, name, pooled, 2, (int64_t)1, (int64_t)P);
+        if (pooled[k]) {
+            memcpy(pooled[k], pool + (size_t)k * P, (size_t)P * sizeof(float));
+            snprintf(name, sizeof name, "%s.%s.pooled", te->tap, which[k]);
+            sdw__sd_tap(m, name, pooled[k], 2, (int64_t)1, (int64_t)P);
         }
         for (int i = 0; i < L; i++)
-            memcpy(ctx + (size_t)i * D + col, hidden + (size_t)i * W, (size_t)W * sizeof(float));
+            memcpy(ctx[k] + (size_t)i * D + col, hk + (size_t)i * W, (size_t)W * sizeof(float));
     }
+    free(pool);
     free(hidden);
     return s;
 }
 
-/* Every encoder on one prompt: ctx [L, D], pooled [P] (may stay untouched without a pooled
- * encoder). */
-static sdw_status encode_all(const sd_model *m, const char *prompt, const char *which, float *ctx,
-                             int D, float *pooled, bool *truncated, sdw_error *err) {
+/* Every encoder on n prompts (see encode_batch): ctx[k] [L, D], pooled[k] [P] (untouched
+ * without a pooled encoder). */
+static sdw_status encode_all(const sd_model *m, int n, const char *const *prompts,
+                             const char *const *which, float *const *ctx, int D,
+                             float *const *pooled, bool *truncated, sdw_error *err) {
     int col = 0;
+    float *const none[2] = {NULL, NULL};
     for (int k = 0; k < m->n_te; k++) {
         const sd_text_encoder *te = &m->te[k];
-        sdw_status s = encode_one(m, te, prompt, which, ctx, D, col,
-                                  k == m->pooled_te ? pooled : NULL, truncated, err);
+        sdw_status s = encode_batch(m, te, n, prompts, which, ctx, D, col,
+                                    k == m->pooled_te ? pooled : none, truncated, err);
         if (s) return s;
         col += sdw_clip_text_get_config(te->enc)->hidden;
     }
@@ -108,17 +120,18 @@ sdw_status sdw__sd_condition(const sd_model *m, const sdw_request *req, bool cfg
     c->context = sdw_xcalloc((size_t)c->B * row, sizeof(float));
     if (P) c->text_embeds = sdw_xcalloc((size_t)c->B * P, sizeof(float));
 
-    /* Batch order [uncond, cond], as the reference concatenates it. */
+    /* Batch order [uncond, cond], as the reference concatenates it; both encoded in one
+     * batch. An unneeded uncond (no guidance, or an empty negative prompt on a model whose
+     * reference zeroes it) stays zero. */
     const int b_cond = c->B - 1;
-    sdw_status s = encode_all(m, req->prompt, "cond", c->context + b_cond * row, c->D,
-                              P ? c->text_embeds + (size_t)b_cond * P : NULL, &c->truncated, err);
-    if (s) goto fail;
     const bool no_negative = !req->negative_prompt || !*req->negative_prompt;
-    if (cfg && !(no_negative && m->zero_uncond)) {
-        s = encode_all(m, no_negative ? "" : req->negative_prompt, "uncond", c->context, c->D,
-                       c->text_embeds, &c->truncated, err);
-        if (s) goto fail;
-    }
+    const char *prompts[2] = {req->prompt, no_negative ? "" : req->negative_prompt};
+    const char *which[2] = {"cond", "uncond"};
+    float *ctx[2] = {c->context + b_cond * row, c->context};
+    float *pooled[2] = {P ? c->text_embeds + (size_t)b_cond * P : NULL, c->text_embeds};
+    const int n = cfg && !(no_negative && m->zero_uncond) ? 2 : 1;
+    sdw_status s = encode_all(m, n, prompts, which, ctx, c->D, pooled, &c->truncated, err);
+    if (s) goto fail;
     if (!cfg && !no_negative)
         SDW_WARN(
             "guidance scale %g <= 1 runs no unconditional pass: the negative prompt is ignored",
