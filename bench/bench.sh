@@ -63,7 +63,7 @@ run_one() {
     echo "$timing" | sed -E 's/.*\(([0-9]+) calls, ([0-9.]+) s\/step.*/\2/' >>"$f.step"
     echo "$timing" | sed -E 's/.*decode ([0-9.]+) s.*/\1/' >>"$f.vae"
     echo "$timing" | sed -E 's/.*encode ([0-9.]+) s.*/\1/' >>"$f.text"
-    echo "$timing" | sed -E 's/.*peak RSS ([0-9]+) MB.*/\1/' >>"$f.rss"
+    echo "$timing" | sed -E 's/.*peak RSS ([0-9]+) MiB.*/\1/' >>"$f.rss"
     awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}' >>"$f.total"
 }
 
@@ -80,7 +80,7 @@ for _ in $(seq "$RUNS"); do
 done
 
 printf "\n%-14s %-8s %10s %12s %12s %10s %10s %10s\n" precision size "s/step" "vae decode s" "text enc s" \
-    "total s" "cpu s" "peak MB"
+    "total s" "cpu s" "peak MiB"
 for prec in $PRECS; do
     for size in $SIZES; do
         label="$prec"

@@ -215,7 +215,7 @@ static int cmd_generate(const cli_args *a) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     SDW_INFO("timing: encode %.3f s, init image %.3f s, denoise %.3f s (%d calls, %.3f s/step), "
-             "decode %.3f s, peak RSS %.0f MB",
+             "decode %.3f s, peak RSS %.0f MiB",
              info.seconds_encode, info.seconds_image_encode, info.seconds_denoise,
              info.n_denoiser_calls,
              info.n_denoiser_calls ? info.seconds_denoise / info.n_denoiser_calls : 0.0,

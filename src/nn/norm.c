@@ -5,7 +5,8 @@
  * ~1e-7 relative and a one-pass f32 E[x²]−E[x]² would not be. GroupNorm walks NHWC memory in
  * order: per block of BLK pixels, per-channel f32 partial sums (contiguous, vectorised), which
  * are then added in double in block order — a fixed order, so results do not depend on the
- * thread count. The normalise pass is one vectorised sweep (x·scale + shift, SiLU). */
+ * thread count. The normalise pass is one vectorised sweep (x·scale + shift, SiLU). A bf16 input
+ * is widened to f32 one block at a time, so it can be normalised in place. */
 #include "nn/dnn.h"
 #include "nn/nn_impl.h"
 #include "nn/profile.h"

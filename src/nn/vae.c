@@ -11,7 +11,8 @@
  *
  * Memory: each stage takes ownership of its input buffer and returns a new one, freeing
  * everything dead as early as possible, so the peak is a few activations of one stage, not
- * the whole network (a 512x512 SD decode runs 128-512 channels at up to full resolution).
+ * the whole network (a 512x512 SD decode runs 128-512 channels at up to full resolution), and
+ * activations are bf16 when the weights are (see "forward" below).
  */
 #include "nn/vae.h"
 
