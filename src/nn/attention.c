@@ -66,7 +66,7 @@ void sdw_attention(const float *q, int64_t q_stride, const float *k, int64_t k_s
     SDW_ASSERT(q && k && v && out && B > 0 && H > 0 && D > 0 && Lq > 0 && Lk > 0);
     SDW_ASSERT(q_stride >= (int64_t)H * D && k_stride >= (int64_t)H * D &&
                v_stride >= (int64_t)H * D);
-    if (D <= SDW__ATTN_AVX512_MAX_D && __builtin_cpu_supports("avx512f"))
+    if (D <= SDW__ATTN_AVX512_MAX_D && scale > 0 && __builtin_cpu_supports("avx512f"))
         sdw__attention_avx512(q, q_stride, k, k_stride, v, v_stride, B, Lq, Lk, H, D, scale, causal,
                               out);
     else

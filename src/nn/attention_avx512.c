@@ -7,7 +7,8 @@
  *  - K is transposed once per call into Kt [B, H, D, Lk (padded to 16)], so a score tile
  *    S = Q·Kᵀ is register-blocked FMAs of broadcast q values against contiguous key vectors
  *    (4 rows x 64 keys per block) with no per-tile packing;
- *  - the softmax update is 16-wide, with an exp built on vscalefps;
+ *  - the softmax update is 16-wide: one pass for the row max over the raw scores, one for
+ *    2^(s·c - m·c) (the scale folded into the exponent's FMA) with an exp2 built on vscalefps;
  *  - P·V accumulates 4 rows x 64 channels in registers per pass over the chunk's keys. */
 #include "nn/nn_impl.h"
 
@@ -30,24 +31,21 @@ static inline int64_t round_up(int64_t n, int64_t m) {
     return (n + m - 1) / m * m;
 }
 
-/* exp(x) for 16 lanes: x = n·ln2 + r, |r| <= ln2/2, e^r by Cephes' degree-6 polynomial, times
- * 2^n by vscalefps. x is clamped to [-87.3, 88.3] like sdw__expf (NaN stays NaN: max/min
- * return their second operand when one is NaN). */
-T512I __m512 exp16(__m512 x) {
-    x = _mm512_max_ps(_mm512_set1_ps(-87.3f), x);
-    x = _mm512_min_ps(_mm512_set1_ps(88.3f), x);
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    const __m512 z = _mm512_mul_ps(r, r);
-    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
-    y = _mm512_fmadd_ps(y, z, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+/* 2^x for 16 lanes: x = n + r, |r| <= 1/2; 2^r by its degree-6 Taylor polynomial in r·ln 2
+ * (relative error below 2e-7), times 2^n by vscalefps. x is clamped to [-127, 128] (NaN stays
+ * NaN: max/min return their second operand when one is NaN). */
+T512I __m512 exp2_16(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(-127.0f), x);
+    x = _mm512_min_ps(_mm512_set1_ps(128.0f), x);
+    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 r = _mm512_sub_ps(x, n);
+    __m512 y = _mm512_set1_ps(1.5403530393381609e-4f);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3333558146428443e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(9.6181291076284772e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.5504108664821580e-2f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(2.4022650695910071e-1f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(6.9314718055994531e-1f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(y, n);
 }
 
@@ -118,26 +116,27 @@ static T512 void pv_rows(int R, int nv, const float *p, const float *v, int64_t 
 #undef PV
 }
 
-/* Online-softmax update of one score row s[0 .. nkp) of which the first n_valid count: s
- * becomes P (0 past n_valid); returns the rescale factor for the row's accumulator. */
-static T512 float softmax_row(float *s, int n_valid, int nkp, float scale, float *m, float *l) {
-    const __m512 vscale = _mm512_set1_ps(scale);
+/* Online-softmax update of one row of raw scores s[0 .. nkp) of which the first n_valid count,
+ * with c = scale·log2(e) > 0 (so the running max *m is kept in raw units and the scale is
+ * applied once, inside the exponent): s becomes P = 2^((s - m)·c) (0 past n_valid); returns
+ * the rescale factor for the row's accumulator. */
+static T512 float softmax_row(float *s, int n_valid, int nkp, float c, float *m, float *l) {
     __m512 vmax = _mm512_set1_ps(-INFINITY);
     for (int j = 0; j < n_valid; j += 16) {
         const __mmask16 k = n_valid - j >= 16 ? 0xffff : (__mmask16)((1u << (n_valid - j)) - 1);
-        const __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, s + j), vscale);
-        _mm512_mask_storeu_ps(s + j, k, x);
-        vmax = _mm512_mask_max_ps(vmax, k, vmax, x);
+        vmax = _mm512_mask_max_ps(vmax, k, vmax, _mm512_maskz_loadu_ps(k, s + j));
     }
     const float mx = _mm512_reduce_max_ps(vmax);
     const float m_new = mx > *m ? mx : *m;
-    const float alpha = expf(*m - m_new); /* 0 on the first chunk (m = -inf) */
-    const __m512 vm = _mm512_set1_ps(m_new);
+    /* 0 on the first chunk (m = -inf); exactly 1 (no call) once the row's max has settled */
+    const float alpha = m_new == *m ? 1.0f : exp2f((*m - m_new) * c);
+    const __m512 vc = _mm512_set1_ps(c), vmc = _mm512_set1_ps(m_new * c);
     __m512 vsum = _mm512_setzero_ps();
     for (int j = 0; j < nkp; j += 16) {
         const int left = n_valid - j;
         const __mmask16 k = left >= 16 ? 0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
-        const __m512 p = _mm512_maskz_mov_ps(k, exp16(_mm512_sub_ps(_mm512_loadu_ps(s + j), vm)));
+        const __m512 t = _mm512_fmsub_ps(_mm512_loadu_ps(s + j), vc, vmc);
+        const __m512 p = _mm512_maskz_mov_ps(k, exp2_16(t));
         _mm512_storeu_ps(s + j, p);
         vsum = _mm512_add_ps(vsum, p);
     }
@@ -154,7 +153,8 @@ typedef struct task_buf {
 T512 void sdw__attention_avx512(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
                                 const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk,
                                 int H, int D, float scale, bool causal, float *out) {
-    SDW_ASSERT(D <= SDW__ATTN_AVX512_MAX_D);
+    SDW_ASSERT(D <= SDW__ATTN_AVX512_MAX_D && scale > 0);
+    const float c = scale * 1.44269504088896341f; /* scores to base-2 exponents */
     const int64_t Lkp = round_up(Lk, PANEL), Dp = round_up(D, 16), HD = (int64_t)H * D;
     const int64_t n_qblk = (Lq + QB - 1) / QB, n_tasks = (int64_t)B * H * n_qblk;
     const int n_dvec = (int)(Dp / 16);
@@ -216,7 +216,7 @@ T512 void sdw__attention_avx512(const float *q, int64_t q_stride, const float *k
                     int n_valid = nk;
                     if (causal) n_valid = (int)SDW_MAX(0, SDW_MIN((int64_t)nk, i0 + r - j0 + 1));
                     const float alpha =
-                        softmax_row(tb->s + r * KB, n_valid, nkp, scale, &tb->m[r], &tb->l[r]);
+                        softmax_row(tb->s + r * KB, n_valid, nkp, c, &tb->m[r], &tb->l[r]);
                     if (alpha != 1.0f) {
                         const __m512 va = _mm512_set1_ps(alpha);
                         float *orow = o + r * Dp;

@@ -83,8 +83,8 @@ static inline float sdw__erff(float x) {
 void sdw__attention_generic(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
                             const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk, int H,
                             int D, float scale, bool causal, float *out);
-/* sdw_attention's AVX-512 kernel (attention_avx512.c): call only where the CPU has avx512f and
- * D <= SDW__ATTN_AVX512_MAX_D. */
+/* sdw_attention's AVX-512 kernel (attention_avx512.c): call only where the CPU has avx512f,
+ * D <= SDW__ATTN_AVX512_MAX_D and scale > 0. */
 #define SDW__ATTN_AVX512_MAX_D 1024
 void sdw__attention_avx512(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
                            const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk, int H,
