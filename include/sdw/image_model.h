@@ -141,7 +141,7 @@ struct sdw_image_model {
 /* ---- loading through the registry ---- */
 typedef struct sdw_load_options {
     const char *tokenizer_dir; /* vocab.json + merges.txt for single files without one; NULL */
-    int n_threads;             /* 0 = all usable cores */
+    int n_threads;             /* 0 = all usable cores (affinity mask, cgroup CPU quota) */
     const char *prediction;    /* NULL = detect; "eps" | "v" to override */
     sdw_precision precision;   /* AUTO (0) = bf16 where the CPU has AMX, else f32 */
     /* Single-file checkpoints do not record the UNet's attention heads. 0 = the released models'

@@ -43,6 +43,7 @@ sdw_load_options sdw_cli_load_options(const sdw_cli_model_args *a);
     "      --prediction eps|v  override the detected prediction type\n"                            \
     "      --precision P       auto | f32 | bf16: the precision of convolutions and matrix\n"      \
     "                          products (auto: bf16 on CPUs with AMX, else f32)\n"                 \
-    "  -t, --threads N         CPU threads (default: all usable cores)\n"
+    "  -t, --threads N         CPU threads (default: OMP_NUM_THREADS, else the usable cores:\n"    \
+    "                          the affinity mask capped by a cgroup CPU quota)\n"
 
 #endif

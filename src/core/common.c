@@ -1,6 +1,9 @@
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "core/common.h"
 
 #include <errno.h>
+#include <sched.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <string.h>
 #include <time.h>
@@ -74,4 +77,83 @@ double sdw_time_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- usable cores ---- */
+
+static int quota_cores(long long quota, long long period) {
+    if (quota <= 0 || period <= 0) return 0;
+    return (int)SDW_MIN((quota + period - 1) / period, 1 << 20);
+}
+
+int sdw__cgroup_v2_cores(const char *cpu_max) {
+    long long quota, period = 100000;
+    if (!cpu_max || sscanf(cpu_max, "%lld %lld", &quota, &period) < 1) return 0; /* "max": none */
+    return quota_cores(quota, period);
+}
+
+int sdw__cgroup_v1_cores(const char *quota_us, const char *period_us) {
+    long long quota, period;
+    if (!quota_us || !period_us || sscanf(quota_us, "%lld", &quota) != 1 ||
+        sscanf(period_us, "%lld", &period) != 1)
+        return 0;
+    return quota_cores(quota, period); /* quota -1: none */
+}
+
+/* The first line of a small file into buf ("" when it cannot be read). */
+static const char *read_line(const char *path, char *buf, size_t cap) {
+    FILE *f = fopen(path, "r");
+    buf[0] = 0;
+    if (f) {
+        if (!fgets(buf, (int)cap, f)) buf[0] = 0;
+        fclose(f);
+    }
+    return buf;
+}
+
+/* This process's cgroup directory of the given v1 controller ("" for the v2 hierarchy), from
+ * /proc/self/cgroup, appended to root; false if there is none. */
+static bool cgroup_dir(const char *controller, const char *root, char *out, size_t cap) {
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    if (!f) return false;
+    char line[1024];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f)) {
+        char *ctl = strchr(line, ':'), *path = ctl ? strchr(ctl + 1, ':') : NULL;
+        if (!path) continue;
+        *path++ = 0;
+        path[strcspn(path, "\n")] = 0;
+        ctl++;
+        /* v2: "0::/path"; v1: "N:cpu,cpuacct:/path" */
+        const bool match = controller[0] ? strstr(ctl, controller) != NULL : ctl[0] == 0;
+        if (match) found = snprintf(out, cap, "%s%s", root, path) < (int)cap;
+    }
+    fclose(f);
+    return found;
+}
+
+static int cgroup_cores(void) {
+    char dir[1024], path[1100], a[128], b[128];
+    int n = 0;
+    if (cgroup_dir("", "/sys/fs/cgroup", dir, sizeof dir)) {
+        snprintf(path, sizeof path, "%s/cpu.max", dir);
+        n = sdw__cgroup_v2_cores(read_line(path, a, sizeof a));
+    }
+    if (!n && cgroup_dir("cpu", "/sys/fs/cgroup/cpu", dir, sizeof dir)) {
+        snprintf(path, sizeof path, "%s/cpu.cfs_quota_us", dir);
+        read_line(path, a, sizeof a);
+        snprintf(path, sizeof path, "%s/cpu.cfs_period_us", dir);
+        n = sdw__cgroup_v1_cores(a, read_line(path, b, sizeof b));
+    }
+    return n;
+}
+
+int sdw_usable_cores(void) {
+    int n = 0;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) n = CPU_COUNT(&set);
+    if (n <= 0) n = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    const int quota = cgroup_cores();
+    if (quota > 0 && quota < n) n = quota;
+    return n > 0 ? n : 1;
 }

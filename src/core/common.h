@@ -58,4 +58,14 @@ sdw_status sdw_read_file(const char *path, char **out, size_t *out_len, sdw_erro
 /* Monotonic seconds. */
 double sdw_time_now(void);
 
+/* Cores this process may use: the CPUs in its affinity mask, capped by a cgroup CPU quota
+ * (a container limited to 2 CPUs on a 64-core host gets 2, not 64 threads fighting over
+ * them). At least 1. */
+int sdw_usable_cores(void);
+/* The cap a cgroup CPU limit sets, from the text of cgroup v2's cpu.max ("max 100000",
+ * "150000 100000") or v1's cfs quota and period ("-1", "200000"): quota / period rounded
+ * up; 0 when there is no limit or the text is not understood. */
+int sdw__cgroup_v2_cores(const char *cpu_max);
+int sdw__cgroup_v1_cores(const char *quota_us, const char *period_us);
+
 #endif

@@ -5,6 +5,7 @@
 #include "core/common.h"
 #include "models/registry.h"
 
+#include <stdlib.h>
 #include <string.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -214,8 +215,13 @@ static sdw_status loaded(sdw_image_model *m, const char *path) {
 
 sdw_status sdw_model_load(const char *path, const sdw_load_options *opts, sdw_image_model **out,
                           sdw_error *err) {
-    sdw_load_options def = sdw_load_options_default();
-    if (!opts) opts = &def;
+    sdw_load_options o = opts ? *opts : sdw_load_options_default();
+    if (o.n_threads <= 0) { /* families see a real count: OpenMP's variable, else the cores */
+        const char *env = getenv("OMP_NUM_THREADS");
+        o.n_threads = env && atoi(env) > 0 ? atoi(env) : sdw_usable_cores();
+    }
+    SDW_INFO("threads: %d", o.n_threads);
+    opts = &o;
     const sdw_model_family *const *fam = sdw_model_families();
     sdw_status s;
     if (!path || strcmp(path, "demo") == 0) {

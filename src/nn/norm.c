@@ -64,7 +64,8 @@ VEC_CLONES static void apply_rows(const float *x, const float *bias, const float
 }
 
 /* Block t's np pixels of x as f32: x itself, or (bf16 x) widened into buf [BLK * C]. */
-static const float *block_f32(const void *x, sdw__dt xt, size_t off, int64_t np, int C, float *buf) {
+static const float *block_f32(const void *x, sdw__dt xt, size_t off, int64_t np, int C,
+                              float *buf) {
     if (xt == SDW__F32) return (const float *)x + off;
     sdw__bf16_to_f32_row((const uint16_t *)x + off, buf, (size_t)np * C);
     return buf;

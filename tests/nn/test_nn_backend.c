@@ -364,8 +364,8 @@ static void test_bf16_activations(void) {
         sdw__conv2d_forward_typed(&c, xh, SDW__BF16, B, H, W, y0h, SDW__BF16, true);
         sdw__bf16_to_f32(y0h, back, n_out);
         for (size_t i = 0; i < n_out; i++)
-            worst_add = fmax(worst_add, fabs(back[i] - (y0[i] + y[i])) /
-                                            fmax(fabs(y0[i] + y[i]), 1e-3));
+            worst_add =
+                fmax(worst_add, fabs(back[i] - (y0[i] + y[i])) / fmax(fabs(y0[i] + y[i]), 1e-3));
         free(w), free(b), free(y), free(y0), free(back), free(yh), free(y0h);
         sdw_weights_destroy(ws);
     }
