@@ -3,10 +3,10 @@
 
 #include <errno.h>
 #include <sched.h>
-#include <unistd.h>
 #include <stdarg.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static sdw_log_level g_log_level = SDW_LOG_WARN;
 
@@ -111,6 +111,15 @@ static const char *read_line(const char *path, char *buf, size_t cap) {
     return buf;
 }
 
+/* Whether the comma-separated list has the exact name ("cpu" is in "cpu,cpuacct", not in
+ * "cpuset"). */
+static bool has_token(const char *list, const char *name) {
+    const size_t n = strlen(name);
+    for (const char *p = list; *p; p += strcspn(p, ","), p += *p == ',')
+        if (strncmp(p, name, n) == 0 && (p[n] == ',' || p[n] == 0)) return true;
+    return false;
+}
+
 /* This process's cgroup directory of the given v1 controller ("" for the v2 hierarchy), from
  * /proc/self/cgroup, appended to root; false if there is none. */
 static bool cgroup_dir(const char *controller, const char *root, char *out, size_t cap) {
@@ -125,7 +134,7 @@ static bool cgroup_dir(const char *controller, const char *root, char *out, size
         path[strcspn(path, "\n")] = 0;
         ctl++;
         /* v2: "0::/path"; v1: "N:cpu,cpuacct:/path" */
-        const bool match = controller[0] ? strstr(ctl, controller) != NULL : ctl[0] == 0;
+        const bool match = controller[0] ? has_token(ctl, controller) : ctl[0] == 0;
         if (match) found = snprintf(out, cap, "%s%s", root, path) < (int)cap;
     }
     fclose(f);
