@@ -4,6 +4,7 @@
 
 #include "nn/profile.h"
 
+#include <immintrin.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <pthread.h>
 #include <string.h>
@@ -35,13 +36,18 @@ typedef struct prim_entry {
     bool own_w;
 } prim_entry;
 
+/* How an f32 op keeps its packed weights (see compact()). */
+typedef enum w_store { W_FULL, W_F16, W_BF16 } w_store;
+
 struct sdw__dnn {
     bool is_conv;
     sdw_precision prec;
     sdw__conv_geom g; /* linear: in, out only */
     dnnl_memory_desc_t w_md, bias_md;
-    void *w;     /* packed weights in w_md */
-    float *bias; /* [out] or NULL */
+    void *w;       /* packed weights in w_md, or (store != W_FULL) their exact 16-bit copy */
+    w_store store;
+    size_t w_n;    /* elements of w_md */
+    float *bias;   /* [out] or NULL */
     pthread_mutex_t lock;
     prim_entry cache[CACHE_MAX];
     int n_cache;
@@ -162,6 +168,158 @@ static void reorder(const dnnl_memory_desc_t *src_md, const void *src,
     dnnl_primitive_desc_destroy(rpd);
 }
 
+/* ---- f32 weights kept in 16 bits ----
+ * A checkpoint stored in f16 or bf16 holds values that f32 represents exactly, and so does
+ * their packed copy (a packing only moves elements and pads with zeros). An f32 op whose packed
+ * weights are all exactly f16 (or bf16) keeps them in that type, half the memory, and widens
+ * them into a per-thread buffer for each call: the products see bit-identical f32 weights. */
+
+static bool g_compact_off; /* sdw_nn_set_compact_weights(false): tests compare both */
+
+void sdw_nn_set_compact_weights(bool on) {
+    g_compact_off = !on;
+}
+
+/* h = x as f16 when x is exactly an f16 value (normal, subnormal or zero); false otherwise
+ * (out of range, too many mantissa bits, inf, NaN). */
+static bool f16_exact(float x, uint16_t *h) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    const uint32_t sign = (u >> 16) & 0x8000u, man = u & 0x7fffffu;
+    const int e = (int)((u >> 23) & 0xffu) - 127;
+    if ((u & 0x7fffffffu) == 0) {
+        *h = (uint16_t)sign;
+        return true;
+    }
+    if (e > 15) return false; /* too large, inf, NaN */
+    if (e >= -14) {           /* normal f16: 10 mantissa bits */
+        if (man & 0x1fffu) return false;
+        *h = (uint16_t)(sign | (uint32_t)(e + 15) << 10 | man >> 13);
+        return true;
+    }
+    if (e < -24) return false; /* below the smallest subnormal */
+    const uint32_t full = man | 0x800000u;
+    const int shift = 13 + (-14 - e); /* subnormal f16: m·2^-24 */
+    if (full & ((1u << shift) - 1)) return false;
+    *h = (uint16_t)(sign | full >> shift);
+    return true;
+}
+
+static float f16_to_f32_1(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+    uint32_t u;
+    if (e == 0) { /* zero or subnormal: man·2^-24, exact in f32 */
+        float f = (float)man * 0x1p-24f;
+        memcpy(&u, &f, 4);
+        u |= sign;
+    } else if (e == 31) {
+        u = sign | 0x7f800000u | man << 13;
+    } else {
+        u = sign | (e + 112) << 23 | man << 13;
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+__attribute__((target("avx512f"))) static void f16_to_f32_avx512(const uint16_t *x, float *y,
+                                                                 size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x + i))));
+    for (; i < n; i++)
+        y[i] = f16_to_f32_1(x[i]);
+}
+
+static void f16_to_f32_block(const uint16_t *x, float *y, size_t n) {
+    if (__builtin_cpu_supports("avx512f")) {
+        f16_to_f32_avx512(x, y, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        y[i] = f16_to_f32_1(x[i]);
+}
+
+static void from_bf16_block(const uint16_t *x, float *y, size_t n);
+
+#define CONVERT_CHUNK 16384
+
+/* The op's packed weights as f32: op->w itself, or widened into a buffer of the calling
+ * thread (grown as needed, kept for the next call, freed when the thread exits). */
+static pthread_key_t g_wide_key;
+static pthread_once_t g_wide_once = PTHREAD_ONCE_INIT;
+typedef struct wide_buf {
+    float *p;
+    size_t n;
+} wide_buf;
+static void wide_free(void *b) {
+    if (b) free(((wide_buf *)b)->p);
+    free(b);
+}
+static void wide_init(void) {
+    if (pthread_key_create(&g_wide_key, wide_free)) SDW_ABORT("pthread_key_create failed");
+}
+
+static const void *weights_f32(const sdw__dnn *op) {
+    if (op->store == W_FULL) return op->w;
+    pthread_once(&g_wide_once, wide_init);
+    wide_buf *b = pthread_getspecific(g_wide_key);
+    if (!b) {
+        b = sdw_xcalloc(1, sizeof *b);
+        pthread_setspecific(g_wide_key, b);
+    }
+    if (b->n < op->w_n) {
+        free(b->p);
+        b->p = aligned_alloc(64, (op->w_n * sizeof(float) + 63) & ~(size_t)63);
+        if (!b->p) SDW_ABORT("out of memory (%zu floats of weights)", op->w_n);
+        b->n = op->w_n;
+    }
+    const uint16_t *src = op->w;
+    float *dst = b->p;
+    const size_t n = op->w_n;
+    const long n_chunks = (long)((n + CONVERT_CHUNK - 1) / CONVERT_CHUNK);
+    const bool f16 = op->store == W_F16;
+#pragma omp parallel for schedule(static) if (n_chunks > 2)
+    for (long c = 0; c < n_chunks; c++) {
+        const size_t lo = (size_t)c * CONVERT_CHUNK, len = SDW_MIN((size_t)CONVERT_CHUNK, n - lo);
+        if (f16)
+            f16_to_f32_block(src + lo, dst + lo, len);
+        else
+            from_bf16_block(src + lo, dst + lo, len);
+    }
+    return dst;
+}
+
+/* An f32 op's packed weights to 16 bits where every value is exactly f16 (else bf16); left
+ * as they are otherwise (weights from an f32 checkpoint). */
+static void compact(sdw__dnn *op) {
+    const float *w = op->w;
+    const size_t n = op->w_n;
+    uint16_t *h = aligned_alloc(64, (n * sizeof(uint16_t) + 63) & ~(size_t)63);
+    if (!h) SDW_ABORT("out of memory (%zu weights)", n);
+    bool exact = true;
+    for (size_t i = 0; i < n && exact; i++)
+        exact = f16_exact(w[i], &h[i]);
+    w_store store = W_F16;
+    if (!exact) {
+        exact = true;
+        store = W_BF16;
+        for (size_t i = 0; i < n && exact; i++) {
+            uint32_t u;
+            memcpy(&u, &w[i], 4);
+            exact = (u & 0xffffu) == 0;
+            h[i] = (uint16_t)(u >> 16);
+        }
+    }
+    if (!exact) {
+        free(h);
+        return;
+    }
+    free(op->w);
+    op->w = h;
+    op->store = store;
+}
+
 /* Packs f32 weights given in user_md into the layout oneDNN picks for a nominal shape. */
 static sdw_status pack(sdw__dnn *op, const dnnl_memory_desc_t *user_md, const float *w,
                        const float *bias, sdw_error *err) {
@@ -187,6 +345,8 @@ static sdw_status pack(sdw__dnn *op, const dnnl_memory_desc_t *user_md, const fl
     dnnl_primitive_desc_destroy(pd);
     op->w = alloc_md(&op->w_md);
     reorder(user_md, w, &op->w_md, op->w);
+    op->w_n = dnnl_memory_desc_get_size(&op->w_md) / (op->prec == SDW_PRECISION_BF16 ? 2 : 4);
+    if (op->prec == SDW_PRECISION_F32 && !g_compact_off) compact(op);
     return SDW_OK;
 }
 
@@ -244,6 +404,10 @@ void sdw__dnn_destroy(void *p) {
     free(op);
 }
 
+size_t sdw__dnn_weight_bytes(const sdw__dnn *op) {
+    return op->w_n * (op->store != W_FULL || op->prec == SDW_PRECISION_BF16 ? 2 : 4);
+}
+
 sdw_precision sdw__dnn_precision(const sdw__dnn *op) {
     return op->prec;
 }
@@ -253,7 +417,7 @@ sdw_precision sdw__dnn_precision(const sdw__dnn *op) {
 static void make_entry(const sdw__dnn *op, const int64_t *key, prim_entry *e) {
     dnnl_primitive_desc_t pd;
     memcpy(e->key, key, sizeof e->key);
-    e->w = op->w;
+    e->w = NULL; /* the op's own (see weights_f32) */
     e->own_w = false;
     check(make_pd(op, key, &op->w_md, &pd), op->is_conv ? "convolution" : "matmul");
     if (is_reference(pd)) {
@@ -263,7 +427,7 @@ static void make_entry(const sdw__dnn *op, const int64_t *key, prim_entry *e) {
                 dnnl_primitive_desc_query_md(alt, dnnl_query_weights_md, 0);
             e->w = alloc_md(md);
             e->own_w = true;
-            reorder(&op->w_md, op->w, md, e->w);
+            reorder(&op->w_md, weights_f32(op), md, e->w);
             dnnl_primitive_desc_destroy(pd);
             pd = alt;
         } else {
@@ -310,7 +474,8 @@ static void run(const sdw__dnn *op, const int64_t *key, const void *x, void *y) 
     dnnl_memory_t ms, mw, mb = NULL, md, msp = NULL;
     dnnl_stream_t stream;
     check(dnnl_memory_create(&ms, &e->src_md, engine(), (void *)x), "src memory");
-    check(dnnl_memory_create(&mw, &e->wei_md, engine(), e->w), "weights memory");
+    void *w = e->own_w ? e->w : (void *)weights_f32(op);
+    check(dnnl_memory_create(&mw, &e->wei_md, engine(), w), "weights memory");
     check(dnnl_memory_create(&md, &e->dst_md, engine(), y), "dst memory");
     dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}};
     int n_args = 3;
@@ -415,7 +580,6 @@ void sdw__bf16_to_f32_row(const uint16_t *x, float *y, size_t n) {
     from_bf16_block(x, y, n);
 }
 
-#define CONVERT_CHUNK 16384
 
 void sdw__f32_to_bf16(const float *x, uint16_t *y, size_t n) {
     const long n_chunks = (long)((n + CONVERT_CHUNK - 1) / CONVERT_CHUNK);

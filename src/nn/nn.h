@@ -32,6 +32,10 @@ struct sdw__dnn; /* packed weights + cached oneDNN primitives (nn/dnn.h) */
 sdw_precision sdw_nn_precision_resolve(sdw_precision want);
 /* CPU capabilities as oneDNN sees them (cached after the first call). */
 bool sdw_nn_cpu_has_bf16(void); /* AVX512-BF16 or AMX-BF16 */
+/* f32 layers whose packed weights are all exactly f16 or bf16 (an f16/bf16 checkpoint) keep
+ * them in 16 bits and widen them for each call: same results, half the weight memory. On by
+ * default; takes effect for layers bound afterwards. */
+void sdw_nn_set_compact_weights(bool on);
 bool sdw_nn_cpu_has_amx(void);  /* AMX-BF16 usable (also needs OS permission) */
 
 /* ---- linear: y[M,out] = x[M,in] · Wᵀ + b ---- */

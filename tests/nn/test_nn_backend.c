@@ -375,6 +375,67 @@ static void test_bf16_activations(void) {
                       worst, worst_add);
 }
 
+/* f32 layers from a 16-bit checkpoint keep their packed weights in 16 bits (half the bytes)
+ * and compute exactly what full f32 weights compute; weights with more precision than that
+ * stay f32. Covered: f16 values (incl. subnormals and signed zeros), bf16-only values (out of
+ * f16's range), and plain f32 values; convolution and matmul, plain and accumulating. */
+static void round_to(float *w, size_t n, int kind) { /* 0 f16 grid, 1 bf16 grid, 2 as is */
+    for (size_t i = 0; i < n; i++) {
+        if (kind == 0) {
+            w[i] = ldexpf(roundf(ldexpf(w[i], 10)), -10); /* |w| <= 1: 10 fraction bits */
+            if (i % 97 == 0) w[i] = ldexpf((float)(i % 1023), -24); /* f16 subnormals */
+            if (i % 89 == 0) w[i] = -0.0f;
+        } else if (kind == 1) {
+            uint16_t h;
+            sdw__f32_to_bf16(&w[i], &h, 1);
+            sdw__bf16_to_f32(&h, &w[i], 1);
+            if (i % 31 == 0) w[i] = ldexpf(1.0f, -30); /* a bf16 value no f16 holds */
+        }
+    }
+}
+
+static void check_compact(bool conv, int kind) {
+    const int B = 2, H = 6, W = 5, in = 24, out = 20, k = conv ? 3 : 1;
+    const size_t nw = (size_t)out * in * k * k;
+    float *w = rand_buf(nw, 1), *b = rand_buf(out, 1);
+    round_to(w, nw, kind);
+    sdw__dnn *op[2];
+    for (int c = 0; c < 2; c++) {
+        sdw_nn_set_compact_weights(c == 1);
+        sdw__conv_geom g = {.in = in, .out = out, .k = k, .stride = 1, .pad = 1, .pad_end = 1};
+        op[c] = conv ? sdw__dnn_conv_create(SDW_PRECISION_F32, w, b, &g, NULL)
+                     : sdw__dnn_linear_create(SDW_PRECISION_F32, w, b, in, out, NULL);
+        ASSERT_TRUE(op[c] != NULL);
+    }
+    sdw_nn_set_compact_weights(true);
+    const size_t full = sdw__dnn_weight_bytes(op[0]), small = sdw__dnn_weight_bytes(op[1]);
+    ASSERT_TRUE(full >= nw * 4);
+    ASSERT_EQ_INT((int)(small * (kind == 2 ? 1 : 2)), (int)full); /* half, unless f32 values */
+    const size_t n_x = (size_t)B * H * W * in, n_y = (size_t)B * H * W * out;
+    float *x = rand_buf(n_x, 1), *y[2] = {rand_buf(n_y, 1), malloc(n_y * 4)};
+    memcpy(y[1], y[0], n_y * 4);
+    for (int acc = 0; acc < 2; acc++)
+        for (int c = 0; c < 2; c++) {
+            if (conv)
+                sdw__dnn_conv_forward(op[c], x, SDW__F32, B, H, W, y[c], SDW__F32, acc);
+            else
+                sdw__dnn_linear_forward(op[c], x, SDW__F32, (int64_t)B * H * W, y[c], acc);
+        }
+    const int same = memcmp(y[0], y[1], n_y * 4) == 0;
+    sdw__dnn_destroy(op[0]), sdw__dnn_destroy(op[1]);
+    free(w), free(b), free(x), free(y[0]), free(y[1]);
+    if (!same)
+        sdw_test_fail(__FILE__, __LINE__, "%s with %s weights: compact and full f32 differ",
+                      conv ? "conv" : "matmul", kind == 0 ? "f16" : kind == 1 ? "bf16" : "f32");
+}
+
+static void test_compact_weights(void) {
+    for (int kind = 0; kind < 3; kind++) {
+        check_compact(true, kind);
+        check_compact(false, kind);
+    }
+}
+
 static void test_precision_names_and_rule(void) {
     sdw_precision p = SDW_PRECISION_F32;
     ASSERT_OK(sdw_precision_parse("bf16", &p), NULL);
@@ -454,6 +515,7 @@ int main(void) {
     RUN(test_group_norm_bias);
     RUN(test_bf16_rounding);
     RUN(test_bf16_activations);
+    RUN(test_compact_weights);
     RUN(test_precision_names_and_rule);
     RUN(test_arena);
     RUN(test_profile);
