@@ -8,7 +8,8 @@
  *
  * Precision: convolutions and linear layers bound from an sdw_weights pack their weights once,
  * at bind, into oneDNN's preferred layout in the weights' precision (sdw_weights_precision: f32,
- * or bf16 with f32 accumulation); only that packed copy is kept. Everything else (norms,
+ * or bf16 with f32 accumulation); only that packed copy is kept (in f32, in 16 bits when every
+ * weight is an f16 or bf16 value: see sdw_nn_set_compact_weights). Everything else (norms,
  * softmax, activations, residual sums) is f32 in both precisions. A layer built by hand with
  * only .w set (tests, derived weights) runs on plain f32 GEMMs.
  *
@@ -32,11 +33,11 @@ struct sdw__dnn; /* packed weights + cached oneDNN primitives (nn/dnn.h) */
 sdw_precision sdw_nn_precision_resolve(sdw_precision want);
 /* CPU capabilities as oneDNN sees them (cached after the first call). */
 bool sdw_nn_cpu_has_bf16(void); /* AVX512-BF16 or AMX-BF16 */
+bool sdw_nn_cpu_has_amx(void);  /* AMX-BF16 usable (also needs OS permission) */
 /* f32 layers whose packed weights are all exactly f16 or bf16 (an f16/bf16 checkpoint) keep
  * them in 16 bits and widen them for each call: same results, half the weight memory. On by
- * default; takes effect for layers bound afterwards. */
+ * default (process-wide, for tests that compare both); applies to layers bound afterwards. */
 void sdw_nn_set_compact_weights(bool on);
-bool sdw_nn_cpu_has_amx(void);  /* AMX-BF16 usable (also needs OS permission) */
 
 /* ---- linear: y[M,out] = x[M,in] · Wᵀ + b ---- */
 typedef struct sdw_linear {
