@@ -44,10 +44,10 @@ struct sdw__dnn {
     sdw_precision prec;
     sdw__conv_geom g; /* linear: in, out only */
     dnnl_memory_desc_t w_md, bias_md;
-    void *w;       /* packed weights in w_md, or (store != W_FULL) their exact 16-bit copy */
+    void *w; /* packed weights in w_md, or (store != W_FULL) their exact 16-bit copy */
     w_store store;
-    size_t w_n;    /* elements of w_md */
-    float *bias;   /* [out] or NULL */
+    size_t w_n;  /* elements of w_md */
+    float *bias; /* [out] or NULL */
     pthread_mutex_t lock;
     prim_entry cache[CACHE_MAX];
     int n_cache;
@@ -90,9 +90,9 @@ static dnnl_status_t make_pd(const sdw__dnn *op, const int64_t *key, const dnnl_
         const int64_t OH = conv_out_size(g, (int)H), OW = conv_out_size(g, (int)W);
         check(dnnl_memory_desc_init_by_tag(&src, 4, (dnnl_dims_t){B, g->in, H, W}, xdt, dnnl_nhwc),
               "src md");
-        check(dnnl_memory_desc_init_by_tag(&dst, 4, (dnnl_dims_t){B, g->out, OH, OW}, ydt,
-                                           dnnl_nhwc),
-              "dst md");
+        check(
+            dnnl_memory_desc_init_by_tag(&dst, 4, (dnnl_dims_t){B, g->out, OH, OW}, ydt, dnnl_nhwc),
+            "dst md");
         if (w_md)
             wei = *w_md;
         else
@@ -109,8 +109,7 @@ static dnnl_status_t make_pd(const sdw__dnn *op, const int64_t *key, const dnnl_
     } else {
         const int64_t M = key[0];
         check(dnnl_memory_desc_init_by_tag(&src, 2, (dnnl_dims_t){M, g->in}, xdt, dnnl_ab), "src");
-        check(dnnl_memory_desc_init_by_tag(&dst, 2, (dnnl_dims_t){M, g->out}, ydt, dnnl_ab),
-              "dst");
+        check(dnnl_memory_desc_init_by_tag(&dst, 2, (dnnl_dims_t){M, g->out}, ydt, dnnl_ab), "dst");
         if (w_md)
             wei = *w_md;
         else
@@ -333,8 +332,8 @@ static sdw_status pack(sdw__dnn *op, const dnnl_memory_desc_t *user_md, const fl
         memcpy(op->bias, bias, sizeof(float) * (size_t)op->g.out);
     }
     /* Nominal shapes: mid-sized, so the kernel family chosen is the one big shapes use. */
-    const int64_t key[KEY_N] = {op->is_conv ? 2 : 256, op->is_conv ? 32 : 0, op->is_conv ? 32 : 0,
-                                op_dt(op), SDW__F32, 0};
+    const int64_t key[KEY_N] = {
+        op->is_conv ? 2 : 256, op->is_conv ? 32 : 0, op->is_conv ? 32 : 0, op_dt(op), SDW__F32, 0};
     dnnl_primitive_desc_t pd;
     dnnl_status_t s = make_pd(op, key, NULL, &pd);
     if (s != dnnl_success)
@@ -579,7 +578,6 @@ void sdw__f32_to_bf16_row(const float *x, uint16_t *y, size_t n) {
 void sdw__bf16_to_f32_row(const uint16_t *x, float *y, size_t n) {
     from_bf16_block(x, y, n);
 }
-
 
 void sdw__f32_to_bf16(const float *x, uint16_t *y, size_t n) {
     const long n_chunks = (long)((n + CONVERT_CHUNK - 1) / CONVERT_CHUNK);

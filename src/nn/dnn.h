@@ -8,10 +8,10 @@
  * At creation the weights are reordered into the layout oneDNN's kernels want (format_tag::any
  * of a nominal shape; blocked) in the op's precision (f32, or bf16 rounded to nearest even);
  * no other copy is kept. f32 weights that are all exactly f16 (or bf16) values are kept in
- * that 16-bit type and widened into a per-thread buffer for each call (same numbers). Primitives are created on first use of each (shape, source type,
- * output type, accumulate) and cached in the op. Activations are NHWC / row-major; outputs f32
- * (a bf16 convolution may also write bf16); bias f32.
- * Thread safety: forwards on one op may run concurrently (the cache is locked; primitives and
+ * that 16-bit type and widened into a per-thread buffer for each call (same numbers). Primitives
+ * are created on first use of each (shape, source type, output type, accumulate) and cached in the
+ * op. Activations are NHWC / row-major; outputs f32 (a bf16 convolution may also write bf16); bias
+ * f32. Thread safety: forwards on one op may run concurrently (the cache is locked; primitives and
  * packed weights are read-only once made).
  */
 #ifndef SDW_NN_DNN_H

@@ -633,7 +633,8 @@ static void *resnet_forward(sdw_arena *ar, const vae_resnet *r, sdw__dt dt, void
     sdw__conv2d_forward_gn_typed(&r->conv1, &r->norm1, x, dt, NULL, true, B, H, W, a, b, dt, false);
     sdw_arena_free(ar, a); /* the norm1 buffer, or x itself when res holds the projection */
     /* res += conv2(silu(norm2(b))), norm2 over b itself: the output is the residual buffer */
-    sdw__conv2d_forward_gn_typed(&r->conv2, &r->norm2, b, dt, NULL, true, B, H, W, b, res, dt, true);
+    sdw__conv2d_forward_gn_typed(&r->conv2, &r->norm2, b, dt, NULL, true, B, H, W, b, res, dt,
+                                 true);
     sdw_arena_free(ar, b);
     return res;
 }

@@ -382,7 +382,7 @@ static void test_bf16_activations(void) {
 static void round_to(float *w, size_t n, int kind) { /* 0 f16 grid, 1 bf16 grid, 2 as is */
     for (size_t i = 0; i < n; i++) {
         if (kind == 0) {
-            w[i] = ldexpf(roundf(ldexpf(w[i], 10)), -10); /* |w| <= 1: 10 fraction bits */
+            w[i] = ldexpf(roundf(ldexpf(w[i], 10)), -10);           /* |w| <= 1: 10 fraction bits */
             if (i % 97 == 0) w[i] = ldexpf((float)(i % 1023), -24); /* f16 subnormals */
             if (i % 89 == 0) w[i] = -0.0f;
         } else if (kind == 1) {
@@ -426,7 +426,10 @@ static void check_compact(bool conv, int kind) {
     free(w), free(b), free(x), free(y[0]), free(y[1]);
     if (!same)
         sdw_test_fail(__FILE__, __LINE__, "%s with %s weights: compact and full f32 differ",
-                      conv ? "conv" : "matmul", kind == 0 ? "f16" : kind == 1 ? "bf16" : "f32");
+                      conv ? "conv" : "matmul",
+                      kind == 0   ? "f16"
+                      : kind == 1 ? "bf16"
+                                  : "f32");
 }
 
 static void test_compact_weights(void) {
