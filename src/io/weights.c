@@ -611,6 +611,25 @@ int sdw_weights_unused(const sdw_weights *ws, char *buf, size_t cap) {
 
 size_t sdw_weights_n_params(const sdw_weights *ws) { return ws->n_params; }
 
+size_t sdw_weights_stored_params(const sdw_weights *ws, const char *file_prefix) {
+    if (!ws->file) return 0;
+    const size_t plen = strlen(ws->prefix), flen = strlen(file_prefix);
+    size_t n = 0;
+    for (int i = 0; i < sdw_st_count(ws->file); i++) {
+        const sdw_st_tensor *t = sdw_st_at(ws->file, i);
+        if (strncmp(t->name, ws->prefix, plen) || strncmp(t->name + plen, file_prefix, flen))
+            continue;
+        if (t->dtype != SDW_DTYPE_F32 && t->dtype != SDW_DTYPE_F16 && t->dtype != SDW_DTYPE_BF16 &&
+            t->dtype != SDW_DTYPE_F64)
+            continue;
+        size_t k = 1;
+        for (int d = 0; d < t->n_dims; d++)
+            k *= (size_t)t->shape[d];
+        n += k;
+    }
+    return n;
+}
+
 sdw_status sdw_weights_save(const sdw_weights *ws, const char *path, sdw_dtype dtype,
                             sdw_error *err) {
     SDW_ASSERT(dtype == SDW_DTYPE_F32 || dtype == SDW_DTYPE_F16 || dtype == SDW_DTYPE_BF16);

@@ -124,6 +124,10 @@ int sdw_weights_unused(const sdw_weights *ws, char *buf, size_t cap);
  * once (the second request returns the same buffer). */
 size_t sdw_weights_n_params(const sdw_weights *ws);
 
+/* Float elements of the stored tensors whose names start with prefix + file_prefix, loaded or
+ * not (parameters a model binds later); 0 for the random source. */
+size_t sdw_weights_stored_params(const sdw_weights *ws, const char *file_prefix);
+
 /* Writes every tensor handed out so far by sdw_weights_f32 (not sdw_weights_alloc buffers) to a
  * new safetensors file at path: canonical names, in request order, requested shapes (the file's
  * shape where the request had a -1), values as handed out, stored as dtype (F32, F16 or BF16).

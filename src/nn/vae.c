@@ -23,6 +23,7 @@
 #include "nn/vae_impl.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <math.h>
 #include <string.h>
 
@@ -289,6 +290,10 @@ struct sdw_vae {
     sdw_vae_config cfg;
     size_t n_params;
     bool has_encoder;
+    /* sdw_vae_create_lazy: the encoder is bound from ws on the first encode, under enc_mu */
+    sdw_weights *ws;
+    bool enc_pending;
+    pthread_mutex_t enc_mu;
     /* decoder, in execution order */
     sdw_conv2d post_quant_conv; /* 1x1 latent->latent (if cfg.use_post_quant_conv) */
     sdw_conv2d dec_conv_in;     /* 3x3 latent -> boc[L-1] */
@@ -568,16 +573,29 @@ static sdw_status bind_encoder(sdw_vae *v, sdw_weights *ws, size_t *np, sdw_erro
     return SDW_OK;
 }
 
-sdw_status sdw_vae_create(sdw_weights *ws, const sdw_vae_config *cfg, sdw_vae **out,
-                          sdw_error *err) {
+/* The stored tensors the encoder binds (in both naming styles): encoder.* and quant_conv.*. */
+static const char *const ENCODER_PREFIXES[] = {"encoder.", "quant_conv."};
+
+static sdw_status create(sdw_weights *ws, const sdw_vae_config *cfg, bool lazy, sdw_vae **out,
+                         sdw_error *err) {
     SDW_ASSERT(ws && cfg && out);
     sdw_status st = check_config(cfg, err);
     if (st != SDW_OK) return st;
     sdw_vae *v = sdw_xcalloc(1, sizeof *v);
     v->cfg = *cfg;
+    pthread_mutex_init(&v->enc_mu, NULL);
     size_t np = 0;
     if ((st = bind_decoder(v, ws, &np, err))) goto fail;
-    if ((st = bind_encoder(v, ws, &np, err))) goto fail;
+    if (lazy) {
+        v->has_encoder = v->enc_pending = sdw_weights_has(ws, "encoder.conv_in.weight");
+        v->ws = ws;
+        for (size_t i = 0; v->enc_pending && i < SDW_ARRAY_LEN(ENCODER_PREFIXES); i++) {
+            np += sdw_weights_stored_params(ws, ENCODER_PREFIXES[i]);
+            sdw_weights_ignore(ws, ENCODER_PREFIXES[i]); /* bound later, not left over */
+        }
+    } else if ((st = bind_encoder(v, ws, &np, err))) {
+        goto fail;
+    }
     v->n_params = np;
     *out = v;
     return SDW_OK;
@@ -587,8 +605,42 @@ fail:
     return st;
 }
 
+sdw_status sdw_vae_create(sdw_weights *ws, const sdw_vae_config *cfg, sdw_vae **out,
+                          sdw_error *err) {
+    return create(ws, cfg, false, out, err);
+}
+
+sdw_status sdw_vae_create_lazy(sdw_weights *ws, const sdw_vae_config *cfg, sdw_vae **out,
+                               sdw_error *err) {
+    return create(ws, cfg, true, out, err);
+}
+
+/* Binds a lazily created VAE's encoder on its first use. A failure (a damaged file) is
+ * reported to that request and tried again by the next. */
+static sdw_status encoder_ready(const sdw_vae *cv, sdw_error *err) {
+    sdw_vae *v = (sdw_vae *)cv; /* the pending encoder is the one mutable part, behind the lock */
+    sdw_status st = SDW_OK;
+    pthread_mutex_lock(&v->enc_mu);
+    if (v->enc_pending) {
+        size_t np = 0;
+        st = bind_encoder(v, v->ws, &np, err);
+        if (st == SDW_OK && !v->down_res) /* its probe found no conv_in after all */
+            st = sdw_error_set(err, SDW_E_NOT_FOUND, "encoder.conv_in.weight: not found");
+        if (st == SDW_OK) {
+            v->enc_pending = false;
+        } else {
+            sdw_error_prefix(err, "VAE encoder");
+            free(v->down_res);
+            v->down_res = NULL;
+        }
+    }
+    pthread_mutex_unlock(&v->enc_mu);
+    return st;
+}
+
 void sdw_vae_destroy(sdw_vae *v) {
     if (!v) return;
+    pthread_mutex_destroy(&v->enc_mu);
     free(v->up_res);
     free(v->down_res);
     free(v);
@@ -783,6 +835,8 @@ sdw_status sdw_vae_encode(const sdw_vae *v, const float *img, int B, int H, int 
         return sdw_error_set(err, SDW_E_INVALID_ARG,
                              "VAE encode: image %dx%d (batch %d) must be a positive multiple of %d",
                              W, H, B, s);
+    sdw_status st = encoder_ready(v, err);
+    if (st != SDW_OK) return st;
     const int L = c->n_levels, n_res = c->layers_per_block, lat = c->latent_channels;
     const sdw_prof_stage prev_stage = sdw__prof_stage(SDW_PROF_VAE);
     sdw_arena *ar = sdw_arena_create();

@@ -445,6 +445,53 @@ static void test_encode_rejects_bad_size(void) {
     ASSERT_STR_CONTAINS(err.msg, "multiple of 2");
 }
 
+/* sdw_vae_create_lazy: the encoder's tensors are not loaded until the first encode (fewer
+ * parameters handed out, none reported unused), the parameter count is the eager one, and
+ * encode (folder and LDM single file) still matches the reference. */
+static void check_lazy(loaded *l, bool single) {
+    sdw_error err = {0};
+    sdw_error *e = &err;
+    loaded eager;
+    sdw_status st = single ? load_single(&eager, "tiny-sd15.safetensors", "first_stage_model.", e)
+                           : load_folder(&eager, "tiny-sd15", e);
+    if (st) unload(&eager);
+    ASSERT_OK(st, e);
+    sdw_vae_destroy(l->vae);
+    sdw_weights_destroy(l->ws);
+    l->ws = single ? sdw_weights_create(l->file, "first_stage_model.", sdw_ldm_vae_name, &l->cfg)
+                   : sdw_weights_create(l->file, "", NULL, NULL);
+    st = sdw_vae_create_lazy(l->ws, &l->cfg, &l->vae, e);
+    if (st) unload(&eager);
+    ASSERT_OK(st, e);
+    const size_t loaded_before = sdw_weights_n_params(l->ws);
+    const size_t eager_loaded = sdw_weights_n_params(eager.ws);
+    ASSERT_TRUE(sdw_vae_has_encoder(l->vae));
+    ASSERT_EQ_INT((int)sdw_vae_n_params(l->vae), (int)sdw_vae_n_params(eager.vae));
+    ASSERT_TRUE(loaded_before < eager_loaded);
+    ASSERT_EQ_INT(sdw_weights_unused(l->ws, NULL, 0), sdw_weights_unused(eager.ws, NULL, 0));
+    check_encode(l, "tiny-sd15/img2img-ddim");
+    ASSERT_EQ_INT((int)sdw_weights_n_params(l->ws), (int)eager_loaded); /* bound now */
+    check_encode(l, "tiny-sd15/img2img-ddim");                          /* and only once */
+    ASSERT_EQ_INT((int)sdw_weights_n_params(l->ws), (int)eager_loaded);
+    unload(&eager);
+}
+
+static void test_lazy_encoder(void) {
+    sdw_error err = {0};
+    sdw_error *e = &err;
+    loaded l;
+    sdw_status st = load_folder(&l, "tiny-sd15", e);
+    if (st) unload(&l);
+    ASSERT_OK(st, e);
+    check_lazy(&l, false);
+    unload(&l);
+    st = load_single(&l, "tiny-sd15.safetensors", "first_stage_model.", e);
+    if (st) unload(&l);
+    ASSERT_OK(st, e);
+    check_lazy(&l, true);
+    unload(&l);
+}
+
 int main(void) {
     RUN(test_config_parse);
     RUN(test_config_infer_matches_folder);
@@ -457,6 +504,7 @@ int main(void) {
     RUN(test_ldm_map_covers_file);
     RUN(test_upsample_phase_split);
     RUN(test_encode_rejects_bad_size);
+    RUN(test_lazy_encoder);
     RUN(test_sdxl);
     RUN(test_sdxl_single_fp16);
     RUN(test_flux_folder);

@@ -185,7 +185,7 @@ static sdw_status load_folder(sd_model *m, const char *dir, const sdw_load_optio
     if ((s = open_component(m, dir, "vae", "diffusion_pytorch_model", &f, err))) return s;
     m->w_vae = sdw_weights_create(f, "", NULL, NULL);
     sdw_weights_set_precision(m->w_vae, m->precision);
-    if ((s = sdw_vae_create(m->w_vae, &m->vae_cfg, &m->vae, err))) return s;
+    if ((s = sdw_vae_create_lazy(m->w_vae, &m->vae_cfg, &m->vae, err))) return s;
 
     /* scheduler */
     snprintf(q, sizeof q, "%s/scheduler/scheduler_config.json", dir);
@@ -327,7 +327,7 @@ static void sd_describe(const sd_model *m, char *buf, size_t cap) {
             t->act == SDW_CLIP_ACT_GELU ? "OpenCLIP" : "CLIP", t->n_layers, t->hidden,
             m->te[k].params.skip_layers ? " (penultimate state)" : "", a);
     }
-    size_t nu = sdw_weights_n_params(m->w_unet), nv = sdw_weights_n_params(m->w_vae);
+    size_t nu = sdw_weights_n_params(m->w_unet), nv = sdw_vae_n_params(m->vae);
     total += nu + nv;
     fmt_params(a, sizeof a, nu);
     OUT("unet:         %s parameters (%d input channels%s)\n", a,

@@ -342,7 +342,7 @@ sdw_status sdw__sd_load_single_file(sd_model *m, const char *path, const sdw_loa
     }
     m->w_vae = sdw_weights_create(f, "first_stage_model.", sdw_ldm_vae_name, &m->vae_cfg);
     sdw_weights_set_precision(m->w_vae, m->precision);
-    if ((s = sdw_vae_create(m->w_vae, &m->vae_cfg, &m->vae, err))) return s;
+    if ((s = sdw_vae_create_lazy(m->w_vae, &m->vae_cfg, &m->vae, err))) return s;
 
     /* Schedule and prediction type. */
     const char *why = "the scheduler config given";
