@@ -495,6 +495,12 @@ void sdw_convert_to_f32(sdw_dtype dtype, const void *src, float *dst, size_t n) 
     }
 }
 
+void sdw_convert_from_f32(sdw_dtype dtype, const float *src, uint16_t *dst, size_t n) {
+    SDW_ASSERT(dtype == SDW_DTYPE_F16 || dtype == SDW_DTYPE_BF16);
+    for (size_t i = 0; i < n; i++)
+        dst[i] = dtype == SDW_DTYPE_F16 ? f32_to_f16(src[i]) : f32_to_bf16(src[i]);
+}
+
 /* ---- writer ---- */
 
 typedef struct st_wtensor {
@@ -619,8 +625,7 @@ sdw_status sdw_st_writer_write(sdw_st_writer *w, const float *data, sdw_error *e
     uint16_t buf[CHUNK];
     for (size_t i = 0; i < t->n_elems; i += CHUNK) {
         size_t m = SDW_MIN((size_t)CHUNK, t->n_elems - i);
-        for (size_t j = 0; j < m; j++)
-            buf[j] = t->dtype == SDW_DTYPE_F16 ? f32_to_f16(data[i + j]) : f32_to_bf16(data[i + j]);
+        sdw_convert_from_f32(t->dtype, data + i, buf, m);
         if (fwrite(buf, 2, m, w->fp) != m) goto io_fail;
     }
     return SDW_OK;

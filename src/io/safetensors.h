@@ -70,6 +70,8 @@ void sdw_st_drop_pages(const sdw_st_file *f, const sdw_st_tensor *t);
 
 /* Converts n elements of an F32/F16/BF16 buffer to f32. */
 void sdw_convert_to_f32(sdw_dtype dtype, const void *src, float *dst, size_t n);
+/* Converts n f32 values to F16 or BF16 (round to nearest even; overflow to inf, NaN quiet). */
+void sdw_convert_from_f32(sdw_dtype dtype, const float *src, uint16_t *dst, size_t n);
 
 /* Writing (used by the random-weight tool and tests). Tensors are written in the given order;
  * data is f32 in memory and stored as `dtype` (F32, F16 or BF16). */

@@ -4,7 +4,6 @@
 
 #include "nn/profile.h"
 
-#include <immintrin.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <pthread.h>
 #include <string.h>
@@ -179,69 +178,10 @@ void sdw_nn_set_compact_weights(bool on) {
     g_compact_off = !on;
 }
 
-/* h = x as f16 when x is exactly an f16 value (normal, subnormal or zero); false otherwise
- * (out of range, too many mantissa bits, inf, NaN). */
-static bool f16_exact(float x, uint16_t *h) {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    const uint32_t sign = (u >> 16) & 0x8000u, man = u & 0x7fffffu;
-    const int e = (int)((u >> 23) & 0xffu) - 127;
-    if ((u & 0x7fffffffu) == 0) {
-        *h = (uint16_t)sign;
-        return true;
-    }
-    if (e > 15) return false; /* too large, inf, NaN */
-    if (e >= -14) {           /* normal f16: 10 mantissa bits */
-        if (man & 0x1fffu) return false;
-        *h = (uint16_t)(sign | (uint32_t)(e + 15) << 10 | man >> 13);
-        return true;
-    }
-    if (e < -24) return false; /* below the smallest subnormal */
-    const uint32_t full = man | 0x800000u;
-    const int shift = 13 + (-14 - e); /* subnormal f16: m·2^-24 */
-    if (full & ((1u << shift) - 1)) return false;
-    *h = (uint16_t)(sign | full >> shift);
-    return true;
-}
-
-static float f16_to_f32_1(uint16_t h) {
-    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-    uint32_t u;
-    if (e == 0) { /* zero or subnormal: man·2^-24, exact in f32 */
-        float f = (float)man * 0x1p-24f;
-        memcpy(&u, &f, 4);
-        u |= sign;
-    } else if (e == 31) {
-        u = sign | 0x7f800000u | man << 13;
-    } else {
-        u = sign | (e + 112) << 23 | man << 13;
-    }
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-__attribute__((target("avx512f"))) static void f16_to_f32_avx512(const uint16_t *x, float *y,
-                                                                 size_t n) {
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(y + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x + i))));
-    for (; i < n; i++)
-        y[i] = f16_to_f32_1(x[i]);
-}
-
-static void f16_to_f32_block(const uint16_t *x, float *y, size_t n) {
-    if (__builtin_cpu_supports("avx512f")) {
-        f16_to_f32_avx512(x, y, n);
-        return;
-    }
-    for (size_t i = 0; i < n; i++)
-        y[i] = f16_to_f32_1(x[i]);
-}
-
-static void from_bf16_block(const uint16_t *x, float *y, size_t n);
-
 #define CONVERT_CHUNK 16384
+
+/* n F16 or BF16 values widened to f32, threaded in chunks (the bf16 conversions below). */
+static void widen_16(sdw_dtype dt, const uint16_t *x, float *y, size_t n);
 
 /* The op's packed weights as f32: op->w itself, or widened into a buffer of the calling
  * thread (grown as needed, kept for the next call, freed when the thread exits). */
@@ -273,44 +213,34 @@ static const void *weights_f32(const sdw__dnn *op) {
         if (!b->p) SDW_ABORT("out of memory (%zu floats of weights)", op->w_n);
         b->n = op->w_n;
     }
-    const uint16_t *src = op->w;
-    float *dst = b->p;
-    const size_t n = op->w_n;
-    const long n_chunks = (long)((n + CONVERT_CHUNK - 1) / CONVERT_CHUNK);
-    const bool f16 = op->store == W_F16;
-#pragma omp parallel for schedule(static) if (n_chunks > 2)
-    for (long c = 0; c < n_chunks; c++) {
-        const size_t lo = (size_t)c * CONVERT_CHUNK, len = SDW_MIN((size_t)CONVERT_CHUNK, n - lo);
-        if (f16)
-            f16_to_f32_block(src + lo, dst + lo, len);
-        else
-            from_bf16_block(src + lo, dst + lo, len);
+    widen_16(op->store == W_F16 ? SDW_DTYPE_F16 : SDW_DTYPE_BF16, op->w, b->p, op->w_n);
+    return b->p;
+}
+
+/* Whether the n values of w are all exactly dt (F16 or BF16) values, written to h in that
+ * type: each survives the round trip bit for bit. */
+static bool exact_16(sdw_dtype dt, const float *w, uint16_t *h, size_t n) {
+    float *back = sdw_xmalloc(CONVERT_CHUNK * sizeof(float));
+    bool exact = true;
+    for (size_t lo = 0; lo < n && exact; lo += CONVERT_CHUNK) {
+        const size_t len = SDW_MIN((size_t)CONVERT_CHUNK, n - lo);
+        sdw_convert_from_f32(dt, w + lo, h + lo, len);
+        sdw_convert_to_f32(dt, h + lo, back, len);
+        exact = memcmp(back, w + lo, len * sizeof(float)) == 0;
     }
-    return dst;
+    free(back);
+    return exact;
 }
 
 /* An f32 op's packed weights to 16 bits where every value is exactly f16 (else bf16); left
  * as they are otherwise (weights from an f32 checkpoint). */
 static void compact(sdw__dnn *op) {
-    const float *w = op->w;
-    const size_t n = op->w_n;
-    uint16_t *h = aligned_alloc(64, (n * sizeof(uint16_t) + 63) & ~(size_t)63);
-    if (!h) SDW_ABORT("out of memory (%zu weights)", n);
-    bool exact = true;
-    for (size_t i = 0; i < n && exact; i++)
-        exact = f16_exact(w[i], &h[i]);
-    w_store store = W_F16;
-    if (!exact) {
-        exact = true;
-        store = W_BF16;
-        for (size_t i = 0; i < n && exact; i++) {
-            uint32_t u;
-            memcpy(&u, &w[i], 4);
-            exact = (u & 0xffffu) == 0;
-            h[i] = (uint16_t)(u >> 16);
-        }
-    }
-    if (!exact) {
+    uint16_t *h = aligned_alloc(64, (op->w_n * sizeof(uint16_t) + 63) & ~(size_t)63);
+    if (!h) SDW_ABORT("out of memory (%zu weights)", op->w_n);
+    const w_store store = exact_16(SDW_DTYPE_F16, op->w, h, op->w_n)    ? W_F16
+                          : exact_16(SDW_DTYPE_BF16, op->w, h, op->w_n) ? W_BF16
+                                                                        : W_FULL;
+    if (store == W_FULL) {
         free(h);
         return;
     }
@@ -588,13 +518,20 @@ void sdw__f32_to_bf16(const float *x, uint16_t *y, size_t n) {
     }
 }
 
-void sdw__bf16_to_f32(const uint16_t *x, float *y, size_t n) {
+static void widen_16(sdw_dtype dt, const uint16_t *x, float *y, size_t n) {
     const long n_chunks = (long)((n + CONVERT_CHUNK - 1) / CONVERT_CHUNK);
 #pragma omp parallel for schedule(static) if (n_chunks > 2)
     for (long c = 0; c < n_chunks; c++) {
-        size_t lo = (size_t)c * CONVERT_CHUNK;
-        from_bf16_block(x + lo, y + lo, SDW_MIN((size_t)CONVERT_CHUNK, n - lo));
+        const size_t lo = (size_t)c * CONVERT_CHUNK, len = SDW_MIN((size_t)CONVERT_CHUNK, n - lo);
+        if (dt == SDW_DTYPE_BF16)
+            from_bf16_block(x + lo, y + lo, len);
+        else
+            sdw_convert_to_f32(dt, x + lo, y + lo, len); /* F16: F16C where the CPU has it */
     }
+}
+
+void sdw__bf16_to_f32(const uint16_t *x, float *y, size_t n) {
+    widen_16(SDW_DTYPE_BF16, x, y, n);
 }
 
 /* ---- precision ---- */
