@@ -146,6 +146,11 @@ static w_entry *record(sdw_weights *ws, const char *name, int n_dims, const int6
     return e;
 }
 
+/* Float tensors are parameters; integer ones (position_ids) are buffers. */
+static bool is_float(sdw_dtype dt) {
+    return dt == SDW_DTYPE_F32 || dt == SDW_DTYPE_F16 || dt == SDW_DTYPE_BF16 || dt == SDW_DTYPE_F64;
+}
+
 /* 64-byte aligned (cache lines / AVX-512 loads); NULL when the size is absurd. */
 static float *alloc_floats(size_t n) {
     size_t bytes;
@@ -413,8 +418,7 @@ static bool file_tensor(const sdw_weights *ws, const char *name, int n_dims, con
                           name, fname);
         return false;
     }
-    if (t->dtype != SDW_DTYPE_F32 && t->dtype != SDW_DTYPE_F16 && t->dtype != SDW_DTYPE_BF16 &&
-        t->dtype != SDW_DTYPE_F64) {
+    if (!is_float(t->dtype)) {
         sdw_error_set(err, SDW_E_FORMAT,
                       "%s: tensor %s (%s) has dtype %s; expected a float type (F32, F16, BF16)",
                       path, name, fname, sdw_dtype_str(t->dtype));
@@ -595,9 +599,7 @@ int sdw_weights_unused(const sdw_weights *ws, char *buf, size_t cap) {
         const sdw_st_tensor *t = sdw_st_at(ws->file, i);
         if (ws->used[i] || strncmp(t->name, ws->prefix, plen) != 0) continue;
         /* Integer tensors are buffers (position_ids), not parameters: never "left over". */
-        if (t->dtype != SDW_DTYPE_F32 && t->dtype != SDW_DTYPE_F16 && t->dtype != SDW_DTYPE_BF16 &&
-            t->dtype != SDW_DTYPE_F64)
-            continue;
+        if (!is_float(t->dtype)) continue;
         if (buf && cap && o < cap) {
             if (count < 5)
                 o += (size_t)snprintf(buf + o, cap - o, "%s%s", count ? ", " : "", t->name);
@@ -619,9 +621,7 @@ size_t sdw_weights_stored_params(const sdw_weights *ws, const char *file_prefix)
         const sdw_st_tensor *t = sdw_st_at(ws->file, i);
         if (strncmp(t->name, ws->prefix, plen) || strncmp(t->name + plen, file_prefix, flen))
             continue;
-        if (t->dtype != SDW_DTYPE_F32 && t->dtype != SDW_DTYPE_F16 && t->dtype != SDW_DTYPE_BF16 &&
-            t->dtype != SDW_DTYPE_F64)
-            continue;
+        if (!is_float(t->dtype)) continue;
         size_t k = 1;
         for (int d = 0; d < t->n_dims; d++)
             k *= (size_t)t->shape[d];

@@ -4,12 +4,17 @@
  * product would convert in a second pass. */
 #include "nn/dnn.h"
 
+/* The element type a layer's product reads: bf16 on a bf16 oneDNN layer, else f32. */
+static sdw__dt operand_dt(const struct sdw__dnn *op) {
+    return op && sdw__dnn_precision(op) == SDW_PRECISION_BF16 ? SDW__BF16 : SDW__F32;
+}
+
 /* The operand type of a layer, and where its input (of type xt) goes: tmp, or (f32 x made
  * bf16 into tmp == x, which would overwrite rows other threads still read) a private half-size
  * buffer in *own. */
 static void *operand(const struct sdw__dnn *op, const void *x, sdw__dt xt, void *tmp, size_t n,
                      sdw__dt *dt, void **own) {
-    *dt = op && sdw__dnn_precision(op) == SDW_PRECISION_BF16 ? SDW__BF16 : SDW__F32;
+    *dt = operand_dt(op);
     *own = NULL;
     SDW_ASSERT(xt == SDW__F32 || *dt == SDW__BF16); /* a bf16 x only feeds bf16 layers */
     if (*dt == SDW__BF16 && xt == SDW__F32 && tmp == x)
@@ -18,7 +23,7 @@ static void *operand(const struct sdw__dnn *op, const void *x, sdw__dt xt, void 
 }
 
 sdw__dt sdw__conv2d_operand_dt(const sdw_conv2d *c) {
-    return c->op && sdw__dnn_precision(c->op) == SDW_PRECISION_BF16 ? SDW__BF16 : SDW__F32;
+    return operand_dt(c->op);
 }
 
 void sdw__conv2d_forward_typed(const sdw_conv2d *c, const void *x, sdw__dt xt, int B, int H, int W,
