@@ -27,7 +27,8 @@ static void unload(loaded *l) {
     memset(l, 0, sizeof *l);
 }
 
-static sdw_status load_folder(loaded *l, const char *model, sdw_error *err) {
+/* lazy: the encoder bound on first use (sdw_vae_create_lazy), else with the decoder. */
+static sdw_status load_folder(loaded *l, const char *model, bool lazy, sdw_error *err) {
     memset(l, 0, sizeof *l);
     sdw_status st = sdw_vae_config_load(sdw_test_path("models/%s/vae/config.json", model), &l->cfg,
                                         err);
@@ -36,10 +37,11 @@ static sdw_status load_folder(loaded *l, const char *model, sdw_error *err) {
                      &l->file, err);
     if (st) return st;
     l->ws = sdw_weights_create(l->file, "", NULL, NULL);
-    return sdw_vae_create(l->ws, &l->cfg, &l->vae, err);
+    return (lazy ? sdw_vae_create_lazy : sdw_vae_create)(l->ws, &l->cfg, &l->vae, err);
 }
 
-static sdw_status load_single(loaded *l, const char *file, const char *prefix, sdw_error *err) {
+static sdw_status load_single(loaded *l, const char *file, const char *prefix, bool lazy,
+                              sdw_error *err) {
     memset(l, 0, sizeof *l);
     sdw_status st = sdw_st_open(sdw_test_path("models/%s", file), &l->file, err);
     if (st) return st;
@@ -48,7 +50,7 @@ static sdw_status load_single(loaded *l, const char *file, const char *prefix, s
         return sdw_error_set(err, SDW_E_FORMAT, "%s: expected LDM names", file);
     /* cfg must stay put while ws lives: the map reads n_levels through this pointer. */
     l->ws = sdw_weights_create(l->file, prefix, sdw_ldm_vae_name, &l->cfg);
-    return sdw_vae_create(l->ws, &l->cfg, &l->vae, err);
+    return (lazy ? sdw_vae_create_lazy : sdw_vae_create)(l->ws, &l->cfg, &l->vae, err);
 }
 
 /* Decodes golden vae.decode.z (batch 1) and compares with vae.decode.out. */
@@ -103,7 +105,7 @@ static void test_sd15_folder_decode(void) {
     sdw_error err = {0};
     sdw_error *e = &err;
     loaded l;
-    sdw_status st = load_folder(&l, "tiny-sd15", e);
+    sdw_status st = load_folder(&l, "tiny-sd15", false, e);
     if (st) unload(&l);
     ASSERT_OK(st, e);
     check_decode(&l, "tiny-sd15/txt2img-ddim");
@@ -114,7 +116,7 @@ static void test_sd15_single_decode(void) {
     sdw_error err = {0};
     sdw_error *e = &err;
     loaded l;
-    sdw_status st = load_single(&l, "tiny-sd15.safetensors", "first_stage_model.", e);
+    sdw_status st = load_single(&l, "tiny-sd15.safetensors", "first_stage_model.", false, e);
     if (st) unload(&l);
     ASSERT_OK(st, e);
     check_decode(&l, "tiny-sd15/txt2img-ddim");
@@ -125,7 +127,7 @@ static void test_sd15_folder_encode(void) {
     sdw_error err = {0};
     sdw_error *e = &err;
     loaded l;
-    sdw_status st = load_folder(&l, "tiny-sd15", e);
+    sdw_status st = load_folder(&l, "tiny-sd15", false, e);
     if (st) unload(&l);
     ASSERT_OK(st, e);
     check_encode(&l, "tiny-sd15/img2img-ddim");
@@ -137,7 +139,7 @@ static void test_sd15_single_encode(void) {
     sdw_error err = {0};
     sdw_error *e = &err;
     loaded l;
-    sdw_status st = load_single(&l, "tiny-sd15.safetensors", "first_stage_model.", e);
+    sdw_status st = load_single(&l, "tiny-sd15.safetensors", "first_stage_model.", false, e);
     if (st) unload(&l);
     ASSERT_OK(st, e);
     check_encode(&l, "tiny-sd15/img2img-ddim");
@@ -150,7 +152,7 @@ static void test_batch_decode(void) {
     sdw_error err = {0};
     sdw_error *e = &err;
     loaded l;
-    sdw_status st = load_folder(&l, "tiny-sd15", e);
+    sdw_status st = load_folder(&l, "tiny-sd15", false, e);
     if (st) unload(&l);
     ASSERT_OK(st, e);
     sdw_golden *g1 = sdw_golden_open("tiny-sd15/txt2img-ddim");
@@ -192,7 +194,7 @@ static void test_sdxl(void) {
     sdw_error err = {0};
     sdw_error *e = &err;
     loaded l;
-    sdw_status st = load_folder(&l, "tiny-sdxl", e);
+    sdw_status st = load_folder(&l, "tiny-sdxl", false, e);
     if (st) unload(&l);
     ASSERT_OK(st, e);
     ASSERT_TRUE(fabsf(l.cfg.scaling_factor - 0.13025f) < 1e-7f);
@@ -206,7 +208,7 @@ static void test_sdxl_single_fp16(void) {
     sdw_error err = {0};
     sdw_error *e = &err;
     loaded l;
-    sdw_status st = load_single(&l, "tiny-sdxl.safetensors", "first_stage_model.", e);
+    sdw_status st = load_single(&l, "tiny-sdxl.safetensors", "first_stage_model.", false, e);
     if (st) unload(&l);
     ASSERT_OK(st, e);
     check_decode(&l, "tiny-sdxl-single/txt2img-euler");
@@ -217,7 +219,7 @@ static void test_flux_folder(void) {
     sdw_error err = {0};
     sdw_error *e = &err;
     loaded l;
-    sdw_status st = load_folder(&l, "tiny-flux", e);
+    sdw_status st = load_folder(&l, "tiny-flux", false, e);
     if (st) unload(&l);
     ASSERT_OK(st, e);
     ASSERT_TRUE(!l.cfg.use_quant_conv && !l.cfg.use_post_quant_conv);
@@ -231,7 +233,7 @@ static void test_flux_bfl_file(void) {
     sdw_error err = {0};
     sdw_error *e = &err;
     loaded l;
-    sdw_status st = load_single(&l, "flux-tiny-ae.safetensors", "", e);
+    sdw_status st = load_single(&l, "flux-tiny-ae.safetensors", "", false, e);
     if (st) unload(&l);
     ASSERT_OK(st, e);
     ASSERT_TRUE(!l.cfg.use_quant_conv && !l.cfg.use_post_quant_conv);
@@ -371,12 +373,12 @@ static void test_ldm_map_covers_file(void) {
     sdw_error err = {0};
     sdw_error *e = &err;
     loaded l;
-    sdw_status st = load_single(&l, "tiny-sd15.safetensors", "first_stage_model.", e);
+    sdw_status st = load_single(&l, "tiny-sd15.safetensors", "first_stage_model.", false, e);
     char buf[512] = "";
     int left = st ? -1 : sdw_weights_unused(l.ws, buf, sizeof buf);
     size_t np = st ? 0 : sdw_vae_n_params(l.vae);
     loaded f;
-    sdw_status st2 = load_folder(&f, "tiny-sd15", e);
+    sdw_status st2 = load_folder(&f, "tiny-sd15", false, e);
     int left2 = st2 ? -1 : sdw_weights_unused(f.ws, buf, sizeof buf);
     size_t np2 = st2 ? 0 : sdw_vae_n_params(f.vae);
     size_t n_file = 0;
@@ -435,7 +437,7 @@ static void test_encode_rejects_bad_size(void) {
     sdw_error err = {0};
     sdw_error *e = &err;
     loaded l;
-    sdw_status st = load_folder(&l, "tiny-sd15", e);
+    sdw_status st = load_folder(&l, "tiny-sd15", false, e);
     if (st) unload(&l);
     ASSERT_OK(st, e);
     float img[3 * 3 * 3] = {0}, m[4], s[4];
@@ -448,48 +450,35 @@ static void test_encode_rejects_bad_size(void) {
 /* sdw_vae_create_lazy: the encoder's tensors are not loaded until the first encode (fewer
  * parameters handed out, none reported unused), the parameter count is the eager one, and
  * encode (folder and LDM single file) still matches the reference. */
-static void check_lazy(loaded *l, bool single) {
+static void check_lazy(bool single) {
     sdw_error err = {0};
     sdw_error *e = &err;
-    loaded eager;
-    sdw_status st = single ? load_single(&eager, "tiny-sd15.safetensors", "first_stage_model.", e)
-                           : load_folder(&eager, "tiny-sd15", e);
-    if (st) unload(&eager);
+    loaded eager = {0}, l = {0};
+    sdw_status st =
+        single ? load_single(&eager, "tiny-sd15.safetensors", "first_stage_model.", false, e)
+               : load_folder(&eager, "tiny-sd15", false, e);
+    if (!st)
+        st = single ? load_single(&l, "tiny-sd15.safetensors", "first_stage_model.", true, e)
+                    : load_folder(&l, "tiny-sd15", true, e);
+    if (st) unload(&eager), unload(&l);
     ASSERT_OK(st, e);
-    sdw_vae_destroy(l->vae);
-    sdw_weights_destroy(l->ws);
-    l->ws = single ? sdw_weights_create(l->file, "first_stage_model.", sdw_ldm_vae_name, &l->cfg)
-                   : sdw_weights_create(l->file, "", NULL, NULL);
-    st = sdw_vae_create_lazy(l->ws, &l->cfg, &l->vae, e);
-    if (st) unload(&eager);
-    ASSERT_OK(st, e);
-    const size_t loaded_before = sdw_weights_n_params(l->ws);
+    const size_t loaded_before = sdw_weights_n_params(l.ws);
     const size_t eager_loaded = sdw_weights_n_params(eager.ws);
-    ASSERT_TRUE(sdw_vae_has_encoder(l->vae));
-    ASSERT_EQ_INT((int)sdw_vae_n_params(l->vae), (int)sdw_vae_n_params(eager.vae));
+    ASSERT_TRUE(sdw_vae_has_encoder(l.vae));
+    ASSERT_EQ_INT((int)sdw_vae_n_params(l.vae), (int)sdw_vae_n_params(eager.vae));
     ASSERT_TRUE(loaded_before < eager_loaded);
-    ASSERT_EQ_INT(sdw_weights_unused(l->ws, NULL, 0), sdw_weights_unused(eager.ws, NULL, 0));
-    check_encode(l, "tiny-sd15/img2img-ddim");
-    ASSERT_EQ_INT((int)sdw_weights_n_params(l->ws), (int)eager_loaded); /* bound now */
-    check_encode(l, "tiny-sd15/img2img-ddim");                          /* and only once */
-    ASSERT_EQ_INT((int)sdw_weights_n_params(l->ws), (int)eager_loaded);
+    ASSERT_EQ_INT(sdw_weights_unused(l.ws, NULL, 0), sdw_weights_unused(eager.ws, NULL, 0));
+    check_encode(&l, "tiny-sd15/img2img-ddim");
+    ASSERT_EQ_INT((int)sdw_weights_n_params(l.ws), (int)eager_loaded); /* bound now */
+    check_encode(&l, "tiny-sd15/img2img-ddim");                        /* and only once */
+    ASSERT_EQ_INT((int)sdw_weights_n_params(l.ws), (int)eager_loaded);
     unload(&eager);
+    unload(&l);
 }
 
 static void test_lazy_encoder(void) {
-    sdw_error err = {0};
-    sdw_error *e = &err;
-    loaded l;
-    sdw_status st = load_folder(&l, "tiny-sd15", e);
-    if (st) unload(&l);
-    ASSERT_OK(st, e);
-    check_lazy(&l, false);
-    unload(&l);
-    st = load_single(&l, "tiny-sd15.safetensors", "first_stage_model.", e);
-    if (st) unload(&l);
-    ASSERT_OK(st, e);
-    check_lazy(&l, true);
-    unload(&l);
+    check_lazy(false);
+    check_lazy(true);
 }
 
 int main(void) {
