@@ -100,17 +100,6 @@ int sdw__cgroup_v1_cores(const char *quota_us, const char *period_us) {
     return quota_cores(quota, period); /* quota -1: none */
 }
 
-/* The first line of a small file into buf ("" when it cannot be read). */
-static const char *read_line(const char *path, char *buf, size_t cap) {
-    FILE *f = fopen(path, "r");
-    buf[0] = 0;
-    if (f) {
-        if (!fgets(buf, (int)cap, f)) buf[0] = 0;
-        fclose(f);
-    }
-    return buf;
-}
-
 /* Whether the comma-separated list has the exact name ("cpu" is in "cpu,cpuacct", not in
  * "cpuset"). */
 static bool has_token(const char *list, const char *name) {
@@ -141,18 +130,26 @@ static bool cgroup_dir(const char *controller, const char *root, char *out, size
     return found;
 }
 
+/* dir/name's text, or NULL when it cannot be read (free it). */
+static char *read_at(const char *dir, const char *name) {
+    char path[1100], *text = NULL;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return sdw_read_file(path, &text, NULL, NULL) == SDW_OK ? text : NULL;
+}
+
 static int cgroup_cores(void) {
-    char dir[1024], path[1100], a[128], b[128];
+    char dir[1024];
     int n = 0;
     if (cgroup_dir("", "/sys/fs/cgroup", dir, sizeof dir)) {
-        snprintf(path, sizeof path, "%s/cpu.max", dir);
-        n = sdw__cgroup_v2_cores(read_line(path, a, sizeof a));
+        char *max = read_at(dir, "cpu.max");
+        n = sdw__cgroup_v2_cores(max);
+        free(max);
     }
     if (!n && cgroup_dir("cpu", "/sys/fs/cgroup/cpu", dir, sizeof dir)) {
-        snprintf(path, sizeof path, "%s/cpu.cfs_quota_us", dir);
-        read_line(path, a, sizeof a);
-        snprintf(path, sizeof path, "%s/cpu.cfs_period_us", dir);
-        n = sdw__cgroup_v1_cores(a, read_line(path, b, sizeof b));
+        char *quota = read_at(dir, "cpu.cfs_quota_us"), *period = read_at(dir, "cpu.cfs_period_us");
+        n = sdw__cgroup_v1_cores(quota, period);
+        free(quota);
+        free(period);
     }
     return n;
 }
