@@ -338,6 +338,9 @@ static void test_pipeline_goldens(void) {
             if (!g) continue;
             json_t *man = sdw_golden_manifest(g);
             const char *model = json_string_value(json_object_get(man, "model"));
+            /* A textual-inversion case's ids hold the embedding's added tokens (49408, ...),
+             * which the folder's tokenizer alone does not know: the embedding test covers it. */
+            if (json_object_get(man, "embedding")) model = NULL;
             static const char *const k_enc[2][2] = {{"te", "tokenizer"}, {"te2", "tokenizer_2"}};
             for (int e = 0; e < 2 && model; e++) {
                 const char *dir = sdw_test_path("%s/%s", model, k_enc[e][1]);
