@@ -124,6 +124,23 @@ sdw_status sdw_layer_norm_bind(sdw_layer_norm *n, sdw_weights *ws, const char *p
 /* x,y [M, C] (may alias). */
 void sdw_layer_norm_forward(const sdw_layer_norm *n, const float *x, int64_t M, float *y);
 
+/* RMSNorm (T5's T5LayerNorm, diffusers' RMSNorm): y = x / sqrt(mean(x²) + eps) · gamma, the
+ * mean over c values in f32 with no centring, as both compute it (in float32 whatever the
+ * weights' type). */
+typedef struct sdw_rms_norm {
+    const float *gamma; /* [c] */
+    int c;
+    float eps;
+} sdw_rms_norm;
+sdw_status sdw_rms_norm_bind(sdw_rms_norm *n, sdw_weights *ws, const char *name, int c, float eps,
+                             sdw_error *err); /* name: the whole tensor name ("...norm_q.weight"
+                                               * or T5's "...layer_norm.weight") */
+/* x: M rows, `stride` floats apart, each holding G consecutive groups of c values (G = heads
+ * for the per-head QK norm of attention; 1 for a plain row norm); every group is normalised
+ * on its own. y has the same layout and may alias x. */
+void sdw_rms_norm_forward(const sdw_rms_norm *n, const float *x, int64_t M, int G, int64_t stride,
+                          float *y);
+
 /* ---- attention ----
  * Multi-head scaled-dot-product attention, softmax(q kᵀ · scale) v, per batch and head.
  * q [B, Lq, H*D] (row stride q_stride floats), k/v [B, Lk, H*D] (strides k_stride/v_stride),

@@ -227,3 +227,40 @@ void sdw__layer_norm(const sdw_layer_norm *n, const float *x, int64_t M, void *y
 void sdw_layer_norm_forward(const sdw_layer_norm *n, const float *x, int64_t M, float *y) {
     sdw__layer_norm(n, x, M, y, SDW__F32);
 }
+
+sdw_status sdw_rms_norm_bind(sdw_rms_norm *n, sdw_weights *ws, const char *name, int c, float eps,
+                             sdw_error *err) {
+    memset(n, 0, sizeof *n);
+    const int64_t shape[1] = {c};
+    if (!(n->gamma = sdw_weights_f32(ws, name, 1, shape, err)))
+        return err ? err->code : SDW_E_NOT_FOUND;
+    n->c = c;
+    n->eps = eps;
+    return SDW_OK;
+}
+
+/* One group: the sum of squares in double (torch reduces in f32 with a cascade; double is at
+ * least as close to the exact value), the scale rsqrt in f32 as torch.rsqrt, then x·r·gamma in
+ * T5's order (x·r first). */
+static void rms_group(const float *x, int C, const float *gamma, float eps, float *y) {
+    double ss = 0;
+    for (int c = 0; c < C; c++)
+        ss += (double)x[c] * x[c];
+    const float var = (float)(ss / C);
+    const float r = 1.0f / sqrtf(var + eps);
+    for (int c = 0; c < C; c++)
+        y[c] = (x[c] * r) * gamma[c];
+}
+
+void sdw_rms_norm_forward(const sdw_rms_norm *n, const float *x, int64_t M, int G, int64_t stride,
+                          float *y) {
+    const double prof_t0 = sdw__prof_begin();
+    SDW_ASSERT(n && n->gamma && n->c > 0 && G >= 1 && stride >= (int64_t)G * n->c);
+    const int C = n->c;
+#pragma omp parallel for schedule(static) if (M * G * C > 32768)
+    for (int64_t i = 0; i < M; i++)
+        for (int g = 0; g < G; g++)
+            rms_group(x + i * stride + (int64_t)g * C, C, n->gamma, n->eps,
+                      y + i * stride + (int64_t)g * C);
+    sdw__prof_end(SDW_OP_LAYER_NORM, prof_t0, 0);
+}
