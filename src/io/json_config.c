@@ -325,8 +325,8 @@ static sdw_status list_of(const sdw_json_config *c, const char *key, int max, co
         return fail(c, key, -1, SDW_E_FORMAT, err, "want an array of 1 to %d %s, got %s", max, what,
                     kind(v));
     if (json_array_size(v) < 1 || json_array_size(v) > (size_t)max)
-        return fail(c, key, -1, SDW_E_FORMAT, err, "want an array of 1 to %d %s, got %zu", max,
-                    what, json_array_size(v));
+        return fail(c, key, -1, SDW_E_FORMAT, err, "want an array of 1 to %d %s, got %zu entries",
+                    max, what, json_array_size(v));
     *out = v;
     return SDW_OK;
 }

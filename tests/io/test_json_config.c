@@ -154,7 +154,7 @@ static void test_lists(void) {
     ASSERT_OK(sdw_json_config_int_list(&c, "absent", 2, 0, 10, w, &m, &err), &err);
     ASSERT_OK(sdw_json_config_int_list(&c, "n", 2, 0, 10, w, &m, &err), &err);
     ASSERT_STATUS(sdw_json_config_int_list(&c, "arr", 2, 0, 10, w, &m, &err), SDW_E_FORMAT);
-    ASSERT_STR_CONTAINS(err.msg, "\"arr\": want an array of 1 to 2 integers, got 3");
+    ASSERT_STR_CONTAINS(err.msg, "\"arr\": want an array of 1 to 2 integers, got 3 entries");
     ASSERT_STATUS(sdw_json_config_int_list(&c, "empty", 2, 0, 10, w, &m, &err), SDW_E_FORMAT);
     ASSERT_STATUS(sdw_json_config_int_list(&c, "i", 2, 0, 10, w, &m, &err), SDW_E_FORMAT);
     ASSERT_STR_CONTAINS(err.msg, "got an integer");
