@@ -22,7 +22,9 @@
 #include "nn/profile.h"
 #include "nn/vae_impl.h"
 
-#include <jansson.h>
+#include "io/json_config.h"
+
+#include <float.h>
 #include <pthread.h>
 #include <math.h>
 #include <string.h>
@@ -49,118 +51,65 @@ sdw_vae_config sdw_vae_config_default(void) {
     };
 }
 
-/* Reads optional integer key into *out, checking [lo, hi]. Absent or null keeps *out. */
-static sdw_status json_int_key(json_t *root, const char *key, int lo, int hi, int *out,
-                               sdw_error *err) {
-    json_t *v = json_object_get(root, key);
-    if (!v || json_is_null(v)) return SDW_OK;
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
-        return sdw_error_set(err, SDW_E_FORMAT, "\"%s\" must be an integer in [%d, %d]", key,
-                             lo, hi);
-    *out = (int)json_integer_value(v);
-    return SDW_OK;
-}
-
-static sdw_status json_bool_key(json_t *root, const char *key, bool *out, sdw_error *err) {
-    json_t *v = json_object_get(root, key);
-    if (!v || json_is_null(v)) return SDW_OK;
-    if (!json_is_boolean(v)) return sdw_error_set(err, SDW_E_FORMAT, "\"%s\" must be a boolean", key);
-    *out = json_is_true(v);
-    return SDW_OK;
-}
-
-static sdw_status json_float_key(json_t *root, const char *key, float *out, sdw_error *err) {
-    json_t *v = json_object_get(root, key);
-    if (!v || json_is_null(v)) return SDW_OK;
-    if (!json_is_number(v) || !isfinite(json_number_value(v)))
-        return sdw_error_set(err, SDW_E_FORMAT, "\"%s\" must be a finite number", key);
-    *out = (float)json_number_value(v);
-    return SDW_OK;
-}
-
 /* down_block_types / up_block_types: optional; when present one entry per level, all `want`. */
-static sdw_status json_block_types(json_t *root, const char *key, const char *want, int n_levels,
-                                   sdw_error *err) {
-    json_t *v = json_object_get(root, key);
-    if (!v || json_is_null(v)) return SDW_OK;
-    if (!json_is_array(v) || (int)json_array_size(v) != n_levels)
+static sdw_status block_types(const sdw_json_config *j, const char *key, const char *want,
+                              int n_levels, sdw_error *err) {
+    const char *names[SDW_VAE_MAX_LEVELS];
+    int n = 0; /* stays 0 when the key is absent or null */
+    sdw_status st = sdw_json_config_string_list(j, key, SDW_VAE_MAX_LEVELS, names, &n, err);
+    if (st != SDW_OK || n == 0) return st;
+    if (n != n_levels)
         return sdw_error_set(err, SDW_E_FORMAT,
-                             "\"%s\" must be an array with one entry per block_out_channels", key);
-    for (size_t i = 0; i < json_array_size(v); i++) {
-        const char *s = json_string_value(json_array_get(v, i));
-        if (!s) return sdw_error_set(err, SDW_E_FORMAT, "\"%s\"[%zu] must be a string", key, i);
-        if (strcmp(s, want) != 0)
-            return sdw_error_set(err, SDW_E_UNSUPPORTED, "\"%s\"[%zu] is \"%s\"; only %s is supported",
-                                 key, i, s, want);
-    }
+                             "%s: \"%s\" has %d entries, block_out_channels has %d", j->what, key,
+                             n, n_levels);
+    for (int i = 0; i < n; i++)
+        if (strcmp(names[i], want) != 0)
+            return sdw_error_set(err, SDW_E_UNSUPPORTED,
+                                 "%s: \"%s\"[%d] is \"%s\"; only %s is supported", j->what, key, i,
+                                 names[i], want);
     return SDW_OK;
 }
 
-sdw_status sdw_vae_config_parse(const char *json, size_t len, sdw_vae_config *cfg,
-                                sdw_error *err) {
-    sdw_status st = SDW_OK;
-    json_error_t je;
-    json_t *root = json_loadb(json, len, 0, &je);
-    if (!root) return sdw_error_set(err, SDW_E_FORMAT, "line %d: %s", je.line, je.text);
+/* *cfg from a parsed vae/config.json: absent keys keep diffusers' defaults. */
+static sdw_status config_from(const sdw_json_config *j, sdw_vae_config *cfg, sdw_error *err) {
+    static const char *const silu[] = {"silu"};
     sdw_vae_config c = sdw_vae_config_default();
-    if (!json_is_object(root)) {
-        st = sdw_error_set(err, SDW_E_FORMAT, "the config is not a JSON object");
-        goto fail;
-    }
-    if ((st = json_int_key(root, "in_channels", 1, 64, &c.in_channels, err)) ||
-        (st = json_int_key(root, "out_channels", 1, 64, &c.out_channels, err)) ||
-        (st = json_int_key(root, "latent_channels", 1, 1024, &c.latent_channels, err)) ||
-        (st = json_int_key(root, "layers_per_block", 1, 64, &c.layers_per_block, err)) ||
-        (st = json_int_key(root, "norm_num_groups", 1, 1024, &c.norm_num_groups, err)) ||
-        (st = json_float_key(root, "scaling_factor", &c.scaling_factor, err)) ||
-        (st = json_float_key(root, "shift_factor", &c.shift_factor, err)) ||
-        (st = json_bool_key(root, "use_quant_conv", &c.use_quant_conv, err)) ||
-        (st = json_bool_key(root, "use_post_quant_conv", &c.use_post_quant_conv, err)) ||
-        (st = json_bool_key(root, "mid_block_add_attention", &c.mid_block_attention, err)))
-        goto fail;
-
-    json_t *boc = json_object_get(root, "block_out_channels");
-    if (boc && !json_is_null(boc)) {
-        if (!json_is_array(boc) || json_array_size(boc) < 1 ||
-            json_array_size(boc) > SDW_VAE_MAX_LEVELS) {
-            st = sdw_error_set(err, SDW_E_FORMAT,
-                               "\"block_out_channels\" must be an array of 1 to %d integers",
-                               SDW_VAE_MAX_LEVELS);
-            goto fail;
-        }
-        c.n_levels = (int)json_array_size(boc);
-        for (int i = 0; i < c.n_levels; i++) {
-            json_t *e = json_array_get(boc, (size_t)i);
-            if (!json_is_integer(e) || json_integer_value(e) < 1 || json_integer_value(e) > 65536) {
-                st = sdw_error_set(err, SDW_E_FORMAT,
-                                   "\"block_out_channels\"[%d] must be an integer in [1, 65536]", i);
-                goto fail;
-            }
-            c.block_out_channels[i] = (int)json_integer_value(e);
-        }
-    }
-    if ((st = json_block_types(root, "down_block_types", "DownEncoderBlock2D", c.n_levels, err)) ||
-        (st = json_block_types(root, "up_block_types", "UpDecoderBlock2D", c.n_levels, err)))
-        goto fail;
-    json_t *act = json_object_get(root, "act_fn");
-    if (act && !json_is_null(act) &&
-        (!json_is_string(act) || strcmp(json_string_value(act), "silu") != 0)) {
-        st = sdw_error_set(err, SDW_E_UNSUPPORTED, "\"act_fn\" must be \"silu\"");
-        goto fail;
-    }
+    int act = 0;
+    sdw_status st;
+    if ((st = sdw_json_config_int(j, "in_channels", 1, 64, &c.in_channels, err)) ||
+        (st = sdw_json_config_int(j, "out_channels", 1, 64, &c.out_channels, err)) ||
+        (st = sdw_json_config_int(j, "latent_channels", 1, 1024, &c.latent_channels, err)) ||
+        (st = sdw_json_config_int(j, "layers_per_block", 1, 64, &c.layers_per_block, err)) ||
+        (st = sdw_json_config_int(j, "norm_num_groups", 1, 1024, &c.norm_num_groups, err)) ||
+        (st = sdw_json_config_float(j, "scaling_factor", -FLT_MAX, FLT_MAX, &c.scaling_factor,
+                                    err)) ||
+        (st = sdw_json_config_float(j, "shift_factor", -FLT_MAX, FLT_MAX, &c.shift_factor, err)) ||
+        (st = sdw_json_config_bool(j, "use_quant_conv", &c.use_quant_conv, err)) ||
+        (st = sdw_json_config_bool(j, "use_post_quant_conv", &c.use_post_quant_conv, err)) ||
+        (st = sdw_json_config_bool(j, "mid_block_add_attention", &c.mid_block_attention, err)) ||
+        (st = sdw_json_config_int_list(j, "block_out_channels", SDW_VAE_MAX_LEVELS, 1, 65536,
+                                       c.block_out_channels, &c.n_levels, err)) ||
+        (st = block_types(j, "down_block_types", "DownEncoderBlock2D", c.n_levels, err)) ||
+        (st = block_types(j, "up_block_types", "UpDecoderBlock2D", c.n_levels, err)) ||
+        (st = sdw_json_config_enum(j, "act_fn", silu, 1, &act, err)))
+        return st;
     *cfg = c;
-fail:
-    json_decref(root);
+    return SDW_OK;
+}
+
+sdw_status sdw_vae_config_parse(const char *json, size_t len, sdw_vae_config *cfg, sdw_error *err) {
+    sdw_json_config j;
+    sdw_status st = sdw_json_config_parse(json, len, "vae config", &j, err);
+    if (st == SDW_OK) st = config_from(&j, cfg, err);
+    sdw_json_config_free(&j);
     return st;
 }
 
 sdw_status sdw_vae_config_load(const char *path, sdw_vae_config *cfg, sdw_error *err) {
-    char *text = NULL;
-    size_t len = 0;
-    sdw_status st = sdw_read_file(path, &text, &len, err);
-    if (st == SDW_OK) st = sdw_vae_config_parse(text, len, cfg, err);
-    if (st != SDW_OK) sdw_error_prefix(err, "%s", path);
-    free(text);
+    sdw_json_config j;
+    sdw_status st = sdw_json_config_load(path, &j, err);
+    if (st == SDW_OK) st = config_from(&j, cfg, err);
+    sdw_json_config_free(&j);
     return st;
 }
 
