@@ -1,6 +1,9 @@
 /* UNet2DConditionModel config: diffusers config.json parsing, inference from LDM shapes. */
 #include "models/stable_diffusion/unet_config.h"
 
+#include "io/json_config.h"
+
+#include <float.h>
 #include <jansson.h>
 #include <math.h>
 #include <string.h>
@@ -8,178 +11,105 @@
 /* ---------------------------------------------------------------------------------------- */
 /* config.json                                                                              */
 
-/* The member, or NULL when absent or JSON null (diffusers treats both as "default"). */
-static json_t *opt(json_t *root, const char *key) {
-    json_t *v = json_object_get(root, key);
-    return (v && !json_is_null(v)) ? v : NULL;
-}
-
-static sdw_status get_int(json_t *root, const char *key, int def, int *out, sdw_error *err) {
-    json_t *v = opt(root, key);
-    if (!v) {
-        *out = def;
-        return SDW_OK;
-    }
-    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > (1 << 20))
-        return sdw_error_set(err, SDW_E_FORMAT, "unet config: \"%s\" must be a small integer",
-                             key);
-    *out = (int)json_integer_value(v);
-    return SDW_OK;
-}
-
-static sdw_status get_num(json_t *root, const char *key, double def, double *out,
-                          sdw_error *err) {
-    json_t *v = opt(root, key);
-    if (!v) {
-        *out = def;
-        return SDW_OK;
-    }
-    if (!json_is_number(v))
-        return sdw_error_set(err, SDW_E_FORMAT, "unet config: \"%s\" must be a number", key);
-    *out = json_number_value(v);
-    return SDW_OK;
-}
-
-static sdw_status get_bool(json_t *root, const char *key, bool def, bool *out, sdw_error *err) {
-    json_t *v = opt(root, key);
-    if (!v) {
-        *out = def;
-        return SDW_OK;
-    }
-    if (!json_is_boolean(v))
-        return sdw_error_set(err, SDW_E_FORMAT, "unet config: \"%s\" must be true or false",
-                             key);
-    *out = json_is_true(v);
-    return SDW_OK;
-}
-
-/* A string member or NULL (absent/null). Non-strings are a format error. */
-static sdw_status get_str(json_t *root, const char *key, const char **out, sdw_error *err) {
-    json_t *v = opt(root, key);
-    *out = NULL;
-    if (!v) return SDW_OK;
-    if (!json_is_string(v))
-        return sdw_error_set(err, SDW_E_FORMAT, "unet config: \"%s\" must be a string", key);
-    *out = json_string_value(v);
-    return SDW_OK;
-}
-
 /* diffusers' "int or per-block list" fields: an int is broadcast to n entries, a list must have
- * exactly n positive ints (nested per-layer lists are not supported). *present = key given. */
-static sdw_status get_int_list(json_t *root, const char *key, int n, int *out, bool *present,
+ * exactly n positive ints (nested per-layer lists are not supported). Absent or null keeps out. */
+static sdw_status get_int_list(const sdw_json_config *j, const char *key, int n, int *out,
                                sdw_error *err) {
-    json_t *v = opt(root, key);
-    *present = v != NULL;
-    if (!v) return SDW_OK;
-    if (json_is_integer(v)) {
-        if (json_integer_value(v) <= 0 || json_integer_value(v) > (1 << 20))
-            return sdw_error_set(err, SDW_E_FORMAT, "unet config: \"%s\" must be positive",
-                                 key);
-        for (int i = 0; i < n; i++) out[i] = (int)json_integer_value(v);
-        return SDW_OK;
+    const json_t *v = json_object_get(j->root, key);
+    if (!json_is_array(v)) {
+        int x = 0;
+        sdw_status st = sdw_json_config_int(j, key, 1, 1 << 20, &x, err);
+        if (st == SDW_OK && sdw_json_config_has(j, key))
+            for (int i = 0; i < n; i++)
+                out[i] = x;
+        return st;
     }
-    if (!json_is_array(v))
-        return sdw_error_set(err, SDW_E_FORMAT, "unet config: \"%s\" must be an int or a list",
-                             key);
-    if ((int)json_array_size(v) != n)
-        return sdw_error_set(err, SDW_E_FORMAT,
-                             "unet config: \"%s\" has %zu entries, block_out_channels has %d",
-                             key, json_array_size(v), n);
-    for (int i = 0; i < n; i++) {
-        json_t *e = json_array_get(v, (size_t)i);
-        if (json_is_array(e))
+    for (size_t i = 0; i < json_array_size(v); i++)
+        if (json_is_array(json_array_get(v, i)))
             return sdw_error_set(err, SDW_E_UNSUPPORTED,
-                                 "unet config: \"%s\" with per-layer lists is not supported",
-                                 key);
-        if (!json_is_integer(e) || json_integer_value(e) <= 0 ||
-            json_integer_value(e) > (1 << 20))
-            return sdw_error_set(err, SDW_E_FORMAT,
-                                 "unet config: \"%s\"[%d] must be a positive integer", key, i);
-        out[i] = (int)json_integer_value(e);
-    }
+                                 "%s: \"%s\" with per-layer lists is not supported", j->what, key);
+    int got[SDW_UNET_MAX_LEVELS], m = 0;
+    sdw_status st = sdw_json_config_int_list(j, key, SDW_UNET_MAX_LEVELS, 1, 1 << 20, got, &m, err);
+    if (st) return st;
+    if (m != n)
+        return sdw_error_set(err, SDW_E_FORMAT,
+                             "%s: \"%s\" has %d entries, block_out_channels has %d", j->what, key,
+                             m, n);
+    memcpy(out, got, (size_t)n * sizeof *out);
     return SDW_OK;
 }
 
-/* Block type names of one path; attn[i] = the CrossAttn variant. */
-static sdw_status get_block_types(json_t *root, const char *key, int n, const char *cross_name,
-                                  const char *plain_name, bool *attn, sdw_error *err) {
-    json_t *v = opt(root, key);
-    if (!v || !json_is_array(v))
-        return sdw_error_set(err, SDW_E_FORMAT, "unet config: \"%s\" must be a list", key);
-    if ((int)json_array_size(v) != n)
+/* Block type names of one path (required); attn[i] = the CrossAttn variant. */
+static sdw_status get_block_types(const sdw_json_config *j, const char *key, int n,
+                                  const char *cross_name, const char *plain_name, bool *attn,
+                                  sdw_error *err) {
+    const char *names[SDW_UNET_MAX_LEVELS];
+    int m = 0;
+    sdw_status st = sdw_json_config_string_list(j, key, SDW_UNET_MAX_LEVELS, names, &m, err);
+    if (st) return st;
+    if (m == 0) return sdw_error_set(err, SDW_E_FORMAT, "%s: \"%s\" missing", j->what, key);
+    if (m != n)
         return sdw_error_set(err, SDW_E_FORMAT,
-                             "unet config: \"%s\" has %zu entries, block_out_channels has %d",
-                             key, json_array_size(v), n);
+                             "%s: \"%s\" has %d entries, block_out_channels has %d", j->what, key,
+                             m, n);
     for (int i = 0; i < n; i++) {
-        const char *s = json_string_value(json_array_get(v, (size_t)i));
-        if (!s) return sdw_error_set(err, SDW_E_FORMAT, "unet config: \"%s\"[%d] not a string",
-                                     key, i);
-        if (!strcmp(s, cross_name)) attn[i] = true;
-        else if (!strcmp(s, plain_name)) attn[i] = false;
+        if (!strcmp(names[i], cross_name))
+            attn[i] = true;
+        else if (!strcmp(names[i], plain_name))
+            attn[i] = false;
         else
             return sdw_error_set(err, SDW_E_UNSUPPORTED,
-                                 "unet config: %s[%d] = \"%s\" is not supported (only %s, %s)",
-                                 key, i, s, cross_name, plain_name);
+                                 "%s: %s[%d] = \"%s\" is not supported (only %s, %s)", j->what, key,
+                                 i, names[i], cross_name, plain_name);
     }
     return SDW_OK;
 }
 
 /* Settings of UNet2DConditionModel that change the computation in ways not implemented here:
  * each must be absent/null/false (or equal to the one value we run). */
-static sdw_status check_unsupported(json_t *root, sdw_error *err) {
+static sdw_status check_unsupported(const sdw_json_config *j, sdw_error *err) {
+    sdw_status st;
     static const char *const must_be_null[] = {
-        "class_embed_type",     "num_class_embeds",      "encoder_hid_dim",
-        "encoder_hid_dim_type", "time_cond_proj_dim",    "time_embedding_act_fn",
-        "timestep_post_act",    "cross_attention_norm",
+        "class_embed_type",   "num_class_embeds",      "encoder_hid_dim",   "encoder_hid_dim_type",
+        "time_cond_proj_dim", "time_embedding_act_fn", "timestep_post_act", "cross_attention_norm",
     };
     for (size_t i = 0; i < SDW_ARRAY_LEN(must_be_null); i++) {
-        json_t *v = opt(root, must_be_null[i]);
-        if (v) {
-            char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-            sdw_status st = sdw_error_set(err, SDW_E_UNSUPPORTED,
-                                          "unet config: \"%s\" = %s is not supported",
-                                          must_be_null[i], s ? s : "?");
-            free(s);
-            return st;
-        }
+        if (!sdw_json_config_has(j, must_be_null[i])) continue;
+        char *s =
+            json_dumps(json_object_get(j->root, must_be_null[i]), JSON_ENCODE_ANY | JSON_COMPACT);
+        st = sdw_error_set(err, SDW_E_UNSUPPORTED, "%s: \"%s\" = %s is not supported", j->what,
+                           must_be_null[i], s ? s : "?");
+        free(s);
+        return st;
     }
     static const char *const must_be_false[] = {"dual_cross_attention", "center_input_sample",
-                                                "class_embeddings_concat",
-                                                "resnet_skip_time_act"};
+                                                "class_embeddings_concat", "resnet_skip_time_act"};
     for (size_t i = 0; i < SDW_ARRAY_LEN(must_be_false); i++) {
-        json_t *v = opt(root, must_be_false[i]);
-        if (v && !json_is_false(v))
-            return sdw_error_set(err, SDW_E_UNSUPPORTED,
-                                 "unet config: \"%s\" = true is not supported", must_be_false[i]);
+        bool b = false;
+        if ((st = sdw_json_config_bool(j, must_be_false[i], &b, err))) return st;
+        if (b)
+            return sdw_error_set(err, SDW_E_UNSUPPORTED, "%s: \"%s\" = true is not supported",
+                                 j->what, must_be_false[i]);
     }
     /* only_cross_attention: bool or per-block list of bools. */
-    json_t *oca = opt(root, "only_cross_attention");
-    if (oca) {
-        bool any = json_is_true(oca);
-        if (json_is_array(oca))
-            for (size_t i = 0; i < json_array_size(oca); i++)
-                any = any || json_is_true(json_array_get(oca, i));
-        if (any)
-            return sdw_error_set(err, SDW_E_UNSUPPORTED,
-                                 "unet config: \"only_cross_attention\" = true is not supported");
-    }
+    const json_t *oca = json_object_get(j->root, "only_cross_attention");
+    bool any = json_is_true(oca);
+    for (size_t i = 0; i < json_array_size(oca); i++)
+        any = any || json_is_true(json_array_get(oca, i));
+    if (any)
+        return sdw_error_set(err, SDW_E_UNSUPPORTED,
+                             "%s: \"only_cross_attention\" = true is not supported", j->what);
     static const struct {
         const char *key, *want;
     } fixed_str[] = {
-        {"_class_name", "UNet2DConditionModel"},
-        {"act_fn", "silu"},
-        {"time_embedding_type", "positional"},
-        {"resnet_time_scale_shift", "default"},
+        {"_class_name", "UNet2DConditionModel"}, {"act_fn", "silu"},
+        {"time_embedding_type", "positional"},   {"resnet_time_scale_shift", "default"},
         {"attention_type", "default"},
     };
     for (size_t i = 0; i < SDW_ARRAY_LEN(fixed_str); i++) {
-        const char *s;
-        sdw_status st = get_str(root, fixed_str[i].key, &s, err);
-        if (st) return st;
-        if (s && strcmp(s, fixed_str[i].want))
-            return sdw_error_set(err, SDW_E_UNSUPPORTED,
-                                 "unet config: \"%s\" = \"%s\" is not supported (only \"%s\")",
-                                 fixed_str[i].key, s, fixed_str[i].want);
+        int which;
+        if ((st = sdw_json_config_enum(j, fixed_str[i].key, &fixed_str[i].want, 1, &which, err)))
+            return st;
     }
     static const struct {
         const char *key;
@@ -191,117 +121,110 @@ static sdw_status check_unsupported(json_t *root, sdw_error *err) {
     };
     for (size_t i = 0; i < SDW_ARRAY_LEN(fixed_num); i++) {
         double d = fixed_num[i].want;
-        sdw_status st = get_num(root, fixed_num[i].key, fixed_num[i].want, &d, err);
-        if (st) return st;
+        if ((st = sdw_json_config_number(j, fixed_num[i].key, -INFINITY, INFINITY, &d, err)))
+            return st;
         if (d != fixed_num[i].want)
             return sdw_error_set(err, SDW_E_UNSUPPORTED,
-                                 "unet config: \"%s\" = %g is not supported (only %g)",
+                                 "%s: \"%s\" = %g is not supported (only %g)", j->what,
                                  fixed_num[i].key, d, fixed_num[i].want);
     }
     return SDW_OK;
 }
 
 /* Mirrors the argument handling of UNet2DConditionModel.__init__ (diffusers 0.25.1). */
-static sdw_status parse_root(json_t *root, sdw_unet_config *c, sdw_error *err) {
+static sdw_status config_from(const sdw_json_config *j, sdw_unet_config *c, sdw_error *err) {
     sdw_status st;
     memset(c, 0, sizeof *c);
-    if (!json_is_object(root))
-        return sdw_error_set(err, SDW_E_FORMAT, "unet config: not a JSON object");
-    if ((st = check_unsupported(root, err))) return st;
+    if ((st = check_unsupported(j, err))) return st;
 
-    json_t *boc = opt(root, "block_out_channels");
-    if (!boc || !json_is_array(boc) || json_array_size(boc) == 0)
-        return sdw_error_set(err, SDW_E_FORMAT, "unet config: \"block_out_channels\" missing");
-    if (json_array_size(boc) > SDW_UNET_MAX_LEVELS)
-        return sdw_error_set(err, SDW_E_UNSUPPORTED,
-                             "unet config: %zu levels in \"block_out_channels\" (max %d)",
-                             json_array_size(boc), SDW_UNET_MAX_LEVELS);
-    int n = c->n_levels = (int)json_array_size(boc);
-    bool present;
-    if ((st = get_int_list(root, "block_out_channels", n, c->block_out_channels, &present, err)))
+    if (json_array_size(json_object_get(j->root, "block_out_channels")) > SDW_UNET_MAX_LEVELS)
+        return sdw_error_set(
+            err, SDW_E_UNSUPPORTED, "%s: %zu levels in \"block_out_channels\" (max %d)", j->what,
+            json_array_size(json_object_get(j->root, "block_out_channels")), SDW_UNET_MAX_LEVELS);
+    if ((st = sdw_json_config_int_list(j, "block_out_channels", SDW_UNET_MAX_LEVELS, 1, 1 << 20,
+                                       c->block_out_channels, &c->n_levels, err)))
         return st;
-    if ((st = get_block_types(root, "down_block_types", n, "CrossAttnDownBlock2D", "DownBlock2D",
+    int n = c->n_levels;
+    if (n == 0)
+        return sdw_error_set(err, SDW_E_FORMAT, "%s: \"block_out_channels\" missing", j->what);
+    if ((st = get_block_types(j, "down_block_types", n, "CrossAttnDownBlock2D", "DownBlock2D",
                               c->down_attn, err)))
         return st;
-    if ((st = get_block_types(root, "up_block_types", n, "CrossAttnUpBlock2D", "UpBlock2D",
-                              c->up_attn, err)))
+    if ((st = get_block_types(j, "up_block_types", n, "CrossAttnUpBlock2D", "UpBlock2D", c->up_attn,
+                              err)))
         return st;
 
-    const char *mid;
-    if ((st = get_str(root, "mid_block_type", &mid, err))) return st;
-    if (mid && strcmp(mid, "UNetMidBlock2DCrossAttn"))
-        return sdw_error_set(err, SDW_E_UNSUPPORTED,
-                             "unet config: mid_block_type = \"%s\" is not supported (only "
-                             "UNetMidBlock2DCrossAttn or null)",
-                             mid);
+    static const char *const mid_names[] = {"UNetMidBlock2DCrossAttn"};
+    int mid;
+    if ((st = sdw_json_config_enum(j, "mid_block_type", mid_names, 1, &mid, err))) return st;
     /* A missing key means diffusers' default (the CrossAttn mid block); only an explicit null
      * removes it. */
-    json_t *midv = json_object_get(root, "mid_block_type");
-    c->has_mid = !(midv && json_is_null(midv));
+    c->has_mid = !json_is_null(json_object_get(j->root, "mid_block_type"));
 
-    for (int i = 0; i < n; i++) c->layers_per_block[i] = 2;
-    if ((st = get_int_list(root, "layers_per_block", n, c->layers_per_block, &present, err)))
-        return st;
+    for (int i = 0; i < n; i++)
+        c->layers_per_block[i] = 2;
+    if ((st = get_int_list(j, "layers_per_block", n, c->layers_per_block, err))) return st;
 
     /* Heads: diffusers 0.25 `num_attention_heads = num_attention_heads or attention_head_dim`,
      * and the blocks build Transformer2DModel(heads, channels // heads): for SD models the
      * config's `attention_head_dim` is the NUMBER of heads. (diffusers itself refuses an explicit
      * num_attention_heads; we accept it with the same meaning.) */
-    for (int i = 0; i < n; i++) c->heads[i] = 8;
-    if ((st = get_int_list(root, "attention_head_dim", n, c->heads, &present, err))) return st;
-    if ((st = get_int_list(root, "num_attention_heads", n, c->heads, &present, err))) return st;
+    for (int i = 0; i < n; i++)
+        c->heads[i] = 8;
+    if ((st = get_int_list(j, "attention_head_dim", n, c->heads, err))) return st;
+    if ((st = get_int_list(j, "num_attention_heads", n, c->heads, err))) return st;
 
-    for (int i = 0; i < n; i++) c->down_depth[i] = 1;
-    if ((st = get_int_list(root, "transformer_layers_per_block", n, c->down_depth, &present,
-                           err)))
-        return st;
-    for (int i = 0; i < n; i++) c->up_depth[i] = c->down_depth[n - 1 - i];
-    if ((st = get_int_list(root, "reverse_transformer_layers_per_block", n, c->up_depth,
-                           &present, err)))
+    for (int i = 0; i < n; i++)
+        c->down_depth[i] = 1;
+    if ((st = get_int_list(j, "transformer_layers_per_block", n, c->down_depth, err))) return st;
+    for (int i = 0; i < n; i++)
+        c->up_depth[i] = c->down_depth[n - 1 - i];
+    if ((st = get_int_list(j, "reverse_transformer_layers_per_block", n, c->up_depth, err)))
         return st;
     c->mid_depth = c->down_depth[n - 1];
 
-    if ((st = get_int(root, "in_channels", 4, &c->in_channels, err))) return st;
-    if ((st = get_int(root, "out_channels", 4, &c->out_channels, err))) return st;
-    if (json_is_array(json_object_get(root, "cross_attention_dim")))
+    if (json_is_array(json_object_get(j->root, "cross_attention_dim")))
         return sdw_error_set(err, SDW_E_UNSUPPORTED,
-                             "unet config: per-block \"cross_attention_dim\" is not supported");
-    if ((st = get_int(root, "cross_attention_dim", 1280, &c->cross_attention_dim, err)))
+                             "%s: per-block \"cross_attention_dim\" is not supported", j->what);
+    c->in_channels = 4;
+    c->out_channels = 4;
+    c->cross_attention_dim = 1280;
+    c->norm_num_groups = 32;
+    c->norm_eps = 1e-5f;
+    c->flip_sin_to_cos = true;
+    c->time_embed_dim = c->block_out_channels[0] * 4;
+    c->conv_in_kernel = c->conv_out_kernel = 3;
+    if ((st = sdw_json_config_int(j, "in_channels", 0, 1 << 20, &c->in_channels, err)) ||
+        (st = sdw_json_config_int(j, "out_channels", 0, 1 << 20, &c->out_channels, err)) ||
+        (st = sdw_json_config_int(j, "cross_attention_dim", 0, 1 << 20, &c->cross_attention_dim,
+                                  err)) ||
+        (st = sdw_json_config_bool(j, "use_linear_projection", &c->use_linear_projection, err)) ||
+        (st = sdw_json_config_bool(j, "upcast_attention", &c->upcast_attention, err)) ||
+        (st = sdw_json_config_int(j, "norm_num_groups", 0, 1 << 20, &c->norm_num_groups, err)) ||
+        (st = sdw_json_config_float(j, "norm_eps", -FLT_MAX, FLT_MAX, &c->norm_eps, err)) ||
+        (st = sdw_json_config_bool(j, "flip_sin_to_cos", &c->flip_sin_to_cos, err)) ||
+        (st = sdw_json_config_float(j, "freq_shift", -FLT_MAX, FLT_MAX, &c->freq_shift, err)) ||
+        (st = sdw_json_config_int(j, "time_embedding_dim", 0, 1 << 20, &c->time_embed_dim, err)) ||
+        (st = sdw_json_config_int(j, "conv_in_kernel", 0, 1 << 20, &c->conv_in_kernel, err)) ||
+        (st = sdw_json_config_int(j, "conv_out_kernel", 0, 1 << 20, &c->conv_out_kernel, err)))
         return st;
-    if ((st = get_bool(root, "use_linear_projection", false, &c->use_linear_projection, err)))
-        return st;
-    if ((st = get_bool(root, "upcast_attention", false, &c->upcast_attention, err))) return st;
-    if ((st = get_int(root, "norm_num_groups", 32, &c->norm_num_groups, err))) return st;
-    double d;
-    if ((st = get_num(root, "norm_eps", 1e-5, &d, err))) return st;
-    c->norm_eps = (float)d;
-    if ((st = get_bool(root, "flip_sin_to_cos", true, &c->flip_sin_to_cos, err))) return st;
-    if ((st = get_num(root, "freq_shift", 0, &d, err))) return st;
-    c->freq_shift = (float)d;
-    if ((st = get_int(root, "time_embedding_dim", c->block_out_channels[0] * 4,
-                      &c->time_embed_dim, err)))
-        return st;
-    if ((st = get_int(root, "conv_in_kernel", 3, &c->conv_in_kernel, err))) return st;
-    if ((st = get_int(root, "conv_out_kernel", 3, &c->conv_out_kernel, err))) return st;
 
-    const char *add;
-    if ((st = get_str(root, "addition_embed_type", &add, err))) return st;
-    if (add && strcmp(add, "text_time"))
-        return sdw_error_set(err, SDW_E_UNSUPPORTED,
-                             "unet config: addition_embed_type = \"%s\" is not supported (only "
-                             "\"text_time\" or null)",
-                             add);
-    if (add) {
+    static const char *const add_names[] = {"text_time"};
+    int add = -1;
+    if ((st = sdw_json_config_enum(j, "addition_embed_type", add_names, 1, &add, err))) return st;
+    if (add == 0) {
         c->add_text_time = true;
-        if ((st = get_int(root, "addition_time_embed_dim", 0, &c->addition_time_embed_dim, err)))
-            return st;
-        if ((st = get_int(root, "projection_class_embeddings_input_dim", 0, &c->add_in_dim,
-                          err)))
+        if ((st = sdw_json_config_int(j, "addition_time_embed_dim", 0, 1 << 20,
+                                      &c->addition_time_embed_dim, err)) ||
+            (st = sdw_json_config_int(j, "projection_class_embeddings_input_dim", 0, 1 << 20,
+                                      &c->add_in_dim, err)))
             return st;
         if (c->addition_time_embed_dim <= 0 || c->add_in_dim <= 0)
-            return sdw_error_set(err, SDW_E_FORMAT,
-                                 "unet config: addition_embed_type \"text_time\" needs "
-                                 "addition_time_embed_dim and projection_class_embeddings_input_dim");
+            return sdw_error_set(
+                err, SDW_E_FORMAT,
+                "%s: addition_embed_type \"text_time\" needs "
+                "addition_time_embed_dim and projection_class_embeddings_input_dim",
+                j->what);
         /* SDXL base sends 6 time ids (original size, crop top-left, target size). */
         c->add_n_time_ids = 6;
         c->add_text_dim = c->add_in_dim - 6 * c->addition_time_embed_dim;
@@ -310,23 +233,18 @@ static sdw_status parse_root(json_t *root, sdw_unet_config *c, sdw_error *err) {
 }
 
 sdw_status sdw_unet_config_parse(const char *json_text, sdw_unet_config *cfg, sdw_error *err) {
-    json_error_t je;
-    json_t *root = json_loads(json_text, 0, &je);
-    if (!root)
-        return sdw_error_set(err, SDW_E_FORMAT, "unet config: JSON error at line %d: %s",
-                             je.line, je.text);
-    sdw_status st = parse_root(root, cfg, err);
-    json_decref(root);
+    sdw_json_config j;
+    sdw_status st = sdw_json_config_parse(json_text, strlen(json_text), "unet config", &j, err);
+    if (st == SDW_OK) st = config_from(&j, cfg, err);
+    sdw_json_config_free(&j);
     return st;
 }
 
 sdw_status sdw_unet_config_load(const char *path, sdw_unet_config *cfg, sdw_error *err) {
-    char *text = NULL;
-    size_t len;
-    sdw_status st = sdw_read_file(path, &text, &len, err);
-    if (st == SDW_OK) st = sdw_unet_config_parse(text, cfg, err);
-    if (st != SDW_OK) sdw_error_prefix(err, "%s", path);
-    free(text);
+    sdw_json_config j;
+    sdw_status st = sdw_json_config_load(path, &j, err);
+    if (st == SDW_OK) st = config_from(&j, cfg, err);
+    sdw_json_config_free(&j);
     return st;
 }
 
