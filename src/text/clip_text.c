@@ -3,9 +3,11 @@
  * final_layer_norm; pooler_output = final state at argmax(input_ids). */
 #include "text/clip_text.h"
 
+#include "io/json_config.h"
 #include "nn/nn.h"
 #include "nn/profile.h"
 
+#include <float.h>
 #include <jansson.h>
 #include <math.h>
 #include <string.h>
@@ -49,75 +51,69 @@ static sdw_status check_config(const sdw_clip_text_config *c, sdw_error *err) {
     return SDW_OK;
 }
 
-static sdw_status json_int(json_t *o, const char *key, int *out, const char *path, sdw_error *err) {
-    json_t *v = json_object_get(o, key);
-    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX)
-        return sdw_error_set(err, SDW_E_FORMAT, "%s: \"%s\" missing or not a valid integer", path,
-                             key);
-    *out = (int)json_integer_value(v);
-    return SDW_OK;
+/* A key every CLIPTextConfig carries (transformers writes them all): absence is an error. */
+static sdw_status required_int(const sdw_json_config *j, const char *key, int *out,
+                               sdw_error *err) {
+    if (!sdw_json_config_has(j, key))
+        return sdw_error_set(err, SDW_E_FORMAT, "%s: \"%s\" missing", j->what, key);
+    return sdw_json_config_int(j, key, 0, INT32_MAX, out, err);
 }
 
-static bool parse_act(const char *s, sdw_clip_act *act) {
-    if (!strcmp(s, "quick_gelu"))
-        *act = SDW_CLIP_ACT_QUICK_GELU;
-    else if (!strcmp(s, "gelu"))
-        *act = SDW_CLIP_ACT_GELU;
-    else if (!strcmp(s, "gelu_new") || !strcmp(s, "gelu_pytorch_tanh"))
-        *act = SDW_CLIP_ACT_GELU_TANH;
-    else
-        return false;
-    return true;
+/* *cfg from the text model's config object t; root is the whole file, whose "architectures"
+ * says whether the projection exists. */
+static sdw_status config_from(const sdw_json_config *root, const sdw_json_config *t,
+                              sdw_clip_text_config *cfg, sdw_error *err) {
+    static const char *const act_names[] = {"quick_gelu", "gelu", "gelu_new", "gelu_pytorch_tanh"};
+    static const sdw_clip_act acts[] = {SDW_CLIP_ACT_QUICK_GELU, SDW_CLIP_ACT_GELU,
+                                        SDW_CLIP_ACT_GELU_TANH, SDW_CLIP_ACT_GELU_TANH};
+    sdw_clip_text_config c = {.act = SDW_CLIP_ACT_QUICK_GELU, .eps = 1e-5f};
+    int act = 0;
+    sdw_status st;
+    if ((st = required_int(t, "vocab_size", &c.vocab, err)) ||
+        (st = required_int(t, "hidden_size", &c.hidden, err)) ||
+        (st = required_int(t, "num_hidden_layers", &c.n_layers, err)) ||
+        (st = required_int(t, "num_attention_heads", &c.n_heads, err)) ||
+        (st = required_int(t, "intermediate_size", &c.intermediate, err)) ||
+        (st = required_int(t, "max_position_embeddings", &c.max_positions, err)) ||
+        (st = sdw_json_config_enum(t, "hidden_act", act_names, (int)SDW_ARRAY_LEN(act_names), &act,
+                                   err)) ||
+        (st = sdw_json_config_float(t, "layer_norm_eps", -FLT_MAX, FLT_MAX, &c.eps, err)))
+        return st;
+    c.act = acts[act];
+    /* projection_dim sits in every CLIPTextConfig; only the WithProjection model has the layer. */
+    bool with_proj = false;
+    const json_t *archs = json_object_get(root->root, "architectures");
+    for (size_t i = 0; i < json_array_size(archs); i++) {
+        const char *a = json_string_value(json_array_get(archs, i));
+        with_proj = with_proj || (a && !strcmp(a, "CLIPTextModelWithProjection"));
+    }
+    if (with_proj && (st = required_int(t, "projection_dim", &c.projection_dim, err))) return st;
+    if ((st = check_config(&c, err))) {
+        sdw_error_prefix(err, "%s", t->what);
+        return st;
+    }
+    *cfg = c;
+    return SDW_OK;
 }
 
 sdw_status sdw_clip_text_config_from_json(const char *path, sdw_clip_text_config *cfg,
                                           sdw_error *err) {
-    json_error_t jerr;
-    json_t *root = json_load_file(path, 0, &jerr);
-    if (!root)
-        return sdw_error_set(err, SDW_E_FORMAT, "%s: line %d: %s", path, jerr.line, jerr.text);
-    sdw_status st = SDW_OK;
-    sdw_clip_text_config c = {.act = SDW_CLIP_ACT_QUICK_GELU, .eps = 1e-5f};
-    json_t *o = root;
-    json_t *tc = json_object_get(root, "text_config"); /* full CLIPModel config */
-    if (json_is_object(tc)) o = tc;
-    if ((st = json_int(o, "vocab_size", &c.vocab, path, err)) ||
-        (st = json_int(o, "hidden_size", &c.hidden, path, err)) ||
-        (st = json_int(o, "num_hidden_layers", &c.n_layers, path, err)) ||
-        (st = json_int(o, "num_attention_heads", &c.n_heads, path, err)) ||
-        (st = json_int(o, "intermediate_size", &c.intermediate, path, err)) ||
-        (st = json_int(o, "max_position_embeddings", &c.max_positions, path, err)))
-        goto fail;
-    json_t *act = json_object_get(o, "hidden_act");
-    if (act && (!json_is_string(act) || !parse_act(json_string_value(act), &c.act))) {
-        st = sdw_error_set(err, SDW_E_UNSUPPORTED, "%s: unsupported hidden_act %s", path,
-                           json_is_string(act) ? json_string_value(act) : "(not a string)");
-        goto fail;
+    sdw_json_config root, text = {0};
+    sdw_status st = sdw_json_config_load(path, &root, err);
+    if (st == SDW_E_IO) { /* callers (and test_clip_text) have always seen SDW_E_FORMAT here */
+        if (err) err->code = SDW_E_FORMAT;
+        return SDW_E_FORMAT;
     }
-    json_t *eps = json_object_get(o, "layer_norm_eps");
-    if (eps) {
-        if (!json_is_number(eps)) {
-            st = sdw_error_set(err, SDW_E_FORMAT, "%s: layer_norm_eps is not a number", path);
-            goto fail;
-        }
-        c.eps = (float)json_number_value(eps);
+    if (st) return st;
+    json_t *tc = json_object_get(root.root, "text_config"); /* a full CLIPModel config */
+    if (json_is_object(tc)) {
+        char label[sizeof root.what + 16];
+        snprintf(label, sizeof label, "%s: text_config", path);
+        st = sdw_json_config_wrap(tc, label, &text, err);
     }
-    /* projection_dim sits in every CLIPTextConfig; only the WithProjection model has the layer. */
-    bool with_proj = false;
-    json_t *archs = json_object_get(root, "architectures"), *a;
-    size_t i;
-    json_array_foreach(archs, i, a) {
-        if (json_is_string(a) && !strcmp(json_string_value(a), "CLIPTextModelWithProjection"))
-            with_proj = true;
-    }
-    if (with_proj && (st = json_int(o, "projection_dim", &c.projection_dim, path, err))) goto fail;
-    if ((st = check_config(&c, err))) {
-        sdw_error_prefix(err, "%s", path);
-        goto fail;
-    }
-    *cfg = c;
-fail:
-    json_decref(root);
+    if (st == SDW_OK) st = config_from(&root, text.root ? &text : &root, cfg, err);
+    sdw_json_config_free(&text);
+    sdw_json_config_free(&root);
     return st;
 }
 
