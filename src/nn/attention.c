@@ -4,7 +4,11 @@
  * chunks of KB: S = scale·Q_blk·K_chunkᵀ (a QB×KB tile), then the online softmax update
  *   m' = max(m, rowmax S);  P = exp(S − m');  l' = l·e^(m−m') + ΣP;  O' = O·e^(m−m') + P·V_chunk
  * and finally out = O / l. Only QB×KB scores exist at a time per thread. Each task's arithmetic
- * order is fixed, so results do not depend on the thread count at all. */
+ * order is fixed, so results do not depend on the thread count at all.
+ *
+ * A relative position bias (T5) is added to each score tile before its softmax update: row i's
+ * biases for keys j0.. are one contiguous run of the head's table (index j − i + Lq − 1), so
+ * the Lq×Lk bias matrix never exists either. */
 #include "nn/nn_impl.h"
 #include "nn/profile.h"
 
@@ -20,10 +24,12 @@ typedef struct attn_scratch {
 } attn_scratch;
 
 /* Softmax-update rows of the score tile for keys [j0, j0 + nk) and rescale the accumulator.
- * causal: row r (query i0 + r) sees keys j <= i0 + r only. */
+ * causal: row r (query i0 + r) sees keys j <= i0 + r only. rb: NULL, or the bias of row 0's
+ * key j0 (row r's run starts r floats earlier), added to the scores first. */
 /* AVX2 clone: 8-wide exp; the default build targets baseline x86-64 (SSE2). */
 __attribute__((target_clones("avx2", "default"))) static void
-online_softmax_tile(attn_scratch *sc, int nq, int nk, int64_t i0, int64_t j0, int D, bool causal) {
+online_softmax_tile(attn_scratch *sc, int nq, int nk, int64_t i0, int64_t j0, int D, bool causal,
+                    const float *rb) {
     for (int r = 0; r < nq; r++) {
         float *s = sc->s + (size_t)r * KB;
         int n_valid = nk;
@@ -34,6 +40,12 @@ online_softmax_tile(attn_scratch *sc, int nq, int nk, int64_t i0, int64_t j0, in
         if (n_valid == 0) { /* whole chunk masked for this row: contributes nothing */
             memset(s, 0, sizeof(float) * (size_t)nk);
             continue;
+        }
+        if (rb) {
+            const float *br = rb - r;
+#pragma omp simd
+            for (int j = 0; j < n_valid; j++)
+                s[j] += br[j];
         }
         float mx = s[0];
 #pragma omp simd reduction(max : mx)
@@ -62,27 +74,36 @@ online_softmax_tile(attn_scratch *sc, int nq, int nk, int64_t i0, int64_t j0, in
 void sdw_attention(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
                    const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk, int H, int D,
                    float scale, bool causal, float *out) {
+    sdw_attention_rel_bias(q, q_stride, k, k_stride, v, v_stride, B, Lq, Lk, H, D, scale, causal,
+                           NULL, out);
+}
+
+void sdw_attention_rel_bias(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
+                            const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk, int H,
+                            int D, float scale, bool causal, const float *rel_bias, float *out) {
     const double prof_t0 = sdw__prof_begin();
     SDW_ASSERT(q && k && v && out && B > 0 && H > 0 && D > 0 && Lq > 0 && Lk > 0);
     SDW_ASSERT(q_stride >= (int64_t)H * D && k_stride >= (int64_t)H * D &&
                v_stride >= (int64_t)H * D);
     if (D <= SDW__ATTN_AVX512_MAX_D && scale > 0 && __builtin_cpu_supports("avx512f"))
-        sdw__attention_avx512(q, q_stride, k, k_stride, v, v_stride, B, Lq, Lk, H, D, scale, causal,
-                              out);
+        sdw__attention_avx512_bias(q, q_stride, k, k_stride, v, v_stride, B, Lq, Lk, H, D, scale,
+                                   causal, rel_bias, out);
     else
-        sdw__attention_generic(q, q_stride, k, k_stride, v, v_stride, B, Lq, Lk, H, D, scale,
-                               causal, out);
+        sdw__attention_generic_bias(q, q_stride, k, k_stride, v, v_stride, B, Lq, Lk, H, D, scale,
+                                    causal, rel_bias, out);
     sdw__prof_end(SDW_OP_ATTENTION, prof_t0, 4.0 * B * H * (double)Lq * Lk * D);
 }
 
 /* Baseline x86-64: the tiles' products on oneDNN's sgemm (single-threaded inside the parallel
  * loop), the softmax update vectorised by the compiler. */
-void sdw__attention_generic(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
-                            const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk, int H,
-                            int D, float scale, bool causal, float *out) {
+void sdw__attention_generic_bias(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
+                                 const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk,
+                                 int H, int D, float scale, bool causal, const float *rel_bias,
+                                 float *out) {
     const int64_t n_qblk = (Lq + QB - 1) / QB;
     const int64_t n_tasks = (int64_t)B * H * n_qblk;
     const int64_t HD = (int64_t)H * D;
+    const int64_t n_rel = Lq + Lk - 1; /* rel_bias entries per head */
 
 #pragma omp parallel
     {
@@ -109,7 +130,9 @@ void sdw__attention_generic(const float *q, int64_t q_stride, const float *k, in
                 const int nk = (int)SDW_MIN((int64_t)KB, k_end - j0);
                 sdw__sgemm('N', 'T', nq, nk, D, scale, qp, q_stride, kp + j0 * k_stride, k_stride,
                            0.0f, sc->s, KB);
-                online_softmax_tile(sc, nq, nk, i0, j0, D, causal);
+                /* bias of (query i0, key j0): offset j0 - i0 */
+                const float *rb = rel_bias ? rel_bias + h * n_rel + (j0 - i0 + Lq - 1) : NULL;
+                online_softmax_tile(sc, nq, nk, i0, j0, D, causal, rb);
                 sdw__sgemm('N', 'N', nq, D, nk, 1.0f, sc->s, KB, vp + j0 * v_stride, v_stride, 1.0f,
                            sc->o, D);
             }

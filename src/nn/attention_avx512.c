@@ -9,7 +9,10 @@
  *    (4 rows x 64 keys per block) with no per-tile packing;
  *  - the softmax update is 16-wide: one pass for the row max over the raw scores, one for
  *    2^(s·c - m·c) (the scale folded into the exponent's FMA) with an exp2 built on vscalefps;
- *  - P·V accumulates 4 rows x 64 channels in registers per pass over the chunk's keys. */
+ *  - P·V accumulates 4 rows x 64 channels in registers per pass over the chunk's keys.
+ * With a relative position bias, each row's raw scores become s·scale + bias (one FMA pass over
+ * the row's contiguous run of the head's table) before the update, which then uses c = log2(e):
+ * the bias is in score units, so the scale can no longer wait for the exponent. */
 #include "nn/nn_impl.h"
 
 #include <immintrin.h>
@@ -118,8 +121,9 @@ static T512 void pv_rows(int R, int nv, const float *p, const float *v, int64_t 
 
 /* Online-softmax update of one row of raw scores s[0 .. nkp) of which the first n_valid count,
  * with c = scale·log2(e) > 0 (so the running max *m is kept in raw units and the scale is
- * applied once, inside the exponent): s becomes P = 2^((s - m)·c) (0 past n_valid); returns
- * the rescale factor for the row's accumulator. */
+ * applied once, inside the exponent; c = log2(e) for biased scores, which arrive scaled): s
+ * becomes P = 2^((s - m)·c) (0 past n_valid); returns the rescale factor for the row's
+ * accumulator. */
 static T512 float softmax_row(float *s, int n_valid, int nkp, float c, float *m, float *l) {
     __m512 vmax = _mm512_set1_ps(-INFINITY);
     for (int j = 0; j < n_valid; j += 16) {
@@ -145,16 +149,29 @@ static T512 float softmax_row(float *s, int n_valid, int nkp, float c, float *m,
     return alpha;
 }
 
+/* s[j] = s[j]·scale + b[j] for j < n (the row's valid keys; the rest are masked anyway). */
+static T512 void bias_row(float *s, int n, float scale, const float *b) {
+    const __m512 vs = _mm512_set1_ps(scale);
+    for (int j = 0; j < n; j += 16) {
+        const __mmask16 k = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
+        const __m512 x = _mm512_maskz_loadu_ps(k, s + j);
+        _mm512_mask_storeu_ps(s + j, k, _mm512_fmadd_ps(x, vs, _mm512_maskz_loadu_ps(k, b + j)));
+    }
+}
+
 typedef struct task_buf {
     float s[QB * KB];
     float m[QB], l[QB];
 } task_buf;
 
-T512 void sdw__attention_avx512(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
-                                const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk,
-                                int H, int D, float scale, bool causal, float *out) {
+T512 void sdw__attention_avx512_bias(const float *q, int64_t q_stride, const float *k,
+                                     int64_t k_stride, const float *v, int64_t v_stride, int B,
+                                     int64_t Lq, int64_t Lk, int H, int D, float scale, bool causal,
+                                     const float *rel_bias, float *out) {
     SDW_ASSERT(D <= SDW__ATTN_AVX512_MAX_D && scale > 0);
-    const float c = scale * 1.44269504088896341f; /* scores to base-2 exponents */
+    /* scores to base-2 exponents (biased scores arrive scaled) */
+    const float c = (rel_bias ? 1.0f : scale) * 1.44269504088896341f;
+    const int64_t n_rel = Lq + Lk - 1; /* rel_bias entries per head */
     const int64_t Lkp = round_up(Lk, PANEL), Dp = round_up(D, 16), HD = (int64_t)H * D;
     const int64_t n_qblk = (Lq + QB - 1) / QB, n_tasks = (int64_t)B * H * n_qblk;
     const int n_dvec = (int)(Dp / 16);
@@ -215,6 +232,9 @@ T512 void sdw__attention_avx512(const float *q, int64_t q_stride, const float *k
                 for (int r = 0; r < nq; r++) {
                     int n_valid = nk;
                     if (causal) n_valid = (int)SDW_MAX(0, SDW_MIN((int64_t)nk, i0 + r - j0 + 1));
+                    if (rel_bias) /* bias of (query i0 + r, key j0): offset j0 - i0 - r */
+                        bias_row(tb->s + r * KB, n_valid, scale,
+                                 rel_bias + h * n_rel + (j0 - i0 - r + Lq - 1));
                     const float alpha =
                         softmax_row(tb->s + r * KB, n_valid, nkp, c, &tb->m[r], &tb->l[r]);
                     if (alpha != 1.0f) {

@@ -150,6 +150,14 @@ void sdw_rms_norm_forward(const sdw_rms_norm *n, const float *x, int64_t M, int 
 void sdw_attention(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
                    const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk, int H, int D,
                    float scale, bool causal, float *out);
+/* As sdw_attention with an additive relative position bias (T5's), shared by every batch:
+ *   out = softmax(q kᵀ · scale + bias) v,  bias[h][i][j] = rel_bias[h·(Lq+Lk−1) + j − i + Lq − 1]
+ * rel_bias [H, Lq + Lk − 1]: per head, one value per key−query offset j − i from −(Lq−1) to
+ * Lk−1 (T5's bias depends on nothing else), so the Lq×Lk bias is never formed either; NULL is
+ * exactly sdw_attention (same code, same speed). T5 passes scale 1 (no 1/√D). */
+void sdw_attention_rel_bias(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
+                            const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk, int H,
+                            int D, float scale, bool causal, const float *rel_bias, float *out);
 
 /* ---- elementwise (n elements, in place unless noted) ---- */
 void sdw_silu(float *x, size_t n);

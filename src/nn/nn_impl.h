@@ -79,15 +79,32 @@ static inline float sdw__erff(float x) {
     return p / q;
 }
 
-/* sdw_attention's baseline kernel (any x86-64; tests call it directly to cover it). */
-void sdw__attention_generic(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
-                            const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk, int H,
-                            int D, float scale, bool causal, float *out);
-/* sdw_attention's AVX-512 kernel (attention_avx512.c): call only where the CPU has avx512f,
- * D <= SDW__ATTN_AVX512_MAX_D and scale > 0. */
+/* sdw_attention_rel_bias's kernels (rel_bias NULL = sdw_attention); tests call them directly
+ * to cover both. Baseline: any x86-64. AVX-512 (attention_avx512.c): call only where the CPU
+ * has avx512f, D <= SDW__ATTN_AVX512_MAX_D and scale > 0. */
+void sdw__attention_generic_bias(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
+                                 const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk,
+                                 int H, int D, float scale, bool causal, const float *rel_bias,
+                                 float *out);
 #define SDW__ATTN_AVX512_MAX_D 1024
-void sdw__attention_avx512(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
-                           const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk, int H,
-                           int D, float scale, bool causal, float *out);
+void sdw__attention_avx512_bias(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
+                                const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk,
+                                int H, int D, float scale, bool causal, const float *rel_bias,
+                                float *out);
+/* The same without a bias (sdw_attention's contract). */
+static inline void sdw__attention_generic(const float *q, int64_t q_stride, const float *k,
+                                          int64_t k_stride, const float *v, int64_t v_stride, int B,
+                                          int64_t Lq, int64_t Lk, int H, int D, float scale,
+                                          bool causal, float *out) {
+    sdw__attention_generic_bias(q, q_stride, k, k_stride, v, v_stride, B, Lq, Lk, H, D, scale,
+                                causal, NULL, out);
+}
+static inline void sdw__attention_avx512(const float *q, int64_t q_stride, const float *k,
+                                         int64_t k_stride, const float *v, int64_t v_stride, int B,
+                                         int64_t Lq, int64_t Lk, int H, int D, float scale,
+                                         bool causal, float *out) {
+    sdw__attention_avx512_bias(q, q_stride, k, k_stride, v, v_stride, B, Lq, Lk, H, D, scale,
+                               causal, NULL, out);
+}
 
 #endif
