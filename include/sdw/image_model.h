@@ -16,19 +16,31 @@
 #ifndef SDW_IMAGE_MODEL_H
 #define SDW_IMAGE_MODEL_H
 
+#include "sdw/image.h"
 #include "sdw/precision.h"
+#include "sdw/rng.h"
 #include "sdw/status.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-/* An 8-bit image, rows top to bottom, channels interleaved (RGB = 3). */
-typedef struct sdw_image {
-    int width, height, channels;
-    uint8_t *data; /* owned: free with sdw_image_free */
-} sdw_image;
-void sdw_image_free(sdw_image *img); /* frees data, zeroes the struct; NULL ok */
+/* A family-specific numeric request option the model declares (sdw_capabilities.params):
+ * SDXL's micro-conditioning sizes, FLUX's T5 sequence length, ... Front ends pass them through
+ * by name without knowing what they mean. */
+typedef struct sdw_param_spec {
+    const char *name;  /* "max_sequence_length" */
+    double min, max;   /* accepted range */
+    double def;        /* the value when the request does not set it */
+    bool integer;      /* only whole numbers */
+    const char *help;  /* one line for help texts and /v1/models */
+} sdw_param_spec;
+
+/* One value of such an option in a request (name borrowed for the call). */
+typedef struct sdw_param {
+    const char *name;
+    double value;
+} sdw_param;
 
 typedef struct sdw_capabilities {
     bool txt2img, img2img, inpainting, lora, controlnet;
@@ -41,9 +53,13 @@ typedef struct sdw_capabilities {
     const char *const *samplers;   /* NULL-terminated accepted sampler names */
     const char *default_sampler;
     const char *const *schedulers; /* NULL-terminated: "default", "karras", ... */
+    /* How image-to-image turns strength into steps, as the family's reference pipeline does:
+     * false = int(steps x strength) steps run (Stable Diffusion), so small strengths run none
+     * and are refused; true = the run starts at int(steps - steps x strength) (the
+     * flow-matching pipelines: SD3, FLUX), so any strength > 0 runs at least one step. */
+    bool strength_rounds_start;
+    const sdw_param_spec *params; /* the family's request options, {NULL}-terminated, or NULL */
 } sdw_capabilities;
-
-typedef enum sdw_rng_source { SDW_RNG_SOURCE_TORCH, SDW_RNG_SOURCE_PHILOX } sdw_rng_source;
 
 /* The unified request. Strings are borrowed for the duration of the call. */
 typedef struct sdw_request {
@@ -51,11 +67,13 @@ typedef struct sdw_request {
     const char *negative_prompt; /* NULL or "" = none */
     int width, height;           /* pixels; 0 = model default */
     int steps;                   /* 0 = model default */
-    float guidance;              /* < 0 = model default; <= 1 runs no unconditional pass */
+    float guidance;              /* < 0 = model default. Classifier-free guidance scale (<= 1
+                                  * runs no unconditional pass), or for a guidance-embedding
+                                  * model (FLUX.1 dev) the embedded guidance value */
     int64_t seed;                /* < 0 = random (the chosen seed is reported in the result) */
     const char *sampler;         /* NULL = model default */
     const char *scheduler;       /* NULL or "default" = the sampler's own; "karras" */
-    sdw_rng_source rng;
+    sdw_rng_kind rng;
     int preview_every; /* > 0: pass a cheap preview to the progress callback every N steps */
 
     /* Image-to-image and inpainting. The mode follows from the fields: no init image =
@@ -75,11 +93,10 @@ typedef struct sdw_request {
                                   * the step count int(steps * strength) is computed in double
                                   * as the reference does. Only steps*strength steps run. */
 
-    /* SDXL micro-conditioning (the UNet's text_time ids; other models ignore them), in pixels.
-     * 0 = diffusers' default: original and target size = the image size, crop top-left 0. */
-    int original_width, original_height;
-    int crop_left, crop_top;
-    int target_width, target_height;
+    /* Family-specific options (caps.params), by name; borrowed for the call. Unknown names
+     * and out-of-range values are refused by sdw_request_resolve. */
+    const sdw_param *params;
+    int n_params;
 } sdw_request;
 
 #define SDW_DEFAULT_STRENGTH 0.75
@@ -89,10 +106,15 @@ sdw_request sdw_request_default(void);
 
 /* Fills unset fields from caps and checks everything against them. On success *resolved is
  * complete (no zeros, no NULLs except negative prompt, init image and mask; seed still < 0 if
- * random; strength > 0 exactly when there is an init image). On failure a message names the
- * field and the accepted range, or the mode the model cannot run (SDW_E_UNSUPPORTED). */
+ * random; strength > 0 exactly when there is an init image; params as given, every one
+ * declared by caps and in range). On failure a message names the field and the accepted range,
+ * or the mode the model cannot run (SDW_E_UNSUPPORTED). */
 sdw_status sdw_request_resolve(const sdw_request *req, const sdw_capabilities *caps,
                                sdw_request *resolved, sdw_error *err);
+
+/* The value of option `name` in req, else its declared default in caps; NAN when caps does not
+ * declare it (a programmer error in a family). */
+double sdw_request_param(const sdw_request *req, const sdw_capabilities *caps, const char *name);
 
 /* Per-step progress. Fires on the thread running generate(), after each denoising step.
  * preview is NULL except every req->preview_every steps (and the last), when it is a small
@@ -117,8 +139,8 @@ typedef struct sdw_result_info {
 
 typedef struct sdw_image_model sdw_image_model;
 typedef struct sdw_image_model_ops {
-    const char *(*model_type)(const sdw_image_model *m);    /* "stable-diffusion" */
-    const char *(*model_variant)(const sdw_image_model *m); /* "v1", "v2-v", "xl" ... */
+    const char *(*model_type)(const sdw_image_model *m);    /* "stable-diffusion", "flux" */
+    const char *(*model_variant)(const sdw_image_model *m); /* "v1", "xl", "dev" ... */
     const sdw_capabilities *(*capabilities)(const sdw_image_model *m);
     /* Resolved request in (sdw_request_resolve done by the dispatcher). On success *out is a
      * new image; on failure *out is untouched. */
@@ -126,7 +148,8 @@ typedef struct sdw_image_model_ops {
                            void *user, sdw_image *out, sdw_result_info *info, sdw_error *err);
     /* (optional) Human-readable description: components and parameter counts, one per line. */
     void (*describe)(const sdw_image_model *m, char *buf, size_t cap);
-    /* (optional) Token ids of prompt as the model's (first) text encoder sees them, BOS..EOS. */
+    /* (optional) Token ids of prompt as the model's main text encoder sees them (special
+     * tokens included, no padding); *window = how many it reads. */
     sdw_status (*tokenize)(const sdw_image_model *m, const char *prompt, int32_t **ids, int *n,
                            int *window, sdw_error *err);
     void (*destroy)(sdw_image_model *m);
@@ -139,27 +162,33 @@ struct sdw_image_model {
 };
 
 /* ---- loading through the registry ---- */
+
+/* A family-specific load option: "tokenizer" = DIR, "vae" = FILE, "t5xxl" = FILE,
+ * "prediction" = "v", ... Each family lists what it takes (registry.h); sdw_model_load refuses
+ * an option the loading family does not take, naming it. */
+typedef struct sdw_model_option {
+    const char *key, *value; /* borrowed for the call */
+} sdw_model_option;
+#define SDW_MAX_MODEL_OPTIONS 16
+
 typedef struct sdw_load_options {
-    const char *tokenizer_dir; /* vocab.json + merges.txt for single files without one; NULL */
-    int n_threads;             /* 0 = all usable cores (affinity mask, cgroup CPU quota) */
-    const char *prediction;    /* NULL = detect; "eps" | "v" to override */
-    sdw_precision precision;   /* AUTO (0) = bf16 where the CPU has AMX, else f32 */
-    /* Single-file checkpoints do not record the UNet's attention heads. 0 = the released models'
-     * rule (SD 1.x: 8 heads per block; SD 2.x/XL: head size 64); set one of these for a model
-     * trained otherwise (same head count everywhere, or same head size everywhere). */
-    int unet_heads, unet_head_dim;
-    /* Single files carry no scheduler: NULL = the family's released one (as diffusers'
-     * from_single_file), or a diffusers scheduler_config.json to use instead (e.g. an
-     * SDXL-Turbo file with sdxl-turbo's trailing-spacing config). */
-    const char *scheduler_config;
+    int n_threads;           /* 0 = all usable cores (affinity mask, cgroup CPU quota) */
+    sdw_precision precision; /* AUTO (0) = bf16 where the CPU has AMX, else f32 */
     /* Single files: a diffusers model folder (or one holding just its config files) that
-     * describes the checkpoint, as diffusers' from_single_file(config=...): its unet/config.json
-     * gives the attention heads and default size, scheduler/scheduler_config.json the schedule
-     * and prediction type, vae/config.json the latent scaling, tokenizer/ (and tokenizer_2/) the
-     * vocabulary. The options above, when set, take precedence. NULL = the released models'. */
+     * describes the checkpoint, as diffusers' from_single_file(config=...): the architecture
+     * details a file cannot record, the schedule, the latent scaling, the tokenizers and any
+     * component the file lacks. NULL = the released models'. */
     const char *config_dir;
+    sdw_model_option options[SDW_MAX_MODEL_OPTIONS];
+    int n_options;
 } sdw_load_options;
 sdw_load_options sdw_load_options_default(void);
+/* Sets option key to value (replacing an earlier value); SDW_E_INVALID_ARG when the table is
+ * full. Both strings are borrowed: they must outlive the load. */
+sdw_status sdw_load_options_set(sdw_load_options *o, const char *key, const char *value,
+                                sdw_error *err);
+/* The value of option key, or NULL. */
+const char *sdw_load_option(const sdw_load_options *o, const char *key);
 
 /* Loads path (a diffusers folder or a single .safetensors file) with the first family whose
  * detect() accepts it; path NULL or "demo" loads the built-in demo model. *out is new. */

@@ -31,19 +31,39 @@ const char *sdw_cli_value(int argc, char **argv, int *i) {
     return argv[++*i];
 }
 
+/* Flags that are family options under another name: the CLI passes them on without knowing
+ * which family takes them (sdw_model_load refuses one the loading family does not). */
+static const struct {
+    const char *flag, *key;
+} k_family_flags[] = {
+    {"--tokenizer", "tokenizer"}, {"--prediction", "prediction"}, {"--vae", "vae"},
+    {"--clip-l", "clip_l"},       {"--t5xxl", "t5xxl"},
+};
+
+static void set_option(sdw_cli_model_args *a, const char *key, const char *value) {
+    sdw_error err = {0};
+    if (sdw_load_options_set(&a->options, key, value, &err) != SDW_OK)
+        sdw_cli_die("%s", err.msg);
+}
+
 bool sdw_cli_model_option(int argc, char **argv, int *i, sdw_cli_model_args *a) {
     const char *o = argv[*i];
 #define IS(s, l) (strcmp(o, s) == 0 || strcmp(o, l) == 0)
+    for (size_t k = 0; k < sizeof k_family_flags / sizeof k_family_flags[0]; k++)
+        if (strcmp(o, k_family_flags[k].flag) == 0) {
+            set_option(a, k_family_flags[k].key, sdw_cli_value(argc, argv, i));
+            return true;
+        }
     if (IS("-m", "--model"))
         a->model = sdw_cli_value(argc, argv, i);
-    else if (IS("--tokenizer", "--tokenizer"))
-        a->tokenizer = sdw_cli_value(argc, argv, i);
     else if (IS("--config", "--config"))
         a->config = sdw_cli_value(argc, argv, i);
-    else if (IS("--prediction", "--prediction")) {
-        a->prediction = sdw_cli_value(argc, argv, i);
-        if (strcmp(a->prediction, "eps") && strcmp(a->prediction, "v"))
-            sdw_cli_die("--prediction: '%s' must be eps or v", a->prediction);
+    else if (IS("--model-option", "--model-option")) {
+        char *kv = (char *)sdw_cli_value(argc, argv, i); /* argv is writable */
+        char *eq = strchr(kv, '=');
+        if (!eq || eq == kv) sdw_cli_die("--model-option: '%s' is not KEY=VALUE", kv);
+        *eq = 0;
+        set_option(a, kv, eq + 1);
     } else if (IS("--precision", "--precision")) {
         const char *v = sdw_cli_value(argc, argv, i);
         if (sdw_precision_parse(v, &a->precision) != SDW_OK)
@@ -57,11 +77,9 @@ bool sdw_cli_model_option(int argc, char **argv, int *i, sdw_cli_model_args *a) 
 }
 
 sdw_load_options sdw_cli_load_options(const sdw_cli_model_args *a) {
-    sdw_load_options opts = sdw_load_options_default();
-    opts.tokenizer_dir = a->tokenizer;
+    sdw_load_options opts = a->options;
     opts.config_dir = a->config;
     opts.n_threads = a->threads;
-    opts.prediction = a->prediction;
     opts.precision = a->precision;
     return opts;
 }

@@ -1,6 +1,6 @@
 /* cli/cli.h — what the sdw commands share: fatal usage errors, number arguments, and the options
- * that say which model to load and how (-m, --tokenizer, --config, --prediction, --precision,
- * -t), parsed once for `generate`, `info`, `tokenize` and `serve`.
+ * that say which model to load and how (-m, --config, --precision, -t and the family options
+ * such as --tokenizer, --vae), parsed once for `generate`, `info`, `tokenize` and `serve`.
  *
  *   sdw_cli_model_args m = {0};
  *   for (int i = 0; i < argc; i++)
@@ -22,9 +22,12 @@ long long sdw_cli_int(const char *opt, const char *v, long long lo, long long hi
 const char *sdw_cli_value(int argc, char **argv, int *i);
 
 typedef struct sdw_cli_model_args {
-    const char *model, *tokenizer, *config, *prediction;
+    const char *model, *config;
     int threads;
     sdw_precision precision;
+    /* Family-specific options by their registry keys (--tokenizer -> "tokenizer", --vae ->
+     * "vae", ...): the loading family checks them. */
+    sdw_load_options options;
 } sdw_cli_model_args;
 
 /* Consumes argv[*i] (and its value) when it is one of the model options; false otherwise. Bad
@@ -36,11 +39,17 @@ sdw_load_options sdw_cli_load_options(const sdw_cli_model_args *a);
 #define SDW_CLI_MODEL_USAGE                                                                        \
     "  -m, --model PATH        diffusers folder or single .safetensors file\n"                     \
     "                          (default: the built-in demo model, random weights)\n"               \
-    "      --tokenizer DIR     vocab.json + merges.txt for single-file checkpoints\n"              \
     "      --config DIR        a diffusers folder describing a single-file checkpoint\n"           \
-    "                          (attention heads, schedule, VAE scaling, tokenizers), as\n"         \
-    "                          diffusers' from_single_file(config=...)\n"                          \
-    "      --prediction eps|v  override the detected prediction type\n"                            \
+    "                          (architecture details, schedule, VAE scaling, tokenizers,\n"        \
+    "                          missing components), as diffusers' from_single_file(config=)\n"     \
+    "      --tokenizer DIR     vocab.json + merges.txt for single-file checkpoints\n"              \
+    "      --prediction eps|v  override the detected prediction type (Stable Diffusion)\n"         \
+    "      --vae FILE          the autoencoder from this file (a diffusers VAE, an original\n"     \
+    "                          checkpoint's, or FLUX's ae.safetensors)\n"                          \
+    "      --clip-l FILE       FLUX: the CLIP-L text encoder (transformers CLIPTextModel)\n"       \
+    "      --t5xxl FILE        FLUX: the T5 encoder (transformers T5EncoderModel; 16-bit or\n"     \
+    "                          fp8 files as ComfyUI users have them)\n"                            \
+    "      --model-option K=V  any other option of the model's family (sdw info lists them)\n"     \
     "      --precision P       auto | f32 | bf16: the precision of convolutions and matrix\n"      \
     "                          products (auto: bf16 on CPUs with AMX, else f32)\n"                 \
     "  -t, --threads N         CPU threads (default: OMP_NUM_THREADS, else the usable cores:\n"    \

@@ -28,6 +28,8 @@ typedef struct cli_args {
     float cfg;
     int64_t seed;
     bool verbose, quiet, profile;
+    sdw_param params[16]; /* --param NAME=VALUE: the model family's request options */
+    int n_params;
 } cli_args;
 
 static void usage(FILE *f) {
@@ -62,6 +64,8 @@ static void usage(FILE *f) {
             "                          (default 0.75; steps x S denoising steps run)\n"
             "      --mask FILE         inpainting mask, same size as the init image: white =\n"
             "                          repaint, black = keep (grey: >= 128 repaints)\n"
+            "      --param NAME=VALUE  a request option of the model's family (repeatable;\n"
+            "                          sdw info lists them), e.g. max_sequence_length=256\n"
             "      --profile           print a per-op time profile after generating\n"
             "  -o, --output FILE       output PNG (default " DEFAULT_OUTPUT ")\n"
             "  -v, --verbose           more log output;  -q, --quiet: errors only\n");
@@ -82,6 +86,16 @@ static double parse_double(const char *opt, const char *v) {
     double x = strtod(v, &end);
     if (!*v || *end || errno || !isfinite(x)) sdw_cli_die("%s: '%s' is not a number", opt, v);
     return x;
+}
+
+/* NAME=VALUE into a->params (the model checks the name and range). */
+static void parse_param(const char *opt, const char *v, cli_args *a) {
+    const char *eq = strchr(v, '=');
+    if (!eq || eq == v) sdw_cli_die("%s: '%s' is not NAME=VALUE", opt, v);
+    if (a->n_params >= (int)(sizeof a->params / sizeof a->params[0]))
+        sdw_cli_die("%s: too many options", opt);
+    char *name = strndup(v, (size_t)(eq - v)); /* lives until exit */
+    a->params[a->n_params++] = (sdw_param){name, parse_double(opt, eq + 1)};
 }
 
 static void parse_args(int argc, char **argv, cli_args *a) {
@@ -106,6 +120,7 @@ static void parse_args(int argc, char **argv, cli_args *a) {
         else if (IS("--init-image", "-i")) a->init_image = VAL();
         else if (IS("--mask", "--mask")) a->mask = VAL();
         else if (IS("--strength", "--denoising-strength")) a->strength = parse_double(o, VAL());
+        else if (IS("--param", "--param")) parse_param(o, VAL(), a);
         else if (IS("--profile", "--profile")) a->profile = true;
         else if (IS("-v", "--verbose")) a->verbose = true;
         else if (IS("-q", "--quiet")) a->quiet = true;
@@ -170,12 +185,11 @@ static int cmd_generate(const cli_args *a) {
     req.seed = a->seed;
     req.sampler = a->sampler;
     req.scheduler = a->scheduler;
-    if (a->rng) {
-        if (strcmp(a->rng, "torch") == 0) req.rng = SDW_RNG_SOURCE_TORCH;
-        else if (strcmp(a->rng, "philox") == 0) req.rng = SDW_RNG_SOURCE_PHILOX;
-        else sdw_cli_die("--rng: '%s' must be torch or philox", a->rng);
-    }
     sdw_error err = {0};
+    if (a->rng && sdw_rng_kind_parse(a->rng, &req.rng, &err) != SDW_OK)
+        sdw_cli_die("--rng: %s", err.msg);
+    req.params = a->params;
+    req.n_params = a->n_params;
     /* Images are read before the (slower) model load so a bad file fails fast. */
     sdw_image init = {0}, mask = {0};
     if (a->init_image && sdw_image_load(a->init_image, &init, &err))

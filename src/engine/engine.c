@@ -31,6 +31,7 @@ struct sdw_job {
     sdw_request req; /* resolved; its strings point at the copies below */
     char *prompt, *negative, *sampler, *scheduler;
     sdw_image init_image, mask; /* copies the request points at (image-to-image, inpainting) */
+    sdw_param *params;          /* copies of the family options (names owned) */
     int n_images;
 
     /* mutable, under e->mu */
@@ -117,6 +118,9 @@ static void job_free(sdw_job *j) {
     free(j->scheduler);
     sdw_image_free(&j->init_image);
     sdw_image_free(&j->mask);
+    for (int i = 0; i < j->req.n_params; i++)
+        free((char *)j->params[i].name);
+    free(j->params);
     pthread_cond_destroy(&j->changed);
     free(j);
 }
@@ -471,6 +475,12 @@ sdw_status sdw_engine_submit(sdw_engine *e, const sdw_request *req, int n_images
     r.scheduler = j->scheduler;
     r.init_image = copy_image(r.init_image, &j->init_image);
     r.mask = copy_image(r.mask, &j->mask);
+    if (r.n_params > 0) {
+        j->params = sdw_xcalloc((size_t)r.n_params, sizeof *j->params);
+        for (int i = 0; i < r.n_params; i++)
+            j->params[i] = (sdw_param){sdw_xstrdup(r.params[i].name), r.params[i].value};
+    }
+    r.params = j->params;
     j->req = r;
     j->n_images = n_images;
     j->total_per_image = r.steps;

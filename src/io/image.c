@@ -18,6 +18,12 @@
 #include <webp/decode.h>
 #include <webp/demux.h>
 
+void sdw_image_free(sdw_image *img) {
+    if (!img) return;
+    free(img->data);
+    memset(img, 0, sizeof *img);
+}
+
 static const char *label_or_default(const char *label) { return label ? label : "image"; }
 
 /* Refuses empty and oversized images before anything is allocated for their pixels. */

@@ -25,7 +25,7 @@
 #define SDW_IO_IMAGE_H
 
 #include "core/common.h"
-#include "sdw/image_model.h"
+#include "sdw/image.h"
 
 #define SDW_IMAGE_MAX_DIM 16384
 #define SDW_IMAGE_MAX_PIXELS ((size_t)1 << 26) /* 64 Mpixel: 256 MB as RGBA */

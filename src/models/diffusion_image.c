@@ -1,35 +1,38 @@
-/* Image-to-image and inpainting for the Stable Diffusion family: the parts of diffusers 0.25.1's
- * StableDiffusionImg2ImgPipeline and StableDiffusionInpaintPipeline that differ from
- * text-to-image — image/mask preprocessing (VaeImageProcessor), the VAE posterior sample, the
- * initial latents at the truncated timestep, the 9-channel UNet input, and the per-step blend of
- * 4-channel inpainting. sd_pipeline.c calls these at its latent-preparation, UNet-input and
- * after-step points; random draws happen here in exactly the reference's order:
+/* Image-to-image and inpainting for every family on the generation core: the parts of
+ * diffusers' StableDiffusionImg2ImgPipeline / StableDiffusionInpaintPipeline (0.25.1) and
+ * FluxImg2ImgPipeline / FluxInpaintPipeline (0.31) that differ from text-to-image — image/mask
+ * preprocessing (VaeImageProcessor), the VAE posterior sample, the initial latents at the
+ * strength's timestep, the 9-channel denoiser input, and the per-step blend of 4-channel
+ * inpainting. The two families' pipelines do these identically, up to the latent shift (FLUX
+ * subtracts its shift_factor before scaling; SD's is 0) and how the strength rounds (the
+ * sampler's rule). diffusion.c calls these at its latent-preparation, denoiser-input and
+ * after-step points; random draws happen here in exactly the references' order:
  *
  *   img2img:            vae sample (init) | prepare_latents noise
  *   inpaint, 4-channel: vae sample (init) | prepare_latents noise | vae sample (masked image)
  *   inpaint, 9-channel: [vae sample (init), only when strength < 1] | prepare_latents noise |
  *                       vae sample (masked image)
  *
- * The masked image's latents of a 4-channel inpaint are computed by the reference and never
+ * The masked image's latents of a 4-channel inpaint are computed by the references and never
  * used: only their random draw is reproduced here (it shifts every later draw), the VAE pass is
  * skipped. */
-#include "models/stable_diffusion/sd_impl.h"
+#include "models/diffusion.h"
 
 #include "io/image.h"
 #include "nn/nn.h"
+#include "sampling/rng.h"
+#include "sampling/sampler.h"
 
 #include <math.h>
 #include <string.h>
 
-static void tap4(const sd_model *m, const char *name, const float *x, int64_t b, int64_t c,
+static void tap4(const sdw_diffusion *d, const char *name, const float *x, int64_t b, int64_t c,
                  int64_t h, int64_t w) {
-    if (!m->tap) return;
-    const int64_t shape[4] = {b, c, h, w};
-    m->tap(m->tap_user, name, x, 4, shape);
+    sdw_diffusion_tap(d, name, x, 4, b, c, h, w);
 }
 
 /* One N(0,1) draw of n values from the job's generator, tapped as noise.KK. */
-static void draw(const sd_model *m, sd_image_job *job, sdw_rng *rng, float *x, int C, int h,
+static void draw(const sdw_diffusion *m, sdw_image_job *job, sdw_rng *rng, float *x, int C, int h,
                  int w) {
     sdw_rng_randn(rng, x, (size_t)C * h * w);
     char name[32];
@@ -79,9 +82,9 @@ static void preprocess_mask(const sdw_image *mask, int W, int H, float *out) {
     sdw_image_free(&rgb);
 }
 
-/* _encode_vae_image: posterior sample mean + std * eps (eps from the generator), times the
- * scaling factor. image: [3, H, W] NCHW; out: [C, h, w] NCHW. Tapped as vae.encode.N.*. */
-static sdw_status encode_sample(const sd_model *m, sd_image_job *job, sdw_rng *rng,
+/* _encode_vae_image: posterior sample mean + std * eps (eps from the generator), minus the
+ * shift factor, times the scaling factor. image: [3, H, W] NCHW; out: [C, h, w] NCHW. Tapped as vae.encode.N.*. */
+static sdw_status encode_sample(const sdw_diffusion *m, sdw_image_job *job, sdw_rng *rng,
                                 const float *image, int W, int H, float *out, sdw_error *err) {
     const int f = m->vae_factor, C = m->latent_channels, w = W / f, h = H / f;
     const size_t n = (size_t)C * h * w;
@@ -102,7 +105,8 @@ static sdw_status encode_sample(const sd_model *m, sd_image_job *job, sdw_rng *r
     snprintf(name, sizeof name, "vae.encode.%d.std", k);
     tap4(m, name, std_c, 1, C, h, w);
     draw(m, job, rng, out, C, h, w);
-    for (size_t i = 0; i < n; i++) out[i] = m->vae_scaling * (mean_c[i] + std_c[i] * out[i]);
+    for (size_t i = 0; i < n; i++)
+        out[i] = (mean_c[i] + std_c[i] * out[i] - m->vae_shift) * m->vae_scaling;
 done:
     free(nhwc);
     free(mean);
@@ -112,12 +116,12 @@ done:
     return s;
 }
 
-sdw_status sdw__sd_image_prepare(const sd_model *m, const sdw_request *req, sdw_sampler *sampler,
-                                 sdw_rng *rng, float *latents, sd_image_job *job, sdw_error *err) {
+sdw_status sdw__image_prepare(const sdw_diffusion *m, const sdw_request *req, sdw_sampler *sampler,
+                              sdw_rng *rng, float *latents, sdw_image_job *job, sdw_error *err) {
     const int f = m->vae_factor, C = m->latent_channels;
     const int W = req->width, H = req->height, w = W / f, h = H / f;
     const size_t n_lat = (size_t)C * h * w, hw = (size_t)W * H;
-    const bool nine = m->unet_cfg.in_channels == C + 1 + C;
+    const bool nine = m->denoiser_in_channels == C + 1 + C;
     float *image = NULL, *mask = NULL, *masked = NULL;
     sdw_status s = SDW_OK;
 
@@ -125,8 +129,11 @@ sdw_status sdw__sd_image_prepare(const sd_model *m, const sdw_request *req, sdw_
     job->inpaint = req->mask != NULL || nine;
     job->blend = job->inpaint && !nine;
     job->strength = req->strength;
-    /* get_timesteps: skip the first steps - int(steps * strength) of the schedule. */
-    int begin = sdw_sampler_begin_for_strength(req->steps, req->strength);
+    /* get_timesteps: skip the first calls of the schedule, rounding as the family's reference
+     * pipeline does (sdw_capabilities.strength_rounds_start). */
+    const int begin = m->caps.strength_rounds_start
+                          ? sdw_sampler_begin_for_strength_flow(req->steps, req->strength)
+                          : sdw_sampler_begin_for_strength(req->steps, req->strength);
     if ((s = sdw_sampler_set_begin(sampler, begin, err))) return s;
 
     image = sdw_xmalloc(hw * 3 * sizeof(float));
@@ -188,14 +195,14 @@ done:
     return s;
 }
 
-void sdw__sd_image_unet_extra(const sd_image_job *job, int C, int h, int w, float *out) {
+void sdw__image_denoiser_extra(const sdw_image_job *job, int C, int h, int w, float *out) {
     const size_t hw = (size_t)h * w;
     memcpy(out, job->mask, hw * sizeof(float));
     memcpy(out + hw, job->masked_latents, (size_t)C * hw * sizeof(float));
 }
 
-void sdw__sd_image_after_step(const sd_image_job *job, const sdw_sampler *sampler, int i,
-                              float *latents, size_t n_lat, size_t hw) {
+void sdw__image_after_step(const sdw_image_job *job, const sdw_sampler *sampler, int i,
+                           float *latents, size_t n_lat, size_t hw) {
     if (!job->blend) return;
     /* init_latents_proper = image latents re-noised to the next timestep (the clean latents
      * after the last step); latents = (1 - mask) * proper + mask * latents. */
@@ -211,7 +218,7 @@ void sdw__sd_image_after_step(const sd_image_job *job, const sdw_sampler *sample
     free(proper);
 }
 
-void sdw__sd_image_job_deinit(sd_image_job *job) {
+void sdw__image_job_deinit(sdw_image_job *job) {
     free(job->image_latents);
     free(job->noise);
     free(job->mask);

@@ -3,8 +3,10 @@
 #include "sdw/image_model.h"
 
 #include "core/common.h"
+#include "io/safetensors.h"
 #include "models/registry.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef __GLIBC__
@@ -12,18 +14,31 @@
 #endif
 #include <sys/stat.h>
 
-void sdw_image_free(sdw_image *img) {
-    if (!img) return;
-    free(img->data);
-    memset(img, 0, sizeof *img);
-}
-
 sdw_request sdw_request_default(void) {
-    return (sdw_request){
-        .guidance = -1.0f, .seed = -1, .rng = SDW_RNG_SOURCE_TORCH, .strength = -1.0};
+    return (sdw_request){.guidance = -1.0f, .seed = -1, .rng = SDW_RNG_TORCH, .strength = -1.0};
 }
 
 sdw_load_options sdw_load_options_default(void) { return (sdw_load_options){0}; }
+
+sdw_status sdw_load_options_set(sdw_load_options *o, const char *key, const char *value,
+                                sdw_error *err) {
+    for (int i = 0; i < o->n_options; i++)
+        if (strcmp(o->options[i].key, key) == 0) {
+            o->options[i].value = value;
+            return SDW_OK;
+        }
+    if (o->n_options >= SDW_MAX_MODEL_OPTIONS)
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "too many model options (at most %d)",
+                             SDW_MAX_MODEL_OPTIONS);
+    o->options[o->n_options++] = (sdw_model_option){key, value};
+    return SDW_OK;
+}
+
+const char *sdw_load_option(const sdw_load_options *o, const char *key) {
+    for (int i = 0; o && i < o->n_options; i++)
+        if (strcmp(o->options[i].key, key) == 0) return o->options[i].value;
+    return NULL;
+}
 
 static bool in_list(const char *const *list, const char *s) {
     for (; list && *list; list++)
@@ -124,6 +139,52 @@ static sdw_status resolve_mode(sdw_request *r, const sdw_capabilities *caps, sdw
     return SDW_OK;
 }
 
+static const sdw_param_spec *find_param(const sdw_capabilities *caps, const char *name) {
+    for (const sdw_param_spec *p = caps->params; p && p->name; p++)
+        if (strcmp(p->name, name) == 0) return p;
+    return NULL;
+}
+
+/* Every family option the request sets: declared by the model, a number in range, set once. */
+static sdw_status resolve_params(const sdw_request *r, const sdw_capabilities *caps,
+                                 sdw_error *err) {
+    if (r->n_params < 0 || (r->n_params > 0 && !r->params))
+        return sdw_error_set_field(err, "params", SDW_E_INVALID_ARG, "malformed option list");
+    for (int i = 0; i < r->n_params; i++) {
+        const sdw_param *q = &r->params[i];
+        const sdw_param_spec *p = q->name ? find_param(caps, q->name) : NULL;
+        if (!p) {
+            char names[512] = "none";
+            size_t n = 0;
+            for (const sdw_param_spec *d = caps->params; d && d->name; d++) {
+                int w = snprintf(names + n, sizeof names - n, "%s%s", n ? ", " : "", d->name);
+                if (w < 0 || (size_t)w >= sizeof names - n) break;
+                n += (size_t)w;
+            }
+            return sdw_error_set_field(err, "params", SDW_E_INVALID_ARG,
+                                       "this model takes no option '%s' (it takes: %s)",
+                                       q->name ? q->name : "(null)", names);
+        }
+        if (!(q->value >= p->min && q->value <= p->max) ||
+            (p->integer && q->value != floor(q->value)))
+            return sdw_error_set_field(err, p->name, SDW_E_INVALID_ARG,
+                                       "%s %g is out of range [%g, %g]%s", p->name, q->value,
+                                       p->min, p->max, p->integer ? " (a whole number)" : "");
+        for (int j = 0; j < i; j++)
+            if (strcmp(r->params[j].name, q->name) == 0)
+                return sdw_error_set_field(err, p->name, SDW_E_INVALID_ARG, "%s is set twice",
+                                           p->name);
+    }
+    return SDW_OK;
+}
+
+double sdw_request_param(const sdw_request *req, const sdw_capabilities *caps, const char *name) {
+    for (int i = 0; i < req->n_params; i++)
+        if (strcmp(req->params[i].name, name) == 0) return req->params[i].value;
+    const sdw_param_spec *p = find_param(caps, name);
+    return p ? p->def : NAN;
+}
+
 sdw_status sdw_request_resolve(const sdw_request *req, const sdw_capabilities *caps,
                                sdw_request *out, sdw_error *err) {
     sdw_request r = *req;
@@ -164,31 +225,13 @@ sdw_status sdw_request_resolve(const sdw_request *req, const sdw_capabilities *c
     if (r.preview_every < 0)
         return sdw_error_set_field(err, "preview_every", SDW_E_INVALID_ARG,
                                    "preview interval %d must not be negative", r.preview_every);
-    /* SDXL micro-conditioning: sizes default to the image's; all within the size limit. */
-    if (r.original_width == 0) r.original_width = r.width;
-    if (r.original_height == 0) r.original_height = r.height;
-    if (r.target_width == 0) r.target_width = r.width;
-    if (r.target_height == 0) r.target_height = r.height;
-    const struct {
-        const char *what, *field;
-        int v, lo;
-    } cond[] = {{"original width", "original_width", r.original_width, 1},
-                {"original height", "original_height", r.original_height, 1},
-                {"target width", "target_width", r.target_width, 1},
-                {"target height", "target_height", r.target_height, 1},
-                {"crop left", "crop_left", r.crop_left, 0},
-                {"crop top", "crop_top", r.crop_top, 0}};
-    for (size_t i = 0; i < sizeof cond / sizeof cond[0]; i++)
-        if (cond[i].v < cond[i].lo || cond[i].v > 65536)
-            return sdw_error_set_field(err, cond[i].field, SDW_E_INVALID_ARG,
-                                       "%s %d is out of range [%d, 65536]", cond[i].what, cond[i].v,
-                                       cond[i].lo);
-    if (r.rng != SDW_RNG_SOURCE_TORCH && r.rng != SDW_RNG_SOURCE_PHILOX)
-        return sdw_error_set_field(err, "rng", SDW_E_INVALID_ARG, "unknown rng source %d",
-                                   (int)r.rng);
-    /* diffusers' get_timesteps runs int(steps * strength) steps; none at all is an error there
-     * (StableDiffusionInpaintPipeline raises, the img2img pipeline fails on an empty slice). */
-    if (r.init_image && (int)(r.steps * r.strength) < 1)
+    if ((s = resolve_params(&r, caps, err))) return s;
+    if (r.rng != SDW_RNG_TORCH && r.rng != SDW_RNG_PHILOX)
+        return sdw_error_set_field(err, "rng", SDW_E_INVALID_ARG, "unknown rng %d", (int)r.rng);
+    /* Stable Diffusion's get_timesteps runs int(steps * strength) steps; none at all is an
+     * error there (StableDiffusionInpaintPipeline raises, the img2img pipeline fails on an
+     * empty slice). The flow-matching pipelines round the start instead and always run one. */
+    if (r.init_image && !caps->strength_rounds_start && (int)(r.steps * r.strength) < 1)
         return sdw_error_set_field(
             err, "strength", SDW_E_INVALID_ARG,
             "strength %g with %d steps runs no denoising step (steps x strength "
@@ -213,6 +256,65 @@ static sdw_status loaded(sdw_image_model *m, const char *path) {
     return SDW_OK;
 }
 
+/* Every option in opts must be one the family takes. */
+static sdw_status check_options(const sdw_model_family *fam, const sdw_load_options *opts,
+                                sdw_error *err) {
+    for (int i = 0; i < opts->n_options; i++) {
+        const char *key = opts->options[i].key;
+        bool known = false;
+        for (const sdw_model_option_spec *o = fam->options; o && o->key && !known; o++)
+            known = strcmp(o->key, key) == 0;
+        if (known) continue;
+        char names[256] = "none";
+        size_t n = 0;
+        for (const sdw_model_option_spec *o = fam->options; o && o->key; o++) {
+            int w = snprintf(names + n, sizeof names - n, "%s%s", n ? ", " : "", o->key);
+            if (w < 0 || (size_t)w >= sizeof names - n) break;
+            n += (size_t)w;
+        }
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "a %s model takes no '%s' option (it takes: %s)", fam->name, key,
+                             names);
+    }
+    return SDW_OK;
+}
+
+/* Nobody claimed path: say what it is not, precisely enough to act on. A file that is not
+ * valid safetensors gets the reader's own explanation (a pickle, a truncated header, ...). */
+static sdw_status explain_unrecognised(const char *path, sdw_error *err) {
+    char kinds[1024] = "";
+    size_t n = 0;
+    for (const sdw_model_family *const *f = sdw_model_families(); *f; f++) {
+        int w = snprintf(kinds + n, sizeof kinds - n, "\n  %s: %s", (*f)->name, (*f)->formats);
+        if (w < 0 || (size_t)w >= sizeof kinds - n) break;
+        n += (size_t)w;
+    }
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s/model_index.json", path);
+        if (stat(p, &st) != 0)
+            return sdw_error_set(err, SDW_E_FORMAT,
+                                 "%s is not a diffusers model folder (no model_index.json); "
+                                 "supported:%s",
+                                 path, kinds);
+        return sdw_error_set(err, SDW_E_UNSUPPORTED,
+                             "%s: no model family takes this pipeline (see its "
+                             "model_index.json _class_name); supported:%s",
+                             path, kinds);
+    }
+    sdw_st_file *f = NULL;
+    sdw_status s = sdw_st_open(path, &f, err);
+    if (s) return s;
+    char first[160] = "no tensors";
+    if (sdw_st_count(f) > 0)
+        snprintf(first, sizeof first, "tensors such as '%s'", sdw_st_at(f, 0)->name);
+    sdw_st_close(f);
+    return sdw_error_set(err, SDW_E_UNSUPPORTED,
+                         "%s is not a model checkpoint any family recognises (%s); supported:%s",
+                         path, first, kinds);
+}
+
 sdw_status sdw_model_load(const char *path, const sdw_load_options *opts, sdw_image_model **out,
                           sdw_error *err) {
     sdw_load_options o = opts ? *opts : sdw_load_options_default();
@@ -222,30 +324,28 @@ sdw_status sdw_model_load(const char *path, const sdw_load_options *opts, sdw_im
     }
     SDW_INFO("threads: %d", o.n_threads);
     opts = &o;
-    const sdw_model_family *const *fam = sdw_model_families();
     sdw_status s;
     if (!path || strcmp(path, "demo") == 0) {
-        for (; *fam; fam++)
-            if ((*fam)->load_demo) {
-                if ((s = (*fam)->load_demo(opts, out, err)) == SDW_OK)
-                    snprintf((*out)->name, sizeof (*out)->name, "demo");
-                return s;
-            }
-        return sdw_error_set(err, SDW_E_UNSUPPORTED, "no model family provides a demo model");
+        const sdw_model_family *demo = sdw_model_demo_family();
+        if (!demo || !demo->load_demo)
+            return sdw_error_set(err, SDW_E_UNSUPPORTED, "no model family provides a demo model");
+        if ((s = check_options(demo, opts, err)) || (s = demo->load_demo(opts, out, err)))
+            return s;
+        snprintf((*out)->name, sizeof (*out)->name, "demo");
+        return SDW_OK;
     }
     if (!path_exists(path))
         return sdw_error_set(err, SDW_E_NOT_FOUND, "model %s does not exist", path);
-    for (; *fam; fam++) {
+    struct stat st;
+    if (o.config_dir && (stat(o.config_dir, &st) != 0 || !S_ISDIR(st.st_mode)))
+        return sdw_error_set(err, SDW_E_NOT_FOUND, "--config %s is not a folder", o.config_dir);
+    for (const sdw_model_family *const *fam = sdw_model_families(); *fam; fam++) {
         if (!(*fam)->detect(path)) continue;
-        if ((s = (*fam)->load(path, opts, out, err)) != SDW_OK) return s;
+        if ((s = check_options(*fam, opts, err)) || (s = (*fam)->load(path, opts, out, err)))
+            return s;
         return loaded(*out, path);
     }
-    /* Nobody claimed it: the first family's loader explains precisely what is wrong with it
-     * (not safetensors, a pickle checkpoint, no model_index.json, ...). */
-    fam = sdw_model_families();
-    if (!*fam) return sdw_error_set(err, SDW_E_UNSUPPORTED, "no model families are registered");
-    if ((s = (*fam)->load(path, opts, out, err)) != SDW_OK) return s;
-    return loaded(*out, path);
+    return explain_unrecognised(path, err);
 }
 
 const char *sdw_model_type(const sdw_image_model *m) { return m->ops->model_type(m); }

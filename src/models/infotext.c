@@ -51,5 +51,5 @@ void sdw_infotext_format(const sdw_request *req, const sdw_result_info *info, co
     }
     if (info->strength > 0) put(buf, cap, &n, ", Denoising strength: %g", info->strength);
     /* A1111 draws noise on the GPU (Philox) by default and labels CPU draws. */
-    if (req->rng == SDW_RNG_SOURCE_TORCH) put(buf, cap, &n, ", RNG: CPU");
+    if (req->rng == SDW_RNG_TORCH) put(buf, cap, &n, ", RNG: CPU");
 }

@@ -9,3 +9,6 @@ static const sdw_model_family *const g_families[] = {
 };
 
 const sdw_model_family *const *sdw_model_families(void) { return g_families; }
+
+/* The demo is a small SD 1.x model: the cheapest architecture that makes an image. */
+const sdw_model_family *sdw_model_demo_family(void) { return &sdw_stable_diffusion_family; }

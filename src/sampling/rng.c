@@ -37,8 +37,7 @@ sdw_status sdw_rng_kind_parse(const char *name, sdw_rng_kind *out, sdw_error *er
         *out = SDW_RNG_PHILOX;
         return SDW_OK;
     }
-    return sdw_error_set(err, SDW_E_INVALID_ARG,
-                         "unknown rng \"%s\" (want \"torch\" or \"philox\")", name);
+    return sdw_error_set(err, SDW_E_INVALID_ARG, "rng '%s' must be torch or philox", name);
 }
 
 /* ---- mt19937, seeded like at::mt19937 (aten/src/ATen/core/MT19937RNGEngine.h) ---- */

@@ -24,23 +24,12 @@
 #ifndef SDW_SAMPLING_RNG_H
 #define SDW_SAMPLING_RNG_H
 
+#include "sdw/rng.h"
 #include "sdw/status.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-typedef enum sdw_rng_kind {
-    SDW_RNG_TORCH = 0, /* torch CPU generator (default) */
-    SDW_RNG_PHILOX = 1 /* torch CUDA generator, as AUTOMATIC1111 reproduces it */
-} sdw_rng_kind;
-
-/* "torch" / "philox"; "?" for an out-of-range value. Never NULL. */
-const char *sdw_rng_kind_str(sdw_rng_kind kind);
-
-/* Parses "torch" or "philox" (case-sensitive). On failure returns SDW_E_INVALID_ARG and leaves
- * *out untouched. name may not be NULL. */
-sdw_status sdw_rng_kind_parse(const char *name, sdw_rng_kind *out, sdw_error *err);
 
 #define SDW_MT19937_N 624
 

@@ -25,10 +25,22 @@ const char *const *sdw_sampler_names(void) {
     return k_names;
 }
 
+static const char *const k_flow_names[] = {"euler", NULL};
+
+const char *const *sdw_sampler_names_for(const sdw_scheduler_config *cfg) {
+    return cfg->flow_matching ? k_flow_names : k_names;
+}
+
 static const sdw__sampler_ops *find_ops(const char *name) {
     for (size_t i = 0; i < SDW_ARRAY_LEN(k_samplers); i++)
         if (strcmp(k_samplers[i]->name, name) == 0) return k_samplers[i];
     return NULL;
+}
+
+/* The implementation of name for cfg's kind of schedule, or NULL. */
+static const sdw__sampler_ops *find_ops_for(const char *name, const sdw_scheduler_config *cfg) {
+    if (!cfg->flow_matching) return find_ops(name);
+    return strcmp(name, sdw__sampler_flow_euler.name) == 0 ? &sdw__sampler_flow_euler : NULL;
 }
 
 bool sdw_sampler_supports_karras(const char *name) {
@@ -120,28 +132,25 @@ void sdw_sampler_destroy(sdw_sampler *s) {
     free(s);
 }
 
-sdw_sampler *sdw_sampler_create(const char *name, const sdw_scheduler_config *cfg, int steps,
-                                bool karras, sdw_error *err) {
-    const sdw__sampler_ops *ops = find_ops(name);
-    if (!ops) {
-        sdw_error_set(err, SDW_E_INVALID_ARG, "unknown sampler \"%s\"", name);
-        return NULL;
-    }
-    if (cfg->num_train_timesteps < 2) {
-        sdw_error_set(err, SDW_E_INVALID_ARG, "num_train_timesteps %d < 2",
-                      cfg->num_train_timesteps);
-        return NULL;
-    }
-    if (steps < 1 || steps > cfg->num_train_timesteps) {
-        sdw_error_set(err, SDW_E_INVALID_ARG, "steps %d out of range [1, %d]", steps,
-                      cfg->num_train_timesteps);
-        return NULL;
-    }
-    karras = karras || (ops->karras_ok && cfg->use_karras_sigmas);
-    if (karras && !ops->karras_ok) {
-        sdw_error_set(err, SDW_E_INVALID_ARG, "sampler \"%s\" has no Karras sigma schedule", name);
-        return NULL;
-    }
+sdw_status sdw_sampler_create(const char *name, const sdw_scheduler_config *cfg,
+                              const sdw_sampler_params *p, sdw_sampler **out, sdw_error *err) {
+    const sdw__sampler_ops *ops = find_ops_for(name, cfg);
+    if (!ops && cfg->flow_matching && find_ops(name))
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "sampler \"%s\" cannot run a flow-matching schedule (available: euler)",
+                             name);
+    if (!ops) return sdw_error_set(err, SDW_E_INVALID_ARG, "unknown sampler \"%s\"", name);
+    if (cfg->num_train_timesteps < 2)
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "num_train_timesteps %d < 2",
+                             cfg->num_train_timesteps);
+    const int steps = p->steps;
+    if (steps < 1 || steps > cfg->num_train_timesteps)
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "steps %d out of range [1, %d]", steps,
+                             cfg->num_train_timesteps);
+    const bool karras = p->karras || (ops->karras_ok && cfg->use_karras_sigmas);
+    if (karras && !ops->karras_ok)
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "sampler \"%s\" has no Karras sigma schedule",
+                             name);
     sdw_sampler *s = sdw_xcalloc(1, sizeof *s);
     s->ops = ops;
     s->cfg = *cfg;
@@ -149,17 +158,19 @@ sdw_sampler *sdw_sampler_create(const char *name, const sdw_scheduler_config *cf
         s->cfg.timestep_spacing = ops->default_spacing;
     s->karras = karras;
     s->steps = steps;
+    s->image_seq_len = p->image_seq_len;
     s->n_train = cfg->num_train_timesteps;
     s->alphas_cumprod = sdw_xmalloc((size_t)s->n_train * sizeof(float));
     sdw_status st = ops->setup(s, err);
-    if (st != SDW_OK) goto fail;
+    if (st != SDW_OK) {
+        sdw_error_prefix(err, "sampler %s", name);
+        sdw_sampler_destroy(s);
+        return st;
+    }
     SDW_ASSERT(s->n_calls >= 1 && s->timesteps);
     sdw_sampler_set_begin(s, 0, NULL);
-    return s;
-fail:
-    sdw_error_prefix(err, "sampler %s", name);
-    sdw_sampler_destroy(s);
-    return NULL;
+    *out = s;
+    return SDW_OK;
 }
 
 const char *sdw_sampler_name(const sdw_sampler *s) {
@@ -240,6 +251,13 @@ int sdw_sampler_begin_for_strength(int steps, double strength) {
     if (init > steps) init = steps;
     int t_start = steps - init;
     return t_start > 0 ? t_start : 0;
+}
+
+int sdw_sampler_begin_for_strength_flow(int steps, double strength) {
+    double init = steps * strength;
+    if (init > steps) init = steps;
+    const double start = steps - init;
+    return start > 0 ? (int)start : 0; /* int() after max(., 0), as the reference */
 }
 
 /* diffusers' _init_step_index: the sigma index of the schedule's first timestep of this run is

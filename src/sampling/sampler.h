@@ -1,7 +1,8 @@
 /* sampling/sampler.h — the denoising loop's bookkeeping: timesteps, input scaling and the
  * update step of each sampler, exactly as diffusers 0.25.1 computes them.
  *
- *   sdw_sampler *s = sdw_sampler_create("euler_a", &cfg, steps, false, &err);
+ *   sdw_sampler *s;
+ *   if (sdw_sampler_create("euler_a", &cfg, &(sdw_sampler_params){.steps = 20}, &s, &err)) ...;
  *   sdw_rng_randn(&rng, x, n);                              // initial noise, NCHW
  *   for (size_t k = 0; k < n; k++) x[k] *= sdw_sampler_init_noise_sigma(s);
  *   for (int i = sdw_sampler_begin(s); i < sdw_sampler_n_calls(s); i++) {
@@ -20,6 +21,9 @@
  *   "euler_a"  EulerAncestralDiscreteScheduler: one randn of the latents' shape per step.
  *   "dpm++2m"  DPMSolverMultistepScheduler with its defaults: dpmsolver++, order 2, midpoint,
  *              lower_order_final (first order on the last step when steps < 15).
+ * A flow-matching config (FlowMatchEulerDiscreteScheduler: FLUX, SD3) has one sampler:
+ *   "euler"    FlowMatchEulerDiscreteScheduler (0.30.3): the model output is a velocity,
+ *              timesteps are sigma · num_train_timesteps, no random draws.
  * The model's config (scheduler.h) supplies the training schedule, prediction type, timestep
  * spacing and offset, as `XScheduler.from_config(pipe.scheduler.config)` would.
  *
@@ -36,20 +40,30 @@
 
 typedef struct sdw_sampler sdw_sampler;
 
-/* NULL-terminated list of accepted names; static. */
+/* NULL-terminated list of the names of the diffusion (alpha/sigma) samplers; static. */
 const char *const *sdw_sampler_names(void);
+/* The names that can run cfg's schedule (the list above, or "euler" alone for a flow-matching
+ * config); static. */
+const char *const *sdw_sampler_names_for(const sdw_scheduler_config *cfg);
 
 /* True if `name` is a sampler name and accepts Karras sigmas ("euler", "euler_a", "dpm++2m"). */
 bool sdw_sampler_supports_karras(const char *name);
 
-/* Returns a new sampler for `steps` inference steps (1..num_train_timesteps); free with
- * sdw_sampler_destroy. cfg is copied (borrowed only during the call). karras = true uses the
- * Karras et al. sigma schedule (use_karras_sigmas=True); the config's own use_karras_sigmas
- * also turns it on. On failure returns NULL with err set: SDW_E_INVALID_ARG (unknown name,
- * steps out of range, karras with ddim/pndm), SDW_E_UNSUPPORTED (a config this sampler cannot
- * run, e.g. "sample" prediction with euler_a, as diffusers raises). */
-sdw_sampler *sdw_sampler_create(const char *name, const sdw_scheduler_config *cfg, int steps,
-                                bool karras, sdw_error *err);
+typedef struct sdw_sampler_params {
+    int steps;   /* inference steps, 1..num_train_timesteps */
+    bool karras; /* the Karras et al. sigma schedule (use_karras_sigmas=True) */
+    /* Flow matching with dynamic shifting: the image's token count (FLUX: packed latent
+     * pixels), from which the shift mu follows; 0 otherwise. */
+    int image_seq_len;
+} sdw_sampler_params;
+
+/* *out = a new sampler for cfg's schedule (free with sdw_sampler_destroy). cfg and p are copied
+ * (borrowed only during the call). The config's own use_karras_sigmas also turns Karras on.
+ * Fails (*out untouched) with SDW_E_INVALID_ARG (unknown name, a name that cannot run cfg's
+ * schedule, steps out of range, karras with ddim/pndm/flow), SDW_E_UNSUPPORTED (a config this
+ * sampler cannot run, e.g. "sample" prediction with euler_a, as diffusers raises). */
+sdw_status sdw_sampler_create(const char *name, const sdw_scheduler_config *cfg,
+                              const sdw_sampler_params *p, sdw_sampler **out, sdw_error *err);
 void sdw_sampler_destroy(sdw_sampler *s); /* NULL ok */
 
 const char *sdw_sampler_name(const sdw_sampler *s); /* canonical name, static */
@@ -87,8 +101,11 @@ const float *sdw_sampler_last_noise(const sdw_sampler *s);
 /* ---- image-to-image ---- */
 
 /* diffusers' get_timesteps: the index of the first call when denoising with `strength` in
- * [0, 1]: steps - min(int(steps * strength), steps). */
+ * [0, 1]: steps - min(int(steps * strength), steps) (Stable Diffusion's pipelines). */
 int sdw_sampler_begin_for_strength(int steps, double strength);
+/* The flow-matching pipelines' get_timesteps (SD3, FLUX img2img): the start is rounded, not the
+ * count: int(max(steps - min(steps * strength, steps), 0)), so any strength > 0 runs a step. */
+int sdw_sampler_begin_for_strength_flow(int steps, double strength);
 
 /* Starts the run at call `begin` (0 <= begin < n_calls) instead of 0; resets the step state.
  * Returns SDW_E_INVALID_ARG if begin is out of range. */

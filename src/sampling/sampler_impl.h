@@ -1,7 +1,7 @@
 /* sampling/sampler_impl.h — library-internal: the sampler object and the per-sampler ops.
  * sampler.c owns creation, the public dispatch and the numpy-compatible schedule helpers;
  * sampler_alpha.c implements ddim and pndm (alpha_bar based), sampler_sigma.c euler, euler_a
- * and dpm++2m (sigma based). */
+ * and dpm++2m (sigma based), sampler_flow.c flow-matching euler. */
 #ifndef SDW_SAMPLING_SAMPLER_IMPL_H
 #define SDW_SAMPLING_SAMPLER_IMPL_H
 
@@ -33,6 +33,7 @@ struct sdw_sampler {
     sdw_scheduler_config cfg; /* timestep_spacing resolved (never CLASS_DEFAULT) */
     bool karras;
     int steps;                 /* num_inference_steps as requested */
+    int image_seq_len;         /* flow matching with dynamic shifting: the image's tokens */
     int n_train;               /* num_train_timesteps */
     float *alphas_cumprod;     /* [n_train] */
     float final_alpha_cumprod; /* ddim/pndm: alpha_bar "before" t = 0 */
@@ -59,7 +60,7 @@ struct sdw_sampler {
 };
 
 extern const sdw__sampler_ops sdw__sampler_ddim, sdw__sampler_pndm, sdw__sampler_euler,
-    sdw__sampler_euler_a, sdw__sampler_dpmpp2m;
+    sdw__sampler_euler_a, sdw__sampler_dpmpp2m, sdw__sampler_flow_euler;
 
 /* ---- numpy-compatible schedule arithmetic (float64 unless noted) ---- */
 

@@ -73,6 +73,11 @@ sdw_scheduler_config sdw_scheduler_config_default(void) {
         .sigma_min = NAN,
         .sigma_max = NAN,
         .lambda_min_clipped = -INFINITY,
+        .shift = 1.0,
+        .base_shift = 0.5,
+        .max_shift = 1.15,
+        .base_image_seq_len = 256,
+        .max_image_seq_len = 4096,
     };
 }
 
@@ -99,6 +104,7 @@ const char *sdw_scheduler_config_sampler_name(const sdw_scheduler_config *cfg) {
         {"EulerDiscreteScheduler", "euler"},
         {"EulerAncestralDiscreteScheduler", "euler_a"},
         {"DPMSolverMultistepScheduler", "dpm++2m"},
+        {"FlowMatchEulerDiscreteScheduler", "euler"},
     };
     for (size_t i = 0; i < SDW_ARRAY_LEN(map); i++)
         if (strcmp(cfg->class_name, map[i].cls) == 0) return map[i].sampler;
@@ -241,6 +247,51 @@ static sdw_status check_unsupported(json_t *obj, sdw_error *err) {
     return SDW_OK;
 }
 
+/* FlowMatchEulerDiscreteScheduler's keys (0.30.3), and refusals of the later versions' options
+ * that would change its sigmas. */
+static sdw_status parse_flow(json_t *obj, sdw_scheduler_config *c, sdw_error *err) {
+    static const char *const later[] = {"use_karras_sigmas", "use_exponential_sigmas",
+                                        "use_beta_sigmas", "invert_sigmas", "shift_terminal",
+                                        "stochastic_sampling"};
+    sdw_status st;
+    json_t *v;
+    for (size_t i = 0; i < SDW_ARRAY_LEN(later); i++) {
+        v = json_object_get(obj, later[i]);
+        if (v && !json_is_null(v) && !json_is_false(v))
+            return sdw_error_set(err, SDW_E_UNSUPPORTED, "\"%s\" is not supported", later[i]);
+    }
+    v = json_object_get(obj, "time_shift_type");
+    if (v && !(json_is_string(v) && strcmp(json_string_value(v), "exponential") == 0))
+        return sdw_error_set(err, SDW_E_UNSUPPORTED,
+                             "\"time_shift_type\": only \"exponential\" is supported");
+    struct {
+        const char *key;
+        double *dst;
+    } nums[] = {{"shift", &c->shift}, {"base_shift", &c->base_shift}, {"max_shift", &c->max_shift}};
+    for (size_t i = 0; i < SDW_ARRAY_LEN(nums); i++)
+        if ((v = json_object_get(obj, nums[i].key)) && !json_is_null(v) &&
+            (st = get_number(v, nums[i].key, nums[i].dst, err)) != SDW_OK)
+            return st;
+    if ((v = json_object_get(obj, "use_dynamic_shifting")) &&
+        (st = get_bool(v, "use_dynamic_shifting", &c->use_dynamic_shifting, err)) != SDW_OK)
+        return st;
+    if ((v = json_object_get(obj, "base_image_seq_len")) && !json_is_null(v) &&
+        (st = get_int(v, "base_image_seq_len", 1, 1 << 24, &c->base_image_seq_len, err)) != SDW_OK)
+        return st;
+    if ((v = json_object_get(obj, "max_image_seq_len")) && !json_is_null(v) &&
+        (st = get_int(v, "max_image_seq_len", 1, 1 << 24, &c->max_image_seq_len, err)) != SDW_OK)
+        return st;
+    if (!(c->shift > 0 && c->shift < 1e6))
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "\"shift\" %g must be in (0, 1e6)", c->shift);
+    if (c->use_dynamic_shifting &&
+        (c->max_image_seq_len == c->base_image_seq_len || !isfinite(c->base_shift) ||
+         !isfinite(c->max_shift) || fabs(c->base_shift) > 100 || fabs(c->max_shift) > 100))
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "dynamic shifting needs distinct base/max_image_seq_len and finite "
+                             "base/max_shift within [-100, 100]");
+    return SDW_OK;
+}
+
 static sdw_status parse_into(json_t *obj, sdw_scheduler_config *c, sdw_error *err) {
     static const char *const sched_names[] = {"linear", "scaled_linear", "squaredcos_cap_v2"};
     static const int sched_vals[] = {SDW_BETA_LINEAR, SDW_BETA_SCALED_LINEAR,
@@ -319,6 +370,8 @@ static sdw_status parse_into(json_t *obj, sdw_scheduler_config *c, sdw_error *er
         else if ((st = get_number(v, nums[i].key, nums[i].dst, err)) != SDW_OK)
             return st;
     }
+    c->flow_matching = strcmp(c->class_name, "FlowMatchEulerDiscreteScheduler") == 0;
+    if (c->flow_matching && (st = parse_flow(obj, c, err)) != SDW_OK) return st;
     if (!(c->beta_start > 0 && c->beta_end > 0 && c->beta_start < 1 && c->beta_end < 1))
         return sdw_error_set(err, SDW_E_INVALID_ARG, "beta_start %g / beta_end %g out of (0, 1)",
                              c->beta_start, c->beta_end);

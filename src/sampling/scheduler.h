@@ -64,6 +64,19 @@ typedef struct sdw_scheduler_config {
     bool use_karras_sigmas;        /* euler, dpm++2m; a sampler's karras flag also turns it on */
     double sigma_min, sigma_max;   /* Karras range override; NaN = from the schedule (default) */
     double lambda_min_clipped;     /* dpm++2m only; default -infinity = no clipping (also null) */
+
+    /* Flow matching (FlowMatchEulerDiscreteScheduler, diffusers 0.30.3: FLUX, SD3): the model
+     * predicts a velocity, the schedule is sigmas in [0, 1], no alpha table. */
+    bool flow_matching;        /* the config's class is a flow-matching scheduler */
+    double shift;              /* static shift sigma' = s·σ / (1 + (s − 1)·σ); default 1 */
+    bool use_dynamic_shifting; /* shift by exp(mu) with mu from the image's token count */
+    double base_shift, max_shift;              /* mu at base / max sequence length (0.5, 1.15) */
+    int base_image_seq_len, max_image_seq_len; /* (256, 4096) */
+    /* Not in the file: how the model's pipeline drives the scheduler. true = it passes
+     * sigmas = linspace(1, 1/steps, steps) (FluxPipeline); false = the scheduler's own
+     * linspace between its (already shifted) sigma_max and sigma_min, shifted again
+     * (StableDiffusion3Pipeline 0.30.3). The loading family sets it. */
+    bool flow_pipeline_sigmas;
 } sdw_scheduler_config;
 
 /* diffusers' class defaults: what a scheduler gets from an empty config. */
@@ -96,7 +109,8 @@ sdw_status sdw_scheduler_config_load(const char *path, sdw_scheduler_config *out
 void *sdw_json_load_relaxed(const char *text, size_t len, sdw_error *err);
 
 /* The sampler name matching the config's class ("ddim", "pndm", "euler", "euler_a",
- * "dpm++2m"), or NULL when the class is unknown or has no counterpart here. Static string. */
+ * "dpm++2m"; "euler" for FlowMatchEulerDiscreteScheduler), or NULL when the class is unknown or
+ * has no counterpart here. Static string. */
 const char *sdw_scheduler_config_sampler_name(const sdw_scheduler_config *cfg);
 
 /* The training alpha_bar table, float32 exactly as diffusers computes it (torch.linspace as the

@@ -11,7 +11,7 @@
 static const char *const g_fields[] = {
     "operation", "prompt",      "negative_prompt", "width",      "height", "steps",
     "guidance_scale", "seed",   "sampler",         "scheduler",  "input_image", "mask_image",
-    "strength",  "loras",       "n",               "rng",        NULL};
+    "strength",  "loras",       "n",               "rng",        "params",      NULL};
 
 /* The native name of an sdw_request field a refusal names (sdw_error.field). */
 static const char *native_param(const char *field) {
@@ -32,16 +32,43 @@ static sdw_status check_known(json_t *body, sdw_error *err) {
             return sdw_error_set(err, SDW_E_INVALID_ARG,
                                  "unknown field '%s' (known: operation, prompt, negative_prompt, "
                                  "width, height, steps, guidance_scale, seed, sampler, scheduler, "
-                                 "input_image, mask_image, strength, loras, n, rng)",
+                                 "input_image, mask_image, strength, loras, n, rng, params)",
                                  key);
     }
     return SDW_OK;
 }
 
-/* The images of a request (owned by the handler, borrowed by the request). */
+/* What a request borrows from its handler: the images (owned) and the family options (names
+ * borrowed from the body). */
 typedef struct job_images {
     sdw_image init, mask;
+    sdw_param params[16];
 } job_images;
+
+/* "params": {"max_sequence_length": 256, ...}: the model family's request options, passed
+ * through by name (sdw_request_resolve checks them against the model). */
+static sdw_status read_params(json_t *body, sdw_request *req, job_images *im, sdw_error *err) {
+    json_t *o = json_object_get(body, "params");
+    if (!o || json_is_null(o)) return SDW_OK;
+    if (!json_is_object(o))
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "field 'params' must be an object of named numbers");
+    const size_t cap = sizeof im->params / sizeof im->params[0];
+    if (json_object_size(o) > cap)
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "field 'params' has more than %zu entries",
+                             cap);
+    const char *key;
+    json_t *v;
+    int n = 0;
+    json_object_foreach(o, key, v) {
+        if (!json_is_number(v))
+            return sdw_error_set(err, SDW_E_INVALID_ARG, "params.%s must be a number", key);
+        im->params[n++] = (sdw_param){key, json_number_value(v)};
+    }
+    req->params = im->params;
+    req->n_params = n;
+    return SDW_OK;
+}
 
 /* Reads the image fields of an image_transform / image_inpaint request into req. */
 static sdw_status read_images(json_t *body, bool mask, sdw_request *req, job_images *im,
@@ -117,6 +144,7 @@ static sdw_status parse_job(sdw_engine *e, json_t *body, sdw_request *req, int *
     TRY("n", sdw__json_int(body, "n", 1, 1 << 20, false, &nn, err));
     TRY("rng", sdw__json_string(body, "rng", &rng, err));
     TRY("loras", check_loras(e, body, err));
+    TRY("params", read_params(body, req, im, err));
 #undef TRY
     req->width = (int)w;
     req->height = (int)h;
@@ -125,9 +153,7 @@ static sdw_status parse_job(sdw_engine *e, json_t *body, sdw_request *req, int *
     req->seed = seed;
     *n = (int)nn;
     *param = "rng";
-    if (rng && strcmp(rng, "torch") && strcmp(rng, "philox"))
-        return sdw_error_set(err, SDW_E_INVALID_ARG, "rng '%s' must be torch or philox", rng);
-    req->rng = rng && !strcmp(rng, "philox") ? SDW_RNG_SOURCE_PHILOX : SDW_RNG_SOURCE_TORCH;
+    if (rng && (s = sdw_rng_kind_parse(rng, &req->rng, err))) return s;
     *param = "operation";
     if (!strcmp(op, "image_transform")) return read_images(body, false, req, im, param, err);
     if (!strcmp(op, "image_inpaint")) return read_images(body, true, req, im, param, err);
@@ -197,7 +223,7 @@ json_t *sdw__native_job_json(sdw_http_req *r, sdw_job *j, const sdw_job_status *
         "{s:s,s:s?,s:i,s:i,s:i,s:f,s:s,s:s,s:s,s:i}", "prompt", q->prompt, "negative_prompt",
         q->negative_prompt, "width", q->width, "height", q->height, "steps", q->steps,
         "guidance_scale", (double)q->guidance, "sampler", q->sampler, "scheduler", q->scheduler,
-        "rng", q->rng == SDW_RNG_SOURCE_PHILOX ? "philox" : "torch", "n", st->n_images);
+        "rng", sdw_rng_kind_str(q->rng), "n", st->n_images);
     json_object_set_new(params, "seed", have ? json_integer(info.seed)
                                         : q->seed >= 0 ? json_integer(q->seed) : json_null());
     if (q->init_image) json_object_set_new(params, "strength", json_real(q->strength));

@@ -92,7 +92,7 @@ static void test_infotext(void) {
     ASSERT_TRUE(strcmp(buf, "a cat\nNegative prompt: dog\nSteps: 20, Sampler: DPM++ 2M, "
                             "Schedule type: Karras, CFG scale: 7.5, Seed: 42, Size: 512x768, "
                             "Model: sd15, RNG: CPU") == 0);
-    r.rng = SDW_RNG_SOURCE_PHILOX;
+    r.rng = SDW_RNG_PHILOX;
     r.negative_prompt = NULL;
     strcpy(info.scheduler, "default");
     sdw_infotext_format(&r, &info, NULL, buf, sizeof buf);

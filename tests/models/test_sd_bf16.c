@@ -10,7 +10,7 @@
 
 #include "io/image.h"
 #include "io/png.h"
-#include "models/stable_diffusion/sd_model.h"
+#include "models/diffusion.h"
 #include "nn/nn.h"
 
 #include <jansson.h>
@@ -28,7 +28,7 @@ static sdw_status generate(const char *model_path, const char *tokenizer, const 
     if (!model_path)
         model_path = sdw_test_path("%s", json_string_value(json_object_get(man, "model")));
     sdw_load_options opts = sdw_load_options_default();
-    opts.tokenizer_dir = tokenizer;
+    sdw_load_options_set(&opts, "tokenizer", tokenizer, NULL);
     opts.precision = p;
     sdw_image_model *m = NULL;
     sdw_image init = {0}, mask = {0};

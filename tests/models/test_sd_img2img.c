@@ -6,7 +6,7 @@
 #include "sdw_test.h"
 
 #include "io/image.h"
-#include "models/stable_diffusion/sd_model.h"
+#include "models/diffusion.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -50,7 +50,7 @@ static void check_case(const char *golden_case, bool four_channel_inpaint) {
     sdw_request r;
     if (!s) s = sdw_golden_request(g, &r, &init, &mask, &err);
     if (!s) {
-        sdw_sd_set_tap(m, sdw_stage_tap, c);
+        sdw_diffusion_set_tap(m, sdw_stage_tap, c);
         s = sdw_model_generate(m, &r, NULL, NULL, &img, NULL, &err);
     }
     int maxd = 256, missing = -1;
@@ -120,7 +120,7 @@ static void test_every_sampler_inpaint_keeps_the_unmasked_latents(void) {
                            &err);
     for (size_t si = 0; !s && si < SDW_ARRAY_LEN(samplers); si++) {
         grab g = {.names = {"vae.encode.0.mean", "vae.encode.0.std", "noise.00", "vae.decode.z"}};
-        sdw_sd_set_tap(m, on_grab, &g);
+        sdw_diffusion_set_tap(m, on_grab, &g);
         sdw_request r = sdw_request_default();
         r.prompt = "a cat";
         r.steps = 5;

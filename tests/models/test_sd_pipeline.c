@@ -4,7 +4,7 @@
  * image against the reference PNG. Folder and single-file loading both. */
 #include "sdw_test.h"
 
-#include "models/stable_diffusion/sd_model.h"
+#include "models/diffusion.h"
 
 #include <stdlib.h>
 
@@ -14,7 +14,7 @@ static void check_case(const char *model_path, const char *tokenizer, const char
     sdw_golden *g = sdw_golden_open(golden_case);
     ASSERT_TRUE(g != NULL);
     sdw_load_options opts = sdw_load_options_default();
-    opts.tokenizer_dir = tokenizer;
+    sdw_load_options_set(&opts, "tokenizer", tokenizer, NULL);
     sdw_image_model *m = NULL;
     sdw_error err = {0};
     sdw_status s = sdw_model_load(model_path, &opts, &m, &err);
@@ -23,7 +23,7 @@ static void check_case(const char *model_path, const char *tokenizer, const char
         ASSERT_OK(s, &err);
     }
     sdw_stage_check c = {.g = g, .tol = STAGE_TOL};
-    sdw_sd_set_tap(m, sdw_stage_tap, &c);
+    sdw_diffusion_set_tap(m, sdw_stage_tap, &c);
     sdw_request req;
     sdw_image img = {0}, init = {0}, mask = {0}; /* text-to-image: no images */
     s = sdw_golden_request(g, &req, &init, &mask, &err);

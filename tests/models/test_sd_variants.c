@@ -8,11 +8,21 @@
 #include "sdw_test.h"
 
 #include "io/image.h"
-#include "models/stable_diffusion/sd_model.h"
+#include "models/diffusion.h"
 #include "models/stable_diffusion/unet_config.h"
 
 #include <jansson.h>
 #include <stdlib.h>
+
+/* The "unet_head_dim" load option (single files), or none when head_dim is 0. */
+static void set_head_dim(sdw_load_options *opts, int head_dim) {
+    static char buf[4][16];
+    static int k;
+    if (head_dim <= 0) return;
+    char *b = buf[k++ % 4];
+    snprintf(b, 16, "%d", head_dim);
+    sdw_load_options_set(opts, "unet_head_dim", b, NULL);
+}
 
 #define STAGE_TOL 1e-4
 
@@ -76,9 +86,9 @@ static void check_case(const char *model, const char *golden_case, const case_op
     sdw_golden *g = sdw_golden_open(golden_case);
     ASSERT_TRUE(g != NULL);
     sdw_load_options opts = sdw_load_options_default();
-    opts.tokenizer_dir = o->tokenizer;
-    opts.unet_head_dim = o->head_dim;
-    opts.scheduler_config = o->scheduler_config;
+    sdw_load_options_set(&opts, "tokenizer", o->tokenizer, NULL);
+    set_head_dim(&opts, o->head_dim);
+    sdw_load_options_set(&opts, "scheduler_config", o->scheduler_config, NULL);
     sdw_image_model *m = NULL;
     sdw_error err = {0};
     sdw_status s = sdw_model_load(model, &opts, &m, &err);
@@ -89,7 +99,7 @@ static void check_case(const char *model, const char *golden_case, const case_op
     char variant[32];
     snprintf(variant, sizeof variant, "%s", sdw_model_variant(m));
     sdw_stage_check c = {.g = g, .tol = STAGE_TOL};
-    sdw_sd_set_tap(m, sdw_stage_tap, &c);
+    sdw_diffusion_set_tap(m, sdw_stage_tap, &c);
     json_t *man = sdw_golden_manifest(g);
     sdw_request req;
     sdw_image img = {0}, init = {0}, mask = {0};
@@ -214,13 +224,13 @@ static sdw_status run_small(sdw_image_model *m, const char *scheduler, sdw_image
  * scheduler runs the very same schedule (same image, byte for byte). */
 static void test_turbo_single_file(void) {
     sdw_load_options opts = sdw_load_options_default();
-    opts.tokenizer_dir = sdw_test_path("clip-tokenizer");
-    opts.unet_head_dim = fixture_head_dim("tiny-sdxl");
-    opts.scheduler_config = sdw_test_path("models/tiny-sdxl-turbo/scheduler/scheduler_config.json");
+    sdw_load_options_set(&opts, "tokenizer", sdw_test_path("clip-tokenizer"), NULL);
+    set_head_dim(&opts, fixture_head_dim("tiny-sdxl"));
+    sdw_load_options_set(&opts, "scheduler_config", sdw_test_path("models/tiny-sdxl-turbo/scheduler/scheduler_config.json"), NULL);
     sdw_image_model *t = NULL, *b = NULL;
     sdw_error err = {0};
     ASSERT_OK(sdw_model_load(sdw_test_path("models/tiny-sdxl.safetensors"), &opts, &t, &err), &err);
-    opts.scheduler_config = NULL;
+    sdw_load_options_set(&opts, "scheduler_config", NULL, NULL);
     sdw_status s = sdw_model_load(sdw_test_path("models/tiny-sdxl.safetensors"), &opts, &b, &err);
     if (s) sdw_model_destroy(t);
     ASSERT_OK(s, &err);
@@ -295,8 +305,8 @@ static const char *copy_with(const char *file, const char *const *meta, bool add
 /* The prediction type a single file loads with (NULL on a load failure). */
 static const char *loaded_prediction(const char *path, const char *folder, char *desc, size_t cap) {
     sdw_load_options opts = sdw_load_options_default();
-    opts.tokenizer_dir = sdw_test_path("clip-tokenizer");
-    opts.unet_head_dim = fixture_head_dim(folder);
+    sdw_load_options_set(&opts, "tokenizer", sdw_test_path("clip-tokenizer"), NULL);
+    set_head_dim(&opts, fixture_head_dim(folder));
     sdw_image_model *m = NULL;
     sdw_error err = {0};
     if (sdw_model_load(path, &opts, &m, &err)) {

@@ -10,6 +10,14 @@
 #include <jansson.h>
 #include <stdlib.h>
 
+/* The sampler for (name, cfg, steps, karras), or NULL with err set. */
+static sdw_sampler *make_sampler(const char *name, const sdw_scheduler_config *cfg, int steps,
+                                 bool karras, sdw_error *err) {
+    sdw_sampler *s = NULL;
+    sdw_sampler_create(name, cfg, &(sdw_sampler_params){.steps = steps, .karras = karras}, &s, err);
+    return s;
+}
+
 /* Relative error bar for latents after each step (max|a-b| / max|ref|). The arithmetic mirrors
  * torch's float32 op order, so the observed error is far below this (see the printed values). */
 #define LATENT_TOL 1e-5
@@ -77,7 +85,7 @@ static sdw_sampler *open_case(sdw_golden *g, int *steps_out, float *guidance_out
     }
     int steps = (int)json_integer_value(json_object_get(m, "steps"));
     const char *name = sampler_for(json_string_value(json_object_get(sch, "name")));
-    sdw_sampler *s = sdw_sampler_create(name, &cfg, steps, false, &err);
+    sdw_sampler *s = make_sampler(name, &cfg, steps, false, &err);
     if (!s) {
         sdw_test_fail(__FILE__, __LINE__, "create %s: %s", name, err.msg);
         return NULL;

@@ -12,6 +12,14 @@
 #include <math.h>
 #include <stdlib.h>
 
+/* The sampler for (name, cfg, steps, karras), or NULL with err set. */
+static sdw_sampler *make_sampler(const char *name, const sdw_scheduler_config *cfg, int steps,
+                                 bool karras, sdw_error *err) {
+    sdw_sampler *s = NULL;
+    sdw_sampler_create(name, cfg, &(sdw_sampler_params){.steps = steps, .karras = karras}, &s, err);
+    return s;
+}
+
 static sdw_scheduler_config sd15_with(sdw_timestep_spacing spacing) {
     sdw_scheduler_config c = sdw_scheduler_config_sd15();
     c.timestep_spacing = spacing;
@@ -22,7 +30,7 @@ static sdw_scheduler_config sd15_with(sdw_timestep_spacing spacing) {
 static bool timesteps_are(const char *name, const sdw_scheduler_config *cfg, int steps,
                           const float *want, int n) {
     sdw_error err = {0};
-    sdw_sampler *s = sdw_sampler_create(name, cfg, steps, false, &err);
+    sdw_sampler *s = make_sampler(name, cfg, steps, false, &err);
     if (!s) {
         sdw_test_fail(__FILE__, __LINE__, "%s: %s", name, err.msg);
         return false;
@@ -186,27 +194,27 @@ static void test_pndm_timesteps(void) {
 static void test_create_errors(void) {
     sdw_scheduler_config c = sdw_scheduler_config_sd15();
     sdw_error err = {0};
-    ASSERT_TRUE(!sdw_sampler_create("heun", &c, 10, false, &err));
+    ASSERT_TRUE(!make_sampler("heun", &c, 10, false, &err));
     ASSERT_EQ_INT(err.code, SDW_E_INVALID_ARG);
     ASSERT_STR_CONTAINS(err.msg, "heun");
-    ASSERT_TRUE(!sdw_sampler_create("euler", &c, 0, false, &err));
-    ASSERT_TRUE(!sdw_sampler_create("euler", &c, 1001, false, &err));
-    ASSERT_TRUE(!sdw_sampler_create("ddim", &c, 10, true, &err));
+    ASSERT_TRUE(!make_sampler("euler", &c, 0, false, &err));
+    ASSERT_TRUE(!make_sampler("euler", &c, 1001, false, &err));
+    ASSERT_TRUE(!make_sampler("ddim", &c, 10, true, &err));
     ASSERT_STR_CONTAINS(err.msg, "Karras");
-    ASSERT_TRUE(!sdw_sampler_create("pndm", &c, 10, true, &err));
+    ASSERT_TRUE(!make_sampler("pndm", &c, 10, true, &err));
     c.prediction_type = SDW_PRED_SAMPLE;
-    ASSERT_TRUE(!sdw_sampler_create("euler_a", &c, 10, false, &err));
+    ASSERT_TRUE(!make_sampler("euler_a", &c, 10, false, &err));
     ASSERT_EQ_INT(err.code, SDW_E_UNSUPPORTED);
-    ASSERT_TRUE(!sdw_sampler_create("pndm", &c, 10, false, &err));
+    ASSERT_TRUE(!make_sampler("pndm", &c, 10, false, &err));
     sdw_scheduler_config d = sdw_scheduler_config_default(); /* PRK needs >= 4 steps */
-    ASSERT_TRUE(!sdw_sampler_create("pndm", &d, 3, false, &err));
+    ASSERT_TRUE(!make_sampler("pndm", &d, 3, false, &err));
 
     const char *const *names = sdw_sampler_names();
     int n = 0;
     for (; names[n]; n++) {
         ASSERT_TRUE(sdw_sampler_supports_karras(names[n]) ==
                     (strcmp(names[n], "ddim") != 0 && strcmp(names[n], "pndm") != 0));
-        sdw_sampler *s = sdw_sampler_create(names[n], &d, 10, false, &err);
+        sdw_sampler *s = make_sampler(names[n], &d, 10, false, &err);
         ASSERT_TRUE(s && strcmp(sdw_sampler_name(s), names[n]) == 0);
         sdw_sampler_destroy(s);
     }
@@ -222,7 +230,7 @@ static void test_begin_for_strength(void) {
     ASSERT_EQ_INT(sdw_sampler_begin_for_strength(10, 1.5), 0);
     sdw_scheduler_config c = sdw_scheduler_config_sd15();
     sdw_error err = {0};
-    sdw_sampler *s = sdw_sampler_create("euler", &c, 4, false, &err);
+    sdw_sampler *s = make_sampler("euler", &c, 4, false, &err);
     ASSERT_TRUE(s);
     ASSERT_STATUS(sdw_sampler_set_begin(s, 4, &err), SDW_E_INVALID_ARG);
     ASSERT_STATUS(sdw_sampler_set_begin(s, 3, &err), SDW_OK);
@@ -257,7 +265,7 @@ static void test_karras(void) {
     /* euler (and euler_a): Karras between the ends of the spaced schedule (t = 901 and 1 for
      * 10 leading steps), timesteps where log-sigma interpolation gives the sigma back */
     for (int pass = 0; pass < 2; pass++) {
-        sdw_sampler *s = sdw_sampler_create(pass ? "euler_a" : "euler", &c, n, true, &err);
+        sdw_sampler *s = make_sampler(pass ? "euler_a" : "euler", &c, n, true, &err);
         ASSERT_TRUE(s);
         const double hi = ref_sigma(ac, 901), lo = ref_sigma(ac, 1);
         for (int i = 0; i < n; i++) {
@@ -275,7 +283,7 @@ static void test_karras(void) {
         sdw_sampler_destroy(s);
     }
     /* 4 leading steps: the Karras ends are the reference Euler schedule's ends */
-    sdw_sampler *s4 = sdw_sampler_create("euler", &c, 4, true, &err);
+    sdw_sampler *s4 = make_sampler("euler", &c, 4, true, &err);
     ASSERT_TRUE(s4);
     ASSERT_TRUE(sdw_sampler_sigma(s4, 0) == euler_sigmas[0]);
     ASSERT_TRUE(fabsf(sdw_sampler_sigma(s4, 3) - euler_sigmas[3]) <= 1e-6f * euler_sigmas[3]);
@@ -283,7 +291,7 @@ static void test_karras(void) {
 
     /* dpm++2m: Karras over the whole training range (sigma(999) = 14.6146 .. sigma(0)),
      * integer timesteps 999 .. 0, and (0.25.1) the last sigma repeated instead of 0 */
-    sdw_sampler *d = sdw_sampler_create("dpm++2m", &c, n, true, &err);
+    sdw_sampler *d = make_sampler("dpm++2m", &c, n, true, &err);
     ASSERT_TRUE(d);
     for (int i = 0; i < n; i++) {
         double want = karras_formula(ref_sigma(ac, 0), ref_sigma(ac, 999), i, n);
@@ -298,7 +306,7 @@ static void test_karras(void) {
     /* the config's use_karras_sigmas turns it on too; sigma_max overrides the top */
     c.use_karras_sigmas = true;
     c.sigma_max = 10.0;
-    sdw_sampler *e = sdw_sampler_create("euler", &c, n, false, &err);
+    sdw_sampler *e = make_sampler("euler", &c, n, false, &err);
     ASSERT_TRUE(e);
     ASSERT_TRUE(fabsf(sdw_sampler_sigma(e, 0) - 10.0f) < 1e-5f);
     sdw_sampler_destroy(e);
@@ -357,7 +365,7 @@ static void check_exact(const exact_case *ec) {
     c.timestep_spacing = ec->spacing;
     c.prediction_type = ec->pred;
     sdw_error err = {0}, *errp = &err;
-    sdw_sampler *s = sdw_sampler_create(ec->sampler, &c, ec->steps, ec->karras, &err);
+    sdw_sampler *s = make_sampler(ec->sampler, &c, ec->steps, ec->karras, &err);
     ASSERT_TRUE(s);
     const size_t n = 256;
     float x0[256], eps[256], x[256], mo[256], want[256];

@@ -9,17 +9,6 @@
 #include <stdarg.h>
 #include <string.h>
 
-void sdw__sd_tap(const sd_model *m, const char *name, const float *data, int n_dims, ...) {
-    if (!m->tap) return;
-    int64_t shape[8];
-    va_list ap;
-    va_start(ap, n_dims);
-    for (int i = 0; i < n_dims; i++)
-        shape[i] = va_arg(ap, int64_t);
-    va_end(ap);
-    m->tap(m->tap_user, name, data, n_dims, shape);
-}
-
 /* The reference's name for the hidden state an encoder contributes, or NULL if it records none
  * under a name of its own. */
 static const char *state_name(const sdw_clip_text_params *p) {
@@ -51,12 +40,12 @@ static sdw_status encode_batch(const sd_model *m, const sd_text_encoder *te, int
                      "first %d (see `sdw tokenize`)",
                      which[k], L, L - 2);
         *truncated |= cut;
-        if (m->tap) {
+        if (m->d.tap) {
             float idsf[SD_TEXT_WINDOW];
             for (int i = 0; i < L; i++)
                 idsf[i] = (float)ids[k * L + i];
             snprintf(name, sizeof name, "%s.%s.input_ids", te->tap, which[k]);
-            sdw__sd_tap(m, name, idsf, 2, (int64_t)1, (int64_t)L);
+            sdw_diffusion_tap(&m->d, name, idsf, 2, (int64_t)1, (int64_t)L);
         }
     }
     const bool want_pooled = pooled[0] || (n > 1 && pooled[1]);
@@ -68,12 +57,12 @@ static sdw_status encode_batch(const sd_model *m, const sd_text_encoder *te, int
         const char *state = state_name(&te->params);
         if (state) {
             snprintf(name, sizeof name, "%s.%s.%s", te->tap, which[k], state);
-            sdw__sd_tap(m, name, hk, 3, (int64_t)1, (int64_t)L, (int64_t)W);
+            sdw_diffusion_tap(&m->d, name, hk, 3, (int64_t)1, (int64_t)L, (int64_t)W);
         }
         if (pooled[k]) {
             memcpy(pooled[k], pool + (size_t)k * P, (size_t)P * sizeof(float));
             snprintf(name, sizeof name, "%s.%s.pooled", te->tap, which[k]);
-            sdw__sd_tap(m, name, pooled[k], 2, (int64_t)1, (int64_t)P);
+            sdw_diffusion_tap(&m->d, name, pooled[k], 2, (int64_t)1, (int64_t)P);
         }
         for (int i = 0; i < L; i++)
             memcpy(ctx[k] + (size_t)i * D + col, hk + (size_t)i * W, (size_t)W * sizeof(float));
@@ -100,19 +89,28 @@ static sdw_status encode_all(const sd_model *m, int n, const char *const *prompt
     return SDW_OK;
 }
 
-void sdw__sd_cond_free(sd_cond *c) {
+void sdw__sd_cond_free(void *cond) {
+    sd_cond *c = cond;
     if (!c) return;
     free(c->context);
     free(c->text_embeds);
     free(c->time_ids);
-    memset(c, 0, sizeof *c);
+    free(c);
 }
 
-sdw_status sdw__sd_condition(const sd_model *m, const sdw_request *req, bool cfg, sd_cond *c,
-                             sdw_error *err) {
+/* A size option of SDXL's micro-conditioning: its value, or the image's when 0. */
+static float size_or(const sd_model *m, const sdw_request *req, const char *name, int image) {
+    const double v = sdw_request_param(req, &m->d.caps, name);
+    return (float)(v > 0 ? v : image);
+}
+
+sdw_status sdw__sd_condition(sdw_diffusion *d, const sdw_request *req, int B, void **cond,
+                             bool *truncated, sdw_error *err) {
+    const sd_model *m = (const sd_model *)d;
     const sdw_unet_config *u = sdw_unet_config_of(m->unet);
-    memset(c, 0, sizeof *c);
-    c->B = cfg ? 2 : 1;
+    const bool cfg = B == 2;
+    sd_cond *c = sdw_xcalloc(1, sizeof *c);
+    c->B = B;
     c->L = SD_TEXT_WINDOW;
     c->D = u->cross_attention_dim;
     const size_t row = (size_t)c->L * c->D;
@@ -130,36 +128,33 @@ sdw_status sdw__sd_condition(const sd_model *m, const sdw_request *req, bool cfg
     float *ctx[2] = {c->context + b_cond * row, c->context};
     float *pooled[2] = {P ? c->text_embeds + (size_t)b_cond * P : NULL, c->text_embeds};
     const int n = cfg && !(no_negative && m->zero_uncond) ? 2 : 1;
-    sdw_status s = encode_all(m, n, prompts, which, ctx, c->D, pooled, &c->truncated, err);
+    sdw_status s = encode_all(m, n, prompts, which, ctx, c->D, pooled, truncated, err);
     if (s) goto fail;
-    if (!cfg && !no_negative)
-        SDW_WARN(
-            "guidance scale %g <= 1 runs no unconditional pass: the negative prompt is ignored",
-            (double)req->guidance);
 
     /* SDXL micro-conditioning: (original size, crop top-left, target size), each (h, w)/(y, x)
      * as diffusers' _get_add_time_ids lists them; the negative ids default to the same. */
     if (u->add_text_time) {
-        const int n = u->add_n_time_ids;
-        if (n != 6) {
+        const int nt = u->add_n_time_ids;
+        if (nt != 6) {
             s = sdw_error_set(err, SDW_E_UNSUPPORTED,
                               "the UNet takes %d time ids; only SDXL base's 6 (sizes and crop) "
                               "are supported",
-                              n);
+                              nt);
             goto fail;
         }
         const float ids[6] = {
-            (float)(req->original_height > 0 ? req->original_height : req->height),
-            (float)(req->original_width > 0 ? req->original_width : req->width),
-            (float)req->crop_top,
-            (float)req->crop_left,
-            (float)(req->target_height > 0 ? req->target_height : req->height),
-            (float)(req->target_width > 0 ? req->target_width : req->width),
+            size_or(m, req, "original_height", req->height),
+            size_or(m, req, "original_width", req->width),
+            (float)sdw_request_param(req, &m->d.caps, "crop_top"),
+            (float)sdw_request_param(req, &m->d.caps, "crop_left"),
+            size_or(m, req, "target_height", req->height),
+            size_or(m, req, "target_width", req->width),
         };
-        c->time_ids = sdw_xmalloc((size_t)c->B * n * sizeof(float));
+        c->time_ids = sdw_xmalloc((size_t)c->B * nt * sizeof(float));
         for (int b = 0; b < c->B; b++)
-            memcpy(c->time_ids + b * n, ids, sizeof ids);
+            memcpy(c->time_ids + b * nt, ids, sizeof ids);
     }
+    *cond = c;
     return SDW_OK;
 fail:
     sdw__sd_cond_free(c);

@@ -26,10 +26,10 @@ static const char g_demo_vae[] =
 sdw_status sdw__sd_load_demo(const sdw_load_options *opts, sdw_image_model **out,
                              sdw_error *err) {
     sd_model *m = sdw_xcalloc(1, sizeof *m);
-    m->base.ops = &sdw__sd_ops;
-    m->n_threads = opts->n_threads;
-    m->precision = sdw_nn_precision_resolve(opts->precision);
-    SDW_INFO("compute precision: %s (asked: %s)", sdw_precision_str(m->precision),
+    m->d.base.ops = &sdw__sd_ops;
+    m->d.n_threads = opts->n_threads;
+    m->d.precision = sdw_nn_precision_resolve(opts->precision);
+    SDW_INFO("compute precision: %s (asked: %s)", sdw_precision_str(m->d.precision),
              sdw_precision_str(opts->precision));
     sdw_status s;
     sd_text_encoder *te = &m->te[0];
@@ -51,26 +51,26 @@ sdw_status sdw__sd_load_demo(const sdw_load_options *opts, sdw_image_model **out
         .eps = 1e-5f,
     };
     te->w = sdw_weights_create_random(DEMO_SEED);
-    sdw_weights_set_precision(te->w, m->precision);
+    sdw_weights_set_precision(te->w, m->d.precision);
     m->w_unet = sdw_weights_create_random(DEMO_SEED + 1);
-    sdw_weights_set_precision(m->w_unet, m->precision);
+    sdw_weights_set_precision(m->w_unet, m->d.precision);
     m->w_vae = sdw_weights_create_random(DEMO_SEED + 2);
-    sdw_weights_set_precision(m->w_vae, m->precision);
+    sdw_weights_set_precision(m->w_vae, m->d.precision);
     if ((s = sdw_clip_text_create(te->w, &tcfg, &te->enc, err))) goto fail;
     if ((s = sdw_unet_config_parse(g_demo_unet, &m->unet_cfg, err))) goto fail;
     if ((s = sdw_unet_create(m->w_unet, &m->unet_cfg, &m->unet, err))) goto fail;
     if ((s = sdw_vae_config_parse(g_demo_vae, strlen(g_demo_vae), &m->vae_cfg, err))) goto fail;
     if ((s = sdw_vae_create(m->w_vae, &m->vae_cfg, &m->vae, err))) goto fail;
-    m->sched = sdw_scheduler_config_sd15();
+    m->d.sched = sdw_scheduler_config_sd15();
     sdw__sd_finish_setup(m);
-    snprintf(m->variant, sizeof m->variant, "v1-demo");
-    m->caps.default_width = m->caps.default_height = 256;
-    m->caps.default_steps = 10; /* noise either way: keep the first run short */
-    m->caps.default_sampler = "euler_a";
-    *out = &m->base;
+    snprintf(m->d.variant, sizeof m->d.variant, "v1-demo");
+    m->d.caps.default_width = m->d.caps.default_height = 256;
+    m->d.caps.default_steps = 10; /* noise either way: keep the first run short */
+    m->d.caps.default_sampler = "euler_a";
+    *out = &m->d.base;
     return SDW_OK;
 fail:
     sdw_error_prefix(err, "demo model");
-    sdw__sd_destroy(&m->base);
+    sdw__sd_destroy(&m->d.base);
     return s;
 }

@@ -1,6 +1,7 @@
 /* models/stable_diffusion/sd_impl.h — the family's private model struct, shared by its loaders
  * (sd_model.c: folders and identity; sd_single_file.c: single-file checkpoints), conditioning
- * (sd_conditioning.c), pipeline (sd_pipeline.c) and demo (sd_demo.c).
+ * (sd_conditioning.c), denoiser hook (sd_denoise.c) and demo (sd_demo.c); the run itself is
+ * the shared generation core (models/diffusion.c).
  *
  * SD 1.x, SD 2.x and SDXL (base, Turbo, inpainting) are configurations of this one struct: what
  * differs between them is data here (how many text encoders and which hidden state each
@@ -9,6 +10,7 @@
 #ifndef SDW_SD_IMPL_H
 #define SDW_SD_IMPL_H
 
+#include "models/diffusion.h"
 #include "models/stable_diffusion/sd_model.h"
 #include "models/stable_diffusion/unet.h"
 #include "nn/vae.h"
@@ -37,13 +39,7 @@ typedef struct sd_text_encoder {
 } sd_text_encoder;
 
 typedef struct sd_model {
-    sdw_image_model base;
-    char variant[32];
-    sdw_capabilities caps;
-    const char *samplers[16];
-
-    sdw_st_file *files[SD_MAX_FILES]; /* every mapped file; weights are views into these */
-    int n_files;
+    sdw_diffusion d; /* first: the shared core (schedule, latent space, capabilities, files) */
 
     sd_text_encoder te[SD_MAX_TEXT];
     int n_te;
@@ -58,26 +54,18 @@ typedef struct sd_model {
     sdw_unet_config unet_cfg; /* kept: the single-file name maps read them */
     sdw_vae_config vae_cfg;
     sdw_unet *unet;
-    sdw_vae *vae;
-    sdw_scheduler_config sched; /* the model's scheduler config (or its family's default) */
-    float vae_scaling;          /* latents = z * vae_scaling */
-    int vae_factor;             /* pixels per latent */
-    int latent_channels;
+    sdw_vae *vae;      /* owned (d.vae borrows it) */
     int native_latent; /* default image size in latents (diffusers: unet sample_size); 0 = 64 */
-    int n_threads;
-    sdw_precision precision; /* resolved (F32 or BF16): what every component was packed for */
-
-    sdw_sd_tap_fn tap;
-    void *tap_user;
 } sd_model;
+
+/* Integer load option key ("unet_heads", "unet_head_dim"), 0 when absent; sd_load has
+ * validated it. */
+int sdw__sd_option_int(const sdw_load_options *opts, const char *key);
 
 /* Fills caps, variant and the sampler list from the loaded parts (shared by every loader). */
 void sdw__sd_finish_setup(sd_model *m);
 void sdw__sd_destroy(sdw_image_model *base);
 extern const sdw_image_model_ops sdw__sd_ops;
-
-/* Maps one more file into m (closed with the model). */
-sdw_status sdw__sd_open_file(sd_model *m, const char *path, sdw_st_file **out, sdw_error *err);
 
 /* Checks the parts fit together (context width = UNet cross-attention width, pooled width =
  * UNet text_embeds width) and fills the pooled/zero-uncond settings' consequences. */
@@ -95,46 +83,15 @@ typedef struct sd_cond {
     float *context;     /* [B, L, D] encoder_hidden_states */
     float *text_embeds; /* [B, unet add_text_dim] or NULL (no text_time conditioning) */
     float *time_ids;    /* [B, unet add_n_time_ids] or NULL */
-    bool truncated;     /* a prompt was cut to the window */
 } sd_cond;
-/* Encodes req's prompt (and negative prompt when cfg) with every text encoder, and builds
- * SDXL's time ids from req's size fields. On success *c owns new buffers (sdw__sd_cond_free);
- * on failure *c is zeroed. */
-sdw_status sdw__sd_condition(const sd_model *m, const sdw_request *req, bool cfg, sd_cond *c,
-                             sdw_error *err);
-void sdw__sd_cond_free(sd_cond *c);
+/* The core's condition hook: encodes req's prompt (and negative prompt when B = 2) with every
+ * text encoder, and builds SDXL's time ids from req's size options. *cond is a new sd_cond. */
+sdw_status sdw__sd_condition(sdw_diffusion *d, const sdw_request *req, int B, void **cond,
+                             bool *truncated, sdw_error *err);
+void sdw__sd_cond_free(void *cond);
 
-/* Test tap (no-op without one): name and shape as the reference records them. */
-void sdw__sd_tap(const sd_model *m, const char *name, const float *data, int n_dims, ...);
-
-/* sd_pipeline.c */
-sdw_status sdw__sd_generate(sdw_image_model *base, const sdw_request *req,
-                            sdw_progress_fn progress, void *user, sdw_image *out,
-                            sdw_result_info *info, sdw_error *err);
-
-/* sd_img2img.c: image-to-image and inpainting (see there for the reference's draw order). */
-typedef struct sd_image_job {
-    bool inpaint;          /* a mask is in play (given, or implied by a 9-channel UNet) */
-    bool blend;            /* 4-channel inpainting: re-noised originals outside the mask */
-    double strength;
-    int n_noise, n_encode; /* noise.KK / vae.encode.N taps so far */
-    float *noise;          /* [C, h, w] prepare_latents' noise */
-    float *image_latents;  /* [C, h, w] scaled init latents, or NULL when not needed */
-    float *mask;           /* [h, w] latent-resolution mask, 1 = repaint (inpaint) */
-    float *masked_latents; /* [C, h, w] masked image latents (9-channel UNet) */
-} sd_image_job;
-
-/* Preprocesses req's init image (and mask), sets the sampler's first call from the strength,
- * draws and encodes as the reference and writes the initial latents [C, h, w] (NCHW). On
- * failure job holds what was allocated (deinit it either way). */
-sdw_status sdw__sd_image_prepare(const sd_model *m, const sdw_request *req, sdw_sampler *sampler,
-                                 sdw_rng *rng, float *latents, sd_image_job *job, sdw_error *err);
-/* 9-channel UNet input beyond the latents: out [1 + C, h, w] = mask | masked image latents. */
-void sdw__sd_image_unet_extra(const sd_image_job *job, int C, int h, int w, float *out);
-/* After the sampler step of call i: 4-channel inpainting's blend (no-op otherwise). hw = h*w. */
-void sdw__sd_image_after_step(const sd_image_job *job, const sdw_sampler *sampler, int i,
-                              float *latents, size_t n_lat, size_t hw);
-void sdw__sd_image_job_deinit(sd_image_job *job);
+/* sd_denoise.c: the core's denoise hook (one UNet call) and the hooks table. */
+extern const sdw_diffusion_ops sdw__sd_hooks;
 
 /* sd_demo.c */
 sdw_status sdw__sd_load_demo(const sdw_load_options *opts, sdw_image_model **out, sdw_error *err);

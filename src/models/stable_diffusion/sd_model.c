@@ -1,6 +1,7 @@
 /* Loading the Stable Diffusion family (SD 1.x, 2.x, XL, XL-Turbo, inpainting) from a diffusers
  * folder, dispatch to the single-file loader (sd_single_file.c), and the model's identity
- * (variant, capabilities, description). Generation is in sd_pipeline.c. */
+ * (variant, capabilities, description). Generation is the shared core (models/diffusion.c)
+ * with this family's hooks (sd_denoise.c). */
 #include "models/stable_diffusion/sd_impl.h"
 
 #include "models/stable_diffusion/ldm_unet_names.h"
@@ -12,7 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* "trailing" runs the model's schedule with trailing timestep spacing (sd_pipeline.c). */
+/* "trailing" runs the model's schedule with trailing timestep spacing (models/diffusion.c). */
 static const char *const g_schedulers[] = {"default", "karras", "trailing", NULL};
 
 /* ---- small path helpers ---- */
@@ -40,7 +41,10 @@ static bool sd_detect(const char *path) {
         snprintf(p, sizeof p, "%s/model_index.json", path);
         json_t *idx = json_load_file(p, 0, NULL);
         const char *cls = json_string_value(json_object_get(idx, "_class_name"));
-        bool ok = cls && strncmp(cls, "StableDiffusion", 15) == 0;
+        /* StableDiffusion[XL][Inpaint|Img2Img]Pipeline; SD3's MMDiT pipelines are another
+         * family. */
+        bool ok = cls && strncmp(cls, "StableDiffusion", 15) == 0 &&
+                  strncmp(cls, "StableDiffusion3", 16) != 0;
         json_decref(idx);
         return ok;
     }
@@ -54,13 +58,6 @@ static bool sd_detect(const char *path) {
 
 /* ---- component loading ---- */
 
-sdw_status sdw__sd_open_file(sd_model *m, const char *path, sdw_st_file **out, sdw_error *err) {
-    SDW_ASSERT(m->n_files < SD_MAX_FILES);
-    sdw_status s = sdw_st_open(path, out, err);
-    if (s == SDW_OK) m->files[m->n_files++] = *out;
-    return s;
-}
-
 /* diffusers stores a component's weights as <dir>/<stem>.safetensors, or .fp16.safetensors for
  * the fp16 variant; a .bin there is a pickle, which sdw_st_open refuses with an explanation. */
 static sdw_status open_component(sd_model *m, const char *root, const char *sub, const char *stem,
@@ -69,7 +66,7 @@ static sdw_status open_component(sd_model *m, const char *root, const char *sub,
     char p[4096];
     for (size_t i = 0; i < SDW_ARRAY_LEN(exts); i++) {
         snprintf(p, sizeof p, "%s/%s/%s%s", root, sub, stem, exts[i]);
-        if (is_file(p)) return sdw__sd_open_file(m, p, out, err);
+        if (is_file(p)) return sdw_diffusion_open_file(&m->d, p, out, err);
     }
     return sdw_error_set(err, SDW_E_NOT_FOUND, "%s/%s/%s.safetensors is missing", root, sub, stem);
 }
@@ -81,14 +78,15 @@ static bool has_component(json_t *idx, const char *name) {
 }
 
 /* One text encoder of a folder: <dir>/<tok_sub> (its own pad token), <dir>/<te_sub>. A folder
- * without the tokenizer falls back to opts->tokenizer_dir. */
+ * without the tokenizer falls back to the "tokenizer" option. */
 static sdw_status load_folder_text(sd_model *m, const char *dir, const char *tok_sub,
                                    const char *te_sub, const sdw_load_options *opts,
                                    sd_text_encoder *te, sdw_error *err) {
     char p[4096];
     sdw_status s;
     snprintf(p, sizeof p, "%s/%s", dir, tok_sub);
-    const char *tok_dir = is_dir(p) || !opts->tokenizer_dir ? p : opts->tokenizer_dir;
+    const char *given = sdw_load_option(opts, "tokenizer");
+    const char *tok_dir = is_dir(p) || !given ? p : given;
     if ((s = sdw_clip_tokenizer_load(tok_dir, &te->tokenizer, err))) return s;
     te->pad_id = sdw_clip_tokenizer_pad(te->tokenizer);
     sdw_clip_text_config tcfg;
@@ -97,7 +95,7 @@ static sdw_status load_folder_text(sd_model *m, const char *dir, const char *tok
     sdw_st_file *f;
     if ((s = open_component(m, dir, te_sub, "model", &f, err))) return s;
     te->w = sdw_weights_create(f, "", NULL, NULL);
-    sdw_weights_set_precision(te->w, m->precision);
+    sdw_weights_set_precision(te->w, m->d.precision);
     return sdw_clip_text_create(te->w, &tcfg, &te->enc, err);
 }
 
@@ -176,7 +174,7 @@ static sdw_status load_folder(sd_model *m, const char *dir, const sdw_load_optio
     m->native_latent = sdw__sd_unet_sample_size(p);
     if ((s = open_component(m, dir, "unet", "diffusion_pytorch_model", &f, err))) return s;
     m->w_unet = sdw_weights_create(f, "", NULL, NULL);
-    sdw_weights_set_precision(m->w_unet, m->precision);
+    sdw_weights_set_precision(m->w_unet, m->d.precision);
     if ((s = sdw_unet_create(m->w_unet, &m->unet_cfg, &m->unet, err))) return s;
 
     /* VAE */
@@ -184,15 +182,15 @@ static sdw_status load_folder(sd_model *m, const char *dir, const sdw_load_optio
     if ((s = sdw_vae_config_load(p, &m->vae_cfg, err))) return s;
     if ((s = open_component(m, dir, "vae", "diffusion_pytorch_model", &f, err))) return s;
     m->w_vae = sdw_weights_create(f, "", NULL, NULL);
-    sdw_weights_set_precision(m->w_vae, m->precision);
+    sdw_weights_set_precision(m->w_vae, m->d.precision);
     if ((s = sdw_vae_create_lazy(m->w_vae, &m->vae_cfg, &m->vae, err))) return s;
 
     /* scheduler */
     snprintf(q, sizeof q, "%s/scheduler/scheduler_config.json", dir);
     if (is_file(q)) {
-        if ((s = sdw_scheduler_config_load(q, &m->sched, err))) return s;
+        if ((s = sdw_scheduler_config_load(q, &m->d.sched, err))) return s;
     } else {
-        m->sched = sdw_scheduler_config_sd15();
+        m->d.sched = sdw_scheduler_config_sd15();
     }
     return SDW_OK;
 }
@@ -227,10 +225,32 @@ sdw_status sdw__sd_check_parts(const sd_model *m, sdw_error *err) {
 /* ---- identity ---- */
 
 static const char *sd_type(const sdw_image_model *m) { return "stable-diffusion"; }
-static const char *sd_variant(const sdw_image_model *m) { return ((const sd_model *)m)->variant; }
+static const char *sd_variant(const sdw_image_model *m) { return ((const sd_model *)m)->d.variant; }
 static const sdw_capabilities *sd_caps(const sdw_image_model *m) {
-    return &((const sd_model *)m)->caps;
+    return &((const sd_model *)m)->d.caps;
 }
+
+/* SDXL's micro-conditioning (the UNet's text_time ids: diffusers' original_size,
+ * crops_coords_top_left, target_size), in pixels; 0 = diffusers' default (the image size, crop
+ * at 0). */
+static const sdw_param_spec g_xl_params[] = {
+    {"original_width", 0, 65536, 0, true, "SDXL: original image width the UNet is told (0: the image's)"},
+    {"original_height", 0, 65536, 0, true, "SDXL: original image height (0: the image's)"},
+    {"crop_left", 0, 65536, 0, true, "SDXL: crop coordinate left"},
+    {"crop_top", 0, 65536, 0, true, "SDXL: crop coordinate top"},
+    {"target_width", 0, 65536, 0, true, "SDXL: target width (0: the image's)"},
+    {"target_height", 0, 65536, 0, true, "SDXL: target height (0: the image's)"},
+    {NULL, 0, 0, 0, false, NULL},
+};
+
+/* Latent -> RGB for previews: the factors ComfyUI and AUTOMATIC1111 use for SD 1.x/2.x/XL
+ * latents' cheap previews. */
+static const float g_latent_rgb[4][3] = {
+    {0.3512f, 0.2297f, 0.3227f},
+    {0.3250f, 0.4974f, 0.2350f},
+    {-0.2829f, 0.1762f, 0.2721f},
+    {-0.2120f, -0.2616f, -0.7177f},
+};
 
 /* Variant names, from the loaded parts (never from a file name):
  *   "xl"  the UNet takes text_time conditioning (SDXL); "xl-turbo" when its schedule uses
@@ -244,27 +264,31 @@ static void name_variant(sd_model *m, bool inpaint, bool xl, bool turbo) {
     const sdw_clip_text_config *t = sdw_clip_text_get_config(m->te[0].enc);
     const char *base = xl ? (turbo ? "xl-turbo" : "xl")
                      : t->act == SDW_CLIP_ACT_GELU
-                         ? (m->sched.prediction_type == SDW_PRED_V ? "v2-v" : "v2")
+                         ? (m->d.sched.prediction_type == SDW_PRED_V ? "v2-v" : "v2")
                          : "v1";
-    snprintf(m->variant, sizeof m->variant, "%s%s", base, inpaint ? "-inpaint" : "");
+    snprintf(m->d.variant, sizeof m->d.variant, "%s%s", base, inpaint ? "-inpaint" : "");
 }
 
 void sdw__sd_finish_setup(sd_model *m) {
     const sdw_unet_config *u = sdw_unet_config_of(m->unet);
     const sdw_vae_config *v = sdw_vae_get_config(m->vae);
-    m->vae_factor = sdw_vae_downscale(m->vae);
-    m->vae_scaling = v->scaling_factor;
-    m->latent_channels = v->latent_channels;
+    m->d.vae_factor = sdw_vae_downscale(m->vae);
+    m->d.vae_scaling = v->scaling_factor;
+    m->d.latent_channels = v->latent_channels;
     const bool inpaint = u->in_channels == 9;
     const bool xl = u->add_text_time;
-    const bool turbo = xl && m->sched.timestep_spacing == SDW_SPACING_TRAILING;
+    const bool turbo = xl && m->d.sched.timestep_spacing == SDW_SPACING_TRAILING;
     name_variant(m, inpaint, xl, turbo);
 
-    int n = 0;
-    for (const char *const *s = sdw_sampler_names(); *s && n < 15; s++) m->samplers[n++] = *s;
-    m->samplers[n] = NULL;
+    m->d.vae = m->vae;
+    m->d.vae_shift = v->shift_factor;
+    m->d.denoiser_in_channels = u->in_channels;
+    m->d.guidance = SDW_GUIDANCE_CFG;
+    m->d.patch = 1;
+    m->d.preview_rgb = g_latent_rgb;
+    m->d.hooks = &sdw__sd_hooks;
 
-    sdw_capabilities *c = &m->caps;
+    sdw_capabilities *c = &m->d.caps;
     *c = (sdw_capabilities){0};
     /* A 9-channel inpainting UNet needs a masked image: diffusers has no text-to-image for it
      * (StableDiffusionPipeline fails on its conv_in; the inpainting pipeline requires an image
@@ -277,22 +301,22 @@ void sdw__sd_finish_setup(sd_model *m) {
     c->supports_negative_prompt = true;
     /* diffusers checks multiples of 8 whatever the VAE factor; the UNet copes with odd latent
      * sizes like diffusers does (upsample to the skip's size). */
-    c->size_multiple = SDW_MAX(8, m->vae_factor);
+    c->size_multiple = SDW_MAX(8, m->d.vae_factor);
     c->min_size = 64;
     c->max_size = 4096;
     c->max_steps = 1000;
     /* diffusers' default size: unet sample_size latents (SD 1.x/2-base 64 = 512 px, 768-v 96,
      * XL 128 = 1024 px; the tiny fixtures' 32 with factor 2 = 64 px). */
     c->default_width = c->default_height = (m->native_latent > 0 ? m->native_latent : 64) *
-                                           m->vae_factor;
+                                           m->d.vae_factor;
     c->default_steps = 20;
     c->default_guidance = xl ? 5.0f : 7.5f; /* the pipelines' defaults */
-    c->samplers = m->samplers;
     /* diffusers runs the scheduler class the folder ships; unknown classes fall back to PNDM,
      * diffusers' SD 1.x default. */
-    c->default_sampler = sdw_scheduler_config_sampler_name(&m->sched);
+    c->default_sampler = sdw_scheduler_config_sampler_name(&m->d.sched);
     if (!c->default_sampler) c->default_sampler = "pndm";
     c->schedulers = g_schedulers;
+    c->params = xl ? g_xl_params : NULL;
     if (turbo) {
         /* Guidance-distilled: one UNet call of batch 1 per step, no negative prompt; 1 step is
          * its model card's setting (1-4 are what it was distilled for). */
@@ -301,6 +325,7 @@ void sdw__sd_finish_setup(sd_model *m) {
         c->default_guidance = 0.0f;
         c->default_steps = 1;
     }
+    sdw_diffusion_finish(&m->d);
 }
 
 /* "2.57B [2567463684]": rounded for people, exact for comparing with other tools. */
@@ -314,10 +339,10 @@ static void sd_describe(const sd_model *m, char *buf, size_t cap) {
     char a[48];
     size_t o = 0, total = 0;
 #define OUT(...) (o += (size_t)snprintf(buf + SDW_MIN(o, cap), o < cap ? cap - o : 0, __VA_ARGS__))
-    OUT("prediction:   %s\n", sdw_prediction_type_str(m->sched.prediction_type));
+    OUT("prediction:   %s\n", sdw_prediction_type_str(m->d.sched.prediction_type));
     OUT("scheduler:    %s (%s spacing, steps offset %d)\n",
-        m->sched.class_name[0] ? m->sched.class_name : "SD 1.x default (PNDM)",
-        sdw_timestep_spacing_str(m->sched.timestep_spacing), m->sched.steps_offset);
+        m->d.sched.class_name[0] ? m->d.sched.class_name : "SD 1.x default (PNDM)",
+        sdw_timestep_spacing_str(m->d.sched.timestep_spacing), m->d.sched.steps_offset);
     for (int k = 0; k < m->n_te; k++) {
         const sdw_clip_text_config *t = sdw_clip_text_get_config(m->te[k].enc);
         size_t n = sdw_weights_n_params(m->te[k].w);
@@ -334,8 +359,8 @@ static void sd_describe(const sd_model *m, char *buf, size_t cap) {
         sdw_unet_config_of(m->unet)->in_channels,
         sdw_unet_config_of(m->unet)->add_text_time ? ", text_time conditioning" : "");
     fmt_params(a, sizeof a, nv);
-    OUT("vae:          %s parameters (scale factor %d, scaling %g)\n", a, m->vae_factor,
-        (double)m->vae_scaling);
+    OUT("vae:          %s parameters (scale factor %d, scaling %g)\n", a, m->d.vae_factor,
+        (double)m->d.vae_scaling);
     fmt_params(a, sizeof a, total);
     OUT("total:        %s parameters\n", a);
 #undef OUT
@@ -364,7 +389,7 @@ void sdw__sd_destroy(sdw_image_model *base) {
     }
     sdw_weights_destroy(m->w_vae);
     sdw_weights_destroy(m->w_unet);
-    for (int i = 0; i < m->n_files; i++) sdw_st_close(m->files[i]);
+    sdw_diffusion_deinit(&m->d);
     free(m);
 }
 
@@ -372,7 +397,7 @@ const sdw_image_model_ops sdw__sd_ops = {
     .model_type = sd_type,
     .model_variant = sd_variant,
     .capabilities = sd_caps,
-    .generate = sdw__sd_generate,
+    .generate = sdw_diffusion_generate,
     .describe = sd_describe_op,
     .tokenize = sd_tokenize,
     .destroy = sdw__sd_destroy,
@@ -386,18 +411,39 @@ static void warn_unused(const char *what, const sdw_weights *ws) {
     if (n) SDW_WARN("%s: %d tensors were not used (%s)", what, n, names);
 }
 
+int sdw__sd_option_int(const sdw_load_options *opts, const char *key) {
+    const char *v = sdw_load_option(opts, key);
+    return v ? atoi(v) : 0;
+}
+
+/* The family's load options: values checked here, once, before anything is read. */
+static sdw_status check_options(const sdw_load_options *opts, sdw_error *err) {
+    const char *p = sdw_load_option(opts, "prediction");
+    if (p && strcmp(p, "eps") != 0 && strcmp(p, "v") != 0)
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "prediction '%s' must be eps or v", p);
+    static const char *const ints[] = {"unet_heads", "unet_head_dim"};
+    for (size_t i = 0; i < SDW_ARRAY_LEN(ints); i++) {
+        const char *v = sdw_load_option(opts, ints[i]);
+        char *end;
+        long x = v ? strtol(v, &end, 10) : 0;
+        if (v && (!*v || *end || x < 1 || x > 1024))
+            return sdw_error_set(err, SDW_E_INVALID_ARG, "%s '%s' must be a whole number in "
+                                 "[1, 1024]", ints[i], v);
+    }
+    return SDW_OK;
+}
+
 static sdw_status sd_load(const char *path, const sdw_load_options *opts, sdw_image_model **out,
                           sdw_error *err) {
+    sdw_status s = check_options(opts, err);
+    if (s) return s;
     sd_model *m = sdw_xcalloc(1, sizeof *m);
-    m->base.ops = &sdw__sd_ops;
-    m->n_threads = opts->n_threads;
-    m->precision = sdw_nn_precision_resolve(opts->precision);
-    SDW_INFO("compute precision: %s (asked: %s)", sdw_precision_str(m->precision),
+    m->d.base.ops = &sdw__sd_ops;
+    m->d.n_threads = opts->n_threads;
+    m->d.precision = sdw_nn_precision_resolve(opts->precision);
+    SDW_INFO("compute precision: %s (asked: %s)", sdw_precision_str(m->d.precision),
              sdw_precision_str(opts->precision));
-    sdw_status s;
-    if (opts->config_dir && !is_dir(opts->config_dir)) {
-        s = sdw_error_set(err, SDW_E_NOT_FOUND, "--config %s is not a folder", opts->config_dir);
-    } else if (is_dir(path)) {
+    if (is_dir(path)) {
         if (opts->config_dir)
             SDW_WARN("--config is for single-file checkpoints; %s is a diffusers folder with its "
                      "own configs: ignored",
@@ -408,31 +454,36 @@ static sdw_status sd_load(const char *path, const sdw_load_options *opts, sdw_im
     }
     if (!s) s = sdw__sd_check_parts(m, err);
     if (s) goto fail;
-    if (opts->prediction) {
-        m->sched.prediction_type = strcmp(opts->prediction, "v") == 0 ? SDW_PRED_V : SDW_PRED_EPSILON;
-    }
+    const char *prediction = sdw_load_option(opts, "prediction");
+    if (prediction)
+        m->d.sched.prediction_type = strcmp(prediction, "v") == 0 ? SDW_PRED_V : SDW_PRED_EPSILON;
     for (int k = 0; k < m->n_te; k++)
         warn_unused(k ? "text encoder 2" : "text encoder", m->te[k].w);
     warn_unused("unet", m->w_unet);
     warn_unused("vae", m->w_vae);
     sdw__sd_finish_setup(m);
-    *out = &m->base;
+    *out = &m->d.base;
     return SDW_OK;
 fail:
-    sdw__sd_destroy(&m->base);
+    sdw__sd_destroy(&m->d.base);
     return s;
 }
 
-void sdw_sd_set_tap(sdw_image_model *base, sdw_sd_tap_fn fn, void *user) {
-    SDW_ASSERT(base->ops == &sdw__sd_ops);
-    sd_model *m = (sd_model *)base;
-    m->tap = fn;
-    m->tap_user = user;
-}
+static const sdw_model_option_spec g_options[] = {
+    {"tokenizer", "folder with vocab.json + merges.txt (single files carry no tokenizer)"},
+    {"prediction", "eps | v: override the detected prediction type"},
+    {"scheduler_config", "a diffusers scheduler_config.json for a single file"},
+    {"unet_heads", "attention heads of every UNet block (single files do not record them)"},
+    {"unet_head_dim", "attention head size of every UNet block (single files)"},
+    {NULL, NULL},
+};
 
 const sdw_model_family sdw_stable_diffusion_family = {
     .name = "stable-diffusion",
+    .formats = "diffusers StableDiffusion[XL][Inpaint]Pipeline folders; single .safetensors "
+               "checkpoints with model.diffusion_model.* (SD 1.x, 2.x, SDXL)",
     .detect = sd_detect,
     .load = sd_load,
     .load_demo = sdw__sd_load_demo,
+    .options = g_options,
 };

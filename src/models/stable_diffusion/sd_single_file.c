@@ -59,7 +59,8 @@ static const char *config_file(const sdw_load_options *opts, const char *sub, co
 /* Encoder k's vocabulary: --tokenizer, else the config folder's tokenizer/ (tokenizer_2/ for the
  * second encoder, falling back to tokenizer/). The pad token stays the layout's fact. */
 static const char *tokenizer_dir(const sdw_load_options *opts, int k, char *buf, size_t size) {
-    if (opts->tokenizer_dir) return opts->tokenizer_dir;
+    const char *given = sdw_load_option(opts, "tokenizer");
+    if (given) return given;
     char f[4096];
     for (int i = k; i >= 0; i--) {
         const char *sub = i ? "tokenizer_2" : "tokenizer";
@@ -121,8 +122,10 @@ static int gcd(int a, int b) {
  * divides them, gcd(width, 64), with a warning, since the file cannot say. */
 static sdw_status resolve_heads(sdw_unet_config *c, const sdw_load_options *opts, const char *path,
                                 sdw_error *err) {
-    if (opts->unet_heads || opts->unet_head_dim) {
-        sdw_status s = sdw_unet_config_set_heads(c, opts->unet_heads, opts->unet_head_dim, err);
+    const int heads = sdw__sd_option_int(opts, "unet_heads"),
+              head_dim = sdw__sd_option_int(opts, "unet_head_dim");
+    if (heads || head_dim) {
+        sdw_status s = sdw_unet_config_set_heads(c, heads, head_dim, err);
         if (s) sdw_error_prefix(err, "%s", path);
         return s;
     }
@@ -251,7 +254,7 @@ sdw_status sdw__sd_load_single_file(sd_model *m, const char *path, const sdw_loa
                                     sdw_error *err) {
     sdw_st_file *f;
     sdw_status s;
-    if ((s = sdw__sd_open_file(m, path, &f, err))) return s;
+    if ((s = sdw_diffusion_open_file(&m->d, path, &f, err))) return s;
     if (!sdw_st_find(f, "model.diffusion_model.input_blocks.0.0.weight"))
         return sdw_error_set(err, SDW_E_FORMAT,
                              "%s: not a Stable Diffusion checkpoint (no "
@@ -311,7 +314,7 @@ sdw_status sdw__sd_load_single_file(sd_model *m, const char *path, const sdw_loa
     m->zero_uncond = xl; /* StableDiffusionXLPipeline's force_zeros_for_empty_prompt default */
     for (int k = 0; k < n_te; k++) {
         const char *tok = tokenizer_dir(opts, k, tok_buf, sizeof tok_buf);
-        if ((s = load_text(f, &specs[k], tok, m->precision, &m->te[k], err))) return s;
+        if ((s = load_text(f, &specs[k], tok, m->d.precision, &m->te[k], err))) return s;
         if (k)
             snprintf(m->te[k].tap, sizeof m->te[k].tap, "te%d", k + 1);
         else
@@ -326,7 +329,7 @@ sdw_status sdw__sd_load_single_file(sd_model *m, const char *path, const sdw_loa
     m->unet_cfg.upcast_attention = sd2;
     if ((s = resolve_heads(&m->unet_cfg, opts, path, err))) return s;
     m->w_unet = sdw_weights_create(f, "model.diffusion_model.", sdw_ldm_unet_name, &m->unet_cfg);
-    sdw_weights_set_precision(m->w_unet, m->precision);
+    sdw_weights_set_precision(m->w_unet, m->d.precision);
     if ((s = sdw_unet_create(m->w_unet, &m->unet_cfg, &m->unet, err))) return s;
 
     /* VAE: shapes give the architecture; the latent scaling is the family's (SGM configs:
@@ -341,35 +344,36 @@ sdw_status sdw__sd_load_single_file(sd_model *m, const char *path, const sdw_loa
         m->vae_cfg.scaling_factor = given.scaling_factor;
     }
     m->w_vae = sdw_weights_create(f, "first_stage_model.", sdw_ldm_vae_name, &m->vae_cfg);
-    sdw_weights_set_precision(m->w_vae, m->precision);
+    sdw_weights_set_precision(m->w_vae, m->d.precision);
     if ((s = sdw_vae_create_lazy(m->w_vae, &m->vae_cfg, &m->vae, err))) return s;
 
     /* Schedule and prediction type. */
     const char *why = "the scheduler config given";
-    const char *sched_json = opts->scheduler_config;
+    const char *sched_json = sdw_load_option(opts, "scheduler_config");
     if (!sched_json)
         sched_json =
             config_file(opts, "scheduler", "scheduler_config.json", cfg_buf, sizeof cfg_buf);
     if (sched_json) {
-        if ((s = sdw_scheduler_config_load(sched_json, &m->sched, err))) return s;
+        if ((s = sdw_scheduler_config_load(sched_json, &m->d.sched, err))) return s;
     } else {
         if (xl)
-            s = builtin_schedule(g_sched_xl, &m->sched, err);
+            s = builtin_schedule(g_sched_xl, &m->d.sched, err);
         else if (sd2)
-            s = builtin_schedule(g_sched_sd2, &m->sched, err);
+            s = builtin_schedule(g_sched_sd2, &m->d.sched, err);
         else
-            m->sched = sdw_scheduler_config_sd15();
+            m->d.sched = sdw_scheduler_config_sd15();
         if (s) return s;
-        m->sched.prediction_type = detect_prediction(f, sd2, m->unet_cfg.in_channels, &why);
+        m->d.sched.prediction_type = detect_prediction(f, sd2, m->unet_cfg.in_channels, &why);
     }
-    if (opts->prediction) {
+    const char *prediction = sdw_load_option(opts, "prediction");
+    if (prediction) {
         why = "the prediction option";
-        m->sched.prediction_type = !strcmp(opts->prediction, "v") ? SDW_PRED_V : SDW_PRED_EPSILON;
+        m->d.sched.prediction_type = !strcmp(prediction, "v") ? SDW_PRED_V : SDW_PRED_EPSILON;
     }
-    SDW_INFO("%s: %s prediction (%s)", path, sdw_prediction_type_str(m->sched.prediction_type),
+    SDW_INFO("%s: %s prediction (%s)", path, sdw_prediction_type_str(m->d.sched.prediction_type),
              why);
     /* Native sizes (the released models' unet sample_size): XL 1024 px, 768-v 768, else 512. */
-    m->native_latent = xl ? 128 : sd2 && m->sched.prediction_type == SDW_PRED_V ? 96 : 64;
+    m->native_latent = xl ? 128 : sd2 && m->d.sched.prediction_type == SDW_PRED_V ? 96 : 64;
     const char *unet_json = config_file(opts, "unet", "config.json", cfg_buf, sizeof cfg_buf);
     if (unet_json && sdw__sd_unet_sample_size(unet_json) > 0)
         m->native_latent = sdw__sd_unet_sample_size(unet_json);

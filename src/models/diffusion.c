@@ -1,0 +1,279 @@
+/* The generation run shared by every latent-diffusion family (models/diffusion.h), step for step
+ * as the reference pipelines' __call__ (diffusers' StableDiffusion*Pipeline 0.25, FluxPipeline
+ * 0.30.3): condition (the family), draw the initial latents (or prepare them from an init image:
+ * diffusion_image.c), denoise with the chosen sampler — classifier-free guidance when the family
+ * guides that way — and decode with the VAE. Random draws happen in the same order and shapes as
+ * the reference, so a seed gives the reference's image. */
+#include "models/diffusion.h"
+
+#include "nn/nn.h"
+#include "sampling/rng.h"
+#include "sampling/sampler.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <string.h>
+
+void sdw_diffusion_tap(const sdw_diffusion *d, const char *name, const float *data, int n_dims,
+                       ...) {
+    if (!d->tap) return;
+    int64_t shape[8];
+    va_list ap;
+    va_start(ap, n_dims);
+    for (int i = 0; i < n_dims && i < 8; i++)
+        shape[i] = va_arg(ap, int64_t);
+    va_end(ap);
+    d->tap(d->tap_user, name, data, n_dims, shape);
+}
+
+void sdw_diffusion_set_tap(sdw_image_model *m, sdw_tap_fn fn, void *user) {
+    SDW_ASSERT(m->ops->generate == sdw_diffusion_generate);
+    sdw_diffusion *d = (sdw_diffusion *)m;
+    d->tap = fn;
+    d->tap_user = user;
+}
+
+sdw_status sdw_diffusion_open_file(sdw_diffusion *d, const char *path, sdw_st_file **out,
+                                   sdw_error *err) {
+    SDW_ASSERT(d->n_files < SDW_DIFFUSION_MAX_FILES);
+    sdw_status s = sdw_st_open(path, out, err);
+    if (s == SDW_OK) d->files[d->n_files++] = *out;
+    return s;
+}
+
+void sdw_diffusion_deinit(sdw_diffusion *d) {
+    for (int i = 0; i < d->n_files; i++)
+        sdw_st_close(d->files[i]);
+    d->n_files = 0;
+}
+
+void sdw_diffusion_finish(sdw_diffusion *d) {
+    int n = 0;
+    for (const char *const *s = sdw_sampler_names_for(&d->sched); *s && n < 15; s++)
+        d->samplers[n++] = *s;
+    d->samplers[n] = NULL;
+    d->caps.samplers = d->samplers;
+    /* diffusers runs the scheduler class the folder ships; unknown classes fall back to the
+     * first listed sampler (the family puts its reference's default first, or sets one). */
+    if (!d->caps.default_sampler) d->caps.default_sampler = sdw_scheduler_config_sampler_name(&d->sched);
+    if (!d->caps.default_sampler) d->caps.default_sampler = d->samplers[0];
+    d->caps.strength_rounds_start = d->sched.flow_matching;
+    if (d->patch < 1) d->patch = 1;
+    if (d->denoiser_in_channels == 0) d->denoiser_in_channels = d->latent_channels;
+}
+
+/* Latent -> RGB preview at latent resolution: a fixed linear map of the latent channels (the
+ * factors ComfyUI and AUTOMATIC1111 use for their cheap previews), mapped from [-1, 1].
+ * lat: [C, h, w] NCHW. img->data must hold w*h*3 bytes. */
+static void latent_preview(const sdw_diffusion *d, const float *lat, int h, int w,
+                           sdw_image *img) {
+    const size_t hw = (size_t)h * w;
+    const int C = d->latent_channels;
+    img->width = w;
+    img->height = h;
+    img->channels = 3;
+    for (size_t p = 0; p < hw; p++)
+        for (int k = 0; k < 3; k++) {
+            float v = d->preview_bias ? d->preview_bias[k] : 0.0f;
+            if (d->preview_rgb)
+                for (int c = 0; c < C; c++)
+                    v += lat[c * hw + p] * d->preview_rgb[c][k];
+            else
+                v += lat[p];
+            v = (v + 1.0f) * 127.5f;
+            img->data[p * 3 + k] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : lrintf(v));
+        }
+}
+
+/* (image / 2 + 0.5).clamp(0, 1), then * 255 rounded, as diffusers' numpy_to_pil. */
+static void to_rgb8(const float *x, size_t n, uint8_t *out) {
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i] / 2.0f + 0.5f;
+        v = v < 0 ? 0 : v > 1 ? 1 : v;
+        out[i] = (uint8_t)lrintf(v * 255.0f);
+    }
+}
+
+/* The seed a run uses: the request's, or a fresh one in A1111's 32-bit range. */
+static sdw_status pick_seed(int64_t asked, int64_t *seed, sdw_error *err) {
+    if (asked >= 0) {
+        *seed = asked;
+        return SDW_OK;
+    }
+    uint64_t r;
+    sdw_status s = sdw_rng_random_seed(&r, err);
+    if (s) return s;
+    *seed = (int64_t)(r % 4294967295u);
+    return SDW_OK;
+}
+
+/* The sampler of a request: the model's schedule, "trailing" spacing when asked (what distilled
+ * few-step models such as SDXL-Turbo ship; single files carry no scheduler config), Karras
+ * sigmas when asked, and the image's token count for dynamically shifted flow schedules. */
+static sdw_status make_sampler(const sdw_diffusion *d, const sdw_request *req, int h, int w,
+                               sdw_sampler **out, sdw_error *err) {
+    sdw_scheduler_config sched = d->sched;
+    if (strcmp(req->scheduler, "trailing") == 0) sched.timestep_spacing = SDW_SPACING_TRAILING;
+    const sdw_sampler_params p = {.steps = req->steps,
+                                  .karras = strcmp(req->scheduler, "karras") == 0,
+                                  .image_seq_len = (h / d->patch) * (w / d->patch)};
+    return sdw_sampler_create(req->sampler, &sched, &p, out, err);
+}
+
+/* Decodes latents [C, h, w] (destroyed: divided in place) into out (RGB8, W x H). */
+static void decode(const sdw_diffusion *d, float *latents, int h, int w, float *scratch,
+                   sdw_image *out) {
+    const int C = d->latent_channels, f = d->vae_factor, W = w * f, H = h * f;
+    const size_t n_lat = (size_t)C * h * w;
+    /* z = latents / scaling_factor + shift_factor */
+    for (size_t i = 0; i < n_lat; i++)
+        latents[i] = latents[i] / d->vae_scaling + d->vae_shift;
+    sdw_diffusion_tap(d, "vae.decode.z", latents, 4, (int64_t)1, (int64_t)C, (int64_t)h,
+                      (int64_t)w);
+    sdw_nchw_to_nhwc(latents, 1, C, h, w, scratch);
+    float *image = sdw_xmalloc((size_t)W * H * 3 * sizeof(float));
+    sdw_vae_decode(d->vae, scratch, 1, h, w, image);
+    if (d->tap) {
+        float *nchw = sdw_xmalloc((size_t)W * H * 3 * sizeof(float));
+        sdw_nhwc_to_nchw(image, 1, H, W, 3, nchw);
+        sdw_diffusion_tap(d, "vae.decode.out", nchw, 4, (int64_t)1, (int64_t)3, (int64_t)H,
+                          (int64_t)W);
+        free(nchw);
+    }
+    out->width = W;
+    out->height = H;
+    out->channels = 3;
+    out->data = sdw_xmalloc((size_t)W * H * 3);
+    to_rgb8(image, (size_t)W * H * 3, out->data);
+    free(image);
+}
+
+sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
+                                  sdw_progress_fn progress, void *user, sdw_image *out,
+                                  sdw_result_info *info, sdw_error *err) {
+    sdw_diffusion *d = (sdw_diffusion *)base;
+    sdw_status s = SDW_OK;
+    if (d->n_threads > 0) omp_set_num_threads(d->n_threads);
+
+    const int f = d->vae_factor, C = d->latent_channels;
+    const int W = req->width, H = req->height, w = W / f, h = H / f;
+    const size_t n_lat = (size_t)C * h * w;
+    const int Cin = d->denoiser_in_channels;
+    const size_t n_in = (size_t)Cin * h * w;
+    /* diffusers: do_classifier_free_guidance = guidance_scale > 1 */
+    const bool cfg = d->guidance == SDW_GUIDANCE_CFG && req->guidance > 1.0f;
+    const int B = cfg ? 2 : 1;
+    const bool has_negative = req->negative_prompt && *req->negative_prompt;
+    if (has_negative && !cfg) {
+        if (d->guidance == SDW_GUIDANCE_CFG)
+            SDW_WARN("guidance scale %g <= 1 runs no unconditional pass: the negative prompt is "
+                     "ignored",
+                     (double)req->guidance);
+        else
+            SDW_WARN("this model embeds its guidance and runs no unconditional pass: the "
+                     "negative prompt is ignored");
+    }
+
+    int64_t seed;
+    if ((s = pick_seed(req->seed, &seed, err))) return s;
+    sdw_sampler *sampler = NULL;
+    void *cond = NULL;
+    float *latents = sdw_xmalloc(n_lat * sizeof(float));
+    float *model_in = sdw_xmalloc(B * n_in * sizeof(float));    /* NCHW, CFG batch */
+    float *noise_pred = sdw_xmalloc(B * n_lat * sizeof(float)); /* NCHW */
+    float *scratch = NULL;
+    sdw_image preview = {0};
+    sdw_image_job job = {0};
+    int n_noise = 0; /* noise.KK taps: every draw after the initial latents */
+
+    double t0 = sdw_time_now(), t_text, t_loop, t_image = 0;
+    /* 1. Conditioning: the family's text encoders, batch order [uncond, cond]. */
+    bool truncated = false;
+    if ((s = d->hooks->condition(d, req, B, &cond, &truncated, err))) goto done;
+
+    t_text = sdw_time_now();
+    /* 2. Sampler and initial noise: one randn of the latents' shape. */
+    if ((s = make_sampler(d, req, h, w, &sampler, err))) goto done;
+    sdw_rng rng;
+    sdw_rng_init(&rng, req->rng, (uint64_t)seed);
+    if (req->init_image) { /* image-to-image / inpainting: diffusion_image.c */
+        s = sdw__image_prepare(d, req, sampler, &rng, latents, &job, err);
+        n_noise = job.n_noise;
+        if (s) goto done;
+        t_image = sdw_time_now() - t_text;
+    } else {
+        sdw_rng_randn(&rng, latents, n_lat);
+        sdw_diffusion_tap(d, "latents_init_noise", latents, 4, (int64_t)1, (int64_t)C,
+                          (int64_t)h, (int64_t)w);
+        const float sigma0 = sdw_sampler_init_noise_sigma(sampler);
+        for (size_t i = 0; i < n_lat; i++)
+            latents[i] *= sigma0;
+    }
+
+    /* 3. Denoising loop, from the first call the strength leaves (0 for text-to-image). Stage
+     * names count the calls made (stepNN of the reference's loop). */
+    const int n_calls = sdw_sampler_n_calls(sampler), begin = sdw_sampler_begin(sampler);
+    for (int i = begin; i < n_calls; i++) {
+        char name[64];
+        const int k = i - begin;
+        const float t = sdw_sampler_timestep(sampler, i);
+        for (int b = 0; b < B; b++) {
+            sdw_sampler_scale_model_input(sampler, i, latents, model_in + b * n_in, n_lat);
+            if (Cin != C) sdw__image_denoiser_extra(&job, C, h, w, model_in + b * n_in + n_lat);
+        }
+        if ((s = d->hooks->denoise(d, cond, model_in, B, h, w, t, k, noise_pred, err))) goto done;
+        if (cfg) { /* noise_pred = uncond + g * (cond - uncond) */
+            const float g = req->guidance;
+            const float *u = noise_pred, *c = noise_pred + n_lat;
+            for (size_t j = 0; j < n_lat; j++)
+                noise_pred[j] = u[j] + g * (c[j] - u[j]);
+        }
+        if ((s = sdw_sampler_step(sampler, i, noise_pred, latents, n_lat, &rng, err))) goto done;
+        if (sdw_sampler_last_noise(sampler)) {
+            snprintf(name, sizeof name, "noise.%02d", n_noise++);
+            sdw_diffusion_tap(d, name, sdw_sampler_last_noise(sampler), 4, (int64_t)1,
+                              (int64_t)C, (int64_t)h, (int64_t)w);
+        }
+        sdw__image_after_step(&job, sampler, i, latents, n_lat, (size_t)h * w);
+        snprintf(name, sizeof name, "step%02d.latents", k);
+        sdw_diffusion_tap(d, name, latents, 4, (int64_t)1, (int64_t)C, (int64_t)h, (int64_t)w);
+        const sdw_image *shown = NULL;
+        if (progress && req->preview_every > 0 &&
+            ((k + 1) % req->preview_every == 0 || i + 1 == n_calls)) {
+            if (!preview.data) preview.data = sdw_xmalloc((size_t)w * h * 3);
+            latent_preview(d, latents, h, w, &preview);
+            shown = &preview;
+        }
+        if (progress && !progress(user, k + 1, n_calls - begin, shown)) {
+            s = sdw_error_set(err, SDW_CANCELLED, "cancelled at step %d of %d", k + 1,
+                              n_calls - begin);
+            goto done;
+        }
+    }
+
+    t_loop = sdw_time_now();
+    /* 4. Decode. */
+    scratch = sdw_xmalloc(n_lat * sizeof(float));
+    decode(d, latents, h, w, scratch, out);
+
+    *info = (sdw_result_info){.seed = seed, .width = W, .height = H, .steps = req->steps,
+                              .guidance = req->guidance, .prompt_truncated = truncated,
+                              .seconds_encode = t_text - t0,
+                              .seconds_denoise = t_loop - t_text - t_image,
+                              .seconds_decode = sdw_time_now() - t_loop,
+                              .n_denoiser_calls = n_calls - begin, .strength = job.strength,
+                              .seconds_image_encode = t_image};
+    snprintf(info->sampler, sizeof info->sampler, "%s", req->sampler);
+    snprintf(info->scheduler, sizeof info->scheduler, "%s", req->scheduler);
+done:
+    if (cond && d->hooks->cond_free) d->hooks->cond_free(cond);
+    sdw_sampler_destroy(sampler);
+    sdw__image_job_deinit(&job);
+    free(latents);
+    free(model_in);
+    free(noise_pred);
+    free(scratch);
+    sdw_image_free(&preview);
+    return s;
+}

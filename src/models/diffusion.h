@@ -1,0 +1,158 @@
+/* models/diffusion.h — the generation run every latent-diffusion family shares, and the hooks a
+ * family plugs into it.
+ *
+ *   typedef struct my_model { sdw_diffusion d; ...weights, encoders... } my_model;
+ *   static const sdw_diffusion_ops my_hooks = {.condition = ..., .cond_free = ...,
+ *                                              .denoise = ...};
+ *   m->d.base.ops = &my_model_ops;     // its .generate is sdw_diffusion_generate
+ *   m->d.hooks = &my_hooks;
+ *   ...fill m->d's schedule, latent codec, capabilities; sdw_diffusion_finish(&m->d);
+ *
+ * The core owns what is the same for every family: the seed policy (a random seed when < 0),
+ * the noise draws (one generator, in the reference pipelines' order), image-to-image and
+ * inpainting (init image and mask preprocessing, VAE encoding, the strength's start, the
+ * per-step blend of inpainting, the 9-channel input of inpainting denoisers), the sampler loop,
+ * classifier-free guidance, previews, cancellation, decoding, per-stage timings and the result
+ * info. A family supplies only what is its own: its conditioning (text encoders), one denoiser
+ * call, its latent space (an sdw_vae with its scaling and shift, a preview projection), its
+ * schedule and its capabilities.
+ *
+ * Latents live in NCHW [C, h, w] (torch order: every random draw and sampler update is
+ * elementwise over the same order as the references). A denoiser that works on tokens (FLUX's
+ * 2x2 packing) converts at its own boundary.
+ *
+ * Thread safety: a model runs one generation at a time (sdw_image_model's contract).
+ */
+#ifndef SDW_MODELS_DIFFUSION_H
+#define SDW_MODELS_DIFFUSION_H
+
+#include "sdw/image_model.h"
+
+#include "io/safetensors.h"
+#include "nn/vae.h"
+#include "sampling/scheduler.h"
+
+#define SDW_DIFFUSION_MAX_FILES 8
+
+typedef struct sdw_diffusion sdw_diffusion;
+
+/* How the request's guidance reaches the denoiser. */
+typedef enum sdw_guidance_kind {
+    /* Classifier-free guidance: with guidance > 1 every call runs the batch [uncond, cond] and
+     * mixes out = uncond + g·(cond − uncond) (Stable Diffusion, SD3). */
+    SDW_GUIDANCE_CFG = 0,
+    /* The guidance value is an input of the denoiser (FLUX.1 dev's guidance embedding): one
+     * batch-1 call per step, no negative prompt. */
+    SDW_GUIDANCE_EMBEDDED,
+} sdw_guidance_kind;
+
+/* Test hook: called with every stage tensor the reference records, under its name
+ * ("latents_init_noise", "stepNN.latents", "noise.KK", "vae.decode.out", and the family's own
+ * "te.*", "stepNN.unet.*" ...), in the reference's layout. data is borrowed for the call. */
+typedef void (*sdw_tap_fn)(void *user, const char *name, const float *data, int n_dims,
+                           const int64_t *shape);
+
+/* What a family plugs in. Every hook runs on the generating thread. */
+typedef struct sdw_diffusion_ops {
+    /* The conditioning of one request (its text encoders). B = 2 under classifier-free
+     * guidance (batch [uncond, cond]), else 1. On success *cond is the family's own object and
+     * *truncated says whether a prompt was cut to an encoder's window. */
+    sdw_status (*condition)(sdw_diffusion *d, const sdw_request *req, int B, void **cond,
+                            bool *truncated, sdw_error *err);
+    void (*cond_free)(void *cond); /* NULL ok */
+    /* One denoiser call: x [B, Cin, h, w] NCHW (the sampler-scaled latents; for an inpainting
+     * denoiser followed by mask | masked-image latents), t the sampler's timestep, k the
+     * number of calls made before this one (the reference's stepNN, for taps); out
+     * [B, C, h, w] NCHW, C the latent channels. */
+    sdw_status (*denoise)(sdw_diffusion *d, const void *cond, const float *x, int B, int h, int w,
+                          float t, int k, float *out, sdw_error *err);
+} sdw_diffusion_ops;
+
+/* The shared part of a model. Embedded first in every family's model struct. */
+struct sdw_diffusion {
+    sdw_image_model base; /* first: the public interface (base.ops->generate =
+                           * sdw_diffusion_generate) */
+    const sdw_diffusion_ops *hooks;
+    char variant[32];
+    sdw_capabilities caps;
+    const char *samplers[16]; /* caps.samplers' storage */
+
+    sdw_st_file *files[SDW_DIFFUSION_MAX_FILES]; /* every mapped file; weights are views */
+    int n_files;
+
+    /* Schedule. */
+    sdw_scheduler_config sched; /* the model's scheduler config (or its family's default) */
+    sdw_guidance_kind guidance;
+    int patch; /* latent pixels per denoiser token side (FLUX: 2): the image's token count for
+                * dynamically shifted flow schedules is (h / patch) · (w / patch) */
+
+    /* Latent space: latents = (vae posterior − shift) · scaling; decode z = latents / scaling
+     * + shift. The VAE is the family's (borrowed here). */
+    sdw_vae *vae;
+    float vae_scaling, vae_shift;
+    int vae_factor;      /* pixels per latent */
+    int latent_channels; /* C */
+    int denoiser_in_channels; /* C, or 2C + 1 for an inpainting denoiser */
+    /* Preview: RGB = bias + Σ_c latent_c · rgb[c] (ComfyUI's latent_rgb_factors), per latent
+     * pixel, mapped from [-1, 1]; NULL = a grey view of the first channel. */
+    const float (*preview_rgb)[3];
+    const float *preview_bias; /* [3] or NULL */
+
+    int n_threads;
+    sdw_precision precision; /* resolved: what every component was packed for */
+
+    sdw_tap_fn tap;
+    void *tap_user;
+};
+
+/* The shared generate (the family's ops table points at it): req resolved by the dispatcher. */
+sdw_status sdw_diffusion_generate(sdw_image_model *m, const sdw_request *req,
+                                  sdw_progress_fn progress, void *user, sdw_image *out,
+                                  sdw_result_info *info, sdw_error *err);
+
+/* Fills what follows from the schedule: the sampler list (caps.samplers), the default sampler
+ * when the family left it NULL (the scheduler config's class), the strength rule. Call after
+ * the family filled caps and sched. */
+void sdw_diffusion_finish(sdw_diffusion *d);
+
+/* Maps one more file into d (closed by sdw_diffusion_deinit). */
+sdw_status sdw_diffusion_open_file(sdw_diffusion *d, const char *path, sdw_st_file **out,
+                                   sdw_error *err);
+/* Closes d's files. The family frees its own parts first. */
+void sdw_diffusion_deinit(sdw_diffusion *d);
+
+/* Test hook: m must be a model built on this core. fn NULL removes the tap. */
+void sdw_diffusion_set_tap(sdw_image_model *m, sdw_tap_fn fn, void *user);
+/* Taps name (no-op without a tap): data with n_dims int64_t dimensions following. */
+void sdw_diffusion_tap(const sdw_diffusion *d, const char *name, const float *data, int n_dims,
+                       ...);
+
+/* ---- diffusion_image.c: image-to-image and inpainting (used by sdw_diffusion_generate) ---- */
+
+typedef struct sdw_image_job {
+    bool inpaint;          /* a mask is in play (given, or implied by a 9-channel denoiser) */
+    bool blend;            /* 4-channel inpainting: re-noised originals outside the mask */
+    double strength;
+    int n_noise, n_encode; /* noise.KK / vae.encode.N taps so far */
+    float *noise;          /* [C, h, w] prepare_latents' noise */
+    float *image_latents;  /* [C, h, w] scaled init latents, or NULL when not needed */
+    float *mask;           /* [h, w] latent-resolution mask, 1 = repaint (inpaint) */
+    float *masked_latents; /* [C, h, w] masked image latents (9-channel denoiser) */
+} sdw_image_job;
+
+struct sdw_sampler;
+struct sdw_rng;
+/* Preprocesses req's init image (and mask), sets the sampler's first call from the strength,
+ * draws and encodes as the reference and writes the initial latents [C, h, w]. On failure job
+ * holds what was allocated (deinit it either way). */
+sdw_status sdw__image_prepare(const sdw_diffusion *d, const sdw_request *req,
+                              struct sdw_sampler *sampler, struct sdw_rng *rng, float *latents,
+                              sdw_image_job *job, sdw_error *err);
+/* An inpainting denoiser's input beyond the latents: out [1 + C, h, w] = mask | masked latents. */
+void sdw__image_denoiser_extra(const sdw_image_job *job, int C, int h, int w, float *out);
+/* After the sampler step of call i: 4-channel inpainting's blend (no-op otherwise). */
+void sdw__image_after_step(const sdw_image_job *job, const struct sdw_sampler *sampler, int i,
+                           float *latents, size_t n_lat, size_t hw);
+void sdw__image_job_deinit(sdw_image_job *job);
+
+#endif
