@@ -203,4 +203,25 @@ void sdw_nhwc_to_nchw(const float *x, int B, int H, int W, int C, float *y);
  * out [dim]; flip_sin_to_cos puts cos first; freq_shift as in the config. */
 void sdw_timestep_embedding(float t, int dim, bool flip_sin_to_cos, float freq_shift, float *out);
 
+/* ---- rotary position embedding / adaptive modulation (FLUX; DiT-style adaLN-Zero blocks) ---- */
+/* FLUX's EmbedND (diffusers rope()): for n positions of n_axes coordinates each (pos [n, n_axes]),
+ * axis a owning axes_dim[a] (even) channels of a head, pair i of axis a turns by the angle
+ * pos[a] · theta^(−2i / axes_dim[a]). Frequencies, angles, cos and sin in double, rounded to f32
+ * as rope() does: cos_out, sin_out [n, Σ axes_dim / 2], axis 0's pairs first. */
+void sdw_rope_table(const float *pos, int64_t n, int n_axes, const int *axes_dim, double theta,
+                    float *cos_out, float *sin_out);
+/* apply_rope, in place: x holds B·L rows (row stride `stride` floats), each with H heads of D
+ * channels from its start; every head's pairs (x[2i], x[2i+1]) are rotated by row l's angles:
+ * (cos·x0 − sin·x1, sin·x0 + cos·x1) in f32. Tables [L, D/2] from sdw_rope_table; row l of every
+ * batch element uses table row l. */
+void sdw_rope_apply(float *x, int B, int64_t L, int64_t stride, int H, int D, const float *cos_t,
+                    const float *sin_t);
+/* LayerNorm without affine (elementwise_affine=False) of x [M, C], modulated as AdaLayerNorm*:
+ * y = norm(x) · (1 + scale) + shift, shift and scale [C] (one batch element's modulation).
+ * Statistics as sdw_layer_norm_forward. y may alias x. */
+void sdw_layer_norm_modulate(const float *x, int64_t M, int C, float eps, const float *shift,
+                             const float *scale, float *y);
+/* The gated residual: y [M, C] += gate [C] ⊙ x [M, C] (gate broadcast over the rows). */
+void sdw_add_gated(float *y, const float *x, const float *gate, int64_t M, int C);
+
 #endif

@@ -264,3 +264,20 @@ void sdw_rms_norm_forward(const sdw_rms_norm *n, const float *x, int64_t M, int 
                       y + i * stride + (int64_t)g * C);
     sdw__prof_end(SDW_OP_LAYER_NORM, prof_t0, 0);
 }
+
+/* LayerNorm without affine parameters, then AdaLayerNorm's modulation: (x − mean)·rstd is
+ * scaled by (1 + scale) and shifted, in torch's order, the row statistics exactly as
+ * sdw_layer_norm_forward's (one definition: ln_row with gamma = 1 + scale, beta = shift). */
+void sdw_layer_norm_modulate(const float *x, int64_t M, int C, float eps, const float *shift,
+                             const float *scale, float *y) {
+    const double prof_t0 = sdw__prof_begin();
+    SDW_ASSERT(x && shift && scale && y && C > 0 && M >= 0);
+    float *gain = sdw_xmalloc(sizeof(float) * (size_t)C);
+    for (int c = 0; c < C; c++)
+        gain[c] = 1.0f + scale[c]; /* (1 + scale) is its own f32 tensor in torch too */
+#pragma omp parallel for schedule(static) if (M * C > 32768)
+    for (int64_t i = 0; i < M; i++)
+        ln_row(x + (size_t)i * C, C, gain, shift, eps, y + (size_t)i * C);
+    free(gain);
+    sdw__prof_end(SDW_OP_LAYER_NORM, prof_t0, 0);
+}
