@@ -344,6 +344,7 @@ sdw_status sdw_golden_request(sdw_golden *g, sdw_request *req, sdw_image *init, 
     const char *name =
         json_string_value(json_object_get(json_object_get(man, "scheduler"), "name"));
     r.sampler = name && strcmp(name, "dpmpp2m") == 0 ? "dpm++2m" : name;
+    if (name && strcmp(name, "default") == 0) r.sampler = NULL; /* the model's own (FLUX) */
     const char *mode = json_string_value(json_object_get(man, "mode"));
     sdw_status s = SDW_OK;
     char path[1200];
