@@ -34,6 +34,7 @@ static size_t next_literal(const char *text, size_t len, size_t *at, bool *in_st
             *in_string = true;
             continue;
         }
+        if (text[i] != '-' && text[i] != 'I' && text[i] != 'N') continue; /* the common case */
         for (size_t w = 0; w < SDW_ARRAY_LEN(python_literals); w++) {
             size_t n = strlen(python_literals[w]);
             if (len - i >= n && memcmp(text + i, python_literals[w], n) == 0) {
