@@ -7,6 +7,7 @@
 #include "text/clip_tokenizer.h"
 
 #include "core/common.h"
+#include "io/json_config.h"
 #include "text/text_fix.h"
 
 #include <jansson.h>
@@ -237,145 +238,29 @@ void sdw_clip_tokenizer_destroy(sdw_clip_tokenizer *t) {
     free(t);
 }
 
-/* ---- vocab.json: a flat JSON object of token -> id ----
- * Parsed by hand rather than with jansson: building jansson's tree of 49408 entries costs
- * ~40 ms, more than the rest of a load together. Strict JSON, as Python's json.load: escapes
- * including \u surrogate pairs, no raw control characters in strings, valid UTF-8. */
-
-typedef struct jcur {
-    const char *start, *p, *end, *path;
-    sdw_error *err;
-} jcur;
-
-static sdw_status jfail(const jcur *c, const char *what) {
-    int line = 1;
-    for (const char *q = c->start; q < c->p; q++) line += *q == '\n';
-    return sdw_error_set(c->err, SDW_E_FORMAT, "%s: line %d: %s", c->path, line, what);
-}
-
-static void jws(jcur *c) {
-    while (c->p < c->end && (*c->p == ' ' || *c->p == '\n' || *c->p == '\r' || *c->p == '\t')) c->p++;
-}
-
-static int hex4(const jcur *c) {
-    if (c->end - c->p < 4) return -1;
-    int v = 0;
-    for (int i = 0; i < 4; i++) {
-        char h = c->p[i];
-        int d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
-              : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
-        if (d < 0) return -1;
-        v = v * 16 + d;
-    }
-    return v;
-}
-
-/* Parses a JSON string at c->p (the opening quote) into buf (UTF-8, *n bytes). */
-static sdw_status jstring(jcur *c, char *buf, size_t cap, size_t *n) {
-    if (c->p >= c->end || *c->p != '"') return jfail(c, "expected a string");
-    c->p++;
-    size_t k = 0;
-    while (c->p < c->end && *c->p != '"') {
-        unsigned char ch = (unsigned char)*c->p;
-        if (k + 4 > cap) return jfail(c, "token longer than 1 KiB");
-        if (ch < 0x20) return jfail(c, "raw control character in a string");
-        if (ch != '\\') {
-            buf[k++] = (char)ch;
-            c->p++;
-            continue;
-        }
-        if (++c->p >= c->end) break;
-        char e = *c->p++;
-        uint32_t v;
-        switch (e) {
-        case '"': case '\\': case '/': buf[k++] = e; continue;
-        case 'b': buf[k++] = '\b'; continue;
-        case 'f': buf[k++] = '\f'; continue;
-        case 'n': buf[k++] = '\n'; continue;
-        case 'r': buf[k++] = '\r'; continue;
-        case 't': buf[k++] = '\t'; continue;
-        case 'u': {
-            int h = hex4(c);
-            if (h < 0) return jfail(c, "bad \\u escape");
-            c->p += 4;
-            v = (uint32_t)h;
-            if (v >= 0xDC00 && v <= 0xDFFF) return jfail(c, "unpaired surrogate escape");
-            if (v >= 0xD800 && v <= 0xDBFF) {
-                int lo = c->end - c->p >= 6 && c->p[0] == '\\' && c->p[1] == 'u' ? (c->p += 2, hex4(c)) : -1;
-                if (lo < 0xDC00 || lo > 0xDFFF) return jfail(c, "unpaired surrogate escape");
-                c->p += 4;
-                v = 0x10000 + ((v - 0xD800) << 10) + ((uint32_t)lo - 0xDC00);
-            }
-            size_t len;
-            char *u8 = sdw_utf8_encode(&v, 1, &len);
-            memcpy(buf + k, u8, len);
-            k += len;
-            free(u8);
-            continue;
-        }
-        default:
-            c->p--;
-            return jfail(c, "bad escape in a string");
-        }
-    }
-    if (c->p >= c->end) return jfail(c, "unterminated string");
-    c->p++;
-    uint32_t *cps;
-    size_t m;
-    if (sdw_utf8_decode(buf, k, &cps, &m, NULL) != SDW_OK) return jfail(c, "token is not valid UTF-8");
-    free(cps);
-    *n = k;
-    return SDW_OK;
-}
-
-/* A JSON integer in [0, 2^31). */
-static sdw_status jid(jcur *c, int32_t *id) {
-    const char *s = c->p;
-    int64_t v = 0;
-    while (c->p < c->end && *c->p >= '0' && *c->p <= '9' && v <= INT32_MAX) v = v * 10 + (*c->p++ - '0');
-    bool number_goes_on = c->p < c->end && ((*c->p >= '0' && *c->p <= '9') || *c->p == '.' ||
-                                            *c->p == 'e' || *c->p == 'E');
-    if (c->p == s || v > INT32_MAX || number_goes_on || (*s == '0' && c->p - s > 1))
-        return jfail(c, "token id is not an integer in [0, 2^31)");
-    *id = (int32_t)v;
-    return SDW_OK;
-}
+/* ---- vocab.json: a flat JSON object of token -> id, read as Python's json.load does (jansson
+ * checks the JSON, its escapes and its UTF-8; a repeated key keeps its last id). ---- */
 
 static sdw_status load_vocab(sdw_clip_tokenizer *t, const char *path, sdw_error *err) {
-    char *buf = NULL;
-    size_t len = 0;
-    sdw_status st = sdw_read_file(path, &buf, &len, err);
+    sdw_json_config vocab;
+    sdw_status st = sdw_json_config_load(path, &vocab, err);
     if (st != SDW_OK) return st;
-    jcur c = {buf, buf, buf + len, path, err};
-    char key[1024];
-    jws(&c);
-    if (c.p >= c.end || *c.p != '{') { st = jfail(&c, "expected a JSON object of token -> id"); goto done; }
-    c.p++;
-    jws(&c);
-    if (c.p < c.end && *c.p == '}') { st = jfail(&c, "empty vocabulary"); goto done; }
-    for (;;) {
-        size_t n = 0;
-        int32_t id = 0;
-        jws(&c);
-        if ((st = jstring(&c, key, sizeof key, &n)) != SDW_OK) goto done;
-        jws(&c);
-        if (c.p >= c.end || *c.p != ':') { st = jfail(&c, "expected ':'"); goto done; }
-        c.p++;
-        jws(&c);
-        if ((st = jid(&c, &id)) != SDW_OK) goto done;
-        uint32_t s = sym_intern(t, key, n);
+    if (json_object_size(vocab.root) == 0)
+        st = sdw_error_set(err, SDW_E_FORMAT, "%s: empty vocabulary", path);
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)vocab.root, key, v) {
+        json_int_t id = json_integer_value(v);
+        if (!json_is_integer(v) || id < 0 || id > INT32_MAX) {
+            st = sdw_error_set(err, SDW_E_FORMAT,
+                               "%s: the id of \"%.64s\" is not an integer in [0, 2^31)", path, key);
+            break;
+        }
+        uint32_t s = sym_intern(t, key, strlen(key)); /* jansson refuses NUL in keys */
         if (t->syms[s].id < 0) t->n_vocab++;
-        t->syms[s].id = id; /* a repeated key keeps its last id, as Python's json.load */
-        jws(&c);
-        if (c.p < c.end && *c.p == ',') { c.p++; continue; }
-        if (c.p < c.end && *c.p == '}') { c.p++; break; }
-        st = jfail(&c, "expected ',' or '}'");
-        goto done;
+        t->syms[s].id = (int32_t)id;
     }
-    jws(&c);
-    if (c.p != c.end) st = jfail(&c, "extra data after the object");
-done:
-    free(buf);
+    sdw_json_config_free(&vocab);
     return st;
 }
 
