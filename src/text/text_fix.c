@@ -10,31 +10,21 @@
 /* ---- UTF-8 ---- */
 
 sdw_status sdw_utf8_decode(const char *s, size_t len, uint32_t **out, size_t *n, sdw_error *err) {
-    const unsigned char *p = (const unsigned char *)s;
+    const utf8proc_uint8_t *p = (const utf8proc_uint8_t *)s;
     uint32_t *cp = sdw_xmalloc((len + 1) * sizeof *cp);
     size_t k = 0;
+    /* utf8proc_iterate is strict (no overlongs, surrogates, or values above U+10FFFF) and reads
+     * a NUL byte as U+0000. */
     for (size_t i = 0; i < len;) {
-        unsigned c = p[i];
-        int extra;
-        uint32_t v, min;
-        if (c < 0x80) { cp[k++] = c; i++; continue; }
-        if (c >= 0xC2 && c <= 0xDF) { extra = 1; v = c & 0x1F; min = 0x80; }
-        else if (c >= 0xE0 && c <= 0xEF) { extra = 2; v = c & 0x0F; min = 0x800; }
-        else if (c >= 0xF0 && c <= 0xF4) { extra = 3; v = c & 0x07; min = 0x10000; }
-        else goto bad;
-        if (len - i <= (size_t)extra) goto bad;
-        for (int j = 1; j <= extra; j++) {
-            if ((p[i + j] & 0xC0) != 0x80) goto bad;
-            v = (v << 6) | (p[i + j] & 0x3F);
+        utf8proc_int32_t c;
+        utf8proc_ssize_t used = utf8proc_iterate(p + i, (utf8proc_ssize_t)(len - i), &c);
+        if (used < 0) {
+            free(cp);
+            return sdw_error_set(err, SDW_E_INVALID_ARG,
+                                 "invalid UTF-8 at byte offset %zu (byte 0x%02X)", i, p[i]);
         }
-        if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) goto bad;
-        cp[k++] = v;
-        i += (size_t)extra + 1;
-        continue;
-    bad:
-        free(cp);
-        return sdw_error_set(err, SDW_E_INVALID_ARG, "invalid UTF-8 at byte offset %zu (byte 0x%02X)",
-                             i, c);
+        cp[k++] = (uint32_t)c;
+        i += (size_t)used;
     }
     *out = cp;
     *n = k;
