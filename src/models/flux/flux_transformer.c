@@ -300,41 +300,26 @@ static sdw_status bind_embedder(sdw_flux_transformer *t, embedder *e, sdw_weight
 static sdw_status bind_stream(sdw_flux_transformer *t, stream *s, sdw_weights *ws, int i, bool text,
                               sdw_error *err) {
     const int D = t->D;
-    char n[NAME_LEN], q[NAME_LEN], k[NAME_LEN], v[NAME_LEN];
-    const char *qkv[3];
-    if (text) {
-        qkv[0] = fmt_name(q, "transformer_blocks.%d.attn.add_q_proj", i);
-        qkv[1] = fmt_name(k, "transformer_blocks.%d.attn.add_k_proj", i);
-        qkv[2] = fmt_name(v, "transformer_blocks.%d.attn.add_v_proj", i);
-    } else {
-        qkv[0] = fmt_name(q, "transformer_blocks.%d.attn.to_q", i);
-        qkv[1] = fmt_name(k, "transformer_blocks.%d.attn.to_k", i);
-        qkv[2] = fmt_name(v, "transformer_blocks.%d.attn.to_v", i);
-    }
-    const char *ctx = text ? "_context" : "";
+    char p[NAME_LEN], n[NAME_LEN], q[NAME_LEN], k[NAME_LEN], v[NAME_LEN], o[NAME_LEN];
+    fmt_name(p, "transformer_blocks.%d", i);
+    const char *ctx = text ? "_context" : "", *add = text ? "added_" : "";
+    const char *qkv[3] = {
+        text ? fmt_name(q, "%s.attn.add_q_proj", p) : fmt_name(q, "%s.attn.to_q", p),
+        text ? fmt_name(k, "%s.attn.add_k_proj", p) : fmt_name(k, "%s.attn.to_k", p),
+        text ? fmt_name(v, "%s.attn.add_v_proj", p) : fmt_name(v, "%s.attn.to_v", p)};
+    const char *out =
+        text ? fmt_name(o, "%s.attn.to_add_out", p) : fmt_name(o, "%s.attn.to_out.0", p);
     sdw_status st;
-    if ((st = bind_linear(t, &s->mod, ws,
-                          fmt_name(n, "transformer_blocks.%d.norm1%s.linear", i, ctx), D, 6 * D,
+    if ((st = bind_linear(t, &s->mod, ws, fmt_name(n, "%s.norm1%s.linear", p, ctx), D, 6 * D,
                           err)) ||
         (st = bind_stacked(t, &s->qkv, ws, qkv, 3, D, D, err)) ||
-        (st = bind_rms(
-             t, &s->norm_q, ws,
-             fmt_name(n, "transformer_blocks.%d.attn.norm_%sq.weight", i, text ? "added_" : ""),
-             err)) ||
-        (st = bind_rms(
-             t, &s->norm_k, ws,
-             fmt_name(n, "transformer_blocks.%d.attn.norm_%sk.weight", i, text ? "added_" : ""),
-             err)) ||
-        (st = bind_linear(t, &s->out, ws,
-                          text ? fmt_name(n, "transformer_blocks.%d.attn.to_add_out", i)
-                               : fmt_name(n, "transformer_blocks.%d.attn.to_out.0", i),
-                          D, D, err)) ||
-        (st = bind_linear(t, &s->ff_in, ws,
-                          fmt_name(n, "transformer_blocks.%d.ff%s.net.0.proj", i, ctx), D,
+        (st = bind_rms(t, &s->norm_q, ws, fmt_name(n, "%s.attn.norm_%sq.weight", p, add), err)) ||
+        (st = bind_rms(t, &s->norm_k, ws, fmt_name(n, "%s.attn.norm_%sk.weight", p, add), err)) ||
+        (st = bind_linear(t, &s->out, ws, out, D, D, err)) ||
+        (st = bind_linear(t, &s->ff_in, ws, fmt_name(n, "%s.ff%s.net.0.proj", p, ctx), D,
                           MLP_RATIO * D, err)) ||
-        (st =
-             bind_linear(t, &s->ff_out, ws, fmt_name(n, "transformer_blocks.%d.ff%s.net.2", i, ctx),
-                         MLP_RATIO * D, D, err)))
+        (st = bind_linear(t, &s->ff_out, ws, fmt_name(n, "%s.ff%s.net.2", p, ctx), MLP_RATIO * D, D,
+                          err)))
         return st;
     return SDW_OK;
 }
@@ -342,23 +327,18 @@ static sdw_status bind_stream(sdw_flux_transformer *t, stream *s, sdw_weights *w
 static sdw_status bind_single(sdw_flux_transformer *t, single_block *b, sdw_weights *ws, int i,
                               sdw_error *err) {
     const int D = t->D;
-    char n[NAME_LEN], q[NAME_LEN], k[NAME_LEN], v[NAME_LEN];
-    const char *qkv[3] = {fmt_name(q, "single_transformer_blocks.%d.attn.to_q", i),
-                          fmt_name(k, "single_transformer_blocks.%d.attn.to_k", i),
-                          fmt_name(v, "single_transformer_blocks.%d.attn.to_v", i)};
+    char p[NAME_LEN], n[NAME_LEN], q[NAME_LEN], k[NAME_LEN], v[NAME_LEN];
+    fmt_name(p, "single_transformer_blocks.%d", i);
+    const char *qkv[3] = {fmt_name(q, "%s.attn.to_q", p), fmt_name(k, "%s.attn.to_k", p),
+                          fmt_name(v, "%s.attn.to_v", p)};
     sdw_status st;
-    if ((st =
-             bind_linear(t, &b->mod, ws, fmt_name(n, "single_transformer_blocks.%d.norm.linear", i),
-                         D, 3 * D, err)) ||
+    if ((st = bind_linear(t, &b->mod, ws, fmt_name(n, "%s.norm.linear", p), D, 3 * D, err)) ||
         (st = bind_stacked(t, &b->qkv, ws, qkv, 3, D, D, err)) ||
-        (st = bind_rms(t, &b->norm_q, ws,
-                       fmt_name(n, "single_transformer_blocks.%d.attn.norm_q.weight", i), err)) ||
-        (st = bind_rms(t, &b->norm_k, ws,
-                       fmt_name(n, "single_transformer_blocks.%d.attn.norm_k.weight", i), err)) ||
-        (st = bind_linear(t, &b->mlp, ws, fmt_name(n, "single_transformer_blocks.%d.proj_mlp", i),
-                          D, MLP_RATIO * D, err)) ||
-        (st = bind_linear(t, &b->out, ws, fmt_name(n, "single_transformer_blocks.%d.proj_out", i),
-                          (MLP_RATIO + 1) * D, D, err)))
+        (st = bind_rms(t, &b->norm_q, ws, fmt_name(n, "%s.attn.norm_q.weight", p), err)) ||
+        (st = bind_rms(t, &b->norm_k, ws, fmt_name(n, "%s.attn.norm_k.weight", p), err)) ||
+        (st = bind_linear(t, &b->mlp, ws, fmt_name(n, "%s.proj_mlp", p), D, MLP_RATIO * D, err)) ||
+        (st = bind_linear(t, &b->out, ws, fmt_name(n, "%s.proj_out", p), (MLP_RATIO + 1) * D, D,
+                          err)))
         return st;
     return SDW_OK;
 }
