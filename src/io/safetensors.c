@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/mman.h>
@@ -40,14 +41,16 @@ static const struct {
     sdw_dtype dtype;
     size_t size;
 } k_dtypes[] = {
-    {"F32", SDW_DTYPE_F32, 4}, {"F16", SDW_DTYPE_F16, 2}, {"BF16", SDW_DTYPE_BF16, 2},
-    {"F64", SDW_DTYPE_F64, 8}, {"I64", SDW_DTYPE_I64, 8}, {"I32", SDW_DTYPE_I32, 4},
-    {"I16", SDW_DTYPE_I16, 2}, {"I8", SDW_DTYPE_I8, 1},   {"U8", SDW_DTYPE_U8, 1},
-    {"BOOL", SDW_DTYPE_BOOL, 1},
+    {"F32", SDW_DTYPE_F32, 4},         {"F16", SDW_DTYPE_F16, 2},
+    {"BF16", SDW_DTYPE_BF16, 2},       {"F64", SDW_DTYPE_F64, 8},
+    {"I64", SDW_DTYPE_I64, 8},         {"I32", SDW_DTYPE_I32, 4},
+    {"I16", SDW_DTYPE_I16, 2},         {"I8", SDW_DTYPE_I8, 1},
+    {"U8", SDW_DTYPE_U8, 1},           {"BOOL", SDW_DTYPE_BOOL, 1},
+    {"F8_E4M3", SDW_DTYPE_F8_E4M3, 1}, {"F8_E5M2", SDW_DTYPE_F8_E5M2, 1},
 };
 
-/* Valid in the format but not representable here (fp8 checkpoints, unsigned wide ints). */
-static const char *const k_unsupported_dtypes[] = {"F8_E4M3", "F8_E5M2", "U16", "U32", "U64"};
+/* Valid in the format but not representable here (unsigned wide ints). */
+static const char *const k_unsupported_dtypes[] = {"U16", "U32", "U64"};
 
 const char *sdw_dtype_str(sdw_dtype t) {
     for (size_t i = 0; i < SDW_ARRAY_LEN(k_dtypes); i++)
@@ -59,6 +62,20 @@ size_t sdw_dtype_size(sdw_dtype t) {
     for (size_t i = 0; i < SDW_ARRAY_LEN(k_dtypes); i++)
         if (k_dtypes[i].dtype == t) return k_dtypes[i].size;
     SDW_ABORT("sdw_dtype_size: invalid dtype %d", (int)t);
+}
+
+bool sdw_dtype_is_float(sdw_dtype t) {
+    switch (t) {
+    case SDW_DTYPE_F32:
+    case SDW_DTYPE_F16:
+    case SDW_DTYPE_BF16:
+    case SDW_DTYPE_F64:
+    case SDW_DTYPE_F8_E4M3:
+    case SDW_DTYPE_F8_E5M2:
+        return true;
+    default:
+        return false;
+    }
 }
 
 /* ---- pickle detection ---- */
@@ -446,6 +463,93 @@ static inline uint16_t f32_to_bf16(float x) {
     return (uint16_t)(u >> 16);
 }
 
+/* ---- 8-bit floats ----
+ * F8_E4M3 is torch.float8_e4m3fn: sign, 4 exponent bits (bias 7), 3 mantissa bits; exponent 0
+ * holds the subnormals m * 2^-9; no infinities: S.1111.111 is NaN, so S.1111.110 = ±448 is the
+ * largest finite value. F8_E5M2 is torch.float8_e5m2: the top byte of an IEEE binary16 (bias 15,
+ * subnormals m * 2^-16, infinities and NaNs as in IEEE). Every value of either is exact in f16,
+ * bf16 and f32. */
+
+/* The conversions below are integer-only and branch-free, so their loops vectorise (f32
+ * arithmetic would not be speculated by the compiler: it may trap). */
+
+/* E4M3 -> f32, exact for all 256 codes. */
+static inline float e4m3_to_f32(uint8_t b) {
+    const uint32_t sign = (uint32_t)(b & 0x80) << 24, em = b & 0x7fu;
+    /* normal: exponent and mantissa move up to f32's positions, the bias goes from 7 to 127 */
+    const uint32_t normal = (em << 20) + (120u << 23);
+    /* subnormal (exponent field 0): m * 2^-9 for m = em = 1..7, normalised: the leading bit
+     * p = floor(log2 m) gives the exponent 2^(p-9), the bits below it the mantissa */
+    const uint32_t p = (em >= 2) + (em >= 4);
+    const uint32_t sub = em ? ((118u + p) << 23) | ((em << (23 - p)) & 0x7fffffu) : 0;
+    uint32_t u = em >= 8 ? normal : sub;
+    u = em == 0x7f ? 0x7ff00000u : u; /* NaN: all-ones exponent, the mantissa carried over */
+    return bits_to_f32(sign | u);
+}
+
+/* Rounds a = |x| (f32 bits, below the normal range of a format whose subnormals are multiples
+ * of 2^-k) to the nearest multiple, ties to even: the significand shifted right by
+ * shift0 - exponent (shift0 = 150 - k), capped at 31 (anything shifted that far is < 1/2).
+ * The round and sticky bits come from variable shifts of the significand only, so this
+ * vectorises (AVX2 shifts a vector by a vector). */
+static inline uint32_t subnormal_code(uint32_t a, uint32_t shift0) {
+    /* e clamped so that the shift stays in [1, 31] for any input (the caller discards the
+     * result outside the subnormal range, but the shift must still be defined) */
+    const uint32_t e = SDW_MIN(a >> 23, shift0 - 1), sig = (a & 0x7fffffu) | 0x800000u;
+    const uint32_t s1 = (e >= shift0 - 31 ? shift0 - e : 31) - 1; /* s - 1 */
+    const uint32_t t = sig >> s1, q = t >> 1, round = t & 1u;     /* t: q and the round bit */
+    const uint32_t below = sig - (t << s1);                       /* the bits under it */
+    const uint32_t sticky = (below | (0u - below)) >> 31;         /* below != 0 */
+    return q + (round & (sticky | q));
+}
+
+/* f32 -> E4M3 with round to nearest even, as torch's .to(torch.float8_e4m3fn). Above the max:
+ * a magnitude that rounds past 448 (|x| > 464, the midpoint between 448 and the next step 480;
+ * 464 itself ties to the even 448) becomes NaN, as do infinities and NaN, with x's sign — E4M3
+ * has no infinity and torch's cast does not saturate. (The writer refuses such finite values.) */
+static inline uint8_t f32_to_e4m3(float x) {
+    const uint32_t u = f32_to_bits(x), a = u & 0x7fffffffu;
+    /* normal: rebias 127 -> 7, then round the 20 dropped mantissa bits to nearest even (a carry
+     * correctly bumps the exponent); anything past S.1111.110 is NaN (0x7f) */
+    uint32_t r = a - (120u << 23);
+    r = (r + 0x7ffffu + ((r >> 20) & 1u)) >> 20;
+    r = r > 0x7eu ? 0x7fu : r;
+    const uint32_t sub = subnormal_code(a, 141); /* below 2^-6: m * 2^-9, m = 0..8 */
+    return (uint8_t)(((u >> 24) & 0x80u) | (a < (121u << 23) ? sub : r));
+}
+
+/* f32 -> E5M2 with round to nearest even, as torch's .to(torch.float8_e5m2): overflow (|x| >=
+ * 61440, the midpoint between the max 57344 and 2^16, ties going up to the even 2^16) gives
+ * infinity as in IEEE, NaN gives NaN (S.11111.11), signs kept. */
+static inline uint8_t f32_to_e5m2(float x) {
+    const uint32_t u = f32_to_bits(x), a = u & 0x7fffffffu;
+    uint32_t r = a - (112u << 23); /* rebias 127 -> 15; 21 dropped bits */
+    r = (r + 0xfffffu + ((r >> 21) & 1u)) >> 21;
+    r = r > 0x7cu ? 0x7cu : r;
+    const uint32_t sub = subnormal_code(a, 134); /* below 2^-14: m * 2^-16, m = 0..4 */
+    r = a < (113u << 23) ? sub : r;
+    r = a > 0x7f800000u ? 0x7fu : r;
+    return (uint8_t)(((u >> 24) & 0x80u) | r);
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void
+e4m3_block_to_f32(const uint8_t *s, float *d, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        d[i] = e4m3_to_f32(s[i]);
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void
+f32_block_to_e4m3(const float *s, uint8_t *d, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        d[i] = f32_to_e4m3(s[i]);
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void
+f32_block_to_e5m2(const float *s, uint8_t *d, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        d[i] = f32_to_e5m2(s[i]);
+}
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 /* VCVTPH2PS is exact for every half value, subnormals included (MXCSR.DAZ does not apply to
@@ -455,6 +559,17 @@ __attribute__((target("avx,f16c"))) static size_t f16_block_f16c(const uint8_t *
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + 2 * i))));
+    return i;
+}
+/* E5M2 bytes as the high bytes of halves, through the same exact conversion. */
+__attribute__((target("avx2,f16c"))) static size_t e5m2_block_f16c(const uint8_t *s, float *d,
+                                                                   size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m128i b = _mm_loadl_epi64((const __m128i *)(s + i));
+        const __m128i h = _mm_slli_epi16(_mm_cvtepu8_epi16(b), 8);
+        _mm256_storeu_ps(d + i, _mm256_cvtph_ps(h));
+    }
     return i;
 }
 #endif
@@ -490,15 +605,42 @@ void sdw_convert_to_f32(sdw_dtype dtype, const void *src, float *dst, size_t n) 
             dst[i] = (float)d;
         }
         return;
+    case SDW_DTYPE_F8_E4M3:
+        e4m3_block_to_f32(s, dst, n);
+        return;
+    case SDW_DTYPE_F8_E5M2:
+#if defined(__x86_64__)
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"))
+            done = e5m2_block_f16c(s, dst, n);
+#endif
+        for (size_t i = done; i < n; i++)
+            dst[i] = f16_to_f32((uint16_t)(s[i] << 8));
+        return;
     default:
         SDW_ABORT("sdw_convert_to_f32: %s is not a float dtype", sdw_dtype_str(dtype));
     }
 }
 
-void sdw_convert_from_f32(sdw_dtype dtype, const float *src, uint16_t *dst, size_t n) {
-    SDW_ASSERT(dtype == SDW_DTYPE_F16 || dtype == SDW_DTYPE_BF16);
-    for (size_t i = 0; i < n; i++)
-        dst[i] = dtype == SDW_DTYPE_F16 ? f32_to_f16(src[i]) : f32_to_bf16(src[i]);
+void sdw_convert_from_f32(sdw_dtype dtype, const float *src, void *dst, size_t n) {
+    uint16_t *d16 = dst;
+    switch (dtype) {
+    case SDW_DTYPE_F16:
+        for (size_t i = 0; i < n; i++)
+            d16[i] = f32_to_f16(src[i]);
+        return;
+    case SDW_DTYPE_BF16:
+        for (size_t i = 0; i < n; i++)
+            d16[i] = f32_to_bf16(src[i]);
+        return;
+    case SDW_DTYPE_F8_E4M3:
+        f32_block_to_e4m3(src, dst, n);
+        return;
+    case SDW_DTYPE_F8_E5M2:
+        f32_block_to_e5m2(src, dst, n);
+        return;
+    default:
+        SDW_ABORT("sdw_convert_from_f32: cannot convert to %s", sdw_dtype_str(dtype));
+    }
 }
 
 /* ---- writer ---- */
@@ -545,7 +687,8 @@ sdw_status sdw_st_writer_create(const char *path, sdw_st_writer **out, sdw_error
 void sdw_st_writer_add(sdw_st_writer *w, const char *name, sdw_dtype dtype, int n_dims,
                        const int64_t *shape) {
     SDW_ASSERT(w && name && !w->begun);
-    SDW_ASSERT(dtype == SDW_DTYPE_F32 || dtype == SDW_DTYPE_F16 || dtype == SDW_DTYPE_BF16);
+    SDW_ASSERT(dtype == SDW_DTYPE_F32 || dtype == SDW_DTYPE_F16 || dtype == SDW_DTYPE_BF16 ||
+               dtype == SDW_DTYPE_F8_E4M3 || dtype == SDW_DTYPE_F8_E5M2);
     SDW_ASSERT(n_dims >= 0 && n_dims <= SDW_ST_MAX_DIMS && (shape || !n_dims));
     if (w->n == w->cap) {
         w->cap = w->cap ? 2 * w->cap : 64;
@@ -613,6 +756,16 @@ done:
     return st;
 }
 
+/* The first of n values that is finite but became NaN (E4M3) or infinity (E5M2) in the 8-bit
+ * codes c, or n. The converter follows torch there; a file written from finite weights should
+ * hold them, so the writer refuses instead of storing NaN or infinity. */
+static size_t fp8_out_of_range(sdw_dtype dt, const float *x, const uint8_t *c, size_t n) {
+    const uint8_t special = dt == SDW_DTYPE_F8_E4M3 ? 0x7f : 0x7c; /* NaN / lowest inf-NaN code */
+    for (size_t i = 0; i < n; i++)
+        if ((c[i] & special) == special && isfinite(x[i])) return i;
+    return n;
+}
+
 sdw_status sdw_st_writer_write(sdw_st_writer *w, const float *data, sdw_error *err) {
     SDW_ASSERT(w && w->begun && w->next < w->n);
     const st_wtensor *t = &w->t[w->next++];
@@ -623,10 +776,21 @@ sdw_status sdw_st_writer_write(sdw_st_writer *w, const float *data, sdw_error *e
     /* Convert in bounded chunks: full-size checkpoints have tensors of hundreds of MB. */
     enum { CHUNK = 1 << 16 };
     uint16_t buf[CHUNK];
+    const size_t esize = sdw_dtype_size(t->dtype);
     for (size_t i = 0; i < t->n_elems; i += CHUNK) {
         size_t m = SDW_MIN((size_t)CHUNK, t->n_elems - i);
         sdw_convert_from_f32(t->dtype, data + i, buf, m);
-        if (fwrite(buf, 2, m, w->fp) != m) goto io_fail;
+        if (esize == 1) {
+            size_t bad = fp8_out_of_range(t->dtype, data + i, (const uint8_t *)buf, m);
+            if (bad < m)
+                return sdw_error_set(err, SDW_E_INVALID_ARG,
+                                     "%s: tensor %s: value %g at element %zu is outside the range "
+                                     "of %s (max %g)",
+                                     w->path, t->name, (double)data[i + bad], i + bad,
+                                     sdw_dtype_str(t->dtype),
+                                     t->dtype == SDW_DTYPE_F8_E4M3 ? 448.0 : 57344.0);
+        }
+        if (fwrite(buf, esize, m, w->fp) != m) goto io_fail;
     }
     return SDW_OK;
 io_fail:

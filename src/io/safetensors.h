@@ -5,10 +5,11 @@
  *   const sdw_st_tensor *t = sdw_st_find(f, "conv_in.weight");
  *   sdw_st_close(f);
  *
- * The header is validated in full at open: JSON syntax, dtypes (F32, F16, BF16, plus I64/I32/
- * BOOL... accepted for metadata-like tensors such as position_ids), shapes, shape × dtype size ==
- * byte length, offsets inside the data section, no overlaps. Any violation fails the open with a
- * message naming the file and tensor. Data is mmap'd: tensor data pointers stay valid until close.
+ * The header is validated in full at open: JSON syntax, dtypes (F32, F16, BF16, the 8-bit
+ * floats F8_E4M3 and F8_E5M2 of fp8 checkpoints, plus I64/I32/BOOL... accepted for
+ * metadata-like tensors such as position_ids), shapes, shape × dtype size == byte length,
+ * offsets inside the data section, no overlaps. Any violation fails the open with a message
+ * naming the file and tensor. Data is mmap'd: tensor data pointers stay valid until close.
  * Thread safety: an open file is immutable; concurrent reads are safe.
  */
 #ifndef SDW_IO_SAFETENSORS_H
@@ -27,10 +28,15 @@ typedef enum sdw_dtype {
     SDW_DTYPE_I8,
     SDW_DTYPE_U8,
     SDW_DTYPE_BOOL,
+    SDW_DTYPE_F8_E4M3, /* torch.float8_e4m3fn: bias 7, no infinities, S.1111.111 NaN, max 448 */
+    SDW_DTYPE_F8_E5M2, /* torch.float8_e5m2: the high byte of an IEEE binary16 */
 } sdw_dtype;
 
 const char *sdw_dtype_str(sdw_dtype t); /* "F32", ... */
 size_t sdw_dtype_size(sdw_dtype t);
+/* F32, F16, BF16, F64, F8_E4M3, F8_E5M2: the types sdw_convert_to_f32 reads (parameters; the
+ * integer types hold buffers such as position_ids). */
+bool sdw_dtype_is_float(sdw_dtype t);
 
 #define SDW_ST_MAX_DIMS 8
 typedef struct sdw_st_tensor {
@@ -68,13 +74,18 @@ const char *sdw_st_metadata(const sdw_st_file *f, const char *key);
  * again). No-op for sdw_st_open_memory files. Data pointers stay valid. */
 void sdw_st_drop_pages(const sdw_st_file *f, const sdw_st_tensor *t);
 
-/* Converts n elements of an F32/F16/BF16 buffer to f32. */
+/* Converts n elements of a float buffer (F32, F16, BF16, F64, F8_E4M3 or F8_E5M2; data need
+ * not be aligned) to f32: exact for every value of the 16- and 8-bit types. */
 void sdw_convert_to_f32(sdw_dtype dtype, const void *src, float *dst, size_t n);
-/* Converts n f32 values to F16 or BF16 (round to nearest even; overflow to inf, NaN quiet). */
-void sdw_convert_from_f32(sdw_dtype dtype, const float *src, uint16_t *dst, size_t n);
+/* Converts n f32 values to dtype, written to dst (n elements of it: uint16_t for F16/BF16,
+ * uint8_t for F8_*), rounding to nearest even as torch's .to(dtype) does. Out of range: F16 and
+ * E5M2 overflow to infinity; E4M3 has no infinity: |x| > 464 (rounds past the max 448), inf and
+ * NaN give NaN (torch's float8_e4m3fn cast does not saturate either). NaN stays NaN; signs
+ * kept. */
+void sdw_convert_from_f32(sdw_dtype dtype, const float *src, void *dst, size_t n);
 
 /* Writing (used by the random-weight tool and tests). Tensors are written in the given order;
- * data is f32 in memory and stored as `dtype` (F32, F16 or BF16). */
+ * data is f32 in memory and stored as `dtype` (F32, F16, BF16, F8_E4M3 or F8_E5M2). */
 typedef struct sdw_st_writer sdw_st_writer;
 sdw_status sdw_st_writer_create(const char *path, sdw_st_writer **out, sdw_error *err);
 /* Declares a tensor; its data is supplied later by sdw_st_writer_write in the same order. */
@@ -82,6 +93,8 @@ void sdw_st_writer_add(sdw_st_writer *w, const char *name, sdw_dtype dtype, int 
                        const int64_t *shape);
 /* Writes the header; then call write() once per declared tensor, in order. */
 sdw_status sdw_st_writer_begin(sdw_st_writer *w, sdw_error *err);
+/* An 8-bit tensor holding a finite value its type cannot (E4M3: NaN, E5M2: infinity after
+ * rounding) is refused with SDW_E_INVALID_ARG naming the tensor, the value and its index. */
 sdw_status sdw_st_writer_write(sdw_st_writer *w, const float *data, sdw_error *err);
 /* Finishes and frees w (also on error; NULL ok). */
 sdw_status sdw_st_writer_finish(sdw_st_writer *w, sdw_error *err);

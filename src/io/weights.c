@@ -146,9 +146,11 @@ static w_entry *record(sdw_weights *ws, const char *name, int n_dims, const int6
     return e;
 }
 
-/* Float tensors are parameters; integer ones (position_ids) are buffers. */
-static bool is_float(sdw_dtype dt) {
-    return dt == SDW_DTYPE_F32 || dt == SDW_DTYPE_F16 || dt == SDW_DTYPE_BF16 || dt == SDW_DTYPE_F64;
+/* Float tensors (sdw_dtype_is_float) are parameters; integer ones (position_ids) are buffers.
+ * The float types a checkpoint can be written in: */
+static bool is_storable(sdw_dtype dt) {
+    return dt == SDW_DTYPE_F32 || dt == SDW_DTYPE_F16 || dt == SDW_DTYPE_BF16 ||
+           dt == SDW_DTYPE_F8_E4M3 || dt == SDW_DTYPE_F8_E5M2;
 }
 
 /* 64-byte aligned (cache lines / AVX-512 loads); NULL when the size is absurd. */
@@ -418,9 +420,10 @@ static bool file_tensor(const sdw_weights *ws, const char *name, int n_dims, con
                           name, fname);
         return false;
     }
-    if (!is_float(t->dtype)) {
+    if (!sdw_dtype_is_float(t->dtype)) {
         sdw_error_set(err, SDW_E_FORMAT,
-                      "%s: tensor %s (%s) has dtype %s; expected a float type (F32, F16, BF16)",
+                      "%s: tensor %s (%s) has dtype %s; expected a float type (F32, F16, BF16, "
+                      "F8_E4M3, F8_E5M2)",
                       path, name, fname, sdw_dtype_str(t->dtype));
         return false;
     }
@@ -599,7 +602,7 @@ int sdw_weights_unused(const sdw_weights *ws, char *buf, size_t cap) {
         const sdw_st_tensor *t = sdw_st_at(ws->file, i);
         if (ws->used[i] || strncmp(t->name, ws->prefix, plen) != 0) continue;
         /* Integer tensors are buffers (position_ids), not parameters: never "left over". */
-        if (!is_float(t->dtype)) continue;
+        if (!sdw_dtype_is_float(t->dtype)) continue;
         if (buf && cap && o < cap) {
             if (count < 5)
                 o += (size_t)snprintf(buf + o, cap - o, "%s%s", count ? ", " : "", t->name);
@@ -621,7 +624,7 @@ size_t sdw_weights_stored_params(const sdw_weights *ws, const char *file_prefix)
         const sdw_st_tensor *t = sdw_st_at(ws->file, i);
         if (strncmp(t->name, ws->prefix, plen) || strncmp(t->name + plen, file_prefix, flen))
             continue;
-        if (!is_float(t->dtype)) continue;
+        if (!sdw_dtype_is_float(t->dtype)) continue;
         size_t k = 1;
         for (int d = 0; d < t->n_dims; d++)
             k *= (size_t)t->shape[d];
@@ -630,14 +633,27 @@ size_t sdw_weights_stored_params(const sdw_weights *ws, const char *file_prefix)
     return n;
 }
 
+static sdw_dtype pick_one(const char *name, int n_dims, const int64_t *shape, void *user) {
+    return *(const sdw_dtype *)user;
+}
+
 sdw_status sdw_weights_save(const sdw_weights *ws, const char *path, sdw_dtype dtype,
                             sdw_error *err) {
-    SDW_ASSERT(dtype == SDW_DTYPE_F32 || dtype == SDW_DTYPE_F16 || dtype == SDW_DTYPE_BF16);
+    return sdw_weights_save_mixed(ws, path, pick_one, &dtype, err);
+}
+
+sdw_status sdw_weights_save_mixed(const sdw_weights *ws, const char *path, sdw_dtype_pick_fn pick,
+                                  void *user, sdw_error *err) {
+    SDW_ASSERT(ws && path && pick);
     sdw_st_writer *w;
     sdw_status st = sdw_st_writer_create(path, &w, err);
     if (st != SDW_OK) return st;
-    for (int i = 0; i < ws->n; i++)
-        sdw_st_writer_add(w, ws->e[i].name, dtype, ws->e[i].n_dims, ws->e[i].shape);
+    for (int i = 0; i < ws->n; i++) {
+        const w_entry *e = &ws->e[i];
+        const sdw_dtype dt = pick(e->name, e->n_dims, e->shape, user);
+        SDW_ASSERT(is_storable(dt));
+        sdw_st_writer_add(w, e->name, dt, e->n_dims, e->shape);
+    }
     st = sdw_st_writer_begin(w, err);
     for (int i = 0; i < ws->n && st == SDW_OK; i++) {
         const w_entry *e = &ws->e[i];

@@ -7,10 +7,11 @@
  *
  * Model code always asks for the diffusers name. A name map (optional) translates it to the
  * name in the file (e.g. original LDM/CompVis names in single-file checkpoints); the prefix is
- * prepended after mapping. Tensors come back as f32 whatever the stored dtype (F32/F16/BF16),
- * in a buffer owned by the weights object. Shape and dtype are checked; every error names the
- * tensor and says expected vs actual. The object remembers which tensors were used, so a loader
- * can report leftovers. Not thread-safe while loading; the returned buffers are read-only after.
+ * prepended after mapping. Tensors come back as f32 whatever the stored float dtype (F32, F16,
+ * BF16, F64, F8_E4M3, F8_E5M2), in a buffer owned by the weights object. Shape and dtype are
+ * checked; every error names the tensor and says expected vs actual. The object remembers which
+ * tensors were used, so a loader can report leftovers. Not thread-safe while loading; the returned
+ * buffers are read-only after.
  */
 #ifndef SDW_IO_WEIGHTS_H
 #define SDW_IO_WEIGHTS_H
@@ -94,11 +95,11 @@ float *sdw_weights_alloc(sdw_weights *ws, size_t n);
 
 /* As sdw_weights_f32 (same name resolution, shape check, errors, use marking and parameter
  * count), but without converting or copying: returns the stored elements in their file dtype
- * (*dtype: F32, F16, BF16 or F64; row-major in the file's shape, which equals the requested one
- * up to size-1 dimensions), *n elements. The pointer is into the file mapping (borrowed: valid
- * while the file is open; not necessarily aligned). The random source generates the tensor as
- * sdw_weights_f32 does and keeps it (F32). For layers that repack their weights anyway, so no
- * float32 copy is kept; call sdw_weights_raw_done after reading. */
+ * (*dtype: F32, F16, BF16, F64, F8_E4M3 or F8_E5M2; row-major in the file's shape, which equals the
+ * requested one up to size-1 dimensions), *n elements. The pointer is into the file mapping
+ * (borrowed: valid while the file is open; not necessarily aligned). The random source generates
+ * the tensor as sdw_weights_f32 does and keeps it (F32). For layers that repack their weights
+ * anyway, so no float32 copy is kept; call sdw_weights_raw_done after reading. */
 const void *sdw_weights_raw(sdw_weights *ws, const char *name, int n_dims, const int64_t *shape,
                              sdw_dtype *dtype, size_t *n, sdw_error *err);
 /* Done reading a viewed tensor: its mapped pages stop counting as resident memory (read back
@@ -130,9 +131,20 @@ size_t sdw_weights_stored_params(const sdw_weights *ws, const char *file_prefix)
 
 /* Writes every tensor handed out so far by sdw_weights_f32 (not sdw_weights_alloc buffers) to a
  * new safetensors file at path: canonical names, in request order, requested shapes (the file's
- * shape where the request had a -1), values as handed out, stored as dtype (F32, F16 or BF16).
- * Streams tensor by tensor; writes path.tmp and renames it, so on failure no file is left. */
+ * shape where the request had a -1), values as handed out, stored as dtype (F32, F16, BF16,
+ * F8_E4M3 or F8_E5M2; rounded as sdw_convert_from_f32 does; a finite value an 8-bit type cannot
+ * hold fails with SDW_E_INVALID_ARG naming the tensor). Streams tensor by tensor; writes
+ * path.tmp and renames it, so on failure no file is left. */
 sdw_status sdw_weights_save(const sdw_weights *ws, const char *path, sdw_dtype dtype,
                             sdw_error *err);
+
+/* Picks the stored dtype of one tensor (canonical name and shape as it will be written). */
+typedef sdw_dtype (*sdw_dtype_pick_fn)(const char *name, int n_dims, const int64_t *shape,
+                                       void *user);
+/* As sdw_weights_save, with each tensor's dtype chosen by pick (one of the types above): e.g.
+ * the 2-D and 4-D weights in F8_E4M3 and the biases and norm gains in BF16, as fp8 checkpoints
+ * keep them. */
+sdw_status sdw_weights_save_mixed(const sdw_weights *ws, const char *path, sdw_dtype_pick_fn pick,
+                                  void *user, sdw_error *err);
 
 #endif
