@@ -35,15 +35,16 @@ typedef struct prim_entry {
     bool own_w;
 } prim_entry;
 
-/* How an f32 op keeps its packed weights (see compact()). */
-typedef enum w_store { W_FULL, W_F16, W_BF16 } w_store;
+/* How an op keeps its packed weights (see compact()): in the op's type, or exactly in fewer
+ * bits (16-bit types for f32 ops only). */
+typedef enum w_store { W_FULL, W_F16, W_BF16, W_F8_E4M3, W_F8_E5M2 } w_store;
 
 struct sdw__dnn {
     bool is_conv;
     sdw_precision prec;
     sdw__conv_geom g; /* linear: in, out only */
     dnnl_memory_desc_t w_md, bias_md;
-    void *w; /* packed weights in w_md, or (store != W_FULL) their exact 16-bit copy */
+    void *w; /* packed weights in w_md, or (store != W_FULL) their exact 16- or 8-bit copy */
     w_store store;
     size_t w_n;  /* elements of w_md */
     float *bias; /* [out] or NULL */
@@ -166,11 +167,14 @@ static void reorder(const dnnl_memory_desc_t *src_md, const void *src,
     dnnl_primitive_desc_destroy(rpd);
 }
 
-/* ---- f32 weights kept in 16 bits ----
+/* ---- weights kept in fewer bits ----
  * A checkpoint stored in f16 or bf16 holds values that f32 represents exactly, and so does
  * their packed copy (a packing only moves elements and pads with zeros). An f32 op whose packed
  * weights are all exactly f16 (or bf16) keeps them in that type, half the memory, and widens
- * them into a per-thread buffer for each call: the products see bit-identical f32 weights. */
+ * them into a per-thread buffer for each call: the products see bit-identical f32 weights.
+ * An fp8 checkpoint (F8_E4M3 / F8_E5M2) goes further: its values are exact in f32 and in bf16,
+ * so an op of either precision whose packed weights are all 8-bit values keeps them in 8 bits
+ * (a quarter of f32, half of bf16) and widens them per call to its own type. */
 
 static bool g_compact_off; /* sdw_nn_set_compact_weights(false): tests compare both */
 
@@ -180,16 +184,28 @@ void sdw_nn_set_compact_weights(bool on) {
 
 #define CONVERT_CHUNK 16384
 
+static sdw_dtype store_dtype(w_store s) {
+    static const sdw_dtype dt[] = {[W_F16] = SDW_DTYPE_F16,
+                                   [W_BF16] = SDW_DTYPE_BF16,
+                                   [W_F8_E4M3] = SDW_DTYPE_F8_E4M3,
+                                   [W_F8_E5M2] = SDW_DTYPE_F8_E5M2};
+    SDW_ASSERT(s != W_FULL);
+    return dt[s];
+}
+
 /* n F16 or BF16 values widened to f32, threaded in chunks (the bf16 conversions below). */
 static void widen_16(sdw_dtype dt, const uint16_t *x, float *y, size_t n);
+/* n 8-bit values of type dt widened to yt (f32 or bf16), threaded in chunks. */
+static void widen_8(sdw_dtype dt, const uint8_t *x, void *y, sdw__dt yt, size_t n);
 
-/* The op's packed weights as f32: op->w itself, or widened into a buffer of the calling
- * thread (grown as needed, kept for the next call, freed when the thread exits). */
+/* The op's packed weights in its own type (f32 or bf16): op->w itself, or widened into a
+ * buffer of the calling thread (grown as needed, kept for the next call, freed when the thread
+ * exits). */
 static pthread_key_t g_wide_key;
 static pthread_once_t g_wide_once = PTHREAD_ONCE_INIT;
 typedef struct wide_buf {
-    float *p;
-    size_t n;
+    void *p;
+    size_t bytes;
 } wide_buf;
 static void wide_free(void *b) {
     if (b) free(((wide_buf *)b)->p);
@@ -199,7 +215,7 @@ static void wide_init(void) {
     if (pthread_key_create(&g_wide_key, wide_free)) SDW_ABORT("pthread_key_create failed");
 }
 
-static const void *weights_f32(const sdw__dnn *op) {
+static const void *weights_packed(const sdw__dnn *op) {
     if (op->store == W_FULL) return op->w;
     pthread_once(&g_wide_once, wide_init);
     wide_buf *b = pthread_getspecific(g_wide_key);
@@ -207,46 +223,87 @@ static const void *weights_f32(const sdw__dnn *op) {
         b = sdw_xcalloc(1, sizeof *b);
         pthread_setspecific(g_wide_key, b);
     }
-    if (b->n < op->w_n) {
+    const size_t bytes = op->w_n * (op_dt(op) == SDW__BF16 ? 2 : 4);
+    if (b->bytes < bytes) {
         free(b->p);
-        b->p = aligned_alloc(64, (op->w_n * sizeof(float) + 63) & ~(size_t)63);
-        if (!b->p) SDW_ABORT("out of memory (%zu floats of weights)", op->w_n);
-        b->n = op->w_n;
+        b->p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+        if (!b->p) SDW_ABORT("out of memory (%zu bytes of widened weights)", bytes);
+        b->bytes = bytes;
     }
-    widen_16(op->store == W_F16 ? SDW_DTYPE_F16 : SDW_DTYPE_BF16, op->w, b->p, op->w_n);
+    const sdw_dtype dt = store_dtype(op->store);
+    if (sdw_dtype_size(dt) == 1)
+        widen_8(dt, op->w, b->p, op_dt(op), op->w_n);
+    else
+        widen_16(dt, op->w, b->p, op->w_n);
     return b->p;
 }
 
-/* Whether the n values of w are all exactly dt (F16 or BF16) values, written to h in that
- * type: each survives the round trip bit for bit. */
-static bool exact_16(sdw_dtype dt, const float *w, uint16_t *h, size_t n) {
-    float *back = sdw_xmalloc(CONVERT_CHUNK * sizeof(float));
-    bool exact = true;
-    for (size_t lo = 0; lo < n && exact; lo += CONVERT_CHUNK) {
-        const size_t len = SDW_MIN((size_t)CONVERT_CHUNK, n - lo);
-        sdw_convert_from_f32(dt, w + lo, h + lo, len);
-        sdw_convert_to_f32(dt, h + lo, back, len);
-        exact = memcmp(back, w + lo, len * sizeof(float)) == 0;
+/* Whether chunk [lo, lo + len) of w (f32, or bf16 when w_bf16) is exactly of type dt, written
+ * to q in that type: each value survives the round trip through dt bit for bit. tmp and back
+ * hold CONVERT_CHUNK floats. */
+static bool exact_chunk(sdw_dtype dt, const void *w, bool w_bf16, void *q, size_t lo, size_t len,
+                        float *tmp, float *back) {
+    const float *x = (const float *)w + lo;
+    if (w_bf16) {
+        sdw__bf16_to_f32_row((const uint16_t *)w + lo, tmp, len);
+        x = tmp;
     }
-    free(back);
+    void *ql = (uint8_t *)q + lo * sdw_dtype_size(dt);
+    sdw_convert_from_f32(dt, x, ql, len);
+    sdw_convert_to_f32(dt, ql, back, len);
+    return memcmp(back, x, len * sizeof(float)) == 0;
+}
+
+/* Whether the n values of w (f32, or bf16 when w_bf16) are all exactly dt values, written to q
+ * in that type. The first chunk alone rejects almost every layer of another checkpoint type
+ * cheaply; the rest is checked in parallel (an fp8 model has billions of weights). */
+static bool exact_as(sdw_dtype dt, const void *w, bool w_bf16, void *q, size_t n) {
+    const long n_chunks = (long)((n + CONVERT_CHUNK - 1) / CONVERT_CHUNK);
+    float *tmp = sdw_xmalloc(2 * CONVERT_CHUNK * sizeof(float));
+    bool exact = exact_chunk(dt, w, w_bf16, q, 0, SDW_MIN((size_t)CONVERT_CHUNK, n), tmp,
+                             tmp + CONVERT_CHUNK);
+    free(tmp);
+    if (!exact || n_chunks < 2) return exact;
+#pragma omp parallel reduction(&& : exact) if (n_chunks > 4)
+    {
+        float *t = sdw_xmalloc(2 * CONVERT_CHUNK * sizeof(float));
+#pragma omp for schedule(static)
+        for (long c = 1; c < n_chunks; c++) {
+            const size_t lo = (size_t)c * CONVERT_CHUNK;
+            if (exact)
+                exact = exact_chunk(dt, w, w_bf16, q, lo, SDW_MIN((size_t)CONVERT_CHUNK, n - lo), t,
+                                    t + CONVERT_CHUNK);
+        }
+        free(t);
+    }
     return exact;
 }
 
-/* An f32 op's packed weights to 16 bits where every value is exactly f16 (else bf16); left
- * as they are otherwise (weights from an f32 checkpoint). */
+/* An op's packed weights to the narrowest type that holds every value exactly: 8-bit (an fp8
+ * checkpoint), else for f32 ops 16-bit (f16 first, else bf16); left as they are otherwise. */
 static void compact(sdw__dnn *op) {
-    uint16_t *h = aligned_alloc(64, (op->w_n * sizeof(uint16_t) + 63) & ~(size_t)63);
-    if (!h) SDW_ABORT("out of memory (%zu weights)", op->w_n);
-    const w_store store = exact_16(SDW_DTYPE_F16, op->w, h, op->w_n)    ? W_F16
-                          : exact_16(SDW_DTYPE_BF16, op->w, h, op->w_n) ? W_BF16
-                                                                        : W_FULL;
-    if (store == W_FULL) {
-        free(h);
-        return;
+    const bool bf16 = op->prec == SDW_PRECISION_BF16;
+    static const w_store order[] = {W_F8_E4M3, W_F8_E5M2, W_F16, W_BF16};
+    const int n_tries = bf16 ? 2 : 4; /* a bf16 op has no 16-bit type narrower than its own */
+    void *q = NULL;
+    size_t q_size = 0;
+    for (int i = 0; i < n_tries; i++) {
+        const sdw_dtype dt = store_dtype(order[i]);
+        const size_t size = sdw_dtype_size(dt);
+        if (size != q_size) {
+            free(q);
+            q = aligned_alloc(64, (op->w_n * size + 63) & ~(size_t)63);
+            if (!q) SDW_ABORT("out of memory (%zu weights)", op->w_n);
+            q_size = size;
+        }
+        if (exact_as(dt, op->w, bf16, q, op->w_n)) {
+            free(op->w);
+            op->w = q;
+            op->store = order[i];
+            return;
+        }
     }
-    free(op->w);
-    op->w = h;
-    op->store = store;
+    free(q);
 }
 
 /* Packs f32 weights given in user_md into the layout oneDNN picks for a nominal shape. */
@@ -275,7 +332,7 @@ static sdw_status pack(sdw__dnn *op, const dnnl_memory_desc_t *user_md, const fl
     op->w = alloc_md(&op->w_md);
     reorder(user_md, w, &op->w_md, op->w);
     op->w_n = dnnl_memory_desc_get_size(&op->w_md) / (op->prec == SDW_PRECISION_BF16 ? 2 : 4);
-    if (op->prec == SDW_PRECISION_F32 && !g_compact_off) compact(op);
+    if (!g_compact_off) compact(op);
     return SDW_OK;
 }
 
@@ -334,7 +391,8 @@ void sdw__dnn_destroy(void *p) {
 }
 
 size_t sdw__dnn_weight_bytes(const sdw__dnn *op) {
-    return op->w_n * (op->store != W_FULL || op->prec == SDW_PRECISION_BF16 ? 2 : 4);
+    if (op->store != W_FULL) return op->w_n * sdw_dtype_size(store_dtype(op->store));
+    return op->w_n * (op->prec == SDW_PRECISION_BF16 ? 2 : 4);
 }
 
 sdw_precision sdw__dnn_precision(const sdw__dnn *op) {
@@ -346,7 +404,7 @@ sdw_precision sdw__dnn_precision(const sdw__dnn *op) {
 static void make_entry(const sdw__dnn *op, const int64_t *key, prim_entry *e) {
     dnnl_primitive_desc_t pd;
     memcpy(e->key, key, sizeof e->key);
-    e->w = NULL; /* the op's own (see weights_f32) */
+    e->w = NULL; /* the op's own (see weights_packed) */
     e->own_w = false;
     check(make_pd(op, key, &op->w_md, &pd), op->is_conv ? "convolution" : "matmul");
     if (is_reference(pd)) {
@@ -356,7 +414,7 @@ static void make_entry(const sdw__dnn *op, const int64_t *key, prim_entry *e) {
                 dnnl_primitive_desc_query_md(alt, dnnl_query_weights_md, 0);
             e->w = alloc_md(md);
             e->own_w = true;
-            reorder(&op->w_md, weights_f32(op), md, e->w);
+            reorder(&op->w_md, weights_packed(op), md, e->w);
             dnnl_primitive_desc_destroy(pd);
             pd = alt;
         } else {
@@ -403,7 +461,7 @@ static void run(const sdw__dnn *op, const int64_t *key, const void *x, void *y) 
     dnnl_memory_t ms, mw, mb = NULL, md, msp = NULL;
     dnnl_stream_t stream;
     check(dnnl_memory_create(&ms, &e->src_md, engine(), (void *)x), "src memory");
-    void *w = e->own_w ? e->w : (void *)weights_f32(op);
+    void *w = e->own_w ? e->w : (void *)weights_packed(op);
     check(dnnl_memory_create(&mw, &e->wei_md, engine(), w), "weights memory");
     check(dnnl_memory_create(&md, &e->dst_md, engine(), y), "dst memory");
     dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}};
@@ -532,6 +590,121 @@ static void widen_16(sdw_dtype dt, const uint16_t *x, float *y, size_t n) {
 
 void sdw__bf16_to_f32(const uint16_t *x, float *y, size_t n) {
     widen_16(SDW_DTYPE_BF16, x, y, n);
+}
+
+/* ---- 8-bit weights widened by table lookup ----
+ * Every E4M3 / E5M2 value is a bf16 value (at most 3 significant bits, exponents well inside
+ * bf16's range), and its f32 pattern is that bf16 pattern followed by 16 zero bits. So one
+ * 256-entry table of bf16 patterns, made from io's exact converter, widens to either type. Both
+ * formats are sign-magnitude (code | 0x80 is the negation), so the vector kernel looks up the
+ * 128 magnitudes with two 64-entry word permutes and ORs the sign back in. */
+
+static void f8_table(sdw_dtype dt, uint16_t lut[256]) {
+    uint8_t codes[256];
+    float v[256];
+    for (int i = 0; i < 256; i++)
+        codes[i] = (uint8_t)i;
+    sdw_convert_to_f32(dt, codes, v, 256);
+    for (int i = 0; i < 256; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], 4);
+        SDW_ASSERT((u & 0xffffu) == 0); /* a bf16 value: the assumption above */
+        lut[i] = (uint16_t)(u >> 16);
+    }
+    for (int i = 0; i < 128; i++)
+        SDW_ASSERT(lut[i | 0x80] == (lut[i] | 0x8000u)); /* sign-magnitude */
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+/* 32 codes -> 32 bf16 patterns: permutex2var picks a word of t0:t1 (or t2:t3; 64 entries) by the
+ * index's low 6 bits; bit 6 chooses between the two halves of the 128 magnitudes. */
+__attribute__((target("avx512f,avx512bw"))) static inline __m512i
+lut8_32(const __m256i *p, __m512i t0, __m512i t1, __m512i t2, __m512i t3) {
+    const __m512i c = _mm512_cvtepu8_epi16(_mm256_loadu_si256(p));
+    const __m512i lo = _mm512_permutex2var_epi16(t0, c, t1),
+                  hi = _mm512_permutex2var_epi16(t2, c, t3);
+    const __m512i v =
+        _mm512_mask_blend_epi16(_mm512_test_epi16_mask(c, _mm512_set1_epi16(0x40)), lo, hi);
+    return _mm512_or_si512(v, _mm512_slli_epi16(_mm512_and_si512(c, _mm512_set1_epi16(0x80)), 8));
+}
+
+/* n codes widened (bf16 patterns to y16, or f32 to y32; the other NULL); returns how many were
+ * done (a multiple of 32; the caller does the tail). stream: non-temporal stores (y 64-byte
+ * aligned), for a widened layer too large to stay in cache anyway: they skip reading each line
+ * before writing it (3072x12288 to f32, 2 threads on a shared VM: median 8-10 ms with them,
+ * 9-16 ms without). */
+__attribute__((target("avx512f,avx512bw"))) static size_t widen_8_avx512(const uint16_t *lut,
+                                                                         const uint8_t *x,
+                                                                         uint16_t *y16, float *y32,
+                                                                         size_t n, bool stream) {
+    const __m512i t0 = _mm512_loadu_si512(lut), t1 = _mm512_loadu_si512(lut + 32),
+                  t2 = _mm512_loadu_si512(lut + 64), t3 = _mm512_loadu_si512(lut + 96);
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        const __m512i v = lut8_32((const __m256i *)(x + i), t0, t1, t2, t3);
+        if (y16) {
+            if (stream)
+                _mm512_stream_si512((void *)(y16 + i), v);
+            else
+                _mm512_storeu_si512(y16 + i, v);
+            continue;
+        }
+        /* f32: each bf16 pattern zero-extended and moved to the high half */
+        __m512i a = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(v)),
+                b = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(v, 1));
+        a = _mm512_slli_epi32(a, 16);
+        b = _mm512_slli_epi32(b, 16);
+        if (stream) {
+            _mm512_stream_si512((void *)(y32 + i), a);
+            _mm512_stream_si512((void *)(y32 + i + 16), b);
+        } else {
+            _mm512_storeu_si512(y32 + i, a);
+            _mm512_storeu_si512(y32 + i + 16, b);
+        }
+    }
+    if (stream) _mm_sfence(); /* the streamed lines are visible before the product reads them */
+    return i;
+}
+#endif
+
+/* Past this many widened bytes a layer cannot stay in cache between widening and product. */
+#define STREAM_BYTES ((size_t)32 << 20)
+
+static void widen_8_block(const uint16_t *lut, const uint8_t *x, void *y, sdw__dt yt, size_t n,
+                          bool avx512, bool stream) {
+    uint16_t *y16 = yt == SDW__BF16 ? y : NULL;
+    float *y32 = yt == SDW__BF16 ? NULL : y;
+    size_t i = 0;
+#if defined(__x86_64__)
+    if (avx512) i = widen_8_avx512(lut, x, y16, y32, n, stream);
+#endif
+    for (; i < n; i++) {
+        if (y16) {
+            y16[i] = lut[x[i]];
+        } else {
+            const uint32_t u = (uint32_t)lut[x[i]] << 16;
+            memcpy(&y32[i], &u, 4);
+        }
+    }
+}
+
+static void widen_8(sdw_dtype dt, const uint8_t *x, void *y, sdw__dt yt, size_t n) {
+    uint16_t lut[256];
+    f8_table(dt, lut); /* 256 conversions: nothing next to a layer's weights */
+    bool avx512 = false;
+#if defined(__x86_64__)
+    avx512 = __builtin_cpu_supports("avx512bw");
+#endif
+    const size_t esize = yt == SDW__BF16 ? 2 : 4;
+    /* y is 64-byte aligned and chunks start at multiples of 64 bytes, as streaming needs */
+    const bool stream = n * esize >= STREAM_BYTES && ((uintptr_t)y & 63) == 0;
+    const long n_chunks = (long)((n + CONVERT_CHUNK - 1) / CONVERT_CHUNK);
+#pragma omp parallel for schedule(static) if (n_chunks > 2)
+    for (long c = 0; c < n_chunks; c++) {
+        const size_t lo = (size_t)c * CONVERT_CHUNK, len = SDW_MIN((size_t)CONVERT_CHUNK, n - lo);
+        widen_8_block(lut, x + lo, (uint8_t *)y + lo * esize, yt, len, avx512, stream);
+    }
 }
 
 /* ---- precision ---- */

@@ -7,8 +7,10 @@
  *
  * At creation the weights are reordered into the layout oneDNN's kernels want (format_tag::any
  * of a nominal shape; blocked) in the op's precision (f32, or bf16 rounded to nearest even);
- * no other copy is kept. f32 weights that are all exactly f16 (or bf16) values are kept in
- * that 16-bit type and widened into a per-thread buffer for each call (same numbers). Primitives
+ * no other copy is kept. Packed weights that are all exactly fp8 values (F8_E4M3, else F8_E5M2:
+ * an fp8 checkpoint) are kept in 8 bits, in both precisions; f32 weights that are all exactly f16
+ * (or bf16) values in that 16-bit type. Either way they are widened to the op's type into a
+ * per-thread buffer for each call (same numbers as the uncompressed op). Primitives
  * are created on first use of each (shape, source type, output type, accumulate) and cached in the
  * op. Activations are NHWC / row-major; outputs f32 (a bf16 convolution may also write bf16); bias
  * f32. Thread safety: forwards on one op may run concurrently (the cache is locked; primitives and
@@ -38,8 +40,9 @@ sdw__dnn *sdw__dnn_linear_create(sdw_precision p, const float *w, const float *b
 void sdw__dnn_destroy(void *op); /* NULL ok; void * so it can be an sdw_weights_adopt callback */
 
 sdw_precision sdw__dnn_precision(const sdw__dnn *op);
-/* Bytes the packed weights occupy (2 per element in bf16, or for f32 weights kept in 16 bits:
- * see sdw_nn_set_compact_weights). */
+/* Bytes the packed weights occupy: 4 per element in f32, 2 in bf16 or for f32 weights kept in
+ * 16 bits, 1 for weights kept in 8 bits (see sdw_nn_set_compact_weights; the per-thread widening
+ * buffer, one per calling thread sized for the largest layer, is not counted). */
 size_t sdw__dnn_weight_bytes(const sdw__dnn *op);
 
 /* x [B, H, W, in] of type xt (an f32 x is rounded to bf16 first on a bf16 op; a bf16 x on an
