@@ -5,6 +5,13 @@
  *
  *   sdw_make_weights --out /tmp/sd15-random --tokenizer ../shared/fixtures/clip-tokenizer [--dtype f16]
  *   sdw_make_weights --arch sdxl --out /tmp/sdxl-random --tokenizer ../shared/fixtures/clip-tokenizer
+ *   sdw_make_weights --out /tmp/sd15-fp8 --tokenizer ... --dtype bf16 --fp8 e4m3
+ *
+ * --fp8 e4m3|e5m2 stores every tensor of 2 or more dimensions (linear and convolution weights,
+ * embedding tables: nearly all the bytes) as F8_E4M3 / F8_E5M2, the rest (biases, norm gains) in
+ * --dtype; the values written are the random ones rounded to nearest even. The layers bound from
+ * such a file keep those weights in 8 bits (nn/dnn.h), so it measures an fp8 model's memory and
+ * speed.
  *
  * The tensor names and shapes come from binding each component against a random-weights source:
  * the same code that loads a real checkpoint decides what is written, so the two cannot drift.
@@ -171,16 +178,27 @@ static void copy_file(const char *src_dir, const char *dst_dir, const char *name
     free(buf);
 }
 
-static void save(sdw_weights *ws, const char *dir, const char *file, sdw_dtype dtype) {
+/* The stored types: `base` for everything, except tensors of 2+ dimensions in `matrix` when
+ * that is an fp8 type (--fp8). */
+typedef struct storage {
+    sdw_dtype base, matrix;
+} storage;
+
+static sdw_dtype pick_dtype(const char *name, int n_dims, const int64_t *shape, void *user) {
+    const storage *s = user;
+    return n_dims >= 2 ? s->matrix : s->base;
+}
+
+static void save(sdw_weights *ws, const char *dir, const char *file, storage dtype) {
     char p[4096];
     sdw_error err = {0};
     snprintf(p, sizeof p, "%s/%s", dir, file);
     fprintf(stderr, "writing %s (%zu parameters)\n", p, sdw_weights_n_params(ws));
-    if (sdw_weights_save(ws, p, dtype, &err)) die(err.msg, NULL);
+    if (sdw_weights_save_mixed(ws, p, pick_dtype, &dtype, &err)) die(err.msg, NULL);
 }
 
 /* Binds a text encoder of config dir/sub/config.json against random weights and saves it. */
-static void make_text(const char *out, const char *sub, uint64_t seed, sdw_dtype dtype) {
+static void make_text(const char *out, const char *sub, uint64_t seed, storage dtype) {
     char p[4096];
     sdw_error err = {0};
     sdw_clip_text_config cfg;
@@ -204,21 +222,28 @@ static void write_tokenizer(const char *out, const char *sub, const char *tok, c
     write_text(p, "special_tokens_map.json", special);
 }
 
-#define USAGE "sdw_make_weights --out DIR --tokenizer DIR [--arch sd15|sdxl] [--dtype f16|bf16|f32]"
+#define USAGE                                                                                      \
+    "sdw_make_weights --out DIR --tokenizer DIR [--arch sd15|sdxl] [--dtype f16|bf16|f32] "        \
+    "[--fp8 e4m3|e5m2]"
 
 int main(int argc, char **argv) {
-    const char *out = NULL, *tok = NULL, *dt = "f16", *arch_name = "sd15";
+    const char *out = NULL, *tok = NULL, *dt = "f16", *arch_name = "sd15", *fp8 = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tok = argv[++i];
         else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) dt = argv[++i];
         else if (!strcmp(argv[i], "--arch") && i + 1 < argc) arch_name = argv[++i];
+        else if (!strcmp(argv[i], "--fp8") && i + 1 < argc) fp8 = argv[++i];
         else die("usage", USAGE);
     }
     if (!out || !tok) die("usage", USAGE);
     sdw_dtype dtype = !strcmp(dt, "f32") ? SDW_DTYPE_F32 : !strcmp(dt, "bf16") ? SDW_DTYPE_BF16
                                                                                 : SDW_DTYPE_F16;
     if (strcmp(dt, "f16") && strcmp(dt, "bf16") && strcmp(dt, "f32")) die("unknown --dtype", dt);
+    storage store = {dtype, dtype};
+    if (fp8 && !strcmp(fp8, "e4m3")) store.matrix = SDW_DTYPE_F8_E4M3;
+    else if (fp8 && !strcmp(fp8, "e5m2")) store.matrix = SDW_DTYPE_F8_E5M2;
+    else if (fp8) die("unknown --fp8 (e4m3, e5m2)", fp8);
     const arch *a = NULL;
     for (size_t i = 0; i < SDW_ARRAY_LEN(g_archs); i++)
         if (!strcmp(arch_name, g_archs[i].name)) a = &g_archs[i];
@@ -242,8 +267,8 @@ int main(int argc, char **argv) {
     }
 
     /* Each component: parse the config just written, bind against random weights, save. */
-    make_text(out, "text_encoder", 1, dtype);
-    if (a->text2) make_text(out, "text_encoder_2", 4, dtype);
+    make_text(out, "text_encoder", 1, store);
+    if (a->text2) make_text(out, "text_encoder_2", 4, store);
     {
         sdw_vae_config cfg;
         sdw_vae *vae = NULL;
@@ -252,7 +277,7 @@ int main(int argc, char **argv) {
             sdw_vae_create(ws, &cfg, &vae, &err))
             die(err.msg, NULL);
         snprintf(p, sizeof p, "%s/vae", out);
-        save(ws, p, "diffusion_pytorch_model.safetensors", dtype);
+        save(ws, p, "diffusion_pytorch_model.safetensors", store);
         sdw_vae_destroy(vae);
         sdw_weights_destroy(ws);
     }
@@ -263,7 +288,7 @@ int main(int argc, char **argv) {
         if (sdw_unet_config_parse(a->unet, &cfg, &err) || sdw_unet_create(ws, &cfg, &unet, &err))
             die(err.msg, NULL);
         snprintf(p, sizeof p, "%s/unet", out);
-        save(ws, p, "diffusion_pytorch_model.safetensors", dtype);
+        save(ws, p, "diffusion_pytorch_model.safetensors", store);
         sdw_unet_destroy(unet);
         sdw_weights_destroy(ws);
     }
