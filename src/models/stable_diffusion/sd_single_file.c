@@ -237,9 +237,7 @@ static sdw_prediction_type detect_prediction(const sdw_st_file *f, bool sd2, int
     if (sd2 && in_channels == 4) {
         const sdw_st_tensor *b = sdw_st_find(
             f, "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias");
-        if (b && b->n_dims == 1 && b->n_elems > 1 &&
-            (b->dtype == SDW_DTYPE_F32 || b->dtype == SDW_DTYPE_F16 ||
-             b->dtype == SDW_DTYPE_BF16)) {
+        if (b && b->n_dims == 1 && b->n_elems > 1 && sdw_dtype_is_float(b->dtype)) {
             *why = "the output norm statistic (ComfyUI's rule)";
             return tensor_std(b) > 0.09 ? SDW_PRED_V : SDW_PRED_EPSILON;
         }
