@@ -34,6 +34,8 @@ struct sdw_st_file {
     int n;
     char *names; /* one block holding every tensor name */
     json_t *metadata; /* the header's "__metadata__" object (string values), or NULL */
+    sdw_st_file **parts; /* a sharded checkpoint: its shard files (owned; names live there) */
+    int n_parts;
 };
 
 static const struct {
@@ -355,7 +357,7 @@ sdw_status sdw_st_open(const char *path, sdw_st_file **out, sdw_error *err) {
 }
 
 void sdw_st_drop_pages(const sdw_st_file *f, const sdw_st_tensor *t) {
-    if (!f->mapped || !t->n_bytes) return;
+    if (!(f->mapped || f->n_parts) || !t->n_bytes) return;
     /* Whole pages around the tensor: a neighbour sharing an edge page just faults it back in
      * (read-only private mapping, never written). */
     const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
@@ -377,11 +379,122 @@ sdw_status sdw_st_open_memory(const void *data, size_t len, const char *label, s
 void sdw_st_close(sdw_st_file *f) {
     if (!f) return;
     if (f->mapped) munmap((void *)f->base, f->len);
+    for (int i = 0; i < f->n_parts; i++)
+        sdw_st_close(f->parts[i]);
+    free(f->parts);
     free(f->tensors);
     free(f->names);
     free(f->path);
     json_decref(f->metadata);
     free(f);
+}
+
+/* ---- sharded checkpoints ---- */
+
+#define ST_MAX_SHARDS 1024 /* real ones have a handful; bounds what an index can make us open */
+
+/* The shard file names of an index's weight_map, each once, in first-seen order. */
+static sdw_status shard_names(json_t *map, const char *index, const char ***out, int *n_out,
+                              sdw_error *err) {
+    const char *key;
+    json_t *v;
+    const char **names = NULL;
+    int n = 0;
+    json_object_foreach(map, key, v) {
+        const char *file = json_string_value(v);
+        if (!file || !*file || strchr(file, '/') || !strcmp(file, "..")) {
+            free(names);
+            return sdw_error_set(err, SDW_E_FORMAT,
+                                 "%s: weight_map[\"%s\"] must name a file beside the index", index,
+                                 key);
+        }
+        bool seen = false;
+        for (int i = 0; i < n && !seen; i++)
+            seen = strcmp(names[i], file) == 0;
+        if (seen) continue;
+        if (n == ST_MAX_SHARDS) {
+            free(names);
+            return sdw_error_set(err, SDW_E_UNSUPPORTED, "%s: more than %d shards", index,
+                                 ST_MAX_SHARDS);
+        }
+        names = realloc(names, (size_t)(n + 1) * sizeof *names);
+        SDW_ASSERT(names);
+        names[n++] = file;
+    }
+    *out = names;
+    *n_out = n;
+    return SDW_OK;
+}
+
+sdw_status sdw_st_open_sharded(const char *index, sdw_st_file **out, sdw_error *err) {
+    SDW_ASSERT(index && out);
+    json_error_t je;
+    json_t *root = json_load_file(index, JSON_REJECT_DUPLICATES, &je);
+    if (!root)
+        return sdw_error_set(err, SDW_E_FORMAT, "%s: not a valid shard index (line %d: %s)", index,
+                             je.line, je.text);
+    json_t *map = json_object_get(root, "weight_map");
+    sdw_st_file *f = NULL;
+    const char **names = NULL;
+    int n_names = 0;
+    sdw_status st;
+    if (!json_is_object(map) || json_object_size(map) == 0) {
+        st = sdw_error_set(err, SDW_E_FORMAT, "%s: no \"weight_map\" object of tensor -> file",
+                           index);
+        goto done;
+    }
+    if ((st = shard_names(map, index, &names, &n_names, err))) goto done;
+    f = sdw_xcalloc(1, sizeof *f);
+    f->path = sdw_xstrdup(index);
+    f->parts = sdw_xcalloc((size_t)n_names, sizeof *f->parts);
+    const char *slash = strrchr(index, '/');
+    const int dir_len = slash ? (int)(slash - index) : 1;
+    const char *dir = slash ? index : ".";
+    size_t total = 0;
+    for (int i = 0; i < n_names; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%.*s/%s", dir_len, dir, names[i]);
+        if ((st = sdw_st_open(path, &f->parts[i], err))) goto done;
+        f->n_parts++;
+        total += (size_t)sdw_st_count(f->parts[i]);
+    }
+    if (total > INT32_MAX) {
+        st = sdw_error_set(err, SDW_E_FORMAT, "%s: too many tensors", index);
+        goto done;
+    }
+    /* One table over every shard, sorted by name; a name in two shards is ambiguous. */
+    f->tensors = sdw_xcalloc(total ? total : 1, sizeof *f->tensors);
+    for (int i = 0; i < f->n_parts; i++)
+        for (int k = 0; k < sdw_st_count(f->parts[i]); k++)
+            f->tensors[f->n++] = *sdw_st_at(f->parts[i], k);
+    qsort(f->tensors, (size_t)f->n, sizeof *f->tensors, cmp_tensor_name);
+    for (int k = 1; k < f->n; k++)
+        if (!strcmp(f->tensors[k - 1].name, f->tensors[k].name)) {
+            st = sdw_error_set(err, SDW_E_FORMAT, "%s: tensor %s is in two shards", index,
+                               f->tensors[k].name);
+            goto done;
+        }
+    /* Every tensor the index lists must be where it says. */
+    const char *key;
+    json_t *v;
+    json_object_foreach(map, key, v) {
+        int part = 0;
+        while (strcmp(names[part], json_string_value(v))) part++;
+        if (!sdw_st_find(f->parts[part], key)) {
+            st = sdw_error_set(err, SDW_E_FORMAT, "%s: tensor %s is not in %s as it says", index,
+                               key, names[part]);
+            goto done;
+        }
+    }
+done:
+    free(names);
+    json_decref(root);
+    if (st) {
+        sdw_st_close(f);
+        return st;
+    }
+    *out = f;
+    return SDW_OK;
 }
 
 const char *sdw_st_metadata(const sdw_st_file *f, const char *key) {

@@ -58,6 +58,12 @@ sdw_status sdw_st_open(const char *path, sdw_st_file **out, sdw_error *err);
  * names the buffer in error messages and is what sdw_st_path returns. */
 sdw_status sdw_st_open_memory(const void *data, size_t len, const char *label, sdw_st_file **out,
                               sdw_error *err);
+/* A sharded checkpoint as one file: index is a `*.safetensors.index.json` ({"weight_map":
+ * {tensor: shard file}}, the layout transformers and diffusers save large models in); every
+ * shard it names (files beside it, no paths) is opened and validated as above, and their
+ * tensors form one table. A tensor in two shards, or not in the shard the map names, fails the
+ * open. sdw_st_path is the index's path; data pointers stay valid until close. */
+sdw_status sdw_st_open_sharded(const char *index, sdw_st_file **out, sdw_error *err);
 void sdw_st_close(sdw_st_file *f); /* NULL ok */
 
 const char *sdw_st_path(const sdw_st_file *f);

@@ -14,6 +14,7 @@
 #include <omp.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/stat.h>
 
 void sdw_diffusion_tap(const sdw_diffusion *d, const char *name, const float *data, int n_dims,
                        ...) {
@@ -37,9 +38,26 @@ void sdw_diffusion_set_tap(sdw_image_model *m, sdw_tap_fn fn, void *user) {
 sdw_status sdw_diffusion_open_file(sdw_diffusion *d, const char *path, sdw_st_file **out,
                                    sdw_error *err) {
     SDW_ASSERT(d->n_files < SDW_DIFFUSION_MAX_FILES);
-    sdw_status s = sdw_st_open(path, out, err);
+    const size_t n = strlen(path);
+    const bool index = n > 11 && strcmp(path + n - 11, ".index.json") == 0;
+    sdw_status s = index ? sdw_st_open_sharded(path, out, err) : sdw_st_open(path, out, err);
     if (s == SDW_OK) d->files[d->n_files++] = *out;
     return s;
+}
+
+sdw_status sdw_diffusion_open_component(sdw_diffusion *d, const char *root, const char *sub,
+                                        const char *stem, sdw_st_file **out, sdw_error *err) {
+    static const char *const exts[] = {".safetensors", ".fp16.safetensors",
+                                       ".safetensors.index.json", ".fp16.safetensors.index.json",
+                                       ".bin"};
+    char p[4096];
+    struct stat st;
+    for (size_t i = 0; i < SDW_ARRAY_LEN(exts); i++) {
+        snprintf(p, sizeof p, "%s/%s/%s%s", root, sub, stem, exts[i]);
+        if (stat(p, &st) == 0 && S_ISREG(st.st_mode))
+            return sdw_diffusion_open_file(d, p, out, err);
+    }
+    return sdw_error_set(err, SDW_E_NOT_FOUND, "%s/%s/%s.safetensors is missing", root, sub, stem);
 }
 
 void sdw_diffusion_deinit(sdw_diffusion *d) {

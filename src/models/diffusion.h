@@ -115,9 +115,16 @@ sdw_status sdw_diffusion_generate(sdw_image_model *m, const sdw_request *req,
  * the family filled caps and sched. */
 void sdw_diffusion_finish(sdw_diffusion *d);
 
-/* Maps one more file into d (closed by sdw_diffusion_deinit). */
+/* Maps one more file into d (closed by sdw_diffusion_deinit): a .safetensors file, or a
+ * sharded checkpoint's *.safetensors.index.json. */
 sdw_status sdw_diffusion_open_file(sdw_diffusion *d, const char *path, sdw_st_file **out,
                                    sdw_error *err);
+/* Opens a diffusers component's weights into d: <root>/<sub>/<stem>.safetensors, its
+ * .fp16.safetensors variant, or the shards of <stem>.safetensors.index.json (large models);
+ * a <stem>.bin there is a pickle, refused with the explanation. SDW_E_NOT_FOUND naming the
+ * expected file when there is none. */
+sdw_status sdw_diffusion_open_component(sdw_diffusion *d, const char *root, const char *sub,
+                                        const char *stem, sdw_st_file **out, sdw_error *err);
 /* Closes d's files. The family frees its own parts first. */
 void sdw_diffusion_deinit(sdw_diffusion *d);
 

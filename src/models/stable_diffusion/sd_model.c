@@ -58,19 +58,6 @@ static bool sd_detect(const char *path) {
 
 /* ---- component loading ---- */
 
-/* diffusers stores a component's weights as <dir>/<stem>.safetensors, or .fp16.safetensors for
- * the fp16 variant; a .bin there is a pickle, which sdw_st_open refuses with an explanation. */
-static sdw_status open_component(sd_model *m, const char *root, const char *sub, const char *stem,
-                                 sdw_st_file **out, sdw_error *err) {
-    static const char *const exts[] = {".safetensors", ".fp16.safetensors", ".bin"};
-    char p[4096];
-    for (size_t i = 0; i < SDW_ARRAY_LEN(exts); i++) {
-        snprintf(p, sizeof p, "%s/%s/%s%s", root, sub, stem, exts[i]);
-        if (is_file(p)) return sdw_diffusion_open_file(&m->d, p, out, err);
-    }
-    return sdw_error_set(err, SDW_E_NOT_FOUND, "%s/%s/%s.safetensors is missing", root, sub, stem);
-}
-
 /* True when model_index.json lists component `name` (a [library, class] pair, not [null, null]). */
 static bool has_component(json_t *idx, const char *name) {
     json_t *v = json_object_get(idx, name);
@@ -93,7 +80,7 @@ static sdw_status load_folder_text(sd_model *m, const char *dir, const char *tok
     snprintf(p, sizeof p, "%s/%s/config.json", dir, te_sub);
     if ((s = sdw_clip_text_config_from_json(p, &tcfg, err))) return s;
     sdw_st_file *f;
-    if ((s = open_component(m, dir, te_sub, "model", &f, err))) return s;
+    if ((s = sdw_diffusion_open_component(&m->d, dir, te_sub, "model", &f, err))) return s;
     te->w = sdw_weights_create(f, "", NULL, NULL);
     sdw_weights_set_precision(te->w, m->d.precision);
     return sdw_clip_text_create(te->w, &tcfg, &te->enc, err);
@@ -172,7 +159,7 @@ static sdw_status load_folder(sd_model *m, const char *dir, const sdw_load_optio
     snprintf(p, sizeof p, "%s/unet/config.json", dir);
     if ((s = sdw_unet_config_load(p, &m->unet_cfg, err))) return s;
     m->native_latent = sdw__sd_unet_sample_size(p);
-    if ((s = open_component(m, dir, "unet", "diffusion_pytorch_model", &f, err))) return s;
+    if ((s = sdw_diffusion_open_component(&m->d, dir, "unet", "diffusion_pytorch_model", &f, err))) return s;
     m->w_unet = sdw_weights_create(f, "", NULL, NULL);
     sdw_weights_set_precision(m->w_unet, m->d.precision);
     if ((s = sdw_unet_create(m->w_unet, &m->unet_cfg, &m->unet, err))) return s;
@@ -180,7 +167,7 @@ static sdw_status load_folder(sd_model *m, const char *dir, const sdw_load_optio
     /* VAE */
     snprintf(p, sizeof p, "%s/vae/config.json", dir);
     if ((s = sdw_vae_config_load(p, &m->vae_cfg, err))) return s;
-    if ((s = open_component(m, dir, "vae", "diffusion_pytorch_model", &f, err))) return s;
+    if ((s = sdw_diffusion_open_component(&m->d, dir, "vae", "diffusion_pytorch_model", &f, err))) return s;
     m->w_vae = sdw_weights_create(f, "", NULL, NULL);
     sdw_weights_set_precision(m->w_vae, m->d.precision);
     if ((s = sdw_vae_create_lazy(m->w_vae, &m->vae_cfg, &m->vae, err))) return s;
