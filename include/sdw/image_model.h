@@ -135,6 +135,7 @@ typedef struct sdw_result_info {
     double strength;      /* image-to-image / inpainting strength used; 0 for text-to-image */
     double seconds_image_encode; /* init (and masked) image preparation and VAE encoding,
                                   * not part of seconds_denoise; 0 for text-to-image */
+    bool guidance_embedded; /* guidance was the denoiser's input (FLUX.1 dev), not CFG */
 } sdw_result_info;
 
 typedef struct sdw_image_model sdw_image_model;

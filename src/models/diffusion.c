@@ -281,7 +281,8 @@ sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
                               .seconds_denoise = t_loop - t_text - t_image,
                               .seconds_decode = sdw_time_now() - t_loop,
                               .n_denoiser_calls = n_calls - begin, .strength = job.strength,
-                              .seconds_image_encode = t_image};
+                              .seconds_image_encode = t_image,
+                              .guidance_embedded = d->guidance == SDW_GUIDANCE_EMBEDDED};
     snprintf(info->sampler, sizeof info->sampler, "%s", req->sampler);
     snprintf(info->scheduler, sizeof info->scheduler, "%s", req->scheduler);
 done:

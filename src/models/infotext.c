@@ -39,8 +39,13 @@ void sdw_infotext_format(const sdw_request *req, const sdw_result_info *info, co
         put(buf, cap, &n, "Negative prompt: %s\n", req->negative_prompt);
     put(buf, cap, &n, "Steps: %d, Sampler: %s, ", info->steps, sdw_sampler_a1111_name(info->sampler));
     if (strcmp(info->scheduler, "karras") == 0) put(buf, cap, &n, "Schedule type: Karras, ");
-    put(buf, cap, &n, "CFG scale: %g, Seed: %lld, Size: %dx%d", (double)info->guidance,
-        (long long)info->seed, info->width, info->height);
+    /* A guidance-embedding model (FLUX.1 dev) runs no CFG: Forge writes CFG scale 1 and the
+     * embedded value as "Distilled CFG Scale". */
+    if (info->guidance_embedded)
+        put(buf, cap, &n, "CFG scale: 1, Distilled CFG Scale: %g, ", (double)info->guidance);
+    else
+        put(buf, cap, &n, "CFG scale: %g, ", (double)info->guidance);
+    put(buf, cap, &n, "Seed: %lld, Size: %dx%d", (long long)info->seed, info->width, info->height);
     if (model && *model) { /* A1111 names the checkpoint by its file stem */
         const char *base = strrchr(model, '/');
         base = base && base[1] ? base + 1 : model;

@@ -386,6 +386,13 @@ static enum MHD_Result get_capabilities(sdw_http_req *r) {
     for (const char *const *s = c->samplers; s && *s; s++)
         json_object_set_new(names, *s, json_string(sdw_sampler_a1111_name(*s)));
     json_object_set_new(o, "sampler_display_names", names);
+    /* the family's request options ("params" of a job) */
+    json_t *params = json_object();
+    for (const sdw_param_spec *q = c->params; q && q->name; q++)
+        json_object_set_new(params, q->name,
+                            json_pack("{s:f,s:f,s:f,s:b,s:s}", "min", q->min, "max", q->max,
+                                      "default", q->def, "integer", q->integer, "help", q->help));
+    json_object_set_new(o, "params", params);
     return sdw__http_json(r, 200, o);
 }
 
