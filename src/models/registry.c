@@ -1,10 +1,12 @@
 /* The registry: the one table of model families. Adding a family = one line here. */
 #include "models/registry.h"
 
+#include "models/flux/flux_model.h"
 #include "models/stable_diffusion/sd_model.h"
 
 static const sdw_model_family *const g_families[] = {
     &sdw_stable_diffusion_family,
+    &sdw_flux_family,
     NULL,
 };
 
