@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Benchmark: full-size Stable Diffusion with random weights at the real shapes (diffusers layout,
-# f16 files), txt2img with classifier-free guidance (UNet batch 2). For each precision (f32 = the
-# exact reference path, and the fast path) prints medians over RUNS runs of s/step, VAE decode,
-# text encode, total wall time and peak RSS, then the fast/f32 ratios of the same run. Runs of the
-# two precisions alternate, so a machine shared with other work slows both alike and the ratios
-# stay meaningful.
+# Benchmark: full-size Stable Diffusion or FLUX.1 schnell with random weights at the real shapes
+# (diffusers layout), txt2img. Stable Diffusion (f16 files) runs classifier-free guidance (UNet
+# batch 2); FLUX runs no CFG (one transformer call of batch 1 per step; schnell takes no guidance
+# at all). For each precision (f32 = the exact reference path, and the fast path) prints medians
+# over RUNS runs of s/step, VAE decode, text encode, total wall time and peak RSS (FLUX also the
+# model load time: the "loaded ... in X s" line of `sdw generate -v`), then the fast/f32 ratios
+# of the same run. Runs of the two precisions alternate, so a machine shared with other work
+# slows both alike and the ratios stay meaningful.
 #
 #   bench/bench.sh                    # SD 1.5 at 512x512 and 256x256: RUNS=3 STEPS=4 THREADS=all
 #   bench/bench.sh sdxl               # SDXL base at 1024x1024 (two text encoders): RUNS=1 STEPS=2
+#   bench/bench.sh flux               # FLUX.1 schnell at 512x512 and 1024x1024: RUNS=1 STEPS=1
+#   PRECS=f32 SIZES=512 bench/bench.sh flux   # one precision, one size
 #   RUNS=5 STEPS=10 bench/bench.sh
 #   FAST=auto bench/bench.sh          # the fast path as --precision auto picks it on this CPU
 #   PRECS=bf16 bench/bench.sh sdxl    # only some precisions
@@ -15,6 +19,14 @@
 #
 # The weights are created once and cached in $SDW_BENCH_DIR (default ~/.cache/sdworker): SD 1.5
 # 2.1 GB, SDXL 6.9 GB on disk. SDXL in f32 holds ~14 GB of weights in memory.
+# FLUX.1 schnell: fp8 (E4M3) transformer (11.9 B parameters) and T5 v1.1 XXL (4.8 B), f16
+# CLIP-L and VAE, 17 GB on disk (sdw_make_weights --arch flux-schnell --dtype f16 --fp8 e4m3;
+# writing takes minutes). The fp8 weights stay 8-bit in memory in either precision. One FLUX
+# step is ~37 TFLOP at 512x512 and ~125 at 1024x1024 (1536 resp. 4608 tokens through 12 B
+# weights, plus attention): minutes per step on a few cores, hence one run of one step by
+# default (schnell's own default is 4 steps; total s = load + encode + STEPS x s/step +
+# decode). The T5 tokenizer is the fixtures' tiny-flux one (1000 pieces, not T5's 32000): the
+# prompt is padded to the 512-token window either way, so the encoder's work is the same.
 # Never run by ctest: timings are reported, not asserted. "cpu s" is the process's user + system
 # time (all threads, load included): on a machine shared with other work, wall times stretch
 # while cpu s stays put, so a wall/cpu ratio far above 1/THREADS means the run was starved.
@@ -24,7 +36,8 @@ ARCH=${1:-sd15}
 case "$ARCH" in
 sd15) SIZES=${SIZES:-"512 256"}; DEF_RUNS=3; DEF_STEPS=4; NAME="SD 1.5" ;;
 sdxl) SIZES=${SIZES:-"1024"}; DEF_RUNS=1; DEF_STEPS=2; NAME="SDXL base" ;;
-*) echo "usage: bench/bench.sh [sd15|sdxl]" >&2; exit 2 ;;
+flux) SIZES=${SIZES:-"512 1024"}; DEF_RUNS=1; DEF_STEPS=1; NAME="FLUX.1 schnell" ;;
+*) echo "usage: bench/bench.sh [sd15|sdxl|flux]" >&2; exit 2 ;;
 esac
 RUNS=${RUNS:-$DEF_RUNS}
 STEPS=${STEPS:-$DEF_STEPS}
@@ -33,14 +46,25 @@ FAST=${FAST:-bf16}
 PRECS=${PRECS:-"f32 $FAST"}
 FIXTURES=${SDW_FIXTURES:-../shared/fixtures}
 CACHE=${SDW_BENCH_DIR:-$HOME/.cache/sdworker}
-MODEL=$CACHE/$ARCH-random-f16
 BIN=${SDW_BIN:-build/sdw}
+MAKE_WEIGHTS=${SDW_MAKE_WEIGHTS:-build/sdw_make_weights}
+if [ "$ARCH" = flux ]; then
+    MODEL=$CACHE/flux-schnell-random-fp8
+    WEIGHTS="random weights (fp8 transformer + T5, f16 CLIP-L + VAE), no CFG (transformer batch 1)"
+    MAKE_ARGS=(--arch flux-schnell --dtype f16 --fp8 e4m3
+               --t5-tokenizer "$FIXTURES/models/tiny-flux/tokenizer_2")
+    DONE=transformer/diffusion_pytorch_model.safetensors # the tool writes it last
+else
+    MODEL=$CACHE/$ARCH-random-f16
+    WEIGHTS="random f16 weights, CFG (UNet batch 2)"
+    MAKE_ARGS=(--arch "$ARCH" --dtype f16)
+    DONE=unet/diffusion_pytorch_model.safetensors
+fi
 
-[ -x "$BIN" ] && [ -x build/sdw_make_weights ] || ./scripts/bootstrap.sh
-if [ ! -f "$MODEL/unet/diffusion_pytorch_model.safetensors" ]; then
+[ -x "$BIN" ] && [ -x "$MAKE_WEIGHTS" ] || ./scripts/bootstrap.sh
+if [ ! -f "$MODEL/$DONE" ]; then
     mkdir -p "$CACHE"
-    build/sdw_make_weights --arch "$ARCH" --out "$MODEL" --tokenizer "$FIXTURES/clip-tokenizer" \
-        --dtype f16
+    "$MAKE_WEIGHTS" "${MAKE_ARGS[@]}" --out "$MODEL" --tokenizer "$FIXTURES/clip-tokenizer"
 fi
 
 median() { sort -g | awk '{a[NR]=$1} END {if (!NR) {print "-"; exit} m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f", m}'; }
@@ -48,7 +72,8 @@ median() { sort -g | awk '{a[NR]=$1} END {if (!NR) {print "-"; exit} m=(NR%2)?a[
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
-# One generation: appends s/step, decode, encode, total and RSS to $TMP/<prec>-<size>.<field>.
+# One generation: appends s/step, decode, encode, load, total and RSS to
+# $TMP/<prec>-<size>.<field>.
 run_one() {
     local prec=$1 size=$2 out t0 t1 f=$TMP/$1-$2
     t0=$(date +%s.%N)
@@ -64,12 +89,13 @@ run_one() {
     echo "$timing" | sed -E 's/.*decode ([0-9.]+) s.*/\1/' >>"$f.vae"
     echo "$timing" | sed -E 's/.*encode ([0-9.]+) s.*/\1/' >>"$f.text"
     echo "$timing" | sed -E 's/.*peak RSS ([0-9]+) MiB.*/\1/' >>"$f.rss"
+    echo "$out" | sed -nE 's/.*loaded .* in ([0-9.]+) s$/\1/p' | head -1 >>"$f.load"
     awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}' >>"$f.total"
 }
 
 med() { median <"$TMP/$1-$2.$3"; }
 
-echo "sdworker bench: $NAME random f16 weights, CFG (UNet batch 2), $STEPS steps, $THREADS threads, median of $RUNS"
+echo "sdworker bench: $NAME $WEIGHTS, $STEPS steps, $THREADS threads, median of $RUNS"
 grep -m1 'model name' /proc/cpuinfo || true
 echo "cpu flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx512f|avx512_bf16|avx512_fp16|amx_bf16|amx_tile|amx_int8|avx2|fma)$' | tr '\n' ' ')"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -79,15 +105,23 @@ for _ in $(seq "$RUNS"); do
     done
 done
 
-printf "\n%-14s %-8s %10s %12s %12s %10s %10s %10s\n" precision size "s/step" "vae decode s" "text enc s" \
-    "total s" "cpu s" "peak MiB"
+# One table row; FLUX's rows have a load-time column after text encode (SD's table as it was).
+row() {
+    if [ "$ARCH" = flux ]; then
+        printf "%-14s %-8s %10s %12s %12s %10s %10s %10s %10s\n" "$@"
+    else
+        printf "%-14s %-8s %10s %12s %12s %10s %10s %10s\n" "${@:1:5}" "${@:7}"
+    fi
+}
+echo
+row precision size "s/step" "vae decode s" "text enc s" "load s" "total s" "cpu s" "peak MiB"
 for prec in $PRECS; do
     for size in $SIZES; do
         label="$prec"
         resolved=$(cat "$TMP/$prec-$size.resolved" 2>/dev/null || true)
         [ -n "$resolved" ] && [ "$resolved" != "$prec" ] && label="$prec($resolved)"
-        printf "%-14s %-8s %10s %12s %12s %10s %10s %10s\n" "$label" "${size}²" \
-            "$(med "$prec" "$size" step)" "$(med "$prec" "$size" vae)" "$(med "$prec" "$size" text)" \
+        row "$label" "${size}²" "$(med "$prec" "$size" step)" "$(med "$prec" "$size" vae)" \
+            "$(med "$prec" "$size" text)" "$(med "$prec" "$size" load)" \
             "$(med "$prec" "$size" total)" "$(med "$prec" "$size" cpu)" "$(med "$prec" "$size" rss)"
     done
 done
@@ -96,6 +130,12 @@ echo
     awk -v f="$FAST" -v s="$size" -v a="$(med "$FAST" "$size" step)" -v b="$(med f32 "$size" step)" \
         -v c="$(med "$FAST" "$size" vae)" -v d="$(med f32 "$size" vae)" \
         'BEGIN {printf "fast(%s)/f32 at %s²: s/step %.2f, vae decode %.2f (below 1 = fast path faster)\n", f, s, a / b, c / d}'
+done
+[ "$ARCH" = flux ] && for prec in $PRECS; do
+    for size in $SIZES; do
+        awk -v p="$prec" -v s="$size" -v m="$(med "$prec" "$size" rss)" \
+            'BEGIN {printf "peak RSS %s at %s²: %.2f GiB (the FLUX target: under 20 GiB at 1024²)\n", p, s, m / 1024}'
+    done
 done
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 
