@@ -25,34 +25,6 @@ static void flux_cond_free(void *cond) {
     free(c);
 }
 
-/* _get_clip_prompt_embeds: the 77-token window padded with the tokenizer's pad token, the
- * pooler output of CLIPTextModel. */
-static sdw_status encode_clip(const flux_model *m, const char *prompt, float *pooled,
-                              bool *truncated, sdw_error *err) {
-    const int L = FLUX_CLIP_WINDOW, W = sdw_clip_text_get_config(m->clip)->hidden;
-    int32_t ids[FLUX_CLIP_WINDOW];
-    bool cut = false;
-    sdw_status s = sdw_clip_tokenize_window(m->clip_tok, prompt, L,
-                                            sdw_clip_tokenizer_pad(m->clip_tok), ids, &cut, err);
-    if (s) return s;
-    if (cut)
-        SDW_WARN("the prompt is longer than CLIP's %d tokens: its pooled embedding sees only the "
-                 "first %d (T5 reads further)",
-                 L, L - 2);
-    *truncated |= cut;
-    tap_ids(m, "te.cond.input_ids", ids, L);
-    const sdw_clip_text_params p = sdw_clip_text_params_default();
-    float *hidden = m->d.tap ? sdw_xmalloc((size_t)L * W * sizeof(float)) : NULL;
-    s = sdw_clip_text_forward(m->clip, ids, 1, L, &p, hidden, pooled, err);
-    if (!s && hidden) {
-        sdw_diffusion_tap(&m->d, "te.cond.last_hidden_state", hidden, 3, (int64_t)1, (int64_t)L,
-                          (int64_t)W);
-        sdw_diffusion_tap(&m->d, "te.cond.pooled", pooled, 2, (int64_t)1, (int64_t)W);
-    }
-    free(hidden);
-    return s;
-}
-
 /* _get_t5_prompt_embeds: padding="max_length" to max_sequence_length with truncation, then
  * T5EncoderModel without an attention mask (padding tokens are attended, as the reference). */
 static sdw_status encode_t5(const flux_model *m, const char *prompt, int L, float *context,
@@ -86,7 +58,11 @@ static sdw_status flux_condition(sdw_diffusion *d, const sdw_request *req, int B
     c->context = sdw_xmalloc((size_t)c->L * fc->joint_dim * sizeof(float));
     c->pooled = sdw_xmalloc((size_t)fc->pooled_dim * sizeof(float));
     c->guidance = req->guidance;
-    sdw_status s = encode_clip(m, req->prompt, c->pooled, truncated, err);
+    /* _get_clip_prompt_embeds: CLIPTextModel's pooler output; its hidden states are unused */
+    const char *prompts[1] = {req->prompt}, *which[1] = {"cond"};
+    float *pooled[1] = {c->pooled};
+    sdw_status s = sdw_clip_prompt_encode(&m->clip, 1, prompts, which, NULL, 0, 0, pooled,
+                                          truncated, m->d.tap, m->d.tap_user, err);
     if (!s) s = encode_t5(m, req->prompt, c->L, c->context, truncated, err);
     if (s) {
         flux_cond_free(c);

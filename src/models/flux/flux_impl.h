@@ -14,20 +14,16 @@
 #include "models/flux/flux_model.h"
 #include "models/flux/flux_transformer.h"
 #include "nn/vae.h"
-#include "text/clip_text.h"
-#include "text/clip_tokenizer.h"
+#include "text/clip_prompt.h"
 #include "text/t5_text.h"
 #include "text/t5_tokenizer.h"
 
-#define FLUX_CLIP_WINDOW 77
 #define FLUX_T5_MAX 512 /* FluxPipeline's max_sequence_length: its default and its limit */
 
 typedef struct flux_model {
     sdw_diffusion d; /* first: the shared core */
 
-    sdw_clip_tokenizer *clip_tok; /* owned */
-    sdw_weights *w_clip;
-    sdw_clip_text *clip;
+    sdw_clip_prompt clip; /* CLIP-L: its pooled output only */
 
     sdw_t5_tokenizer *t5_tok;
     sdw_weights *w_t5;

@@ -138,12 +138,15 @@ static sdw_status load_clip(flux_model *m, const char *root, const sdw_load_opti
     if (!tok)
         return sdw_error_set(err, SDW_E_NOT_FOUND, "no CLIP tokenizer: give --config DIR (a "
                              "diffusers FLUX folder) or --tokenizer DIR");
-    if ((s = sdw_clip_tokenizer_load(tok, &m->clip_tok, err))) return s;
+    if ((s = sdw_clip_tokenizer_load(tok, &m->clip.tokenizer, err))) return s;
+    m->clip.pad_id = sdw_clip_tokenizer_pad(m->clip.tokenizer);
+    m->clip.params = sdw_clip_text_params_default(); /* last state, final norm, pooler output */
+    snprintf(m->clip.tap, sizeof m->clip.tap, "te");
     sdw_st_file *f;
     if ((s = open_part(m, root, "text_encoder", "model", "clip_l", opts, &f, err))) return s;
     const char *path = sdw_st_path(f);
-    m->w_clip = sdw_weights_create(f, "", NULL, NULL);
-    sdw_weights_set_precision(m->w_clip, m->d.precision);
+    m->clip.w = sdw_weights_create(f, "", NULL, NULL);
+    sdw_weights_set_precision(m->clip.w, m->d.precision);
     /* A folder's own encoder: its config.json. A file given instead: its shapes, with the
      * folder's head count when the widths agree (shapes cannot tell heads), else CLIP's head
      * size 64. */
@@ -153,9 +156,9 @@ static sdw_status load_clip(flux_model *m, const char *root, const sdw_load_opti
     if (!sdw_load_option(opts, "clip_l") && cfg) {
         s = sdw_clip_text_config_from_json(cfg, &c, err);
     } else {
-        s = sdw_clip_text_config_infer(m->w_clip, 0, SDW_CLIP_ACT_QUICK_GELU, &c, err);
+        s = sdw_clip_text_config_infer(m->clip.w, 0, SDW_CLIP_ACT_QUICK_GELU, &c, err);
         if (!s && have_folder && folder.hidden == c.hidden)
-            s = sdw_clip_text_config_infer(m->w_clip, folder.n_heads, folder.act, &c, err);
+            s = sdw_clip_text_config_infer(m->clip.w, folder.n_heads, folder.act, &c, err);
     }
     if (s) {
         sdw_error_prefix(err, "%s", path);
@@ -163,8 +166,9 @@ static sdw_status load_clip(flux_model *m, const char *root, const sdw_load_opti
     }
     /* CLIPTextModel: the pooler output is used as it is; a projection is not part of it. */
     c.projection_dim = 0;
-    sdw_weights_ignore(m->w_clip, "text_projection.");
-    if ((s = sdw_clip_text_create(m->w_clip, &c, &m->clip, err))) sdw_error_prefix(err, "%s", path);
+    sdw_weights_ignore(m->clip.w, "text_projection.");
+    if ((s = sdw_clip_text_create(m->clip.w, &c, &m->clip.enc, err)))
+        sdw_error_prefix(err, "%s", path);
     return s;
 }
 
@@ -304,7 +308,7 @@ fail:
 static sdw_status check_parts(const flux_model *m, sdw_error *err) {
     const sdw_flux_config *fc = sdw_flux_transformer_config(m->dit);
     const sdw_t5_text_config *t5 = sdw_t5_text_get_config(m->t5);
-    const sdw_clip_text_config *clip = sdw_clip_text_get_config(m->clip);
+    const sdw_clip_text_config *clip = sdw_clip_text_get_config(m->clip.enc);
     const sdw_vae_config *v = sdw_vae_get_config(m->vae);
     if (t5->d_model != fc->joint_dim)
         return sdw_error_set(err, SDW_E_SHAPE,
@@ -388,7 +392,7 @@ static void flux_describe(const sdw_image_model *base, char *buf, size_t cap) {
     const flux_model *m = (const flux_model *)base;
     const sdw_flux_config *fc = sdw_flux_transformer_config(m->dit);
     const sdw_t5_text_config *t5 = sdw_t5_text_get_config(m->t5);
-    const sdw_clip_text_config *clip = sdw_clip_text_get_config(m->clip);
+    const sdw_clip_text_config *clip = sdw_clip_text_get_config(m->clip.enc);
     const sdw_scheduler_config *sc = &m->d.sched;
     char a[48];
     size_t o = 0, total = 0, n;
@@ -398,7 +402,7 @@ static void flux_describe(const sdw_image_model *base, char *buf, size_t cap) {
             sc->base_shift, sc->max_shift, sc->base_image_seq_len, sc->max_image_seq_len);
     else
         OUT("scheduler:    flow matching, shift %g\n", sc->shift);
-    n = sdw_weights_n_params(m->w_clip);
+    n = sdw_weights_n_params(m->clip.w);
     total += n;
     fmt_params(a, sizeof a, n);
     OUT("text encoder: CLIP, %d layers x %d (pooled output), %s parameters\n", clip->n_layers,
@@ -440,12 +444,10 @@ static void flux_destroy(sdw_image_model *base) {
     sdw_flux_transformer_destroy(m->dit);
     sdw_t5_text_destroy(m->t5);
     sdw_t5_tokenizer_destroy(m->t5_tok);
-    sdw_clip_text_destroy(m->clip);
-    sdw_clip_tokenizer_destroy(m->clip_tok);
+    sdw_clip_prompt_deinit(&m->clip);
     sdw_weights_destroy(m->w_vae);
     sdw_weights_destroy(m->w_dit);
     sdw_weights_destroy(m->w_t5);
-    sdw_weights_destroy(m->w_clip);
     sdw_diffusion_deinit(&m->d);
     free(m);
 }
@@ -496,7 +498,7 @@ static sdw_status flux_load(const char *path, const sdw_load_options *opts, sdw_
         (s = check_parts(m, err)))
         goto fail;
     warn_unused("transformer", m->w_dit);
-    warn_unused("text encoder", m->w_clip);
+    warn_unused("text encoder", m->clip.w);
     warn_unused("text encoder 2", m->w_t5);
     warn_unused("vae", m->w_vae);
     finish_setup(m);

@@ -9,71 +9,9 @@
 #include <stdarg.h>
 #include <string.h>
 
-/* The reference's name for the hidden state an encoder contributes, or NULL if it records none
- * under a name of its own. */
-static const char *state_name(const sdw_clip_text_params *p) {
-    if (p->skip_layers == 0 && p->final_norm) return "last_hidden_state";
-    if (p->skip_layers == 1 && !p->final_norm) return "penultimate";
-    return NULL;
-}
-
-/* The prompts of one generation through one encoder, batched (one forward of n rows: the
- * products run at twice the rows, which small matrices need). Prompt k's hidden state goes to
- * ctx[k] (rows of D floats, the encoder's columns starting at `col`), its pooled output (when
- * pooled[k] != NULL) to pooled[k]. which[k] names it in warnings and taps. */
-static sdw_status encode_batch(const sd_model *m, const sd_text_encoder *te, int n,
-                               const char *const *prompts, const char *const *which,
-                               float *const *ctx, int D, int col, float *const *pooled,
-                               bool *truncated, sdw_error *err) {
-    const int L = SD_TEXT_WINDOW, W = sdw_clip_text_get_config(te->enc)->hidden;
-    const int P = te->params.project_pooled ? sdw_clip_text_get_config(te->enc)->projection_dim : W;
-    int32_t ids[2 * SD_TEXT_WINDOW];
-    char name[96];
-    SDW_ASSERT(n >= 1 && n <= 2);
-    for (int k = 0; k < n; k++) {
-        bool cut = false;
-        sdw_status s = sdw_clip_tokenize_window(te->tokenizer, prompts[k] ? prompts[k] : "", L,
-                                                te->pad_id, ids + k * L, &cut, err);
-        if (s) return s;
-        if (cut)
-            SDW_WARN("the %s prompt is longer than %d tokens: the text encoder sees only the "
-                     "first %d (see `sdw tokenize`)",
-                     which[k], L, L - 2);
-        *truncated |= cut;
-        if (m->d.tap) {
-            float idsf[SD_TEXT_WINDOW];
-            for (int i = 0; i < L; i++)
-                idsf[i] = (float)ids[k * L + i];
-            snprintf(name, sizeof name, "%s.%s.input_ids", te->tap, which[k]);
-            sdw_diffusion_tap(&m->d, name, idsf, 2, (int64_t)1, (int64_t)L);
-        }
-    }
-    const bool want_pooled = pooled[0] || (n > 1 && pooled[1]);
-    float *hidden = sdw_xmalloc((size_t)n * L * W * sizeof(float));
-    float *pool = want_pooled ? sdw_xmalloc((size_t)n * P * sizeof(float)) : NULL;
-    sdw_status s = sdw_clip_text_forward(te->enc, ids, n, L, &te->params, hidden, pool, err);
-    for (int k = 0; k < n && s == SDW_OK; k++) {
-        const float *hk = hidden + (size_t)k * L * W;
-        const char *state = state_name(&te->params);
-        if (state) {
-            snprintf(name, sizeof name, "%s.%s.%s", te->tap, which[k], state);
-            sdw_diffusion_tap(&m->d, name, hk, 3, (int64_t)1, (int64_t)L, (int64_t)W);
-        }
-        if (pooled[k]) {
-            memcpy(pooled[k], pool + (size_t)k * P, (size_t)P * sizeof(float));
-            snprintf(name, sizeof name, "%s.%s.pooled", te->tap, which[k]);
-            sdw_diffusion_tap(&m->d, name, pooled[k], 2, (int64_t)1, (int64_t)P);
-        }
-        for (int i = 0; i < L; i++)
-            memcpy(ctx[k] + (size_t)i * D + col, hk + (size_t)i * W, (size_t)W * sizeof(float));
-    }
-    free(pool);
-    free(hidden);
-    return s;
-}
-
-/* Every encoder on n prompts (see encode_batch): ctx[k] [L, D], pooled[k] [P] (untouched
- * without a pooled encoder). */
+/* Every encoder on n prompts as one batch each (sdw_clip_prompt_encode): ctx[k] [L, D], each
+ * encoder's columns after the previous one's; pooled[k] [P] (untouched without a pooled
+ * encoder). */
 static sdw_status encode_all(const sd_model *m, int n, const char *const *prompts,
                              const char *const *which, float *const *ctx, int D,
                              float *const *pooled, bool *truncated, sdw_error *err) {
@@ -81,8 +19,9 @@ static sdw_status encode_all(const sd_model *m, int n, const char *const *prompt
     float *const none[2] = {NULL, NULL};
     for (int k = 0; k < m->n_te; k++) {
         const sd_text_encoder *te = &m->te[k];
-        sdw_status s = encode_batch(m, te, n, prompts, which, ctx, D, col,
-                                    k == m->pooled_te ? pooled : none, truncated, err);
+        sdw_status s = sdw_clip_prompt_encode(te, n, prompts, which, ctx, D, col,
+                                              k == m->pooled_te ? pooled : none, truncated,
+                                              m->d.tap, m->d.tap_user, err);
         if (s) return s;
         col += sdw_clip_text_get_config(te->enc)->hidden;
     }

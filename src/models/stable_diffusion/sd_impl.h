@@ -17,26 +17,16 @@
 #include "sampling/rng.h"
 #include "sampling/sampler.h"
 #include "sampling/scheduler.h"
-#include "text/clip_text.h"
-#include "text/clip_tokenizer.h"
+#include "text/clip_prompt.h"
 
 #define SD_MAX_FILES 4
 #define SD_MAX_TEXT 2
-#define SD_TEXT_WINDOW 77
+#define SD_TEXT_WINDOW SDW_CLIP_WINDOW
 
-/* One text encoder of the conditioning. The UNet context is the concatenation, along the
- * feature axis, of every encoder's selected hidden state (SD 1/2: one encoder; SDXL: CLIP-L's
- * and OpenCLIP-bigG's penultimate states, 768 + 1280 = 2048). */
-typedef struct sd_text_encoder {
-    sdw_clip_tokenizer *tokenizer; /* owned */
-    int32_t pad_id;                /* padding of the 77-token window (EOS for CLIP-L, 0 OpenCLIP) */
-    sdw_weights *w;                /* owned; its file is in sd_model.files */
-    sdw_clip_text *enc;            /* owned */
-    /* Which hidden state feeds the context (SD 1/2: the last, with the final layer norm; SDXL:
-     * the penultimate, without it) and whether its pooled output is projected. */
-    sdw_clip_text_params params;
-    char tap[8]; /* tap/golden prefix: "te", "te2" */
-} sd_text_encoder;
+/* One text encoder of the conditioning (text/clip_prompt.h). The UNet context is the
+ * concatenation, along the feature axis, of every encoder's selected hidden state (SD 1/2: one
+ * encoder; SDXL: CLIP-L's and OpenCLIP-bigG's penultimate states, 768 + 1280 = 2048). */
+typedef sdw_clip_prompt sd_text_encoder;
 
 typedef struct sd_model {
     sdw_diffusion d; /* first: the shared core (schedule, latent space, capabilities, files) */

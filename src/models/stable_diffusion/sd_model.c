@@ -369,11 +369,8 @@ void sdw__sd_destroy(sdw_image_model *base) {
     if (!m) return;
     sdw_vae_destroy(m->vae);
     sdw_unet_destroy(m->unet);
-    for (int k = 0; k < SD_MAX_TEXT; k++) {
-        sdw_clip_text_destroy(m->te[k].enc);
-        sdw_clip_tokenizer_destroy(m->te[k].tokenizer);
-        sdw_weights_destroy(m->te[k].w);
-    }
+    for (int k = 0; k < SD_MAX_TEXT; k++)
+        sdw_clip_prompt_deinit(&m->te[k]);
     sdw_weights_destroy(m->w_vae);
     sdw_weights_destroy(m->w_unet);
     sdw_diffusion_deinit(&m->d);
