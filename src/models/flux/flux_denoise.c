@@ -7,45 +7,12 @@
 
 #include <string.h>
 
-/* Token ids as the reference records them (float taps of int32 ids). */
-static void tap_ids(const flux_model *m, const char *name, const int32_t *ids, int n) {
-    if (!m->d.tap) return;
-    float *f = sdw_xmalloc((size_t)n * sizeof *f);
-    for (int i = 0; i < n; i++)
-        f[i] = (float)ids[i];
-    sdw_diffusion_tap(&m->d, name, f, 2, (int64_t)1, (int64_t)n);
-    free(f);
-}
-
 static void flux_cond_free(void *cond) {
     flux_cond *c = cond;
     if (!c) return;
     free(c->context);
     free(c->pooled);
     free(c);
-}
-
-/* _get_t5_prompt_embeds: padding="max_length" to max_sequence_length with truncation, then
- * T5EncoderModel without an attention mask (padding tokens are attended, as the reference). */
-static sdw_status encode_t5(const flux_model *m, const char *prompt, int L, float *context,
-                            bool *truncated, sdw_error *err) {
-    int32_t *ids = sdw_xmalloc((size_t)L * sizeof *ids);
-    bool cut = false;
-    sdw_status s = sdw_t5_tokenize_window(m->t5_tok, prompt, L, ids, &cut, err);
-    if (!s) {
-        if (cut)
-            SDW_WARN("the prompt is longer than max_sequence_length %d T5 tokens: the rest is "
-                     "truncated (see `sdw tokenize`)",
-                     L);
-        *truncated |= cut;
-        tap_ids(m, "te2.cond.input_ids", ids, L);
-        s = sdw_t5_text_forward(m->t5, ids, 1, L, context, err);
-    }
-    if (!s)
-        sdw_diffusion_tap(&m->d, "te2.cond.last_hidden_state", context, 3, (int64_t)1,
-                          (int64_t)L, (int64_t)sdw_t5_text_get_config(m->t5)->d_model);
-    free(ids);
-    return s;
 }
 
 static sdw_status flux_condition(sdw_diffusion *d, const sdw_request *req, int B, void **cond,
@@ -63,7 +30,10 @@ static sdw_status flux_condition(sdw_diffusion *d, const sdw_request *req, int B
     float *pooled[1] = {c->pooled};
     sdw_status s = sdw_clip_prompt_encode(&m->clip, 1, prompts, which, NULL, 0, 0, pooled,
                                           truncated, m->d.tap, m->d.tap_user, err);
-    if (!s) s = encode_t5(m, req->prompt, c->L, c->context, truncated, err);
+    float *ctx[1] = {c->context};
+    if (!s)
+        s = sdw_t5_prompt_encode(&m->t5, 1, prompts, which, c->L, ctx, fc->joint_dim, truncated,
+                                 m->d.tap, m->d.tap_user, err);
     if (s) {
         flux_cond_free(c);
         return s;

@@ -15,8 +15,7 @@
 #include "models/flux/flux_transformer.h"
 #include "nn/vae.h"
 #include "text/clip_prompt.h"
-#include "text/t5_text.h"
-#include "text/t5_tokenizer.h"
+#include "text/t5_prompt.h"
 
 #define FLUX_T5_MAX 512 /* FluxPipeline's max_sequence_length: its default and its limit */
 
@@ -25,9 +24,7 @@ typedef struct flux_model {
 
     sdw_clip_prompt clip; /* CLIP-L: its pooled output only */
 
-    sdw_t5_tokenizer *t5_tok;
-    sdw_weights *w_t5;
-    sdw_t5_text *t5;
+    sdw_t5_prompt t5; /* its last hidden state is the transformer's context */
 
     sdw_weights *w_dit;
     sdw_flux_transformer *dit;

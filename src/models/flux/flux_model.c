@@ -182,19 +182,20 @@ static sdw_status load_t5(flux_model *m, const char *root, const sdw_load_option
         return sdw_error_set(err, SDW_E_NOT_FOUND, "no T5 tokenizer: give --config DIR (a "
                              "diffusers FLUX folder with tokenizer_2/spiece.model)");
     snprintf(q, sizeof q, "%s/tokenizer_2", root);
-    if ((s = sdw_t5_tokenizer_load(q, &m->t5_tok, err))) return s;
+    if ((s = sdw_t5_tokenizer_load(q, &m->t5.tokenizer, err))) return s;
+    snprintf(m->t5.tap, sizeof m->t5.tap, "te2");
     sdw_st_file *f;
     if ((s = open_part(m, root, "text_encoder_2", "model", "t5xxl", opts, &f, err))) return s;
     const char *path = sdw_st_path(f);
-    m->w_t5 = sdw_weights_create(f, "", NULL, NULL);
-    sdw_weights_set_precision(m->w_t5, m->d.precision);
+    m->t5.w = sdw_weights_create(f, "", NULL, NULL);
+    sdw_weights_set_precision(m->t5.w, m->d.precision);
     /* The folder's own encoder: its config.json; a file given instead: its shapes (T5's are
      * complete: the relative-bias table tells the heads). */
     sdw_t5_text_config c;
     const char *cfg = file_in(root, "text_encoder_2", "config.json", q, sizeof q);
     s = cfg && !sdw_load_option(opts, "t5xxl") ? sdw_t5_text_config_load(cfg, &c, err)
-                                                : sdw_t5_text_config_infer(m->w_t5, &c, err);
-    if (!s) s = sdw_t5_text_create(m->w_t5, &c, &m->t5, err);
+                                                : sdw_t5_text_config_infer(m->t5.w, &c, err);
+    if (!s) s = sdw_t5_text_create(m->t5.w, &c, &m->t5.enc, err);
     if (s) sdw_error_prefix(err, "%s", path);
     return s;
 }
@@ -307,7 +308,7 @@ fail:
 
 static sdw_status check_parts(const flux_model *m, sdw_error *err) {
     const sdw_flux_config *fc = sdw_flux_transformer_config(m->dit);
-    const sdw_t5_text_config *t5 = sdw_t5_text_get_config(m->t5);
+    const sdw_t5_text_config *t5 = sdw_t5_text_get_config(m->t5.enc);
     const sdw_clip_text_config *clip = sdw_clip_text_get_config(m->clip.enc);
     const sdw_vae_config *v = sdw_vae_get_config(m->vae);
     if (t5->d_model != fc->joint_dim)
@@ -328,10 +329,10 @@ static sdw_status check_parts(const flux_model *m, sdw_error *err) {
                              fc->in_channels > v->latent_channels * 4
                                  ? " (FLUX Fill / Canny / Depth models are not supported)"
                                  : "");
-    if (sdw_t5_tokenizer_vocab(m->t5_tok) > t5->vocab)
+    if (sdw_t5_tokenizer_vocab(m->t5.tokenizer) > t5->vocab)
         return sdw_error_set(err, SDW_E_SHAPE,
                              "the T5 tokenizer has %d ids, the encoder's embedding only %d rows",
-                             sdw_t5_tokenizer_vocab(m->t5_tok), t5->vocab);
+                             sdw_t5_tokenizer_vocab(m->t5.tokenizer), t5->vocab);
     return SDW_OK;
 }
 
@@ -391,7 +392,7 @@ static void fmt_params(char *buf, size_t cap, size_t n) {
 static void flux_describe(const sdw_image_model *base, char *buf, size_t cap) {
     const flux_model *m = (const flux_model *)base;
     const sdw_flux_config *fc = sdw_flux_transformer_config(m->dit);
-    const sdw_t5_text_config *t5 = sdw_t5_text_get_config(m->t5);
+    const sdw_t5_text_config *t5 = sdw_t5_text_get_config(m->t5.enc);
     const sdw_clip_text_config *clip = sdw_clip_text_get_config(m->clip.enc);
     const sdw_scheduler_config *sc = &m->d.sched;
     char a[48];
@@ -407,7 +408,7 @@ static void flux_describe(const sdw_image_model *base, char *buf, size_t cap) {
     fmt_params(a, sizeof a, n);
     OUT("text encoder: CLIP, %d layers x %d (pooled output), %s parameters\n", clip->n_layers,
         clip->hidden, a);
-    n = sdw_weights_n_params(m->w_t5);
+    n = sdw_weights_n_params(m->t5.w);
     total += n;
     fmt_params(a, sizeof a, n);
     OUT("text encoder 2: T5, %d layers x %d, %s parameters\n", t5->n_layers, t5->d_model, a);
@@ -434,7 +435,7 @@ static sdw_status flux_tokenize(const sdw_image_model *base, const char *prompt,
                                 int *n, int *window, sdw_error *err) {
     const flux_model *m = (const flux_model *)base;
     *window = FLUX_T5_MAX;
-    return sdw_t5_tokenize(m->t5_tok, prompt, ids, n, err);
+    return sdw_t5_tokenize(m->t5.tokenizer, prompt, ids, n, err);
 }
 
 static void flux_destroy(sdw_image_model *base) {
@@ -442,12 +443,10 @@ static void flux_destroy(sdw_image_model *base) {
     if (!m) return;
     sdw_vae_destroy(m->vae);
     sdw_flux_transformer_destroy(m->dit);
-    sdw_t5_text_destroy(m->t5);
-    sdw_t5_tokenizer_destroy(m->t5_tok);
+    sdw_t5_prompt_deinit(&m->t5);
     sdw_clip_prompt_deinit(&m->clip);
     sdw_weights_destroy(m->w_vae);
     sdw_weights_destroy(m->w_dit);
-    sdw_weights_destroy(m->w_t5);
     sdw_diffusion_deinit(&m->d);
     free(m);
 }
@@ -499,7 +498,7 @@ static sdw_status flux_load(const char *path, const sdw_load_options *opts, sdw_
         goto fail;
     warn_unused("transformer", m->w_dit);
     warn_unused("text encoder", m->clip.w);
-    warn_unused("text encoder 2", m->w_t5);
+    warn_unused("text encoder 2", m->t5.w);
     warn_unused("vae", m->w_vae);
     finish_setup(m);
     *out = &m->d.base;
