@@ -7,8 +7,8 @@
  * (models/diffusion.c) with this family's hooks (flux_denoise.c). */
 #include "models/flux/flux_impl.h"
 
+#include "models/components.h"
 #include "models/flux/flux_bfl_names.h"
-#include "nn/ldm_vae_names.h"
 #include "nn/nn.h"
 
 #include <jansson.h>
@@ -48,22 +48,9 @@ static bool is_dir(const char *p) {
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-static bool is_file(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-
 static bool ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), m = strlen(suffix);
     return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
-/* "<root>/<sub>/<leaf>" when it is a file, else NULL (root may be NULL). */
-static const char *file_in(const char *root, const char *sub, const char *leaf, char *buf,
-                           size_t cap) {
-    if (!root) return NULL;
-    snprintf(buf, cap, "%s/%s/%s", root, sub, leaf);
-    return is_file(buf) ? buf : NULL;
 }
 
 /* ---- detection ---- */
@@ -101,137 +88,32 @@ static bool flux_detect(const char *path) {
 
 /* ---- components ---- */
 
-/* The flag a component option has on the command line ("clip_l" -> "clip-l"). */
-static const char *flag_of(const char *option) {
-    return strcmp(option, "clip_l") == 0 ? "clip-l" : option;
-}
-
-/* Opens a component: the option's file (`option`) when given, else the folder's
- * <root>/<sub>/<stem> weights (single file, fp16 variant or shards). */
-static sdw_status open_part(flux_model *m, const char *root, const char *sub, const char *stem,
-                            const char *option, const sdw_load_options *opts, sdw_st_file **f,
-                            sdw_error *err) {
-    const char *given = sdw_load_option(opts, option);
-    if (given) {
-        if (!is_file(given))
-            return sdw_error_set(err, SDW_E_NOT_FOUND, "--%s %s does not exist", flag_of(option),
-                                 given);
-        return sdw_diffusion_open_file(&m->d, given, f, err);
+/* The text encoders and the autoencoder (models/components.h): a folder's own, or the files
+ * given by --clip-l, --t5xxl, --vae. CLIP's tokenizer may come from --tokenizer; T5's
+ * (spiece.model) only from the folder. */
+static sdw_status load_parts(flux_model *m, const char *root, const sdw_load_options *opts,
+                             sdw_error *err) {
+    char tok[4096], tok2[4096];
+    const char *clip_tok = sdw_load_option(opts, "tokenizer");
+    if (!clip_tok && root) {
+        snprintf(tok, sizeof tok, "%s/tokenizer", root);
+        clip_tok = tok;
     }
-    sdw_status s = sdw_diffusion_open_component(&m->d, root, sub, stem, f, err);
-    if (s == SDW_E_NOT_FOUND) sdw_error_prefix(err, "(or give --%s FILE)", flag_of(option));
-    return s;
-}
-
-/* CLIP-L: the tokenizer from the "tokenizer" option or <root>/tokenizer; the encoder from
- * --clip-l or <root>/text_encoder, its config from <root>/text_encoder/config.json when there
- * is one, else from the shapes (OpenAI CLIP: quick-GELU). */
-static sdw_status load_clip(flux_model *m, const char *root, const sdw_load_options *opts,
-                            sdw_error *err) {
-    char q[4096];
-    sdw_status s;
-    const char *tok = sdw_load_option(opts, "tokenizer");
-    if (!tok && root) {
-        snprintf(q, sizeof q, "%s/tokenizer", root);
-        tok = q;
-    }
-    if (!tok)
-        return sdw_error_set(err, SDW_E_NOT_FOUND, "no CLIP tokenizer: give --config DIR (a "
-                             "diffusers FLUX folder) or --tokenizer DIR");
-    if ((s = sdw_clip_tokenizer_load(tok, &m->clip.tokenizer, err))) return s;
-    m->clip.pad_id = sdw_clip_tokenizer_pad(m->clip.tokenizer);
+    snprintf(tok2, sizeof tok2, "%s/tokenizer_2", root);
+    const sdw_component_src clip = {.root = root, .sub = "text_encoder", .flag = "clip-l",
+                                    .file = sdw_load_option(opts, "clip_l")};
+    const sdw_component_src t5 = {.root = root, .sub = "text_encoder_2", .flag = "t5xxl",
+                                  .file = sdw_load_option(opts, "t5xxl")};
+    const sdw_component_src vae = {.root = root, .sub = "vae", .flag = "vae",
+                                   .file = sdw_load_option(opts, "vae")};
     m->clip.params = sdw_clip_text_params_default(); /* last state, final norm, pooler output */
     snprintf(m->clip.tap, sizeof m->clip.tap, "te");
-    sdw_st_file *f;
-    if ((s = open_part(m, root, "text_encoder", "model", "clip_l", opts, &f, err))) return s;
-    const char *path = sdw_st_path(f);
-    m->clip.w = sdw_weights_create(f, "", NULL, NULL);
-    sdw_weights_set_precision(m->clip.w, m->d.precision);
-    /* A folder's own encoder: its config.json. A file given instead: its shapes, with the
-     * folder's head count when the widths agree (shapes cannot tell heads), else CLIP's head
-     * size 64. */
-    sdw_clip_text_config c, folder;
-    const char *cfg = file_in(root, "text_encoder", "config.json", q, sizeof q);
-    const bool have_folder = cfg && sdw_clip_text_config_from_json(cfg, &folder, NULL) == SDW_OK;
-    if (!sdw_load_option(opts, "clip_l") && cfg) {
-        s = sdw_clip_text_config_from_json(cfg, &c, err);
-    } else {
-        s = sdw_clip_text_config_infer(m->clip.w, 0, SDW_CLIP_ACT_QUICK_GELU, &c, err);
-        if (!s && have_folder && folder.hidden == c.hidden)
-            s = sdw_clip_text_config_infer(m->clip.w, folder.n_heads, folder.act, &c, err);
-    }
-    if (s) {
-        sdw_error_prefix(err, "%s", path);
-        return s;
-    }
-    /* CLIPTextModel: the pooler output is used as it is; a projection is not part of it. */
-    c.projection_dim = 0;
-    sdw_weights_ignore(m->clip.w, "text_projection.");
-    if ((s = sdw_clip_text_create(m->clip.w, &c, &m->clip.enc, err)))
-        sdw_error_prefix(err, "%s", path);
-    return s;
-}
-
-/* T5: the tokenizer from <root>/tokenizer_2 (spiece.model); the encoder from --t5xxl or
- * <root>/text_encoder_2, its config from the folder's config.json, else from the shapes. */
-static sdw_status load_t5(flux_model *m, const char *root, const sdw_load_options *opts,
-                          sdw_error *err) {
-    char q[4096];
-    sdw_status s;
-    if (!root)
-        return sdw_error_set(err, SDW_E_NOT_FOUND, "no T5 tokenizer: give --config DIR (a "
-                             "diffusers FLUX folder with tokenizer_2/spiece.model)");
-    snprintf(q, sizeof q, "%s/tokenizer_2", root);
-    if ((s = sdw_t5_tokenizer_load(q, &m->t5.tokenizer, err))) return s;
     snprintf(m->t5.tap, sizeof m->t5.tap, "te2");
-    sdw_st_file *f;
-    if ((s = open_part(m, root, "text_encoder_2", "model", "t5xxl", opts, &f, err))) return s;
-    const char *path = sdw_st_path(f);
-    m->t5.w = sdw_weights_create(f, "", NULL, NULL);
-    sdw_weights_set_precision(m->t5.w, m->d.precision);
-    /* The folder's own encoder: its config.json; a file given instead: its shapes (T5's are
-     * complete: the relative-bias table tells the heads). */
-    sdw_t5_text_config c;
-    const char *cfg = file_in(root, "text_encoder_2", "config.json", q, sizeof q);
-    s = cfg && !sdw_load_option(opts, "t5xxl") ? sdw_t5_text_config_load(cfg, &c, err)
-                                                : sdw_t5_text_config_infer(m->t5.w, &c, err);
-    if (!s) s = sdw_t5_text_create(m->t5.w, &c, &m->t5.enc, err);
-    if (s) sdw_error_prefix(err, "%s", path);
-    return s;
-}
-
-/* The autoencoder: --vae (BFL ae.safetensors in LDM names, or a diffusers VAE file; the
- * architecture from its shapes) or <root>/vae. Scaling and shift from <root>/vae/config.json
- * when there is one, else FLUX's. */
-static sdw_status load_vae(flux_model *m, const char *root, const sdw_load_options *opts,
-                           sdw_error *err) {
-    char q[4096];
-    sdw_status s;
-    sdw_st_file *f;
-    if ((s = open_part(m, root, "vae", "diffusion_pytorch_model", "vae", opts, &f, err)))
-        return s;
-    const char *path = sdw_st_path(f);
-    const char *cfg = file_in(root, "vae", "config.json", q, sizeof q);
-    const bool file_given = sdw_load_option(opts, "vae") != NULL;
-    if (file_given || !cfg) {
-        if ((s = sdw_vae_config_infer(f, "", &m->vae_cfg, err))) return s;
-        m->vae_cfg.scaling_factor = FLUX_VAE_SCALING;
-        m->vae_cfg.shift_factor = FLUX_VAE_SHIFT;
-        if (cfg) { /* the folder's latent conventions */
-            sdw_vae_config given;
-            if ((s = sdw_vae_config_load(cfg, &given, err))) return s;
-            m->vae_cfg.scaling_factor = given.scaling_factor;
-            m->vae_cfg.shift_factor = given.shift_factor;
-        }
-    } else if ((s = sdw_vae_config_load(cfg, &m->vae_cfg, err))) {
-        return s;
-    }
-    m->w_vae = sdw_vae_file_is_ldm(f, "")
-                   ? sdw_weights_create(f, "", sdw_ldm_vae_name, &m->vae_cfg)
-                   : sdw_weights_create(f, "", NULL, NULL);
-    sdw_weights_set_precision(m->w_vae, m->d.precision);
-    if ((s = sdw_vae_create_lazy(m->w_vae, &m->vae_cfg, &m->vae, err)))
-        sdw_error_prefix(err, "%s", path);
+    sdw_status s = sdw_component_clip(&m->d, &clip, clip_tok, &m->clip, err);
+    if (!s) s = sdw_component_t5(&m->d, &t5, tok2, &m->t5, err);
+    if (!s)
+        s = sdw_component_vae(&m->d, &vae, FLUX_VAE_SCALING, FLUX_VAE_SHIFT, &m->w_vae,
+                              &m->vae_cfg, &m->vae, err);
     return s;
 }
 
@@ -239,7 +121,7 @@ static sdw_status load_vae(flux_model *m, const char *root, const sdw_load_optio
  * shift 3 with dynamic shifting; schnell: shift 1, static) as diffusers ships them. */
 static sdw_status load_schedule(flux_model *m, const char *root, bool dev, sdw_error *err) {
     char q[4096];
-    const char *cfg = file_in(root, "scheduler", "scheduler_config.json", q, sizeof q);
+    const char *cfg = sdw_component_file(root, "scheduler", "scheduler_config.json", q, sizeof q);
     sdw_scheduler_config *c = &m->d.sched;
     if (cfg) {
         sdw_status s = sdw_scheduler_config_load(cfg, c, err);
@@ -279,7 +161,7 @@ static sdw_status load_transformer(flux_model *m, const char *path, const char *
         m->w_dit = sdw_weights_create(f, "", NULL, NULL);
     sdw_weights_set_precision(m->w_dit, m->d.precision);
     sdw_flux_config c;
-    const char *cfg = file_in(root, "transformer", "config.json", q, sizeof q);
+    const char *cfg = sdw_component_file(root, "transformer", "config.json", q, sizeof q);
     if (cfg) {
         if ((s = sdw_flux_config_load(cfg, &c, err))) return s;
         if (single) { /* the config gives the heads; the file must match its widths */
@@ -329,10 +211,6 @@ static sdw_status check_parts(const flux_model *m, sdw_error *err) {
                              fc->in_channels > v->latent_channels * 4
                                  ? " (FLUX Fill / Canny / Depth models are not supported)"
                                  : "");
-    if (sdw_t5_tokenizer_vocab(m->t5.tokenizer) > t5->vocab)
-        return sdw_error_set(err, SDW_E_SHAPE,
-                             "the T5 tokenizer has %d ids, the encoder's embedding only %d rows",
-                             sdw_t5_tokenizer_vocab(m->t5.tokenizer), t5->vocab);
     return SDW_OK;
 }
 
@@ -491,8 +369,7 @@ static sdw_status flux_load(const char *path, const sdw_load_options *opts, sdw_
                           path);
         goto fail;
     }
-    if ((s = load_transformer(m, path, root, single, err)) || (s = load_clip(m, root, opts, err)) ||
-        (s = load_t5(m, root, opts, err)) || (s = load_vae(m, root, opts, err)) ||
+    if ((s = load_transformer(m, path, root, single, err)) || (s = load_parts(m, root, opts, err)) ||
         (s = load_schedule(m, root, sdw_flux_transformer_config(m->dit)->guidance_embeds, err)) ||
         (s = check_parts(m, err)))
         goto fail;
