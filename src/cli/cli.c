@@ -37,7 +37,7 @@ static const struct {
     const char *flag, *key;
 } k_family_flags[] = {
     {"--tokenizer", "tokenizer"}, {"--prediction", "prediction"}, {"--vae", "vae"},
-    {"--clip-l", "clip_l"},       {"--t5xxl", "t5xxl"},
+    {"--clip-l", "clip_l"},       {"--clip-g", "clip_g"},         {"--t5xxl", "t5xxl"},
 };
 
 static void set_option(sdw_cli_model_args *a, const char *key, const char *value) {

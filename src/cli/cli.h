@@ -46,9 +46,10 @@ sdw_load_options sdw_cli_load_options(const sdw_cli_model_args *a);
     "      --prediction eps|v  override the detected prediction type (Stable Diffusion)\n"         \
     "      --vae FILE          the autoencoder from this file (a diffusers VAE, an original\n"     \
     "                          checkpoint's, or FLUX's ae.safetensors)\n"                          \
-    "      --clip-l FILE       FLUX: the CLIP-L text encoder (transformers CLIPTextModel)\n"       \
-    "      --t5xxl FILE        FLUX: the T5 encoder (transformers T5EncoderModel; 16-bit or\n"     \
-    "                          fp8 files as ComfyUI users have them)\n"                            \
+    "      --clip-l FILE       FLUX, SD3: the CLIP-L text encoder (transformers weights)\n"        \
+    "      --clip-g FILE       SD3: the CLIP-G text encoder (transformers weights)\n"              \
+    "      --t5xxl FILE        FLUX, SD3: the T5 encoder (transformers T5EncoderModel; 16-bit\n"   \
+    "                          or fp8, as ComfyUI users have them; SD3: none = no T5)\n"     \
     "      --model-option K=V  any other option of the model's family (sdw info lists them)\n"     \
     "      --precision P       auto | f32 | bf16: the precision of convolutions and matrix\n"      \
     "                          products (auto: bf16 on CPUs with AMX, else f32)\n"                 \
