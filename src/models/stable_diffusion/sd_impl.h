@@ -48,10 +48,6 @@ typedef struct sd_model {
     int native_latent; /* default image size in latents (diffusers: unet sample_size); 0 = 64 */
 } sd_model;
 
-/* Integer load option key ("unet_heads", "unet_head_dim"), 0 when absent; sd_load has
- * validated it. */
-int sdw__sd_option_int(const sdw_load_options *opts, const char *key);
-
 /* Fills caps, variant and the sampler list from the loaded parts (shared by every loader). */
 void sdw__sd_finish_setup(sd_model *m);
 void sdw__sd_destroy(sdw_image_model *base);

@@ -86,17 +86,6 @@ static sdw_status load_folder_text(sd_model *m, const char *dir, const char *tok
     return sdw_clip_text_create(te->w, &tcfg, &te->enc, err);
 }
 
-/* The UNet's sample_size (diffusers' default image size in latents), or 0. */
-int sdw__sd_unet_sample_size(const char *config_path) {
-    json_t *root = json_load_file(config_path, 0, NULL);
-    json_t *v = json_object_get(root, "sample_size");
-    int n = json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= 4096
-                ? (int)json_integer_value(v)
-                : 0;
-    json_decref(root);
-    return n;
-}
-
 /* A diffusers pipeline folder: StableDiffusion[Inpaint]Pipeline (SD 1.x/2.x: one encoder, its
  * last hidden state) or StableDiffusionXL[Inpaint]Pipeline (two encoders, penultimate states,
  * pooled projection of the second, text_time UNet conditioning). */
@@ -393,11 +382,6 @@ static void warn_unused(const char *what, const sdw_weights *ws) {
     char names[512];
     int n = ws ? sdw_weights_unused(ws, names, sizeof names) : 0;
     if (n) SDW_WARN("%s: %d tensors were not used (%s)", what, n, names);
-}
-
-int sdw__sd_option_int(const sdw_load_options *opts, const char *key) {
-    const char *v = sdw_load_option(opts, key);
-    return v ? atoi(v) : 0;
 }
 
 /* The family's load options: values checked here, once, before anything is read. */

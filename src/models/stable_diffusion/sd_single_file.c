@@ -18,6 +18,7 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -111,6 +112,13 @@ static sdw_status load_text(sdw_st_file *f, const text_spec *sp, const char *tok
     return sdw_clip_text_create(te->w, &c, &te->enc, err);
 }
 
+/* An integer load option ("unet_heads", "unet_head_dim"), 0 when absent; sd_load has validated
+ * it. */
+static int option_int(const sdw_load_options *opts, const char *key) {
+    const char *v = sdw_load_option(opts, key);
+    return v ? atoi(v) : 0;
+}
+
 static int gcd(int a, int b) {
     return b ? gcd(b, a % b) : a;
 }
@@ -122,8 +130,8 @@ static int gcd(int a, int b) {
  * divides them, gcd(width, 64), with a warning, since the file cannot say. */
 static sdw_status resolve_heads(sdw_unet_config *c, const sdw_load_options *opts, const char *path,
                                 sdw_error *err) {
-    const int heads = sdw__sd_option_int(opts, "unet_heads"),
-              head_dim = sdw__sd_option_int(opts, "unet_head_dim");
+    const int heads = option_int(opts, "unet_heads"),
+              head_dim = option_int(opts, "unet_head_dim");
     if (heads || head_dim) {
         sdw_status s = sdw_unet_config_set_heads(c, heads, head_dim, err);
         if (s) sdw_error_prefix(err, "%s", path);
@@ -246,6 +254,17 @@ static sdw_prediction_type detect_prediction(const sdw_st_file *f, bool sd2, int
     }
     *why = "family default";
     return SDW_PRED_EPSILON;
+}
+
+/* The UNet's sample_size (diffusers' default image size in latents), or 0. */
+int sdw__sd_unet_sample_size(const char *config_path) {
+    json_t *root = json_load_file(config_path, 0, NULL);
+    json_t *v = json_object_get(root, "sample_size");
+    int n = json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= 4096
+                ? (int)json_integer_value(v)
+                : 0;
+    json_decref(root);
+    return n;
 }
 
 sdw_status sdw__sd_load_single_file(sd_model *m, const char *path, const sdw_load_options *opts,
