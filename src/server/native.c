@@ -1,5 +1,6 @@
 /* server/native.c — the native job API: POST /v1/jobs -> 202 + links; job status, cancel, the
- * finished image; capabilities, health and readiness. The event stream is in sse.c. */
+ * finished image; capabilities, health and readiness. The event stream (sse.c) builds on this
+ * file's job lookup and job JSON. */
 #include "server/server_impl.h"
 
 #include "core/common.h"
@@ -258,8 +259,7 @@ json_t *sdw__native_job_json(sdw_http_req *r, sdw_job *j, const sdw_job_status *
     return o;
 }
 
-/* Finds the job named by the route's '*'; NULL after queueing a 404 / 503. */
-static sdw_job *find_job(sdw_http_req *r, enum MHD_Result *resp) {
+sdw_job *sdw__native_find_job(sdw_http_req *r, enum MHD_Result *resp) {
     sdw_engine *e = sdw__http_engine(r, resp);
     if (!e) return NULL;
     sdw_job *j = sdw_engine_find(e, r->param);
@@ -271,7 +271,7 @@ static sdw_job *find_job(sdw_http_req *r, enum MHD_Result *resp) {
 
 static enum MHD_Result get_job(sdw_http_req *r) {
     enum MHD_Result resp;
-    sdw_job *j = find_job(r, &resp);
+    sdw_job *j = sdw__native_find_job(r, &resp);
     if (!j) return resp;
     sdw_job_status st;
     sdw_job_get_status(j, &st);
@@ -280,16 +280,9 @@ static enum MHD_Result get_job(sdw_http_req *r) {
     return sdw__http_json(r, 200, o);
 }
 
-static enum MHD_Result get_stream(sdw_http_req *r) {
-    enum MHD_Result resp;
-    sdw_job *j = find_job(r, &resp);
-    if (!j) return resp;
-    return sdw__sse_stream(r, j);
-}
-
 static enum MHD_Result post_cancel(sdw_http_req *r) {
     enum MHD_Result resp;
-    sdw_job *j = find_job(r, &resp);
+    sdw_job *j = sdw__native_find_job(r, &resp);
     if (!j) return resp;
     bool took = sdw_job_cancel(j);
     sdw_job_status st;
@@ -309,7 +302,7 @@ static enum MHD_Result post_cancel(sdw_http_req *r) {
 
 static enum MHD_Result get_image(sdw_http_req *r) {
     enum MHD_Result resp;
-    sdw_job *j = find_job(r, &resp);
+    sdw_job *j = sdw__native_find_job(r, &resp);
     if (!j) return resp;
     const char *idx = sdw__http_query(r, "index");
     char *end = NULL;
@@ -334,7 +327,7 @@ static enum MHD_Result get_image(sdw_http_req *r) {
 
 static enum MHD_Result get_preview(sdw_http_req *r) {
     enum MHD_Result resp;
-    sdw_job *j = find_job(r, &resp);
+    sdw_job *j = sdw__native_find_job(r, &resp);
     if (!j) return resp;
     uint8_t *png = NULL;
     size_t len = 0;
@@ -437,7 +430,6 @@ static enum MHD_Result get_ready(sdw_http_req *r) {
 const sdw_route sdw__native_routes[] = {
     {"POST", "/v1/jobs", post_job},
     {"GET", "/v1/jobs/*", get_job},
-    {"GET", "/v1/jobs/*/stream", get_stream},
     {"POST", "/v1/jobs/*/cancel", post_cancel},
     {"GET", "/v1/jobs/*/image.png", get_image},
     {"GET", "/v1/jobs/*/preview.png", get_preview},

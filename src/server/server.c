@@ -30,8 +30,9 @@ typedef struct conn_ctx {
     double t0;
 } conn_ctx;
 
-static const sdw_route *const g_tables[] = {sdw__native_routes, sdw__openai_routes,
-                                            sdw__a1111_routes, sdw__web_routes};
+static const sdw_route *const g_tables[] = {sdw__native_routes, sdw__sse_routes,
+                                            sdw__openai_routes, sdw__a1111_routes,
+                                            sdw__web_routes};
 
 static sdw_dialect dialect_of(const char *path) {
     if (!strncmp(path, "/sdapi/", 7)) return SDW_DIALECT_A1111;

@@ -1,6 +1,6 @@
-/* server/server_impl.h — what the API dialects (native.c, openai.c, a1111.c, web.c) share with
- * the core (server.c): the request, the response helpers, the route tables, JSON field readers.
- * Library-internal (sdw__ names). */
+/* server/server_impl.h — what the API dialects (native.c and its event stream sse.c, openai.c,
+ * a1111.c, web.c) share with the core (server.c): the request, the response helpers, the route
+ * tables, JSON field readers. Library-internal (sdw__ names). */
 #ifndef SDW_SERVER_IMPL_H
 #define SDW_SERVER_IMPL_H
 
@@ -46,6 +46,7 @@ typedef struct sdw_route {
 
 /* Route tables, each ended by a {NULL} entry. */
 extern const sdw_route sdw__native_routes[];
+extern const sdw_route sdw__sse_routes[]; /* GET /v1/jobs/{id}/stream */
 extern const sdw_route sdw__openai_routes[];
 extern const sdw_route sdw__a1111_routes[];
 extern const sdw_route sdw__web_routes[];
@@ -108,9 +109,11 @@ sdw_status sdw__parse_size(const char *s, int *w, int *h, sdw_error *err);
 /* A new base64 string of a job's image i (PNG with parameters). NULL if not finished. */
 char *sdw__job_image_b64(sdw_job *j, int i);
 
-/* ---- native SSE stream (sse.c) ---- */
-enum MHD_Result sdw__sse_stream(sdw_http_req *r, sdw_job *job /* reference taken over */);
-/* JSON describing a job: state, progress, result parameters or error (native.c). */
+/* ---- the native API's jobs (native.c), which its event stream (sse.c) also serves ---- */
+/* The job named by the route's '*' (a new handle), or NULL after queueing a 404 / 503 into
+ * *resp. */
+sdw_job *sdw__native_find_job(sdw_http_req *r, enum MHD_Result *resp);
+/* JSON describing a job: state, progress, result parameters or error. */
 json_t *sdw__native_job_json(sdw_http_req *r, sdw_job *j, const sdw_job_status *st);
 
 #endif

@@ -133,7 +133,10 @@ static void sse_free(void *cls) {
     free(s);
 }
 
-enum MHD_Result sdw__sse_stream(sdw_http_req *r, sdw_job *job) {
+static enum MHD_Result get_stream(sdw_http_req *r) {
+    enum MHD_Result ret;
+    sdw_job *job = sdw__native_find_job(r, &ret);
+    if (!job) return ret;
     sse *s = sdw_xcalloc(1, sizeof *s);
     s->srv = r->srv;
     s->req = (sdw_http_req){.srv = r->srv, .dialect = r->dialect};
@@ -148,8 +151,13 @@ enum MHD_Result sdw__sse_stream(sdw_http_req *r, sdw_job *job) {
     MHD_add_response_header(resp, "Content-Type", "text/event-stream");
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no"); /* proxies: do not buffer */
-    enum MHD_Result ret = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
+    ret = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
     SDW_INFO("%s %s -> 200 (event stream)", r->method, r->path);
     return ret;
 }
+
+const sdw_route sdw__sse_routes[] = {
+    {"GET", "/v1/jobs/*/stream", get_stream},
+    {NULL, NULL, NULL},
+};
