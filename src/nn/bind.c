@@ -6,66 +6,82 @@
 
 #include <string.h>
 
-/* Loads "<prefix>.<suffix>" with the given shape. */
-static const float *get(sdw_weights *ws, const char *prefix, const char *suffix, int n_dims,
-                        const int64_t *shape, sdw_error *err) {
-    char name[512];
-    int n = snprintf(name, sizeof name, "%s.%s", prefix, suffix);
-    if (n < 0 || (size_t)n >= sizeof name) {
-        sdw_error_set(err, SDW_E_INVALID_ARG, "tensor name too long: %s.%s", prefix, suffix);
-        return NULL;
-    }
-    return sdw_weights_f32(ws, name, n_dims, shape, err);
+sdw_status sdw__weights_f32(sdw_weights *ws, const char *name, int n_dims, const int64_t *shape,
+                            const float **out, sdw_error *err) {
+    sdw_error local;
+    if (!err) err = &local;
+    const float *t = sdw_weights_f32(ws, name, n_dims, shape, err);
+    if (!t) return err->code;
+    *out = t;
+    return SDW_OK;
 }
 
-/* The stored "<prefix>.weight" as a new f32 buffer (free it), without the weights object
- * keeping an f32 copy: the layer packs its own. NULL with err set. */
-static float *weight_f32(sdw_weights *ws, const char *prefix, int n_dims, const int64_t *shape,
-                         sdw_error *err) {
+sdw_status sdw__weights_raw(sdw_weights *ws, const char *name, int n_dims, const int64_t *shape,
+                            const void **out, sdw_dtype *dtype, size_t *n, sdw_error *err) {
+    sdw_error local;
+    if (!err) err = &local;
+    const void *t = sdw_weights_raw(ws, name, n_dims, shape, dtype, n, err);
+    if (!t) return err->code;
+    *out = t;
+    return SDW_OK;
+}
+
+/* Loads "<prefix>.<suffix>" with the given shape into *out. */
+static sdw_status get(sdw_weights *ws, const char *prefix, const char *suffix, int n_dims,
+                      const int64_t *shape, const float **out, sdw_error *err) {
+    char name[512];
+    int n = snprintf(name, sizeof name, "%s.%s", prefix, suffix);
+    if (n < 0 || (size_t)n >= sizeof name)
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "tensor name too long: %s.%s", prefix, suffix);
+    return sdw__weights_f32(ws, name, n_dims, shape, out, err);
+}
+
+/* The stored "<prefix>.weight" as a new f32 buffer in *out (free it), without the weights
+ * object keeping an f32 copy: the layer packs its own. */
+static sdw_status weight_f32(sdw_weights *ws, const char *prefix, int n_dims, const int64_t *shape,
+                             float **out, sdw_error *err) {
     char name[512];
     int n = snprintf(name, sizeof name, "%s.weight", prefix);
-    if (n < 0 || (size_t)n >= sizeof name) {
-        sdw_error_set(err, SDW_E_INVALID_ARG, "tensor name too long: %s.weight", prefix);
-        return NULL;
-    }
+    if (n < 0 || (size_t)n >= sizeof name)
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "tensor name too long: %s.weight", prefix);
     sdw_dtype dt;
     size_t count;
-    const void *d = sdw_weights_raw(ws, name, n_dims, shape, &dt, &count, err);
-    if (!d) return NULL;
+    const void *d = NULL;
+    sdw_status st = sdw__weights_raw(ws, name, n_dims, shape, &d, &dt, &count, err);
+    if (st != SDW_OK) return st;
     float *w = sdw_xmalloc(count * sizeof(float));
     sdw_convert_to_f32(dt, d, w, count);
     sdw_weights_raw_done(ws, name);
-    return w;
+    *out = w;
+    return SDW_OK;
 }
 
-static sdw_status adopt(sdw_weights *ws, struct sdw__dnn *op, const struct sdw__dnn **slot,
-                        sdw_error *err) {
-    if (!op) return err ? err->code : SDW_E_BACKEND;
+/* Hands a new op to ws (freed with the weights) and points the layer's slot at it. */
+static void adopt(sdw_weights *ws, sdw__dnn *op, const struct sdw__dnn **slot) {
     sdw_weights_adopt(ws, op, sdw__dnn_destroy);
     *slot = op;
-    return SDW_OK;
 }
 
 sdw_status sdw_linear_init(sdw_linear *l, sdw_weights *ws, const float *w, const float *b, int in,
                            int out, sdw_error *err) {
     SDW_ASSERT(l && ws && w && in > 0 && out > 0);
     sdw_linear t = {.in = in, .out = out};
-    sdw_status st = adopt(ws, sdw__dnn_linear_create(sdw_weights_precision(ws), w, b, in, out, err),
-                          &t.op, err);
-    if (st == SDW_OK) *l = t;
-    return st;
+    sdw__dnn *op;
+    sdw_status st = sdw__dnn_linear_create(sdw_weights_precision(ws), w, b, in, out, &op, err);
+    if (st != SDW_OK) return st;
+    adopt(ws, op, &t.op);
+    *l = t;
+    return SDW_OK;
 }
 
 sdw_status sdw_linear_bind(sdw_linear *l, sdw_weights *ws, const char *prefix, int in, int out,
                            bool has_bias, sdw_error *err) {
     SDW_ASSERT(l && ws && prefix && in > 0 && out > 0);
-    sdw_error local;
-    if (!err) err = &local;
     const float *b = NULL;
-    float *w = weight_f32(ws, prefix, 2, (int64_t[]){out, in}, err);
-    if (!w) return err->code;
-    sdw_status st = SDW_OK;
-    if (has_bias && !(b = get(ws, prefix, "bias", 1, (int64_t[]){out}, err))) st = err->code;
+    float *w;
+    sdw_status st = weight_f32(ws, prefix, 2, (int64_t[]){out, in}, &w, err);
+    if (st != SDW_OK) return st;
+    if (has_bias) st = get(ws, prefix, "bias", 1, (int64_t[]){out}, &b, err);
     if (st == SDW_OK) st = sdw_linear_init(l, ws, w, b, in, out, err);
     if (st == SDW_OK) l->b = b; /* owned by ws */
     free(w);
@@ -76,20 +92,17 @@ sdw_status sdw_linear_bind(sdw_linear *l, sdw_weights *ws, const char *prefix, i
 sdw_status sdw_linear_bind_stacked(sdw_linear *l, sdw_weights *ws, const char *const *prefixes,
                                    int n, int in, int out, bool has_bias, sdw_error *err) {
     SDW_ASSERT(l && ws && prefixes && n > 0 && in > 0 && out > 0);
-    sdw_error local;
-    if (!err) err = &local;
     const size_t n_w = (size_t)out * in;
     float *w = sdw_xmalloc(sizeof(float) * n_w * n);
     float *b = has_bias ? sdw_xmalloc(sizeof(float) * (size_t)out * n) : NULL;
     sdw_status st = SDW_OK;
     for (int i = 0; i < n && st == SDW_OK; i++) {
-        float *wi = weight_f32(ws, prefixes[i], 2, (int64_t[]){out, in}, err);
+        float *wi = NULL;
         const float *bi = NULL;
-        if (!wi) {
-            st = err->code;
-        } else if (has_bias && !(bi = get(ws, prefixes[i], "bias", 1, (int64_t[]){out}, err))) {
-            st = err->code;
-        } else {
+        st = weight_f32(ws, prefixes[i], 2, (int64_t[]){out, in}, &wi, err);
+        if (st == SDW_OK && has_bias)
+            st = get(ws, prefixes[i], "bias", 1, (int64_t[]){out}, &bi, err);
+        if (st == SDW_OK) {
             memcpy(w + n_w * i, wi, sizeof(float) * n_w);
             if (b) memcpy(b + (size_t)out * i, bi, sizeof(float) * (size_t)out);
         }
@@ -117,10 +130,12 @@ sdw_status sdw_conv2d_init(sdw_conv2d *c, sdw_weights *ws, const float *w_oihw, 
                pad_end >= 0);
     sdw_conv2d t = {.in = in, .out = out, .k = k, .stride = stride, .pad = pad, .pad_end = pad_end};
     const sdw__conv_geom g = {in, out, k, stride, pad, pad_end};
-    sdw_status st =
-        adopt(ws, sdw__dnn_conv_create(sdw_weights_precision(ws), w_oihw, b, &g, err), &t.op, err);
-    if (st == SDW_OK) *c = t;
-    return st;
+    sdw__dnn *op;
+    sdw_status st = sdw__dnn_conv_create(sdw_weights_precision(ws), w_oihw, b, &g, &op, err);
+    if (st != SDW_OK) return st;
+    adopt(ws, op, &t.op);
+    *c = t;
+    return SDW_OK;
 }
 
 sdw_status sdw_conv2d_bind_pad(sdw_conv2d *c, sdw_weights *ws, const char *prefix, int in, int out,
@@ -128,13 +143,11 @@ sdw_status sdw_conv2d_bind_pad(sdw_conv2d *c, sdw_weights *ws, const char *prefi
                                sdw_error *err) {
     SDW_ASSERT(c && ws && prefix && in > 0 && out > 0 && k > 0 && stride > 0 && pad >= 0 &&
                pad_end >= 0);
-    sdw_error local;
-    if (!err) err = &local;
     const float *b = NULL;
-    float *w = weight_f32(ws, prefix, 4, (int64_t[]){out, in, k, k}, err);
-    if (!w) return err->code;
-    sdw_status st = SDW_OK;
-    if (has_bias && !(b = get(ws, prefix, "bias", 1, (int64_t[]){out}, err))) st = err->code;
+    float *w;
+    sdw_status st = weight_f32(ws, prefix, 4, (int64_t[]){out, in, k, k}, &w, err);
+    if (st != SDW_OK) return st;
+    if (has_bias) st = get(ws, prefix, "bias", 1, (int64_t[]){out}, &b, err);
     if (st == SDW_OK) st = sdw_conv2d_init(c, ws, w, b, in, out, k, stride, pad, pad_end, err);
     if (st == SDW_OK) c->b = b; /* owned by ws */
     free(w);
@@ -150,15 +163,14 @@ sdw_status sdw_conv2d_bind(sdw_conv2d *c, sdw_weights *ws, const char *prefix, i
 sdw_status sdw_group_norm_bind(sdw_group_norm *g, sdw_weights *ws, const char *prefix, int c,
                                int groups, float eps, sdw_error *err) {
     SDW_ASSERT(g && ws && prefix && c > 0 && groups > 0);
-    sdw_error local;
-    if (!err) err = &local;
     if (c % groups)
         return sdw_error_set(err, SDW_E_SHAPE, "%s: %d channels not divisible into %d groups",
                              prefix, c, groups);
     sdw_group_norm t = {.c = c, .groups = groups, .eps = eps};
-    if (!(t.gamma = get(ws, prefix, "weight", 1, (int64_t[]){c}, err)) ||
-        !(t.beta = get(ws, prefix, "bias", 1, (int64_t[]){c}, err)))
-        return err->code;
+    sdw_status st;
+    if ((st = get(ws, prefix, "weight", 1, (int64_t[]){c}, &t.gamma, err)) ||
+        (st = get(ws, prefix, "bias", 1, (int64_t[]){c}, &t.beta, err)))
+        return st;
     *g = t;
     return SDW_OK;
 }
@@ -166,12 +178,11 @@ sdw_status sdw_group_norm_bind(sdw_group_norm *g, sdw_weights *ws, const char *p
 sdw_status sdw_layer_norm_bind(sdw_layer_norm *n, sdw_weights *ws, const char *prefix, int c,
                                float eps, sdw_error *err) {
     SDW_ASSERT(n && ws && prefix && c > 0);
-    sdw_error local;
-    if (!err) err = &local;
     sdw_layer_norm t = {.c = c, .eps = eps};
-    if (!(t.gamma = get(ws, prefix, "weight", 1, (int64_t[]){c}, err)) ||
-        !(t.beta = get(ws, prefix, "bias", 1, (int64_t[]){c}, err)))
-        return err->code;
+    sdw_status st;
+    if ((st = get(ws, prefix, "weight", 1, (int64_t[]){c}, &t.gamma, err)) ||
+        (st = get(ws, prefix, "bias", 1, (int64_t[]){c}, &t.beta, err)))
+        return st;
     *n = t;
     return SDW_OK;
 }

@@ -345,36 +345,40 @@ static sdw__dnn *op_new(bool is_conv, sdw_precision p) {
     return op;
 }
 
-sdw__dnn *sdw__dnn_conv_create(sdw_precision p, const float *w_oihw, const float *bias,
-                               const sdw__conv_geom *g, sdw_error *err) {
-    SDW_ASSERT(w_oihw && g && g->in > 0 && g->out > 0 && g->k > 0 && g->stride > 0);
+sdw_status sdw__dnn_conv_create(sdw_precision p, const float *w_oihw, const float *bias,
+                                const sdw__conv_geom *g, sdw__dnn **out, sdw_error *err) {
+    SDW_ASSERT(w_oihw && g && g->in > 0 && g->out > 0 && g->k > 0 && g->stride > 0 && out);
     sdw__dnn *op = op_new(true, p);
     op->g = *g;
     dnnl_memory_desc_t user;
     check(dnnl_memory_desc_init_by_tag(&user, 4, (dnnl_dims_t){g->out, g->in, g->k, g->k}, dnnl_f32,
                                        dnnl_oihw),
           "user weights md");
-    if (pack(op, &user, w_oihw, bias, err) != SDW_OK) {
+    sdw_status st = pack(op, &user, w_oihw, bias, err);
+    if (st != SDW_OK) {
         sdw__dnn_destroy(op);
-        return NULL;
+        return st;
     }
-    return op;
+    *out = op;
+    return SDW_OK;
 }
 
-sdw__dnn *sdw__dnn_linear_create(sdw_precision p, const float *w, const float *bias, int in,
-                                 int out, sdw_error *err) {
-    SDW_ASSERT(w && in > 0 && out > 0);
+sdw_status sdw__dnn_linear_create(sdw_precision p, const float *w, const float *bias, int in,
+                                  int out, sdw__dnn **out_op, sdw_error *err) {
+    SDW_ASSERT(w && in > 0 && out > 0 && out_op);
     sdw__dnn *op = op_new(false, p);
     op->g = (sdw__conv_geom){.in = in, .out = out, .k = 1, .stride = 1};
     /* torch's [out, in] row-major is the [in, out] matrix with strides (1, in): tag "ba". */
     dnnl_memory_desc_t user;
     check(dnnl_memory_desc_init_by_tag(&user, 2, (dnnl_dims_t){in, out}, dnnl_f32, dnnl_ba),
           "user weights md");
-    if (pack(op, &user, w, bias, err) != SDW_OK) {
+    sdw_status st = pack(op, &user, w, bias, err);
+    if (st != SDW_OK) {
         sdw__dnn_destroy(op);
-        return NULL;
+        return st;
     }
-    return op;
+    *out_op = op;
+    return SDW_OK;
 }
 
 void sdw__dnn_destroy(void *p) {

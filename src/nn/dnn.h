@@ -1,7 +1,8 @@
 /* nn/dnn.h — convolutions and matrix products on oneDNN primitives, weights packed once
  * (library-internal; the public face is sdw_conv2d / sdw_linear in nn.h).
  *
- *   sdw__dnn *op = sdw__dnn_conv_create(SDW_PRECISION_BF16, w_oihw, bias, &geom, &err);
+ *   sdw__dnn *op;
+ *   if (sdw__dnn_conv_create(SDW_PRECISION_BF16, w_oihw, bias, &geom, &op, &err)) goto fail;
  *   sdw__dnn_conv_forward(op, x, SDW__F32, B, H, W, y, SDW__F32, false); // y = conv(x) + bias
  *   sdw__dnn_destroy(op);
  *
@@ -31,12 +32,14 @@ typedef struct sdw__conv_geom {
 } sdw__conv_geom;
 
 /* w_oihw [out, in, k, k] f32 (torch layout); bias [out] f32 or NULL (both copied/packed; the
- * caller keeps ownership). p is F32 or BF16. NULL with err set when oneDNN refuses. */
-sdw__dnn *sdw__dnn_conv_create(sdw_precision p, const float *w_oihw, const float *bias,
-                               const sdw__conv_geom *g, sdw_error *err);
-/* w [out, in] f32 (torch Linear layout); bias [out] or NULL. */
-sdw__dnn *sdw__dnn_linear_create(sdw_precision p, const float *w, const float *bias, int in,
-                                 int out, sdw_error *err);
+ * caller keeps ownership). p is F32 or BF16. On success *out is a new op (free with
+ * sdw__dnn_destroy); SDW_E_BACKEND with err set (err may be NULL) when oneDNN refuses the layer,
+ * *out untouched. */
+sdw_status sdw__dnn_conv_create(sdw_precision p, const float *w_oihw, const float *bias,
+                                const sdw__conv_geom *g, sdw__dnn **out, sdw_error *err);
+/* w [out, in] f32 (torch Linear layout); bias [out] or NULL; as sdw__dnn_conv_create. */
+sdw_status sdw__dnn_linear_create(sdw_precision p, const float *w, const float *bias, int in,
+                                  int out, sdw__dnn **out_op, sdw_error *err);
 void sdw__dnn_destroy(void *op); /* NULL ok; void * so it can be an sdw_weights_adopt callback */
 
 sdw_precision sdw__dnn_precision(const sdw__dnn *op);

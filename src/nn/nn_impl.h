@@ -6,6 +6,13 @@
 
 #include <oneapi/dnnl/dnnl.h>
 
+/* sdw_weights_f32 / sdw_weights_raw in the constructor form every nn/ binder uses: the status is
+ * returned, the tensor comes through *out (untouched on failure), err may be NULL. */
+sdw_status sdw__weights_f32(sdw_weights *ws, const char *name, int n_dims, const int64_t *shape,
+                            const float **out, sdw_error *err);
+sdw_status sdw__weights_raw(sdw_weights *ws, const char *name, int n_dims, const int64_t *shape,
+                            const void **out, sdw_dtype *dtype, size_t *n, sdw_error *err);
+
 /* Row-major C[M,N] = alpha·op(A)·op(B) + beta·C through oneDNN. Inside an OpenMP parallel
  * region oneDNN runs it on the calling thread only, so callers may tile and parallelise
  * around it. A oneDNN failure here means bad dimensions: a programmer error. */

@@ -232,8 +232,8 @@ sdw_status sdw_rms_norm_bind(sdw_rms_norm *n, sdw_weights *ws, const char *name,
                              sdw_error *err) {
     memset(n, 0, sizeof *n);
     const int64_t shape[1] = {c};
-    if (!(n->gamma = sdw_weights_f32(ws, name, 1, shape, err)))
-        return err ? err->code : SDW_E_NOT_FOUND;
+    sdw_status st = sdw__weights_f32(ws, name, 1, shape, &n->gamma, err);
+    if (st != SDW_OK) return st;
     n->c = c;
     n->eps = eps;
     return SDW_OK;

@@ -19,6 +19,7 @@
 #include "nn/arena.h"
 #include "nn/dnn.h"
 #include "nn/nn.h"
+#include "nn/nn_impl.h"
 #include "nn/profile.h"
 #include "nn/vae_impl.h"
 
@@ -377,16 +378,18 @@ static sdw_status bind_upsample(vae_upsample *u, sdw_weights *ws, const char *pr
     /* Viewed, not kept: only the folded 2x2 kernels below are packed. */
     sdw_dtype dt;
     size_t n_w;
-    const void *wv = sdw_weights_raw(ws, name, 4, (const int64_t[]){c, c, 3, 3}, &dt, &n_w, err);
-    if (!wv) return err ? err->code : SDW_E_NOT_FOUND;
+    const void *wv = NULL;
+    sdw_status st =
+        sdw__weights_raw(ws, name, 4, (const int64_t[]){c, c, 3, 3}, &wv, &dt, &n_w, err);
+    if (st != SDW_OK) return st;
     float *w = sdw_xmalloc(sizeof(float) * n_w); /* OIHW */
     sdw_convert_to_f32(dt, wv, w, n_w);
     sdw_weights_raw_done(ws, name);
     join(name, prefix, "conv.bias");
-    const float *b = sdw_weights_f32(ws, name, 1, (const int64_t[]){c}, err);
-    if (!b) {
+    const float *b = NULL;
+    if ((st = sdw__weights_f32(ws, name, 1, (const int64_t[]){c}, &b, err)) != SDW_OK) {
         free(w);
-        return err ? err->code : SDW_E_NOT_FOUND;
+        return st;
     }
     *np += (size_t)c * c * 9 + (size_t)c;
     u->c = c;
@@ -394,7 +397,6 @@ static sdw_status bind_upsample(vae_upsample *u, sdw_weights *ws, const char *pr
     float *bias = sdw_xmalloc(sizeof(float) * 2 * (size_t)c);
     memcpy(bias, b, sizeof(float) * c);
     memcpy(bias + c, b, sizeof(float) * c);
-    sdw_status st = SDW_OK;
     for (int py = 0; py < 2 && st == SDW_OK; py++) {
         for (int px = 0; px < 2; px++)
             for (int o = 0; o < c; o++)

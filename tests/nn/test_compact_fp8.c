@@ -52,8 +52,12 @@ static float *fp8_weights(sdw_dtype dt, size_t n) {
 static sdw__dnn *make_op(bool conv, sdw_precision p, const float *w, const float *b, int in,
                          int out, int k) {
     sdw__conv_geom g = {.in = in, .out = out, .k = k, .stride = 1, .pad = 1, .pad_end = 1};
-    return conv ? sdw__dnn_conv_create(p, w, b, &g, NULL)
-                : sdw__dnn_linear_create(p, w, b, in, out, NULL);
+    sdw__dnn *op = NULL;
+    if (conv)
+        sdw__dnn_conv_create(p, w, b, &g, &op, NULL);
+    else
+        sdw__dnn_linear_create(p, w, b, in, out, &op, NULL);
+    return op;
 }
 
 /* y of op (plain, then accumulating into the result) for input x. */
@@ -155,7 +159,8 @@ static void test_large_layer(void) {
         sdw__dnn *op[2];
         for (int c = 0; c < 2; c++) {
             sdw_nn_set_compact_weights(c == 1);
-            op[c] = sdw__dnn_linear_create(p, w, NULL, in, out, NULL);
+            op[c] = NULL;
+            sdw__dnn_linear_create(p, w, NULL, in, out, &op[c], NULL);
         }
         sdw_nn_set_compact_weights(true);
         bool ok = op[0] && op[1];
@@ -184,7 +189,8 @@ static void test_streamed_widening(void) {
         sdw__dnn *op[2];
         for (int c = 0; c < 2; c++) {
             sdw_nn_set_compact_weights(c == 1);
-            op[c] = sdw__dnn_linear_create(p, w, NULL, in, out, NULL);
+            op[c] = NULL;
+            sdw__dnn_linear_create(p, w, NULL, in, out, &op[c], NULL);
         }
         sdw_nn_set_compact_weights(true);
         bool ok = op[0] && op[1] && sdw__dnn_weight_bytes(op[1]) == nw;
@@ -252,7 +258,8 @@ static void test_bind_from_fp8_file(void) {
         free(y[0]), free(y[1]);
         /* both files hold fp8 values: both layers keep 1 byte per packed weight */
         sdw_nn_set_compact_weights(false);
-        sdw__dnn *full = sdw__dnn_linear_create(p, w, b, in, out, NULL);
+        sdw__dnn *full = NULL;
+        sdw__dnn_linear_create(p, w, b, in, out, &full, NULL);
         sdw_nn_set_compact_weights(true);
         ASSERT_TRUE(full != NULL);
         const size_t full_bytes = sdw__dnn_weight_bytes(full);

@@ -403,8 +403,11 @@ static void check_compact(bool conv, int kind) {
     for (int c = 0; c < 2; c++) {
         sdw_nn_set_compact_weights(c == 1);
         sdw__conv_geom g = {.in = in, .out = out, .k = k, .stride = 1, .pad = 1, .pad_end = 1};
-        op[c] = conv ? sdw__dnn_conv_create(SDW_PRECISION_F32, w, b, &g, NULL)
-                     : sdw__dnn_linear_create(SDW_PRECISION_F32, w, b, in, out, NULL);
+        op[c] = NULL;
+        if (conv)
+            sdw__dnn_conv_create(SDW_PRECISION_F32, w, b, &g, &op[c], NULL);
+        else
+            sdw__dnn_linear_create(SDW_PRECISION_F32, w, b, in, out, &op[c], NULL);
         ASSERT_TRUE(op[c] != NULL);
     }
     sdw_nn_set_compact_weights(true);
