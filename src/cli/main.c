@@ -6,8 +6,8 @@
 #include "cli/serve.h"
 #include "core/common.h"
 #include "io/image.h"
+#include "io/infotext.h"
 #include "io/png.h"
-#include "models/infotext.h"
 #include "nn/profile.h"
 
 #include <errno.h>

@@ -10,8 +10,8 @@
 #include "engine/engine.h"
 
 #include "core/common.h"
+#include "io/infotext.h"
 #include "io/png.h"
-#include "models/infotext.h"
 
 #include <errno.h>
 #ifdef __GLIBC__

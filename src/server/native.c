@@ -5,7 +5,7 @@
 
 #include "core/common.h"
 #include "io/base64.h"
-#include "models/infotext.h"
+#include "io/infotext.h"
 
 #include <string.h>
 

@@ -1,7 +1,7 @@
 /* sdw_request_resolve: defaults come from capabilities; every bad field is named. */
 #include "sdw_test.h"
 
-#include "models/infotext.h"
+#include "io/infotext.h"
 #include "sdw/image_model.h"
 
 static const char *const samplers[] = {"ddim", "euler", NULL};

@@ -1,4 +1,5 @@
-#include "models/infotext.h"
+/* io/infotext.c — see infotext.h. */
+#include "io/infotext.h"
 
 #include <stdarg.h>
 #include <stdio.h>

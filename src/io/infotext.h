@@ -1,12 +1,12 @@
-/* models/infotext.h — generation parameters as AUTOMATIC1111 writes them into a PNG's
+/* io/infotext.h — generation parameters as AUTOMATIC1111 writes them into a PNG's
  * "parameters" text chunk, so tools that read A1111 images (and people) understand ours:
  *
  *   a photo of a cat
  *   Negative prompt: blurry
  *   Steps: 20, Sampler: Euler a, Schedule type: Karras, CFG scale: 7.5, Seed: 42, Size: 512x512, Model: sd15, RNG: CPU
  */
-#ifndef SDW_MODELS_INFOTEXT_H
-#define SDW_MODELS_INFOTEXT_H
+#ifndef SDW_IO_INFOTEXT_H
+#define SDW_IO_INFOTEXT_H
 
 #include "sdw/image_model.h"
 
