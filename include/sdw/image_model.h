@@ -97,6 +97,8 @@ typedef struct sdw_request {
      * and out-of-range values are refused by sdw_request_resolve. */
     const sdw_param *params;
     int n_params;
+
+    bool profile; /* measure this run's forward passes op by op (sdw_result_info.profile) */
 } sdw_request;
 
 #define SDW_DEFAULT_STRENGTH 0.75
@@ -122,6 +124,16 @@ double sdw_request_param(const sdw_request *req, const sdw_capabilities *caps, c
  * VAE decode). Return false to cancel: generate() then returns SDW_CANCELLED. */
 typedef bool (*sdw_progress_fn)(void *user, int step, int total, const sdw_image *preview);
 
+/* One row of a run's profile (sdw_request.profile): one kind of op within one stage. */
+typedef struct sdw_profile_entry {
+    const char *stage; /* "other", "text" (text encoders), "unet" (the denoiser), "vae"; static */
+    const char *op;    /* "conv 3x3", "linear", "attention", "group norm", ...; static */
+    int64_t calls;
+    double seconds; /* wall time, summed over the calls */
+    double gflop;   /* matrix-product work of the calls; 0 for ops that count none */
+} sdw_profile_entry;
+#define SDW_PROFILE_MAX_ENTRIES 48
+
 /* What generate() reports besides the image. */
 typedef struct sdw_result_info {
     int64_t seed;       /* the seed actually used */
@@ -136,6 +148,10 @@ typedef struct sdw_result_info {
     double seconds_image_encode; /* init (and masked) image preparation and VAE encoding,
                                   * not part of seconds_denoise; 0 for text-to-image */
     bool guidance_embedded; /* guidance was the denoiser's input (FLUX.1 dev), not CFG */
+    /* With req->profile: the run's ops by stage, one entry per (stage, op) that ran, stages in
+     * the order other, text, unet, vae; n_profile = 0 without. */
+    int n_profile;
+    sdw_profile_entry profile[SDW_PROFILE_MAX_ENTRIES];
 } sdw_result_info;
 
 typedef struct sdw_image_model sdw_image_model;

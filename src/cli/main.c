@@ -190,6 +190,7 @@ static int cmd_generate(const cli_args *a) {
         sdw_cli_die("--rng: %s", err.msg);
     req.params = a->params;
     req.n_params = a->n_params;
+    req.profile = a->profile;
     /* Images are read before the (slower) model load so a bad file fails fast. */
     sdw_image init = {0}, mask = {0};
     if (a->init_image && sdw_image_load(a->init_image, &init, &err))
@@ -208,13 +209,13 @@ static int cmd_generate(const cli_args *a) {
     progress_state ps = {.t_start = sdw_time_now(), .tty = isatty(2) && !a->quiet};
     sdw_image img = {0};
     sdw_result_info info = {0};
-    if (a->profile) sdw_profile_enable(true);
     if (sdw_model_generate(m, &resolved, on_progress, &ps, &img, &info, &err) != SDW_OK) {
         sdw_model_destroy(m);
         sdw_cli_die("%s", err.msg);
     }
     double secs = sdw_time_now() - ps.t_start;
-    if (a->profile) sdw_profile_print(stderr, info.n_denoiser_calls);
+    if (a->profile)
+        sdw_profile_print_entries(stderr, info.profile, info.n_profile, info.n_denoiser_calls);
     char params[4096];
     sdw_infotext_format(&resolved, &info, m->name, params, sizeof params);
     const char *text[] = {"parameters", params, NULL};

@@ -7,6 +7,7 @@
 #include "models/diffusion.h"
 
 #include "nn/nn.h"
+#include "nn/profile.h"
 #include "sampling/rng.h"
 #include "sampling/sampler.h"
 
@@ -172,7 +173,17 @@ sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
                                   sdw_result_info *info, sdw_error *err) {
     sdw_diffusion *d = (sdw_diffusion *)base;
     sdw_status s = SDW_OK;
+    /* The run's thread count and profile live as long as the run, on the thread running it: the
+     * OpenMP thread count is a per-thread setting (the parallel regions of the ops, and
+     * oneDNN's, follow the calling thread's), restored when the run ends so the caller's thread
+     * keeps its own; the ops count into the profile attached to this thread (nn/profile.h). */
+    const int caller_threads = omp_get_max_threads();
     if (d->n_threads > 0) omp_set_num_threads(d->n_threads);
+    sdw_profile prof, *caller_prof = NULL;
+    if (req->profile) {
+        sdw_profile_init(&prof);
+        caller_prof = sdw_profile_attach(&prof);
+    }
 
     const int f = d->vae_factor, C = d->latent_channels;
     const int W = req->width, H = req->height, w = W / f, h = H / f;
@@ -193,8 +204,7 @@ sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
                      "negative prompt is ignored");
     }
 
-    int64_t seed;
-    if ((s = pick_seed(req->seed, &seed, err))) return s;
+    int64_t seed = 0;
     sdw_sampler *sampler = NULL;
     void *cond = NULL;
     float *latents = sdw_xmalloc(n_lat * sizeof(float));
@@ -205,6 +215,7 @@ sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
     sdw_image_job job = {0};
     int n_noise = 0; /* noise.KK taps: every draw after the initial latents */
 
+    if ((s = pick_seed(req->seed, &seed, err))) goto done;
     double t0 = sdw_time_now(), t_text, t_loop, t_image = 0;
     /* 1. Conditioning: the family's text encoders, batch order [uncond, cond]. */
     bool truncated = false;
@@ -286,6 +297,12 @@ sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
     snprintf(info->sampler, sizeof info->sampler, "%s", req->sampler);
     snprintf(info->scheduler, sizeof info->scheduler, "%s", req->scheduler);
 done:
+    if (req->profile) {
+        sdw_profile_attach(caller_prof);
+        if (s == SDW_OK) info->n_profile = sdw_profile_export(&prof, info->profile,
+                                                             SDW_PROFILE_MAX_ENTRIES);
+    }
+    if (d->n_threads > 0) omp_set_num_threads(caller_threads);
     if (cond && d->hooks->cond_free) d->hooks->cond_free(cond);
     sdw_sampler_destroy(sampler);
     sdw__image_job_deinit(&job);
