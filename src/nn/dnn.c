@@ -57,11 +57,11 @@ static void check(dnnl_status_t s, const char *what) {
     if (s != dnnl_success) SDW_ABORT("oneDNN: %s failed (status %d)", what, (int)s);
 }
 
-static dnnl_data_type_t dnnl_dt(sdw__dt t) {
-    return t == SDW__BF16 ? dnnl_bf16 : dnnl_f32;
+static dnnl_data_type_t dnnl_dt(sdw_dt t) {
+    return t == SDW_DT_BF16 ? dnnl_bf16 : dnnl_f32;
 }
-static sdw__dt op_dt(const sdw__dnn *op) {
-    return op->prec == SDW_PRECISION_BF16 ? SDW__BF16 : SDW__F32;
+static sdw_dt op_dt(const sdw__dnn *op) {
+    return op->prec == SDW_PRECISION_BF16 ? SDW_DT_BF16 : SDW_DT_F32;
 }
 
 static int conv_out_size(const sdw__conv_geom *g, int n) {
@@ -72,8 +72,8 @@ static int conv_out_size(const sdw__conv_geom *g, int n) {
 static dnnl_status_t make_pd(const sdw__dnn *op, const int64_t *key, const dnnl_memory_desc_t *w_md,
                              dnnl_primitive_desc_t *pd) {
     const sdw__conv_geom *g = &op->g;
-    const dnnl_data_type_t wdt = dnnl_dt(op_dt(op)), xdt = dnnl_dt((sdw__dt)key[3]),
-                           ydt = dnnl_dt((sdw__dt)key[4]);
+    const dnnl_data_type_t wdt = dnnl_dt(op_dt(op)), xdt = dnnl_dt((sdw_dt)key[3]),
+                           ydt = dnnl_dt((sdw_dt)key[4]);
     dnnl_memory_desc_t src, wei, dst;
     dnnl_primitive_attr_t attr;
     dnnl_post_ops_t po = NULL;
@@ -196,7 +196,7 @@ static sdw_dtype store_dtype(w_store s) {
 /* n F16 or BF16 values widened to f32, threaded in chunks (the bf16 conversions below). */
 static void widen_16(sdw_dtype dt, const uint16_t *x, float *y, size_t n);
 /* n 8-bit values of type dt widened to yt (f32 or bf16), threaded in chunks. */
-static void widen_8(sdw_dtype dt, const uint8_t *x, void *y, sdw__dt yt, size_t n);
+static void widen_8(sdw_dtype dt, const uint8_t *x, void *y, sdw_dt yt, size_t n);
 
 /* The op's packed weights in its own type (f32 or bf16): op->w itself, or widened into a
  * buffer of the calling thread (grown as needed, kept for the next call, freed when the thread
@@ -223,7 +223,7 @@ static const void *weights_packed(const sdw__dnn *op) {
         b = sdw_xcalloc(1, sizeof *b);
         pthread_setspecific(g_wide_key, b);
     }
-    const size_t bytes = op->w_n * (op_dt(op) == SDW__BF16 ? 2 : 4);
+    const size_t bytes = op->w_n * (op_dt(op) == SDW_DT_BF16 ? 2 : 4);
     if (b->bytes < bytes) {
         free(b->p);
         b->p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
@@ -319,8 +319,12 @@ static sdw_status pack(sdw__dnn *op, const dnnl_memory_desc_t *user_md, const fl
         memcpy(op->bias, bias, sizeof(float) * (size_t)op->g.out);
     }
     /* Nominal shapes: mid-sized, so the kernel family chosen is the one big shapes use. */
-    const int64_t key[KEY_N] = {
-        op->is_conv ? 2 : 256, op->is_conv ? 32 : 0, op->is_conv ? 32 : 0, op_dt(op), SDW__F32, 0};
+    const int64_t key[KEY_N] = {op->is_conv ? 2 : 256,
+                                op->is_conv ? 32 : 0,
+                                op->is_conv ? 32 : 0,
+                                op_dt(op),
+                                SDW_DT_F32,
+                                0};
     dnnl_primitive_desc_t pd;
     dnnl_status_t s = make_pd(op, key, NULL, &pd);
     if (s != dnnl_success)
@@ -495,42 +499,44 @@ static void run(const sdw__dnn *op, const int64_t *key, const void *x, void *y) 
 }
 
 /* The activation in the op's type: x itself, or a bf16 copy in *tmp (caller frees). */
-static const void *src_for(const sdw__dnn *op, const void *x, sdw__dt xt, size_t n, void **tmp) {
+static const void *src_for(const sdw__dnn *op, const void *x, sdw_dt xt, size_t n, void **tmp) {
     *tmp = NULL;
     if (xt == op_dt(op)) return x;
-    SDW_ASSERT(xt == SDW__F32 && op_dt(op) == SDW__BF16); /* never widen bf16 for an f32 op */
+    SDW_ASSERT(xt == SDW_DT_F32 && op_dt(op) == SDW_DT_BF16); /* never widen bf16 for an f32 op */
     uint16_t *b = sdw_xmalloc(n * sizeof(uint16_t));
     sdw__f32_to_bf16(x, b, n);
     *tmp = b;
     return b;
 }
 
-void sdw__dnn_conv_forward(const sdw__dnn *op, const void *x, sdw__dt xt, int B, int H, int W,
-                           void *y, sdw__dt yt, bool accumulate) {
-    SDW_ASSERT(op && op->is_conv && x && y && x != y && B > 0 && H > 0 && W > 0);
-    SDW_ASSERT(yt == SDW__F32 || op_dt(op) == SDW__BF16); /* bf16 out only from a bf16 op */
+void sdw__dnn_conv_forward(const sdw__dnn *op, sdw_act x, sdw_act y, unsigned flags) {
+    SDW_ASSERT(op && op->is_conv && x.d && y.d && x.d != y.d);
+    SDW_ASSERT(x.layout == SDW_LAYOUT_NHWC && x.b > 0 && x.h > 0 && x.w > 0);
+    SDW_ASSERT(y.dt == SDW_DT_F32 || op_dt(op) == SDW_DT_BF16); /* bf16 out only from a bf16 op */
     const double t0 = sdw__prof_begin();
     const sdw__conv_geom *g = &op->g;
+    const int B = x.b, H = x.h, W = x.w;
     const int OH = conv_out_size(g, H), OW = conv_out_size(g, W);
-    SDW_ASSERT(OH > 0 && OW > 0);
+    SDW_ASSERT(OH > 0 && OW > 0 && y.rows == (int64_t)B * OH * OW);
     void *tmp;
-    const void *src = src_for(op, x, xt, (size_t)B * H * W * g->in, &tmp);
-    const int64_t key[KEY_N] = {B, H, W, op_dt(op), yt, accumulate};
-    run(op, key, src, y);
+    const void *src = src_for(op, x.d, x.dt, (size_t)B * H * W * g->in, &tmp);
+    const int64_t key[KEY_N] = {B, H, W, op_dt(op), y.dt, (flags & SDW_ACCUMULATE) != 0};
+    run(op, key, src, y.d);
     free(tmp);
     sdw__prof_end(g->k == 1 ? SDW_OP_CONV1 : SDW_OP_CONV3, t0,
                   2.0 * B * OH * OW * (double)g->out * g->in * g->k * g->k);
 }
 
-void sdw__dnn_linear_forward(const sdw__dnn *op, const void *x, sdw__dt xt, int64_t M, float *y,
-                             bool accumulate) {
-    SDW_ASSERT(op && !op->is_conv && x && y && x != y);
+void sdw__dnn_linear_forward(const sdw__dnn *op, sdw_act x, sdw_act y, unsigned flags) {
+    SDW_ASSERT(op && !op->is_conv && x.d && y.d && x.d != y.d);
+    SDW_ASSERT(y.dt == SDW_DT_F32 && y.rows == x.rows);
+    const int64_t M = x.rows;
     if (M <= 0) return;
     const double t0 = sdw__prof_begin();
     void *tmp;
-    const void *src = src_for(op, x, xt, (size_t)M * op->g.in, &tmp);
-    const int64_t key[KEY_N] = {M, 0, 0, op_dt(op), SDW__F32, accumulate};
-    run(op, key, src, y);
+    const void *src = src_for(op, x.d, x.dt, (size_t)M * op->g.in, &tmp);
+    const int64_t key[KEY_N] = {M, 0, 0, op_dt(op), SDW_DT_F32, (flags & SDW_ACCUMULATE) != 0};
+    run(op, key, src, y.d);
     free(tmp);
     sdw__prof_end(SDW_OP_LINEAR, t0, 2.0 * M * (double)op->g.in * op->g.out);
 }
@@ -675,10 +681,10 @@ __attribute__((target("avx512f,avx512bw"))) static size_t widen_8_avx512(const u
 /* Past this many widened bytes a layer cannot stay in cache between widening and product. */
 #define STREAM_BYTES ((size_t)32 << 20)
 
-static void widen_8_block(const uint16_t *lut, const uint8_t *x, void *y, sdw__dt yt, size_t n,
+static void widen_8_block(const uint16_t *lut, const uint8_t *x, void *y, sdw_dt yt, size_t n,
                           bool avx512, bool stream) {
-    uint16_t *y16 = yt == SDW__BF16 ? y : NULL;
-    float *y32 = yt == SDW__BF16 ? NULL : y;
+    uint16_t *y16 = yt == SDW_DT_BF16 ? y : NULL;
+    float *y32 = yt == SDW_DT_BF16 ? NULL : y;
     size_t i = 0;
 #if defined(__x86_64__)
     if (avx512) i = widen_8_avx512(lut, x, y16, y32, n, stream);
@@ -693,14 +699,14 @@ static void widen_8_block(const uint16_t *lut, const uint8_t *x, void *y, sdw__d
     }
 }
 
-static void widen_8(sdw_dtype dt, const uint8_t *x, void *y, sdw__dt yt, size_t n) {
+static void widen_8(sdw_dtype dt, const uint8_t *x, void *y, sdw_dt yt, size_t n) {
     uint16_t lut[256];
     f8_table(dt, lut); /* 256 conversions: nothing next to a layer's weights */
     bool avx512 = false;
 #if defined(__x86_64__)
     avx512 = __builtin_cpu_supports("avx512bw");
 #endif
-    const size_t esize = yt == SDW__BF16 ? 2 : 4;
+    const size_t esize = yt == SDW_DT_BF16 ? 2 : 4;
     /* y is 64-byte aligned and chunks start at multiples of 64 bytes, as streaming needs */
     const bool stream = n * esize >= STREAM_BYTES && ((uintptr_t)y & 63) == 0;
     const long n_chunks = (long)((n + CONVERT_CHUNK - 1) / CONVERT_CHUNK);

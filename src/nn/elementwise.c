@@ -84,15 +84,20 @@ VEC_CLONES static void geglu_row(const float *hidden, const float *gate, int F, 
         y[j] = hidden[j] * gelu1(gate[j]);
 }
 
-void sdw__geglu(const float *x, int64_t M, int F, void *y, sdw__dt yt) {
+void sdw_geglu(sdw_act xa, int F, sdw_act ya) {
     const double prof_t0 = sdw__prof_begin();
+    SDW_ASSERT(xa.d && ya.d && xa.dt == SDW_DT_F32 && ya.rows == xa.rows && F > 0);
+    const float *x = xa.d;
+    void *y = ya.d;
+    const sdw_dt yt = ya.dt;
+    const int64_t M = xa.rows;
 #pragma omp parallel if (M * F > PAR_MIN)
     {
-        float *row = yt == SDW__BF16 ? sdw_xmalloc(sizeof(float) * (size_t)F) : NULL;
+        float *row = yt == SDW_DT_BF16 ? sdw_xmalloc(sizeof(float) * (size_t)F) : NULL;
 #pragma omp for schedule(dynamic, 4)
         for (int64_t i = 0; i < M; i++) {
             const float *xr = x + (size_t)i * 2 * F;
-            if (yt == SDW__F32) {
+            if (yt == SDW_DT_F32) {
                 geglu_row(xr, xr + F, F, (float *)y + (size_t)i * F);
             } else {
                 geglu_row(xr, xr + F, F, row);
@@ -102,10 +107,6 @@ void sdw__geglu(const float *x, int64_t M, int F, void *y, sdw__dt yt) {
         free(row);
     }
     sdw__prof_end(SDW_OP_ACT, prof_t0, 0);
-}
-
-void sdw_geglu(const float *x, int64_t M, int F, float *y) {
-    sdw__geglu(x, M, F, y, SDW__F32);
 }
 
 void sdw_add_channel_bias(float *y, const float *bias, int B, int64_t HW, int C) {

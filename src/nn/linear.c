@@ -18,16 +18,31 @@ static void fill_rows(float *y, int64_t M, int N, const float *b) {
     }
 }
 
-void sdw_linear_forward(const sdw_linear *l, const float *x, int64_t M, float *y) {
-    SDW_ASSERT(l && (l->w || l->op) && x && y && x != y);
-    if (M <= 0) return;
-    if (l->op) {
-        sdw__dnn_linear_forward(l->op, x, SDW__F32, M, y, false);
-        return;
-    }
+/* Hand-built layers (.w only, f32): y[M,out] = x·Wᵀ + b. */
+static void linear_sgemm(const sdw_linear *l, const float *x, int64_t M, float *y) {
     fill_rows(y, M, l->out, l->b);
     /* y[M,out] += x[M,in] · W[out,in]ᵀ (torch's addmm order: product, then bias). */
     sdw__sgemm('N', 'T', M, l->out, l->in, 1.0f, x, l->in, l->w, l->in, 1.0f, y, l->out);
+}
+
+void sdw_linear_forward(const sdw_linear *l, sdw_act x, sdw_act y, unsigned flags) {
+    SDW_ASSERT(l && (l->w || l->op) && x.d && y.d && x.d != y.d && x.rows == y.rows);
+    const int64_t M = x.rows;
+    if (M <= 0) return;
+    if (l->op) {
+        sdw__dnn_linear_forward(l->op, x, y, flags);
+        return;
+    }
+    SDW_ASSERT(x.dt == SDW_DT_F32 && y.dt == SDW_DT_F32); /* hand-built layers: f32 only */
+    if (!(flags & SDW_ACCUMULATE)) {
+        linear_sgemm(l, x.d, M, y.d);
+        return;
+    }
+    /* The product into scratch, then the add (torch's order: (x·W + b) + y). */
+    float *t = sdw_xmalloc(sizeof(float) * (size_t)M * l->out);
+    linear_sgemm(l, x.d, M, t);
+    sdw_add(y.d, t, (size_t)M * l->out);
+    free(t);
 }
 
 void sdw_conv2d_pack_weights(const float *w_oihw, int out, int in, int k, float *w_hwio) {
@@ -66,12 +81,8 @@ static void im2col_rows(const sdw_conv2d *c, const float *xb, int H, int W, int 
     }
 }
 
-void sdw_conv2d_forward(const sdw_conv2d *c, const float *x, int B, int H, int W, float *y) {
-    SDW_ASSERT(c && (c->w || c->op) && x && y && x != y);
-    if (c->op) {
-        sdw__dnn_conv_forward(c->op, x, SDW__F32, B, H, W, y, SDW__F32, false);
-        return;
-    }
+/* Hand-built layers (.w only, f32): y [B,OH,OW,out] = conv(x) + b by im2col + GEMM. */
+static void conv_sgemm(const sdw_conv2d *c, const float *x, int B, int H, int W, float *y) {
     const int OH = sdw_conv2d_out_size(c, H), OW = sdw_conv2d_out_size(c, W);
     SDW_ASSERT(OH > 0 && OW > 0);
     const int64_t n_out = (int64_t)B * OH * OW;
@@ -100,26 +111,24 @@ void sdw_conv2d_forward(const sdw_conv2d *c, const float *x, int B, int H, int W
     free(col);
 }
 
-/* Hand-built layers: the product into scratch, then the add (torch's order: (x·W + b) + y). */
-void sdw_linear_forward_add(const sdw_linear *l, const float *x, int64_t M, float *y) {
-    if (l->op) {
-        sdw__dnn_linear_forward(l->op, x, SDW__F32, M, y, true);
-        return;
-    }
-    float *t = sdw_xmalloc(sizeof(float) * (size_t)M * l->out);
-    sdw_linear_forward(l, x, M, t);
-    sdw_add(y, t, (size_t)M * l->out);
-    free(t);
-}
-
-void sdw_conv2d_forward_add(const sdw_conv2d *c, const float *x, int B, int H, int W, float *y) {
+void sdw_conv2d_forward(const sdw_conv2d *c, sdw_act x, sdw_act y, unsigned flags) {
+    SDW_ASSERT(c && (c->w || c->op) && x.d && y.d && x.d != y.d);
+    SDW_ASSERT(x.layout == SDW_LAYOUT_NHWC && x.b > 0 && x.h > 0 && x.w > 0);
     if (c->op) {
-        sdw__dnn_conv_forward(c->op, x, SDW__F32, B, H, W, y, SDW__F32, true);
+        sdw__dnn_conv_forward(c->op, x, y, flags);
         return;
     }
-    const size_t n = (size_t)B * sdw_conv2d_out_size(c, H) * sdw_conv2d_out_size(c, W) * c->out;
+    SDW_ASSERT(x.dt == SDW_DT_F32 && y.dt == SDW_DT_F32); /* hand-built layers: f32 only */
+    const size_t n =
+        (size_t)x.b * sdw_conv2d_out_size(c, x.h) * sdw_conv2d_out_size(c, x.w) * c->out;
+    SDW_ASSERT((int64_t)n == y.rows * c->out);
+    if (!(flags & SDW_ACCUMULATE)) {
+        conv_sgemm(c, x.d, x.b, x.h, x.w, y.d);
+        return;
+    }
+    /* The product into scratch, then the add (torch's order: (x·W + b) + y). */
     float *t = sdw_xmalloc(sizeof(float) * n);
-    sdw_conv2d_forward(c, x, B, H, W, t);
-    sdw_add(y, t, n);
+    conv_sgemm(c, x.d, x.b, x.h, x.w, t);
+    sdw_add(y.d, t, n);
     free(t);
 }

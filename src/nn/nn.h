@@ -15,7 +15,12 @@
  *
  *   sdw_conv2d conv;
  *   if (sdw_conv2d_bind(&conv, ws, "conv_in", 4, 320, 3, 1, 1, true, &err)) goto fail;
- *   sdw_conv2d_forward(&conv, x, B, H, W, y);      // y: [B, H, W, 320]
+ *   sdw_conv2d_forward(&conv, sdw_nhwc(x, B, H, W), sdw_nhwc(y, B, H, W), 0); // y: [B, H, W, 320]
+ *
+ * Each product and norm is one function taking activation views (nn/act.h: storage, element
+ * type, shape) and op flags (SDW_ACCUMULATE: y += result; SDW_SILU after a norm). Views are f32
+ * except where a bf16 layer reads or writes bf16 (sdw_conv2d_operand_dt: the VAE keeps its
+ * activations so).
  *
  * Thread safety: forward functions are reentrant (bound layers are read-only).
  */
@@ -23,6 +28,7 @@
 #define SDW_NN_H
 
 #include "io/weights.h"
+#include "nn/act.h"
 
 struct sdw__dnn; /* packed weights + cached oneDNN primitives (nn/dnn.h) */
 
@@ -59,10 +65,10 @@ sdw_status sdw_linear_bind_stacked(sdw_linear *l, sdw_weights *ws, const char *c
  * packed for ws's precision and owned by ws. */
 sdw_status sdw_linear_init(sdw_linear *l, sdw_weights *ws, const float *w, const float *b, int in,
                            int out, sdw_error *err);
-/* x [M,in] -> y [M,out]; x and y must not alias. */
-void sdw_linear_forward(const sdw_linear *l, const float *x, int64_t M, float *y);
-/* y [M,out] += x·Wᵀ + b (a residual add fused into the product). */
-void sdw_linear_forward_add(const sdw_linear *l, const float *x, int64_t M, float *y);
+/* x [M, in] -> y [M, out] f32: y = x·Wᵀ + b, or with SDW_ACCUMULATE y += x·Wᵀ + b (a residual
+ * add fused into the product). x and y are read as rows (any layout, same row count); x is f32,
+ * or bf16 on a bf16 layer. x and y must not alias. */
+void sdw_linear_forward(const sdw_linear *l, sdw_act x, sdw_act y, unsigned flags);
 
 /* ---- 2-D convolution, NHWC, square kernel, zero padding ----
  * Padding is `pad` before and `pad_end` after each spatial dim (equal for the symmetric
@@ -93,10 +99,14 @@ void sdw_conv2d_pack_weights(const float *w_oihw, int out, int in, int k, float 
 static inline int sdw_conv2d_out_size(const sdw_conv2d *c, int n) {
     return (n + c->pad + c->pad_end - c->k) / c->stride + 1;
 }
-/* x [B,H,W,in] -> y [B,OH,OW,out] with OH/OW from sdw_conv2d_out_size. x and y must not alias. */
-void sdw_conv2d_forward(const sdw_conv2d *c, const float *x, int B, int H, int W, float *y);
-/* y [B,OH,OW,out] += conv(x) + b (a residual add fused into the convolution). */
-void sdw_conv2d_forward_add(const sdw_conv2d *c, const float *x, int B, int H, int W, float *y);
+/* The element type a layer's product reads and may write besides f32: bf16 on a layer bound
+ * for bf16, else f32. */
+sdw_dt sdw_conv2d_operand_dt(const sdw_conv2d *c);
+/* x NHWC [B, H, W, in] -> y NHWC [B, OH, OW, out] (OH/OW from sdw_conv2d_out_size): y =
+ * conv(x) + b, or with SDW_ACCUMULATE y += conv(x) + b (the residual add fused into the
+ * convolution). x and y are f32, or of the operand type (a bf16 y: the f32 sum rounded once).
+ * x and y must not alias. */
+void sdw_conv2d_forward(const sdw_conv2d *c, sdw_act x, sdw_act y, unsigned flags);
 
 /* ---- normalisation ---- */
 typedef struct sdw_group_norm {
@@ -106,13 +116,12 @@ typedef struct sdw_group_norm {
 } sdw_group_norm;
 sdw_status sdw_group_norm_bind(sdw_group_norm *g, sdw_weights *ws, const char *prefix, int c,
                                int groups, float eps, sdw_error *err);
-/* x,y [B, HW, C] (may alias). silu: apply SiLU after the affine (fused GroupNorm+SiLU). */
-void sdw_group_norm_forward(const sdw_group_norm *g, const float *x, int B, int64_t HW, float *y,
-                            bool silu);
-/* GroupNorm of (x + bias), bias [B, C] broadcast over pixels (a ResnetBlock2D's time embedding
- * added just before its norm2): the sum is formed on the fly, never stored. y may alias x. */
-void sdw_group_norm_forward_bias(const sdw_group_norm *g, const float *x, const float *bias, int B,
-                                 int64_t HW, float *y, bool silu);
+/* GroupNorm of (x + bias) over x NHWC [B, H, W, C] into y (same shape): bias [B, C] broadcast
+ * over pixels (a ResnetBlock2D's time embedding added just before its norm2; the sum is formed
+ * on the fly, never stored) or NULL. flags: SDW_SILU applies SiLU after the affine. x and y
+ * are f32 or bf16 each; y may be x's storage when their types match (in place). */
+void sdw_group_norm_forward(const sdw_group_norm *g, const float *bias, sdw_act x, sdw_act y,
+                            unsigned flags);
 
 typedef struct sdw_layer_norm {
     const float *gamma, *beta; /* [C] */
@@ -121,8 +130,8 @@ typedef struct sdw_layer_norm {
 } sdw_layer_norm;
 sdw_status sdw_layer_norm_bind(sdw_layer_norm *n, sdw_weights *ws, const char *prefix, int c,
                                float eps, sdw_error *err);
-/* x,y [M, C] (may alias). */
-void sdw_layer_norm_forward(const sdw_layer_norm *n, const float *x, int64_t M, float *y);
+/* x [M, C] f32 -> y [M, C] f32 or bf16, read as rows; y may be x's storage (f32). */
+void sdw_layer_norm_forward(const sdw_layer_norm *n, sdw_act x, sdw_act y);
 
 /* RMSNorm (T5's T5LayerNorm, diffusers' RMSNorm): y = x / sqrt(mean(x²) + eps) · gamma, the
  * mean over c values in f32 with no centring, as both compute it (in float32 whatever the
@@ -165,30 +174,32 @@ void sdw_gelu(float *x, size_t n);                /* exact erf GELU (torch defau
 void sdw_gelu_tanh(float *x, size_t n);           /* tanh approximation */
 void sdw_quick_gelu(float *x, size_t n);          /* x·sigmoid(1.702x) (CLIP) */
 void sdw_add(float *y, const float *x, size_t n); /* y += x */
-/* GEGLU: x [M, 2F] -> y [M, F] = x[:, :F] · gelu(x[:, F:]) (diffusers GEGLU chunk order). */
-void sdw_geglu(const float *x, int64_t M, int F, float *y);
+/* GEGLU: x [M, 2F] f32 -> y [M, F] f32 or bf16 = x[:, :F] · gelu(x[:, F:]) (diffusers GEGLU
+ * chunk order), read as rows. */
+void sdw_geglu(sdw_act x, int F, sdw_act y);
 /* y [B,H,W,C] += bias per (B, C): broadcast of a per-batch channel vector (time embedding). */
 void sdw_add_channel_bias(float *y, const float *bias, int B, int64_t HW, int C);
 
 /* ---- a producer fused into a product ----
  * The normalised / activated input is made directly in the layer's operand type (bf16 for a
  * bf16 layer: no f32 copy and no conversion pass) and consumed by the product. tmp is scratch
- * of (rows x layer input) floats and may be x itself (x is then overwritten). accumulate:
- * y += product (a residual add), else y = product. Same numbers as the two steps apart. */
-/* y (+)= conv(act(groupnorm(x + bias))): bias [B, C] per batch and channel or NULL, act SiLU
- * if silu; x [B, H, W, in]. */
-void sdw_conv2d_forward_gn(const sdw_conv2d *c, const sdw_group_norm *g, const float *x,
-                           const float *bias, bool silu, int B, int H, int W, float *tmp, float *y,
-                           bool accumulate);
-/* y (+)= linear(groupnorm(x)), x [B, HW, in] (Transformer2DModel's norm then proj_in). */
-void sdw_linear_forward_gn(const sdw_linear *l, const sdw_group_norm *g, const float *x, int B,
-                           int64_t HW, float *tmp, float *y, bool accumulate);
-/* y (+)= linear(layernorm(x)), x [M, in]. */
-void sdw_linear_forward_ln(const sdw_linear *l, const sdw_layer_norm *n, const float *x, int64_t M,
-                           float *tmp, float *y, bool accumulate);
-/* y (+)= linear(geglu(x)), x [M, 2·in] (GEGLU halves as sdw_geglu); tmp [M, in] (not x). */
-void sdw_linear_forward_geglu(const sdw_linear *l, const float *x, int64_t M, float *tmp, float *y,
-                              bool accumulate);
+ * for (rows x layer input) values of x's type and may be x's storage (x is then overwritten).
+ * flags: SDW_ACCUMULATE (y += product, a residual add; else y = product), and SDW_SILU where
+ * said. Same numbers as the two steps apart. */
+/* y (+)= conv(silu?(groupnorm(x + bias))): x NHWC [B, H, W, in] f32 or of the operand type,
+ * bias [B, C] per batch and channel or NULL, SiLU with SDW_SILU; y as sdw_conv2d_forward. */
+void sdw_conv2d_forward_gn(const sdw_conv2d *c, const sdw_group_norm *g, const float *bias,
+                           sdw_act x, void *tmp, sdw_act y, unsigned flags);
+/* y (+)= linear(groupnorm(x)), x NHWC [B, H, W, in] f32 (Transformer2DModel's norm then
+ * proj_in; tokens [B, L, in] as sdw_nhwc(x, B, L, 1)), y [B·H·W, out] f32. */
+void sdw_linear_forward_gn(const sdw_linear *l, const sdw_group_norm *g, sdw_act x, void *tmp,
+                           sdw_act y, unsigned flags);
+/* y (+)= linear(layernorm(x)), x [M, in] f32 rows, y [M, out] f32. */
+void sdw_linear_forward_ln(const sdw_linear *l, const sdw_layer_norm *n, sdw_act x, void *tmp,
+                           sdw_act y, unsigned flags);
+/* y (+)= linear(geglu(x)), x [M, 2·in] f32 rows (GEGLU halves as sdw_geglu), y [M, out] f32;
+ * tmp [M, in] (not x's storage). */
+void sdw_linear_forward_geglu(const sdw_linear *l, sdw_act x, void *tmp, sdw_act y, unsigned flags);
 
 /* ---- layout helpers ---- */
 /* Nearest-neighbour ×2 upsample: x [B,H,W,C] -> y [B,2H,2W,C]. */

@@ -46,10 +46,10 @@ VEC_CLONES static void block_sq(const float *x, const float *bias, const float *
 /* y = (x + bias)·scale + shift, then SiLU if asked, over n pixels; y f32 or bf16. */
 VEC_CLONES static void apply_rows(const float *x, const float *bias, const float *scale,
                                   const float *shift, int64_t n, int C, bool silu, float *tmp,
-                                  void *y, sdw__dt yt) {
+                                  void *y, sdw_dt yt) {
     for (int64_t p = 0; p < n; p++) {
         const float *row = x + p * C;
-        float *out = yt == SDW__F32 ? (float *)y + p * C : tmp;
+        float *out = yt == SDW_DT_F32 ? (float *)y + p * C : tmp;
         if (silu) {
             for (int c = 0; c < C; c++) {
                 const float v = (row[c] + bias[c]) * scale[c] + shift[c];
@@ -59,22 +59,28 @@ VEC_CLONES static void apply_rows(const float *x, const float *bias, const float
             for (int c = 0; c < C; c++)
                 out[c] = (row[c] + bias[c]) * scale[c] + shift[c];
         }
-        if (yt == SDW__BF16) sdw__f32_to_bf16_row(tmp, (uint16_t *)y + p * C, (size_t)C);
+        if (yt == SDW_DT_BF16) sdw__f32_to_bf16_row(tmp, (uint16_t *)y + p * C, (size_t)C);
     }
 }
 
 /* Block t's np pixels of x as f32: x itself, or (bf16 x) widened into buf [BLK * C]. */
-static const float *block_f32(const void *x, sdw__dt xt, size_t off, int64_t np, int C,
-                              float *buf) {
-    if (xt == SDW__F32) return (const float *)x + off;
+static const float *block_f32(const void *x, sdw_dt xt, size_t off, int64_t np, int C, float *buf) {
+    if (xt == SDW_DT_F32) return (const float *)x + off;
     sdw__bf16_to_f32_row((const uint16_t *)x + off, buf, (size_t)np * C);
     return buf;
 }
 
-void sdw__group_norm(const sdw_group_norm *g, const void *x, sdw__dt xt, const float *bias_bc,
-                     int B, int64_t HW, void *y, sdw__dt yt, bool silu) {
+void sdw_group_norm_forward(const sdw_group_norm *g, const float *bias_bc, sdw_act xa, sdw_act ya,
+                            unsigned flags) {
     const double prof_t0 = sdw__prof_begin();
-    SDW_ASSERT(g && g->gamma && g->beta && g->groups > 0 && g->c % g->groups == 0 && B > 0);
+    SDW_ASSERT(g && g->gamma && g->beta && g->groups > 0 && g->c % g->groups == 0);
+    SDW_ASSERT(xa.layout == SDW_LAYOUT_NHWC && xa.b > 0 && xa.d && ya.d && ya.rows == xa.rows);
+    const void *x = xa.d;
+    void *y = ya.d;
+    const sdw_dt xt = xa.dt, yt = ya.dt;
+    const bool silu = flags & SDW_SILU;
+    const int B = xa.b;
+    const int64_t HW = (int64_t)xa.h * xa.w;
     const int C = g->c, G = g->groups, cpg = C / G;
     const int64_t n_blk = (HW + BLK - 1) / BLK, total = B * n_blk;
     double *part = sdw_xmalloc(sizeof(double) * (size_t)total * C);
@@ -89,7 +95,7 @@ void sdw__group_norm(const sdw_group_norm *g, const void *x, sdw__dt xt, const f
 #pragma omp parallel
         {
             float *acc = sdw_xmalloc(sizeof(float) * (size_t)C);
-            float *wide = xt == SDW__BF16 ? sdw_xmalloc(sizeof(float) * BLK * (size_t)C) : NULL;
+            float *wide = xt == SDW_DT_BF16 ? sdw_xmalloc(sizeof(float) * BLK * (size_t)C) : NULL;
 #pragma omp for schedule(dynamic, 4)
             for (int64_t t = 0; t < total; t++) {
                 const int b = (int)(t / n_blk);
@@ -137,14 +143,15 @@ void sdw__group_norm(const sdw_group_norm *g, const void *x, sdw__dt xt, const f
 
 #pragma omp parallel
     {
-        float *tmp = yt == SDW__BF16 ? sdw_xmalloc(sizeof(float) * (size_t)C) : NULL;
-        float *wide = xt == SDW__BF16 ? sdw_xmalloc(sizeof(float) * BLK * (size_t)C) : NULL;
+        float *tmp = yt == SDW_DT_BF16 ? sdw_xmalloc(sizeof(float) * (size_t)C) : NULL;
+        float *wide = xt == SDW_DT_BF16 ? sdw_xmalloc(sizeof(float) * BLK * (size_t)C) : NULL;
 #pragma omp for schedule(dynamic, 4)
         for (int64_t t = 0; t < total; t++) {
             const int b = (int)(t / n_blk);
             const int64_t p0 = t % n_blk * BLK, np = SDW_MIN((int64_t)BLK, HW - p0);
             const size_t off = ((size_t)b * HW + p0) * C;
-            void *yb = yt == SDW__F32 ? (void *)((float *)y + off) : (void *)((uint16_t *)y + off);
+            void *yb =
+                yt == SDW_DT_F32 ? (void *)((float *)y + off) : (void *)((uint16_t *)y + off);
             /* the block is read whole before it is written: y may be x's storage when xt == yt */
             apply_rows(block_f32(x, xt, off, np, C, wide), bias_bc ? bias_bc + (size_t)b * C : zero,
                        scale + (size_t)b * C, shift + (size_t)b * C, np, C, silu, tmp, yb, yt);
@@ -157,16 +164,6 @@ void sdw__group_norm(const sdw_group_norm *g, const void *x, sdw__dt xt, const f
     free(zero);
     free(part);
     sdw__prof_end(SDW_OP_GROUP_NORM, prof_t0, 0);
-}
-
-void sdw_group_norm_forward(const sdw_group_norm *g, const float *x, int B, int64_t HW, float *y,
-                            bool silu) {
-    sdw__group_norm(g, x, SDW__F32, NULL, B, HW, y, SDW__F32, silu);
-}
-
-void sdw_group_norm_forward_bias(const sdw_group_norm *g, const float *x, const float *bias, int B,
-                                 int64_t HW, float *y, bool silu) {
-    sdw__group_norm(g, x, SDW__F32, bias, B, HW, y, SDW__F32, silu);
 }
 
 /* One LayerNorm row: 16 f32 lane partials per pass, combined in double. */
@@ -202,17 +199,22 @@ VEC_CLONES static void ln_row(const float *x, int C, const float *gamma, const f
         y[c] = (x[c] - fm) * rstd * gamma[c] + beta[c];
 }
 
-void sdw__layer_norm(const sdw_layer_norm *n, const float *x, int64_t M, void *y, sdw__dt yt) {
+void sdw_layer_norm_forward(const sdw_layer_norm *n, sdw_act xa, sdw_act ya) {
     const double prof_t0 = sdw__prof_begin();
     SDW_ASSERT(n && n->gamma && n->beta && n->c > 0);
+    SDW_ASSERT(xa.d && ya.d && xa.dt == SDW_DT_F32 && ya.rows == xa.rows);
+    const float *x = xa.d;
+    void *y = ya.d;
+    const sdw_dt yt = ya.dt;
+    const int64_t M = xa.rows;
     const int C = n->c;
 #pragma omp parallel if (M * C > 32768)
     {
-        float *tmp = yt == SDW__BF16 ? sdw_xmalloc(sizeof(float) * (size_t)C) : NULL;
+        float *tmp = yt == SDW_DT_BF16 ? sdw_xmalloc(sizeof(float) * (size_t)C) : NULL;
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < M; i++) {
             const float *xr = x + (size_t)i * C;
-            if (yt == SDW__F32) {
+            if (yt == SDW_DT_F32) {
                 ln_row(xr, C, n->gamma, n->beta, n->eps, (float *)y + (size_t)i * C);
             } else {
                 ln_row(xr, C, n->gamma, n->beta, n->eps, tmp);
@@ -222,10 +224,6 @@ void sdw__layer_norm(const sdw_layer_norm *n, const float *x, int64_t M, void *y
         free(tmp);
     }
     sdw__prof_end(SDW_OP_LAYER_NORM, prof_t0, 0);
-}
-
-void sdw_layer_norm_forward(const sdw_layer_norm *n, const float *x, int64_t M, float *y) {
-    sdw__layer_norm(n, x, M, y, SDW__F32);
 }
 
 sdw_status sdw_rms_norm_bind(sdw_rms_norm *n, sdw_weights *ws, const char *name, int c, float eps,

@@ -609,12 +609,8 @@ size_t sdw_vae_n_params(const sdw_vae *v) { return v->n_params; }
  * that set the decoder's peak memory. */
 
 /* Activations come from the call's arena (nn/arena.h): reused, not fresh pages each time. */
-static size_t dt_size(sdw__dt dt) {
-    return dt == SDW__BF16 ? sizeof(uint16_t) : sizeof(float);
-}
-
-static void *alloc_act(sdw_arena *ar, sdw__dt dt, int B, int H, int W, int C) {
-    return sdw_arena_alloc(ar, (size_t)B * H * W * C * dt_size(dt));
+static void *alloc_act(sdw_arena *ar, sdw_dt dt, int B, int H, int W, int C) {
+    return sdw_arena_alloc(ar, (size_t)B * H * W * C * sdw_dt_size(dt));
 }
 
 /* ResnetBlock2D: out = shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x)))))).
@@ -622,22 +618,24 @@ static void *alloc_act(sdw_arena *ar, sdw__dt dt, int B, int H, int W, int C) {
  * the shortcut runs first, so x is dead once norm1 has read it and norm1 overwrites it; norm2
  * overwrites conv1's output. Peak cin + 2·cout channels (the 256->128 block at full resolution
  * sets the peak of a 512x512 SD decode). */
-static void *resnet_forward(sdw_arena *ar, const vae_resnet *r, sdw__dt dt, void *x, int B, int H,
+static void *resnet_forward(sdw_arena *ar, const vae_resnet *r, sdw_dt dt, void *x, int B, int H,
                             int W) {
     void *res = x; /* the residual branch: x itself, or its 1x1 projection */
     void *a = x;   /* norm1's output: over x when x is not needed afterwards */
+    const sdw_act xv = sdw_nhwc_dt(x, dt, B, H, W);
     if (r->cin != r->cout) {
         res = alloc_act(ar, dt, B, H, W, r->cout);
-        sdw__conv2d_forward_typed(&r->shortcut, x, dt, B, H, W, res, dt, false);
+        sdw_conv2d_forward(&r->shortcut, xv, sdw_nhwc_dt(res, dt, B, H, W), 0);
     } else {
         a = alloc_act(ar, dt, B, H, W, r->cin);
     }
     void *b = alloc_act(ar, dt, B, H, W, r->cout); /* conv1's output */
-    sdw__conv2d_forward_gn_typed(&r->conv1, &r->norm1, x, dt, NULL, true, B, H, W, a, b, dt, false);
+    const sdw_act bv = sdw_nhwc_dt(b, dt, B, H, W);
+    sdw_conv2d_forward_gn(&r->conv1, &r->norm1, NULL, xv, a, bv, SDW_SILU);
     sdw_arena_free(ar, a); /* the norm1 buffer, or x itself when res holds the projection */
     /* res += conv2(silu(norm2(b))), norm2 over b itself: the output is the residual buffer */
-    sdw__conv2d_forward_gn_typed(&r->conv2, &r->norm2, b, dt, NULL, true, B, H, W, b, res, dt,
-                                 true);
+    sdw_conv2d_forward_gn(&r->conv2, &r->norm2, NULL, bv, b, sdw_nhwc_dt(res, dt, B, H, W),
+                          SDW_SILU | SDW_ACCUMULATE);
     sdw_arena_free(ar, b);
     return res;
 }
@@ -646,29 +644,29 @@ static void *resnet_forward(sdw_arena *ar, const vae_resnet *r, sdw__dt dt, void
  * dim C, scale 1/sqrt(C)): x += to_out(softmax(q kᵀ/√C) v), q/k/v = to_*(group_norm(x)) over
  * the H·W tokens of each image. x [B, HW, C] of type dt updated in place (at the lowest
  * resolution: a bf16 x is widened to f32 around it). */
-static void attn_forward(sdw_arena *ar, const vae_attn *a, sdw__dt dt, void *x, int B, int64_t HW) {
+static void attn_forward(sdw_arena *ar, const vae_attn *a, sdw_dt dt, void *x, int B, int64_t HW) {
     const int C = a->c;
     const int64_t M = B * HW;
     const size_t n = (size_t)M * C;
-    float *xf = dt == SDW__F32 ? x : sdw_arena_alloc(ar, n * sizeof(float));
-    if (dt == SDW__BF16) sdw__bf16_to_f32(x, xf, n);
+    float *xf = dt == SDW_DT_F32 ? x : sdw_arena_alloc(ar, n * sizeof(float));
+    if (dt == SDW_DT_BF16) sdw__bf16_to_f32(x, xf, n);
     float *h = sdw_arena_alloc(ar, n * sizeof(float));
     float *qkv = sdw_arena_alloc(ar, 3 * n * sizeof(float));
-    sdw_linear_forward_gn(&a->qkv, &a->norm, xf, B, HW, h, qkv, false); /* [M, q|k|v] */
+    /* [M, q|k|v] */
+    sdw_linear_forward_gn(&a->qkv, &a->norm, sdw_nhwc(xf, B, (int)HW, 1), h, sdw_rows(qkv, M), 0);
     sdw_attention(qkv, 3 * C, qkv + C, 3 * C, qkv + 2 * C, 3 * C, B, HW, HW, 1, C,
                   1.0f / sqrtf((float)C), false, h);
     sdw_arena_free(ar, qkv);
-    sdw_linear_forward_add(&a->out, h, M, xf); /* x += to_out(attention) */
+    sdw_linear_forward(&a->out, sdw_rows(h, M), sdw_rows(xf, M), SDW_ACCUMULATE); /* x += to_out */
     sdw_arena_free(ar, h);
-    if (dt == SDW__BF16) {
+    if (dt == SDW_DT_BF16) {
         sdw__f32_to_bf16(xf, x, n);
         sdw_arena_free(ar, xf);
     }
 }
 
 /* UNetMidBlock2D: resnet, attention (optional), resnet. Channel count unchanged. */
-static void *mid_forward(sdw_arena *ar, const vae_mid *m, sdw__dt dt, void *x, int B, int H,
-                         int W) {
+static void *mid_forward(sdw_arena *ar, const vae_mid *m, sdw_dt dt, void *x, int B, int H, int W) {
     x = resnet_forward(ar, &m->res[0], dt, x, B, H, W);
     if (m->has_attn) attn_forward(ar, &m->attn, dt, x, B, (int64_t)H * W);
     return resnet_forward(ar, &m->res[1], dt, x, B, H, W);
@@ -676,15 +674,16 @@ static void *mid_forward(sdw_arena *ar, const vae_mid *m, sdw__dt dt, void *x, i
 
 /* Upsample2D (see vae_upsample). Takes x [B,H,W,C] (freed), returns [B,2H,2W,C], type dt.
  * Peak: x + y + one phase output (half of y). */
-static void *upsample_forward(sdw_arena *ar, const vae_upsample *u, sdw__dt dt, void *x, int B,
+static void *upsample_forward(sdw_arena *ar, const vae_upsample *u, sdw_dt dt, void *x, int B,
                               int H, int W) {
     const int C = u->c;
-    const size_t es = dt_size(dt), row = (size_t)C * es;
+    const size_t es = sdw_dt_size(dt), row = (size_t)C * es;
     char *y = alloc_act(ar, dt, B, 2 * H, 2 * W, C);
     char *p = alloc_act(ar, dt, B, H + 1, W + 1, 2 * C); /* [B, H+1, W+1, (px, C)] */
     for (int py = 0; py < 2; py++) {
-        sdw__conv2d_forward_typed(&u->phase[py], x, dt, B, H, W, p, dt, false);
-        #pragma omp parallel for collapse(2) schedule(static)
+        sdw_conv2d_forward(&u->phase[py], sdw_nhwc_dt(x, dt, B, H, W),
+                           sdw_nhwc_dt(p, dt, B, H + 1, W + 1), 0);
+#pragma omp parallel for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
             for (int i = 0; i < H; i++) {
                 const char *src = p + (((size_t)b * (H + 1) + i + py) * (W + 1)) * 2 * row;
@@ -704,11 +703,11 @@ static void *upsample_forward(sdw_arena *ar, const vae_upsample *u, sdw__dt dt, 
 /* Downsample2D (padding 0): F.pad(x, (0,1,0,1)) — one zero column right, one zero row at the
  * bottom — then 3x3 conv stride 2 without padding; the conv is bound with pad 0 / pad_end 1,
  * which is the same thing. Takes x (freed); *H, *W become the output size. */
-static void *downsample_forward(sdw_arena *ar, const sdw_conv2d *conv, sdw__dt dt, void *x, int B,
+static void *downsample_forward(sdw_arena *ar, const sdw_conv2d *conv, sdw_dt dt, void *x, int B,
                                 int *H, int *W) {
     const int oh = sdw_conv2d_out_size(conv, *H), ow = sdw_conv2d_out_size(conv, *W);
     void *y = alloc_act(ar, dt, B, oh, ow, conv->out);
-    sdw__conv2d_forward_typed(conv, x, dt, B, *H, *W, y, dt, false);
+    sdw_conv2d_forward(conv, sdw_nhwc_dt(x, dt, B, *H, *W), sdw_nhwc_dt(y, dt, B, oh, ow), 0);
     sdw_arena_free(ar, x);
     *H = oh;
     *W = ow;
@@ -720,17 +719,17 @@ float *sdw__vae_upsample(sdw_weights *ws, const char *prefix, int c, const float
     vae_upsample u;
     size_t np = 0;
     if (bind_upsample(&u, ws, prefix, c, &np, err)) return NULL;
-    const sdw__dt dt = sdw__conv2d_operand_dt(&u.phase[0]);
+    const sdw_dt dt = sdw_conv2d_operand_dt(&u.phase[0]);
     const size_t n_in = (size_t)B * H * W * c, n_out = 4 * n_in;
     sdw_arena *ar = sdw_arena_create();
     void *copy = alloc_act(ar, dt, B, H, W, c);
-    if (dt == SDW__BF16)
+    if (dt == SDW_DT_BF16)
         sdw__f32_to_bf16(x, copy, n_in);
     else
         memcpy(copy, x, sizeof(float) * n_in);
     void *y = upsample_forward(ar, &u, dt, copy, B, H, W);
     float *out = sdw_xmalloc(sizeof(float) * n_out);
-    if (dt == SDW__BF16)
+    if (dt == SDW_DT_BF16)
         sdw__bf16_to_f32(y, out, n_out);
     else
         memcpy(out, y, sizeof(float) * n_out);
@@ -744,17 +743,17 @@ void sdw_vae_decode(const sdw_vae *v, const float *z, int B, int h, int w, float
     const sdw_prof_stage prev_stage = sdw__prof_stage(SDW_PROF_VAE);
     sdw_arena *ar = sdw_arena_create();
     const sdw_vae_config *c = &v->cfg;
-    const sdw__dt dt = sdw__conv2d_operand_dt(&v->dec_conv_in);
+    const sdw_dt dt = sdw_conv2d_operand_dt(&v->dec_conv_in);
     const int L = c->n_levels, n_res = c->layers_per_block + 1;
     const float *in = z;
     float *pq = NULL;
     if (c->use_post_quant_conv) {
-        pq = alloc_act(ar, SDW__F32, B, h, w, c->latent_channels);
-        sdw_conv2d_forward(&v->post_quant_conv, z, B, h, w, pq);
+        pq = alloc_act(ar, SDW_DT_F32, B, h, w, c->latent_channels);
+        sdw_conv2d_forward(&v->post_quant_conv, sdw_nhwc(z, B, h, w), sdw_nhwc(pq, B, h, w), 0);
         in = pq;
     }
     void *x = alloc_act(ar, dt, B, h, w, v->dec_conv_in.out); // [B, h, w, boc[L-1]]
-    sdw__conv2d_forward_typed(&v->dec_conv_in, in, SDW__F32, B, h, w, x, dt, false);
+    sdw_conv2d_forward(&v->dec_conv_in, sdw_nhwc(in, B, h, w), sdw_nhwc_dt(x, dt, B, h, w), 0);
     sdw_arena_free(ar, pq);
     x = mid_forward(ar, &v->dec_mid, dt, x, B, h, w);
     int H = h, W = w;
@@ -768,8 +767,8 @@ void sdw_vae_decode(const sdw_vae *v, const float *z, int B, int h, int w, float
         }
     }
     // img = conv_out(silu(norm_out(x)))                        [B, H, W, out_channels]
-    sdw__conv2d_forward_gn_typed(&v->dec_conv_out, &v->dec_norm_out, x, dt, NULL, true, B, H, W, x,
-                                 img, SDW__F32, false);
+    sdw_conv2d_forward_gn(&v->dec_conv_out, &v->dec_norm_out, NULL, sdw_nhwc_dt(x, dt, B, H, W), x,
+                          sdw_nhwc(img, B, H, W), SDW_SILU);
     sdw_arena_free(ar, x);
     sdw_arena_destroy(ar);
     sdw__prof_stage(prev_stage);
@@ -791,9 +790,9 @@ sdw_status sdw_vae_encode(const sdw_vae *v, const float *img, int B, int H, int 
     const int L = c->n_levels, n_res = c->layers_per_block, lat = c->latent_channels;
     const sdw_prof_stage prev_stage = sdw__prof_stage(SDW_PROF_VAE);
     sdw_arena *ar = sdw_arena_create();
-    const sdw__dt dt = sdw__conv2d_operand_dt(&v->enc_conv_in);
+    const sdw_dt dt = sdw_conv2d_operand_dt(&v->enc_conv_in);
     void *x = alloc_act(ar, dt, B, H, W, v->enc_conv_in.out); // [B, H, W, boc[0]]
-    sdw__conv2d_forward_typed(&v->enc_conv_in, img, SDW__F32, B, H, W, x, dt, false);
+    sdw_conv2d_forward(&v->enc_conv_in, sdw_nhwc(img, B, H, W), sdw_nhwc_dt(x, dt, B, H, W), 0);
     for (int i = 0; i < L; i++) {
         for (int j = 0; j < n_res; j++)
             x = resnet_forward(ar, &v->down_res[i * n_res + j], dt, x, B, H, W);
@@ -801,13 +800,13 @@ sdw_status sdw_vae_encode(const sdw_vae *v, const float *img, int B, int H, int 
     }
     x = mid_forward(ar, &v->enc_mid, dt, x, B, H, W); // [B, h, w, boc[L-1]]
     // [B, h, w, 2·latent]: (mean, logvar) per pixel
-    float *mom = alloc_act(ar, SDW__F32, B, H, W, 2 * lat);
-    sdw__conv2d_forward_gn_typed(&v->enc_conv_out, &v->enc_norm_out, x, dt, NULL, true, B, H, W, x,
-                                 mom, SDW__F32, false);
+    float *mom = alloc_act(ar, SDW_DT_F32, B, H, W, 2 * lat);
+    sdw_conv2d_forward_gn(&v->enc_conv_out, &v->enc_norm_out, NULL, sdw_nhwc_dt(x, dt, B, H, W), x,
+                          sdw_nhwc(mom, B, H, W), SDW_SILU);
     sdw_arena_free(ar, x);
     if (c->use_quant_conv) {
-        float *q = alloc_act(ar, SDW__F32, B, H, W, 2 * lat);
-        sdw_conv2d_forward(&v->quant_conv, mom, B, H, W, q);
+        float *q = alloc_act(ar, SDW_DT_F32, B, H, W, 2 * lat);
+        sdw_conv2d_forward(&v->quant_conv, sdw_nhwc(mom, B, H, W), sdw_nhwc(q, B, H, W), 0);
         sdw_arena_free(ar, mom);
         mom = q;
     }

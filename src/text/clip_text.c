@@ -257,15 +257,16 @@ static void clip_encoder_layer(const clip_layer *l, const sdw_clip_text_config *
     const int64_t M = (int64_t)B * L;
     const int D = c->hidden / c->n_heads;
     const int C = c->hidden;
-    sdw_linear_forward_ln(&l->qkv, &l->ln1, x, M, s->h, s->qkv, false); /* [BL, q|k|v] */
+    const sdw_act xv = sdw_rows(x, M);
+    sdw_linear_forward_ln(&l->qkv, &l->ln1, xv, s->h, sdw_rows(s->qkv, M), 0); /* [BL, q|k|v] */
     /* CLIPAttention scales q by head_dim^-0.5 before q·kᵀ; the causal mask hides later tokens. */
     sdw_attention(s->qkv, 3 * C, s->qkv + C, 3 * C, s->qkv + 2 * C, 3 * C, B, L, L, c->n_heads, D,
                   1.0f / sqrtf((float)D), true, s->attn);
-    sdw_linear_forward_add(&l->out, s->attn, M, x); /* x += out_proj(attn) */
+    sdw_linear_forward(&l->out, sdw_rows(s->attn, M), xv, SDW_ACCUMULATE); /* x += out_proj */
 
-    sdw_linear_forward_ln(&l->fc1, &l->ln2, x, M, s->h, s->mlp, false);
+    sdw_linear_forward_ln(&l->fc1, &l->ln2, xv, s->h, sdw_rows(s->mlp, M), 0);
     activation(c->act, s->mlp, (size_t)M * c->intermediate);
-    sdw_linear_forward_add(&l->fc2, s->mlp, M, x); /* x += fc2(act(fc1)) */
+    sdw_linear_forward(&l->fc2, sdw_rows(s->mlp, M), xv, SDW_ACCUMULATE); /* x += fc2(act(fc1)) */
 }
 
 sdw_status sdw_clip_text_forward(const sdw_clip_text *enc, const int32_t *ids, int B, int L,
@@ -315,7 +316,8 @@ sdw_status sdw_clip_text_forward(const sdw_clip_text *enc, const int32_t *ids, i
         if (i == n_run) break;
         clip_encoder_layer(&enc->layers[i], c, x, B, L, &s);
     }
-    if (hidden && p.final_norm) sdw_layer_norm_forward(&enc->final_ln, hidden, M, hidden);
+    if (hidden && p.final_norm)
+        sdw_layer_norm_forward(&enc->final_ln, sdw_rows(hidden, M), sdw_rows(hidden, M));
 
     if (pooled) {
         /* pooler_output: final_layer_norm(state)[b, argmax(ids[b])] — the first occurrence of
@@ -328,9 +330,9 @@ sdw_status sdw_clip_text_forward(const sdw_clip_text *enc, const int32_t *ids, i
                 if (r[j] > r[best]) best = j;
             memcpy(rows + (size_t)b * C, x + ((size_t)b * L + best) * C, sizeof(float) * C);
         }
-        sdw_layer_norm_forward(&enc->final_ln, rows, B, rows);
+        sdw_layer_norm_forward(&enc->final_ln, sdw_rows(rows, B), sdw_rows(rows, B));
         if (p.project_pooled)
-            sdw_linear_forward(&enc->proj, rows, B, pooled);
+            sdw_linear_forward(&enc->proj, sdw_rows(rows, B), sdw_rows(pooled, B), 0);
         else
             memcpy(pooled, rows, sizeof(float) * (size_t)B * C);
     }

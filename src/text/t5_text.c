@@ -339,25 +339,25 @@ static void t5_block(const t5_layer *l, const sdw_t5_text_config *c, float *x, i
     const int64_t M = (int64_t)B * L;
     const int inner = c->n_heads * c->d_kv;
     sdw_rms_norm_forward(&l->ln_attn, x, M, 1, c->d_model, s->h);
-    sdw_linear_forward(&l->qkv, s->h, M, s->qkv); /* [M, q|k|v] */
+    sdw_linear_forward(&l->qkv, sdw_rows(s->h, M), sdw_rows(s->qkv, M), 0); /* [M, q|k|v] */
     /* T5Attention: scores = q·kᵀ unscaled (the 1/√d_kv lives in the initialisation) + bias */
     sdw_attention_rel_bias(s->qkv, 3 * inner, s->qkv + inner, 3 * inner, s->qkv + 2 * inner,
                            3 * inner, B, L, L, c->n_heads, c->d_kv, 1.0f, false, s->rel, s->attn);
-    sdw_linear_forward_add(&l->o, s->attn, M, x); /* x += o(attn) */
+    sdw_linear_forward(&l->o, sdw_rows(s->attn, M), sdw_rows(x, M), SDW_ACCUMULATE); /* x += o */
 
     sdw_rms_norm_forward(&l->ln_ff, x, M, 1, c->d_model, s->h);
     const size_t n_ff = (size_t)M * c->d_ff;
-    sdw_linear_forward(&l->wi0, s->h, M, s->ff0); /* [M, d_ff] */
+    sdw_linear_forward(&l->wi0, sdw_rows(s->h, M), sdw_rows(s->ff0, M), 0); /* [M, d_ff] */
     activation(c->act, s->ff0, n_ff);
     if (c->gated) { /* T5DenseGatedActDense: act(wi_0 h) · wi_1 h */
-        sdw_linear_forward(&l->wi1, s->h, M, s->ff1);
+        sdw_linear_forward(&l->wi1, sdw_rows(s->h, M), sdw_rows(s->ff1, M), 0);
         float *a = s->ff0;
         const float *g = s->ff1;
 #pragma omp parallel for simd schedule(static) if (n_ff > 32768)
         for (size_t i = 0; i < n_ff; i++)
             a[i] *= g[i];
     }
-    sdw_linear_forward_add(&l->wo, s->ff0, M, x); /* x += wo(...) */
+    sdw_linear_forward(&l->wo, sdw_rows(s->ff0, M), sdw_rows(x, M), SDW_ACCUMULATE); /* x += wo */
 }
 
 sdw_status sdw_t5_text_forward(const sdw_t5_text *t, const int32_t *ids, int B, int L,

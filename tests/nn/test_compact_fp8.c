@@ -64,9 +64,11 @@ static sdw__dnn *make_op(bool conv, sdw_precision p, const float *w, const float
 static void forward2(const sdw__dnn *op, bool conv, const float *x, int B, int H, int W, float *y) {
     for (int acc = 0; acc < 2; acc++) {
         if (conv)
-            sdw__dnn_conv_forward(op, x, SDW__F32, B, H, W, y, SDW__F32, acc);
+            sdw__dnn_conv_forward(op, sdw_nhwc(x, B, H, W), sdw_nhwc(y, B, H, W),
+                                  acc ? SDW_ACCUMULATE : 0);
         else
-            sdw__dnn_linear_forward(op, x, SDW__F32, (int64_t)B * H * W, y, acc);
+            sdw__dnn_linear_forward(op, sdw_rows(x, (int64_t)B * H * W),
+                                    sdw_rows(y, (int64_t)B * H * W), acc ? SDW_ACCUMULATE : 0);
     }
 }
 
@@ -166,7 +168,7 @@ static void test_large_layer(void) {
         bool ok = op[0] && op[1];
         if (ok) {
             for (int c = 0; c < 2; c++)
-                sdw__dnn_linear_forward(op[c], x, SDW__F32, M, y[c], false);
+                sdw__dnn_linear_forward(op[c], sdw_rows(x, M), sdw_rows(y[c], M), 0);
             ok = memcmp(y[0], y[1], (size_t)M * out * 4) == 0 &&
                  sdw__dnn_weight_bytes(op[1]) * (p == SDW_PRECISION_BF16 ? 2 : 4) ==
                      sdw__dnn_weight_bytes(op[0]);
@@ -195,7 +197,7 @@ static void test_streamed_widening(void) {
         sdw_nn_set_compact_weights(true);
         bool ok = op[0] && op[1] && sdw__dnn_weight_bytes(op[1]) == nw;
         for (int c = 0; ok && c < 2; c++)
-            sdw__dnn_linear_forward(op[c], x, SDW__F32, M, y[c], false);
+            sdw__dnn_linear_forward(op[c], sdw_rows(x, M), sdw_rows(y[c], M), 0);
         ok = ok && memcmp(y[0], y[1], (size_t)M * out * 4) == 0;
         sdw__dnn_destroy(op[0]), sdw__dnn_destroy(op[1]);
         free(y[0]), free(y[1]);
@@ -247,7 +249,7 @@ static void test_bind_from_fp8_file(void) {
             sdw_status st = sdw_linear_bind(&l, ws, "l", in, out, true, &err);
             y[f] = calloc((size_t)M * out, sizeof(float));
             if (st == SDW_OK) {
-                sdw_linear_forward(&l, x, M, y[f]);
+                sdw_linear_forward(&l, sdw_rows(x, M), sdw_rows(y[f], M), 0);
                 bytes[f] = sdw__dnn_weight_bytes(l.op);
             }
             sdw_weights_destroy(ws);

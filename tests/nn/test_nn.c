@@ -31,7 +31,7 @@ static void check_linear(int64_t M, int in, int out, bool bias) {
     float *b = bias ? rand_buf((size_t)out, 1, 0) : NULL;
     float *y = zeros((size_t)M * out), *ref = zeros((size_t)M * out);
     sdw_linear l = {.w = w, .b = b, .in = in, .out = out};
-    sdw_linear_forward(&l, x, M, y);
+    sdw_linear_forward(&l, sdw_rows(x, M), sdw_rows(y, M), 0);
     sdw_test_linear_ref(x, w, b, M, in, out, ref);
     double e = sdw_test_rel_err(y, ref, (size_t)M * out);
     free(x), free(w), free(b), free(y), free(ref);
@@ -68,7 +68,7 @@ static void check_conv(int B, int H, int W, int in, int out, int k, int stride, 
     int want_oh = (H + pad + pad_end - k) / stride + 1;
     size_t n_out = (size_t)B * OH * OW * out;
     float *y = zeros(n_out), *ref = zeros(n_out);
-    sdw_conv2d_forward(&c, x, B, H, W, y);
+    sdw_conv2d_forward(&c, sdw_nhwc(x, B, H, W), sdw_nhwc(y, B, OH, OW), 0);
     sdw_test_conv_ref(x, w, b, B, H, W, in, out, k, stride, pad, OH, OW, ref);
     double e = sdw_test_rel_err(y, ref, n_out);
     free(x), free(w), free(b), free(wp), free(y), free(ref);
@@ -128,9 +128,11 @@ static void check_group_norm(int B, int HW, int C, int G, float eps, bool silu, 
     float *y = zeros(n), *ref = zeros(n);
     sdw_group_norm g = {.gamma = gamma, .beta = beta, .c = C, .groups = G, .eps = eps};
     ref_group_norm(x, B, HW, C, G, gamma, beta, eps, silu, ref);
-    sdw_group_norm_forward(&g, x, B, HW, y, silu);
+    const unsigned act = silu ? SDW_SILU : 0;
+    sdw_group_norm_forward(&g, NULL, sdw_nhwc(x, B, HW, 1), sdw_nhwc(y, B, HW, 1), act);
     double e = sdw_test_rel_err(y, ref, n);
-    sdw_group_norm_forward(&g, x, B, HW, x, silu); /* in place */
+    sdw_group_norm_forward(&g, NULL, sdw_nhwc(x, B, HW, 1), sdw_nhwc(x, B, HW, 1),
+                           act); /* in place */
     double e_alias = sdw_test_rel_err(x, ref, n);
     free(x), free(gamma), free(beta), free(y), free(ref);
     if (!(e <= 1e-5) || !(e_alias <= 1e-5))
@@ -163,9 +165,9 @@ static void test_layer_norm(void) {
                 ref[i * C + j] = (float)((x[i * C + j] - mean) * rstd * gamma[j] + beta[j]);
         }
         sdw_layer_norm ln = {.gamma = gamma, .beta = beta, .c = C, .eps = 1e-5f};
-        sdw_layer_norm_forward(&ln, x, M, y);
+        sdw_layer_norm_forward(&ln, sdw_rows(x, M), sdw_rows(y, M));
         double e = sdw_test_rel_err(y, ref, (size_t)M * C);
-        sdw_layer_norm_forward(&ln, x, M, x);
+        sdw_layer_norm_forward(&ln, sdw_rows(x, M), sdw_rows(x, M));
         double e2 = sdw_test_rel_err(x, ref, (size_t)M * C);
         free(x), free(gamma), free(beta), free(y), free(ref);
         ASSERT_TRUE(e <= 1e-5);
@@ -258,7 +260,7 @@ static void test_geglu(void) {
             double h = x[i * 2 * F + j], g = x[i * 2 * F + F + j];
             ref[i * F + j] = (float)(h * 0.5 * g * (1 + erf(g / sqrt(2.0))));
         }
-    sdw_geglu(x, M, F, y);
+    sdw_geglu(sdw_rows(x, M), F, sdw_rows(y, M));
     double e = sdw_test_rel_err(y, ref, (size_t)(M * F));
     free(x), free(y), free(ref);
     ASSERT_TRUE(e <= 1e-6);
@@ -373,7 +375,7 @@ static void test_bind_conv(void) {
         int OH = sdw_conv2d_out_size(&c, H), OW = sdw_conv2d_out_size(&c, W);
         float *x = rand_buf((size_t)B * H * W * 6, 1, 0);
         float *y = zeros((size_t)B * OH * OW * 5), *ref = zeros((size_t)B * OH * OW * 5);
-        sdw_conv2d_forward(&c, x, B, H, W, y);
+        sdw_conv2d_forward(&c, sdw_nhwc(x, B, H, W), sdw_nhwc(y, B, OH, OW), 0);
         sdw_test_conv_ref(x, w, c.b, B, H, W, 6, 5, 3, 2, 0, OH, OW, ref);
         e = sdw_test_rel_err(y, ref, (size_t)B * OH * OW * 5);
         free(x), free(y), free(ref);

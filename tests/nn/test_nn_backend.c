@@ -58,10 +58,10 @@ static void check_conv(sdw_precision p, int B, int H, int W, int in, int out, in
         float *x = rand_buf((size_t)B * H * W * in, 1), *y = calloc(n, sizeof(float));
         float *ref = calloc(n, sizeof(float)), *y0 = rand_buf(n, 1);
         sdw_test_conv_ref(x, w, b, B, H, W, in, out, k, stride, pad, OH, OW, ref);
-        sdw_conv2d_forward(&c, x, B, H, W, y);
+        sdw_conv2d_forward(&c, sdw_nhwc(x, B, H, W), sdw_nhwc(y, B, OH, OW), 0);
         e = sdw_test_rel_err(y, ref, n);
         memcpy(y, y0, n * sizeof(float));
-        sdw_conv2d_forward_add(&c, x, B, H, W, y);
+        sdw_conv2d_forward(&c, sdw_nhwc(x, B, H, W), sdw_nhwc(y, B, OH, OW), SDW_ACCUMULATE);
         for (size_t i = 0; i < n; i++)
             ref[i] += y0[i];
         e_add = sdw_test_rel_err(y, ref, n);
@@ -100,7 +100,7 @@ static void test_conv_many_shapes(void) {
         const int H = s, W = 31 - s, n = H * W * 16;
         float *x = rand_buf((size_t)H * W * 8, 1), *y = calloc(n, 4), *ref = calloc(n, 4);
         sdw_test_conv_ref(x, w, b, 1, H, W, 8, 16, 3, 1, 1, H, W, ref);
-        sdw_conv2d_forward(&c, x, 1, H, W, y);
+        sdw_conv2d_forward(&c, sdw_nhwc(x, 1, H, W), sdw_nhwc(y, 1, H, W), 0);
         double e = sdw_test_rel_err(y, ref, (size_t)n);
         if (e > worst) worst = e;
         free(x), free(y), free(ref);
@@ -122,10 +122,10 @@ static void check_linear(sdw_precision p, int64_t M, int in, int out, bool bias)
     double e = INFINITY, e_add = INFINITY;
     if (st == SDW_OK) {
         sdw_test_linear_ref(x, w, b, M, in, out, ref);
-        sdw_linear_forward(&l, x, M, y);
+        sdw_linear_forward(&l, sdw_rows(x, M), sdw_rows(y, M), 0);
         e = sdw_test_rel_err(y, ref, (size_t)M * out);
         memcpy(y, y0, sizeof(float) * (size_t)M * out);
-        sdw_linear_forward_add(&l, x, M, y);
+        sdw_linear_forward(&l, sdw_rows(x, M), sdw_rows(y, M), SDW_ACCUMULATE);
         for (int64_t i = 0; i < M * out; i++)
             ref[i] += y0[i];
         e_add = sdw_test_rel_err(y, ref, (size_t)M * out);
@@ -157,7 +157,7 @@ static void test_hand_built_add(void) {
     for (int64_t i = 0; i < M * out; i++)
         ref[i] += y[i];
     sdw_linear l = {.w = w, .b = b, .in = in, .out = out};
-    sdw_linear_forward_add(&l, x, M, y);
+    sdw_linear_forward(&l, sdw_rows(x, M), sdw_rows(y, M), SDW_ACCUMULATE);
     double e = sdw_test_rel_err(y, ref, (size_t)(M * out));
     free(w), free(b), free(x), free(y), free(ref);
     ASSERT_TRUE(e <= TOL_F32);
@@ -175,10 +175,10 @@ static void test_bind_stacked(void) {
     ASSERT_EQ_INT(all.out, 48);
     const int64_t M = 13;
     float *x = rand_buf(M * 24, 1), *y = calloc(M * 48, 4), *yi = calloc(M * 16, 4);
-    sdw_linear_forward(&all, x, M, y);
+    sdw_linear_forward(&all, sdw_rows(x, M), sdw_rows(y, M), 0);
     int bad = 0;
     for (int i = 0; i < 3; i++) {
-        sdw_linear_forward(&one[i], x, M, yi);
+        sdw_linear_forward(&one[i], sdw_rows(x, M), sdw_rows(yi, M), 0);
         for (int64_t r = 0; r < M; r++)
             for (int c = 0; c < 16; c++)
                 bad += fabsf(y[r * 48 + i * 16 + c] - yi[r * 16 + c]) > 1e-5f;
@@ -205,7 +205,7 @@ static void test_bind_from_file(void) {
     if (st == SDW_OK && w) {
         float *x = rand_buf(5 * 32, 1), *y = calloc(5 * 32, 4), *ref = calloc(5 * 32, 4);
         sdw_test_linear_ref(x, w, l.b, 5, 32, 32, ref);
-        sdw_linear_forward(&l, x, 5, y);
+        sdw_linear_forward(&l, sdw_rows(x, 5), sdw_rows(y, 5), 0);
         e = sdw_test_rel_err(y, ref, 5 * 32);
         free(x), free(y), free(ref);
     }
@@ -277,10 +277,11 @@ static void test_group_norm_bias(void) {
     for (size_t i = 0; i < n; i++)
         xb[i] = x[i] + bias[(i / ((size_t)HW * C)) * C + i % C];
     sdw_group_norm g = {.gamma = gamma, .beta = beta, .c = C, .groups = G, .eps = 1e-5f};
-    sdw_group_norm_forward(&g, xb, B, HW, ref, true);
-    sdw_group_norm_forward_bias(&g, x, bias, B, HW, y, true);
+    sdw_group_norm_forward(&g, NULL, sdw_nhwc(xb, B, HW, 1), sdw_nhwc(ref, B, HW, 1), SDW_SILU);
+    sdw_group_norm_forward(&g, bias, sdw_nhwc(x, B, HW, 1), sdw_nhwc(y, B, HW, 1), SDW_SILU);
     double e = sdw_test_rel_err(y, ref, n);
-    sdw_group_norm_forward_bias(&g, x, bias, B, HW, x, true); /* in place */
+    sdw_group_norm_forward(&g, bias, sdw_nhwc(x, B, HW, 1), sdw_nhwc(x, B, HW, 1),
+                           SDW_SILU); /* in place */
     double e_alias = sdw_test_rel_err(x, ref, n);
     free(x), free(bias), free(gamma), free(beta), free(xb), free(ref), free(y);
     ASSERT_TRUE(e <= 1e-6);
@@ -334,11 +335,12 @@ static void test_bf16_activations(void) {
     sdw__f32_to_bf16(xf, xh, n);
     sdw__bf16_to_f32(xh, xf, n); /* xf = the bf16 values exactly */
     sdw_group_norm g = {.gamma = gamma, .beta = beta, .c = C, .groups = G, .eps = 1e-6f};
-    sdw_group_norm_forward(&g, xf, B, (int64_t)H * W, ref, true);
+    const sdw_act xhv = sdw_nhwc_dt(xh, SDW_DT_BF16, B, H, W);
+    sdw_group_norm_forward(&g, NULL, sdw_nhwc(xf, B, H, W), sdw_nhwc(ref, B, H, W), SDW_SILU);
     sdw__f32_to_bf16(ref, refh, n);
-    sdw__group_norm(&g, xh, SDW__BF16, NULL, B, (int64_t)H * W, yf, SDW__F32, true);
+    sdw_group_norm_forward(&g, NULL, xhv, sdw_nhwc(yf, B, H, W), SDW_SILU);
     const int wide_same = memcmp(yf, ref, n * 4) == 0;
-    sdw__group_norm(&g, xh, SDW__BF16, NULL, B, (int64_t)H * W, xh, SDW__BF16, true); /* in place */
+    sdw_group_norm_forward(&g, NULL, xhv, xhv, SDW_SILU); /* in place */
     const int bf16_same = memcmp(xh, refh, n * 2) == 0;
     ASSERT_TRUE(wide_same);
     ASSERT_TRUE(bf16_same);
@@ -355,13 +357,13 @@ static void test_bf16_activations(void) {
         uint16_t *yh = malloc(n_out * 2), *y0h = malloc(n_out * 2);
         sdw__f32_to_bf16(y0, y0h, n_out);
         sdw__bf16_to_f32(y0h, y0, n_out);
-        sdw__conv2d_forward_typed(&c, xh, SDW__BF16, B, H, W, y, SDW__F32, false);
-        sdw__conv2d_forward_typed(&c, xh, SDW__BF16, B, H, W, yh, SDW__BF16, false);
+        sdw_conv2d_forward(&c, xhv, sdw_nhwc(y, B, H, W), 0);
+        sdw_conv2d_forward(&c, xhv, sdw_nhwc_dt(yh, SDW_DT_BF16, B, H, W), 0);
         sdw__bf16_to_f32(yh, back, n_out);
         /* one rounding: within half a bf16 step, 2^-8 of the value (plus summation-order noise) */
         for (size_t i = 0; i < n_out; i++)
             worst = fmax(worst, fabs(back[i] - y[i]) / fmax(fabs(y[i]), 1e-3));
-        sdw__conv2d_forward_typed(&c, xh, SDW__BF16, B, H, W, y0h, SDW__BF16, true);
+        sdw_conv2d_forward(&c, xhv, sdw_nhwc_dt(y0h, SDW_DT_BF16, B, H, W), SDW_ACCUMULATE);
         sdw__bf16_to_f32(y0h, back, n_out);
         for (size_t i = 0; i < n_out; i++)
             worst_add =
@@ -420,9 +422,12 @@ static void check_compact(bool conv, int kind) {
     for (int acc = 0; acc < 2; acc++)
         for (int c = 0; c < 2; c++) {
             if (conv)
-                sdw__dnn_conv_forward(op[c], x, SDW__F32, B, H, W, y[c], SDW__F32, acc);
+                sdw__dnn_conv_forward(op[c], sdw_nhwc(x, B, H, W), sdw_nhwc(y[c], B, H, W),
+                                      acc ? SDW_ACCUMULATE : 0);
             else
-                sdw__dnn_linear_forward(op[c], x, SDW__F32, (int64_t)B * H * W, y[c], acc);
+                sdw__dnn_linear_forward(op[c], sdw_rows(x, (int64_t)B * H * W),
+                                        sdw_rows(y[c], (int64_t)B * H * W),
+                                        acc ? SDW_ACCUMULATE : 0);
         }
     const int same = memcmp(y[0], y[1], n_y * 4) == 0;
     sdw__dnn_destroy(op[0]), sdw__dnn_destroy(op[1]);

@@ -420,7 +420,7 @@ static void test_upsample_phase_split(void) {
     double rel = 1e9;
     if (got && !st) {
         sdw_upsample_nearest2x(x, B, H, W, C, u);
-        sdw_conv2d_forward(&conv, u, B, 2 * H, 2 * W, ref);
+        sdw_conv2d_forward(&conv, sdw_nhwc(u, B, 2 * H, 2 * W), sdw_nhwc(ref, B, 2 * H, 2 * W), 0);
         rel = sdw_test_rel_err(got, ref, (size_t)B * 4 * H * W * C);
     }
     free(x);

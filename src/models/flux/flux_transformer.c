@@ -445,9 +445,9 @@ typedef struct scratch {
 /* Linear → SiLU → linear (TimestepEmbedding, PixArtAlphaTextProjection). x [B, in] -> y [B, D];
  * tmp [B, D]. */
 static void embedder_forward(const embedder *e, const float *x, int B, float *tmp, float *y) {
-    sdw_linear_forward(&e->linear_1, x, B, tmp);
+    sdw_linear_forward(&e->linear_1, sdw_rows(x, B), sdw_rows(tmp, B), 0);
     sdw_silu(tmp, (size_t)B * e->linear_1.out);
-    sdw_linear_forward(&e->linear_2, tmp, B, y);
+    sdw_linear_forward(&e->linear_2, sdw_rows(tmp, B), sdw_rows(y, B), 0);
 }
 
 /* CombinedTimestep(Guidance)TextProjEmbeddings, after FluxTransformer2DModel scales timestep
@@ -490,7 +490,7 @@ static void stream_qkv(const stream *s, scratch *sc, const float *mod, int64_t o
         const float *m = mod + (size_t)b * 6 * D; // shift_msa, scale_msa, ...
         float *nb = row_at(sc->nrm, sc, b, off, D), *qb = row_at(sc->qkv, sc, b, off, 3 * D);
         sdw_layer_norm_modulate(row_at(sc->h, sc, b, off, D), n, D, LN_EPS, m, m + D, nb);
-        sdw_linear_forward(&s->qkv, nb, n, qb);                    // [n, q|k|v]
+        sdw_linear_forward(&s->qkv, sdw_rows(nb, n), sdw_rows(qb, n), 0); // [n, q|k|v]
         sdw_rms_norm_forward(&s->norm_q, qb, n, sc->H, 3 * D, qb); // per head
         sdw_rms_norm_forward(&s->norm_k, qb + D, n, sc->H, 3 * D, qb + D);
     }
@@ -512,14 +512,15 @@ static void stream_post(const stream *s, scratch *sc, const float *mod, int64_t 
     for (int b = 0; b < sc->B; b++) {
         const float *m = mod + (size_t)b * 6 * D;
         float *hb = row_at(sc->h, sc, b, off, D), *nb = row_at(sc->nrm, sc, b, off, D);
-        sdw_linear_forward(&s->out, row_at(sc->att, sc, b, off, D), n, sc->tmp);
+        sdw_linear_forward(&s->out, sdw_rows(row_at(sc->att, sc, b, off, D), n),
+                           sdw_rows(sc->tmp, n), 0);
         sdw_add_gated(hb, sc->tmp, m + 2 * D, n, D);                         // gate_msa
         sdw_layer_norm_modulate(hb, n, D, LN_EPS, m + 3 * D, m + 4 * D, nb); // shift/scale_mlp
         for (int64_t r0 = 0; r0 < n; r0 += sc->rows) { // FeedForward(gelu-approximate)
             const int64_t k = SDW_MIN(sc->rows, n - r0);
-            sdw_linear_forward(&s->ff_in, nb + r0 * D, k, sc->ffh); // [k, 4D]
-            sdw_gelu_tanh(sc->ffh, (size_t)k * MLP_RATIO * D);
-            sdw_linear_forward(&s->ff_out, sc->ffh, k, sc->tmp);
+            sdw_linear_forward(&s->ff_in, sdw_rows(nb + r0 * D, k), sdw_rows(sc->ffh, k), 0);
+            sdw_gelu_tanh(sc->ffh, (size_t)k * MLP_RATIO * D); // [k, 4D]
+            sdw_linear_forward(&s->ff_out, sdw_rows(sc->ffh, k), sdw_rows(sc->tmp, k), 0);
             sdw_add_gated(hb + r0 * D, sc->tmp, m + 5 * D, k, D); // gate_mlp
         }
     }
@@ -530,8 +531,9 @@ static void stream_post(const stream *s, scratch *sc, const float *mod, int64_t 
  * [L_txt, L) of sc->h, in place. */
 static void double_block_forward(const double_block *blk, scratch *sc) {
     const int B = sc->B;
-    sdw_linear_forward(&blk->img.mod, sc->temb, B, sc->mod[0]); // norm1.linear(silu(temb))
-    sdw_linear_forward(&blk->txt.mod, sc->temb, B, sc->mod[1]); // norm1_context.linear
+    const sdw_act temb = sdw_rows(sc->temb, B);
+    sdw_linear_forward(&blk->img.mod, temb, sdw_rows(sc->mod[0], B), 0); // norm1.linear(temb)
+    sdw_linear_forward(&blk->txt.mod, temb, sdw_rows(sc->mod[1], B), 0); // norm1_context.linear
     stream_qkv(&blk->txt, sc, sc->mod[1], 0, sc->L_txt);
     stream_qkv(&blk->img, sc, sc->mod[0], sc->L_txt, sc->L_img);
     joint_attention(sc);
@@ -544,13 +546,15 @@ static void double_block_forward(const double_block *blk, scratch *sc) {
 static void single_block_forward(const single_block *blk, scratch *sc) {
     const int B = sc->B, D = sc->D;
     const int64_t L = sc->L;
-    sdw_linear_forward(&blk->mod, sc->temb, B, sc->mod[0]); // [B, 3D]: shift, scale, gate
+    // [B, 3D]: shift, scale, gate
+    sdw_linear_forward(&blk->mod, sdw_rows(sc->temb, B), sdw_rows(sc->mod[0], B), 0);
     for (int b = 0; b < B; b++) {
         const float *m = sc->mod[0] + (size_t)b * 3 * D;
         sdw_layer_norm_modulate(row_at(sc->h, sc, b, 0, D), L, D, LN_EPS, m, m + D,
                                 row_at(sc->nrm, sc, b, 0, D));
     }
-    sdw_linear_forward(&blk->qkv, sc->nrm, B * L, sc->qkv); // [B, L, q|k|v]
+    const int64_t BL = B * L;
+    sdw_linear_forward(&blk->qkv, sdw_rows(sc->nrm, BL), sdw_rows(sc->qkv, BL), 0); // q|k|v
     sdw_rms_norm_forward(&blk->norm_q, sc->qkv, B * L, sc->H, 3 * D, sc->qkv);
     sdw_rms_norm_forward(&blk->norm_k, sc->qkv + D, B * L, sc->H, 3 * D, sc->qkv + D);
     joint_attention(sc);
@@ -558,11 +562,12 @@ static void single_block_forward(const single_block *blk, scratch *sc) {
         const float *gate = sc->mod[0] + (size_t)b * 3 * D + 2 * D;
         for (int64_t r0 = 0; r0 < L; r0 += sc->rows) {
             const int64_t k = SDW_MIN(sc->rows, L - r0);
-            sdw_linear_forward(&blk->mlp, row_at(sc->nrm, sc, b, r0, D), k, sc->ffh); // [k, 4D]
+            sdw_linear_forward(&blk->mlp, sdw_rows(row_at(sc->nrm, sc, b, r0, D), k),
+                               sdw_rows(sc->ffh, k), 0); // [k, 4D]
             sdw_gelu_tanh(sc->ffh, (size_t)k * MLP_RATIO * D);
             sdw_concat_channels(row_at(sc->att, sc, b, r0, D), D, sc->ffh, MLP_RATIO * D, k,
                                 sc->cat); // [k, 5D]
-            sdw_linear_forward(&blk->out, sc->cat, k, sc->tmp);
+            sdw_linear_forward(&blk->out, sdw_rows(sc->cat, k), sdw_rows(sc->tmp, k), 0);
             sdw_add_gated(row_at(sc->h, sc, b, r0, D), sc->tmp, gate, k, D);
         }
     }
@@ -609,10 +614,12 @@ void sdw_flux_forward(const sdw_flux_transformer *t, const float *x, int B, int 
 
     time_text_embed(ar, t, &sc, timestep, guidance, pooled); // sc.temb = silu(temb) [B, D]
     for (int b = 0; b < B; b++) { // context_embedder, x_embedder into the joint rows
-        sdw_linear_forward(&t->context_embedder, context + (size_t)b * L_txt * c->joint_dim, L_txt,
-                           row_at(sc.h, &sc, b, 0, D));
-        sdw_linear_forward(&t->x_embedder, x + (size_t)b * sc.L_img * c->in_channels, sc.L_img,
-                           row_at(sc.h, &sc, b, L_txt, D));
+        sdw_linear_forward(&t->context_embedder,
+                           sdw_rows(context + (size_t)b * L_txt * c->joint_dim, L_txt),
+                           sdw_rows(row_at(sc.h, &sc, b, 0, D), L_txt), 0);
+        sdw_linear_forward(&t->x_embedder,
+                           sdw_rows(x + (size_t)b * sc.L_img * c->in_channels, sc.L_img),
+                           sdw_rows(row_at(sc.h, &sc, b, L_txt, D), sc.L_img), 0);
     }
     for (int i = 0; i < c->n_layers; i++)
         double_block_forward(&t->dbl[i], &sc);
@@ -621,12 +628,13 @@ void sdw_flux_forward(const sdw_flux_transformer *t, const float *x, int B, int 
 
     /* AdaLayerNormContinuous on the image rows ((scale, shift) = linear(silu(temb))), then
      * proj_out. */
-    sdw_linear_forward(&t->norm_out, sc.temb, B, sc.mod[0]); // [B, 2D]
+    sdw_linear_forward(&t->norm_out, sdw_rows(sc.temb, B), sdw_rows(sc.mod[0], B), 0); // [B, 2D]
     for (int b = 0; b < B; b++) {
         const float *m = sc.mod[0] + (size_t)b * 2 * D;
         float *nb = row_at(sc.nrm, &sc, b, L_txt, D);
         sdw_layer_norm_modulate(row_at(sc.h, &sc, b, L_txt, D), sc.L_img, D, LN_EPS, m + D, m, nb);
-        sdw_linear_forward(&t->proj_out, nb, sc.L_img, out + (size_t)b * sc.L_img * c->in_channels);
+        sdw_linear_forward(&t->proj_out, sdw_rows(nb, sc.L_img),
+                           sdw_rows(out + (size_t)b * sc.L_img * c->in_channels, sc.L_img), 0);
     }
 
     float *bufs[] = {sc.sin, sc.cos, sc.temb, sc.mod[1], sc.mod[0], sc.cat,

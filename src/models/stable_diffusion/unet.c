@@ -353,13 +353,16 @@ static act resnet_forward(sdw_arena *ar, const resnet_block *r, act x, int B,
     float *h = falloc(ar, M * r->cout);
     act y = {falloc(ar, M * r->cout), x.h, x.w, r->cout};
     float *tp = falloc(ar, (int64_t)B * r->cout);
+    const sdw_act xv = sdw_nhwc(x.d, B, x.h, x.w), hv = sdw_nhwc(h, B, x.h, x.w);
     // h = conv1(silu(norm1(x)))                                     [B, H, W, cout]
-    sdw_conv2d_forward_gn(&r->conv1, &r->norm1, x.d, NULL, true, B, x.h, x.w, t, h, false);
-    sdw_linear_forward(&r->time_emb_proj, temb_act, B, tp); // [B, cout]
-    if (r->has_shortcut) sdw_conv2d_forward(&r->conv_shortcut, x.d, B, x.h, x.w, y.d);
+    sdw_conv2d_forward_gn(&r->conv1, &r->norm1, NULL, xv, t, hv, SDW_SILU);
+    sdw_linear_forward(&r->time_emb_proj, sdw_rows(temb_act, B), sdw_rows(tp, B), 0); // [B, cout]
+    if (r->has_shortcut)
+        sdw_conv2d_forward(&r->conv_shortcut, xv, sdw_nhwc(y.d, B, x.h, x.w), 0);
     else memcpy(y.d, x.d, sizeof(float) * (size_t)(M * r->cout));
     // y += conv2(silu(norm2(h + tp)))
-    sdw_conv2d_forward_gn(&r->conv2, &r->norm2, h, tp, true, B, x.h, x.w, t, y.d, true);
+    sdw_conv2d_forward_gn(&r->conv2, &r->norm2, tp, hv, t, sdw_nhwc(y.d, B, x.h, x.w),
+                          SDW_SILU | SDW_ACCUMULATE);
     ffree(ar, tp);
     ffree(ar, h);
     ffree(ar, t);
@@ -372,23 +375,25 @@ static act resnet_forward(sdw_arena *ar, const resnet_block *r, act x, int B,
 static void attention_add(sdw_arena *ar, const attention *a, const sdw_layer_norm *norm, float *h,
                           int B, int64_t Lq, const float *ctx, int64_t Lk, float *tmp) {
     const int C = a->to_out.out;
+    const int64_t M = B * Lq;
     float *o = falloc(ar, B * Lq * C);
     if (!a->cross) {
         float *qkv = falloc(ar, B * Lq * 3 * C);
-        sdw_linear_forward_ln(&a->q, norm, h, B * Lq, tmp, qkv, false); // [B, Lq, q|k|v]
+        sdw_linear_forward_ln(&a->q, norm, sdw_rows(h, M), tmp, sdw_rows(qkv, M), 0); // q|k|v
         sdw_attention(qkv, 3 * C, qkv + C, 3 * C, qkv + 2 * C, 3 * C, B, Lq, Lq, a->heads,
                       a->head_dim, 1.0f / sqrtf((float)a->head_dim), false, o);
         ffree(ar, qkv);
     } else {
         float *q = falloc(ar, B * Lq * C), *kv = falloc(ar, B * Lk * 2 * C);
-        sdw_linear_forward_ln(&a->q, norm, h, B * Lq, tmp, q, false); // [B, Lq, C]
-        sdw_linear_forward(&a->kv, ctx, B * Lk, kv);                  // [B, Lk, k|v]
+        sdw_linear_forward_ln(&a->q, norm, sdw_rows(h, M), tmp, sdw_rows(q, M), 0); // [B, Lq, C]
+        sdw_linear_forward(&a->kv, sdw_rows(ctx, B * Lk), sdw_rows(kv, B * Lk), 0); // [B, Lk, k|v]
         sdw_attention(q, C, kv, 2 * C, kv + C, 2 * C, B, Lq, Lk, a->heads, a->head_dim,
                       1.0f / sqrtf((float)a->head_dim), false, o);
         ffree(ar, kv);
         ffree(ar, q);
     }
-    sdw_linear_forward_add(&a->to_out, o, B * Lq, h); // h += to_out(o)
+    sdw_linear_forward(&a->to_out, sdw_rows(o, M), sdw_rows(h, M),
+                       SDW_ACCUMULATE); // h += to_out(o)
     ffree(ar, o);
 }
 
@@ -402,8 +407,9 @@ static void feed_forward_add(sdw_arena *ar, const transformer_block *b, float *h
     float *t = falloc(ar, rows * C), *p = falloc(ar, rows * 2 * F), *g = falloc(ar, rows * F);
     for (int64_t r0 = 0; r0 < M; r0 += rows) {
         int64_t m = SDW_MIN(rows, M - r0);
-        sdw_linear_forward_ln(&b->ff_in, &b->norm3, h + r0 * C, m, t, p, false); // [m, 2F]
-        sdw_linear_forward_geglu(&b->ff_out, p, m, g, h + r0 * C, true); // h += ff_out(geglu)
+        const sdw_act hv = sdw_rows(h + r0 * C, m), pv = sdw_rows(p, m);
+        sdw_linear_forward_ln(&b->ff_in, &b->norm3, hv, t, pv, 0);       // [m, 2F]
+        sdw_linear_forward_geglu(&b->ff_out, pv, g, hv, SDW_ACCUMULATE); // h += ff_out(geglu)
     }
     ffree(ar, g);
     ffree(ar, p);
@@ -428,11 +434,13 @@ static void transformer_2d_forward(sdw_arena *ar, const transformer_2d *t, act x
     int64_t L = (int64_t)x.h * x.w, M = B * L;
     SDW_ASSERT(x.c == t->c);
     float *n = falloc(ar, M * t->c), *h = falloc(ar, M * t->c);
-    sdw_linear_forward_gn(&t->proj_in, &t->norm, x.d, B, L, n, h, false); // [B, HW, C]
+    // [B, HW, C]
+    sdw_linear_forward_gn(&t->proj_in, &t->norm, sdw_nhwc(x.d, B, x.h, x.w), n, sdw_rows(h, M), 0);
     ffree(ar, n);
     for (int d = 0; d < t->depth; d++)
         transformer_block_forward(ar, &t->blocks[d], h, B, L, ctx, Lc);
-    sdw_linear_forward_add(&t->proj_out, h, M, x.d); // x += proj_out(h)
+    sdw_linear_forward(&t->proj_out, sdw_rows(h, M), sdw_rows(x.d, M),
+                       SDW_ACCUMULATE); // x += proj_out
     ffree(ar, h);
 }
 
@@ -440,7 +448,7 @@ static void transformer_2d_forward(sdw_arena *ar, const transformer_2d *t, act x
 static act downsample_forward(sdw_arena *ar, const sdw_conv2d *conv, act x, int B) {
     act y = {NULL, sdw_conv2d_out_size(conv, x.h), sdw_conv2d_out_size(conv, x.w), conv->out};
     y.d = falloc(ar, (int64_t)B * y.h * y.w * y.c);
-    sdw_conv2d_forward(conv, x.d, B, x.h, x.w, y.d);
+    sdw_conv2d_forward(conv, sdw_nhwc(x.d, B, x.h, x.w), sdw_nhwc(y.d, B, y.h, y.w), 0);
     return y;
 }
 
@@ -467,7 +475,7 @@ static act upsample_forward(sdw_arena *ar, const sdw_conv2d *conv, act x, int B,
     else resize_nearest(x.d, B, x.h, x.w, x.c, oh, ow, u);
     ffree(ar, x.d);
     act y = {falloc(ar, (int64_t)B * oh * ow * conv->out), oh, ow, conv->out};
-    sdw_conv2d_forward(conv, u, B, oh, ow, y.d);
+    sdw_conv2d_forward(conv, sdw_nhwc(u, B, oh, ow), sdw_nhwc(y.d, B, oh, ow), 0);
     ffree(ar, u);
     return y;
 }
@@ -483,9 +491,9 @@ static float *time_embedding_forward(sdw_arena *ar, const sdw_unet *u, int B,
           *emb = falloc(ar, (int64_t)B * T);
     for (int b = 0; b < B; b++)
         sdw_timestep_embedding(timesteps[b], c0, c->flip_sin_to_cos, c->freq_shift, ts + b * c0);
-    sdw_linear_forward(&u->time_1, ts, B, e1); // [B, T]
+    sdw_linear_forward(&u->time_1, sdw_rows(ts, B), sdw_rows(e1, B), 0); // [B, T]
     sdw_silu(e1, (size_t)B * T);
-    sdw_linear_forward(&u->time_2, e1, B, emb);
+    sdw_linear_forward(&u->time_2, sdw_rows(e1, B), sdw_rows(emb, B), 0);
     if (c->add_text_time) {
         SDW_ASSERT(text_embeds && time_ids); /* SDXL UNets need added conditioning */
         int D = c->add_in_dim, td = c->add_text_dim, n_ids = c->add_n_time_ids;
@@ -498,9 +506,9 @@ static float *time_embedding_forward(sdw_arena *ar, const sdw_unet *u, int B,
                 sdw_timestep_embedding(time_ids[b * n_ids + k], ad, c->flip_sin_to_cos,
                                        c->freq_shift, row + td + k * ad);
         }
-        sdw_linear_forward(&u->add_1, in, B, e1); // [B, T]
+        sdw_linear_forward(&u->add_1, sdw_rows(in, B), sdw_rows(e1, B), 0); // [B, T]
         sdw_silu(e1, (size_t)B * T);
-        sdw_linear_forward(&u->add_2, e1, B, aug);
+        sdw_linear_forward(&u->add_2, sdw_rows(e1, B), sdw_rows(aug, B), 0);
         sdw_add(emb, aug, (size_t)B * T);
         ffree(ar, aug);
         ffree(ar, in);
@@ -534,7 +542,8 @@ void sdw_unet_forward_ex(const sdw_unet *u, const float *x, int B, int H, int W,
     int ns = 0;
     act h = {falloc(ar, (int64_t)B * H * W * c->block_out_channels[0]), H, W,
              c->block_out_channels[0]};
-    sdw_conv2d_forward(&u->conv_in, x, B, H, W, h.d); // [B, H, W, C0]
+    // [B, H, W, C0]
+    sdw_conv2d_forward(&u->conv_in, sdw_nhwc(x, B, H, W), sdw_nhwc(h.d, B, H, W), 0);
     skips[ns++] = h;
     for (int i = 0; i < n_lv; i++) { // CrossAttnDownBlock2D / DownBlock2D
         const unet_level *lv = &u->down[i];
@@ -587,9 +596,9 @@ void sdw_unet_forward_ex(const sdw_unet *u, const float *x, int B, int H, int W,
     SDW_ASSERT(ns == 0);
 
     /* conv_norm_out + SiLU, conv_out. */
-    int64_t HW = (int64_t)H * W;
-    sdw_group_norm_forward(&u->conv_norm_out, h.d, B, HW, h.d, true);
-    sdw_conv2d_forward(&u->conv_out, h.d, B, H, W, out); // [B, H, W, out]
+    const sdw_act hv = sdw_nhwc(h.d, B, H, W);
+    sdw_group_norm_forward(&u->conv_norm_out, NULL, hv, hv, SDW_SILU);
+    sdw_conv2d_forward(&u->conv_out, hv, sdw_nhwc(out, B, H, W), 0); // [B, H, W, out]
     ffree(ar, h.d);
     free(skips);
     ffree(ar, temb);
