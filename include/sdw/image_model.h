@@ -99,6 +99,13 @@ typedef struct sdw_request {
     int n_params;
 
     bool profile; /* measure this run's forward passes op by op (sdw_result_info.profile) */
+
+    /* Set by sdw_request_resolve and nothing else: the capabilities the request was resolved
+     * against (NULL = not resolved). sdw_model_generate runs a request resolved against its
+     * model's capabilities as it is instead of resolving it again, so a front end resolves once
+     * (to fail fast) and generates. Change no field of a resolved request but seed and
+     * preview_every (which every value passes), or resolve it again. */
+    const sdw_capabilities *resolved;
 } sdw_request;
 
 #define SDW_DEFAULT_STRENGTH 0.75
@@ -106,11 +113,13 @@ typedef struct sdw_request {
 /* A request with every field at "model default". */
 sdw_request sdw_request_default(void);
 
-/* Fills unset fields from caps and checks everything against them. On success *resolved is
- * complete (no zeros, no NULLs except negative prompt, init image and mask; seed still < 0 if
- * random; strength > 0 exactly when there is an init image; params as given, every one
- * declared by caps and in range). On failure a message names the field and the accepted range,
- * or the mode the model cannot run (SDW_E_UNSUPPORTED). */
+/* Fills unset fields from caps and checks everything against them: the one place that bounds
+ * every field of a request (front ends add only their own policy, such as a server's limits).
+ * On success *resolved is complete (no zeros, no NULLs except negative prompt, init image and
+ * mask; seed still < 0 if random; strength > 0 exactly when there is an init image; params as
+ * given, every one declared by caps and in range) and resolved->resolved is caps. On failure a
+ * message names the field and the accepted range, or the mode the model cannot run
+ * (SDW_E_UNSUPPORTED). Resolving a resolved request gives it back unchanged. */
 sdw_status sdw_request_resolve(const sdw_request *req, const sdw_capabilities *caps,
                                sdw_request *resolved, sdw_error *err);
 
@@ -216,7 +225,8 @@ sdw_status sdw_model_load(const char *path, const sdw_load_options *opts, sdw_im
 const char *sdw_model_type(const sdw_image_model *m);
 const char *sdw_model_variant(const sdw_image_model *m);
 const sdw_capabilities *sdw_model_capabilities(const sdw_image_model *m);
-/* Resolves and validates req, then runs the model. info may be NULL. */
+/* Resolves and validates req (unless sdw_request_resolve did against m's capabilities), then
+ * runs the model. info may be NULL. */
 sdw_status sdw_model_generate(sdw_image_model *m, const sdw_request *req, sdw_progress_fn progress,
                               void *user, sdw_image *out, sdw_result_info *info, sdw_error *err);
 void sdw_model_describe(const sdw_image_model *m, char *buf, size_t cap);

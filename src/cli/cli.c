@@ -2,6 +2,7 @@
 #include "cli/cli.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,16 @@ long long sdw_cli_int(const char *opt, const char *v, long long lo, long long hi
     if (!*v || *end || errno) sdw_cli_die("%s: '%s' is not an integer", opt, v);
     if (x < lo || x > hi) sdw_cli_die("%s: %lld is out of range [%lld, %lld]", opt, x, lo, hi);
     return x;
+}
+
+int sdw_cli_count(const char *opt, const char *v, int lo) {
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end || errno) sdw_cli_die("%s: '%s' is not an integer", opt, v);
+    if (x < lo) sdw_cli_die("%s: %lld must be at least %d", opt, x, lo);
+    if (x > INT_MAX) sdw_cli_die("%s: %lld is too large", opt, x);
+    return (int)x;
 }
 
 const char *sdw_cli_value(int argc, char **argv, int *i) {

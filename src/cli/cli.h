@@ -18,6 +18,9 @@
 void sdw_cli_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 /* An integer option value in [lo, hi], or a fatal error naming the option. */
 long long sdw_cli_int(const char *opt, const char *v, long long lo, long long hi);
+/* An integer option value of at least lo that fits an int, or a fatal error naming the option:
+ * for request fields whose upper bound is the model's, which sdw_request_resolve checks. */
+int sdw_cli_count(const char *opt, const char *v, int lo);
 /* argv[*i]'s value: argv[++*i], or a fatal "needs a value" error. */
 const char *sdw_cli_value(int argc, char **argv, int *i);
 

@@ -109,9 +109,11 @@ static void parse_args(int argc, char **argv, cli_args *a) {
         if (IS("-p", "--prompt")) a->prompt = VAL();
         else if (IS("-n", "--negative")) a->negative = VAL();
         else if (IS("-o", "--output")) a->output = VAL();
-        else if (IS("-W", "--width")) a->width = (int)INT(1, 16384);
-        else if (IS("-H", "--height")) a->height = (int)INT(1, 16384);
-        else if (IS("--steps", "--steps")) a->steps = (int)INT(1, 10000);
+        /* 0 would mean "the model's default" in a request: refused here. The upper bounds are
+         * the model's, checked by sdw_request_resolve. */
+        else if (IS("-W", "--width")) a->width = sdw_cli_count(o, VAL(), 1);
+        else if (IS("-H", "--height")) a->height = sdw_cli_count(o, VAL(), 1);
+        else if (IS("--steps", "--steps")) a->steps = sdw_cli_count(o, VAL(), 1);
         else if (IS("--cfg-scale", "--guidance")) a->cfg = parse_float(o, VAL());
         else if (IS("-s", "--seed")) a->seed = INT(-1, LLONG_MAX);
         else if (IS("--sampler", "--sampler")) a->sampler = VAL();
@@ -130,8 +132,9 @@ static void parse_args(int argc, char **argv, cli_args *a) {
 #undef INT
 #undef IS
     }
-    if (a->cfg >= 0 && a->cfg > 100)
-        sdw_cli_die("--cfg-scale: %g is out of range [0, 100]", (double)a->cfg);
+    /* A negative guidance or strength means "the default" in a request, so the CLI refuses
+     * the ones given here itself; sdw_request_resolve checks the rest of guidance's range.
+     * Strength keeps its whole range check here: its message names the option. */
     if (a->cfg < 0 && a->cfg != -1.0f)
         sdw_cli_die("--cfg-scale: %g must not be negative", (double)a->cfg);
     if (a->strength != -1.0 && !(a->strength > 0 && a->strength <= 1))

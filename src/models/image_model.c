@@ -237,6 +237,7 @@ sdw_status sdw_request_resolve(const sdw_request *req, const sdw_capabilities *c
             "strength %g with %d steps runs no denoising step (steps x strength "
             "must be at least 1)",
             r.strength, r.steps);
+    r.resolved = caps;
     *out = r;
     return SDW_OK;
 }
@@ -356,9 +357,14 @@ const sdw_capabilities *sdw_model_capabilities(const sdw_image_model *m) {
 
 sdw_status sdw_model_generate(sdw_image_model *m, const sdw_request *req, sdw_progress_fn progress,
                               void *user, sdw_image *out, sdw_result_info *info, sdw_error *err) {
+    const sdw_capabilities *caps = sdw_model_capabilities(m);
     sdw_request r;
-    sdw_status s = sdw_request_resolve(req, sdw_model_capabilities(m), &r, err);
-    if (s) return s;
+    if (req->resolved == caps) { /* resolved for this model already (only resolve sets it) */
+        r = *req;
+    } else {
+        sdw_status s = sdw_request_resolve(req, caps, &r, err);
+        if (s) return s;
+    }
     sdw_result_info local;
     return m->ops->generate(m, &r, progress, user, out, info ? info : &local, err);
 }

@@ -68,7 +68,7 @@ static sdw_status parse_common(sdw_engine *e, json_t *b, sdw_request *req, int *
     TRY("negative_prompt", sdw__json_string(b, "negative_prompt", &req->negative_prompt, err));
     TRY("width", sdw__json_int(b, "width", 0, 1 << 20, true, &w, err));
     TRY("height", sdw__json_int(b, "height", 0, 1 << 20, true, &h, err));
-    TRY("steps", sdw__json_int(b, "steps", 0, 1 << 20, true, &steps, err));
+    TRY("steps", sdw__json_int(b, "steps", 0, INT_MAX, true, &steps, err));
     TRY("cfg_scale", sdw__json_number(b, "cfg_scale", 0, 100, true, &g, err));
     TRY("seed", sdw__json_int(b, "seed", -1, INT64_MAX, true, &seed, err));
     TRY("batch_size", sdw__json_int(b, "batch_size", 1, 1 << 20, true, &bs, err));

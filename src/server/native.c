@@ -137,7 +137,7 @@ static sdw_status parse_job(sdw_engine *e, json_t *body, sdw_request *req, int *
     TRY("negative_prompt", sdw__json_string(body, "negative_prompt", &req->negative_prompt, err));
     TRY("width", sdw__json_int(body, "width", 0, 1 << 20, false, &w, err));
     TRY("height", sdw__json_int(body, "height", 0, 1 << 20, false, &h, err));
-    TRY("steps", sdw__json_int(body, "steps", 0, 1 << 20, false, &steps, err));
+    TRY("steps", sdw__json_int(body, "steps", 0, INT_MAX, false, &steps, err));
     TRY("guidance_scale", sdw__json_number(body, "guidance_scale", 0, 100, false, &g, err));
     TRY("seed", sdw__json_int(body, "seed", -1, INT64_MAX, false, &seed, err));
     TRY("sampler", sdw__json_string(body, "sampler", &req->sampler, err));

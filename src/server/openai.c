@@ -140,7 +140,7 @@ static enum MHD_Result post_generations(sdw_http_req *r) {
     TRY("output_format", sdw__json_string(b, "output_format", &of, &err));
     TRY("output_compression", sdw__json_int(b, "output_compression", 0, 100, false, &compression, &err));
     TRY("negative_prompt", sdw__json_string(b, "negative_prompt", &req.negative_prompt, &err));
-    TRY("steps", sdw__json_int(b, "steps", 0, 1 << 20, false, &steps, &err));
+    TRY("steps", sdw__json_int(b, "steps", 0, INT_MAX, false, &steps, &err));
     TRY("guidance_scale", sdw__json_number(b, "guidance_scale", 0, 100, false, &g, &err));
     TRY("seed", sdw__json_int(b, "seed", -1, INT64_MAX, false, &seed, &err));
     TRY("sampler", sdw__json_string(b, "sampler", &req.sampler, &err));
@@ -222,7 +222,7 @@ static enum MHD_Result post_edits(sdw_http_req *r) {
     }
     FORM("n", 1, 1 << 20, n);
     FORM("seed", -1, 9e18, seed);
-    FORM("steps", 0, 1 << 20, steps);
+    FORM("steps", 0, INT_MAX, steps);
     FORM("guidance_scale", 0, 100, g);
     FORM("strength", 0, 1, strength);
 #undef FORM

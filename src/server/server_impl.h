@@ -8,6 +8,7 @@
 
 
 #include <jansson.h>
+#include <limits.h>
 #include <microhttpd.h>
 #include <stdatomic.h>
 
@@ -88,8 +89,9 @@ sdw_status sdw__json_number(json_t *o, const char *key, double lo, double hi, bo
                             double *out, sdw_error *err);
 sdw_status sdw__json_bool(json_t *o, const char *key, bool *out, sdw_error *err);
 
-/* Server limits (max size, steps, n) on top of the model's own checks, which the engine applies
- * at submission. */
+/* This server's own limits (max size, steps, n), the one place they apply, on top of the
+ * model's checks (sdw_request_resolve), which the engine applies at submission. The dialects
+ * read "steps" as any int >= 0 (0 = the model's default) and leave bounding it to these two. */
 sdw_status sdw__check_limits(const sdw_server *s, const sdw_request *req, int n, sdw_error *err);
 
 /* Decodes an image sent by a client: base64 text (a "data:image/...;base64," prefix allowed)

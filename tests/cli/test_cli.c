@@ -255,6 +255,23 @@ static void test_bad_values(void) {
     expect_error("generate -m", "-m needs a value");
 }
 
+/* Request bounds are the model's, checked in one place (sdw_request_resolve): the CLI refuses
+ * only what cannot be a value of the option (0 steps would mean "the model's default"). */
+static void test_bounds_are_the_models(void) {
+    char args[2048];
+    const char *m = sdw_test_path("models/tiny-sd15");
+    snprintf(args, sizeof args, "generate -m '%s' -p cat -W 64 -H 64 --steps 5000", m);
+    expect_error(args, "steps 5000 is out of range [1, 1000]");
+    snprintf(args, sizeof args, "generate -m '%s' -p cat -W 64 -H 64 --cfg-scale 150", m);
+    expect_error(args, "guidance scale 150 is out of range [0, 100]");
+    snprintf(args, sizeof args, "generate -m '%s' -p cat -W 64 -H 64 --cfg-scale -2", m);
+    expect_error(args, "--cfg-scale: -2 must not be negative");
+    snprintf(args, sizeof args, "generate -m '%s' -p cat -W 0 -H 64", m);
+    expect_error(args, "-W: 0 must be at least 1");
+    snprintf(args, sizeof args, "generate -m '%s' -p cat -W 64 -H 99999999999", m);
+    expect_error(args, "-H: 99999999999 is too large");
+}
+
 int main(void) {
     RUN(test_generate_folder_every_sampler);
     RUN(test_generate_single_file_every_sampler);
@@ -264,5 +281,6 @@ int main(void) {
     RUN(test_info_and_tokenize);
     RUN(test_bad_model_files);
     RUN(test_bad_values);
+    RUN(test_bounds_are_the_models);
     return sdw_test_finish();
 }

@@ -229,6 +229,50 @@ static void test_infotext_strength(void) {
     ASSERT_STR_CONTAINS(buf, "Size: 64x64, Denoising strength: 0.6, RNG: CPU");
 }
 
+/* Resolving once: resolve marks the request with the capabilities it was checked against, and
+ * sdw_model_generate runs a request marked with its model's capabilities as it is. */
+typedef struct fake_model {
+    sdw_image_model base;
+    sdw_capabilities caps;
+    sdw_request seen; /* what generate() received */
+} fake_model;
+
+static const sdw_capabilities *fake_caps(const sdw_image_model *m) {
+    return &((const fake_model *)m)->caps;
+}
+static sdw_status fake_generate(sdw_image_model *m, const sdw_request *req,
+                                sdw_progress_fn progress, void *user, sdw_image *out,
+                                sdw_result_info *info, sdw_error *err) {
+    ((fake_model *)m)->seen = *req;
+    return SDW_OK;
+}
+static const sdw_image_model_ops fake_ops = {.capabilities = fake_caps,
+                                             .generate = fake_generate};
+
+static void test_resolved_once(void) {
+    fake_model m = {.base.ops = &fake_ops, .caps = caps()};
+    sdw_request r = sdw_request_default(), out;
+    sdw_error err = {0};
+    sdw_image img = {0};
+    ASSERT_TRUE(r.resolved == NULL);
+    ASSERT_OK(sdw_request_resolve(&r, &m.caps, &out, &err), &err);
+    ASSERT_TRUE(out.resolved == &m.caps);
+    /* generate() always gets a resolved request */
+    ASSERT_OK(sdw_model_generate(&m.base, &r, NULL, NULL, &img, NULL, &err), &err);
+    ASSERT_TRUE(m.seen.resolved == &m.caps && m.seen.steps == 20);
+    /* A request resolved for this model is not resolved again: shown here by breaking the
+     * contract (a field changed after resolving), which only a second resolve would refuse. */
+    out.steps = 1000;
+    ASSERT_OK(sdw_model_generate(&m.base, &out, NULL, NULL, &img, NULL, &err), &err);
+    ASSERT_EQ_INT(m.seen.steps, 1000);
+    /* resolved against other capabilities: resolved again, for this model */
+    sdw_capabilities other = caps();
+    out.resolved = &other;
+    ASSERT_STATUS(sdw_model_generate(&m.base, &out, NULL, NULL, &img, NULL, &err),
+                  SDW_E_INVALID_ARG);
+    ASSERT_STR_CONTAINS(err.msg, "steps 1000 is out of range [1, 150]");
+}
+
 int main(void) {
     RUN(test_defaults_fill_unset_fields);
     RUN(test_bad_fields_are_named);
@@ -239,5 +283,6 @@ int main(void) {
     RUN(test_img2img_bad_input);
     RUN(test_modes_against_capabilities);
     RUN(test_infotext_strength);
+    RUN(test_resolved_once);
     return sdw_test_finish();
 }
