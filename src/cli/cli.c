@@ -37,19 +37,67 @@ int sdw_cli_count(const char *opt, const char *v, int lo) {
     return (int)x;
 }
 
-const char *sdw_cli_value(int argc, char **argv, int *i) {
-    if (*i + 1 >= argc) sdw_cli_die("%s needs a value", argv[*i]);
-    return argv[++*i];
+sdw_cli_opts sdw_cli_opts_init(const char *command, int argc, char **argv, const char *shorts,
+                               const struct option *longs) {
+    return (sdw_cli_opts){.command = command, .argc = argc, .argv = argv, .shorts = shorts,
+                          .longs = longs};
 }
 
-/* Flags that are family options under another name: the CLI passes them on without knowing
- * which family takes them (sdw_model_load refuses one the loading family does not). */
-static const struct {
-    const char *flag, *key;
-} k_family_flags[] = {
-    {"--tokenizer", "tokenizer"}, {"--prediction", "prediction"}, {"--vae", "vae"},
-    {"--clip-l", "clip_l"},       {"--clip-g", "clip_g"},         {"--t5xxl", "t5xxl"},
-};
+bool sdw_cli_next(sdw_cli_opts *o) {
+    /* "+": stop at the first argument that is not an option (it is an error here, as before
+     * getopt); ":": a missing value returns ':' instead of getopt printing its own message. */
+    char shorts[128];
+    snprintf(shorts, sizeof shorts, "+:%s", o->shorts);
+    if (!o->started) {
+        optind = 0; /* glibc: 0 restarts the scan from argv[1] with a fresh state */
+        opterr = 0;
+        o->started = true;
+    }
+    int idx = -1;
+    o->c = getopt_long(o->argc, o->argv, shorts, o->longs, &idx);
+    o->arg = optarg;
+    if (o->c == -1) {
+        if (optind < o->argc)
+            sdw_cli_die("%s: unknown option '%s' (see sdw %s --help)", o->command,
+                        o->argv[optind], o->command);
+        return false;
+    }
+    /* What the user typed the option as: the long name when a long option matched, else the
+     * letter; the failing argument itself for errors on long options. */
+    const char *given = o->argv[optind - 1];
+    if (idx >= 0)
+        snprintf(o->name_buf, sizeof o->name_buf, "--%s", o->longs[idx].name);
+    else if (o->c != '?' && o->c != ':')
+        snprintf(o->name_buf, sizeof o->name_buf, "-%c", o->c);
+    else if (optopt > 0 && optopt < 128 && strncmp(given, "--", 2) != 0)
+        snprintf(o->name_buf, sizeof o->name_buf, "-%c", optopt);
+    else
+        snprintf(o->name_buf, sizeof o->name_buf, "%.*s", (int)strcspn(given, "="), given);
+    o->name = o->name_buf;
+    if (o->c == ':') sdw_cli_die("%s needs a value", o->name);
+    if (o->c == '?') {
+        if (optopt && strncmp(given, "--", 2) == 0 && strchr(given, '='))
+            sdw_cli_die("%s takes no value", o->name);
+        if (strncmp(given, "--", 2) == 0) { /* a prefix of several long options? */
+            const size_t n = strlen(o->name) - 2;
+            char names[256] = "";
+            int hits = 0;
+            for (const struct option *l = o->longs; l->name; l++)
+                if (strncmp(l->name, o->name + 2, n) == 0) {
+                    size_t k = strlen(names);
+                    snprintf(names + k, sizeof names - k, "%s--%s", hits++ ? ", " : "", l->name);
+                }
+            if (hits > 1) sdw_cli_die("%s is ambiguous: %s", o->name, names);
+        }
+        sdw_cli_die("%s: unknown option '%s' (see sdw %s --help)", o->command, o->name,
+                    o->command);
+    }
+    return true;
+}
+
+/* The family flags' load option keys, in the order of SDW_CLI_MODEL_LONGOPTS. */
+static const char *const k_family_keys[SDW_CLI_OPT_FAMILY_END - SDW_CLI_OPT_FAMILY] = {
+    "tokenizer", "prediction", "vae", "clip_l", "clip_g", "t5xxl"};
 
 static void set_option(sdw_cli_model_args *a, const char *key, const char *value) {
     sdw_error err = {0};
@@ -57,34 +105,30 @@ static void set_option(sdw_cli_model_args *a, const char *key, const char *value
         sdw_cli_die("%s", err.msg);
 }
 
-bool sdw_cli_model_option(int argc, char **argv, int *i, sdw_cli_model_args *a) {
-    const char *o = argv[*i];
-#define IS(s, l) (strcmp(o, s) == 0 || strcmp(o, l) == 0)
-    for (size_t k = 0; k < sizeof k_family_flags / sizeof k_family_flags[0]; k++)
-        if (strcmp(o, k_family_flags[k].flag) == 0) {
-            set_option(a, k_family_flags[k].key, sdw_cli_value(argc, argv, i));
-            return true;
-        }
-    if (IS("-m", "--model"))
-        a->model = sdw_cli_value(argc, argv, i);
-    else if (IS("--config", "--config"))
-        a->config = sdw_cli_value(argc, argv, i);
-    else if (IS("--model-option", "--model-option")) {
-        char *kv = (char *)sdw_cli_value(argc, argv, i); /* argv is writable */
+bool sdw_cli_model_option(const sdw_cli_opts *o, sdw_cli_model_args *a) {
+    switch (o->c) {
+    case 'm': a->model = o->arg; return true;
+    case SDW_CLI_OPT_CONFIG: a->config = o->arg; return true;
+    case SDW_CLI_OPT_MODEL_OPTION: {
+        char *kv = (char *)o->arg; /* argv is writable */
         char *eq = strchr(kv, '=');
         if (!eq || eq == kv) sdw_cli_die("--model-option: '%s' is not KEY=VALUE", kv);
         *eq = 0;
         set_option(a, kv, eq + 1);
-    } else if (IS("--precision", "--precision")) {
-        const char *v = sdw_cli_value(argc, argv, i);
-        if (sdw_precision_parse(v, &a->precision) != SDW_OK)
-            sdw_cli_die("--precision: '%s' must be auto, f32 or bf16", v);
-    } else if (IS("-t", "--threads"))
-        a->threads = (int)sdw_cli_int(o, sdw_cli_value(argc, argv, i), 1, 1024);
-    else
+        return true;
+    }
+    case SDW_CLI_OPT_PRECISION:
+        if (sdw_precision_parse(o->arg, &a->precision) != SDW_OK)
+            sdw_cli_die("--precision: '%s' must be auto, f32 or bf16", o->arg);
+        return true;
+    case 't': a->threads = (int)sdw_cli_int(o->name, o->arg, 1, 1024); return true;
+    default:
+        if (o->c >= SDW_CLI_OPT_FAMILY && o->c < SDW_CLI_OPT_FAMILY_END) {
+            set_option(a, k_family_keys[o->c - SDW_CLI_OPT_FAMILY], o->arg);
+            return true;
+        }
         return false;
-#undef IS
-    return true;
+    }
 }
 
 sdw_load_options sdw_cli_load_options(const sdw_cli_model_args *a) {

@@ -1,10 +1,13 @@
-/* cli/cli.h — what the sdw commands share: fatal usage errors, number arguments, and the options
- * that say which model to load and how (-m, --config, --precision, -t and the family options
- * such as --tokenizer, --vae), parsed once for `generate`, `info`, `tokenize` and `serve`.
+/* cli/cli.h — what the sdw commands share: fatal usage errors, number arguments, option parsing
+ * (getopt_long: "--steps 20" and "--steps=20", per-command --help), and the options that say
+ * which model to load and how (-m, --config, --precision, -t and the family options such as
+ * --tokenizer, --vae), parsed the same way by `generate`, `info`, `tokenize` and `serve`.
  *
+ *   static const struct option longs[] = {SDW_CLI_MODEL_LONGOPTS, {"prompt", 1, NULL, 'p'}, {0}};
  *   sdw_cli_model_args m = {0};
- *   for (int i = 0; i < argc; i++)
- *       if (!sdw_cli_model_option(argc, argv, &i, &m)) ...the command's own options...
+ *   sdw_cli_opts o = sdw_cli_opts_init("tokenize", argc, argv, SDW_CLI_MODEL_SHORT "p:", longs);
+ *   while (sdw_cli_next(&o))
+ *       if (!sdw_cli_model_option(&o, &m)) ...the command's own options (o.c, o.name, o.arg)...
  *   sdw_load_options opts = sdw_cli_load_options(&m);
  */
 #ifndef SDW_CLI_CLI_H
@@ -12,6 +15,7 @@
 
 #include "sdw/image_model.h"
 
+#include <getopt.h>
 #include <stdbool.h>
 
 /* Prints "sdw: error: <message>" and exits with 1. Only the CLI layer exits. */
@@ -21,8 +25,33 @@ long long sdw_cli_int(const char *opt, const char *v, long long lo, long long hi
 /* An integer option value of at least lo that fits an int, or a fatal error naming the option:
  * for request fields whose upper bound is the model's, which sdw_request_resolve checks. */
 int sdw_cli_count(const char *opt, const char *v, int lo);
-/* argv[*i]'s value: argv[++*i], or a fatal "needs a value" error. */
-const char *sdw_cli_value(int argc, char **argv, int *i);
+/* ---- option parsing ---- */
+
+/* A command's option parser over getopt_long. */
+typedef struct sdw_cli_opts {
+    const char *command; /* "generate": in messages */
+    int argc;
+    char **argv; /* argv[0] is the command's name; options follow */
+    const char *shorts;
+    const struct option *longs;
+    /* the option sdw_cli_next returned */
+    int c;            /* its getopt value: the short letter, or the long option's val */
+    const char *name; /* as given, for messages: "-W", "--width" (also for --width=64) */
+    const char *arg;  /* its value, or NULL */
+    char name_buf[64];
+    bool started;
+} sdw_cli_opts;
+
+/* A parser over argv[1..argc-1] (argv[0]: the command's name). shorts without getopt's leading
+ * flags; longs ends with a zero entry. */
+sdw_cli_opts sdw_cli_opts_init(const char *command, int argc, char **argv, const char *shorts,
+                               const struct option *longs);
+/* The next option into o (c, name, arg); false at the end. A value may follow its option as the
+ * next argument or after '=' (--steps=20; short options also as -W64). An unknown option, a
+ * missing value, a value given to an option that takes none, or an argument that is not an
+ * option is a fatal error naming it. Options abbreviated to a unique prefix are accepted, as
+ * getopt_long does. */
+bool sdw_cli_next(sdw_cli_opts *o);
 
 typedef struct sdw_cli_model_args {
     const char *model, *config;
@@ -33,9 +62,36 @@ typedef struct sdw_cli_model_args {
     sdw_load_options options;
 } sdw_cli_model_args;
 
-/* Consumes argv[*i] (and its value) when it is one of the model options; false otherwise. Bad
+/* getopt values of the model options without a short letter; a command numbers its own long-only
+ * options from SDW_CLI_OPT_OWN. */
+enum {
+    SDW_CLI_OPT_CONFIG = 0x100,
+    SDW_CLI_OPT_MODEL_OPTION,
+    SDW_CLI_OPT_PRECISION,
+    SDW_CLI_OPT_FAMILY, /* the family flags, in the order of SDW_CLI_MODEL_LONGOPTS: */
+    SDW_CLI_OPT_FAMILY_END = SDW_CLI_OPT_FAMILY + 6,
+    SDW_CLI_OPT_OWN = 0x200
+};
+/* The model options, for a command's short-option string and long-option table. The family
+ * flags are family load options under their own names (--clip-l -> "clip_l"): the CLI passes
+ * them on without knowing which family takes them (sdw_model_load refuses one the loading
+ * family does not). */
+#define SDW_CLI_MODEL_SHORT "m:t:"
+#define SDW_CLI_MODEL_LONGOPTS                                                                     \
+    {"model", required_argument, NULL, 'm'}, {"threads", required_argument, NULL, 't'},            \
+        {"config", required_argument, NULL, SDW_CLI_OPT_CONFIG},                                   \
+        {"model-option", required_argument, NULL, SDW_CLI_OPT_MODEL_OPTION},                       \
+        {"precision", required_argument, NULL, SDW_CLI_OPT_PRECISION},                             \
+        {"tokenizer", required_argument, NULL, SDW_CLI_OPT_FAMILY + 0},                            \
+        {"prediction", required_argument, NULL, SDW_CLI_OPT_FAMILY + 1},                           \
+        {"vae", required_argument, NULL, SDW_CLI_OPT_FAMILY + 2},                                  \
+        {"clip-l", required_argument, NULL, SDW_CLI_OPT_FAMILY + 3},                               \
+        {"clip-g", required_argument, NULL, SDW_CLI_OPT_FAMILY + 4},                               \
+        {"t5xxl", required_argument, NULL, SDW_CLI_OPT_FAMILY + 5}
+
+/* Takes o's option into a when it is one of the model options (true); false otherwise. Bad
  * values are fatal errors. */
-bool sdw_cli_model_option(int argc, char **argv, int *i, sdw_cli_model_args *a);
+bool sdw_cli_model_option(const sdw_cli_opts *o, sdw_cli_model_args *a);
 sdw_load_options sdw_cli_load_options(const sdw_cli_model_args *a);
 
 /* The model options' help lines (26-column option field). */

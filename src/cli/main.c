@@ -32,6 +32,32 @@ typedef struct cli_args {
     int n_params;
 } cli_args;
 
+/* Help texts: the option lines each command shows (26-column option field). */
+#define GENERATE_USAGE                                                                             \
+    "  -p, --prompt TEXT       prompt\n"                                                           \
+    "  -n, --negative TEXT     negative prompt\n"                                                  \
+    "  -W, --width N           image width in pixels (default: model's)\n"                         \
+    "  -H, --height N          image height in pixels (default: model's)\n"                        \
+    "      --steps N           denoising steps (default: model's)\n"                               \
+    "      --cfg-scale F       classifier-free guidance (<= 1: no unconditional pass)\n"           \
+    "  -s, --seed N            seed; -1 or absent = random (reported)\n"                           \
+    "      --sampler NAME      ddim, pndm, euler, euler_a, dpm++2m (default: model's)\n"           \
+    "      --scheduler NAME    default | karras (Karras sigmas: euler, euler_a, dpm++2m)\n"        \
+    "                          | trailing (the model's schedule, trailing spacing)\n"              \
+    "      --rng NAME          torch (CPU torch.randn, default) | philox (torch CUDA\n"            \
+    "                          randn, AUTOMATIC1111's GPU seeds)\n"                                \
+    "      --init-image FILE   start from this PNG/JPEG/WebP (alpha ignored); resized\n"           \
+    "                          (Lanczos) to -W/-H when given, else its size rounded down\n"        \
+    "      --strength S        how much of the init image to repaint, 0 < S <= 1\n"                \
+    "                          (default 0.75; steps x S denoising steps run)\n"                    \
+    "      --mask FILE         inpainting mask, same size as the init image: white =\n"           \
+    "                          repaint, black = keep (grey: >= 128 repaints)\n"                    \
+    "      --param NAME=VALUE  a request option of the model's family (repeatable;\n"             \
+    "                          sdw info lists them), e.g. max_sequence_length=256\n"              \
+    "      --profile           print a per-op time profile after generating\n"                     \
+    "  -o, --output FILE       output PNG (default " DEFAULT_OUTPUT ")\n"
+#define LOG_USAGE "  -v, --verbose           more log output;  -q, --quiet: errors only\n"
+
 static void usage(FILE *f) {
     fprintf(f,
             "usage: sdw <command> [options]\n"
@@ -43,32 +69,47 @@ static void usage(FILE *f) {
             "  tokenize   show a prompt's token ids as the model's text encoder sees them\n"
             "  serve      run the HTTP worker: APIs + web page (sdw serve --help)\n"
             "\n"
+            "sdw <command> --help shows one command's options. A value follows its option as the\n"
+            "next argument or after '=' (--steps 20, --steps=20).\n"
+            "\n"
             "model options:\n" SDW_CLI_MODEL_USAGE
             "\n"
-            "generate options:\n"
-            "  -p, --prompt TEXT       prompt\n"
-            "  -n, --negative TEXT     negative prompt\n"
-            "  -W, --width N           image width in pixels (default: model's)\n"
-            "  -H, --height N          image height in pixels (default: model's)\n"
-            "      --steps N           denoising steps (default: model's)\n"
-            "      --cfg-scale F       classifier-free guidance (<= 1: no unconditional pass)\n"
-            "  -s, --seed N            seed; -1 or absent = random (reported)\n"
-            "      --sampler NAME      ddim, pndm, euler, euler_a, dpm++2m (default: model's)\n"
-            "      --scheduler NAME    default | karras (Karras sigmas: euler, euler_a, dpm++2m)\n"
-            "                          | trailing (the model's schedule, trailing spacing)\n"
-            "      --rng NAME          torch (CPU torch.randn, default) | philox (torch CUDA\n"
-            "                          randn, AUTOMATIC1111's GPU seeds)\n"
-            "      --init-image FILE   start from this PNG/JPEG/WebP (alpha ignored); resized\n"
-            "                          (Lanczos) to -W/-H when given, else its size rounded down\n"
-            "      --strength S        how much of the init image to repaint, 0 < S <= 1\n"
-            "                          (default 0.75; steps x S denoising steps run)\n"
-            "      --mask FILE         inpainting mask, same size as the init image: white =\n"
-            "                          repaint, black = keep (grey: >= 128 repaints)\n"
-            "      --param NAME=VALUE  a request option of the model's family (repeatable;\n"
-            "                          sdw info lists them), e.g. max_sequence_length=256\n"
-            "      --profile           print a per-op time profile after generating\n"
-            "  -o, --output FILE       output PNG (default " DEFAULT_OUTPUT ")\n"
-            "  -v, --verbose           more log output;  -q, --quiet: errors only\n");
+            "generate options:\n" GENERATE_USAGE LOG_USAGE);
+}
+
+static void usage_generate(FILE *f) {
+    fprintf(f, "usage: sdw generate -p TEXT [options]\n"
+               "\n"
+               "Text-to-image, image-to-image with --init-image, inpainting with --init-image and\n"
+               "--mask: writes a PNG carrying the generation parameters (AUTOMATIC1111's text).\n"
+               "\n"
+               "model options:\n" SDW_CLI_MODEL_USAGE
+               "\n"
+               "generate options:\n" GENERATE_USAGE LOG_USAGE);
+}
+
+static void usage_info(FILE *f) {
+    fprintf(f, "usage: sdw info [-m MODEL] [options]\n"
+               "\n"
+               "Describes a model: family, variant, capabilities, defaults, samplers and\n"
+               "schedulers, its components with their parameter counts, and the request options\n"
+               "of its family (generate --param).\n"
+               "\n"
+               "model options:\n" SDW_CLI_MODEL_USAGE
+               "\n"
+               "other options:\n" LOG_USAGE);
+}
+
+static void usage_tokenize(FILE *f) {
+    fprintf(f, "usage: sdw tokenize -p TEXT [-m MODEL] [options]\n"
+               "\n"
+               "Shows the prompt's token ids as the model's main text encoder sees them (special\n"
+               "tokens included), and how many of them it reads.\n"
+               "\n"
+               "model options:\n" SDW_CLI_MODEL_USAGE
+               "\n"
+               "tokenize options:\n"
+               "  -p, --prompt TEXT       prompt\n" LOG_USAGE);
 }
 
 static float parse_float(const char *opt, const char *v) {
@@ -98,39 +139,88 @@ static void parse_param(const char *opt, const char *v, cli_args *a) {
     a->params[a->n_params++] = (sdw_param){name, parse_double(opt, eq + 1)};
 }
 
-static void parse_args(int argc, char **argv, cli_args *a) {
+/* getopt values of the long-only options (cli.h: commands number theirs from SDW_CLI_OPT_OWN). */
+enum {
+    OPT_STEPS = SDW_CLI_OPT_OWN,
+    OPT_CFG,
+    OPT_SAMPLER,
+    OPT_SCHEDULER,
+    OPT_RNG,
+    OPT_MASK,
+    OPT_STRENGTH,
+    OPT_PARAM,
+    OPT_PROFILE
+};
+
+#define LOG_LONGOPTS                                                                               \
+    {"verbose", no_argument, NULL, 'v'}, {"quiet", no_argument, NULL, 'q'},                        \
+        {"help", no_argument, NULL, 'h'}
+
+static const struct option k_generate_longs[] = {
+    SDW_CLI_MODEL_LONGOPTS,
+    LOG_LONGOPTS,
+    {"prompt", required_argument, NULL, 'p'},
+    {"negative", required_argument, NULL, 'n'},
+    {"output", required_argument, NULL, 'o'},
+    {"width", required_argument, NULL, 'W'},
+    {"height", required_argument, NULL, 'H'},
+    {"steps", required_argument, NULL, OPT_STEPS},
+    {"cfg-scale", required_argument, NULL, OPT_CFG},
+    {"guidance", required_argument, NULL, OPT_CFG},
+    {"seed", required_argument, NULL, 's'},
+    {"sampler", required_argument, NULL, OPT_SAMPLER},
+    {"scheduler", required_argument, NULL, OPT_SCHEDULER},
+    {"rng", required_argument, NULL, OPT_RNG},
+    {"init-image", required_argument, NULL, 'i'},
+    {"mask", required_argument, NULL, OPT_MASK},
+    {"strength", required_argument, NULL, OPT_STRENGTH},
+    {"denoising-strength", required_argument, NULL, OPT_STRENGTH},
+    {"param", required_argument, NULL, OPT_PARAM},
+    {"profile", no_argument, NULL, OPT_PROFILE},
+    {0},
+};
+static const struct option k_info_longs[] = {SDW_CLI_MODEL_LONGOPTS, LOG_LONGOPTS, {0}};
+static const struct option k_tokenize_longs[] = {
+    SDW_CLI_MODEL_LONGOPTS, LOG_LONGOPTS, {"prompt", required_argument, NULL, 'p'}, {0}};
+
+/* The commands this file runs (serve has its own parser: serve.c). */
+typedef struct command {
+    const char *name, *shorts;
+    const struct option *longs;
+    void (*usage)(FILE *f);
+    int (*run)(const cli_args *a);
+} command;
+
+/* Options of cmd's table from argv (argv[0] = the command's name) into a. */
+static void parse_args(const command *cmd, int argc, char **argv, cli_args *a) {
     *a = (cli_args){.cfg = -1.0f, .seed = -1, .output = DEFAULT_OUTPUT, .strength = -1.0};
-    for (int i = 0; i < argc; i++) {
-        const char *o = argv[i];
-#define IS(s, l) (strcmp(o, s) == 0 || strcmp(o, l) == 0)
-#define VAL() sdw_cli_value(argc, argv, &i)
-#define INT(lo, hi) sdw_cli_int(o, VAL(), lo, hi)
-        if (sdw_cli_model_option(argc, argv, &i, &a->m)) continue;
-        if (IS("-p", "--prompt")) a->prompt = VAL();
-        else if (IS("-n", "--negative")) a->negative = VAL();
-        else if (IS("-o", "--output")) a->output = VAL();
+    sdw_cli_opts o = sdw_cli_opts_init(cmd->name, argc, argv, cmd->shorts, cmd->longs);
+    while (sdw_cli_next(&o)) {
+        if (sdw_cli_model_option(&o, &a->m)) continue;
+        switch (o.c) {
+        case 'p': a->prompt = o.arg; break;
+        case 'n': a->negative = o.arg; break;
+        case 'o': a->output = o.arg; break;
         /* 0 would mean "the model's default" in a request: refused here. The upper bounds are
          * the model's, checked by sdw_request_resolve. */
-        else if (IS("-W", "--width")) a->width = sdw_cli_count(o, VAL(), 1);
-        else if (IS("-H", "--height")) a->height = sdw_cli_count(o, VAL(), 1);
-        else if (IS("--steps", "--steps")) a->steps = sdw_cli_count(o, VAL(), 1);
-        else if (IS("--cfg-scale", "--guidance")) a->cfg = parse_float(o, VAL());
-        else if (IS("-s", "--seed")) a->seed = INT(-1, LLONG_MAX);
-        else if (IS("--sampler", "--sampler")) a->sampler = VAL();
-        else if (IS("--scheduler", "--scheduler")) a->scheduler = VAL();
-        else if (IS("--rng", "--rng")) a->rng = VAL();
-        else if (IS("--init-image", "-i")) a->init_image = VAL();
-        else if (IS("--mask", "--mask")) a->mask = VAL();
-        else if (IS("--strength", "--denoising-strength")) a->strength = parse_double(o, VAL());
-        else if (IS("--param", "--param")) parse_param(o, VAL(), a);
-        else if (IS("--profile", "--profile")) a->profile = true;
-        else if (IS("-v", "--verbose")) a->verbose = true;
-        else if (IS("-q", "--quiet")) a->quiet = true;
-        else if (IS("-h", "--help")) usage(stdout), exit(0);
-        else sdw_cli_die("unknown option '%s' (see sdw --help)", o);
-#undef VAL
-#undef INT
-#undef IS
+        case 'W': a->width = sdw_cli_count(o.name, o.arg, 1); break;
+        case 'H': a->height = sdw_cli_count(o.name, o.arg, 1); break;
+        case OPT_STEPS: a->steps = sdw_cli_count(o.name, o.arg, 1); break;
+        case OPT_CFG: a->cfg = parse_float(o.name, o.arg); break;
+        case 's': a->seed = sdw_cli_int(o.name, o.arg, -1, LLONG_MAX); break;
+        case OPT_SAMPLER: a->sampler = o.arg; break;
+        case OPT_SCHEDULER: a->scheduler = o.arg; break;
+        case OPT_RNG: a->rng = o.arg; break;
+        case 'i': a->init_image = o.arg; break;
+        case OPT_MASK: a->mask = o.arg; break;
+        case OPT_STRENGTH: a->strength = parse_double(o.name, o.arg); break;
+        case OPT_PARAM: parse_param(o.name, o.arg, a); break;
+        case OPT_PROFILE: a->profile = true; break;
+        case 'v': a->verbose = true; break;
+        case 'q': a->quiet = true; break;
+        case 'h': cmd->usage(stdout), exit(0);
+        default: SDW_ABORT("option %s is in %s's table but not handled", o.name, cmd->name);
+        }
     }
     /* A negative guidance or strength means "the default" in a request, so the CLI refuses
      * the ones given here itself; sdw_request_resolve checks the rest of guidance's range.
@@ -292,24 +382,41 @@ static int cmd_tokenize(const cli_args *a) {
     return 0;
 }
 
+static const command k_commands[] = {
+    {"generate", SDW_CLI_MODEL_SHORT "vqhp:n:o:W:H:s:i:", k_generate_longs, usage_generate,
+     cmd_generate},
+    {"info", SDW_CLI_MODEL_SHORT "vqh", k_info_longs, usage_info, cmd_info},
+    {"tokenize", SDW_CLI_MODEL_SHORT "vqhp:", k_tokenize_longs, usage_tokenize, cmd_tokenize},
+};
+
+static const command *find_command(const char *name) {
+    for (size_t i = 0; i < SDW_ARRAY_LEN(k_commands); i++)
+        if (!strcmp(k_commands[i].name, name)) return &k_commands[i];
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
         return 2;
     }
-    const char *cmd = argv[1];
-    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
-        usage(stdout);
+    const char *name = argv[1];
+    if (!strcmp(name, "-h") || !strcmp(name, "--help") || !strcmp(name, "help")) {
+        const command *c = argc > 2 && !strcmp(name, "help") ? find_command(argv[2]) : NULL;
+        if (argc > 2 && !strcmp(name, "help") && !strcmp(argv[2], "serve"))
+            return sdw_cli_serve(2, (char *[]){"serve", "--help", NULL});
+        c ? c->usage(stdout) : usage(stdout);
         return 0;
     }
-    if (!strcmp(cmd, "serve")) return sdw_cli_serve(argc - 2, argv + 2);
+    if (!strcmp(name, "serve")) return sdw_cli_serve(argc - 1, argv + 1);
+    const command *cmd = find_command(name);
+    if (!cmd) {
+        fprintf(stderr, "sdw: error: unknown command '%s'\n", name);
+        usage(stderr);
+        return 2;
+    }
     cli_args a;
-    parse_args(argc - 2, argv + 2, &a);
+    parse_args(cmd, argc - 1, argv + 1, &a);
     sdw_log_set_level(a.quiet ? SDW_LOG_ERROR : a.verbose ? SDW_LOG_DEBUG : SDW_LOG_WARN);
-    if (!strcmp(cmd, "generate")) return cmd_generate(&a);
-    if (!strcmp(cmd, "info")) return cmd_info(&a);
-    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(&a);
-    fprintf(stderr, "sdw: error: unknown command '%s'\n", cmd);
-    usage(stderr);
-    return 2;
+    return cmd->run(&a);
 }

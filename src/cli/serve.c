@@ -51,41 +51,69 @@ typedef struct serve_args {
     sdw_engine_params engine;
 } serve_args;
 
+enum {
+    OPT_HOST = SDW_CLI_OPT_OWN,
+    OPT_PORT,
+    OPT_API_KEY,
+    OPT_QUEUE,
+    OPT_PREVIEW_EVERY,
+    OPT_RESULT_TTL,
+    OPT_RESULT_MB,
+    OPT_MAX_SIZE,
+    OPT_MAX_STEPS,
+    OPT_MAX_N,
+    OPT_MAX_BODY_MB,
+    OPT_MAX_CONNECTIONS
+};
+
+static const struct option k_longs[] = {
+    SDW_CLI_MODEL_LONGOPTS,
+    {"host", required_argument, NULL, OPT_HOST},
+    {"port", required_argument, NULL, OPT_PORT},
+    {"api-key", required_argument, NULL, OPT_API_KEY},
+    {"queue", required_argument, NULL, OPT_QUEUE},
+    {"preview-every", required_argument, NULL, OPT_PREVIEW_EVERY},
+    {"result-ttl", required_argument, NULL, OPT_RESULT_TTL},
+    {"result-mb", required_argument, NULL, OPT_RESULT_MB},
+    {"max-size", required_argument, NULL, OPT_MAX_SIZE},
+    {"max-steps", required_argument, NULL, OPT_MAX_STEPS},
+    {"max-n", required_argument, NULL, OPT_MAX_N},
+    {"max-body-mb", required_argument, NULL, OPT_MAX_BODY_MB},
+    {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+    {"verbose", no_argument, NULL, 'v'},
+    {"quiet", no_argument, NULL, 'q'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static void parse(int argc, char **argv, serve_args *a) {
     a->server = sdw_server_params_default();
     a->engine = sdw_engine_params_default();
     a->engine.preview_every = 1;
     a->server.api_key = getenv("SDW_API_KEY");
-    for (int i = 0; i < argc; i++) {
-        const char *o = argv[i];
-#define IS(s, l) (strcmp(o, s) == 0 || strcmp(o, l) == 0)
-#define VAL() sdw_cli_value(argc, argv, &i)
-#define INT(lo, hi) sdw_cli_int(o, VAL(), lo, hi)
-        if (sdw_cli_model_option(argc, argv, &i, &a->m)) continue;
-        if (IS("--host", "--host")) a->server.host = VAL();
-        else if (IS("--port", "--port")) a->server.port = (int)INT(0, 65535);
-        else if (IS("--api-key", "--api-key")) a->server.api_key = VAL();
-        else if (IS("--queue", "--queue")) a->engine.queue_max = (int)INT(1, 100000);
-        else if (IS("--preview-every", "--preview-every"))
-            a->engine.preview_every = (int)INT(0, 10000);
-        else if (IS("--result-ttl", "--result-ttl"))
-            a->engine.result_ttl_s = (double)INT(1, 30 * 86400);
-        else if (IS("--result-mb", "--result-mb"))
-            a->engine.result_max_bytes = (size_t)INT(1, 1 << 20) << 20;
-        else if (IS("--max-size", "--max-size")) a->server.max_size = (int)INT(8, 1 << 16);
-        else if (IS("--max-steps", "--max-steps")) a->server.max_steps = (int)INT(1, 10000);
-        else if (IS("--max-n", "--max-n")) a->server.max_n = (int)INT(1, 1024);
-        else if (IS("--max-body-mb", "--max-body-mb"))
-            a->server.max_body_bytes = (size_t)INT(1, 1 << 16) << 20;
-        else if (IS("--max-connections", "--max-connections"))
-            a->server.max_connections = (int)INT(4, 100000);
-        else if (IS("-v", "--verbose")) a->verbose = true;
-        else if (IS("-q", "--quiet")) a->quiet = true;
-        else if (IS("-h", "--help")) serve_usage(stdout), exit(0);
-        else sdw_cli_die("serve: unknown option '%s' (see sdw serve --help)", o);
-#undef VAL
+    sdw_cli_opts o = sdw_cli_opts_init("serve", argc, argv, SDW_CLI_MODEL_SHORT "vqh", k_longs);
+    while (sdw_cli_next(&o)) {
+#define INT(lo, hi) sdw_cli_int(o.name, o.arg, lo, hi)
+        if (sdw_cli_model_option(&o, &a->m)) continue;
+        switch (o.c) {
+        case OPT_HOST: a->server.host = o.arg; break;
+        case OPT_PORT: a->server.port = (int)INT(0, 65535); break;
+        case OPT_API_KEY: a->server.api_key = o.arg; break;
+        case OPT_QUEUE: a->engine.queue_max = (int)INT(1, 100000); break;
+        case OPT_PREVIEW_EVERY: a->engine.preview_every = (int)INT(0, 10000); break;
+        case OPT_RESULT_TTL: a->engine.result_ttl_s = (double)INT(1, 30 * 86400); break;
+        case OPT_RESULT_MB: a->engine.result_max_bytes = (size_t)INT(1, 1 << 20) << 20; break;
+        case OPT_MAX_SIZE: a->server.max_size = (int)INT(8, 1 << 16); break;
+        case OPT_MAX_STEPS: a->server.max_steps = (int)INT(1, 10000); break;
+        case OPT_MAX_N: a->server.max_n = (int)INT(1, 1024); break;
+        case OPT_MAX_BODY_MB: a->server.max_body_bytes = (size_t)INT(1, 1 << 16) << 20; break;
+        case OPT_MAX_CONNECTIONS: a->server.max_connections = (int)INT(4, 100000); break;
+        case 'v': a->verbose = true; break;
+        case 'q': a->quiet = true; break;
+        case 'h': serve_usage(stdout), exit(0);
+        default: SDW_ABORT("option %s is in serve's table but not handled", o.name);
+        }
 #undef INT
-#undef IS
     }
 }
 

@@ -272,6 +272,53 @@ static void test_bounds_are_the_models(void) {
     expect_error(args, "-H: 99999999999 is too large");
 }
 
+/* getopt_long's forms: a value after '=' (or glued to a short option) is the same as the next
+ * argument; each command has its own --help; bad forms name the option. */
+static void test_option_forms_and_help(void) {
+    char out[8192], a[1024], b[1024];
+    const char *m = sdw_test_path("models/tiny-sd15");
+    snprintf(a, sizeof a, "%s/spaced.png", sdw_test_tmpdir());
+    snprintf(b, sizeof b, "%s/equals.png", sdw_test_tmpdir());
+    int rc = sdw_test_run_sdw(out, sizeof out,
+                              "generate -m '%s' -p cat -W 64 -H 64 --steps 1 -s 3 --sampler euler "
+                              "-o '%s'", m, a);
+    ASSERT_EQ_INT(rc, 0);
+    rc = sdw_test_run_sdw(out, sizeof out,
+                          "generate --model='%s' --prompt=cat -W64 --height=64 --steps=1 --seed=3 "
+                          "--sampler=euler --output='%s'", m, b);
+    if (rc) fprintf(stderr, "%s\n", out);
+    ASSERT_EQ_INT(rc, 0);
+    ASSERT_EQ_INT(sdw_test_png_max_diff(a, b), 0);
+
+    static const struct {
+        const char *args, *needle;
+    } help[] = {
+        {"generate --help", "usage: sdw generate -p TEXT"},
+        {"generate -h", "generate options:"},
+        {"info --help", "usage: sdw info"},
+        {"tokenize --help", "usage: sdw tokenize -p TEXT"},
+        {"help tokenize", "usage: sdw tokenize -p TEXT"},
+        {"serve --help", "usage: sdw serve"},
+        {"help serve", "server options:"},
+        {"--help", "sdw <command> --help"},
+    };
+    for (size_t i = 0; i < sizeof help / sizeof help[0]; i++) {
+        rc = sdw_test_run_sdw(out, sizeof out, "%s", help[i].args);
+        ASSERT_EQ_INT(rc, 0);
+        ASSERT_STR_CONTAINS(out, help[i].needle);
+    }
+    rc = sdw_test_run_sdw(out, sizeof out, "info --help");
+    ASSERT_TRUE(strstr(out, "--cfg-scale") == NULL); /* only the command's own options */
+
+    expect_error("generate --profile=yes", "--profile takes no value");
+    expect_error("generate --pro x", "--pro is ambiguous: --prompt, --profile");
+    expect_error("generate --steps=0", "--steps: 0 must be at least 1");
+    expect_error("generate -p cat extra", "unknown option 'extra'");
+    expect_error("info -p cat", "info: unknown option '-p' (see sdw info --help)");
+    expect_error("serve --frobnicate", "serve: unknown option '--frobnicate'");
+    expect_error("generate --model", "--model needs a value");
+}
+
 int main(void) {
     RUN(test_generate_folder_every_sampler);
     RUN(test_generate_single_file_every_sampler);
@@ -282,5 +329,6 @@ int main(void) {
     RUN(test_bad_model_files);
     RUN(test_bad_values);
     RUN(test_bounds_are_the_models);
+    RUN(test_option_forms_and_help);
     return sdw_test_finish();
 }
