@@ -3,7 +3,8 @@
  * position table; Stability's single-file names, proven by writing the fixture's weights under
  * them (the inverse of diffusers' convert_sd3_transformer_checkpoint_to_diffusers, spelled out
  * here apart from the map under test) and getting the same outputs; the bf16 path; broken files
- * and configs (a missing joint block, wrong widths). */
+ * and configs (a missing joint block, wrong widths, MMDiT-X). SDW_SD3_BENCH=1 also times a joint
+ * block at SD3 medium's width. */
 #include "io/weights.h"
 #include "models/sd3/sd3_sgm_names.h"
 #include "models/sd3/sd3_transformer.h"
@@ -11,6 +12,7 @@
 #include "sdw_test.h"
 
 #include <stdlib.h>
+#include <time.h>
 
 /* Forward-pass tolerance of the task: max|a-b| / max|ref|. */
 #define SD3_TOL 1e-4
@@ -148,10 +150,10 @@ static double check_case(const loaded *m, const char *label, double tol) {
 static bool config_equal(const sdw_sd3_config *a, const sdw_sd3_config *b) {
     return a->in_channels == b->in_channels && a->out_channels == b->out_channels &&
            a->patch_size == b->patch_size && a->n_layers == b->n_layers &&
-           a->n_heads == b->n_heads && a->head_dim == b->head_dim &&
-           a->joint_dim == b->joint_dim && a->caption_dim == b->caption_dim &&
-           a->pooled_dim == b->pooled_dim && a->pos_embed_max_size == b->pos_embed_max_size &&
-           a->sample_size == b->sample_size && a->qk_norm == b->qk_norm;
+           a->n_heads == b->n_heads && a->head_dim == b->head_dim && a->joint_dim == b->joint_dim &&
+           a->caption_dim == b->caption_dim && a->pooled_dim == b->pooled_dim &&
+           a->pos_embed_max_size == b->pos_embed_max_size && a->sample_size == b->sample_size &&
+           a->qk_norm == b->qk_norm;
 }
 
 /* ---- writing transformer files (the Stability layout, edited copies) ---- */
@@ -239,7 +241,7 @@ static void tset_drop(tset *s, const char *prefix) {
 typedef struct sgm_writer {
     const sdw_st_file *src; /* diffusers names */
     tset *out;
-    int used;               /* source tensors consumed */
+    int used; /* source tensors consumed */
     const char *prefix;
 } sgm_writer;
 
@@ -279,8 +281,7 @@ static bool sgm_emit(sgm_writer *w, const char *sgm, const char *suffix, const c
 }
 
 /* A Linear module: .weight and .bias. */
-static bool sgm_linear(sgm_writer *w, const char *sgm, const char *const *names, int n,
-                       bool swap) {
+static bool sgm_linear(sgm_writer *w, const char *sgm, const char *const *names, int n, bool swap) {
     return sgm_emit(w, sgm, ".weight", names, n, swap) && sgm_emit(w, sgm, ".bias", names, n, swap);
 }
 #define ONE(x) ((const char *const[]){x})
@@ -308,10 +309,10 @@ static bool sgm_from_diffusers(const sdw_st_file *f, int n_layers, const char *p
 #define S_(x) (snprintf(s, sizeof s, "joint_blocks.%d.%s", i, x), s)
         ok = sgm_linear(&w, S_("x_block.adaLN_modulation.1"), ONE(D_(a, "norm1.linear")), 1,
                         false) &&
-             sgm_linear(&w, S_("x_block.attn.qkv"),
-                        (const char *const[]){D_(a, "attn.to_q"), D_(b, "attn.to_k"),
-                                              D_(c, "attn.to_v")},
-                        3, false) &&
+             sgm_linear(
+                 &w, S_("x_block.attn.qkv"),
+                 (const char *const[]){D_(a, "attn.to_q"), D_(b, "attn.to_k"), D_(c, "attn.to_v")},
+                 3, false) &&
              sgm_linear(&w, S_("x_block.attn.proj"), ONE(D_(a, "attn.to_out.0")), 1, false) &&
              sgm_linear(&w, S_("x_block.mlp.fc1"), ONE(D_(a, "ff.net.0.proj")), 1, false) &&
              sgm_linear(&w, S_("x_block.mlp.fc2"), ONE(D_(a, "ff.net.2")), 1, false) &&
@@ -324,10 +325,20 @@ static bool sgm_from_diffusers(const sdw_st_file *f, int n_layers, const char *p
         if (ok && !last)
             ok = sgm_linear(&w, S_("context_block.attn.proj"), ONE(D_(a, "attn.to_add_out")), 1,
                             false) &&
-                 sgm_linear(&w, S_("context_block.mlp.fc1"), ONE(D_(a, "ff_context.net.0.proj")),
-                            1, false) &&
+                 sgm_linear(&w, S_("context_block.mlp.fc1"), ONE(D_(a, "ff_context.net.0.proj")), 1,
+                            false) &&
                  sgm_linear(&w, S_("context_block.mlp.fc2"), ONE(D_(a, "ff_context.net.2")), 1,
                             false);
+        /* qk norms (SD3.5): weights only */
+        if (ok && sdw_st_find(f, D_(a, "attn.norm_q.weight")))
+            ok = sgm_emit(&w, S_("x_block.attn.ln_q.weight"), "", ONE(D_(a, "attn.norm_q.weight")),
+                          1, false) &&
+                 sgm_emit(&w, S_("x_block.attn.ln_k.weight"), "", ONE(D_(a, "attn.norm_k.weight")),
+                          1, false) &&
+                 sgm_emit(&w, S_("context_block.attn.ln_q.weight"), "",
+                          ONE(D_(a, "attn.norm_added_q.weight")), 1, false) &&
+                 sgm_emit(&w, S_("context_block.attn.ln_k.weight"), "",
+                          ONE(D_(a, "attn.norm_added_k.weight")), 1, false);
 #undef D_
 #undef S_
     }
@@ -336,19 +347,22 @@ static bool sgm_from_diffusers(const sdw_st_file *f, int n_layers, const char *p
     return ok && w.used == sdw_st_count(f);
 }
 
-/* Writes the fixture's transformer in Stability's layout to <tmpdir>/<file> (prefix before
- * every name; extra: also a tensor of another component, as full checkpoints hold). */
-static const char *write_sgm(const char *file, const char *prefix, bool extra, sdw_error *err) {
+/* Writes the transformer of the diffusers file `src` in Stability's layout to <tmpdir>/<file>
+ * (prefix before every name; extra: also a tensor of another component, as full checkpoints
+ * hold). */
+static const char *write_sgm_from(const char *src, const char *file, const char *prefix, bool extra,
+                                  sdw_error *err) {
     sdw_st_file *f = NULL;
-    if (sdw_st_open(sdw_test_path(FOLDER_FILE), &f, err)) return NULL;
+    if (sdw_st_open(src, &f, err)) return NULL;
     tset *s = calloc(1, sizeof *s);
     const char *path = NULL;
     if (!sgm_from_diffusers(f, 2, prefix, s)) {
         sdw_error_set(err, SDW_E_FORMAT, "the fixture does not convert completely");
     } else {
         if (extra) {
-            tensor *t = tset_add(s, "text_encoders.clip_l.transformer.text_model.final_layer_norm."
-                                    "weight",
+            tensor *t = tset_add(s,
+                                 "text_encoders.clip_l.transformer.text_model.final_layer_norm."
+                                 "weight",
                                  1, (int64_t[]){8});
             for (int i = 0; i < 8; i++)
                 t->data[i] = 1.0f;
@@ -359,6 +373,11 @@ static const char *write_sgm(const char *file, const char *prefix, bool extra, s
     free(s);
     sdw_st_close(f);
     return path;
+}
+
+/* The fixture's transformer in Stability's layout. */
+static const char *write_sgm(const char *file, const char *prefix, bool extra, sdw_error *err) {
+    return write_sgm_from(sdw_test_path(FOLDER_FILE), file, prefix, extra, err);
 }
 
 /* ---- tests ---- */
@@ -432,8 +451,8 @@ static void test_batch(void) {
     ASSERT_OK(load_folder(SDW_PRECISION_F32, &m, &err), &err);
     sdw_golden *g = sdw_golden_open(GOLDEN);
     ASSERT_TRUE(g);
-    const sdw_golden_tensor *x = cond(g, "probe", "hidden_states"), *ts = cond(g, "probe",
-                                                                                "timestep");
+    const sdw_golden_tensor *x = cond(g, "probe", "hidden_states"),
+                            *ts = cond(g, "probe", "timestep");
     const sdw_golden_tensor *ctx = cond(g, "probe", "encoder_hidden_states");
     const sdw_golden_tensor *pooled = cond(g, "probe", "pooled_projections");
     ASSERT_TRUE(x && ts && ctx && pooled && x->shape[0] == 2);
@@ -443,9 +462,9 @@ static void test_batch(void) {
     sdw_sd3_forward(m.t, x->data, 2, h, w, ts->data, pooled->data, ctx->data, L, ob);
     double worst = 0;
     for (int i = 0; i < 2; i++) {
-        sdw_sd3_forward(m.t, (const float *)x->data + i * nx, 1, h, w,
-                        (const float *)ts->data + i, (const float *)pooled->data + i * np,
-                        (const float *)ctx->data + i * nc, L, o1);
+        sdw_sd3_forward(m.t, (const float *)x->data + i * nx, 1, h, w, (const float *)ts->data + i,
+                        (const float *)pooled->data + i * np, (const float *)ctx->data + i * nc, L,
+                        o1);
         worst = SDW_MAX(worst, sdw_test_rel_err(ob + i * nx, o1, nx));
     }
     printf("    batch of 2 vs one by one: rel diff %.3g\n", worst);
@@ -565,17 +584,81 @@ static void test_sgm(void) {
     unload(&s);
 }
 
+/* SD3.5's qk norms: the fixture with RMSNorm gains added (diffusers names) against the same
+ * weights in Stability's (ln_q / ln_k): inferred as qk_norm, identical outputs, and the norms
+ * change the output (they are applied). The computation itself was checked once against a torch
+ * transcription of diffusers 0.31's JointAttnProcessor2_0 (rel err 3.8e-7); no golden has it. */
+static void test_sgm_qk_norm(void) {
+    sdw_error err = {0};
+    sdw_st_file *f = NULL;
+    ASSERT_OK(sdw_st_open(sdw_test_path(FOLDER_FILE), &f, &err), &err);
+    tset *s = calloc(1, sizeof *s);
+    tset_read(s, f, "");
+    sdw_st_close(f);
+    static const char *const norms[] = {"norm_q", "norm_k", "norm_added_q", "norm_added_k"};
+    for (int i = 0; i < 2; i++)
+        for (int k = 0; k < 4; k++) {
+            char name[128];
+            snprintf(name, sizeof name, "transformer_blocks.%d.attn.%s.weight", i, norms[k]);
+            tensor *t = tset_add(s, name, 1, (int64_t[]){TINY_HEAD_DIM});
+            for (int j = 0; j < TINY_HEAD_DIM; j++)
+                t->data[j] = 1.0f + 0.5f * sinf((float)(j + 16 * k + 64 * i));
+        }
+    const char *dpath = tset_save(s, "qk.safetensors", &err);
+    tset_free(s);
+    free(s);
+    ASSERT_TRUE(dpath);
+    char dcopy[1024];
+    snprintf(dcopy, sizeof dcopy, "%s", dpath);
+    const char *spath = write_sgm_from(dcopy, "qk_sgm.safetensors", SGM_PREFIX, false, &err);
+    ASSERT_TRUE(spath);
+    loaded d, g, plain;
+    ASSERT_OK(load_sgm(spath, &g, &err), &err);
+    ASSERT_TRUE(g.cfg.qk_norm);
+    char left[256];
+    ASSERT_EQ_INT(sdw_weights_unused(g.ws, left, sizeof left), 0);
+    memset(&d, 0, sizeof d);
+    ASSERT_OK(sdw_sd3_config_load(sdw_test_path(FOLDER_CONFIG), &d.cfg, &err), &err);
+    d.cfg.qk_norm = true;
+    ASSERT_TRUE(config_equal(&d.cfg, &g.cfg));
+    ASSERT_OK(sdw_st_open(dcopy, &d.f, &err), &err);
+    d.ws = sdw_weights_create(d.f, "", NULL, NULL);
+    ASSERT_OK(sdw_sd3_transformer_create(d.ws, &d.cfg, &d.t, &err), &err);
+    ASSERT_EQ_INT(sdw_sd3_transformer_n_params(d.t), sdw_sd3_transformer_n_params(g.t));
+    ASSERT_OK(load_folder(SDW_PRECISION_F32, &plain, &err), &err);
+    sdw_golden *gd = sdw_golden_open(GOLDEN);
+    ASSERT_TRUE(gd);
+    float *od = NULL, *og = NULL, *op = NULL;
+    run_call(d.t, gd, "probe", &od);
+    run_call(g.t, gd, "probe", &og);
+    run_call(plain.t, gd, "probe", &op);
+    const size_t n = cond(gd, "probe", "out")->n;
+    const double same = od && og ? sdw_test_rel_err(og, od, n) : 1.0;
+    const double moved = od && op ? sdw_test_rel_err(od, op, n) : 0.0;
+    printf("    qk norms: Stability vs diffusers names rel diff %.3g; vs no qk norm %.3g\n", same,
+           moved);
+    free(od);
+    free(og);
+    free(op);
+    sdw_golden_close(gd);
+    unload(&d);
+    unload(&g);
+    unload(&plain);
+    ASSERT_TRUE(same == 0);
+    ASSERT_TRUE(moved > 1e-3);
+}
+
 /* The map itself: fused q|k|v rows, the swapped halves, names without a counterpart. */
 static void test_sgm_names(void) {
     char buf[256];
     sdw_weight_view v = {0};
-    ASSERT_TRUE(sdw_sd3_sgm_name("transformer_blocks.7.attn.add_k_proj.bias", buf, sizeof buf, &v,
-                                 NULL));
+    ASSERT_TRUE(
+        sdw_sd3_sgm_name("transformer_blocks.7.attn.add_k_proj.bias", buf, sizeof buf, &v, NULL));
     ASSERT_TRUE(!strcmp(buf, "joint_blocks.7.context_block.attn.qkv.bias") && v.split == 3 &&
                 v.first == 1);
     memset(&v, 0, sizeof v);
-    ASSERT_TRUE(sdw_sd3_sgm_name("transformer_blocks.23." SDW_SD3_CONTEXT_NORM_SCALE ".weight",
-                                 buf, sizeof buf, &v, NULL));
+    ASSERT_TRUE(sdw_sd3_sgm_name("transformer_blocks.23." SDW_SD3_CONTEXT_NORM_SCALE ".weight", buf,
+                                 sizeof buf, &v, NULL));
     ASSERT_TRUE(!strcmp(buf, "joint_blocks.23.context_block.adaLN_modulation.1.weight") &&
                 v.split == 2 && v.first == 1);
     memset(&v, 0, sizeof v);
@@ -585,8 +668,8 @@ static void test_sgm_names(void) {
     ASSERT_TRUE(sdw_sd3_sgm_name("pos_embed.pos_embed", buf, sizeof buf, &v, NULL));
     ASSERT_TRUE(!strcmp(buf, "pos_embed"));
     ASSERT_TRUE(!sdw_sd3_sgm_name("norm_out.linear.weight", buf, sizeof buf, &v, NULL));
-    ASSERT_TRUE(!sdw_sd3_sgm_name("transformer_blocks.0.nonsense.weight", buf, sizeof buf, &v,
-                                  NULL));
+    ASSERT_TRUE(
+        !sdw_sd3_sgm_name("transformer_blocks.0.nonsense.weight", buf, sizeof buf, &v, NULL));
     ASSERT_TRUE(!sdw_sd3_sgm_name("transformer_blocks.0.norm1.linear.weight", buf, 8, &v, NULL));
 }
 
@@ -629,6 +712,32 @@ static void test_missing_block(void) {
     printf("    %s\n", err.msg);
     ASSERT_STR_CONTAINS(err.msg, "joint block 0 of 2");
     ASSERT_STR_CONTAINS(err.msg, "joint_blocks.0.x_block.adaLN_modulation.1.weight");
+    unload(&m);
+}
+
+/* SD3.5 Medium's MMDiT-X blocks (a second image attention, attn2) are refused by name. */
+static void test_mmditx_refused(void) {
+    sdw_error err = {0};
+    const char *path = write_sgm("x.safetensors", SGM_PREFIX, false, &err);
+    ASSERT_TRUE(path);
+    sdw_st_file *f = NULL;
+    ASSERT_OK(sdw_st_open(path, &f, &err), &err);
+    tset *s = calloc(1, sizeof *s);
+    tset_read(s, f, "");
+    sdw_st_close(f);
+    tensor *t =
+        tset_add(s, SGM_PREFIX "joint_blocks.1.x_block.attn2.qkv.weight", 2, (int64_t[]){96, 32});
+    for (int i = 0; i < 96 * 32; i++)
+        t->data[i] = 0.01f;
+    path = tset_save(s, "x.safetensors", &err);
+    tset_free(s);
+    free(s);
+    ASSERT_TRUE(path);
+    loaded m;
+    ASSERT_STATUS(load_sgm(path, &m, &err), SDW_E_UNSUPPORTED);
+    printf("    %s\n", err.msg);
+    ASSERT_STR_CONTAINS(err.msg, "joint block 1");
+    ASSERT_STR_CONTAINS(err.msg, "MMDiT-X");
     unload(&m);
 }
 
@@ -709,6 +818,79 @@ static void test_bf16(void) {
     unload(&m);
 }
 
+/* ---- speed at SD3 medium's width (SDW_SD3_BENCH=1): random weights, 1024x1024 (128x128
+ * latents: 4096 image tokens) + 333 context tokens, batch 1. The time of one block = a forward
+ * with two blocks - a forward with one (the last block is the lighter context_pre_only one). */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Best of n forwards of an SD3-medium-width model with n_layers blocks. */
+static double time_forward(int n_layers, int n, sdw_precision p) {
+    sdw_sd3_config c = sdw_sd3_config_default();
+    c.n_layers = n_layers;
+    c.n_heads = 24; /* SD3 medium: 24 x 64 = 1536, table 192 */
+    c.caption_dim = 1536;
+    c.pos_embed_max_size = 192;
+    sdw_weights *ws = sdw_weights_create_random(7);
+    sdw_weights_set_precision(ws, p);
+    sdw_sd3_transformer *t = NULL;
+    sdw_error err = {0};
+    if (sdw_sd3_transformer_create(ws, &c, &t, &err)) {
+        printf("    create: %s\n", err.msg);
+        sdw_weights_destroy(ws);
+        return -1;
+    }
+    const int h = 128, w = 128, L = 333;
+    const size_t nx = (size_t)c.in_channels * h * w, nc = (size_t)L * c.joint_dim;
+    float *x = malloc(sizeof(float) * nx), *ctx = malloc(sizeof(float) * nc);
+    float *pooled = malloc(sizeof(float) * (size_t)c.pooled_dim), *out = malloc(sizeof(float) * nx);
+    uint32_t s = 1;
+    for (size_t i = 0; i < nx; i++)
+        x[i] = (float)((s = s * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+    for (size_t i = 0; i < nc; i++)
+        ctx[i] = (float)((s = s * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+    for (int i = 0; i < c.pooled_dim; i++)
+        pooled[i] = 0.1f;
+    const float ts = 750.0f;
+    double best = 1e30;
+    for (int r = 0; r < n; r++) {
+        double t0 = now_s();
+        sdw_sd3_forward(t, x, 1, h, w, &ts, pooled, ctx, L, out);
+        best = SDW_MIN(best, now_s() - t0);
+    }
+    bool finite = true;
+    for (size_t i = 0; i < nx; i++)
+        finite = finite && isfinite(out[i]);
+    if (!finite) printf("    non-finite output\n");
+    free(x);
+    free(ctx);
+    free(pooled);
+    free(out);
+    sdw_sd3_transformer_destroy(t);
+    sdw_weights_destroy(ws);
+    return finite ? best : -1;
+}
+
+static void bench_blocks(void) {
+    if (!getenv("SDW_SD3_BENCH")) {
+        sdw_test_skip("SDW_SD3_BENCH not set");
+        return;
+    }
+    const sdw_precision ps[2] = {SDW_PRECISION_F32, SDW_PRECISION_BF16};
+    for (int i = 0; i < 2; i++) {
+        if (ps[i] == SDW_PRECISION_BF16 && !sdw_nn_cpu_has_bf16()) continue;
+        const double t1 = time_forward(1, 2, ps[i]), t2 = time_forward(2, 2, ps[i]);
+        ASSERT_TRUE(t1 >= 0 && t2 >= 0);
+        printf("    %s, D 1536, 4096 image + 333 context tokens: one block + rest %.3f s, joint "
+               "block %.3f s -> 24 blocks ~ %.1f s/call\n",
+               i ? "bf16" : "f32", t1, t2 - t1, t1 + 23 * (t2 - t1));
+    }
+}
+
 int main(void) {
     RUN(test_config);
     RUN(test_folder);
@@ -717,9 +899,12 @@ int main(void) {
     RUN(test_infer);
     RUN(test_sgm_names);
     RUN(test_sgm);
+    RUN(test_sgm_qk_norm);
     RUN(test_missing_block);
+    RUN(test_mmditx_refused);
     RUN(test_wrong_widths);
     RUN(test_check_size);
     RUN(test_bf16);
+    RUN(bench_blocks);
     return sdw_test_finish();
 }

@@ -133,8 +133,7 @@ sdw_status sdw_sd3_config_load(const char *path, sdw_sd3_config *cfg, sdw_error 
         (st = sdw_json_config_int(&j, "joint_attention_dim", 1, MAX_WIDTH, &c.joint_dim, err)) ||
         (st = sdw_json_config_int(&j, "caption_projection_dim", 1, MAX_WIDTH, &c.caption_dim,
                                   err)) ||
-        (st = sdw_json_config_int(&j, "pooled_projection_dim", 1, MAX_WIDTH, &c.pooled_dim,
-                                  err)) ||
+        (st = sdw_json_config_int(&j, "pooled_projection_dim", 1, MAX_WIDTH, &c.pooled_dim, err)) ||
         (st = sdw_json_config_int(&j, "out_channels", 1, MAX_WIDTH, &c.out_channels, err)) ||
         (st = sdw_json_config_int(&j, "pos_embed_max_size", 1, MAX_POS, &c.pos_embed_max_size,
                                   err)) ||
@@ -354,8 +353,8 @@ static sdw_status bind_rms(sdw_sd3_transformer *t, sdw_rms_norm *r, sdw_weights 
     return st;
 }
 
-static sdw_status bind_embedder(sdw_sd3_transformer *t, embedder *e, sdw_weights *ws,
-                                const char *p, int in, sdw_error *err) {
+static sdw_status bind_embedder(sdw_sd3_transformer *t, embedder *e, sdw_weights *ws, const char *p,
+                                int in, sdw_error *err) {
     char n[NAME_LEN];
     sdw_status st;
     if ((st = bind_linear(t, &e->linear_1, ws, fmt_name(n, "%s.linear_1", p), in, t->D, err)))
@@ -422,8 +421,10 @@ static sdw_status bind_pos_embed(sdw_sd3_transformer *t, sdw_weights *ws, sdw_er
     const int64_t n = t->cfg.pos_embed_max_size;
     const size_t count = (size_t)(n * n) * (size_t)t->D;
     if (sdw_weights_has(ws, "pos_embed.pos_embed")) {
+        sdw_error local;
+        if (!err) err = &local;
         t->pos = sdw_weights_f32(ws, "pos_embed.pos_embed", 3, (int64_t[]){1, n * n, t->D}, err);
-        if (!t->pos) return err ? err->code : SDW_E_SHAPE;
+        if (!t->pos) return err->code;
     } else {
         float *tab = sdw_weights_alloc(ws, count);
         sdw_sd3_pos_embed_table(&t->cfg, tab);
@@ -563,12 +564,17 @@ typedef struct scratch {
     float *temb;   /* [B, D] silu(temb): the input of every modulation */
 } scratch;
 
+/* y [M, out] = l(x [M, in]), f32 rows. */
+static inline void linear_rows(const sdw_linear *l, const float *x, int64_t M, float *y) {
+    sdw_linear_forward(l, sdw_rows(x, M), sdw_rows(y, M), 0);
+}
+
 /* Linear → SiLU → linear (TimestepEmbedding, PixArtAlphaTextProjection). x [B, in] -> y [B, D];
  * tmp [B, D]. */
 static void embedder_forward(const embedder *e, const float *x, int B, float *tmp, float *y) {
-    sdw_linear_forward(&e->linear_1, x, B, tmp);
+    linear_rows(&e->linear_1, x, B, tmp);
     sdw_silu(tmp, (size_t)B * e->linear_1.out);
-    sdw_linear_forward(&e->linear_2, tmp, B, y);
+    linear_rows(&e->linear_2, tmp, B, y);
 }
 
 /* CombinedTimestepTextProjEmbeddings: temb = timestep_embedder(Timesteps(256,
@@ -605,8 +611,9 @@ static void patch_embed(const sdw_sd3_transformer *t, scratch *sc, const float *
     const int gh = h / p, gw = w / p, top = (n - gh) / 2, left = (n - gw) / 2;
     for (int b = 0; b < sc->B; b++) {
         float *hb = row_at(sc->h, sc, b, 0, D);
-        sdw_conv2d_forward(&t->patch, x_nhwc + (size_t)b * h * w * t->cfg.in_channels, 1, h, w,
-                           hb); // [gh, gw, D]
+        sdw_conv2d_forward(&t->patch,
+                           sdw_nhwc(x_nhwc + (size_t)b * h * w * t->cfg.in_channels, 1, h, w),
+                           sdw_nhwc(hb, 1, gh, gw), 0); // [gh, gw, D]
         for (int r = 0; r < gh; r++)
             sdw_add(hb + (size_t)r * gw * D, t->pos + ((size_t)(top + r) * n + left) * D,
                     (size_t)gw * D);
@@ -617,16 +624,16 @@ static void patch_embed(const sdw_sd3_transformer *t, scratch *sc, const float *
  * the per-head RMS norms of q and k when qk_norm): rows [off, off + n) of every batch element.
  * mod [B, mw·D]: AdaLayerNormZero's (shift, scale, …) or, for AdaLayerNormContinuous
  * (continuous), (scale, shift). */
-static void stream_qkv(const sdw_sd3_transformer *t, const stream *s, scratch *sc,
-                       const float *mod, int mw, bool continuous, int64_t off, int64_t n) {
+static void stream_qkv(const sdw_sd3_transformer *t, const stream *s, scratch *sc, const float *mod,
+                       int mw, bool continuous, int64_t off, int64_t n) {
     const int D = sc->D;
     for (int b = 0; b < sc->B; b++) {
         const float *m = mod + (size_t)b * mw * D;
         const float *shift = continuous ? m + D : m, *scale = continuous ? m : m + D;
         float *nb = row_at(sc->nrm, sc, b, off, D), *qb = row_at(sc->qkv, sc, b, off, 3 * D);
         sdw_layer_norm_modulate(row_at(sc->h, sc, b, off, D), n, D, LN_EPS, shift, scale, nb);
-        sdw_linear_forward(&s->qkv, nb, n, qb); // [n, q|k|v]
-        if (t->cfg.qk_norm) {                   // per head
+        linear_rows(&s->qkv, nb, n, qb); // [n, q|k|v]
+        if (t->cfg.qk_norm) {            // per head
             sdw_rms_norm_forward(&s->norm_q, qb, n, sc->H, 3 * D, qb);
             sdw_rms_norm_forward(&s->norm_k, qb + D, n, sc->H, 3 * D, qb + D);
         }
@@ -640,14 +647,14 @@ static void stream_post(const stream *s, scratch *sc, const float *mod, int64_t 
     for (int b = 0; b < sc->B; b++) {
         const float *m = mod + (size_t)b * 6 * D;
         float *hb = row_at(sc->h, sc, b, off, D), *nb = row_at(sc->nrm, sc, b, off, D);
-        sdw_linear_forward(&s->out, row_at(sc->att, sc, b, off, D), n, sc->tmp);
+        linear_rows(&s->out, row_at(sc->att, sc, b, off, D), n, sc->tmp);
         sdw_add_gated(hb, sc->tmp, m + 2 * D, n, D);                         // gate_msa
         sdw_layer_norm_modulate(hb, n, D, LN_EPS, m + 3 * D, m + 4 * D, nb); // shift/scale_mlp
         for (int64_t r0 = 0; r0 < n; r0 += sc->rows) { // FeedForward(gelu-approximate)
             const int64_t k = SDW_MIN(sc->rows, n - r0);
-            sdw_linear_forward(&s->ff_in, nb + r0 * D, k, sc->ffh); // [k, 4D]
+            linear_rows(&s->ff_in, nb + r0 * D, k, sc->ffh); // [k, 4D]
             sdw_gelu_tanh(sc->ffh, (size_t)k * MLP_RATIO * D);
-            sdw_linear_forward(&s->ff_out, sc->ffh, k, sc->tmp);
+            linear_rows(&s->ff_out, sc->ffh, k, sc->tmp);
             sdw_add_gated(hb + r0 * D, sc->tmp, m + 5 * D, k, D); // gate_mlp
         }
     }
@@ -658,13 +665,12 @@ static void stream_post(const stream *s, scratch *sc, const float *mod, int64_t 
  * gated attention output and gated MLP. The context_pre_only block computes only the image
  * rows' attention (the context output is dropped). Image rows [0, L_img), context rows
  * [L_img, L) of sc->h, in place. */
-static void joint_block_forward(const sdw_sd3_transformer *t, const joint_block *blk,
-                                scratch *sc) {
+static void joint_block_forward(const sdw_sd3_transformer *t, const joint_block *blk, scratch *sc) {
     const int B = sc->B, D = sc->D;
     const float scale = 1.0f / sqrtf((float)sc->hd);
     const bool pre = blk->context_pre_only;
-    sdw_linear_forward(&blk->img.mod, sc->temb, B, sc->mod[0]); // norm1.linear(silu(temb))
-    sdw_linear_forward(&blk->ctx.mod, sc->temb, B, sc->mod[1]); // norm1_context.linear
+    linear_rows(&blk->img.mod, sc->temb, B, sc->mod[0]); // norm1.linear(silu(temb))
+    linear_rows(&blk->ctx.mod, sc->temb, B, sc->mod[1]); // norm1_context.linear
     stream_qkv(t, &blk->img, sc, sc->mod[0], 6, false, 0, sc->L_img);
     stream_qkv(t, &blk->ctx, sc, sc->mod[1], pre ? 2 : 6, pre, sc->L_img, sc->L_ctx);
     if (!pre) {
@@ -707,8 +713,8 @@ void sdw_sd3_forward(const sdw_sd3_transformer *t, const float *x, int B, int h,
     const sdw_prof_stage prev_stage = sdw__prof_stage(SDW_PROF_UNET);
     sdw_arena *ar = sdw_arena_create();
     const int D = t->D, p = c->patch_size, gh = h / p, gw = w / p;
-    scratch sc = {.B = B, .D = D, .H = c->n_heads, .hd = c->head_dim, .L_img = (int64_t)gh * gw,
-                  .L_ctx = L};
+    scratch sc = {
+        .B = B, .D = D, .H = c->n_heads, .hd = c->head_dim, .L_img = (int64_t)gh * gw, .L_ctx = L};
     sc.L = sc.L_img + sc.L_ctx;
     /* MLP rows per chunk: a [rows, 4D] hidden of ~32 MB (1365 rows at D 1536), at least 256. */
     sc.rows = SDW_MIN(sc.L, SDW_MAX((int64_t)256, ((int64_t)8 << 20) / (MLP_RATIO * D)));
@@ -729,22 +735,22 @@ void sdw_sd3_forward(const sdw_sd3_transformer *t, const float *x, int B, int h,
 #undef TAKE
 
     sdw_nchw_to_nhwc(x, B, c->in_channels, h, w, x_nhwc);
-    patch_embed(t, &sc, x_nhwc, h, w);               // image rows [B, gh·gw, D]
-    time_text_embed(ar, t, &sc, timestep, pooled);   // sc.temb = silu(temb) [B, D]
-    for (int b = 0; b < B; b++)                      // context_embedder into the context rows
-        sdw_linear_forward(&t->context_embedder, context + (size_t)b * L * c->joint_dim, L,
-                           row_at(sc.h, &sc, b, sc.L_img, D));
+    patch_embed(t, &sc, x_nhwc, h, w);             // image rows [B, gh·gw, D]
+    time_text_embed(ar, t, &sc, timestep, pooled); // sc.temb = silu(temb) [B, D]
+    for (int b = 0; b < B; b++)                    // context_embedder into the context rows
+        linear_rows(&t->context_embedder, context + (size_t)b * L * c->joint_dim, L,
+                    row_at(sc.h, &sc, b, sc.L_img, D));
     for (int i = 0; i < c->n_layers; i++)
         joint_block_forward(t, &t->blk[i], &sc);
 
     /* norm_out: AdaLayerNormContinuous ((scale, shift) = linear(silu(temb))) on the image
      * rows, then proj_out and the unpatchify. */
-    sdw_linear_forward(&t->norm_out, sc.temb, B, sc.mod[0]); // [B, 2D]
+    linear_rows(&t->norm_out, sc.temb, B, sc.mod[0]); // [B, 2D]
     for (int b = 0; b < B; b++) {
         const float *m = sc.mod[0] + (size_t)b * 2 * D;
         float *nb = row_at(sc.nrm, &sc, b, 0, D);
         sdw_layer_norm_modulate(row_at(sc.h, &sc, b, 0, D), sc.L_img, D, LN_EPS, m + D, m, nb);
-        sdw_linear_forward(&t->proj_out, nb, sc.L_img, tok); // [gh·gw, p·p·C]
+        linear_rows(&t->proj_out, nb, sc.L_img, tok); // [gh·gw, p·p·C]
         unpatchify(tok, gh, gw, p, c->out_channels, out + (size_t)b * c->out_channels * h * w);
     }
 

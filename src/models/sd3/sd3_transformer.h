@@ -96,12 +96,13 @@ sdw_status sdw_sd3_transformer_create(sdw_weights *ws, const sdw_sd3_config *cfg
                                       sdw_sd3_transformer **out, sdw_error *err);
 void sdw_sd3_transformer_destroy(sdw_sd3_transformer *t);                       /* NULL ok */
 const sdw_sd3_config *sdw_sd3_transformer_config(const sdw_sd3_transformer *t); /* borrowed */
-size_t sdw_sd3_transformer_n_params(const sdw_sd3_transformer *t); /* floats bound (the
-                                                                    * position table included) */
+/* Floats bound, the position table included. */
+size_t sdw_sd3_transformer_n_params(const sdw_sd3_transformer *t);
 
 /* Whether latents of h × w can go through the model: both multiples of patch_size, and the
  * token grid at most pos_embed_max_size on each side (PatchEmbed.cropped_pos_embed's limit:
- * 1536 px for SD3 at 192 and an 8x VAE). SDW_E_INVALID_ARG saying which, else SDW_OK. */
+ * 3072 px for SD3 at 192 with patch 2 and an 8x VAE). SDW_E_INVALID_ARG saying which, else SDW_OK.
+ */
 sdw_status sdw_sd3_check_size(const sdw_sd3_transformer *t, int h, int w, sdw_error *err);
 
 /* diffusers' get_2d_sincos_pos_embed(D, pos_embed_max_size, base_size = sample_size /
