@@ -2,6 +2,7 @@
 #include "sampling/scheduler.h"
 
 #include "core/common.h"
+#include "io/json_config.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -114,185 +115,145 @@ const char *sdw_scheduler_config_sampler_name(const sdw_scheduler_config *cfg) {
 /* ---- relaxed JSON ---- */
 
 void *sdw_json_load_relaxed(const char *text, size_t len, sdw_error *err) {
-    static const char *const words[] = {"-Infinity", "Infinity", "NaN"};
-    /* Each replaced literal (>= 3 chars) grows by 2 quotes: 2 * len bounds the result. */
-    size_t cap;
-    if (!sdw_size_mul(len, 2, &cap) || !sdw_size_add(cap, 1, &cap)) {
-        sdw_error_set(err, SDW_E_NOMEM, "JSON text too large");
-        return NULL;
-    }
-    char *buf = malloc(cap);
-    if (!buf) {
-        sdw_error_set(err, SDW_E_NOMEM, "out of memory for %zu bytes of JSON", len);
-        return NULL;
-    }
-    size_t o = 0;
-    bool in_string = false;
-    for (size_t i = 0; i < len; i++) {
-        char ch = text[i];
-        if (in_string) {
-            buf[o++] = ch;
-            if (ch == '\\' && i + 1 < len)
-                buf[o++] = text[++i];
-            else if (ch == '"')
-                in_string = false;
-            continue;
-        }
-        if (ch == '"') {
-            in_string = true;
-            buf[o++] = ch;
-            continue;
-        }
-        bool replaced = false;
-        for (size_t w = 0; w < SDW_ARRAY_LEN(words) && !replaced; w++) {
-            size_t wl = strlen(words[w]);
-            if (len - i >= wl && memcmp(text + i, words[w], wl) == 0) {
-                buf[o++] = '"';
-                memcpy(buf + o, words[w], wl);
-                o += wl;
-                buf[o++] = '"';
-                i += wl - 1;
-                replaced = true;
-            }
-        }
-        if (!replaced) buf[o++] = ch;
-    }
-    json_error_t je;
-    json_t *root = json_loadb(buf, o, 0, &je);
-    free(buf);
-    if (!root)
-        sdw_error_set(err, SDW_E_FORMAT, "invalid JSON at line %d column %d: %s", je.line,
-                      je.column, je.text);
+    sdw_json_config c;
+    if (sdw_json_config_parse(text, len, "JSON", &c, err) != SDW_OK) return NULL;
+    json_t *root = json_incref(c.root);
+    sdw_json_config_free(&c);
     return root;
 }
 
-/* ---- config parsing ---- */
+/* ---- config parsing (typed reads through io/json_config) ----
+ *
+ * null means something here that json_config's getters (which skip it as "unset") do not say,
+ * so it is looked at first, key by key, as diffusers' schedulers take it: a null bool is False
+ * (Optional[bool] = None), a null Karras range or clip range is "from the schedule" (NaN), a
+ * null lambda_min_clipped is no clipping (how a -Infinity may have been sanitised); a null
+ * number, integer or enum is a wrong type. NaN (the string a Python NaN literal became) passes
+ * where a number is read here: sigma_min / sigma_max take it for "from the schedule", the range
+ * checks below refuse it where it cannot be. */
 
-static sdw_status get_number(json_t *v, const char *key, double *out, sdw_error *err) {
-    if (json_is_number(v)) {
-        *out = json_number_value(v);
-        return SDW_OK;
-    }
-    if (json_is_string(v)) {
-        const char *s = json_string_value(v);
-        if (strcmp(s, "Infinity") == 0)
-            *out = INFINITY;
-        else if (strcmp(s, "-Infinity") == 0)
-            *out = -INFINITY;
-        else if (strcmp(s, "NaN") == 0)
-            *out = NAN;
-        else
-            return sdw_error_set(err, SDW_E_FORMAT, "\"%s\": want a number, got \"%s\"", key, s);
-        return SDW_OK;
-    }
-    return sdw_error_set(err, SDW_E_FORMAT, "\"%s\": want a number", key);
+/* The member when present and JSON null. */
+static bool is_null(const sdw_json_config *j, const char *key) {
+    return json_is_null(json_object_get(j->root, key));
 }
 
-static sdw_status get_int(json_t *v, const char *key, int lo, int hi, int *out, sdw_error *err) {
-    double d;
-    if (json_is_integer(v))
-        d = (double)json_integer_value(v);
-    else if (json_is_real(v))
-        d = json_real_value(v);
-    else
-        return sdw_error_set(err, SDW_E_FORMAT, "\"%s\": want an integer", key);
-    if (!(d >= lo && d <= hi) || d != floor(d))
-        return sdw_error_set(err, SDW_E_INVALID_ARG, "\"%s\": %g is not an integer in [%d, %d]",
-                             key, d, lo, hi);
-    *out = (int)d;
-    return SDW_OK;
+static sdw_status null_refused(const sdw_json_config *j, const char *key, const char *want,
+                               sdw_error *err) {
+    return sdw_error_set(err, SDW_E_FORMAT, "%s: \"%s\": want %s, got null", j->what, key, want);
 }
 
-static sdw_status get_bool(json_t *v, const char *key, bool *out, sdw_error *err) {
-    if (json_is_null(v)) { /* Optional[bool] = None: diffusers treats it as false */
+/* A number (any value, NaN included); null refused. */
+static sdw_status get_number(const sdw_json_config *j, const char *key, double *out,
+                             sdw_error *err) {
+    if (is_null(j, key)) return null_refused(j, key, "a number", err);
+    const char *s = json_string_value(json_object_get(j->root, key));
+    if (s && strcmp(s, "NaN") == 0) {
+        *out = NAN;
+        return SDW_OK;
+    }
+    return sdw_json_config_number(j, key, -INFINITY, INFINITY, out, err);
+}
+
+/* A number where null stands for if_null. */
+static sdw_status get_number_or(const sdw_json_config *j, const char *key, double if_null,
+                                double *out, sdw_error *err) {
+    if (is_null(j, key)) {
+        *out = if_null;
+        return SDW_OK;
+    }
+    return get_number(j, key, out, err);
+}
+
+static sdw_status get_int(const sdw_json_config *j, const char *key, int lo, int hi, int *out,
+                          sdw_error *err) {
+    if (is_null(j, key)) return null_refused(j, key, "an integer", err);
+    return sdw_json_config_int(j, key, lo, hi, out, err);
+}
+
+/* A bool; null reads as false (Optional[bool] = None). */
+static sdw_status get_bool(const sdw_json_config *j, const char *key, bool *out, sdw_error *err) {
+    if (is_null(j, key)) {
         *out = false;
         return SDW_OK;
     }
-    if (!json_is_boolean(v))
-        return sdw_error_set(err, SDW_E_FORMAT, "\"%s\": want true/false", key);
-    *out = json_is_true(v);
-    return SDW_OK;
+    return sdw_json_config_bool(j, key, out, err);
 }
 
-/* Maps a string value onto one of names[] (index into values[]). */
-static sdw_status get_enum(json_t *v, const char *key, const char *const *names, const int *values,
-                           size_t n, int *out, sdw_error *err) {
-    if (!json_is_string(v)) return sdw_error_set(err, SDW_E_FORMAT, "\"%s\": want a string", key);
-    const char *s = json_string_value(v);
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(s, names[i]) == 0) {
-            *out = values[i];
-            return SDW_OK;
-        }
-    }
-    return sdw_error_set(err, SDW_E_UNSUPPORTED, "\"%s\": \"%s\" is not supported", key, s);
+/* One of names[] into values[]; null refused. */
+static sdw_status get_enum(const sdw_json_config *j, const char *key, const char *const *names,
+                           const int *values, int n, int *out, sdw_error *err) {
+    if (is_null(j, key)) return null_refused(j, key, "a string", err);
+    int i = -1;
+    sdw_status st = sdw_json_config_enum(j, key, names, n, &i, err);
+    if (st == SDW_OK && i >= 0) *out = values[i];
+    return st;
+}
+
+/* Whether key is absent, or a string equal to want (null is neither: refused by the caller). */
+static bool absent_or(const sdw_json_config *j, const char *key, const char *want) {
+    json_t *v = json_object_get(j->root, key);
+    return !v || (json_is_string(v) && strcmp(json_string_value(v), want) == 0);
 }
 
 /* Keys whose only supported value is the default: anything else would change the math. */
-static sdw_status check_unsupported(json_t *obj, sdw_error *err) {
-    json_t *v = json_object_get(obj, "trained_betas");
-    if (v && !json_is_null(v))
-        return sdw_error_set(err, SDW_E_UNSUPPORTED, "\"trained_betas\" is not supported");
-    v = json_object_get(obj, "thresholding");
-    if (v && json_is_true(v))
-        return sdw_error_set(err, SDW_E_UNSUPPORTED, "\"thresholding\": true is not supported");
-    v = json_object_get(obj, "interpolation_type");
-    if (v && !(json_is_string(v) && strcmp(json_string_value(v), "linear") == 0))
+static sdw_status check_unsupported(const sdw_json_config *j, sdw_error *err) {
+    if (sdw_json_config_has(j, "trained_betas"))
+        return sdw_error_set(err, SDW_E_UNSUPPORTED, "%s: \"trained_betas\" is not supported",
+                             j->what);
+    if (json_is_true(json_object_get(j->root, "thresholding")))
+        return sdw_error_set(err, SDW_E_UNSUPPORTED, "%s: \"thresholding\": true is not supported",
+                             j->what);
+    if (!absent_or(j, "interpolation_type", "linear"))
         return sdw_error_set(err, SDW_E_UNSUPPORTED,
-                             "\"interpolation_type\": only \"linear\" is supported");
-    v = json_object_get(obj, "timestep_type");
-    if (v && !(json_is_string(v) && strcmp(json_string_value(v), "discrete") == 0))
+                             "%s: \"interpolation_type\": only \"linear\" is supported", j->what);
+    if (!absent_or(j, "timestep_type", "discrete"))
         return sdw_error_set(err, SDW_E_UNSUPPORTED,
-                             "\"timestep_type\": only \"discrete\" is supported");
+                             "%s: \"timestep_type\": only \"discrete\" is supported", j->what);
     return SDW_OK;
 }
 
 /* FlowMatchEulerDiscreteScheduler's keys (0.30.3), and refusals of the later versions' options
  * that would change its sigmas. */
-static sdw_status parse_flow(json_t *obj, sdw_scheduler_config *c, sdw_error *err) {
+static sdw_status parse_flow(const sdw_json_config *j, sdw_scheduler_config *c, sdw_error *err) {
     static const char *const later[] = {"use_karras_sigmas", "use_exponential_sigmas",
                                         "use_beta_sigmas", "invert_sigmas", "shift_terminal",
                                         "stochastic_sampling"};
     sdw_status st;
-    json_t *v;
     for (size_t i = 0; i < SDW_ARRAY_LEN(later); i++) {
-        v = json_object_get(obj, later[i]);
+        json_t *v = json_object_get(j->root, later[i]);
         if (v && !json_is_null(v) && !json_is_false(v))
-            return sdw_error_set(err, SDW_E_UNSUPPORTED, "\"%s\" is not supported", later[i]);
+            return sdw_error_set(err, SDW_E_UNSUPPORTED, "%s: \"%s\" is not supported", j->what,
+                                 later[i]);
     }
-    v = json_object_get(obj, "time_shift_type");
-    if (v && !(json_is_string(v) && strcmp(json_string_value(v), "exponential") == 0))
+    if (!absent_or(j, "time_shift_type", "exponential"))
         return sdw_error_set(err, SDW_E_UNSUPPORTED,
-                             "\"time_shift_type\": only \"exponential\" is supported");
+                             "%s: \"time_shift_type\": only \"exponential\" is supported", j->what);
     struct {
         const char *key;
         double *dst;
     } nums[] = {{"shift", &c->shift}, {"base_shift", &c->base_shift}, {"max_shift", &c->max_shift}};
-    for (size_t i = 0; i < SDW_ARRAY_LEN(nums); i++)
-        if ((v = json_object_get(obj, nums[i].key)) && !json_is_null(v) &&
-            (st = get_number(v, nums[i].key, nums[i].dst, err)) != SDW_OK)
+    for (size_t i = 0; i < SDW_ARRAY_LEN(nums); i++) /* null: the class default stays */
+        if (!is_null(j, nums[i].key) && (st = get_number(j, nums[i].key, nums[i].dst, err)))
             return st;
-    if ((v = json_object_get(obj, "use_dynamic_shifting")) &&
-        (st = get_bool(v, "use_dynamic_shifting", &c->use_dynamic_shifting, err)) != SDW_OK)
-        return st;
-    if ((v = json_object_get(obj, "base_image_seq_len")) && !json_is_null(v) &&
-        (st = get_int(v, "base_image_seq_len", 1, 1 << 24, &c->base_image_seq_len, err)) != SDW_OK)
-        return st;
-    if ((v = json_object_get(obj, "max_image_seq_len")) && !json_is_null(v) &&
-        (st = get_int(v, "max_image_seq_len", 1, 1 << 24, &c->max_image_seq_len, err)) != SDW_OK)
+    if ((st = get_bool(j, "use_dynamic_shifting", &c->use_dynamic_shifting, err)) ||
+        (st = sdw_json_config_int(j, "base_image_seq_len", 1, 1 << 24, &c->base_image_seq_len,
+                                  err)) ||
+        (st = sdw_json_config_int(j, "max_image_seq_len", 1, 1 << 24, &c->max_image_seq_len, err)))
         return st;
     if (!(c->shift > 0 && c->shift < 1e6))
-        return sdw_error_set(err, SDW_E_INVALID_ARG, "\"shift\" %g must be in (0, 1e6)", c->shift);
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "%s: \"shift\" %g must be in (0, 1e6)",
+                             j->what, c->shift);
     if (c->use_dynamic_shifting &&
         (c->max_image_seq_len == c->base_image_seq_len || !isfinite(c->base_shift) ||
          !isfinite(c->max_shift) || fabs(c->base_shift) > 100 || fabs(c->max_shift) > 100))
         return sdw_error_set(err, SDW_E_INVALID_ARG,
-                             "dynamic shifting needs distinct base/max_image_seq_len and finite "
-                             "base/max_shift within [-100, 100]");
+                             "%s: dynamic shifting needs distinct base/max_image_seq_len and "
+                             "finite base/max_shift within [-100, 100]",
+                             j->what);
     return SDW_OK;
 }
 
-static sdw_status parse_into(json_t *obj, sdw_scheduler_config *c, sdw_error *err) {
+static sdw_status parse_into(const sdw_json_config *j, sdw_scheduler_config *c, sdw_error *err) {
     static const char *const sched_names[] = {"linear", "scaled_linear", "squaredcos_cap_v2"};
     static const int sched_vals[] = {SDW_BETA_LINEAR, SDW_BETA_SCALED_LINEAR,
                                      SDW_BETA_SQUAREDCOS_CAP_V2};
@@ -301,45 +262,28 @@ static sdw_status parse_into(json_t *obj, sdw_scheduler_config *c, sdw_error *er
     static const char *const sp_names[] = {"leading", "trailing", "linspace"};
     static const int sp_vals[] = {SDW_SPACING_LEADING, SDW_SPACING_TRAILING, SDW_SPACING_LINSPACE};
     sdw_status st;
-    json_t *v;
-    int iv = 0;
-    bool bv = false;
+    int beta_schedule = (int)c->beta_schedule, prediction = (int)c->prediction_type,
+        spacing = (int)c->timestep_spacing;
+    bool alpha_to_one = false;
 
-    if (!json_is_object(obj)) return sdw_error_set(err, SDW_E_FORMAT, "config is not an object");
-    if ((st = check_unsupported(obj, err)) != SDW_OK) return st;
-    if ((v = json_object_get(obj, "_class_name")) && json_is_string(v))
-        snprintf(c->class_name, sizeof c->class_name, "%s", json_string_value(v));
-    if ((v = json_object_get(obj, "num_train_timesteps")) &&
-        (st = get_int(v, "num_train_timesteps", 2, MAX_TRAIN_TIMESTEPS, &c->num_train_timesteps,
-                      err)) != SDW_OK)
+    if ((st = check_unsupported(j, err)) != SDW_OK) return st;
+    const char *cls = json_string_value(json_object_get(j->root, "_class_name")); /* tolerant */
+    if (cls) snprintf(c->class_name, sizeof c->class_name, "%s", cls);
+    if ((st = get_int(j, "num_train_timesteps", 2, MAX_TRAIN_TIMESTEPS, &c->num_train_timesteps,
+                      err)) ||
+        (st = get_number(j, "beta_start", &c->beta_start, err)) ||
+        (st = get_number(j, "beta_end", &c->beta_end, err)) ||
+        (st = get_enum(j, "beta_schedule", sched_names, sched_vals, 3, &beta_schedule, err)) ||
+        (st = get_enum(j, "prediction_type", pred_names, pred_vals, 3, &prediction, err)) ||
+        (st = get_enum(j, "timestep_spacing", sp_names, sp_vals, 3, &spacing, err)) ||
+        (st = get_int(j, "steps_offset", 0, MAX_TRAIN_TIMESTEPS, &c->steps_offset, err)))
         return st;
-    if ((v = json_object_get(obj, "beta_start")) &&
-        (st = get_number(v, "beta_start", &c->beta_start, err)) != SDW_OK)
-        return st;
-    if ((v = json_object_get(obj, "beta_end")) &&
-        (st = get_number(v, "beta_end", &c->beta_end, err)) != SDW_OK)
-        return st;
-    if ((v = json_object_get(obj, "beta_schedule"))) {
-        if ((st = get_enum(v, "beta_schedule", sched_names, sched_vals, 3, &iv, err)) != SDW_OK)
-            return st;
-        c->beta_schedule = (sdw_beta_schedule)iv;
-    }
-    if ((v = json_object_get(obj, "prediction_type"))) {
-        if ((st = get_enum(v, "prediction_type", pred_names, pred_vals, 3, &iv, err)) != SDW_OK)
-            return st;
-        c->prediction_type = (sdw_prediction_type)iv;
-    }
-    if ((v = json_object_get(obj, "timestep_spacing"))) {
-        if ((st = get_enum(v, "timestep_spacing", sp_names, sp_vals, 3, &iv, err)) != SDW_OK)
-            return st;
-        c->timestep_spacing = (sdw_timestep_spacing)iv;
-    }
-    if ((v = json_object_get(obj, "steps_offset")) &&
-        (st = get_int(v, "steps_offset", 0, MAX_TRAIN_TIMESTEPS, &c->steps_offset, err)) != SDW_OK)
-        return st;
-    if ((v = json_object_get(obj, "set_alpha_to_one"))) {
-        if ((st = get_bool(v, "set_alpha_to_one", &bv, err)) != SDW_OK) return st;
-        c->set_alpha_to_one = bv ? SDW_OPT_TRUE : SDW_OPT_FALSE;
+    c->beta_schedule = (sdw_beta_schedule)beta_schedule;
+    c->prediction_type = (sdw_prediction_type)prediction;
+    c->timestep_spacing = (sdw_timestep_spacing)spacing;
+    if (json_object_get(j->root, "set_alpha_to_one")) {
+        if ((st = get_bool(j, "set_alpha_to_one", &alpha_to_one, err))) return st;
+        c->set_alpha_to_one = alpha_to_one ? SDW_OPT_TRUE : SDW_OPT_FALSE;
     }
     struct {
         const char *key;
@@ -349,11 +293,7 @@ static sdw_status parse_into(json_t *obj, sdw_scheduler_config *c, sdw_error *er
                  {"rescale_betas_zero_snr", &c->rescale_betas_zero_snr},
                  {"use_karras_sigmas", &c->use_karras_sigmas}};
     for (size_t i = 0; i < SDW_ARRAY_LEN(bools); i++)
-        if ((v = json_object_get(obj, bools[i].key)) &&
-            (st = get_bool(v, bools[i].key, bools[i].dst, err)) != SDW_OK)
-            return st;
-    /* null (Python None) means "from the schedule" for the Karras range and "no clipping" for
-     * lambda_min_clipped (also what a sanitised -Infinity becomes). */
+        if ((st = get_bool(j, bools[i].key, bools[i].dst, err))) return st;
     struct {
         const char *key;
         double *dst;
@@ -362,48 +302,45 @@ static sdw_status parse_into(json_t *obj, sdw_scheduler_config *c, sdw_error *er
                 {"sigma_min", &c->sigma_min, NAN},
                 {"sigma_max", &c->sigma_max, NAN},
                 {"lambda_min_clipped", &c->lambda_min_clipped, -INFINITY}};
-    for (size_t i = 0; i < SDW_ARRAY_LEN(nums); i++) {
-        v = json_object_get(obj, nums[i].key);
-        if (!v) continue;
-        if (json_is_null(v))
-            *nums[i].dst = nums[i].if_null;
-        else if ((st = get_number(v, nums[i].key, nums[i].dst, err)) != SDW_OK)
-            return st;
-    }
+    for (size_t i = 0; i < SDW_ARRAY_LEN(nums); i++)
+        if ((st = get_number_or(j, nums[i].key, nums[i].if_null, nums[i].dst, err))) return st;
     c->flow_matching = strcmp(c->class_name, "FlowMatchEulerDiscreteScheduler") == 0;
-    if (c->flow_matching && (st = parse_flow(obj, c, err)) != SDW_OK) return st;
+    if (c->flow_matching && (st = parse_flow(j, c, err)) != SDW_OK) return st;
     if (!(c->beta_start > 0 && c->beta_end > 0 && c->beta_start < 1 && c->beta_end < 1))
-        return sdw_error_set(err, SDW_E_INVALID_ARG, "beta_start %g / beta_end %g out of (0, 1)",
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "%s: beta_start %g / beta_end %g out of (0, 1)", j->what,
                              c->beta_start, c->beta_end);
     if (!(c->clip_sample_range > 0))
-        return sdw_error_set(err, SDW_E_INVALID_ARG, "clip_sample_range %g must be > 0",
-                             c->clip_sample_range);
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "%s: clip_sample_range %g must be > 0",
+                             j->what, c->clip_sample_range);
     return SDW_OK;
 }
 
-sdw_status sdw_scheduler_config_from_json(const void *json, sdw_scheduler_config *out,
-                                          sdw_error *err) {
+/* Parses the wrapped config into *out (untouched on failure). */
+static sdw_status parse(const sdw_json_config *j, sdw_scheduler_config *out, sdw_error *err) {
     sdw_scheduler_config c = sdw_scheduler_config_default();
-    sdw_status st = parse_into((json_t *)json, &c, err);
+    sdw_status st = parse_into(j, &c, err);
     if (st != SDW_OK) return st;
     *out = c;
     return SDW_OK;
 }
 
-sdw_status sdw_scheduler_config_load(const char *path, sdw_scheduler_config *out, sdw_error *err) {
-    char *text = NULL;
-    size_t len = 0;
-    sdw_status st = sdw_read_file(path, &text, &len, err);
+sdw_status sdw_scheduler_config_from_json(const void *json, sdw_scheduler_config *out,
+                                          sdw_error *err) {
+    sdw_json_config j;
+    sdw_status st = sdw_json_config_wrap((void *)json, "scheduler config", &j, err);
     if (st != SDW_OK) return st;
-    json_t *root = sdw_json_load_relaxed(text, len, err);
-    free(text);
-    if (!root) {
-        sdw_error_prefix(err, "%s", path);
-        return err ? err->code : SDW_E_FORMAT;
-    }
-    st = sdw_scheduler_config_from_json(root, out, err);
-    json_decref(root);
-    if (st != SDW_OK) sdw_error_prefix(err, "%s", path);
+    st = parse(&j, out, err);
+    sdw_json_config_free(&j);
+    return st;
+}
+
+sdw_status sdw_scheduler_config_load(const char *path, sdw_scheduler_config *out, sdw_error *err) {
+    sdw_json_config j;
+    sdw_status st = sdw_json_config_load(path, &j, err); /* messages name path */
+    if (st != SDW_OK) return st;
+    st = parse(&j, out, err);
+    sdw_json_config_free(&j);
     return st;
 }
 

@@ -102,10 +102,11 @@ sdw_status sdw_scheduler_config_from_json(const void *json, sdw_scheduler_config
  * for unreadable or malformed files; *out untouched on failure. */
 sdw_status sdw_scheduler_config_load(const char *path, sdw_scheduler_config *out, sdw_error *err);
 
-/* Parses JSON text that may contain Python's non-standard NaN / Infinity / -Infinity literals
- * (diffusers writes "lambda_min_clipped": -Infinity), which plain JSON parsers reject: outside
- * strings they are turned into the strings "NaN", "Infinity", "-Infinity". Returns a new
- * json_t * (json_decref it) or NULL with err set (SDW_E_FORMAT, with line and column). */
+/* Parses a JSON object's text that may contain Python's non-standard NaN / Infinity / -Infinity
+ * literals (diffusers writes "lambda_min_clipped": -Infinity), which plain JSON parsers reject:
+ * outside strings they are turned into the strings "NaN", "Infinity", "-Infinity" (io/json_config
+ * does the parsing). Returns a new json_t * (json_decref it) or NULL with err set (SDW_E_FORMAT,
+ * with line and column; also when the top level is not an object). */
 void *sdw_json_load_relaxed(const char *text, size_t len, sdw_error *err);
 
 /* The sampler name matching the config's class ("ddim", "pndm", "euler", "euler_a",
