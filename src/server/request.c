@@ -5,6 +5,7 @@
 #include "core/common.h"
 #include "io/base64.h"
 #include "io/image.h"
+#include "io/json_config.h"
 
 #include <errno.h>
 #include <math.h>
@@ -12,26 +13,12 @@
 #include <string.h>
 #include <strings.h>
 
-static const char *type_name(const json_t *v) {
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
-    }
-    return "?";
-}
-
 sdw_status sdw__json_string(json_t *o, const char *key, const char **out, sdw_error *err) {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) return SDW_OK;
     if (!json_is_string(v))
         return sdw_error_set(err, SDW_E_INVALID_ARG, "field '%s' must be a string, not %s", key,
-                             type_name(v));
+                             sdw_json_type_name(v));
     *out = json_string_value(v);
     return SDW_OK;
 }
@@ -62,7 +49,7 @@ sdw_status sdw__json_int(json_t *o, const char *key, long long lo, long long hi,
     else if (lenient && number_of(v, true, &d) && d == floor(d) && fabs(d) < 9e18) x = (long long)d;
     else
         return sdw_error_set(err, SDW_E_INVALID_ARG, "field '%s' must be an integer, not %s", key,
-                             type_name(v));
+                             sdw_json_type_name(v));
     if (x < lo || x > hi)
         return sdw_error_set(err, SDW_E_INVALID_ARG, "field '%s': %lld is out of range [%lld, %lld]",
                              key, x, lo, hi);
@@ -77,7 +64,7 @@ sdw_status sdw__json_number(json_t *o, const char *key, double lo, double hi, bo
     double x;
     if (!number_of(v, lenient, &x) || !isfinite(x))
         return sdw_error_set(err, SDW_E_INVALID_ARG, "field '%s' must be a number, not %s", key,
-                             type_name(v));
+                             sdw_json_type_name(v));
     if (x < lo || x > hi)
         return sdw_error_set(err, SDW_E_INVALID_ARG, "field '%s': %g is out of range [%g, %g]", key,
                              x, lo, hi);
@@ -90,7 +77,7 @@ sdw_status sdw__json_bool(json_t *o, const char *key, bool *out, sdw_error *err)
     if (!v || json_is_null(v)) return SDW_OK;
     if (!json_is_boolean(v))
         return sdw_error_set(err, SDW_E_INVALID_ARG, "field '%s' must be true or false, not %s",
-                             key, type_name(v));
+                             key, sdw_json_type_name(v));
     *out = json_is_true(v);
     return SDW_OK;
 }
