@@ -1,7 +1,9 @@
-/* nn/dnn.c — oneDNN convolution and matmul ops with packed weights and a per-shape primitive
- * cache (see dnn.h). */
-#include "nn/dnn.h"
+/* nn/backend_cpu.c — the CPU backend: oneDNN convolution and matmul ops with packed weights and
+ * a per-shape primitive cache (see backend_cpu.h), behind the ops table of nn/backend.h. The
+ * only source that uses oneDNN. */
+#include "nn/backend_cpu.h"
 
+#include "nn/convert.h"
 #include "nn/profile.h"
 
 #include <oneapi/dnnl/dnnl.h>
@@ -13,19 +15,11 @@
 #define CACHE_MAX 24
 #define KEY_N 6
 
-/* The CPU engine: created once, immutable afterwards (oneDNN engines are thread-safe). */
-static dnnl_engine_t g_engine;
-static pthread_once_t g_engine_once = PTHREAD_ONCE_INIT;
-
-static void engine_init(void) {
-    if (dnnl_engine_create(&g_engine, dnnl_cpu, 0) != dnnl_success)
-        SDW_ABORT("oneDNN: cannot create the CPU engine");
-}
-
-static dnnl_engine_t engine(void) {
-    pthread_once(&g_engine_once, engine_init);
-    return g_engine;
-}
+/* A CPU backend instance. */
+typedef struct cpu_backend {
+    sdw_backend base;     /* first: the interface */
+    dnnl_engine_t engine; /* immutable once made (oneDNN engines are thread-safe) */
+} cpu_backend;
 
 typedef struct prim_entry {
     int64_t key[KEY_N]; /* conv: B, H, W, xt, yt, accumulate; matmul: M, 0, 0, xt, yt, accumulate */
@@ -39,10 +33,11 @@ typedef struct prim_entry {
  * bits (16-bit types for f32 ops only). */
 typedef enum w_store { W_FULL, W_F16, W_BF16, W_F8_E4M3, W_F8_E5M2 } w_store;
 
-struct sdw__dnn {
+typedef struct cpu_op {
+    sdw_backend_op base; /* first: base.be is the cpu_backend it was made on */
     bool is_conv;
     sdw_precision prec;
-    sdw__conv_geom g; /* linear: in, out only */
+    sdw_conv_geom g; /* linear: in, out only */
     dnnl_memory_desc_t w_md, bias_md;
     void *w; /* packed weights in w_md, or (store != W_FULL) their exact 16- or 8-bit copy */
     w_store store;
@@ -51,7 +46,11 @@ struct sdw__dnn {
     pthread_mutex_t lock;
     prim_entry cache[CACHE_MAX];
     int n_cache;
-};
+} cpu_op;
+
+static dnnl_engine_t engine_of(const cpu_op *op) {
+    return ((const cpu_backend *)op->base.be)->engine;
+}
 
 static void check(dnnl_status_t s, const char *what) {
     if (s != dnnl_success) SDW_ABORT("oneDNN: %s failed (status %d)", what, (int)s);
@@ -60,18 +59,18 @@ static void check(dnnl_status_t s, const char *what) {
 static dnnl_data_type_t dnnl_dt(sdw_dt t) {
     return t == SDW_DT_BF16 ? dnnl_bf16 : dnnl_f32;
 }
-static sdw_dt op_dt(const sdw__dnn *op) {
+static sdw_dt op_dt(const cpu_op *op) {
     return op->prec == SDW_PRECISION_BF16 ? SDW_DT_BF16 : SDW_DT_F32;
 }
 
-static int conv_out_size(const sdw__conv_geom *g, int n) {
+static int conv_out_size(const sdw_conv_geom *g, int n) {
     return (n + g->pad + g->pad_end - g->k) / g->stride + 1;
 }
 
 /* Primitive descriptor for `key` with weights w_md (NULL = let oneDNN choose). */
-static dnnl_status_t make_pd(const sdw__dnn *op, const int64_t *key, const dnnl_memory_desc_t *w_md,
+static dnnl_status_t make_pd(const cpu_op *op, const int64_t *key, const dnnl_memory_desc_t *w_md,
                              dnnl_primitive_desc_t *pd) {
-    const sdw__conv_geom *g = &op->g;
+    const sdw_conv_geom *g = &op->g;
     const dnnl_data_type_t wdt = dnnl_dt(op_dt(op)), xdt = dnnl_dt((sdw_dt)key[3]),
                            ydt = dnnl_dt((sdw_dt)key[4]);
     dnnl_memory_desc_t src, wei, dst;
@@ -105,7 +104,7 @@ static dnnl_status_t make_pd(const sdw__dnn *op, const int64_t *key, const dnnl_
                   op->bias ? &op->bias_md : NULL, &dst, (dnnl_dims_t){g->stride, g->stride},
                   (dnnl_dims_t){g->pad, g->pad}, (dnnl_dims_t){g->pad_end, g->pad_end}),
               "convolution desc");
-        s = dnnl_primitive_desc_create(pd, &cd, attr, engine(), NULL);
+        s = dnnl_primitive_desc_create(pd, &cd, attr, engine_of(op), NULL);
     } else {
         const int64_t M = key[0];
         check(dnnl_memory_desc_init_by_tag(&src, 2, (dnnl_dims_t){M, g->in}, xdt, dnnl_ab), "src");
@@ -119,7 +118,7 @@ static dnnl_status_t make_pd(const sdw__dnn *op, const int64_t *key, const dnnl_
         dnnl_matmul_desc_t md;
         check(dnnl_matmul_desc_init(&md, &src, &wei, op->bias ? &op->bias_md : NULL, &dst),
               "matmul desc");
-        s = dnnl_primitive_desc_create(pd, &md, attr, engine(), NULL);
+        s = dnnl_primitive_desc_create(pd, &md, attr, engine_of(op), NULL);
     }
     if (po) dnnl_post_ops_destroy(po);
     dnnl_primitive_attr_destroy(attr);
@@ -145,18 +144,18 @@ static void *alloc_md(const dnnl_memory_desc_t *md) {
 }
 
 /* dst (in dst_md) = src (in src_md), converting layout and type. */
-static void reorder(const dnnl_memory_desc_t *src_md, const void *src,
+static void reorder(dnnl_engine_t engine, const dnnl_memory_desc_t *src_md, const void *src,
                     const dnnl_memory_desc_t *dst_md, void *dst) {
     dnnl_primitive_desc_t rpd;
     dnnl_primitive_t r;
     dnnl_memory_t ms, md;
     dnnl_stream_t stream;
-    check(dnnl_reorder_primitive_desc_create(&rpd, src_md, engine(), dst_md, engine(), NULL),
+    check(dnnl_reorder_primitive_desc_create(&rpd, src_md, engine, dst_md, engine, NULL),
           "reorder desc");
     check(dnnl_primitive_create(&r, rpd), "reorder");
-    check(dnnl_memory_create(&ms, src_md, engine(), (void *)src), "reorder src");
-    check(dnnl_memory_create(&md, dst_md, engine(), dst), "reorder dst");
-    check(dnnl_stream_create(&stream, engine(), dnnl_stream_default_flags), "stream");
+    check(dnnl_memory_create(&ms, src_md, engine, (void *)src), "reorder src");
+    check(dnnl_memory_create(&md, dst_md, engine, dst), "reorder dst");
+    check(dnnl_stream_create(&stream, engine, dnnl_stream_default_flags), "stream");
     dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, ms}, {DNNL_ARG_TO, md}};
     check(dnnl_primitive_execute(r, stream, 2, args), "reorder execute");
     check(dnnl_stream_wait(stream), "stream wait");
@@ -182,7 +181,6 @@ void sdw_nn_set_compact_weights(bool on) {
     g_compact_off = !on;
 }
 
-#define CONVERT_CHUNK 16384
 
 static sdw_dtype store_dtype(w_store s) {
     static const sdw_dtype dt[] = {[W_F16] = SDW_DTYPE_F16,
@@ -192,11 +190,6 @@ static sdw_dtype store_dtype(w_store s) {
     SDW_ASSERT(s != W_FULL);
     return dt[s];
 }
-
-/* n F16 or BF16 values widened to f32, threaded in chunks (the bf16 conversions below). */
-static void widen_16(sdw_dtype dt, const uint16_t *x, float *y, size_t n);
-/* n 8-bit values of type dt widened to yt (f32 or bf16), threaded in chunks. */
-static void widen_8(sdw_dtype dt, const uint8_t *x, void *y, sdw_dt yt, size_t n);
 
 /* The op's packed weights in its own type (f32 or bf16): op->w itself, or widened into a
  * buffer of the calling thread (grown as needed, kept for the next call, freed when the thread
@@ -215,7 +208,7 @@ static void wide_init(void) {
     if (pthread_key_create(&g_wide_key, wide_free)) SDW_ABORT("pthread_key_create failed");
 }
 
-static const void *weights_packed(const sdw__dnn *op) {
+static const void *weights_packed(const cpu_op *op) {
     if (op->store == W_FULL) return op->w;
     pthread_once(&g_wide_once, wide_init);
     wide_buf *b = pthread_getspecific(g_wide_key);
@@ -232,15 +225,15 @@ static const void *weights_packed(const sdw__dnn *op) {
     }
     const sdw_dtype dt = store_dtype(op->store);
     if (sdw_dtype_size(dt) == 1)
-        widen_8(dt, op->w, b->p, op_dt(op), op->w_n);
+        sdw__widen_8(dt, op->w, b->p, op_dt(op), op->w_n);
     else
-        widen_16(dt, op->w, b->p, op->w_n);
+        sdw__widen_16(dt, op->w, b->p, op->w_n);
     return b->p;
 }
 
 /* Whether chunk [lo, lo + len) of w (f32, or bf16 when w_bf16) is exactly of type dt, written
  * to q in that type: each value survives the round trip through dt bit for bit. tmp and back
- * hold CONVERT_CHUNK floats. */
+ * hold SDW__CONVERT_CHUNK floats. */
 static bool exact_chunk(sdw_dtype dt, const void *w, bool w_bf16, void *q, size_t lo, size_t len,
                         float *tmp, float *back) {
     const float *x = (const float *)w + lo;
@@ -258,21 +251,22 @@ static bool exact_chunk(sdw_dtype dt, const void *w, bool w_bf16, void *q, size_
  * in that type. The first chunk alone rejects almost every layer of another checkpoint type
  * cheaply; the rest is checked in parallel (an fp8 model has billions of weights). */
 static bool exact_as(sdw_dtype dt, const void *w, bool w_bf16, void *q, size_t n) {
-    const long n_chunks = (long)((n + CONVERT_CHUNK - 1) / CONVERT_CHUNK);
-    float *tmp = sdw_xmalloc(2 * CONVERT_CHUNK * sizeof(float));
-    bool exact = exact_chunk(dt, w, w_bf16, q, 0, SDW_MIN((size_t)CONVERT_CHUNK, n), tmp,
-                             tmp + CONVERT_CHUNK);
+    const long n_chunks = (long)((n + SDW__CONVERT_CHUNK - 1) / SDW__CONVERT_CHUNK);
+    float *tmp = sdw_xmalloc(2 * SDW__CONVERT_CHUNK * sizeof(float));
+    bool exact = exact_chunk(dt, w, w_bf16, q, 0, SDW_MIN((size_t)SDW__CONVERT_CHUNK, n), tmp,
+                             tmp + SDW__CONVERT_CHUNK);
     free(tmp);
     if (!exact || n_chunks < 2) return exact;
 #pragma omp parallel reduction(&& : exact) if (n_chunks > 4)
     {
-        float *t = sdw_xmalloc(2 * CONVERT_CHUNK * sizeof(float));
+        float *t = sdw_xmalloc(2 * SDW__CONVERT_CHUNK * sizeof(float));
 #pragma omp for schedule(static)
         for (long c = 1; c < n_chunks; c++) {
-            const size_t lo = (size_t)c * CONVERT_CHUNK;
+            const size_t lo = (size_t)c * SDW__CONVERT_CHUNK;
             if (exact)
-                exact = exact_chunk(dt, w, w_bf16, q, lo, SDW_MIN((size_t)CONVERT_CHUNK, n - lo), t,
-                                    t + CONVERT_CHUNK);
+                exact =
+                    exact_chunk(dt, w, w_bf16, q, lo, SDW_MIN((size_t)SDW__CONVERT_CHUNK, n - lo),
+                                t, t + SDW__CONVERT_CHUNK);
         }
         free(t);
     }
@@ -281,7 +275,7 @@ static bool exact_as(sdw_dtype dt, const void *w, bool w_bf16, void *q, size_t n
 
 /* An op's packed weights to the narrowest type that holds every value exactly: 8-bit (an fp8
  * checkpoint), else for f32 ops 16-bit (f16 first, else bf16); left as they are otherwise. */
-static void compact(sdw__dnn *op) {
+static void compact(cpu_op *op) {
     const bool bf16 = op->prec == SDW_PRECISION_BF16;
     static const w_store order[] = {W_F8_E4M3, W_F8_E5M2, W_F16, W_BF16};
     const int n_tries = bf16 ? 2 : 4; /* a bf16 op has no 16-bit type narrower than its own */
@@ -307,7 +301,7 @@ static void compact(sdw__dnn *op) {
 }
 
 /* Packs f32 weights given in user_md into the layout oneDNN picks for a nominal shape. */
-static sdw_status pack(sdw__dnn *op, const dnnl_memory_desc_t *user_md, const float *w,
+static sdw_status pack(cpu_op *op, const dnnl_memory_desc_t *user_md, const float *w,
                        const float *bias, sdw_error *err) {
     if (bias) {
         check(dnnl_memory_desc_init_by_tag(&op->bias_md, op->is_conv ? 1 : 2,
@@ -334,25 +328,27 @@ static sdw_status pack(sdw__dnn *op, const dnnl_memory_desc_t *user_md, const fl
     op->w_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     dnnl_primitive_desc_destroy(pd);
     op->w = alloc_md(&op->w_md);
-    reorder(user_md, w, &op->w_md, op->w);
+    reorder(engine_of(op), user_md, w, &op->w_md, op->w);
     op->w_n = dnnl_memory_desc_get_size(&op->w_md) / (op->prec == SDW_PRECISION_BF16 ? 2 : 4);
     if (!g_compact_off) compact(op);
     return SDW_OK;
 }
 
-static sdw__dnn *op_new(bool is_conv, sdw_precision p) {
-    SDW_ASSERT(p == SDW_PRECISION_F32 || p == SDW_PRECISION_BF16);
-    sdw__dnn *op = sdw_xcalloc(1, sizeof *op);
+static cpu_op *op_new(sdw_backend *be, bool is_conv, sdw_precision p) {
+    cpu_op *op = sdw_xcalloc(1, sizeof *op);
+    op->base.be = be;
     op->is_conv = is_conv;
     op->prec = p;
     pthread_mutex_init(&op->lock, NULL);
     return op;
 }
 
-sdw_status sdw__dnn_conv_create(sdw_precision p, const float *w_oihw, const float *bias,
-                                const sdw__conv_geom *g, sdw__dnn **out, sdw_error *err) {
-    SDW_ASSERT(w_oihw && g && g->in > 0 && g->out > 0 && g->k > 0 && g->stride > 0 && out);
-    sdw__dnn *op = op_new(true, p);
+static void op_destroy(sdw_backend_op *bop);
+
+static sdw_status conv_create(sdw_backend *be, sdw_precision p, const float *w_oihw,
+                              const float *bias, const sdw_conv_geom *g, sdw_backend_op **out,
+                              sdw_error *err) {
+    cpu_op *op = op_new(be, true, p);
     op->g = *g;
     dnnl_memory_desc_t user;
     check(dnnl_memory_desc_init_by_tag(&user, 4, (dnnl_dims_t){g->out, g->in, g->k, g->k}, dnnl_f32,
@@ -360,34 +356,32 @@ sdw_status sdw__dnn_conv_create(sdw_precision p, const float *w_oihw, const floa
           "user weights md");
     sdw_status st = pack(op, &user, w_oihw, bias, err);
     if (st != SDW_OK) {
-        sdw__dnn_destroy(op);
+        op_destroy(&op->base);
         return st;
     }
-    *out = op;
+    *out = &op->base;
     return SDW_OK;
 }
 
-sdw_status sdw__dnn_linear_create(sdw_precision p, const float *w, const float *bias, int in,
-                                  int out, sdw__dnn **out_op, sdw_error *err) {
-    SDW_ASSERT(w && in > 0 && out > 0 && out_op);
-    sdw__dnn *op = op_new(false, p);
-    op->g = (sdw__conv_geom){.in = in, .out = out, .k = 1, .stride = 1};
+static sdw_status linear_create(sdw_backend *be, sdw_precision p, const float *w, const float *bias,
+                                int in, int out, sdw_backend_op **out_op, sdw_error *err) {
+    cpu_op *op = op_new(be, false, p);
+    op->g = (sdw_conv_geom){.in = in, .out = out, .k = 1, .stride = 1};
     /* torch's [out, in] row-major is the [in, out] matrix with strides (1, in): tag "ba". */
     dnnl_memory_desc_t user;
     check(dnnl_memory_desc_init_by_tag(&user, 2, (dnnl_dims_t){in, out}, dnnl_f32, dnnl_ba),
           "user weights md");
     sdw_status st = pack(op, &user, w, bias, err);
     if (st != SDW_OK) {
-        sdw__dnn_destroy(op);
+        op_destroy(&op->base);
         return st;
     }
-    *out_op = op;
+    *out_op = &op->base;
     return SDW_OK;
 }
 
-void sdw__dnn_destroy(void *p) {
-    sdw__dnn *op = p;
-    if (!op) return;
+static void op_destroy(sdw_backend_op *bop) {
+    cpu_op *op = (cpu_op *)bop;
     for (int i = 0; i < op->n_cache; i++) {
         dnnl_primitive_destroy(op->cache[i].prim);
         if (op->cache[i].own_w) free(op->cache[i].w);
@@ -398,18 +392,19 @@ void sdw__dnn_destroy(void *p) {
     free(op);
 }
 
-size_t sdw__dnn_weight_bytes(const sdw__dnn *op) {
+static size_t op_weight_bytes(const sdw_backend_op *bop) {
+    const cpu_op *op = (const cpu_op *)bop;
     if (op->store != W_FULL) return op->w_n * sdw_dtype_size(store_dtype(op->store));
     return op->w_n * (op->prec == SDW_PRECISION_BF16 ? 2 : 4);
 }
 
-sdw_precision sdw__dnn_precision(const sdw__dnn *op) {
-    return op->prec;
+static sdw_precision op_precision(const sdw_backend_op *op) {
+    return ((const cpu_op *)op)->prec;
 }
 
 /* Makes the primitive for key into *e. Prefers the packed weights; if the only kernel that
  * takes them for this shape is a reference one, lets oneDNN choose and reorders a copy. */
-static void make_entry(const sdw__dnn *op, const int64_t *key, prim_entry *e) {
+static void make_entry(const cpu_op *op, const int64_t *key, prim_entry *e) {
     dnnl_primitive_desc_t pd;
     memcpy(e->key, key, sizeof e->key);
     e->w = NULL; /* the op's own (see weights_packed) */
@@ -422,7 +417,7 @@ static void make_entry(const sdw__dnn *op, const int64_t *key, prim_entry *e) {
                 dnnl_primitive_desc_query_md(alt, dnnl_query_weights_md, 0);
             e->w = alloc_md(md);
             e->own_w = true;
-            reorder(&op->w_md, weights_packed(op), md, e->w);
+            reorder(engine_of(op), &op->w_md, weights_packed(op), md, e->w);
             dnnl_primitive_desc_destroy(pd);
             pd = alt;
         } else {
@@ -445,8 +440,8 @@ static void make_entry(const sdw__dnn *op, const int64_t *key, prim_entry *e) {
 }
 
 /* The cached entry for key (made on first use), or *tmp filled for this call only. */
-static const prim_entry *get_entry(const sdw__dnn *cop, const int64_t *key, prim_entry *tmp) {
-    sdw__dnn *op = (sdw__dnn *)cop; /* the cache is the one mutable part, behind the lock */
+static const prim_entry *get_entry(const cpu_op *cop, const int64_t *key, prim_entry *tmp) {
+    cpu_op *op = (cpu_op *)cop; /* the cache is the one mutable part, behind the lock */
     pthread_mutex_lock(&op->lock);
     const prim_entry *found = NULL;
     for (int i = 0; i < op->n_cache && !found; i++)
@@ -461,28 +456,28 @@ static const prim_entry *get_entry(const sdw__dnn *cop, const int64_t *key, prim
     return tmp;
 }
 
-static void run(const sdw__dnn *op, const int64_t *key, const void *x, void *y) {
+static void run(const cpu_op *op, const int64_t *key, const void *x, void *y) {
     prim_entry tmp = {0};
     const prim_entry *e = get_entry(op, key, &tmp);
     const size_t n_scratch = dnnl_memory_desc_get_size(&e->scratch_md);
     void *scratch = n_scratch ? sdw_xmalloc(n_scratch) : NULL;
     dnnl_memory_t ms, mw, mb = NULL, md, msp = NULL;
     dnnl_stream_t stream;
-    check(dnnl_memory_create(&ms, &e->src_md, engine(), (void *)x), "src memory");
+    check(dnnl_memory_create(&ms, &e->src_md, engine_of(op), (void *)x), "src memory");
     void *w = e->own_w ? e->w : (void *)weights_packed(op);
-    check(dnnl_memory_create(&mw, &e->wei_md, engine(), w), "weights memory");
-    check(dnnl_memory_create(&md, &e->dst_md, engine(), y), "dst memory");
+    check(dnnl_memory_create(&mw, &e->wei_md, engine_of(op), w), "weights memory");
+    check(dnnl_memory_create(&md, &e->dst_md, engine_of(op), y), "dst memory");
     dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}};
     int n_args = 3;
     if (op->bias) {
-        check(dnnl_memory_create(&mb, &op->bias_md, engine(), op->bias), "bias memory");
+        check(dnnl_memory_create(&mb, &op->bias_md, engine_of(op), op->bias), "bias memory");
         args[n_args++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, mb};
     }
     if (scratch) {
-        check(dnnl_memory_create(&msp, &e->scratch_md, engine(), scratch), "scratch memory");
+        check(dnnl_memory_create(&msp, &e->scratch_md, engine_of(op), scratch), "scratch memory");
         args[n_args++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, msp};
     }
-    check(dnnl_stream_create(&stream, engine(), dnnl_stream_default_flags), "stream");
+    check(dnnl_stream_create(&stream, engine_of(op), dnnl_stream_default_flags), "stream");
     check(dnnl_primitive_execute(e->prim, stream, n_args, args), "execute");
     check(dnnl_stream_wait(stream), "stream wait");
     dnnl_stream_destroy(stream);
@@ -499,7 +494,7 @@ static void run(const sdw__dnn *op, const int64_t *key, const void *x, void *y) 
 }
 
 /* The activation in the op's type: x itself, or a bf16 copy in *tmp (caller frees). */
-static const void *src_for(const sdw__dnn *op, const void *x, sdw_dt xt, size_t n, void **tmp) {
+static const void *src_for(const cpu_op *op, const void *x, sdw_dt xt, size_t n, void **tmp) {
     *tmp = NULL;
     if (xt == op_dt(op)) return x;
     SDW_ASSERT(xt == SDW_DT_F32 && op_dt(op) == SDW_DT_BF16); /* never widen bf16 for an f32 op */
@@ -509,12 +504,13 @@ static const void *src_for(const sdw__dnn *op, const void *x, sdw_dt xt, size_t 
     return b;
 }
 
-void sdw__dnn_conv_forward(const sdw__dnn *op, sdw_act x, sdw_act y, unsigned flags) {
-    SDW_ASSERT(op && op->is_conv && x.d && y.d && x.d != y.d);
+static void conv_forward(const sdw_backend_op *bop, sdw_act x, sdw_act y, unsigned flags) {
+    const cpu_op *op = (const cpu_op *)bop;
+    SDW_ASSERT(op->is_conv && x.d && y.d && x.d != y.d);
     SDW_ASSERT(x.layout == SDW_LAYOUT_NHWC && x.b > 0 && x.h > 0 && x.w > 0);
     SDW_ASSERT(y.dt == SDW_DT_F32 || op_dt(op) == SDW_DT_BF16); /* bf16 out only from a bf16 op */
     const double t0 = sdw__prof_begin();
-    const sdw__conv_geom *g = &op->g;
+    const sdw_conv_geom *g = &op->g;
     const int B = x.b, H = x.h, W = x.w;
     const int OH = conv_out_size(g, H), OW = conv_out_size(g, W);
     SDW_ASSERT(OH > 0 && OW > 0 && y.rows == (int64_t)B * OH * OW);
@@ -527,8 +523,9 @@ void sdw__dnn_conv_forward(const sdw__dnn *op, sdw_act x, sdw_act y, unsigned fl
                   2.0 * B * OH * OW * (double)g->out * g->in * g->k * g->k);
 }
 
-void sdw__dnn_linear_forward(const sdw__dnn *op, sdw_act x, sdw_act y, unsigned flags) {
-    SDW_ASSERT(op && !op->is_conv && x.d && y.d && x.d != y.d);
+static void linear_forward(const sdw_backend_op *bop, sdw_act x, sdw_act y, unsigned flags) {
+    const cpu_op *op = (const cpu_op *)bop;
+    SDW_ASSERT(!op->is_conv && x.d && y.d && x.d != y.d);
     SDW_ASSERT(y.dt == SDW_DT_F32 && y.rows == x.rows);
     const int64_t M = x.rows;
     if (M <= 0) return;
@@ -541,180 +538,58 @@ void sdw__dnn_linear_forward(const sdw__dnn *op, sdw_act x, sdw_act y, unsigned 
     sdw__prof_end(SDW_OP_LINEAR, t0, 2.0 * M * (double)op->g.in * op->g.out);
 }
 
-/* ---- bf16 conversion ---- */
+/* ---- the backend ---- */
 
-/* Round to nearest even on the bit pattern; a NaN keeps its sign and stays a (quiet) NaN.
- * Written branch-free so the loops vectorise; the AVX-512 clone handles 16 at a time. */
-static inline uint16_t f32_to_bf16_1(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    const uint32_t nan = (u & 0x7fffffffu) > 0x7f800000u;
-    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    const uint32_t quiet = (u >> 16) | 0x40u;
-    const uint32_t m = 0u - nan;
-    return (uint16_t)((quiet & m) | (rounded & ~m));
+static void convert(sdw_backend *be, sdw_act x, sdw_act y, size_t n) {
+    if (x.dt == y.dt)
+        memcpy(y.d, x.d, n * sdw_dt_size(x.dt));
+    else if (x.dt == SDW_DT_F32)
+        sdw__f32_to_bf16(x.d, y.d, n);
+    else
+        sdw__bf16_to_f32(x.d, y.d, n);
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) static void
-to_bf16_block(const float *x, uint16_t *y, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        y[i] = f32_to_bf16_1(x[i]);
+static void backend_destroy(sdw_backend *be) {
+    cpu_backend *cb = (cpu_backend *)be;
+    dnnl_engine_destroy(cb->engine);
+    free(cb);
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) static void
-from_bf16_block(const uint16_t *x, float *y, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u = (uint32_t)x[i] << 16;
-        memcpy(&y[i], &u, 4);
-    }
+static const sdw_backend_ops CPU_OPS = {
+    .name = "cpu",
+    .linear_create = linear_create,
+    .conv_create = conv_create,
+    .op_destroy = op_destroy,
+    .op_precision = op_precision,
+    .op_weight_bytes = op_weight_bytes,
+    .linear_forward = linear_forward,
+    .conv_forward = conv_forward,
+    .convert = convert,
+    .destroy = backend_destroy,
+};
+
+sdw_status sdw_backend_cpu_create(sdw_backend **out, sdw_error *err) {
+    SDW_ASSERT(out);
+    dnnl_engine_t engine;
+    dnnl_status_t s = dnnl_engine_create(&engine, dnnl_cpu, 0);
+    if (s != dnnl_success)
+        return sdw_error_set(err, SDW_E_BACKEND, "oneDNN: cannot create the CPU engine (status %d)",
+                             (int)s);
+    cpu_backend *cb = sdw_xcalloc(1, sizeof *cb);
+    cb->base.ops = &CPU_OPS;
+    cb->engine = engine;
+    *out = &cb->base;
+    return SDW_OK;
 }
 
-void sdw__f32_to_bf16_row(const float *x, uint16_t *y, size_t n) {
-    to_bf16_block(x, y, n);
-}
+/* ---- hand-built layers' GEMM ---- */
 
-void sdw__bf16_to_f32_row(const uint16_t *x, float *y, size_t n) {
-    from_bf16_block(x, y, n);
-}
-
-void sdw__f32_to_bf16(const float *x, uint16_t *y, size_t n) {
-    const long n_chunks = (long)((n + CONVERT_CHUNK - 1) / CONVERT_CHUNK);
-#pragma omp parallel for schedule(static) if (n_chunks > 2)
-    for (long c = 0; c < n_chunks; c++) {
-        size_t lo = (size_t)c * CONVERT_CHUNK;
-        to_bf16_block(x + lo, y + lo, SDW_MIN((size_t)CONVERT_CHUNK, n - lo));
-    }
-}
-
-static void widen_16(sdw_dtype dt, const uint16_t *x, float *y, size_t n) {
-    const long n_chunks = (long)((n + CONVERT_CHUNK - 1) / CONVERT_CHUNK);
-#pragma omp parallel for schedule(static) if (n_chunks > 2)
-    for (long c = 0; c < n_chunks; c++) {
-        const size_t lo = (size_t)c * CONVERT_CHUNK, len = SDW_MIN((size_t)CONVERT_CHUNK, n - lo);
-        if (dt == SDW_DTYPE_BF16)
-            from_bf16_block(x + lo, y + lo, len);
-        else
-            sdw_convert_to_f32(dt, x + lo, y + lo, len); /* F16: F16C where the CPU has it */
-    }
-}
-
-void sdw__bf16_to_f32(const uint16_t *x, float *y, size_t n) {
-    widen_16(SDW_DTYPE_BF16, x, y, n);
-}
-
-/* ---- 8-bit weights widened by table lookup ----
- * Every E4M3 / E5M2 value is a bf16 value (at most 3 significant bits, exponents well inside
- * bf16's range), and its f32 pattern is that bf16 pattern followed by 16 zero bits. So one
- * 256-entry table of bf16 patterns, made from io's exact converter, widens to either type. Both
- * formats are sign-magnitude (code | 0x80 is the negation), so the vector kernel looks up the
- * 128 magnitudes with two 64-entry word permutes and ORs the sign back in. */
-
-static void f8_table(sdw_dtype dt, uint16_t lut[256]) {
-    uint8_t codes[256];
-    float v[256];
-    for (int i = 0; i < 256; i++)
-        codes[i] = (uint8_t)i;
-    sdw_convert_to_f32(dt, codes, v, 256);
-    for (int i = 0; i < 256; i++) {
-        uint32_t u;
-        memcpy(&u, &v[i], 4);
-        SDW_ASSERT((u & 0xffffu) == 0); /* a bf16 value: the assumption above */
-        lut[i] = (uint16_t)(u >> 16);
-    }
-    for (int i = 0; i < 128; i++)
-        SDW_ASSERT(lut[i | 0x80] == (lut[i] | 0x8000u)); /* sign-magnitude */
-}
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-/* 32 codes -> 32 bf16 patterns: permutex2var picks a word of t0:t1 (or t2:t3; 64 entries) by the
- * index's low 6 bits; bit 6 chooses between the two halves of the 128 magnitudes. */
-__attribute__((target("avx512f,avx512bw"))) static inline __m512i
-lut8_32(const __m256i *p, __m512i t0, __m512i t1, __m512i t2, __m512i t3) {
-    const __m512i c = _mm512_cvtepu8_epi16(_mm256_loadu_si256(p));
-    const __m512i lo = _mm512_permutex2var_epi16(t0, c, t1),
-                  hi = _mm512_permutex2var_epi16(t2, c, t3);
-    const __m512i v =
-        _mm512_mask_blend_epi16(_mm512_test_epi16_mask(c, _mm512_set1_epi16(0x40)), lo, hi);
-    return _mm512_or_si512(v, _mm512_slli_epi16(_mm512_and_si512(c, _mm512_set1_epi16(0x80)), 8));
-}
-
-/* n codes widened (bf16 patterns to y16, or f32 to y32; the other NULL); returns how many were
- * done (a multiple of 32; the caller does the tail). stream: non-temporal stores (y 64-byte
- * aligned), for a widened layer too large to stay in cache anyway: they skip reading each line
- * before writing it (3072x12288 to f32, 2 threads on a shared VM: median 8-10 ms with them,
- * 9-16 ms without). */
-__attribute__((target("avx512f,avx512bw"))) static size_t widen_8_avx512(const uint16_t *lut,
-                                                                         const uint8_t *x,
-                                                                         uint16_t *y16, float *y32,
-                                                                         size_t n, bool stream) {
-    const __m512i t0 = _mm512_loadu_si512(lut), t1 = _mm512_loadu_si512(lut + 32),
-                  t2 = _mm512_loadu_si512(lut + 64), t3 = _mm512_loadu_si512(lut + 96);
-    size_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        const __m512i v = lut8_32((const __m256i *)(x + i), t0, t1, t2, t3);
-        if (y16) {
-            if (stream)
-                _mm512_stream_si512((void *)(y16 + i), v);
-            else
-                _mm512_storeu_si512(y16 + i, v);
-            continue;
-        }
-        /* f32: each bf16 pattern zero-extended and moved to the high half */
-        __m512i a = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(v)),
-                b = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(v, 1));
-        a = _mm512_slli_epi32(a, 16);
-        b = _mm512_slli_epi32(b, 16);
-        if (stream) {
-            _mm512_stream_si512((void *)(y32 + i), a);
-            _mm512_stream_si512((void *)(y32 + i + 16), b);
-        } else {
-            _mm512_storeu_si512(y32 + i, a);
-            _mm512_storeu_si512(y32 + i + 16, b);
-        }
-    }
-    if (stream) _mm_sfence(); /* the streamed lines are visible before the product reads them */
-    return i;
-}
-#endif
-
-/* Past this many widened bytes a layer cannot stay in cache between widening and product. */
-#define STREAM_BYTES ((size_t)32 << 20)
-
-static void widen_8_block(const uint16_t *lut, const uint8_t *x, void *y, sdw_dt yt, size_t n,
-                          bool avx512, bool stream) {
-    uint16_t *y16 = yt == SDW_DT_BF16 ? y : NULL;
-    float *y32 = yt == SDW_DT_BF16 ? NULL : y;
-    size_t i = 0;
-#if defined(__x86_64__)
-    if (avx512) i = widen_8_avx512(lut, x, y16, y32, n, stream);
-#endif
-    for (; i < n; i++) {
-        if (y16) {
-            y16[i] = lut[x[i]];
-        } else {
-            const uint32_t u = (uint32_t)lut[x[i]] << 16;
-            memcpy(&y32[i], &u, 4);
-        }
-    }
-}
-
-static void widen_8(sdw_dtype dt, const uint8_t *x, void *y, sdw_dt yt, size_t n) {
-    uint16_t lut[256];
-    f8_table(dt, lut); /* 256 conversions: nothing next to a layer's weights */
-    bool avx512 = false;
-#if defined(__x86_64__)
-    avx512 = __builtin_cpu_supports("avx512bw");
-#endif
-    const size_t esize = yt == SDW_DT_BF16 ? 2 : 4;
-    /* y is 64-byte aligned and chunks start at multiples of 64 bytes, as streaming needs */
-    const bool stream = n * esize >= STREAM_BYTES && ((uintptr_t)y & 63) == 0;
-    const long n_chunks = (long)((n + CONVERT_CHUNK - 1) / CONVERT_CHUNK);
-#pragma omp parallel for schedule(static) if (n_chunks > 2)
-    for (long c = 0; c < n_chunks; c++) {
-        const size_t lo = (size_t)c * CONVERT_CHUNK, len = SDW_MIN((size_t)CONVERT_CHUNK, n - lo);
-        widen_8_block(lut, x + lo, (uint8_t *)y + lo * esize, yt, len, avx512, stream);
-    }
+void sdw__sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    dnnl_status_t s = dnnl_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (s != dnnl_success)
+        SDW_ABORT("dnnl_sgemm(%c%c, M=%lld N=%lld K=%lld) failed: %d", ta, tb, (long long)M,
+                  (long long)N, (long long)K, (int)s);
 }
 
 /* ---- precision ---- */

@@ -1,9 +1,9 @@
 /* nn/bind.c — binding layers to named tensors of an sdw_weights. The only nn/ source that
  * touches io/: forward code works on plain pointers, so it can be used (and tested) on weights
  * from anywhere. */
-#include "nn/dnn.h"
 #include "nn/nn_impl.h"
 
+#include <pthread.h>
 #include <string.h>
 
 sdw_status sdw__weights_f32(sdw_weights *ws, const char *name, int n_dims, const int64_t *shape,
@@ -56,9 +56,29 @@ static sdw_status weight_f32(sdw_weights *ws, const char *prefix, int n_dims, co
     return SDW_OK;
 }
 
+/* The process's default backend: the one place that names an implementation (as Redis's ae.c
+ * picks ae_epoll.c). Made once; the handle is immutable afterwards. */
+static sdw_backend *g_default;
+static pthread_once_t g_default_once = PTHREAD_ONCE_INIT;
+
+static void default_init(void) {
+    sdw_error err = {0};
+    if (sdw_backend_cpu_create(&g_default, &err) != SDW_OK)
+        SDW_ABORT("cannot start the CPU backend: %s", err.msg);
+}
+
+sdw_backend *sdw__nn_backend(const sdw_weights *ws) {
+    pthread_once(&g_default_once, default_init);
+    return g_default;
+}
+
+static void op_free(void *op) {
+    sdw_backend_op_destroy(op);
+}
+
 /* Hands a new op to ws (freed with the weights) and points the layer's slot at it. */
-static void adopt(sdw_weights *ws, sdw__dnn *op, const struct sdw__dnn **slot) {
-    sdw_weights_adopt(ws, op, sdw__dnn_destroy);
+static void adopt(sdw_weights *ws, sdw_backend_op *op, const sdw_backend_op **slot) {
+    sdw_weights_adopt(ws, op, op_free);
     *slot = op;
 }
 
@@ -66,8 +86,9 @@ sdw_status sdw_linear_init(sdw_linear *l, sdw_weights *ws, const float *w, const
                            int out, sdw_error *err) {
     SDW_ASSERT(l && ws && w && in > 0 && out > 0);
     sdw_linear t = {.in = in, .out = out};
-    sdw__dnn *op;
-    sdw_status st = sdw__dnn_linear_create(sdw_weights_precision(ws), w, b, in, out, &op, err);
+    sdw_backend_op *op;
+    sdw_status st = sdw_backend_linear_create(sdw__nn_backend(ws), sdw_weights_precision(ws), w, b,
+                                              in, out, &op, err);
     if (st != SDW_OK) return st;
     adopt(ws, op, &t.op);
     *l = t;
@@ -129,9 +150,10 @@ sdw_status sdw_conv2d_init(sdw_conv2d *c, sdw_weights *ws, const float *w_oihw, 
     SDW_ASSERT(c && ws && w_oihw && in > 0 && out > 0 && k > 0 && stride > 0 && pad >= 0 &&
                pad_end >= 0);
     sdw_conv2d t = {.in = in, .out = out, .k = k, .stride = stride, .pad = pad, .pad_end = pad_end};
-    const sdw__conv_geom g = {in, out, k, stride, pad, pad_end};
-    sdw__dnn *op;
-    sdw_status st = sdw__dnn_conv_create(sdw_weights_precision(ws), w_oihw, b, &g, &op, err);
+    const sdw_conv_geom g = {in, out, k, stride, pad, pad_end};
+    sdw_backend_op *op;
+    sdw_status st = sdw_backend_conv_create(sdw__nn_backend(ws), sdw_weights_precision(ws), w_oihw,
+                                            b, &g, &op, err);
     if (st != SDW_OK) return st;
     adopt(ws, op, &t.op);
     *c = t;

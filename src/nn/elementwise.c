@@ -1,5 +1,4 @@
 /* nn/elementwise.c — activations, broadcasts, layout shuffles and the timestep embedding. */
-#include "nn/dnn.h"
 #include "nn/nn_impl.h"
 #include "nn/profile.h"
 

@@ -2,17 +2,17 @@
  * (see nn.h "a producer fused into a product"). In f32 these are exactly the two steps; in bf16
  * the producer rounds its output to bf16 as it writes it, instead of writing f32 that the
  * product would convert in a second pass. */
-#include "nn/dnn.h"
+#include "nn/nn_impl.h"
 
-/* The element type a layer's product reads: bf16 on a bf16 oneDNN layer, else f32. */
-static sdw_dt operand_dt(const struct sdw__dnn *op) {
-    return op && sdw__dnn_precision(op) == SDW_PRECISION_BF16 ? SDW_DT_BF16 : SDW_DT_F32;
+/* The element type a layer's product reads: bf16 on a bf16 layer, else f32. */
+static sdw_dt operand_dt(const sdw_backend_op *op) {
+    return op && sdw_backend_op_precision(op) == SDW_PRECISION_BF16 ? SDW_DT_BF16 : SDW_DT_F32;
 }
 
 /* Where a layer's operand (made from x) goes: tmp, or (f32 x made bf16 into tmp == x's storage,
  * which would overwrite rows other threads still read) a private half-size buffer in *own. The
  * result is a view of it with x's shape in the operand type. */
-static sdw_act operand(const struct sdw__dnn *op, sdw_act x, void *tmp, size_t n, void **own) {
+static sdw_act operand(const sdw_backend_op *op, sdw_act x, void *tmp, size_t n, void **own) {
     sdw_act in = x;
     in.dt = operand_dt(op);
     in.d = tmp;

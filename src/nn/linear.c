@@ -1,7 +1,5 @@
-/* nn/linear.c — fully connected layer and 2-D convolution. Bound layers run on their packed
- * oneDNN primitives (nn/dnn.c); hand-built ones (.w only) on oneDNN's sgemm (im2col + GEMM for
- * convolutions). */
-#include "nn/dnn.h"
+/* nn/linear.c — fully connected layer and 2-D convolution. Bound layers run on their backend op
+ * (nn/backend.h); hand-built ones (.w only) on a CPU sgemm (im2col + GEMM for convolutions). */
 #include "nn/nn_impl.h"
 #include "nn/profile.h"
 
@@ -30,7 +28,7 @@ void sdw_linear_forward(const sdw_linear *l, sdw_act x, sdw_act y, unsigned flag
     const int64_t M = x.rows;
     if (M <= 0) return;
     if (l->op) {
-        sdw__dnn_linear_forward(l->op, x, y, flags);
+        sdw_backend_linear_forward(l->op, x, y, flags);
         return;
     }
     SDW_ASSERT(x.dt == SDW_DT_F32 && y.dt == SDW_DT_F32); /* hand-built layers: f32 only */
@@ -115,7 +113,7 @@ void sdw_conv2d_forward(const sdw_conv2d *c, sdw_act x, sdw_act y, unsigned flag
     SDW_ASSERT(c && (c->w || c->op) && x.d && y.d && x.d != y.d);
     SDW_ASSERT(x.layout == SDW_LAYOUT_NHWC && x.b > 0 && x.h > 0 && x.w > 0);
     if (c->op) {
-        sdw__dnn_conv_forward(c->op, x, y, flags);
+        sdw_backend_conv_forward(c->op, x, y, flags);
         return;
     }
     SDW_ASSERT(x.dt == SDW_DT_F32 && y.dt == SDW_DT_F32); /* hand-built layers: f32 only */

@@ -7,8 +7,9 @@
  * threaded (OpenMP / oneDNN) internally. Deterministic for a given thread count.
  *
  * Precision: convolutions and linear layers bound from an sdw_weights pack their weights once,
- * at bind, into oneDNN's preferred layout in the weights' precision (sdw_weights_precision: f32,
- * or bf16 with f32 accumulation); only that packed copy is kept (in f32, in 16 bits when every
+ * at bind, on the compute backend (nn/backend.h; on the CPU backend: into oneDNN's preferred
+ * layout) in the weights' precision (sdw_weights_precision: f32, or bf16 with f32
+ * accumulation); only that packed copy is kept (in f32, in 16 bits when every
  * weight is an f16 or bf16 value: see sdw_nn_set_compact_weights). Everything else (norms,
  * softmax, activations, residual sums) is f32 in both precisions. A layer built by hand with
  * only .w set (tests, derived weights) runs on plain f32 GEMMs.
@@ -29,17 +30,12 @@
 
 #include "io/weights.h"
 #include "nn/act.h"
+/* sdw_nn_precision_resolve, sdw_nn_cpu_has_bf16 / _amx: what precision this CPU runs (loaders
+ * resolve --precision with it). */
+#include "nn/backend_cpu.h"
 
-struct sdw__dnn; /* packed weights + cached oneDNN primitives (nn/dnn.h) */
+struct sdw_backend_op; /* a layer's packed weights on the compute backend (nn/backend.h) */
 
-/* The precision to run in: `want` with AUTO resolved (BF16 where the CPU has Intel AMX, else
- * F32: on CPUs with only AVX512-BF16, bf16 dot products run at half the f32 FMA rate, so
- * bf16 would be slower there), and BF16 downgraded to F32 with a warning where the CPU has no
- * native bf16 arithmetic (oneDNN would emulate it slowly, or refuse). Never fails. */
-sdw_precision sdw_nn_precision_resolve(sdw_precision want);
-/* CPU capabilities as oneDNN sees them (cached after the first call). */
-bool sdw_nn_cpu_has_bf16(void); /* AVX512-BF16 or AMX-BF16 */
-bool sdw_nn_cpu_has_amx(void);  /* AMX-BF16 usable (also needs OS permission) */
 /* f32 layers whose packed weights are all exactly f16 or bf16 (an f16/bf16 checkpoint) keep
  * them in 16 bits and widen them for each call: same results, half the weight memory. On by
  * default (process-wide, for tests that compare both); applies to layers bound afterwards. */
@@ -50,7 +46,7 @@ typedef struct sdw_linear {
     const float *w; /* [out, in] as stored (torch layout), for hand-built layers; NULL if bound */
     const float *b; /* [out] or NULL (NULL also for _init layers: the op holds the bias) */
     int in, out;
-    const struct sdw__dnn *op; /* bound layers: packed weights (owned by the sdw_weights) */
+    const struct sdw_backend_op *op; /* bound layers: packed weights (owned by the sdw_weights) */
 } sdw_linear;
 /* Binds "<prefix>.weight" ([out,in], or [out,in,1,1]) and, if has_bias, "<prefix>.bias". */
 sdw_status sdw_linear_bind(sdw_linear *l, sdw_weights *ws, const char *prefix, int in, int out,
@@ -79,7 +75,7 @@ typedef struct sdw_conv2d {
     const float *b; /* [out] or NULL (NULL also for _init layers: the op holds the bias) */
     int in, out, k, stride, pad;
     int pad_end;               /* padding after each spatial dim (== pad for symmetric) */
-    const struct sdw__dnn *op; /* bound layers: packed weights (owned by the sdw_weights) */
+    const struct sdw_backend_op *op; /* bound layers: packed weights (owned by the sdw_weights) */
 } sdw_conv2d;
 /* Binds "<prefix>.weight" [out,in,k,k] and optional "<prefix>.bias" (symmetric padding). */
 sdw_status sdw_conv2d_bind(sdw_conv2d *c, sdw_weights *ws, const char *prefix, int in, int out,

@@ -4,7 +4,8 @@
 
 #include "nn/nn.h"
 
-#include <oneapi/dnnl/dnnl.h>
+#include "nn/backend_cpu.h"
+#include "nn/convert.h"
 
 /* sdw_weights_f32 / sdw_weights_raw in the constructor form every nn/ binder uses: the status is
  * returned, the tensor comes through *out (untouched on failure), err may be NULL. */
@@ -13,17 +14,11 @@ sdw_status sdw__weights_f32(sdw_weights *ws, const char *name, int n_dims, const
 sdw_status sdw__weights_raw(sdw_weights *ws, const char *name, int n_dims, const int64_t *shape,
                             const void **out, sdw_dtype *dtype, size_t *n, sdw_error *err);
 
-/* Row-major C[M,N] = alpha·op(A)·op(B) + beta·C through oneDNN. Inside an OpenMP parallel
- * region oneDNN runs it on the calling thread only, so callers may tile and parallelise
- * around it. A oneDNN failure here means bad dimensions: a programmer error. */
-static inline void sdw__sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha,
-                              const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
-                              float *C, int64_t ldc) {
-    dnnl_status_t s = dnnl_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    if (s != dnnl_success)
-        SDW_ABORT("dnnl_sgemm(%c%c, M=%lld N=%lld K=%lld) failed: %d", ta, tb, (long long)M,
-                  (long long)N, (long long)K, (int)s);
-}
+/* The backend the layers bound from ws pack their weights on and run on (borrowed: it outlives
+ * ws). Today every ws gets the process's default CPU backend (made on first use, never
+ * destroyed); when an sdw_weights carries its model's backend, as it carries the precision,
+ * this is where it is read. Never fails (a CPU backend that cannot start is fatal). */
+sdw_backend *sdw__nn_backend(const sdw_weights *ws);
 
 /* cond ? a : b as bit operations. GCC will not if-convert a float ?: under the default
  * -ftrapping-math, and a branch in a loop body stops vectorisation. */

@@ -7,7 +7,6 @@
  * are then added in double in block order — a fixed order, so results do not depend on the
  * thread count. The normalise pass is one vectorised sweep (x·scale + shift, SiLU). A bf16 input
  * is widened to f32 one block at a time, so it can be normalised in place. */
-#include "nn/dnn.h"
 #include "nn/nn_impl.h"
 #include "nn/profile.h"
 

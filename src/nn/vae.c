@@ -17,7 +17,6 @@
 #include "nn/vae.h"
 
 #include "nn/arena.h"
-#include "nn/dnn.h"
 #include "nn/nn.h"
 #include "nn/nn_impl.h"
 #include "nn/profile.h"
@@ -648,8 +647,9 @@ static void attn_forward(sdw_arena *ar, const vae_attn *a, sdw_dt dt, void *x, i
     const int C = a->c;
     const int64_t M = B * HW;
     const size_t n = (size_t)M * C;
+    sdw_backend *be = a->qkv.op->be; /* the layers' backend converts their activations */
     float *xf = dt == SDW_DT_F32 ? x : sdw_arena_alloc(ar, n * sizeof(float));
-    if (dt == SDW_DT_BF16) sdw__bf16_to_f32(x, xf, n);
+    if (dt == SDW_DT_BF16) sdw_backend_convert(be, sdw_rows_dt(x, dt, M), sdw_rows(xf, M), n);
     float *h = sdw_arena_alloc(ar, n * sizeof(float));
     float *qkv = sdw_arena_alloc(ar, 3 * n * sizeof(float));
     /* [M, q|k|v] */
@@ -660,7 +660,7 @@ static void attn_forward(sdw_arena *ar, const vae_attn *a, sdw_dt dt, void *x, i
     sdw_linear_forward(&a->out, sdw_rows(h, M), sdw_rows(xf, M), SDW_ACCUMULATE); /* x += to_out */
     sdw_arena_free(ar, h);
     if (dt == SDW_DT_BF16) {
-        sdw__f32_to_bf16(xf, x, n);
+        sdw_backend_convert(be, sdw_rows(xf, M), sdw_rows_dt(x, dt, M), n);
         sdw_arena_free(ar, xf);
     }
 }
@@ -722,17 +722,13 @@ float *sdw__vae_upsample(sdw_weights *ws, const char *prefix, int c, const float
     const sdw_dt dt = sdw_conv2d_operand_dt(&u.phase[0]);
     const size_t n_in = (size_t)B * H * W * c, n_out = 4 * n_in;
     sdw_arena *ar = sdw_arena_create();
+    sdw_backend *be = u.phase[0].op->be;
     void *copy = alloc_act(ar, dt, B, H, W, c);
-    if (dt == SDW_DT_BF16)
-        sdw__f32_to_bf16(x, copy, n_in);
-    else
-        memcpy(copy, x, sizeof(float) * n_in);
+    sdw_backend_convert(be, sdw_nhwc(x, B, H, W), sdw_nhwc_dt(copy, dt, B, H, W), n_in);
     void *y = upsample_forward(ar, &u, dt, copy, B, H, W);
     float *out = sdw_xmalloc(sizeof(float) * n_out);
-    if (dt == SDW_DT_BF16)
-        sdw__bf16_to_f32(y, out, n_out);
-    else
-        memcpy(out, y, sizeof(float) * n_out);
+    sdw_backend_convert(be, sdw_nhwc_dt(y, dt, B, 2 * H, 2 * W), sdw_nhwc(out, B, 2 * H, 2 * W),
+                        n_out);
     sdw_arena_free(ar, y); /* small buffers are malloc'd: destroy does not see them */
     sdw_arena_destroy(ar);
     return out;

@@ -6,7 +6,10 @@
 #define _GNU_SOURCE
 #include "sdw_test.h"
 
-#include "nn/dnn.h"
+#include "nn/nn_impl.h"
+
+/* The backend the ops made directly (not bound from weights) live on. */
+static sdw_backend *g_be;
 #include "nn/nn.h"
 
 #include <stdlib.h>
@@ -49,26 +52,27 @@ static float *fp8_weights(sdw_dtype dt, size_t n) {
     return w;
 }
 
-static sdw__dnn *make_op(bool conv, sdw_precision p, const float *w, const float *b, int in,
-                         int out, int k) {
-    sdw__conv_geom g = {.in = in, .out = out, .k = k, .stride = 1, .pad = 1, .pad_end = 1};
-    sdw__dnn *op = NULL;
+static sdw_backend_op *make_op(bool conv, sdw_precision p, const float *w, const float *b, int in,
+                               int out, int k) {
+    sdw_conv_geom g = {.in = in, .out = out, .k = k, .stride = 1, .pad = 1, .pad_end = 1};
+    sdw_backend_op *op = NULL;
     if (conv)
-        sdw__dnn_conv_create(p, w, b, &g, &op, NULL);
+        sdw_backend_conv_create(g_be, p, w, b, &g, &op, NULL);
     else
-        sdw__dnn_linear_create(p, w, b, in, out, &op, NULL);
+        sdw_backend_linear_create(g_be, p, w, b, in, out, &op, NULL);
     return op;
 }
 
 /* y of op (plain, then accumulating into the result) for input x. */
-static void forward2(const sdw__dnn *op, bool conv, const float *x, int B, int H, int W, float *y) {
+static void forward2(const sdw_backend_op *op, bool conv, const float *x, int B, int H, int W,
+                     float *y) {
     for (int acc = 0; acc < 2; acc++) {
         if (conv)
-            sdw__dnn_conv_forward(op, sdw_nhwc(x, B, H, W), sdw_nhwc(y, B, H, W),
-                                  acc ? SDW_ACCUMULATE : 0);
+            sdw_backend_conv_forward(op, sdw_nhwc(x, B, H, W), sdw_nhwc(y, B, H, W),
+                                     acc ? SDW_ACCUMULATE : 0);
         else
-            sdw__dnn_linear_forward(op, sdw_rows(x, (int64_t)B * H * W),
-                                    sdw_rows(y, (int64_t)B * H * W), acc ? SDW_ACCUMULATE : 0);
+            sdw_backend_linear_forward(op, sdw_rows(x, (int64_t)B * H * W),
+                                       sdw_rows(y, (int64_t)B * H * W), acc ? SDW_ACCUMULATE : 0);
     }
 }
 
@@ -77,25 +81,25 @@ static void forward2(const sdw__dnn *op, bool conv, const float *x, int B, int H
 static bool compare(bool conv, sdw_precision p, const float *w, size_t *full, size_t *small) {
     const int B = 2, H = 6, W = 5, in = 24, out = 20, k = conv ? 3 : 1;
     float *b = rand_buf(out);
-    sdw__dnn *op[2];
+    sdw_backend_op *op[2];
     for (int c = 0; c < 2; c++) {
         sdw_nn_set_compact_weights(c == 1);
         op[c] = make_op(conv, p, w, b, in, out, k);
     }
     sdw_nn_set_compact_weights(true);
     if (!op[0] || !op[1]) {
-        sdw__dnn_destroy(op[0]), sdw__dnn_destroy(op[1]), free(b);
+        sdw_backend_op_destroy(op[0]), sdw_backend_op_destroy(op[1]), free(b);
         return false;
     }
-    *full = sdw__dnn_weight_bytes(op[0]);
-    *small = sdw__dnn_weight_bytes(op[1]);
+    *full = sdw_backend_op_weight_bytes(op[0]);
+    *small = sdw_backend_op_weight_bytes(op[1]);
     const size_t n_x = (size_t)B * H * W * in, n_y = (size_t)B * H * W * out;
     float *x = rand_buf(n_x), *y[2] = {rand_buf(n_y), malloc(n_y * 4)};
     memcpy(y[1], y[0], n_y * 4);
     for (int c = 0; c < 2; c++)
         forward2(op[c], conv, x, B, H, W, y[c]);
     const bool same = memcmp(y[0], y[1], n_y * 4) == 0;
-    sdw__dnn_destroy(op[0]), sdw__dnn_destroy(op[1]);
+    sdw_backend_op_destroy(op[0]), sdw_backend_op_destroy(op[1]);
     free(b), free(x), free(y[0]), free(y[1]);
     return same;
 }
@@ -158,22 +162,22 @@ static void test_large_layer(void) {
         const sdw_precision p = precision_at(i);
         float *w = fp8_weights(SDW_DTYPE_F8_E4M3, nw), *x = rand_buf((size_t)M * in);
         float *y[2] = {calloc((size_t)M * out, 4), calloc((size_t)M * out, 4)};
-        sdw__dnn *op[2];
+        sdw_backend_op *op[2];
         for (int c = 0; c < 2; c++) {
             sdw_nn_set_compact_weights(c == 1);
             op[c] = NULL;
-            sdw__dnn_linear_create(p, w, NULL, in, out, &op[c], NULL);
+            sdw_backend_linear_create(g_be, p, w, NULL, in, out, &op[c], NULL);
         }
         sdw_nn_set_compact_weights(true);
         bool ok = op[0] && op[1];
         if (ok) {
             for (int c = 0; c < 2; c++)
-                sdw__dnn_linear_forward(op[c], sdw_rows(x, M), sdw_rows(y[c], M), 0);
+                sdw_backend_linear_forward(op[c], sdw_rows(x, M), sdw_rows(y[c], M), 0);
             ok = memcmp(y[0], y[1], (size_t)M * out * 4) == 0 &&
-                 sdw__dnn_weight_bytes(op[1]) * (p == SDW_PRECISION_BF16 ? 2 : 4) ==
-                     sdw__dnn_weight_bytes(op[0]);
+                 sdw_backend_op_weight_bytes(op[1]) * (p == SDW_PRECISION_BF16 ? 2 : 4) ==
+                     sdw_backend_op_weight_bytes(op[0]);
         }
-        sdw__dnn_destroy(op[0]), sdw__dnn_destroy(op[1]);
+        sdw_backend_op_destroy(op[0]), sdw_backend_op_destroy(op[1]);
         free(w), free(x), free(y[0]), free(y[1]);
         if (!ok) sdw_test_fail(__FILE__, __LINE__, "%s 300x301 fp8 layer", sdw_precision_str(p));
     }
@@ -188,18 +192,18 @@ static void test_streamed_widening(void) {
     for (int i = 0; i < n_precisions(); i++) {
         const sdw_precision p = precision_at(i);
         float *y[2] = {calloc((size_t)M * out, 4), calloc((size_t)M * out, 4)};
-        sdw__dnn *op[2];
+        sdw_backend_op *op[2];
         for (int c = 0; c < 2; c++) {
             sdw_nn_set_compact_weights(c == 1);
             op[c] = NULL;
-            sdw__dnn_linear_create(p, w, NULL, in, out, &op[c], NULL);
+            sdw_backend_linear_create(g_be, p, w, NULL, in, out, &op[c], NULL);
         }
         sdw_nn_set_compact_weights(true);
-        bool ok = op[0] && op[1] && sdw__dnn_weight_bytes(op[1]) == nw;
+        bool ok = op[0] && op[1] && sdw_backend_op_weight_bytes(op[1]) == nw;
         for (int c = 0; ok && c < 2; c++)
-            sdw__dnn_linear_forward(op[c], sdw_rows(x, M), sdw_rows(y[c], M), 0);
+            sdw_backend_linear_forward(op[c], sdw_rows(x, M), sdw_rows(y[c], M), 0);
         ok = ok && memcmp(y[0], y[1], (size_t)M * out * 4) == 0;
-        sdw__dnn_destroy(op[0]), sdw__dnn_destroy(op[1]);
+        sdw_backend_op_destroy(op[0]), sdw_backend_op_destroy(op[1]);
         free(y[0]), free(y[1]);
         if (!ok) sdw_test_fail(__FILE__, __LINE__, "%s 4096x4096 fp8 layer", sdw_precision_str(p));
     }
@@ -250,7 +254,7 @@ static void test_bind_from_fp8_file(void) {
             y[f] = calloc((size_t)M * out, sizeof(float));
             if (st == SDW_OK) {
                 sdw_linear_forward(&l, sdw_rows(x, M), sdw_rows(y[f], M), 0);
-                bytes[f] = sdw__dnn_weight_bytes(l.op);
+                bytes[f] = sdw_backend_op_weight_bytes(l.op);
             }
             sdw_weights_destroy(ws);
             sdw_st_close(file);
@@ -260,12 +264,12 @@ static void test_bind_from_fp8_file(void) {
         free(y[0]), free(y[1]);
         /* both files hold fp8 values: both layers keep 1 byte per packed weight */
         sdw_nn_set_compact_weights(false);
-        sdw__dnn *full = NULL;
-        sdw__dnn_linear_create(p, w, b, in, out, &full, NULL);
+        sdw_backend_op *full = NULL;
+        sdw_backend_linear_create(g_be, p, w, b, in, out, &full, NULL);
         sdw_nn_set_compact_weights(true);
         ASSERT_TRUE(full != NULL);
-        const size_t full_bytes = sdw__dnn_weight_bytes(full);
-        sdw__dnn_destroy(full);
+        const size_t full_bytes = sdw_backend_op_weight_bytes(full);
+        sdw_backend_op_destroy(full);
         const size_t elem = p == SDW_PRECISION_BF16 ? 2 : 4;
         if (!same || bytes[1] * elem != full_bytes || bytes[0] != bytes[1])
             sdw_test_fail(__FILE__, __LINE__,
@@ -277,10 +281,16 @@ static void test_bind_from_fp8_file(void) {
 }
 
 int main(void) {
+    sdw_error err = {0};
+    if (sdw_backend_cpu_create(&g_be, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
     RUN(test_fp8_layers_identical);
     RUN(test_one_non_fp8_value);
     RUN(test_large_layer);
     RUN(test_streamed_widening);
     RUN(test_bind_from_fp8_file);
+    sdw_backend_destroy(g_be);
     return sdw_test_finish();
 }

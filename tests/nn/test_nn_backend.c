@@ -4,7 +4,10 @@
 #include "sdw_test.h"
 
 #include "nn/arena.h"
-#include "nn/dnn.h"
+#include "nn/nn_impl.h"
+
+/* The backend the ops made directly (not bound from weights) live on. */
+static sdw_backend *g_be;
 #include "nn/nn.h"
 #include "nn/nn_impl.h"
 #include "nn/profile.h"
@@ -401,19 +404,20 @@ static void check_compact(bool conv, int kind) {
     const size_t nw = (size_t)out * in * k * k;
     float *w = rand_buf(nw, 1), *b = rand_buf(out, 1);
     round_to(w, nw, kind);
-    sdw__dnn *op[2];
+    sdw_backend_op *op[2];
     for (int c = 0; c < 2; c++) {
         sdw_nn_set_compact_weights(c == 1);
-        sdw__conv_geom g = {.in = in, .out = out, .k = k, .stride = 1, .pad = 1, .pad_end = 1};
+        sdw_conv_geom g = {.in = in, .out = out, .k = k, .stride = 1, .pad = 1, .pad_end = 1};
         op[c] = NULL;
         if (conv)
-            sdw__dnn_conv_create(SDW_PRECISION_F32, w, b, &g, &op[c], NULL);
+            sdw_backend_conv_create(g_be, SDW_PRECISION_F32, w, b, &g, &op[c], NULL);
         else
-            sdw__dnn_linear_create(SDW_PRECISION_F32, w, b, in, out, &op[c], NULL);
+            sdw_backend_linear_create(g_be, SDW_PRECISION_F32, w, b, in, out, &op[c], NULL);
         ASSERT_TRUE(op[c] != NULL);
     }
     sdw_nn_set_compact_weights(true);
-    const size_t full = sdw__dnn_weight_bytes(op[0]), small = sdw__dnn_weight_bytes(op[1]);
+    const size_t full = sdw_backend_op_weight_bytes(op[0]),
+                 small = sdw_backend_op_weight_bytes(op[1]);
     ASSERT_TRUE(full >= nw * 4);
     ASSERT_EQ_INT((int)(small * (kind == 2 ? 1 : 2)), (int)full); /* half, unless f32 values */
     const size_t n_x = (size_t)B * H * W * in, n_y = (size_t)B * H * W * out;
@@ -422,15 +426,15 @@ static void check_compact(bool conv, int kind) {
     for (int acc = 0; acc < 2; acc++)
         for (int c = 0; c < 2; c++) {
             if (conv)
-                sdw__dnn_conv_forward(op[c], sdw_nhwc(x, B, H, W), sdw_nhwc(y[c], B, H, W),
-                                      acc ? SDW_ACCUMULATE : 0);
+                sdw_backend_conv_forward(op[c], sdw_nhwc(x, B, H, W), sdw_nhwc(y[c], B, H, W),
+                                         acc ? SDW_ACCUMULATE : 0);
             else
-                sdw__dnn_linear_forward(op[c], sdw_rows(x, (int64_t)B * H * W),
-                                        sdw_rows(y[c], (int64_t)B * H * W),
-                                        acc ? SDW_ACCUMULATE : 0);
+                sdw_backend_linear_forward(op[c], sdw_rows(x, (int64_t)B * H * W),
+                                           sdw_rows(y[c], (int64_t)B * H * W),
+                                           acc ? SDW_ACCUMULATE : 0);
         }
     const int same = memcmp(y[0], y[1], n_y * 4) == 0;
-    sdw__dnn_destroy(op[0]), sdw__dnn_destroy(op[1]);
+    sdw_backend_op_destroy(op[0]), sdw_backend_op_destroy(op[1]);
     free(w), free(b), free(x), free(y[0]), free(y[1]);
     if (!same)
         sdw_test_fail(__FILE__, __LINE__, "%s with %s weights: compact and full f32 differ",
@@ -516,6 +520,11 @@ static void test_profile(void) {
 }
 
 int main(void) {
+    sdw_error err = {0};
+    if (sdw_backend_cpu_create(&g_be, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
     RUN(test_packed_conv);
     RUN(test_conv_many_shapes);
     RUN(test_packed_linear);
@@ -530,5 +539,6 @@ int main(void) {
     RUN(test_precision_names_and_rule);
     RUN(test_arena);
     RUN(test_profile);
+    sdw_backend_destroy(g_be);
     return sdw_test_finish();
 }
