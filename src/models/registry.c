@@ -2,11 +2,13 @@
 #include "models/registry.h"
 
 #include "models/flux/flux_model.h"
+#include "models/sd3/sd3_model.h"
 #include "models/stable_diffusion/sd_model.h"
 
 static const sdw_model_family *const g_families[] = {
     &sdw_stable_diffusion_family,
     &sdw_flux_family,
+    &sdw_sd3_family,
     NULL,
 };
 
