@@ -2,7 +2,7 @@
  * their weights and runs their products (library-internal).
  *
  *   sdw_backend *be;
- *   if (sdw_backend_cpu_create(&be, &err)) goto fail;               // nn/backend_cpu.h
+ *   if (sdw_backend_cpu_create(NULL, &be, &err)) goto fail;         // nn/backend_cpu.h
  *   sdw_backend_op *op;
  *   if (sdw_backend_linear_create(be, SDW_PRECISION_BF16, w, b, in, out, &op, &err)) goto fail;
  *   sdw_backend_linear_forward(op, sdw_rows(x, M), sdw_rows(y, M), SDW_ACCUMULATE); // y += x·Wᵀ+b

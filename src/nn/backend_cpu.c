@@ -15,12 +15,6 @@
 #define CACHE_MAX 24
 #define KEY_N 6
 
-/* A CPU backend instance. */
-typedef struct cpu_backend {
-    sdw_backend base;     /* first: the interface */
-    dnnl_engine_t engine; /* immutable once made (oneDNN engines are thread-safe) */
-} cpu_backend;
-
 typedef struct prim_entry {
     int64_t key[KEY_N]; /* conv: B, H, W, xt, yt, accumulate; matmul: M, 0, 0, xt, yt, accumulate */
     dnnl_primitive_t prim;
@@ -28,6 +22,38 @@ typedef struct prim_entry {
     void *w; /* the weights this primitive reads: the op's, or an own reorder of them */
     bool own_w;
 } prim_entry;
+
+/* The primitives made for one op, in the order they were first needed. */
+typedef struct op_cache {
+    prim_entry e[CACHE_MAX];
+    int n;
+} op_cache;
+
+/* A buffer that weights kept in fewer bits are widened into for one call. */
+typedef struct wide_buf {
+    void *p;
+    size_t bytes;
+} wide_buf;
+
+/* A CPU backend instance: everything that changes while models run lives here, not in the
+ * ops (read-only once packed) and not in process globals. */
+typedef struct cpu_backend {
+    sdw_backend base;     /* first: the interface */
+    dnnl_engine_t engine; /* immutable once made (oneDNN engines are thread-safe) */
+    bool compact;         /* !params.full_weights: keep exact weights in fewer bits */
+    /* Primitive caches, one per live op (op->slot; NULL until the op first runs). Blocks never
+     * move once made, so an entry found under the lock stays valid after it. */
+    pthread_mutex_t cache_lock;
+    op_cache **caches;
+    int n_slots, cap_slots;
+    int *free_slots; /* slots of destroyed ops, for reuse */
+    int n_free;
+    /* Idle widening buffers (one per call that widened at the same time, each grown to the
+     * largest layer it held), reused by the next calls and freed with the backend. */
+    pthread_mutex_t wide_lock;
+    wide_buf *idle;
+    int n_idle, cap_idle;
+} cpu_backend;
 
 /* How an op keeps its packed weights (see compact()): in the op's type, or exactly in fewer
  * bits (16-bit types for f32 ops only). */
@@ -43,13 +69,14 @@ typedef struct cpu_op {
     w_store store;
     size_t w_n;  /* elements of w_md */
     float *bias; /* [out] or NULL */
-    pthread_mutex_t lock;
-    prim_entry cache[CACHE_MAX];
-    int n_cache;
+    int slot;    /* its primitive cache: the backend's caches[slot] */
 } cpu_op;
 
+static cpu_backend *backend_of(const cpu_op *op) {
+    return (cpu_backend *)op->base.be;
+}
 static dnnl_engine_t engine_of(const cpu_op *op) {
-    return ((const cpu_backend *)op->base.be)->engine;
+    return backend_of(op)->engine;
 }
 
 static void check(dnnl_status_t s, const char *what) {
@@ -170,17 +197,10 @@ static void reorder(dnnl_engine_t engine, const dnnl_memory_desc_t *src_md, cons
  * A checkpoint stored in f16 or bf16 holds values that f32 represents exactly, and so does
  * their packed copy (a packing only moves elements and pads with zeros). An f32 op whose packed
  * weights are all exactly f16 (or bf16) keeps them in that type, half the memory, and widens
- * them into a per-thread buffer for each call: the products see bit-identical f32 weights.
- * An fp8 checkpoint (F8_E4M3 / F8_E5M2) goes further: its values are exact in f32 and in bf16,
- * so an op of either precision whose packed weights are all 8-bit values keeps them in 8 bits
- * (a quarter of f32, half of bf16) and widens them per call to its own type. */
-
-static bool g_compact_off; /* sdw_nn_set_compact_weights(false): tests compare both */
-
-void sdw_nn_set_compact_weights(bool on) {
-    g_compact_off = !on;
-}
-
+ * them into a buffer for each call: the products see bit-identical f32 weights. An fp8
+ * checkpoint (F8_E4M3 / F8_E5M2) goes further: its values are exact in f32 and in bf16, so an
+ * op of either precision whose packed weights are all 8-bit values keeps them in 8 bits (a
+ * quarter of f32, half of bf16) and widens them per call to its own type. */
 
 static sdw_dtype store_dtype(w_store s) {
     static const sdw_dtype dt[] = {[W_F16] = SDW_DTYPE_F16,
@@ -191,44 +211,46 @@ static sdw_dtype store_dtype(w_store s) {
     return dt[s];
 }
 
-/* The op's packed weights in its own type (f32 or bf16): op->w itself, or widened into a
- * buffer of the calling thread (grown as needed, kept for the next call, freed when the thread
- * exits). */
-static pthread_key_t g_wide_key;
-static pthread_once_t g_wide_once = PTHREAD_ONCE_INIT;
-typedef struct wide_buf {
-    void *p;
-    size_t bytes;
-} wide_buf;
-static void wide_free(void *b) {
-    if (b) free(((wide_buf *)b)->p);
-    free(b);
-}
-static void wide_init(void) {
-    if (pthread_key_create(&g_wide_key, wide_free)) SDW_ABORT("pthread_key_create failed");
+/* A widening buffer of at least `bytes` from the backend's idle ones (64-byte aligned). */
+static wide_buf wide_take(cpu_backend *cb, size_t bytes) {
+    wide_buf b = {0};
+    pthread_mutex_lock(&cb->wide_lock);
+    if (cb->n_idle) b = cb->idle[--cb->n_idle];
+    pthread_mutex_unlock(&cb->wide_lock);
+    if (b.bytes < bytes) {
+        free(b.p);
+        b.p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+        if (!b.p) SDW_ABORT("out of memory (%zu bytes of widened weights)", bytes);
+        b.bytes = bytes;
+    }
+    return b;
 }
 
-static const void *weights_packed(const cpu_op *op) {
+static void wide_give(cpu_backend *cb, wide_buf b) {
+    if (!b.p) return;
+    pthread_mutex_lock(&cb->wide_lock);
+    if (cb->n_idle == cb->cap_idle) {
+        cb->cap_idle = cb->cap_idle ? 2 * cb->cap_idle : 4;
+        cb->idle = realloc(cb->idle, sizeof *cb->idle * (size_t)cb->cap_idle);
+        if (!cb->idle) SDW_ABORT("out of memory");
+    }
+    cb->idle[cb->n_idle++] = b;
+    pthread_mutex_unlock(&cb->wide_lock);
+}
+
+/* The op's packed weights in its own type (f32 or bf16): op->w itself, or widened into a
+ * buffer taken from the backend into *held (give it back with wide_give once the product has
+ * run; *held stays empty for weights kept whole). */
+static const void *weights_packed(const cpu_op *op, wide_buf *held) {
+    *held = (wide_buf){0};
     if (op->store == W_FULL) return op->w;
-    pthread_once(&g_wide_once, wide_init);
-    wide_buf *b = pthread_getspecific(g_wide_key);
-    if (!b) {
-        b = sdw_xcalloc(1, sizeof *b);
-        pthread_setspecific(g_wide_key, b);
-    }
-    const size_t bytes = op->w_n * (op_dt(op) == SDW_DT_BF16 ? 2 : 4);
-    if (b->bytes < bytes) {
-        free(b->p);
-        b->p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
-        if (!b->p) SDW_ABORT("out of memory (%zu bytes of widened weights)", bytes);
-        b->bytes = bytes;
-    }
+    *held = wide_take(backend_of(op), op->w_n * (op_dt(op) == SDW_DT_BF16 ? 2 : 4));
     const sdw_dtype dt = store_dtype(op->store);
     if (sdw_dtype_size(dt) == 1)
-        sdw__widen_8(dt, op->w, b->p, op_dt(op), op->w_n);
+        sdw__widen_8(dt, op->w, held->p, op_dt(op), op->w_n);
     else
-        sdw__widen_16(dt, op->w, b->p, op->w_n);
-    return b->p;
+        sdw__widen_16(dt, op->w, held->p, op->w_n);
+    return held->p;
 }
 
 /* Whether chunk [lo, lo + len) of w (f32, or bf16 when w_bf16) is exactly of type dt, written
@@ -330,16 +352,30 @@ static sdw_status pack(cpu_op *op, const dnnl_memory_desc_t *user_md, const floa
     op->w = alloc_md(&op->w_md);
     reorder(engine_of(op), user_md, w, &op->w_md, op->w);
     op->w_n = dnnl_memory_desc_get_size(&op->w_md) / (op->prec == SDW_PRECISION_BF16 ? 2 : 4);
-    if (!g_compact_off) compact(op);
+    if (backend_of(op)->compact) compact(op);
     return SDW_OK;
 }
 
 static cpu_op *op_new(sdw_backend *be, bool is_conv, sdw_precision p) {
+    cpu_backend *cb = (cpu_backend *)be;
     cpu_op *op = sdw_xcalloc(1, sizeof *op);
     op->base.be = be;
     op->is_conv = is_conv;
     op->prec = p;
-    pthread_mutex_init(&op->lock, NULL);
+    pthread_mutex_lock(&cb->cache_lock);
+    if (cb->n_free) {
+        op->slot = cb->free_slots[--cb->n_free];
+    } else {
+        if (cb->n_slots == cb->cap_slots) {
+            cb->cap_slots = cb->cap_slots ? 2 * cb->cap_slots : 256;
+            cb->caches = realloc(cb->caches, sizeof *cb->caches * (size_t)cb->cap_slots);
+            cb->free_slots = realloc(cb->free_slots, sizeof(int) * (size_t)cb->cap_slots);
+            if (!cb->caches || !cb->free_slots) SDW_ABORT("out of memory");
+        }
+        op->slot = cb->n_slots++;
+    }
+    cb->caches[op->slot] = NULL;
+    pthread_mutex_unlock(&cb->cache_lock);
     return op;
 }
 
@@ -382,11 +418,17 @@ static sdw_status linear_create(sdw_backend *be, sdw_precision p, const float *w
 
 static void op_destroy(sdw_backend_op *bop) {
     cpu_op *op = (cpu_op *)bop;
-    for (int i = 0; i < op->n_cache; i++) {
-        dnnl_primitive_destroy(op->cache[i].prim);
-        if (op->cache[i].own_w) free(op->cache[i].w);
+    cpu_backend *cb = backend_of(op);
+    pthread_mutex_lock(&cb->cache_lock);
+    op_cache *c = cb->caches[op->slot];
+    cb->caches[op->slot] = NULL;
+    cb->free_slots[cb->n_free++] = op->slot;
+    pthread_mutex_unlock(&cb->cache_lock);
+    for (int i = 0; c && i < c->n; i++) {
+        dnnl_primitive_destroy(c->e[i].prim);
+        if (c->e[i].own_w) free(c->e[i].w);
     }
-    pthread_mutex_destroy(&op->lock);
+    free(c);
     free(op->w);
     free(op->bias);
     free(op);
@@ -417,7 +459,9 @@ static void make_entry(const cpu_op *op, const int64_t *key, prim_entry *e) {
                 dnnl_primitive_desc_query_md(alt, dnnl_query_weights_md, 0);
             e->w = alloc_md(md);
             e->own_w = true;
-            reorder(engine_of(op), &op->w_md, weights_packed(op), md, e->w);
+            wide_buf held;
+            reorder(engine_of(op), &op->w_md, weights_packed(op, &held), md, e->w);
+            wide_give(backend_of(op), held);
             dnnl_primitive_desc_destroy(pd);
             pd = alt;
         } else {
@@ -440,17 +484,19 @@ static void make_entry(const cpu_op *op, const int64_t *key, prim_entry *e) {
 }
 
 /* The cached entry for key (made on first use), or *tmp filled for this call only. */
-static const prim_entry *get_entry(const cpu_op *cop, const int64_t *key, prim_entry *tmp) {
-    cpu_op *op = (cpu_op *)cop; /* the cache is the one mutable part, behind the lock */
-    pthread_mutex_lock(&op->lock);
+static const prim_entry *get_entry(const cpu_op *op, const int64_t *key, prim_entry *tmp) {
+    cpu_backend *cb = backend_of(op);
+    pthread_mutex_lock(&cb->cache_lock);
+    op_cache *c = cb->caches[op->slot];
+    if (!c) c = cb->caches[op->slot] = sdw_xcalloc(1, sizeof *c);
     const prim_entry *found = NULL;
-    for (int i = 0; i < op->n_cache && !found; i++)
-        if (memcmp(op->cache[i].key, key, sizeof op->cache[i].key) == 0) found = &op->cache[i];
-    if (!found && op->n_cache < CACHE_MAX) {
-        make_entry(op, key, &op->cache[op->n_cache]);
-        found = &op->cache[op->n_cache++];
+    for (int i = 0; i < c->n && !found; i++)
+        if (memcmp(c->e[i].key, key, sizeof c->e[i].key) == 0) found = &c->e[i];
+    if (!found && c->n < CACHE_MAX) {
+        make_entry(op, key, &c->e[c->n]);
+        found = &c->e[c->n++];
     }
-    pthread_mutex_unlock(&op->lock);
+    pthread_mutex_unlock(&cb->cache_lock);
     if (found) return found;
     make_entry(op, key, tmp);
     return tmp;
@@ -464,7 +510,8 @@ static void run(const cpu_op *op, const int64_t *key, const void *x, void *y) {
     dnnl_memory_t ms, mw, mb = NULL, md, msp = NULL;
     dnnl_stream_t stream;
     check(dnnl_memory_create(&ms, &e->src_md, engine_of(op), (void *)x), "src memory");
-    void *w = e->own_w ? e->w : (void *)weights_packed(op);
+    wide_buf held = {0};
+    void *w = e->own_w ? e->w : (void *)weights_packed(op, &held);
     check(dnnl_memory_create(&mw, &e->wei_md, engine_of(op), w), "weights memory");
     check(dnnl_memory_create(&md, &e->dst_md, engine_of(op), y), "dst memory");
     dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}};
@@ -486,6 +533,7 @@ static void run(const cpu_op *op, const int64_t *key, const void *x, void *y) {
     dnnl_memory_destroy(md);
     if (mb) dnnl_memory_destroy(mb);
     if (msp) dnnl_memory_destroy(msp);
+    wide_give(backend_of(op), held);
     free(scratch);
     if (e == &tmp) {
         dnnl_primitive_destroy(tmp.prim);
@@ -551,6 +599,14 @@ static void convert(sdw_backend *be, sdw_act x, sdw_act y, size_t n) {
 
 static void backend_destroy(sdw_backend *be) {
     cpu_backend *cb = (cpu_backend *)be;
+    SDW_ASSERT(cb->n_free == cb->n_slots); /* every op made on it was destroyed first */
+    for (int i = 0; i < cb->n_idle; i++)
+        free(cb->idle[i].p);
+    free(cb->idle);
+    free(cb->caches);
+    free(cb->free_slots);
+    pthread_mutex_destroy(&cb->wide_lock);
+    pthread_mutex_destroy(&cb->cache_lock);
     dnnl_engine_destroy(cb->engine);
     free(cb);
 }
@@ -568,8 +624,14 @@ static const sdw_backend_ops CPU_OPS = {
     .destroy = backend_destroy,
 };
 
-sdw_status sdw_backend_cpu_create(sdw_backend **out, sdw_error *err) {
+sdw_backend_cpu_params sdw_backend_cpu_params_default(void) {
+    return (sdw_backend_cpu_params){0};
+}
+
+sdw_status sdw_backend_cpu_create(const sdw_backend_cpu_params *params, sdw_backend **out,
+                                  sdw_error *err) {
     SDW_ASSERT(out);
+    const sdw_backend_cpu_params p = params ? *params : sdw_backend_cpu_params_default();
     dnnl_engine_t engine;
     dnnl_status_t s = dnnl_engine_create(&engine, dnnl_cpu, 0);
     if (s != dnnl_success)
@@ -578,6 +640,9 @@ sdw_status sdw_backend_cpu_create(sdw_backend **out, sdw_error *err) {
     cpu_backend *cb = sdw_xcalloc(1, sizeof *cb);
     cb->base.ops = &CPU_OPS;
     cb->engine = engine;
+    cb->compact = !p.full_weights;
+    pthread_mutex_init(&cb->cache_lock, NULL);
+    pthread_mutex_init(&cb->wide_lock, NULL);
     *out = &cb->base;
     return SDW_OK;
 }
@@ -594,6 +659,9 @@ void sdw__sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, 
 
 /* ---- precision ---- */
 
+/* What the CPU can do is a fact about the machine, the same for every backend and model of the
+ * process: it is read once and never changes afterwards, so it stays a process-wide constant
+ * rather than state of a backend instance. */
 static dnnl_cpu_isa_t g_isa;
 static pthread_once_t g_isa_once = PTHREAD_ONCE_INIT;
 static void isa_init(void) {

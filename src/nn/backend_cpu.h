@@ -2,29 +2,42 @@
  * packed once (library-internal; used through nn/backend.h).
  *
  *   sdw_backend *be;
- *   if (sdw_backend_cpu_create(&be, &err)) goto fail;
+ *   if (sdw_backend_cpu_create(NULL, &be, &err)) goto fail;     // defaults
  *   ... sdw_backend_linear_create(be, ...) ...
- *   sdw_backend_destroy(be);
+ *   sdw_backend_destroy(be);                                    // after its ops
  *
  * At creation an op's weights are reordered into the layout oneDNN's kernels want
  * (format_tag::any of a nominal shape; blocked) in the op's precision (f32, or bf16 rounded to
  * nearest even); no other copy is kept. Packed weights that are all exactly fp8 values
  * (F8_E4M3, else F8_E5M2: an fp8 checkpoint) are kept in 8 bits, in both precisions; f32 weights
  * that are all exactly f16 (or bf16) values in that 16-bit type. Either way they are widened to
- * the op's type into a per-thread buffer for each call (same numbers as the uncompressed op).
- * Primitives are created on first use of each (shape, source type, output type, accumulate)
- * and cached in the op. Activations are NHWC / row-major views; outputs f32 (a bf16
- * convolution may also write bf16); bias f32. Thread safety as backend.h (the cache is locked;
- * primitives and packed weights are read-only once made).
+ * the op's type for each call (same numbers as the uncompressed op), into a buffer the backend
+ * keeps for the next call (one per call widening at the same time, sized for the largest layer
+ * it held; freed with the backend). Primitives are created on first use of each (shape, source
+ * type, output type, accumulate) of an op and cached in the backend until the op is destroyed.
+ * Ops are read-only once packed: what changes while models run (engine, primitive caches,
+ * widening buffers, the compaction setting) is the backend instance's, not the process's.
+ * Activations are NHWC / row-major views; outputs f32 (a bf16 convolution may also write bf16);
+ * bias f32. Thread safety as backend.h (caches and buffers are locked; primitives and packed
+ * weights are read-only once made).
  */
 #ifndef SDW_NN_BACKEND_CPU_H
 #define SDW_NN_BACKEND_CPU_H
 
 #include "nn/backend.h"
 
-/* Makes a new CPU backend (free with sdw_backend_destroy, after its ops). SDW_E_BACKEND when
- * oneDNN cannot make its CPU engine; *out untouched then. */
-sdw_status sdw_backend_cpu_create(sdw_backend **out, sdw_error *err);
+typedef struct sdw_backend_cpu_params {
+    /* Keep every op's packed weights in its own type, never in fewer bits (default false: f32
+     * layers holding only f16/bf16 values, and layers holding only fp8 values, are kept
+     * compact; same results either way, tests compare both). */
+    bool full_weights;
+} sdw_backend_cpu_params;
+sdw_backend_cpu_params sdw_backend_cpu_params_default(void);
+
+/* Makes a new CPU backend (free with sdw_backend_destroy, after its ops); params NULL means
+ * the defaults. SDW_E_BACKEND when oneDNN cannot make its CPU engine; *out untouched then. */
+sdw_status sdw_backend_cpu_create(const sdw_backend_cpu_params *params, sdw_backend **out,
+                                  sdw_error *err);
 
 /* ---- what this CPU can do (process-wide facts, read once) ---- */
 /* The precision to run in: `want` with AUTO resolved (BF16 where the CPU has Intel AMX, else

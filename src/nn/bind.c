@@ -57,13 +57,17 @@ static sdw_status weight_f32(sdw_weights *ws, const char *prefix, int n_dims, co
 }
 
 /* The process's default backend: the one place that names an implementation (as Redis's ae.c
- * picks ae_epoll.c). Made once; the handle is immutable afterwards. */
+ * picks ae_epoll.c). Made once; the handle is immutable afterwards, and what changes inside it
+ * (primitive caches, widening buffers) is behind its own locks. It is the one backend instance
+ * left at process scope, shared by every model, because an sdw_weights cannot carry its
+ * model's backend yet: once it can (set by the loader next to the precision), the loader
+ * creates one per model and this is only the fallback for weights that carry none. */
 static sdw_backend *g_default;
 static pthread_once_t g_default_once = PTHREAD_ONCE_INIT;
 
 static void default_init(void) {
     sdw_error err = {0};
-    if (sdw_backend_cpu_create(&g_default, &err) != SDW_OK)
+    if (sdw_backend_cpu_create(NULL, &g_default, &err) != SDW_OK)
         SDW_ABORT("cannot start the CPU backend: %s", err.msg);
 }
 

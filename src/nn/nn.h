@@ -9,10 +9,10 @@
  * Precision: convolutions and linear layers bound from an sdw_weights pack their weights once,
  * at bind, on the compute backend (nn/backend.h; on the CPU backend: into oneDNN's preferred
  * layout) in the weights' precision (sdw_weights_precision: f32, or bf16 with f32
- * accumulation); only that packed copy is kept (in f32, in 16 bits when every
- * weight is an f16 or bf16 value: see sdw_nn_set_compact_weights). Everything else (norms,
- * softmax, activations, residual sums) is f32 in both precisions. A layer built by hand with
- * only .w set (tests, derived weights) runs on plain f32 GEMMs.
+ * accumulation); only that packed copy is kept (on the CPU in fewer bits when every weight is
+ * an f16, bf16 or fp8 value: nn/backend_cpu.h). Everything else (norms, softmax, activations,
+ * residual sums) is f32 in both precisions. A layer built by hand with only .w set (tests,
+ * derived weights) runs on plain f32 GEMMs.
  *
  *   sdw_conv2d conv;
  *   if (sdw_conv2d_bind(&conv, ws, "conv_in", 4, 320, 3, 1, 1, true, &err)) goto fail;
@@ -36,10 +36,6 @@
 
 struct sdw_backend_op; /* a layer's packed weights on the compute backend (nn/backend.h) */
 
-/* f32 layers whose packed weights are all exactly f16 or bf16 (an f16/bf16 checkpoint) keep
- * them in 16 bits and widen them for each call: same results, half the weight memory. On by
- * default (process-wide, for tests that compare both); applies to layers bound afterwards. */
-void sdw_nn_set_compact_weights(bool on);
 
 /* ---- linear: y[M,out] = x[M,in] · Wᵀ + b ---- */
 typedef struct sdw_linear {

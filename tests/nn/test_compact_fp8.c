@@ -8,8 +8,9 @@
 
 #include "nn/nn_impl.h"
 
-/* The backend the ops made directly (not bound from weights) live on. */
-static sdw_backend *g_be;
+/* The backends the ops made directly (not bound from weights) live on: [0] keeps packed
+ * weights whole (full_weights), [1] has the defaults (exact weights kept in fewer bits). */
+static sdw_backend *g_be[2];
 #include "nn/nn.h"
 
 #include <stdlib.h>
@@ -52,14 +53,14 @@ static float *fp8_weights(sdw_dtype dt, size_t n) {
     return w;
 }
 
-static sdw_backend_op *make_op(bool conv, sdw_precision p, const float *w, const float *b, int in,
-                               int out, int k) {
+static sdw_backend_op *make_op(sdw_backend *be, bool conv, sdw_precision p, const float *w,
+                               const float *b, int in, int out, int k) {
     sdw_conv_geom g = {.in = in, .out = out, .k = k, .stride = 1, .pad = 1, .pad_end = 1};
     sdw_backend_op *op = NULL;
     if (conv)
-        sdw_backend_conv_create(g_be, p, w, b, &g, &op, NULL);
+        sdw_backend_conv_create(be, p, w, b, &g, &op, NULL);
     else
-        sdw_backend_linear_create(g_be, p, w, b, in, out, &op, NULL);
+        sdw_backend_linear_create(be, p, w, b, in, out, &op, NULL);
     return op;
 }
 
@@ -83,10 +84,8 @@ static bool compare(bool conv, sdw_precision p, const float *w, size_t *full, si
     float *b = rand_buf(out);
     sdw_backend_op *op[2];
     for (int c = 0; c < 2; c++) {
-        sdw_nn_set_compact_weights(c == 1);
-        op[c] = make_op(conv, p, w, b, in, out, k);
+        op[c] = make_op(g_be[c], conv, p, w, b, in, out, k);
     }
-    sdw_nn_set_compact_weights(true);
     if (!op[0] || !op[1]) {
         sdw_backend_op_destroy(op[0]), sdw_backend_op_destroy(op[1]), free(b);
         return false;
@@ -164,11 +163,9 @@ static void test_large_layer(void) {
         float *y[2] = {calloc((size_t)M * out, 4), calloc((size_t)M * out, 4)};
         sdw_backend_op *op[2];
         for (int c = 0; c < 2; c++) {
-            sdw_nn_set_compact_weights(c == 1);
             op[c] = NULL;
-            sdw_backend_linear_create(g_be, p, w, NULL, in, out, &op[c], NULL);
+            sdw_backend_linear_create(g_be[c], p, w, NULL, in, out, &op[c], NULL);
         }
-        sdw_nn_set_compact_weights(true);
         bool ok = op[0] && op[1];
         if (ok) {
             for (int c = 0; c < 2; c++)
@@ -194,11 +191,9 @@ static void test_streamed_widening(void) {
         float *y[2] = {calloc((size_t)M * out, 4), calloc((size_t)M * out, 4)};
         sdw_backend_op *op[2];
         for (int c = 0; c < 2; c++) {
-            sdw_nn_set_compact_weights(c == 1);
             op[c] = NULL;
-            sdw_backend_linear_create(g_be, p, w, NULL, in, out, &op[c], NULL);
+            sdw_backend_linear_create(g_be[c], p, w, NULL, in, out, &op[c], NULL);
         }
-        sdw_nn_set_compact_weights(true);
         bool ok = op[0] && op[1] && sdw_backend_op_weight_bytes(op[1]) == nw;
         for (int c = 0; ok && c < 2; c++)
             sdw_backend_linear_forward(op[c], sdw_rows(x, M), sdw_rows(y[c], M), 0);
@@ -263,10 +258,8 @@ static void test_bind_from_fp8_file(void) {
         const bool same = memcmp(y[0], y[1], (size_t)M * out * sizeof(float)) == 0;
         free(y[0]), free(y[1]);
         /* both files hold fp8 values: both layers keep 1 byte per packed weight */
-        sdw_nn_set_compact_weights(false);
         sdw_backend_op *full = NULL;
-        sdw_backend_linear_create(g_be, p, w, b, in, out, &full, NULL);
-        sdw_nn_set_compact_weights(true);
+        sdw_backend_linear_create(g_be[0], p, w, b, in, out, &full, NULL);
         ASSERT_TRUE(full != NULL);
         const size_t full_bytes = sdw_backend_op_weight_bytes(full);
         sdw_backend_op_destroy(full);
@@ -282,7 +275,9 @@ static void test_bind_from_fp8_file(void) {
 
 int main(void) {
     sdw_error err = {0};
-    if (sdw_backend_cpu_create(&g_be, &err)) {
+    const sdw_backend_cpu_params full = {.full_weights = true};
+    if (sdw_backend_cpu_create(&full, &g_be[0], &err) ||
+        sdw_backend_cpu_create(NULL, &g_be[1], &err)) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
@@ -291,6 +286,7 @@ int main(void) {
     RUN(test_large_layer);
     RUN(test_streamed_widening);
     RUN(test_bind_from_fp8_file);
-    sdw_backend_destroy(g_be);
+    sdw_backend_destroy(g_be[0]);
+    sdw_backend_destroy(g_be[1]);
     return sdw_test_finish();
 }

@@ -6,8 +6,9 @@
 #include "nn/arena.h"
 #include "nn/nn_impl.h"
 
-/* The backend the ops made directly (not bound from weights) live on. */
-static sdw_backend *g_be;
+/* The backends the ops made directly (not bound from weights) live on: [0] keeps packed
+ * weights whole (full_weights), [1] has the defaults (exact weights kept in fewer bits). */
+static sdw_backend *g_be[2];
 #include "nn/nn.h"
 #include "nn/nn_impl.h"
 #include "nn/profile.h"
@@ -406,16 +407,14 @@ static void check_compact(bool conv, int kind) {
     round_to(w, nw, kind);
     sdw_backend_op *op[2];
     for (int c = 0; c < 2; c++) {
-        sdw_nn_set_compact_weights(c == 1);
         sdw_conv_geom g = {.in = in, .out = out, .k = k, .stride = 1, .pad = 1, .pad_end = 1};
         op[c] = NULL;
         if (conv)
-            sdw_backend_conv_create(g_be, SDW_PRECISION_F32, w, b, &g, &op[c], NULL);
+            sdw_backend_conv_create(g_be[c], SDW_PRECISION_F32, w, b, &g, &op[c], NULL);
         else
-            sdw_backend_linear_create(g_be, SDW_PRECISION_F32, w, b, in, out, &op[c], NULL);
+            sdw_backend_linear_create(g_be[c], SDW_PRECISION_F32, w, b, in, out, &op[c], NULL);
         ASSERT_TRUE(op[c] != NULL);
     }
-    sdw_nn_set_compact_weights(true);
     const size_t full = sdw_backend_op_weight_bytes(op[0]),
                  small = sdw_backend_op_weight_bytes(op[1]);
     ASSERT_TRUE(full >= nw * 4);
@@ -521,7 +520,9 @@ static void test_profile(void) {
 
 int main(void) {
     sdw_error err = {0};
-    if (sdw_backend_cpu_create(&g_be, &err)) {
+    const sdw_backend_cpu_params full = {.full_weights = true};
+    if (sdw_backend_cpu_create(&full, &g_be[0], &err) ||
+        sdw_backend_cpu_create(NULL, &g_be[1], &err)) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
@@ -539,6 +540,7 @@ int main(void) {
     RUN(test_precision_names_and_rule);
     RUN(test_arena);
     RUN(test_profile);
-    sdw_backend_destroy(g_be);
+    sdw_backend_destroy(g_be[0]);
+    sdw_backend_destroy(g_be[1]);
     return sdw_test_finish();
 }
