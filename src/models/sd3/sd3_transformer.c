@@ -419,18 +419,18 @@ static sdw_status bind_stream(sdw_sd3_transformer *t, stream *s, sdw_weights *ws
  * construction; it is never trained). */
 static sdw_status bind_pos_embed(sdw_sd3_transformer *t, sdw_weights *ws, sdw_error *err) {
     const int64_t n = t->cfg.pos_embed_max_size;
-    const size_t count = (size_t)(n * n) * (size_t)t->D;
     if (sdw_weights_has(ws, "pos_embed.pos_embed")) {
         sdw_error local;
         if (!err) err = &local;
         t->pos = sdw_weights_f32(ws, "pos_embed.pos_embed", 3, (int64_t[]){1, n * n, t->D}, err);
         if (!t->pos) return err->code;
     } else {
-        float *tab = sdw_weights_alloc(ws, count);
+        float *tab = sdw_weights_alloc(ws, (size_t)(n * n) * (size_t)t->D);
         sdw_sd3_pos_embed_table(&t->cfg, tab);
         t->pos = tab;
     }
-    t->n_params += count;
+    /* the table is a fixed buffer (diffusers registers it as one), not a parameter: not in
+     * n_params, so `sdw info` agrees with the reference's count */
     return SDW_OK;
 }
 

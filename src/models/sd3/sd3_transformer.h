@@ -96,7 +96,7 @@ sdw_status sdw_sd3_transformer_create(sdw_weights *ws, const sdw_sd3_config *cfg
                                       sdw_sd3_transformer **out, sdw_error *err);
 void sdw_sd3_transformer_destroy(sdw_sd3_transformer *t);                       /* NULL ok */
 const sdw_sd3_config *sdw_sd3_transformer_config(const sdw_sd3_transformer *t); /* borrowed */
-/* Floats bound, the position table included. */
+/* Parameters bound (the position table is a buffer, not counted: diffusers' count). */
 size_t sdw_sd3_transformer_n_params(const sdw_sd3_transformer *t);
 
 /* Whether latents of h × w can go through the model: both multiples of patch_size, and the
