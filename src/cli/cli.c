@@ -63,22 +63,26 @@ bool sdw_cli_next(sdw_cli_opts *o) {
         return false;
     }
     /* What the user typed the option as: the long name when a long option matched, else the
-     * letter; the failing argument itself for errors on long options. */
+     * letter. On errors getopt tells them apart through optopt: 0 for an unknown or ambiguous
+     * long option, the letter for an unknown short one (also inside a cluster such as -vx), the
+     * option's value for a known option missing its value or given one it does not take. A
+     * long option's error is about the argument it came in (optind has moved past it). */
     const char *given = o->argv[optind - 1];
+    const bool unknown_short =
+        o->c == '?' && optopt > 0 && optopt < 128 && !strchr(o->shorts, optopt);
     if (idx >= 0)
         snprintf(o->name_buf, sizeof o->name_buf, "--%s", o->longs[idx].name);
     else if (o->c != '?' && o->c != ':')
         snprintf(o->name_buf, sizeof o->name_buf, "-%c", o->c);
-    else if (optopt > 0 && optopt < 128 && strncmp(given, "--", 2) != 0)
+    else if (unknown_short || (o->c == ':' && strncmp(given, "--", 2) != 0))
         snprintf(o->name_buf, sizeof o->name_buf, "-%c", optopt);
     else
         snprintf(o->name_buf, sizeof o->name_buf, "%.*s", (int)strcspn(given, "="), given);
     o->name = o->name_buf;
     if (o->c == ':') sdw_cli_die("%s needs a value", o->name);
     if (o->c == '?') {
-        if (optopt && strncmp(given, "--", 2) == 0 && strchr(given, '='))
-            sdw_cli_die("%s takes no value", o->name);
-        if (strncmp(given, "--", 2) == 0) { /* a prefix of several long options? */
+        if (!unknown_short && optopt) sdw_cli_die("%s takes no value", o->name);
+        if (!unknown_short) { /* a prefix of several long options? */
             const size_t n = strlen(o->name) - 2;
             char names[256] = "";
             int hits = 0;

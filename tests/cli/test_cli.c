@@ -314,6 +314,7 @@ static void test_option_forms_and_help(void) {
     expect_error("generate --pro x", "--pro is ambiguous: --prompt, --profile");
     expect_error("generate --steps=0", "--steps: 0 must be at least 1");
     expect_error("generate -p cat extra", "unknown option 'extra'");
+    expect_error("generate --profile -vx", "generate: unknown option '-x'");
     expect_error("info -p cat", "info: unknown option '-p' (see sdw info --help)");
     expect_error("serve --frobnicate", "serve: unknown option '--frobnicate'");
     expect_error("generate --model", "--model needs a value");
