@@ -103,4 +103,58 @@ int sdw_vae_downscale(const sdw_vae *v);                    /* 2^(n_levels-1): 8
 bool sdw_vae_has_encoder(const sdw_vae *v);
 size_t sdw_vae_n_params(const sdw_vae *v); /* float parameters (encoder + decoder) */
 
+/* ---- tiled decode / encode (nn/vae_tiled.c) ----
+ * diffusers 0.25.1 AutoencoderKL.enable_tiling(): the latents (image) are cut into overlapping
+ * square tiles, each decoded (encoded) alone and blended into the output over the overlap, so
+ * scratch memory follows the tile size, not the image's: one tile's forward pass plus a band of
+ * `blend` rows across the image (the output itself is the caller's). The numbers are diffusers':
+ * tile_latent = sample_size / downscale, latent stride int(tile_latent · 0.75), blend
+ * int(sample_size · 0.25) px, linear ramps applied vertically then horizontally over the
+ * neighbours as already blended, each tile cropped to sample_size − blend px. The seams differ
+ * from an untiled decode (the tiles see nothing beyond their edges): use it for sizes the
+ * untiled pass cannot hold: the scratch is one tile's (a 512x512 decode for SD) at any size.
+ *
+ *   int ss;
+ *   if (sdw_vae_sample_size_load("vae/config.json", &ss, &err)) goto fail;
+ *   sdw_vae_tiling t = sdw_vae_tiling_default(vae, ss);              // 512 px / 64 latents
+ *   if (sdw_vae_decode_tiled(vae, z, 1, 256, 256, &t, img, &err)) goto fail;  // 2048x2048
+ */
+typedef struct sdw_vae_tiling {
+    int tile_sample_size; /* tile side in pixels: the config's sample_size (diffusers'
+                           * tile_sample_min_size) */
+    int tile_latent_size; /* tile side in latents: tile_sample_size / downscale */
+    float overlap;        /* tile_overlap_factor: 0.25 */
+} sdw_vae_tiling;
+
+/* diffusers' tiling of v for a config sample_size (512 in SD 1.x VAE folders, 768 for SD 2.x-v,
+ * 1024 for SDXL and FLUX; single files carry none: diffusers' single-file loader uses the
+ * model's image size, the same numbers). */
+sdw_vae_tiling sdw_vae_tiling_default(const sdw_vae *v, int sample_size);
+/* "sample_size" of a diffusers vae/config.json (text of len bytes / a file): an integer, or a
+ * list whose first entry counts (as diffusers reads it); absent or null: AutoencoderKL's default
+ * 32. SDW_E_FORMAT / SDW_E_INVALID_ARG naming the key otherwise; *sample_size untouched on
+ * failure. */
+sdw_status sdw_vae_sample_size_parse(const char *json, size_t len, int *sample_size,
+                                     sdw_error *err);
+sdw_status sdw_vae_sample_size_load(const char *path, int *sample_size, sdw_error *err);
+/* Whether diffusers tiles: a latent side (decode) / an image side (encode) beyond the tile. */
+bool sdw_vae_tiling_decodes_tiled(const sdw_vae_tiling *t, int h, int w);
+bool sdw_vae_tiling_encodes_tiled(const sdw_vae_tiling *t, int H, int W);
+
+/* sdw_vae_decode with tiling t: the same arguments and output; latents no larger than a tile
+ * are decoded whole, as diffusers does. Batch elements are decoded one after another. Fails
+ * (img untouched) with SDW_E_INVALID_ARG when t does not tile evenly (a tile of whole latents
+ * whose crop, sample_size − blend, equals its stride in pixels: every sample_size diffusers
+ * ships does). */
+sdw_status sdw_vae_decode_tiled(const sdw_vae *v, const float *z, int B, int h, int w,
+                                const sdw_vae_tiling *t, float *img, sdw_error *err);
+/* sdw_vae_encode with tiling t: the posterior from the tiled, blended moments (mean and
+ * logvar), as diffusers' tiled_encode. logvar is blended as 2·log(std) of each tile's posterior:
+ * equal up to rounding (~1e-7) while the encoder's logvar stays inside the [−30, 20] clamp.
+ * Errors as sdw_vae_encode (whose requirements it shares) and as sdw_vae_decode_tiled; on
+ * failure mean and std may be partly written. */
+sdw_status sdw_vae_encode_tiled(const sdw_vae *v, const float *img, int B, int H, int W,
+                                const sdw_vae_tiling *t, float *mean, float *std,
+                                sdw_error *err);
+
 #endif
