@@ -14,12 +14,14 @@
 #endif
 
 static const sdw__sampler_ops *const k_samplers[] = {
-    &sdw__sampler_ddim,    &sdw__sampler_pndm,    &sdw__sampler_euler,
-    &sdw__sampler_euler_a, &sdw__sampler_dpmpp2m,
+    &sdw__sampler_ddim, &sdw__sampler_pndm, &sdw__sampler_euler, &sdw__sampler_euler_a,
+    &sdw__sampler_dpmpp2m, &sdw__sampler_heun, &sdw__sampler_lms, &sdw__sampler_unipc,
+    &sdw__sampler_lcm,
 };
 
 /* Same order as k_samplers; test_schedules creates every listed name. */
-static const char *const k_names[] = {"ddim", "pndm", "euler", "euler_a", "dpm++2m", NULL};
+static const char *const k_names[] = {"ddim", "pndm", "euler", "euler_a", "dpm++2m",
+                                      "heun", "lms",  "unipc", "lcm",     NULL};
 
 const char *const *sdw_sampler_names(void) {
     return k_names;
@@ -115,6 +117,63 @@ void sdw__karras_sigmas(double sigma_min, double sigma_max, int n, double *out) 
     free(ramp);
 }
 
+int sdw__sigma_schedule(const sdw_sampler *s, bool cfg_range, double **ts_out, double **sig_out) {
+    const int n = s->steps, N = s->n_train;
+    int len = n;
+    double *ts = NULL;
+    switch (s->cfg.timestep_spacing) {
+    case SDW_SPACING_LINSPACE: /* np.linspace(0, N - 1, n, dtype=float32)[::-1] */
+        ts = sdw_xmalloc((size_t)n * sizeof *ts);
+        sdw__np_linspace(0, N - 1, n, ts);
+        for (int a = 0, b = n - 1; a < b; a++, b--) {
+            double t = ts[a];
+            ts[a] = ts[b];
+            ts[b] = t;
+        }
+        for (int k = 0; k < n; k++)
+            ts[k] = (float)ts[k];
+        break;
+    case SDW_SPACING_LEADING: /* (arange(n) * (N // n)).round()[::-1] as float32, + offset */
+        ts = sdw_xmalloc((size_t)n * sizeof *ts);
+        for (int k = 0; k < n; k++)
+            ts[k] = (float)((double)(n - 1 - k) * (N / n)) + (float)s->cfg.steps_offset;
+        break;
+    case SDW_SPACING_TRAILING: { /* arange(N, 0, -N / n).round() as float32, - 1 */
+        const double ratio = (double)N / n;
+        len = sdw__np_arange_len(N, 0, -ratio); /* may be n + 1, as numpy computes it */
+        ts = sdw_xmalloc((size_t)len * sizeof *ts);
+        sdw__np_arange(N, -ratio, len, ts);
+        for (int k = 0; k < len; k++)
+            ts[k] = (float)sdw__np_round(ts[k]) - 1.0f;
+        break;
+    }
+    default:
+        SDW_ABORT("timestep spacing not resolved");
+    }
+
+    float *table = sdw_xmalloc((size_t)N * sizeof *table);
+    sdw__sigma_table(s->alphas_cumprod, N, table);
+    double *sig = sdw_xmalloc((size_t)len * sizeof *sig);
+    for (int k = 0; k < len; k++)
+        sig[k] = sdw__np_interp_index(ts[k], table, N);
+    if (s->karras) {
+        float *log_sigmas = sdw_xmalloc((size_t)N * sizeof *log_sigmas);
+        for (int t = 0; t < N; t++) /* np.log on the float32 table */
+            log_sigmas[t] = sdw__numpy_logf(table[t]);
+        const bool lo_set = cfg_range && !isnan(s->cfg.sigma_min);
+        const bool hi_set = cfg_range && !isnan(s->cfg.sigma_max);
+        sdw__karras_sigmas(lo_set ? s->cfg.sigma_min : sig[len - 1],
+                           hi_set ? s->cfg.sigma_max : sig[0], len, sig);
+        for (int k = 0; k < len; k++)
+            ts[k] = sdw__sigma_to_t(sig[k], log_sigmas, N);
+        free(log_sigmas);
+    }
+    free(table);
+    *ts_out = ts;
+    *sig_out = sig;
+    return len;
+}
+
 float sdw__alpha_at(const sdw_sampler *s, int t) {
     if (t < 0) t += s->n_train;
     SDW_ASSERT(t >= 0 && t < s->n_train);
@@ -184,6 +243,9 @@ float sdw_sampler_init_noise_sigma(const sdw_sampler *s) {
 }
 int sdw_sampler_begin(const sdw_sampler *s) {
     return s->begin;
+}
+int sdw_sampler_order(const sdw_sampler *s) {
+    return s->ops->order > 0 ? s->ops->order : 1;
 }
 
 float sdw_sampler_timestep(const sdw_sampler *s, int i) {
@@ -285,6 +347,9 @@ sdw_status sdw_sampler_set_begin(sdw_sampler *s, int begin, sdw_error *err) {
     s->counter = 0;
     s->lower_order_nums = 0;
     s->have_cur_sample = false;
+    s->this_order = 0;
+    s->heun_pending = false;
+    s->heun_dt = 0.0f;
     s->noise_valid = false;
     return SDW_OK;
 }

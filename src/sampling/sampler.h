@@ -21,6 +21,17 @@
  *   "euler_a"  EulerAncestralDiscreteScheduler: one randn of the latents' shape per step.
  *   "dpm++2m"  DPMSolverMultistepScheduler with its defaults: dpmsolver++, order 2, midpoint,
  *              lower_order_final (first order on the last step when steps < 15).
+ *   "heun"     HeunDiscreteScheduler: two model calls per step except the last (the second
+ *              one at the step's end point corrects it), so n_calls = 2 * steps - 1 and every
+ *              timestep but the first is listed twice, as diffusers' timesteps are.
+ *   "lms"      LMSDiscreteScheduler, order 4: the update weighs the last 4 derivatives with
+ *              the integrals of their Lagrange polynomials over the step, which diffusers gets
+ *              from scipy.integrate.quad with a float32 integrand (reproduced: sampler_lms.c).
+ *   "unipc"    UniPCMultistepScheduler with its defaults: bh2, order 2, predict_x0,
+ *              lower_order_final, the corrector on every step after the first.
+ *   "lcm"      LCMScheduler (latent consistency models, LCM-LoRA): timesteps from the
+ *              50-step distillation schedule, one randn of the latents' shape per step
+ *              except the last. Meant for 2-8 steps with guidance 1-2.
  * A flow-matching config (FlowMatchEulerDiscreteScheduler: FLUX, SD3) has one sampler:
  *   "euler"    FlowMatchEulerDiscreteScheduler (0.30.3): the model output is a velocity,
  *              timesteps are sigma · num_train_timesteps, no random draws.
@@ -46,7 +57,8 @@ const char *const *sdw_sampler_names(void);
  * config); static. */
 const char *const *sdw_sampler_names_for(const sdw_scheduler_config *cfg);
 
-/* True if `name` is a sampler name and accepts Karras sigmas ("euler", "euler_a", "dpm++2m"). */
+/* True if `name` is a sampler name and accepts Karras sigmas (its diffusers class has
+ * use_karras_sigmas: "euler", "euler_a", "dpm++2m", "heun", "lms", "unipc"). */
 bool sdw_sampler_supports_karras(const char *name);
 
 typedef struct sdw_sampler_params {
@@ -71,12 +83,17 @@ const char *sdw_sampler_name(const sdw_sampler *s); /* canonical name, static */
 /* Number of model calls of a full run (= len(scheduler.timesteps)). */
 int sdw_sampler_n_calls(const sdw_sampler *s);
 
+/* Model calls per inference step: the scheduler class's `order` (2 for heun, 1 otherwise). The
+ * image-to-image pipelines start at timesteps[t_start * order], so the first call of a run is
+ * sdw_sampler_begin_for_strength(...) * sdw_sampler_order(s). */
+int sdw_sampler_order(const sdw_sampler *s);
+
 /* The timestep value fed to the denoiser at call i (0 <= i < n_calls): an integer for
  * ddim/pndm/dpm++2m, possibly fractional for euler/euler_a (linspace spacing, Karras). */
 float sdw_sampler_timestep(const sdw_sampler *s, int i);
 
-/* sigma_i of sigma-based samplers (euler, euler_a, dpm++2m), 0 <= i <= n_calls (the last one is
- * the final noise level); NAN for ddim/pndm. */
+/* sigma_i of sigma-based samplers (euler, euler_a, dpm++2m, heun, lms, unipc), 0 <= i <= n_calls
+ * (the last one is the final noise level); NAN for ddim/pndm/lcm. */
 float sdw_sampler_sigma(const sdw_sampler *s, int i);
 
 /* Scale of the initial noise for text-to-image: latents = randn * init_noise_sigma. */
@@ -89,13 +106,14 @@ void sdw_sampler_scale_model_input(const sdw_sampler *s, int i, const float *x, 
 
 /* One update: latents <- previous sample, given the (guided) model output for call i. Calls
  * must come in order, starting at sdw_sampler_begin(), with the same n each time. rng is used by
- * euler and euler_a (one draw of n values per step) and may be NULL for the others. Returns
+ * euler, euler_a and lcm (one draw of n values per step; lcm none on its last) and may be NULL
+ * for the others. Returns
  * SDW_E_NOMEM if the first call cannot allocate its history buffers (latents untouched). */
 sdw_status sdw_sampler_step(sdw_sampler *s, int i, const float *model_out, float *latents, size_t n,
                             sdw_rng *rng, sdw_error *err);
 
 /* The noise drawn by the most recent step (n values, borrowed until the next step or destroy),
- * or NULL if that step drew none. For tests and debugging. */
+ * or NULL if that step drew none. The generation core records these as noise.KK. */
 const float *sdw_sampler_last_noise(const sdw_sampler *s);
 
 /* ---- image-to-image ---- */
@@ -108,6 +126,7 @@ int sdw_sampler_begin_for_strength(int steps, double strength);
 int sdw_sampler_begin_for_strength_flow(int steps, double strength);
 
 /* Starts the run at call `begin` (0 <= begin < n_calls) instead of 0; resets the step state.
+ * For heun, begin = t_start * sdw_sampler_order(s) as the pipelines slice the call list.
  * Returns SDW_E_INVALID_ARG if begin is out of range. */
 sdw_status sdw_sampler_set_begin(sdw_sampler *s, int begin, sdw_error *err);
 int sdw_sampler_begin(const sdw_sampler *s);

@@ -1,7 +1,8 @@
 /* sampling/sampler_impl.h — library-internal: the sampler object and the per-sampler ops.
  * sampler.c owns creation, the public dispatch and the numpy-compatible schedule helpers;
  * sampler_alpha.c implements ddim and pndm (alpha_bar based), sampler_sigma.c euler, euler_a
- * and dpm++2m (sigma based), sampler_flow.c flow-matching euler. */
+ * and dpm++2m (sigma based), sampler_flow.c flow-matching euler, sampler_heun.c heun,
+ * sampler_lms.c lms, sampler_unipc.c unipc and sampler_lcm.c lcm. */
 #ifndef SDW_SAMPLING_SAMPLER_IMPL_H
 #define SDW_SAMPLING_SAMPLER_IMPL_H
 
@@ -9,7 +10,7 @@
 
 #include "core/common.h"
 
-#define SDW__SAMPLER_HIST 4 /* pndm keeps up to 4 past model outputs, dpm++2m 2 */
+#define SDW__SAMPLER_HIST 4 /* pndm and lms keep up to 4 past outputs, dpm++2m and unipc 2 */
 
 typedef struct sdw__sampler_ops {
     const char *name;                     /* "euler_a" */
@@ -26,6 +27,8 @@ typedef struct sdw__sampler_ops {
     /* x0 noised to the level of call i (the scheduler's add_noise with timesteps[i]). */
     void (*add_noise)(const sdw_sampler *s, int i, const float *x0, const float *noise, float *out,
                       size_t n);
+    /* Model calls per inference step (the class's `order`: 2 for heun, 1 otherwise; 0 = 1). */
+    int order;
 } sdw__sampler_ops;
 
 struct sdw_sampler {
@@ -55,12 +58,18 @@ struct sdw_sampler {
     int n_hist;
     bool noise_valid;
     int counter;          /* pndm: calls so far */
-    int lower_order_nums; /* dpm++2m: steps taken so far, capped at the solver order */
-    bool have_cur_sample; /* pndm */
+    int lower_order_nums; /* dpm++2m, unipc: steps taken so far, capped at the solver order */
+    bool have_cur_sample; /* pndm; unipc: cur_sample holds last_sample (the corrector's input) */
+    int this_order;       /* unipc: order of the last predictor, which the next corrector uses */
+    /* heun: a first-order call left its step half done; the second call completes it from
+     * cur_sample (the step's start), hist[0] (its derivative) and heun_dt. */
+    bool heun_pending;
+    float heun_dt;
 };
 
 extern const sdw__sampler_ops sdw__sampler_ddim, sdw__sampler_pndm, sdw__sampler_euler,
-    sdw__sampler_euler_a, sdw__sampler_dpmpp2m, sdw__sampler_flow_euler;
+    sdw__sampler_euler_a, sdw__sampler_dpmpp2m, sdw__sampler_flow_euler, sdw__sampler_heun,
+    sdw__sampler_lms, sdw__sampler_unipc, sdw__sampler_lcm;
 
 /* ---- numpy-compatible schedule arithmetic (float64 unless noted) ---- */
 
@@ -81,6 +90,15 @@ void sdw__sigma_table(const float *alphas_cumprod, int n, float *out);
 double sdw__sigma_to_t(double sigma, const float *log_sigmas, int n);
 /* diffusers' _convert_to_karras: n sigmas from sigma_max down to sigma_min, rho = 7. */
 void sdw__karras_sigmas(double sigma_min, double sigma_max, int n, double *out);
+
+/* The Euler family's set_timesteps (0.25.1 EulerDiscreteScheduler; HeunDiscreteScheduler and
+ * LMSDiscreteScheduler compute the same): timesteps for the config's spacing (float32 values,
+ * descending), sigmas interpolated on the float32 table (float64), then the Karras schedule and
+ * its fractional timesteps when s->karras. cfg_range: the Karras ends come from the config's
+ * sigma_min / sigma_max when set (diffusers' "hack" in Euler and Heun; LMS ignores them).
+ * Needs s->alphas_cumprod. *ts and *sig are new arrays (free both); returns their length (the
+ * step count, or one more for trailing spacing where numpy's arange gives it). */
+int sdw__sigma_schedule(const sdw_sampler *s, bool cfg_range, double **ts, double **sig);
 
 /* diffusers' index_for_timestep: position of timesteps[i] in the schedule, the second
  * occurrence when it repeats. */

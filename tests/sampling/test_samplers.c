@@ -31,7 +31,7 @@ typedef struct case_result {
 
 static const char *sampler_for(const char *manifest_name) {
     if (strcmp(manifest_name, "dpmpp2m") == 0) return "dpm++2m";
-    return manifest_name; /* ddim, pndm, euler, euler_a */
+    return manifest_name; /* ddim, pndm, euler, euler_a, heun, lms, unipc, lcm */
 }
 
 static const float *tensor(sdw_golden *g, const char *name, size_t want_n) {
@@ -247,6 +247,19 @@ static void test_sd15_dpmpp2m(void) {
 static void test_sd15_pndm(void) {
     check_txt2img("tiny-sd15/txt2img-pndm");
 }
+static void test_sd15_heun(void) {
+    check_txt2img("tiny-sd15/txt2img-heun");
+}
+static void test_sd15_lms(void) {
+    check_txt2img("tiny-sd15/txt2img-lms");
+}
+static void test_sd15_unipc(void) {
+    check_txt2img("tiny-sd15/txt2img-unipc");
+}
+/* guidance 1.5; the scheduler's own draws are noise.00..02 (none on the last step) */
+static void test_sd15_lcm(void) {
+    check_txt2img("tiny-sd15/txt2img-lcm");
+}
 static void test_sd2_ddim_v(void) {
     check_txt2img("tiny-sd2/txt2img-ddim");
 }
@@ -346,6 +359,10 @@ int main(void) {
     RUN(test_sd15_euler_a);
     RUN(test_sd15_dpmpp2m);
     RUN(test_sd15_pndm);
+    RUN(test_sd15_heun);
+    RUN(test_sd15_lms);
+    RUN(test_sd15_unipc);
+    RUN(test_sd15_lcm);
     RUN(test_sd2_ddim_v);
     RUN(test_sd2_euler_a_v);
     RUN(test_sdxl_euler);
