@@ -21,6 +21,7 @@
 #include "sdw/rng.h"
 #include "sdw/status.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -100,15 +101,26 @@ typedef struct sdw_request {
 
     bool profile; /* measure this run's forward passes op by op (sdw_result_info.profile) */
 
+    /* Stopping the run from another thread: NULL, or a flag (sdw_stop values) the caller may
+     * set while the run goes, borrowed for the call. The run polls it between blocks of every
+     * denoiser call and between attention tiles, so a stop takes effect within a fraction of a
+     * step: SDW_STOP_CANCEL ends the run with SDW_CANCELLED; SDW_STOP_INTERRUPT ends the
+     * sampling and decodes the latents of the last finished step (success, with
+     * sdw_result_info.interrupted: AUTOMATIC1111's interrupt). */
+    const atomic_int *stop;
+
     /* Set by sdw_request_resolve and nothing else: the capabilities the request was resolved
      * against (NULL = not resolved). sdw_model_generate runs a request resolved against its
      * model's capabilities as it is instead of resolving it again, so a front end resolves once
-     * (to fail fast) and generates. Change no field of a resolved request but seed and
-     * preview_every (which every value passes), or resolve it again. */
+     * (to fail fast) and generates. Change no field of a resolved request but seed,
+     * preview_every and stop (which every value passes), or resolve it again. */
     const sdw_capabilities *resolved;
 } sdw_request;
 
 #define SDW_DEFAULT_STRENGTH 0.75
+
+/* Values of sdw_request.stop. */
+enum { SDW_STOP_NONE = 0, SDW_STOP_INTERRUPT = 1, SDW_STOP_CANCEL = 2 };
 
 /* A request with every field at "model default". */
 sdw_request sdw_request_default(void);
@@ -161,6 +173,11 @@ typedef struct sdw_result_info {
      * the order other, text, unet, vae; n_profile = 0 without. */
     int n_profile;
     sdw_profile_entry profile[SDW_PROFILE_MAX_ENTRIES];
+    /* The sampling was stopped early (sdw_request.stop = SDW_STOP_INTERRUPT): the image is the
+     * latents after steps_done of n_denoiser_calls calls, decoded. */
+    bool interrupted;
+    int steps_done; /* denoiser calls whose result the image has (n_denoiser_calls unless
+                     * interrupted) */
 } sdw_result_info;
 
 typedef struct sdw_image_model sdw_image_model;

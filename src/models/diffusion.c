@@ -8,6 +8,7 @@
 
 #include "nn/nn.h"
 #include "nn/profile.h"
+#include "nn/stop.h"
 #include "sampling/rng.h"
 #include "sampling/sampler.h"
 
@@ -168,6 +169,11 @@ static void decode(const sdw_diffusion *d, float *latents, int h, int w, float *
     free(image);
 }
 
+/* What the caller's stop flag asks for now (SDW_STOP_NONE without one). */
+static int stop_asked(const sdw_request *req) {
+    return req->stop ? atomic_load(req->stop) : SDW_STOP_NONE;
+}
+
 sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
                                   sdw_progress_fn progress, void *user, sdw_image *out,
                                   sdw_result_info *info, sdw_error *err) {
@@ -184,6 +190,10 @@ sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
         sdw_profile_init(&prof);
         caller_prof = sdw_profile_attach(&prof);
     }
+    /* The stop flag, likewise the run's on this thread: the forwards poll it between blocks and
+     * attention tiles (nn/stop.h). Only a cancel stops the encoders and the VAE (an interrupt
+     * decodes the latents so far); any stop stops the denoiser. */
+    const sdw_stop_ref caller_stop = sdw_stop_attach((sdw_stop_ref){req->stop, SDW_STOP_CANCEL});
 
     const int f = d->vae_factor, C = d->latent_channels;
     const int W = req->width, H = req->height, w = W / f, h = H / f;
@@ -214,12 +224,18 @@ sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
     sdw_image preview = {0};
     sdw_image_job job = {0};
     int n_noise = 0; /* noise.KK taps: every draw after the initial latents */
+    int n_done = 0;  /* denoiser calls whose result is in the latents */
+    bool interrupted = false;
 
     if ((s = pick_seed(req->seed, &seed, err))) goto done;
     double t0 = sdw_time_now(), t_text, t_loop, t_image = 0;
     /* 1. Conditioning: the family's text encoders, batch order [uncond, cond]. */
     bool truncated = false;
     if ((s = d->hooks->condition(d, req, B, &cond, &truncated, err))) goto done;
+    if (stop_asked(req) == SDW_STOP_CANCEL) {
+        s = sdw_error_set(err, SDW_CANCELLED, "cancelled at step 0 (while encoding the prompt)");
+        goto done;
+    }
 
     t_text = sdw_time_now();
     /* 2. Sampler and initial noise: one randn of the latents' shape. */
@@ -243,15 +259,31 @@ sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
     /* 3. Denoising loop, from the first call the strength leaves (0 for text-to-image). Stage
      * names count the calls made (stepNN of the reference's loop). */
     const int n_calls = sdw_sampler_n_calls(sampler), begin = sdw_sampler_begin(sampler);
+    sdw_stop_attach((sdw_stop_ref){req->stop, SDW_STOP_INTERRUPT});
     for (int i = begin; i < n_calls; i++) {
         char name[64];
         const int k = i - begin;
         const float t = sdw_sampler_timestep(sampler, i);
+        /* A stop seen inside the denoiser call leaves its output undefined: the latents keep
+         * the last finished step's result, which an interrupt decodes and a cancel drops. */
+        int stop = stop_asked(req);
         for (int b = 0; b < B; b++) {
             sdw_sampler_scale_model_input(sampler, i, latents, model_in + b * n_in, n_lat);
             if (Cin != C) sdw__image_denoiser_extra(&job, C, h, w, model_in + b * n_in + n_lat);
         }
-        if ((s = d->hooks->denoise(d, cond, model_in, B, h, w, t, k, noise_pred, err))) goto done;
+        if (stop == SDW_STOP_NONE &&
+            (s = d->hooks->denoise(d, cond, model_in, B, h, w, t, k, noise_pred, err)))
+            goto done;
+        if (stop == SDW_STOP_NONE) stop = stop_asked(req);
+        if (stop == SDW_STOP_CANCEL) {
+            s = sdw_error_set(err, SDW_CANCELLED, "cancelled at step %d of %d", k + 1,
+                              n_calls - begin);
+            goto done;
+        }
+        if (stop != SDW_STOP_NONE) {
+            interrupted = true;
+            break;
+        }
         if (cfg) { /* noise_pred = uncond + g * (cond - uncond) */
             const float g = req->guidance;
             const float *u = noise_pred, *c = noise_pred + n_lat;
@@ -265,6 +297,7 @@ sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
                               (int64_t)C, (int64_t)h, (int64_t)w);
         }
         sdw__image_after_step(&job, sampler, i, latents, n_lat, (size_t)h * w);
+        n_done = k + 1;
         snprintf(name, sizeof name, "step%02d.latents", k);
         sdw_diffusion_tap(d, name, latents, 4, (int64_t)1, (int64_t)C, (int64_t)h, (int64_t)w);
         const sdw_image *shown = NULL;
@@ -282,9 +315,20 @@ sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
     }
 
     t_loop = sdw_time_now();
-    /* 4. Decode. */
+    /* 4. Decode (also what an interrupt leaves: the caller asked for the image so far). A
+     * cancel stops the VAE's attention; the image is then dropped. */
+    sdw_stop_attach((sdw_stop_ref){req->stop, SDW_STOP_CANCEL});
+    if (stop_asked(req) == SDW_STOP_CANCEL) {
+        s = sdw_error_set(err, SDW_CANCELLED, "cancelled before decoding");
+        goto done;
+    }
     scratch = sdw_xmalloc(n_lat * sizeof(float));
     decode(d, latents, h, w, scratch, out);
+    if (stop_asked(req) == SDW_STOP_CANCEL) {
+        sdw_image_free(out);
+        s = sdw_error_set(err, SDW_CANCELLED, "cancelled while decoding");
+        goto done;
+    }
 
     *info = (sdw_result_info){.seed = seed, .width = W, .height = H, .steps = req->steps,
                               .guidance = req->guidance, .prompt_truncated = truncated,
@@ -293,10 +337,12 @@ sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
                               .seconds_decode = sdw_time_now() - t_loop,
                               .n_denoiser_calls = n_calls - begin, .strength = job.strength,
                               .seconds_image_encode = t_image,
-                              .guidance_embedded = d->guidance == SDW_GUIDANCE_EMBEDDED};
+                              .guidance_embedded = d->guidance == SDW_GUIDANCE_EMBEDDED,
+                              .interrupted = interrupted, .steps_done = n_done};
     snprintf(info->sampler, sizeof info->sampler, "%s", req->sampler);
     snprintf(info->scheduler, sizeof info->scheduler, "%s", req->scheduler);
 done:
+    sdw_stop_attach(caller_stop);
     if (req->profile) {
         sdw_profile_attach(caller_prof);
         if (s == SDW_OK) info->n_profile = sdw_profile_export(&prof, info->profile,

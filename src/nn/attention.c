@@ -11,6 +11,7 @@
  * the Lq×Lk bias matrix never exists either. */
 #include "nn/nn_impl.h"
 #include "nn/profile.h"
+#include "nn/stop.h"
 
 #include <math.h>
 #include <string.h>
@@ -105,12 +106,16 @@ void sdw__attention_generic_bias(const float *q, int64_t q_stride, const float *
     const int64_t HD = (int64_t)H * D;
     const int64_t n_rel = Lq + Lk - 1; /* rel_bias entries per head */
 
+    /* The run's stop flag, read here: OpenMP workers do not see the caller's thread-locals. A
+     * stop skips the remaining tasks (their rows stay undefined; the caller drops the output). */
+    const sdw_stop_ref stop = sdw_stop_current();
 #pragma omp parallel
     {
         attn_scratch *sc = sdw_xmalloc(sizeof *sc);
         sc->o = sdw_xmalloc(sizeof(float) * QB * (size_t)D);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < n_tasks; t++) {
+            if (sdw_stop_hit(stop)) continue;
             const int b = (int)(t / ((int64_t)H * n_qblk));
             const int h = (int)(t / n_qblk % H);
             const int64_t i0 = t % n_qblk * QB;

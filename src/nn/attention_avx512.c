@@ -14,6 +14,7 @@
  * the row's contiguous run of the head's table) before the update, which then uses c = log2(e):
  * the bias is in score units, so the scale can no longer wait for the exponent. */
 #include "nn/nn_impl.h"
+#include "nn/stop.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -198,6 +199,9 @@ T512 void sdw__attention_avx512_bias(const float *q, int64_t q_stride, const flo
             }
         }
 
+    /* The run's stop flag, read here: OpenMP workers do not see the caller's thread-locals. A
+     * stop skips the remaining tasks (their rows stay undefined; the caller drops the output). */
+    const sdw_stop_ref stop = sdw_stop_current();
 #pragma omp parallel
     {
         task_buf *tb = aligned_alloc(64, sizeof *tb);
@@ -205,6 +209,7 @@ T512 void sdw__attention_avx512_bias(const float *q, int64_t q_stride, const flo
         if (!tb || !o) SDW_ABORT("out of memory");
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < n_tasks; t++) {
+            if (sdw_stop_hit(stop)) continue;
             const int b = (int)(t / ((int64_t)H * n_qblk));
             const int h = (int)(t / n_qblk % H);
             const int64_t i0 = t % n_qblk * QB;

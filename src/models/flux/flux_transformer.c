@@ -14,6 +14,7 @@
 #include "nn/arena.h"
 #include "nn/nn.h"
 #include "nn/profile.h"
+#include "nn/stop.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -621,9 +622,11 @@ void sdw_flux_forward(const sdw_flux_transformer *t, const float *x, int B, int 
                            sdw_rows(x + (size_t)b * sc.L_img * c->in_channels, sc.L_img),
                            sdw_rows(row_at(sc.h, &sc, b, L_txt, D), sc.L_img), 0);
     }
-    for (int i = 0; i < c->n_layers; i++)
+    /* A stop (nn/stop.h) skips the remaining blocks; out is then undefined (the caller drops
+     * it). */
+    for (int i = 0; i < c->n_layers && !sdw_stop_requested(); i++)
         double_block_forward(&t->dbl[i], &sc);
-    for (int i = 0; i < c->n_single_layers; i++)
+    for (int i = 0; i < c->n_single_layers && !sdw_stop_requested(); i++)
         single_block_forward(&t->sgl[i], &sc);
 
     /* AdaLayerNormContinuous on the image rows ((scale, shift) = linear(silu(temb))), then

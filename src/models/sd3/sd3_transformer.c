@@ -13,6 +13,7 @@
 #include "nn/arena.h"
 #include "nn/nn.h"
 #include "nn/profile.h"
+#include "nn/stop.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -740,7 +741,9 @@ void sdw_sd3_forward(const sdw_sd3_transformer *t, const float *x, int B, int h,
     for (int b = 0; b < B; b++)                    // context_embedder into the context rows
         linear_rows(&t->context_embedder, context + (size_t)b * L * c->joint_dim, L,
                     row_at(sc.h, &sc, b, sc.L_img, D));
-    for (int i = 0; i < c->n_layers; i++)
+    /* A stop (nn/stop.h) skips the remaining blocks; out is then undefined (the caller drops
+     * it). */
+    for (int i = 0; i < c->n_layers && !sdw_stop_requested(); i++)
         joint_block_forward(t, &t->blk[i], &sc);
 
     /* norm_out: AdaLayerNormContinuous ((scale, shift) = linear(silu(temb))) on the image

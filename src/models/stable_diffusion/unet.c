@@ -7,6 +7,7 @@
 #include "nn/arena.h"
 #include "nn/nn.h"
 #include "nn/profile.h"
+#include "nn/stop.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -525,7 +526,16 @@ void sdw_unet_forward(const sdw_unet *u, const float *x, int B, int H, int W,
     sdw_unet_forward_ex(u, x, B, H, W, timesteps, context, L, text_embeds, time_ids, NULL, out);
 }
 
-/* UNet2DConditionModel.forward. */
+/* A stop (nn/stop.h) seen between blocks: frees the activations still live (the skips not yet
+ * consumed and h, when it is not the newest skip) so that the forward can end early. */
+static void drop_live(sdw_arena *ar, act *skips, int ns, float *h) {
+    for (int k = 0; k < ns; k++)
+        ffree(ar, skips[k].d);
+    ffree(ar, h);
+}
+
+/* UNet2DConditionModel.forward. Polls the run's stop flag between blocks: when it is set the
+ * remaining blocks are skipped and out is left undefined (the caller drops it). */
 void sdw_unet_forward_ex(const sdw_unet *u, const float *x, int B, int H, int W,
                          const float *timesteps, const float *context, int L,
                          const float *text_embeds, const float *time_ids,
@@ -551,6 +561,10 @@ void sdw_unet_forward_ex(const sdw_unet *u, const float *x, int B, int H, int W,
             h = resnet_forward(ar, &lv->resnets[j], h, B, temb);
             if (lv->attns) transformer_2d_forward(ar, &lv->attns[j], h, B, context, L);
             skips[ns++] = h;
+            if (sdw_stop_requested()) { /* h is the newest skip */
+                drop_live(ar, skips, ns, NULL);
+                goto stopped;
+            }
         }
         if (lv->has_sampler) skips[ns++] = h = downsample_forward(ar, &lv->sampler, h, B);
     }
@@ -589,6 +603,10 @@ void sdw_unet_forward_ex(const sdw_unet *u, const float *x, int B, int H, int W,
             h = resnet_forward(ar, &lv->resnets[j], cat, B, temb);
             ffree(ar, cat.d);
             if (lv->attns) transformer_2d_forward(ar, &lv->attns[j], h, B, context, L);
+            if (sdw_stop_requested()) {
+                drop_live(ar, skips, ns, h.d);
+                goto stopped;
+            }
         }
         if (lv->has_sampler)
             h = upsample_forward(ar, &lv->sampler, h, B, skips[ns - 1].h, skips[ns - 1].w);
@@ -600,6 +618,7 @@ void sdw_unet_forward_ex(const sdw_unet *u, const float *x, int B, int H, int W,
     sdw_group_norm_forward(&u->conv_norm_out, NULL, hv, hv, SDW_SILU);
     sdw_conv2d_forward(&u->conv_out, hv, sdw_nhwc(out, B, H, W), 0); // [B, H, W, out]
     ffree(ar, h.d);
+stopped:
     free(skips);
     ffree(ar, temb);
     sdw_arena_destroy(ar);
