@@ -12,9 +12,10 @@
  * An interface in the house form (as sdw_image_model): a const ops table, its pointer embedded
  * first in each implementation's instance. The CPU backend (nn/backend_cpu.c: oneDNN primitives
  * with packed weights) is the first implementation; a CUDA backend is a second table behind the
- * same calls. Model code never sees a backend: it binds and runs the layers of nn/nn.h, which
- * hold a backend op each (sdw_linear.op, sdw_conv2d.op) and dispatch through it. The rest of
- * nn/ (norms, attention, elementwise kernels) is CPU code of its own.
+ * same calls. Model code calls no backend function: it binds and runs the layers of nn/nn.h,
+ * which hold a backend op each (sdw_linear.op, sdw_conv2d.op) and dispatch through it
+ * (tests/nn/test_backend_seam checks that nothing above nn/ touches oneDNN). The rest of nn/
+ * (norms, attention, elementwise kernels) is CPU code of its own.
  *
  * Ownership: an op is made on a backend and refers to it: destroy every op before its backend.
  * Weights and biases handed to a create call are copied (packed); activation views are borrowed

@@ -714,11 +714,12 @@ static void *downsample_forward(sdw_arena *ar, const sdw_conv2d *conv, sdw_dt dt
     return y;
 }
 
-float *sdw__vae_upsample(sdw_weights *ws, const char *prefix, int c, const float *x, int B, int H,
-                         int W, sdw_error *err) {
+sdw_status sdw__vae_upsample(sdw_weights *ws, const char *prefix, int c, const float *x, int B,
+                             int H, int W, float **y_out, sdw_error *err) {
     vae_upsample u;
     size_t np = 0;
-    if (bind_upsample(&u, ws, prefix, c, &np, err)) return NULL;
+    sdw_status st = bind_upsample(&u, ws, prefix, c, &np, err);
+    if (st != SDW_OK) return st;
     const sdw_dt dt = sdw_conv2d_operand_dt(&u.phase[0]);
     const size_t n_in = (size_t)B * H * W * c, n_out = 4 * n_in;
     sdw_arena *ar = sdw_arena_create();
@@ -731,7 +732,8 @@ float *sdw__vae_upsample(sdw_weights *ws, const char *prefix, int c, const float
                         n_out);
     sdw_arena_free(ar, y); /* small buffers are malloc'd: destroy does not see them */
     sdw_arena_destroy(ar);
-    return out;
+    *y_out = out;
+    return SDW_OK;
 }
 
 void sdw_vae_decode(const sdw_vae *v, const float *z, int B, int h, int w, float *img) {

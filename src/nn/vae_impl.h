@@ -5,8 +5,9 @@
 #include "nn/vae.h"
 
 /* Upsample2D ("<prefix>.conv" weights, c channels) as sdw_vae_decode computes it (phase-split):
- * x [B,H,W,c] -> a new malloc'd [B,2H,2W,c], or NULL with err set when binding fails. */
-float *sdw__vae_upsample(sdw_weights *ws, const char *prefix, int c, const float *x, int B, int H,
-                         int W, sdw_error *err);
+ * x [B,H,W,c] -> *y a new malloc'd [B,2H,2W,c] (free it). A binding failure is returned with
+ * err set, *y untouched. */
+sdw_status sdw__vae_upsample(sdw_weights *ws, const char *prefix, int c, const float *x, int B,
+                             int H, int W, float **y, sdw_error *err);
 
 #endif

@@ -412,7 +412,8 @@ static void test_upsample_phase_split(void) {
         r = r * 1664525u + 1013904223u;
         x[i] = (float)(r >> 8) / (float)(1u << 24) * 2.0f - 1.0f;
     }
-    float *got = sdw__vae_upsample(ws, prefix, C, x, B, H, W, e);
+    float *got = NULL;
+    sdw__vae_upsample(ws, prefix, C, x, B, H, W, &got, e);
     float *u = malloc(sizeof(float) * B * 4 * H * W * C), *ref = malloc(sizeof(float) * B * 4 * H * W * C);
     sdw_conv2d conv;
     sdw_status st = sdw_conv2d_bind(&conv, ws, "decoder.up_blocks.0.upsamplers.0.conv", C, C, 3, 1,
