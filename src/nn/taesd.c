@@ -370,10 +370,6 @@ struct sdw_taesd {
     size_t n_params;
 };
 
-static size_t conv_params(const sdw_conv2d *c) {
-    return (size_t)c->out * c->in * c->k * c->k;
-}
-
 /* Binds "<half>.layers.<idx><sub>" (3x3, pad 1) and counts its parameters. */
 static sdw_status bind_conv(sdw_conv2d *c, sdw_weights *ws, const char *half, int idx,
                             const char *sub, int in, int out, int stride, bool bias, size_t *np,
@@ -381,7 +377,7 @@ static sdw_status bind_conv(sdw_conv2d *c, sdw_weights *ws, const char *half, in
     char name[NAME_MAX_LEN];
     snprintf(name, sizeof name, "%s.layers.%d%s", half, idx, sub);
     sdw_status st = sdw_conv2d_bind(c, ws, name, in, out, 3, stride, 1, bias, err);
-    if (st == SDW_OK) *np += conv_params(c) + (bias ? (size_t)out : 0);
+    if (st == SDW_OK) *np += (size_t)out * in * 9 + (bias ? (size_t)out : 0);
     return st;
 }
 
@@ -460,7 +456,8 @@ static sdw_status bind_encoder(sdw_taesd *t, sdw_weights *ws, sdw_error *err) {
                         ch[c->n_encoder_stages - 1], c->latent_channels, 1, true, &t->n_params,
                         err)))
         return st;
-    SDW_ASSERT(++k == t->n_enc);
+    k++;
+    SDW_ASSERT(k == t->n_enc);
     return SDW_OK;
 }
 
