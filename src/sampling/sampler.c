@@ -227,6 +227,8 @@ sdw_status sdw_sampler_create(const char *name, const sdw_scheduler_config *cfg,
         return st;
     }
     SDW_ASSERT(s->n_calls >= 1 && s->timesteps);
+    /* A schedule that repeats its first timestep cannot run from call 0 (step() says so), but
+     * an image-to-image start further in may still be valid: not an error here. */
     sdw_sampler_set_begin(s, 0, NULL);
     *out = s;
     return SDW_OK;
@@ -267,6 +269,18 @@ void sdw_sampler_scale_model_input(const sdw_sampler *s, int i, const float *x, 
         memmove(out, x, n * sizeof *out);
 }
 
+/* The sigma-indexed samplers step from schedule index begin + offset to n_calls - 1 + offset:
+ * a start on a timestep that repeats later (offset > 0) would step past the schedule's end, as
+ * diffusers' own index lookup does there (an IndexError or assertion at the last step). */
+static sdw_status overrun_error(const sdw_sampler *s, sdw_error *err) {
+    if (!s->sigmas || s->sigma_offset <= 0) return SDW_OK;
+    return sdw_error_set(err, SDW_E_INVALID_ARG,
+                         "%s: timestep %g repeats at call %d, so a run starting there steps past "
+                         "the end of the schedule (diffusers fails the same way); try another "
+                         "step count",
+                         s->ops->name, (double)s->timesteps[s->begin], s->begin);
+}
+
 /* Lazily sizes the run buffers to the latents; n is fixed from then on. */
 static sdw_status ensure_buffers(sdw_sampler *s, size_t n, sdw_error *err) {
     if (s->buf) {
@@ -294,7 +308,9 @@ static sdw_status ensure_buffers(sdw_sampler *s, size_t n, sdw_error *err) {
 sdw_status sdw_sampler_step(sdw_sampler *s, int i, const float *model_out, float *latents, size_t n,
                             sdw_rng *rng, sdw_error *err) {
     SDW_ASSERT(i == s->next_call && i < s->n_calls); /* calls in order, from begin */
-    sdw_status st = ensure_buffers(s, n, err);
+    sdw_status st = overrun_error(s, err);
+    if (st != SDW_OK) return st;
+    st = ensure_buffers(s, n, err);
     if (st != SDW_OK) return st;
     s->noise_valid = false;
     s->ops->step(s, i, model_out, latents, n, rng);
@@ -351,7 +367,7 @@ sdw_status sdw_sampler_set_begin(sdw_sampler *s, int begin, sdw_error *err) {
     s->heun_pending = false;
     s->heun_dt = 0.0f;
     s->noise_valid = false;
-    return SDW_OK;
+    return overrun_error(s, err);
 }
 
 void sdw_sampler_add_noise(const sdw_sampler *s, const float *x0, const float *noise, float *out,

@@ -104,6 +104,11 @@ int sdw__sigma_schedule(const sdw_sampler *s, bool cfg_range, double **ts, doubl
  * occurrence when it repeats. */
 int sdw__sampler_step_index_of(const sdw_sampler *s, int i);
 
+/* LMSDiscreteScheduler.get_lms_coefficient(order, t, cur) as scipy's quad computes it: the
+ * integral over [sigmas[t], sigmas[t + 1]] of the Lagrange basis polynomial `cur` through
+ * sigmas[t - k], k < order (1 <= order <= t + 1), evaluated in float32 (sampler_lms.c). */
+double sdw__lms_coefficient(const float *sigmas, int order, int t, int cur);
+
 /* Python-style index into alphas_cumprod (negative wraps, as diffusers' tensor indexing does). */
 float sdw__alpha_at(const sdw_sampler *s, int t);
 

@@ -154,7 +154,7 @@ static double exact_integral(const lagrange *l, double a, double b) {
 
 /* get_lms_coefficient(order, t, cur) = quad(lms_derivative, sigmas[t], sigmas[t + 1],
  * epsabs=1.49e-8, epsrel=1e-4)[0]. */
-static double lms_coefficient(const float *sigmas, int order, int t, int cur) {
+double sdw__lms_coefficient(const float *sigmas, int order, int t, int cur) {
     const lagrange l = {.sigmas = sigmas, .t = t, .order = order, .cur = cur};
     const double a = sigmas[t], b = sigmas[t + 1];
     const qk21_result r = qk21(&l, a, b);
@@ -245,7 +245,7 @@ static void lms_step(sdw_sampler *s, int i, const float *mo, float *x, size_t n,
     const int used = order < s->n_hist ? order : s->n_hist;
     float c[LMS_ORDER];
     for (int k = 0; k < used; k++)
-        c[k] = (float)lms_coefficient(s->sigmas, order, si, k);
+        c[k] = (float)sdw__lms_coefficient(s->sigmas, order, si, k);
     /* sample + sum(c_k * d_{-1-k}): Python's sum starts at 0 and adds left to right */
     float *acc = s->tmp;
     for (size_t j = 0; j < n; j++) {

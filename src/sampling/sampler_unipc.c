@@ -104,7 +104,8 @@ static sdw_status unipc_setup(sdw_sampler *s, sdw_error *err) {
     return SDW_OK;
 }
 
-/* _sigma_to_alpha_sigma_t and lambda = log(alpha) - log(sigma), in float32. */
+/* _sigma_to_alpha_sigma_t and lambda = log(alpha) - log(sigma), in float32 with torch's log
+ * (Sleef's, which differs from glibc's logf by an ulp now and then: enough to move a step). */
 typedef struct uni_point {
     float alpha, sigma, lambda;
 } uni_point;
@@ -113,7 +114,7 @@ static uni_point uni_at(float sigma) {
     uni_point p;
     p.alpha = 1.0f / sqrtf(sigma * sigma + 1.0f);
     p.sigma = sigma * p.alpha;
-    p.lambda = logf(p.alpha) - logf(p.sigma);
+    p.lambda = sdw__torch_logf(p.alpha) - sdw__torch_logf(p.sigma);
     return p;
 }
 
@@ -158,8 +159,8 @@ static uni_step uni_step_at(const sdw_sampler *s, int to, int from) {
     u.s0 = uni_at(s->sigmas[from]);
     u.h = t.lambda - u.s0.lambda;
     u.hh = -u.h; /* predict_x0 */
-    u.h_phi_1 = expm1f(u.hh);
-    u.b_h = expm1f(u.hh); /* bh2 */
+    u.h_phi_1 = sdw__torch_expm1f(u.hh);
+    u.b_h = sdw__torch_expm1f(u.hh); /* bh2 */
     u.ratio = t.sigma / u.s0.sigma;
     u.c_m0 = t.alpha * u.h_phi_1;
     u.c_res = t.alpha * u.b_h;
