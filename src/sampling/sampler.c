@@ -274,6 +274,11 @@ void sdw_sampler_scale_model_input(const sdw_sampler *s, int i, const float *x, 
  * diffusers' own index lookup does there (an IndexError or assertion at the last step). */
 static sdw_status overrun_error(const sdw_sampler *s, sdw_error *err) {
     if (!s->sigmas || s->sigma_offset <= 0) return SDW_OK;
+    if (sdw_sampler_order(s) > 1) /* heun: the caller did not multiply the start by the order */
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "%s: call %d is inside a step; a run starts at a step boundary, "
+                             "call t_start * %d",
+                             s->ops->name, s->begin, sdw_sampler_order(s));
     return sdw_error_set(err, SDW_E_INVALID_ARG,
                          "%s: timestep %g repeats at call %d, so a run starting there steps past "
                          "the end of the schedule (diffusers fails the same way); try another "
