@@ -9,7 +9,8 @@ static const struct {
     const char *ours, *a1111;
 } g_sampler_names[] = {
     {"ddim", "DDIM"},       {"pndm", "PLMS"},         {"euler", "Euler"},
-    {"euler_a", "Euler a"}, {"dpm++2m", "DPM++ 2M"},
+    {"euler_a", "Euler a"}, {"dpm++2m", "DPM++ 2M"},  {"heun", "Heun"},
+    {"lms", "LMS"},         {"unipc", "UniPC"},       {"lcm", "LCM"},
 };
 
 const char *sdw_sampler_a1111_name(const char *sampler) {
