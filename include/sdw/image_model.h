@@ -60,7 +60,26 @@ typedef struct sdw_capabilities {
      * flow-matching pipelines: SD3, FLUX), so any strength > 0 runs at least one step. */
     bool strength_rounds_start;
     const sdw_param_spec *params; /* the family's request options, {NULL}-terminated, or NULL */
+    bool taesd; /* a tiny autoencoder is loaded: previews and sdw_request.decoder TAESD */
 } sdw_capabilities;
+
+/* How the final image is decoded (sdw_request.vae_tiling). */
+typedef enum sdw_vae_tiling_mode {
+    SDW_TILING_AUTO = 0, /* tiled when the image is larger than SDW_TILING_AUTO_PIXELS */
+    SDW_TILING_OFF,
+    SDW_TILING_ON, /* diffusers' enable_vae_tiling(): overlapping tiles, blended seams */
+} sdw_vae_tiling_mode;
+/* Above this many pixels an untiled VAE decode needs gigabytes of scratch (SD's full-resolution
+ * stages: ~0.55 GB per 512x512 in f32): AUTO tiles, and says so in the result info. */
+#define SDW_TILING_AUTO_PIXELS (2048 * 2048)
+
+typedef enum sdw_decoder {
+    SDW_DECODER_VAE = 0, /* the model's autoencoder */
+    SDW_DECODER_TAESD,   /* the loaded tiny autoencoder: a fast draft of the image */
+} sdw_decoder;
+/* "vae" / "taesd" (static); parse: SDW_E_INVALID_ARG naming the value, *out untouched. */
+const char *sdw_decoder_str(sdw_decoder d);
+sdw_status sdw_decoder_parse(const char *s, sdw_decoder *out, sdw_error *err);
 
 /* The unified request. Strings are borrowed for the duration of the call. */
 typedef struct sdw_request {
@@ -100,6 +119,8 @@ typedef struct sdw_request {
     int n_params;
 
     bool profile; /* measure this run's forward passes op by op (sdw_result_info.profile) */
+    sdw_vae_tiling_mode vae_tiling; /* AUTO (0), OFF, ON: tiled decode / image-to-image encode */
+    sdw_decoder decoder;            /* VAE (0), or TAESD (needs caps.taesd) */
 
     /* Stopping the run from another thread: NULL, or a flag (sdw_stop values) the caller may
      * set while the run goes, borrowed for the call. The run polls it between blocks of every
@@ -178,6 +199,8 @@ typedef struct sdw_result_info {
     bool interrupted;
     int steps_done; /* denoiser calls whose result the image has (n_denoiser_calls unless
                      * interrupted) */
+    bool vae_tiled;     /* decoded in tiles (asked, or AUTO above SDW_TILING_AUTO_PIXELS) */
+    bool taesd_decoded; /* decoded by the tiny autoencoder (a draft) */
 } sdw_result_info;
 
 typedef struct sdw_image_model sdw_image_model;
@@ -222,6 +245,11 @@ typedef struct sdw_load_options {
      * details a file cannot record, the schedule, the latent scaling, the tokenizers and any
      * component the file lacks. NULL = the released models'. */
     const char *config_dir;
+    /* A tiny autoencoder for the model's latent space (TAESD, taesdxl, taesd3, taef1): a
+     * diffusers AutoencoderTiny folder, or the original taesd*_decoder.safetensors (its
+     * _encoder sibling is used when present), or a folder holding them. Previews then show a
+     * decoded image, and requests may decode with it (sdw_request.decoder). NULL = none. */
+    const char *taesd;
     sdw_model_option options[SDW_MAX_MODEL_OPTIONS];
     int n_options;
 } sdw_load_options;

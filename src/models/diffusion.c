@@ -63,12 +63,17 @@ sdw_status sdw_diffusion_open_component(sdw_diffusion *d, const char *root, cons
 }
 
 void sdw_diffusion_deinit(sdw_diffusion *d) {
+    sdw_taesd_destroy(d->taesd);
+    sdw_weights_destroy(d->w_taesd[0]);
+    sdw_weights_destroy(d->w_taesd[1]);
+    d->taesd = NULL;
+    d->w_taesd[0] = d->w_taesd[1] = NULL;
     for (int i = 0; i < d->n_files; i++)
         sdw_st_close(d->files[i]);
     d->n_files = 0;
 }
 
-void sdw_diffusion_finish(sdw_diffusion *d) {
+sdw_status sdw_diffusion_finish(sdw_diffusion *d, const sdw_load_options *opts, sdw_error *err) {
     int n = 0;
     for (const char *const *s = sdw_sampler_names_for(&d->sched); *s && n < 15; s++)
         d->samplers[n++] = *s;
@@ -81,38 +86,12 @@ void sdw_diffusion_finish(sdw_diffusion *d) {
     d->caps.strength_rounds_start = d->sched.flow_matching;
     if (d->patch < 1) d->patch = 1;
     if (d->denoiser_in_channels == 0) d->denoiser_in_channels = d->latent_channels;
-}
-
-/* Latent -> RGB preview at latent resolution: a fixed linear map of the latent channels (the
- * factors ComfyUI and AUTOMATIC1111 use for their cheap previews), mapped from [-1, 1].
- * lat: [C, h, w] NCHW. img->data must hold w*h*3 bytes. */
-static void latent_preview(const sdw_diffusion *d, const float *lat, int h, int w,
-                           sdw_image *img) {
-    const size_t hw = (size_t)h * w;
-    const int C = d->latent_channels;
-    img->width = w;
-    img->height = h;
-    img->channels = 3;
-    for (size_t p = 0; p < hw; p++)
-        for (int k = 0; k < 3; k++) {
-            float v = d->preview_bias ? d->preview_bias[k] : 0.0f;
-            if (d->preview_rgb)
-                for (int c = 0; c < C; c++)
-                    v += lat[c * hw + p] * d->preview_rgb[c][k];
-            else
-                v += lat[p];
-            v = (v + 1.0f) * 127.5f;
-            img->data[p * 3 + k] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : lrintf(v));
-        }
-}
-
-/* (image / 2 + 0.5).clamp(0, 1), then * 255 rounded, as diffusers' numpy_to_pil. */
-static void to_rgb8(const float *x, size_t n, uint8_t *out) {
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i] / 2.0f + 0.5f;
-        v = v < 0 ? 0 : v > 1 ? 1 : v;
-        out[i] = (uint8_t)lrintf(v * 255.0f);
+    if (opts && opts->taesd) {
+        sdw_status s = sdw__codec_load_taesd(d, opts->taesd, err);
+        if (s) return s;
+        d->caps.taesd = true;
     }
+    return SDW_OK;
 }
 
 /* The seed a run uses: the request's, or a fresh one in A1111's 32-bit range. */
@@ -141,33 +120,6 @@ static sdw_status make_sampler(const sdw_diffusion *d, const sdw_request *req, i
     return sdw_sampler_create(req->sampler, &sched, &p, out, err);
 }
 
-/* Decodes latents [C, h, w] (destroyed: divided in place) into out (RGB8, W x H). */
-static void decode(const sdw_diffusion *d, float *latents, int h, int w, float *scratch,
-                   sdw_image *out) {
-    const int C = d->latent_channels, f = d->vae_factor, W = w * f, H = h * f;
-    const size_t n_lat = (size_t)C * h * w;
-    /* z = latents / scaling_factor + shift_factor */
-    for (size_t i = 0; i < n_lat; i++)
-        latents[i] = latents[i] / d->vae_scaling + d->vae_shift;
-    sdw_diffusion_tap(d, "vae.decode.z", latents, 4, (int64_t)1, (int64_t)C, (int64_t)h,
-                      (int64_t)w);
-    sdw_nchw_to_nhwc(latents, 1, C, h, w, scratch);
-    float *image = sdw_xmalloc((size_t)W * H * 3 * sizeof(float));
-    sdw_vae_decode(d->vae, scratch, 1, h, w, image);
-    if (d->tap) {
-        float *nchw = sdw_xmalloc((size_t)W * H * 3 * sizeof(float));
-        sdw_nhwc_to_nchw(image, 1, H, W, 3, nchw);
-        sdw_diffusion_tap(d, "vae.decode.out", nchw, 4, (int64_t)1, (int64_t)3, (int64_t)H,
-                          (int64_t)W);
-        free(nchw);
-    }
-    out->width = W;
-    out->height = H;
-    out->channels = 3;
-    out->data = sdw_xmalloc((size_t)W * H * 3);
-    to_rgb8(image, (size_t)W * H * 3, out->data);
-    free(image);
-}
 
 /* What the caller's stop flag asks for now (SDW_STOP_NONE without one). */
 static int stop_asked(const sdw_request *req) {
@@ -220,7 +172,6 @@ sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
     float *latents = sdw_xmalloc(n_lat * sizeof(float));
     float *model_in = sdw_xmalloc(B * n_in * sizeof(float));    /* NCHW, CFG batch */
     float *noise_pred = sdw_xmalloc(B * n_lat * sizeof(float)); /* NCHW */
-    float *scratch = NULL;
     sdw_image preview = {0};
     sdw_image_job job = {0};
     int n_noise = 0; /* noise.KK taps: every draw after the initial latents */
@@ -303,8 +254,7 @@ sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
         const sdw_image *shown = NULL;
         if (progress && req->preview_every > 0 &&
             ((k + 1) % req->preview_every == 0 || i + 1 == n_calls)) {
-            if (!preview.data) preview.data = sdw_xmalloc((size_t)w * h * 3);
-            latent_preview(d, latents, h, w, &preview);
+            sdw__codec_preview(d, latents, h, w, &preview);
             shown = &preview;
         }
         if (progress && !progress(user, k + 1, n_calls - begin, shown)) {
@@ -322,8 +272,10 @@ sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
         s = sdw_error_set(err, SDW_CANCELLED, "cancelled before decoding");
         goto done;
     }
-    scratch = sdw_xmalloc(n_lat * sizeof(float));
-    decode(d, latents, h, w, scratch, out);
+    bool tiled = false, taesd = false;
+    if ((s = sdw__codec_decode(d, req, latents, h, w, out, &tiled, &taesd, err))) goto done;
+    if (tiled && req->vae_tiling == SDW_TILING_AUTO)
+        SDW_INFO("%dx%d is above %d pixels: decoded in tiles", W, H, SDW_TILING_AUTO_PIXELS);
     if (stop_asked(req) == SDW_STOP_CANCEL) {
         sdw_image_free(out);
         s = sdw_error_set(err, SDW_CANCELLED, "cancelled while decoding");
@@ -338,7 +290,8 @@ sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
                               .n_denoiser_calls = n_calls - begin, .strength = job.strength,
                               .seconds_image_encode = t_image,
                               .guidance_embedded = d->guidance == SDW_GUIDANCE_EMBEDDED,
-                              .interrupted = interrupted, .steps_done = n_done};
+                              .interrupted = interrupted, .steps_done = n_done,
+                              .vae_tiled = tiled, .taesd_decoded = taesd};
     snprintf(info->sampler, sizeof info->sampler, "%s", req->sampler);
     snprintf(info->scheduler, sizeof info->scheduler, "%s", req->scheduler);
 done:
@@ -355,7 +308,7 @@ done:
     free(latents);
     free(model_in);
     free(noise_pred);
-    free(scratch);
+
     sdw_image_free(&preview);
     return s;
 }

@@ -29,6 +29,7 @@
 #include "sdw/image_model.h"
 
 #include "io/safetensors.h"
+#include "nn/taesd.h"
 #include "nn/vae.h"
 #include "sampling/scheduler.h"
 
@@ -97,6 +98,12 @@ struct sdw_diffusion {
      * pixel, mapped from [-1, 1]; NULL = a grey view of the first channel. */
     const float (*preview_rgb)[3];
     const float *preview_bias; /* [3] or NULL */
+    int vae_sample_size; /* the VAE config's sample_size (px): the tile of tiled decoding; 0 =
+                          * the default image size */
+    /* Optional tiny autoencoder (--taesd), loaded by sdw_diffusion_finish: previews decode with
+     * it, and requests may ask it for the final image (owned; freed by sdw_diffusion_deinit). */
+    sdw_taesd *taesd;
+    sdw_weights *w_taesd[2]; /* its decoder's and encoder's weights */
 
     int n_threads;
     sdw_precision precision; /* resolved: what every component was packed for */
@@ -111,9 +118,11 @@ sdw_status sdw_diffusion_generate(sdw_image_model *m, const sdw_request *req,
                                   sdw_result_info *info, sdw_error *err);
 
 /* Fills what follows from the schedule: the sampler list (caps.samplers), the default sampler
- * when the family left it NULL (the scheduler config's class), the strength rule. Call after
- * the family filled caps and sched. */
-void sdw_diffusion_finish(sdw_diffusion *d);
+ * when the family left it NULL (the scheduler config's class), the strength rule; and loads
+ * what every family may add from opts (opts->taesd: a tiny autoencoder for the model's latent
+ * space, refused with a message when it is for another one). Call last, after the family
+ * filled caps, sched and the latent space. */
+sdw_status sdw_diffusion_finish(sdw_diffusion *d, const sdw_load_options *opts, sdw_error *err);
 
 /* Maps one more file into d (closed by sdw_diffusion_deinit): a .safetensors file, or a
  * sharded checkpoint's *.safetensors.index.json. */
@@ -125,7 +134,8 @@ sdw_status sdw_diffusion_open_file(sdw_diffusion *d, const char *path, sdw_st_fi
  * expected file when there is none. */
 sdw_status sdw_diffusion_open_component(sdw_diffusion *d, const char *root, const char *sub,
                                         const char *stem, sdw_st_file **out, sdw_error *err);
-/* Closes d's files. The family frees its own parts first. */
+/* Frees the core's parts (the TAESD) and closes d's files. The family frees its own parts
+ * first. */
 void sdw_diffusion_deinit(sdw_diffusion *d);
 
 /* Test hook: m must be a model built on this core. fn NULL removes the tap. */
@@ -134,11 +144,31 @@ void sdw_diffusion_set_tap(sdw_image_model *m, sdw_tap_fn fn, void *user);
 void sdw_diffusion_tap(const sdw_diffusion *d, const char *name, const float *data, int n_dims,
                        ...);
 
+/* ---- diffusion_codec.c: the latent codecs (used by sdw_diffusion_generate) ---- */
+
+/* Loads the TAESD at path (see sdw_load_options.taesd) into d, checking it fits d's latents. */
+sdw_status sdw__codec_load_taesd(sdw_diffusion *d, const char *path, sdw_error *err);
+/* Whether this request's image (W x H) is decoded / encoded in tiles, and the tiles: the VAE
+ * config's sample_size, else the model's default image size (diffusers' single-file rule). */
+bool sdw__codec_tiled(const sdw_diffusion *d, const sdw_request *req, int W, int H);
+sdw_vae_tiling sdw__codec_tiling(const sdw_diffusion *d);
+/* Decodes latents [C, h, w] NCHW (destroyed) into out (RGB8) with the request's decoder,
+ * tiled when asked: z = latents / scaling + shift of that decoder. *tiled / *taesd say what
+ * ran. Taps vae.decode.z and vae.decode.out. */
+sdw_status sdw__codec_decode(const sdw_diffusion *d, const sdw_request *req, float *latents,
+                             int h, int w, sdw_image *out, bool *tiled, bool *taesd,
+                             sdw_error *err);
+/* A preview of latents [C, h, w] NCHW into img (data reallocated as needed): the TAESD's
+ * decoded image when one is loaded, else the latent-to-RGB projection at latent resolution. */
+void sdw__codec_preview(const sdw_diffusion *d, const float *latents, int h, int w,
+                        sdw_image *img);
+
 /* ---- diffusion_image.c: image-to-image and inpainting (used by sdw_diffusion_generate) ---- */
 
 typedef struct sdw_image_job {
     bool inpaint;          /* a mask is in play (given, or implied by a 9-channel denoiser) */
     bool blend;            /* 4-channel inpainting: re-noised originals outside the mask */
+    bool tiled;            /* the VAE encodes in tiles (sdw_request.vae_tiling) */
     double strength;
     int n_noise, n_encode; /* noise.KK / vae.encode.N taps so far */
     float *noise;          /* [C, h, w] prepare_latents' noise */

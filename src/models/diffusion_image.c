@@ -96,7 +96,9 @@ static sdw_status encode_sample(const sdw_diffusion *m, sdw_image_job *job, sdw_
     snprintf(name, sizeof name, "vae.encode.%d.image", k);
     tap4(m, name, image, 1, 3, H, W);
     sdw_nchw_to_nhwc(image, 1, 3, H, W, nhwc);
-    sdw_status s = sdw_vae_encode(m->vae, nhwc, 1, H, W, mean, std, err);
+    const sdw_vae_tiling tiling = sdw__codec_tiling(m);
+    sdw_status s = job->tiled ? sdw_vae_encode_tiled(m->vae, nhwc, 1, H, W, &tiling, mean, std, err)
+                              : sdw_vae_encode(m->vae, nhwc, 1, H, W, mean, std, err);
     if (s) goto done;
     sdw_nhwc_to_nchw(mean, 1, h, w, C, mean_c);
     sdw_nhwc_to_nchw(std, 1, h, w, C, std_c);
@@ -129,6 +131,7 @@ sdw_status sdw__image_prepare(const sdw_diffusion *m, const sdw_request *req, sd
     job->inpaint = req->mask != NULL || nine;
     job->blend = job->inpaint && !nine;
     job->strength = req->strength;
+    job->tiled = sdw__codec_tiled(m, req, W, H);
     /* get_timesteps: skip the first calls of the schedule, rounding as the family's reference
      * pipeline does (sdw_capabilities.strength_rounds_start). */
     const int begin = m->caps.strength_rounds_start

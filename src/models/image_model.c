@@ -40,6 +40,17 @@ const char *sdw_load_option(const sdw_load_options *o, const char *key) {
     return NULL;
 }
 
+const char *sdw_decoder_str(sdw_decoder d) {
+    return d == SDW_DECODER_TAESD ? "taesd" : d == SDW_DECODER_VAE ? "vae" : "?";
+}
+
+sdw_status sdw_decoder_parse(const char *s, sdw_decoder *out, sdw_error *err) {
+    if (!strcmp(s, "vae")) *out = SDW_DECODER_VAE;
+    else if (!strcmp(s, "taesd")) *out = SDW_DECODER_TAESD;
+    else return sdw_error_set(err, SDW_E_INVALID_ARG, "decoder '%s' must be vae or taesd", s);
+    return SDW_OK;
+}
+
 static bool in_list(const char *const *list, const char *s) {
     for (; list && *list; list++)
         if (strcmp(*list, s) == 0) return true;
@@ -228,6 +239,16 @@ sdw_status sdw_request_resolve(const sdw_request *req, const sdw_capabilities *c
     if ((s = resolve_params(&r, caps, err))) return s;
     if (r.rng != SDW_RNG_TORCH && r.rng != SDW_RNG_PHILOX)
         return sdw_error_set_field(err, "rng", SDW_E_INVALID_ARG, "unknown rng %d", (int)r.rng);
+    if (r.vae_tiling < SDW_TILING_AUTO || r.vae_tiling > SDW_TILING_ON)
+        return sdw_error_set_field(err, "vae_tiling", SDW_E_INVALID_ARG,
+                                   "unknown VAE tiling mode %d", (int)r.vae_tiling);
+    if (r.decoder != SDW_DECODER_VAE && r.decoder != SDW_DECODER_TAESD)
+        return sdw_error_set_field(err, "decoder", SDW_E_INVALID_ARG, "unknown decoder %d",
+                                   (int)r.decoder);
+    if (r.decoder == SDW_DECODER_TAESD && !caps->taesd)
+        return sdw_error_set_field(err, "decoder", SDW_E_UNSUPPORTED,
+                                   "decoding with TAESD needs a tiny autoencoder loaded with the "
+                                   "model (--taesd PATH)");
     /* Stable Diffusion's get_timesteps runs int(steps * strength) steps; none at all is an
      * error there (StableDiffusionInpaintPipeline raises, the img2img pipeline fails on an
      * empty slice). The flow-matching pipelines round the start instead and always run one. */

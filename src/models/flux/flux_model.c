@@ -226,7 +226,7 @@ static const sdw_capabilities *flux_caps(const sdw_image_model *m) {
  * steps, no guidance; default size default_sample_size (64) x vae_scale_factor (2^levels: the
  * VAE's factor x 2), 1024 px for the released models; sizes in steps of the VAE factor x the
  * 2x2 packing (16 px). */
-static void finish_setup(flux_model *m) {
+static sdw_status finish_setup(flux_model *m, const sdw_load_options *opts, sdw_error *err) {
     const sdw_flux_config *fc = sdw_flux_transformer_config(m->dit);
     const bool dev = fc->guidance_embeds;
     snprintf(m->d.variant, sizeof m->d.variant, "%s", dev ? "dev" : "schnell");
@@ -258,7 +258,7 @@ static void finish_setup(flux_model *m) {
     c->default_guidance = dev ? 3.5f : 0.0f;
     c->schedulers = g_schedulers;
     c->params = g_params;
-    sdw_diffusion_finish(&m->d);
+    return sdw_diffusion_finish(&m->d, opts, err);
 }
 
 static void fmt_params(char *buf, size_t cap, size_t n) {
@@ -377,7 +377,7 @@ static sdw_status flux_load(const char *path, const sdw_load_options *opts, sdw_
     warn_unused("text encoder", m->clip.w);
     warn_unused("text encoder 2", m->t5.w);
     warn_unused("vae", m->w_vae);
-    finish_setup(m);
+    if ((s = finish_setup(m, opts, err))) goto fail;
     *out = &m->d.base;
     return SDW_OK;
 fail:

@@ -245,7 +245,7 @@ static const sdw_capabilities *sd3_caps(const sdw_image_model *m) {
 /* Capabilities as StableDiffusion3Pipeline's defaults: 28 steps, guidance 7.0 (CFG), default
  * size sample_size latents (1024 px for the released models), sizes in steps of the VAE factor
  * x the patch, up to the position table's reach. */
-static void finish_setup(sd3_model *m) {
+static sdw_status finish_setup(sd3_model *m, const sdw_load_options *opts, sdw_error *err) {
     const sdw_sd3_config *tc = sdw_sd3_transformer_config(m->dit);
     snprintf(m->d.variant, sizeof m->d.variant, "%s", tc->qk_norm ? "3.5" : "3");
     m->d.hooks = &sdw__sd3_hooks;
@@ -276,7 +276,7 @@ static void finish_setup(sd3_model *m) {
     c->default_guidance = 7.0f;
     c->schedulers = g_schedulers;
     c->params = m->t5.enc ? g_params : NULL; /* the window is T5's */
-    sdw_diffusion_finish(&m->d);
+    return sdw_diffusion_finish(&m->d, opts, err);
 }
 
 static void fmt_params(char *buf, size_t cap, size_t n) {
@@ -406,7 +406,7 @@ static sdw_status sd3_load(const char *path, const sdw_load_options *opts, sdw_i
     warn_unused("text encoder", m->clip[0].w);
     warn_unused("text encoder 2", m->clip[1].w);
     warn_unused("text encoder 3", m->t5.w);
-    finish_setup(m);
+    if ((s = finish_setup(m, opts, err))) goto fail;
     *out = &m->d.base;
     return SDW_OK;
 fail:

@@ -62,7 +62,7 @@ sdw_status sdw__sd_load_demo(const sdw_load_options *opts, sdw_image_model **out
     if ((s = sdw_vae_config_parse(g_demo_vae, strlen(g_demo_vae), &m->vae_cfg, err))) goto fail;
     if ((s = sdw_vae_create(m->w_vae, &m->vae_cfg, &m->vae, err))) goto fail;
     m->d.sched = sdw_scheduler_config_sd15();
-    sdw__sd_finish_setup(m);
+    if ((s = sdw__sd_finish_setup(m, opts, err))) goto fail;
     snprintf(m->d.variant, sizeof m->d.variant, "v1-demo");
     m->d.caps.default_width = m->d.caps.default_height = 256;
     m->d.caps.default_steps = 10; /* noise either way: keep the first run short */

@@ -48,8 +48,9 @@ typedef struct sd_model {
     int native_latent; /* default image size in latents (diffusers: unet sample_size); 0 = 64 */
 } sd_model;
 
-/* Fills caps, variant and the sampler list from the loaded parts (shared by every loader). */
-void sdw__sd_finish_setup(sd_model *m);
+/* Fills caps, variant and the sampler list from the loaded parts (shared by every loader), and
+ * loads what the core adds (sdw_diffusion_finish: a TAESD). */
+sdw_status sdw__sd_finish_setup(sd_model *m, const sdw_load_options *opts, sdw_error *err);
 void sdw__sd_destroy(sdw_image_model *base);
 extern const sdw_image_model_ops sdw__sd_ops;
 

@@ -155,7 +155,9 @@ static sdw_status load_folder(sd_model *m, const char *dir, const sdw_load_optio
 
     /* VAE */
     snprintf(p, sizeof p, "%s/vae/config.json", dir);
-    if ((s = sdw_vae_config_load(p, &m->vae_cfg, err))) return s;
+    if ((s = sdw_vae_config_load(p, &m->vae_cfg, err)) ||
+        (s = sdw_vae_sample_size_load(p, &m->d.vae_sample_size, err))) /* tiled decoding's tile */
+        return s;
     if ((s = sdw_diffusion_open_component(&m->d, dir, "vae", "diffusion_pytorch_model", &f, err))) return s;
     m->w_vae = sdw_weights_create(f, "", NULL, NULL);
     sdw_weights_set_precision(m->w_vae, m->d.precision);
@@ -245,7 +247,7 @@ static void name_variant(sd_model *m, bool inpaint, bool xl, bool turbo) {
     snprintf(m->d.variant, sizeof m->d.variant, "%s%s", base, inpaint ? "-inpaint" : "");
 }
 
-void sdw__sd_finish_setup(sd_model *m) {
+sdw_status sdw__sd_finish_setup(sd_model *m, const sdw_load_options *opts, sdw_error *err) {
     const sdw_unet_config *u = sdw_unet_config_of(m->unet);
     const sdw_vae_config *v = sdw_vae_get_config(m->vae);
     m->d.vae_factor = sdw_vae_downscale(m->vae);
@@ -301,7 +303,7 @@ void sdw__sd_finish_setup(sd_model *m) {
         c->default_guidance = 0.0f;
         c->default_steps = 1;
     }
-    sdw_diffusion_finish(&m->d);
+    return sdw_diffusion_finish(&m->d, opts, err);
 }
 
 /* "2.57B [2567463684]": rounded for people, exact for comparing with other tools. */
@@ -429,7 +431,7 @@ static sdw_status sd_load(const char *path, const sdw_load_options *opts, sdw_im
         warn_unused(k ? "text encoder 2" : "text encoder", m->te[k].w);
     warn_unused("unet", m->w_unet);
     warn_unused("vae", m->w_vae);
-    sdw__sd_finish_setup(m);
+    if ((s = sdw__sd_finish_setup(m, opts, err))) goto fail;
     *out = &m->d.base;
     return SDW_OK;
 fail:
