@@ -72,7 +72,8 @@ typedef struct sdw_sampler_params {
 /* *out = a new sampler for cfg's schedule (free with sdw_sampler_destroy). cfg and p are copied
  * (borrowed only during the call). The config's own use_karras_sigmas also turns Karras on.
  * Fails (*out untouched) with SDW_E_INVALID_ARG (unknown name, a name that cannot run cfg's
- * schedule, steps out of range, karras with ddim/pndm/flow), SDW_E_UNSUPPORTED (a config this
+ * schedule, steps out of range, karras with ddim/pndm/lcm/flow, lcm
+ * with more steps than its 50-step distillation schedule), SDW_E_UNSUPPORTED (a config this
  * sampler cannot run, e.g. "sample" prediction with euler_a, as diffusers raises). */
 sdw_status sdw_sampler_create(const char *name, const sdw_scheduler_config *cfg,
                               const sdw_sampler_params *p, sdw_sampler **out, sdw_error *err);
