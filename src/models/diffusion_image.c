@@ -137,7 +137,8 @@ sdw_status sdw__image_prepare(const sdw_diffusion *m, const sdw_request *req, sd
     const int begin = m->caps.strength_rounds_start
                           ? sdw_sampler_begin_for_strength_flow(req->steps, req->strength)
                           : sdw_sampler_begin_for_strength(req->steps, req->strength);
-    if ((s = sdw_sampler_set_begin(sampler, begin, err))) return s;
+    /* diffusers starts at timesteps[t_start * scheduler.order] (heun lists two calls a step) */
+    if ((s = sdw_sampler_set_begin(sampler, begin * sdw_sampler_order(sampler), err))) return s;
 
     image = sdw_xmalloc(hw * 3 * sizeof(float));
     preprocess_image(req->init_image, W, H, image);

@@ -106,6 +106,10 @@ const char *sdw_scheduler_config_sampler_name(const sdw_scheduler_config *cfg) {
         {"EulerAncestralDiscreteScheduler", "euler_a"},
         {"DPMSolverMultistepScheduler", "dpm++2m"},
         {"FlowMatchEulerDiscreteScheduler", "euler"},
+        {"HeunDiscreteScheduler", "heun"},
+        {"LMSDiscreteScheduler", "lms"},
+        {"UniPCMultistepScheduler", "unipc"},
+        {"LCMScheduler", "lcm"},
     };
     for (size_t i = 0; i < SDW_ARRAY_LEN(map); i++)
         if (strcmp(cfg->class_name, map[i].cls) == 0) return map[i].sampler;

@@ -110,8 +110,8 @@ sdw_status sdw_scheduler_config_load(const char *path, sdw_scheduler_config *out
 void *sdw_json_load_relaxed(const char *text, size_t len, sdw_error *err);
 
 /* The sampler name matching the config's class ("ddim", "pndm", "euler", "euler_a",
- * "dpm++2m"; "euler" for FlowMatchEulerDiscreteScheduler), or NULL when the class is unknown or
- * has no counterpart here. Static string. */
+ * "dpm++2m", "heun", "lms", "unipc", "lcm"; "euler" for FlowMatchEulerDiscreteScheduler), or
+ * NULL when the class is unknown or has no counterpart here. Static string. */
 const char *sdw_scheduler_config_sampler_name(const sdw_scheduler_config *cfg);
 
 /* The training alpha_bar table, float32 exactly as diffusers computes it (torch.linspace as the

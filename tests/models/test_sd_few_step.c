@@ -7,6 +7,8 @@
 
 #include "models/diffusion.h"
 
+#include <stdlib.h>
+
 #define STAGE_TOL 1e-4
 
 static void check_case(const char *golden_case) {
@@ -67,10 +69,41 @@ static void test_lcm(void) {
     check_case("tiny-sd15/txt2img-lcm"); /* guidance 1.5, noise.00..02 */
 }
 
+static bool count_calls(void *user, int step, int total, const sdw_image *preview) {
+    ++*(int *)user;
+    return true;
+}
+
+/* Image-to-image with heun starts where diffusers' get_timesteps does: timesteps[t_start *
+ * order] — 4 steps (7 calls) at strength 0.5 start at call 4 and run 3 calls. */
+static void test_heun_img2img_start(void) {
+    sdw_image_model *m = NULL;
+    sdw_error err = {0};
+    ASSERT_OK(sdw_model_load(sdw_test_path("models/tiny-sd15"), NULL, &m, &err), &err);
+    sdw_image init = {64, 64, 3, malloc(64 * 64 * 3)}, out = {0};
+    for (int i = 0; i < 64 * 64 * 3; i++)
+        init.data[i] = (uint8_t)(i * 5);
+    sdw_request r = sdw_request_default();
+    r.prompt = "a cat";
+    r.sampler = "heun";
+    r.steps = 4;
+    r.seed = 1;
+    r.init_image = &init;
+    r.strength = 0.5;
+    int calls = 0;
+    sdw_status s = sdw_model_generate(m, &r, count_calls, &calls, &out, NULL, &err);
+    sdw_image_free(&out);
+    sdw_image_free(&init);
+    sdw_model_destroy(m);
+    ASSERT_OK(s, &err);
+    ASSERT_EQ_INT(calls, 3);
+}
+
 int main(void) {
     RUN(test_heun);
     RUN(test_lms);
     RUN(test_unipc);
     RUN(test_lcm);
+    RUN(test_heun_img2img_start);
     return sdw_test_finish();
 }
