@@ -337,6 +337,32 @@ static sdw_status explain_unrecognised(const char *path, sdw_error *err) {
                          path, first, kinds);
 }
 
+/* What a model path must be before any family opens it: a file or a folder (opening a FIFO
+ * blocks until a writer comes, a device never ends), and a diffusers pipeline folder must have
+ * its schedule: without scheduler/scheduler_config.json a family would fall back to its
+ * defaults and sample differently from the folder's own pipeline, silently. */
+static sdw_status check_model_path(const char *path, sdw_error *err) {
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return sdw_error_set(err, SDW_E_NOT_FOUND, "model %s does not exist", path);
+    if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "model %s is not a file or a folder (a FIFO, socket or device "
+                             "cannot be read as a model)",
+                             path);
+    char p[4096];
+    snprintf(p, sizeof p, "%s/model_index.json", path);
+    if (!S_ISDIR(st.st_mode) || stat(p, &st) != 0) return SDW_OK;
+    snprintf(p, sizeof p, "%s/scheduler/scheduler_config.json", path);
+    if (stat(p, &st) != 0 || !S_ISREG(st.st_mode))
+        return sdw_error_set(err, SDW_E_NOT_FOUND,
+                             "%s is a diffusers pipeline folder without "
+                             "scheduler/scheduler_config.json: its schedule (sampler, timestep "
+                             "spacing, prediction type) is read from there; copy the folder whole",
+                             path);
+    return SDW_OK;
+}
+
 sdw_status sdw_model_load(const char *path, const sdw_load_options *opts, sdw_image_model **out,
                           sdw_error *err) {
     sdw_load_options o = opts ? *opts : sdw_load_options_default();
@@ -359,6 +385,7 @@ sdw_status sdw_model_load(const char *path, const sdw_load_options *opts, sdw_im
     if (!path_exists(path))
         return sdw_error_set(err, SDW_E_NOT_FOUND, "model %s does not exist", path);
     struct stat st;
+    if ((s = check_model_path(path, err))) return s;
     if (o.config_dir && (stat(o.config_dir, &st) != 0 || !S_ISDIR(st.st_mode)))
         return sdw_error_set(err, SDW_E_NOT_FOUND, "--config %s is not a folder", o.config_dir);
     for (const sdw_model_family *const *fam = sdw_model_families(); *fam; fam++) {

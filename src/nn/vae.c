@@ -93,6 +93,12 @@ static sdw_status config_from(const sdw_json_config *j, sdw_vae_config *cfg, sdw
         (st = block_types(j, "up_block_types", "UpDecoderBlock2D", c.n_levels, err)) ||
         (st = sdw_json_config_enum(j, "act_fn", silu, 1, &act, err)))
         return st;
+    /* Decoding divides the latents by it: 0 gives an image of infinities, silently. */
+    if (c.scaling_factor == 0.0f)
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "%s: scaling_factor 0 would divide the latents by zero "
+                             "(SD 1.x: 0.18215, SDXL: 0.13025)",
+                             j->what);
     *cfg = c;
     return SDW_OK;
 }
