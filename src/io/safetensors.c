@@ -664,6 +664,7 @@ f32_block_to_e5m2(const float *s, uint8_t *d, size_t n) {
 }
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 /* VCVTPH2PS is exact for every half value, subnormals included (MXCSR.DAZ does not apply to
  * half inputs), so it matches f16_to_f32 bit for bit; ~10x faster on multi-GB f16 checkpoints. */
@@ -687,6 +688,16 @@ __attribute__((target("avx2,f16c"))) static size_t e5m2_block_f16c(const uint8_t
 }
 #endif
 
+#if defined(__x86_64__)
+/* F16C (CPUID.1:ECX bit 29), asked of the CPU directly: clang before 15 knows no "f16c" for
+ * __builtin_cpu_supports (the fuzz build is clang's). Read per conversion, not cached: a tensor
+ * is converted once. */
+static bool cpu_has_f16c(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+#endif
+
 void sdw_convert_to_f32(sdw_dtype dtype, const void *src, float *dst, size_t n) {
     const uint8_t *s = src;
     size_t done = 0;
@@ -696,7 +707,7 @@ void sdw_convert_to_f32(sdw_dtype dtype, const void *src, float *dst, size_t n) 
         return;
     case SDW_DTYPE_F16:
 #if defined(__x86_64__)
-        if (__builtin_cpu_supports("f16c")) done = f16_block_f16c(s, dst, n);
+        if (cpu_has_f16c()) done = f16_block_f16c(s, dst, n);
 #endif
         for (size_t i = done; i < n; i++) {
             uint16_t h;
@@ -723,7 +734,7 @@ void sdw_convert_to_f32(sdw_dtype dtype, const void *src, float *dst, size_t n) 
         return;
     case SDW_DTYPE_F8_E5M2:
 #if defined(__x86_64__)
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"))
+        if (__builtin_cpu_supports("avx2") && cpu_has_f16c())
             done = e5m2_block_f16c(s, dst, n);
 #endif
         for (size_t i = done; i < n; i++)
