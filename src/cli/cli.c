@@ -7,15 +7,48 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+static void vfail(int code, const char *fmt, va_list ap) __attribute__((noreturn));
+static void vfail(int code, const char *fmt, va_list ap) {
+    fflush(stdout);
+    fputs("sdw: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    exit(code);
+}
+
+void sdw_cli_fail(int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(code, fmt, ap);
+}
 
 void sdw_cli_die(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fputs("sdw: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    exit(1);
+    vfail(SDW_EXIT_USAGE, fmt, ap);
+}
+
+int sdw_cli_exit_code(sdw_status s) {
+    switch (s) {
+    case SDW_CANCELLED: return SDW_EXIT_CANCELLED;
+    case SDW_E_INVALID_ARG:
+    case SDW_E_UNSUPPORTED:
+    case SDW_E_FORMAT:
+    case SDW_E_SHAPE:
+    case SDW_E_NOT_FOUND:
+    case SDW_E_IO: return SDW_EXIT_INPUT;
+    default: return SDW_EXIT_FAILURE;
+    }
+}
+
+void sdw_cli_check_path(const char *opt, const char *path, bool dir_ok) {
+    struct stat st;
+    if (!path || stat(path, &st) != 0) return;
+    if (S_ISREG(st.st_mode) || (dir_ok && S_ISDIR(st.st_mode))) return;
+    sdw_cli_fail(SDW_EXIT_INPUT, "%s: %s is not a %s (a FIFO, socket or device cannot be read)",
+                 opt, path, S_ISDIR(st.st_mode) ? "file" : dir_ok ? "file or folder" : "file");
 }
 
 long long sdw_cli_int(const char *opt, const char *v, long long lo, long long hi) {
@@ -111,8 +144,14 @@ static void set_option(sdw_cli_model_args *a, const char *key, const char *value
 
 bool sdw_cli_model_option(const sdw_cli_opts *o, sdw_cli_model_args *a) {
     switch (o->c) {
-    case 'm': a->model = o->arg; return true;
-    case SDW_CLI_OPT_CONFIG: a->config = o->arg; return true;
+    case 'm':
+        sdw_cli_check_path(o->name, o->arg, true);
+        a->model = o->arg;
+        return true;
+    case SDW_CLI_OPT_CONFIG:
+        sdw_cli_check_path(o->name, o->arg, true);
+        a->config = o->arg;
+        return true;
     case SDW_CLI_OPT_MODEL_OPTION: {
         char *kv = (char *)o->arg; /* argv is writable */
         char *eq = strchr(kv, '=');
@@ -128,7 +167,10 @@ bool sdw_cli_model_option(const sdw_cli_opts *o, sdw_cli_model_args *a) {
     case 't': a->threads = (int)sdw_cli_int(o->name, o->arg, 1, 1024); return true;
     default:
         if (o->c >= SDW_CLI_OPT_FAMILY && o->c < SDW_CLI_OPT_FAMILY_END) {
-            set_option(a, k_family_keys[o->c - SDW_CLI_OPT_FAMILY], o->arg);
+            const char *key = k_family_keys[o->c - SDW_CLI_OPT_FAMILY];
+            if (strcmp(key, "prediction")) /* the others name files or folders */
+                sdw_cli_check_path(o->name, o->arg, true);
+            set_option(a, key, o->arg);
             return true;
         }
         return false;

@@ -18,8 +18,29 @@
 #include <getopt.h>
 #include <stdbool.h>
 
-/* Prints "sdw: error: <message>" and exits with 1. Only the CLI layer exits. */
+/* sdw's exit codes (README "Exit codes", sdw --help): scripts tell a mistake in the command
+ * line from bad input, a model that would not load, and a run the user cancelled. */
+enum {
+    SDW_EXIT_OK = 0,
+    SDW_EXIT_FAILURE = 1,  /* anything else: the generation failed, the output not written */
+    SDW_EXIT_USAGE = 2,    /* unknown option, missing or malformed value */
+    SDW_EXIT_INPUT = 3,    /* bad input: a request the model refuses, an unreadable image */
+    SDW_EXIT_MODEL = 4,    /* the model (or a component) failed to load */
+    SDW_EXIT_CANCELLED = 5 /* SIGINT / SIGTERM stopped the run */
+};
+
+/* Prints "sdw: error: <message>" and exits with code. Only the CLI layer exits. */
+void sdw_cli_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+/* A usage error: sdw_cli_fail(SDW_EXIT_USAGE, ...). */
 void sdw_cli_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+#define sdw_cli_usage sdw_cli_die
+/* The exit code for a failed library call's status: SDW_CANCELLED -> SDW_EXIT_CANCELLED, a
+ * refused request or bad data -> SDW_EXIT_INPUT, anything else -> SDW_EXIT_FAILURE. */
+int sdw_cli_exit_code(sdw_status s);
+/* A path given to opt must name a regular file (or, with dir_ok, a folder) when it exists: a
+ * FIFO, socket or device would block the open or never end. Missing paths are left to the
+ * reader's own message. A usage error otherwise. */
+void sdw_cli_check_path(const char *opt, const char *path, bool dir_ok);
 /* An integer option value in [lo, hi], or a fatal error naming the option. */
 long long sdw_cli_int(const char *opt, const char *v, long long lo, long long hi);
 /* An integer option value of at least lo that fits an int, or a fatal error naming the option:

@@ -11,9 +11,12 @@
 #include "nn/profile.h"
 
 #include <errno.h>
-#include <stdarg.h>
+#include <jansson.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -24,10 +27,10 @@ typedef struct cli_args {
     sdw_cli_model_args m; /* -m and how to load it */
     const char *prompt, *negative, *output, *sampler, *scheduler, *rng, *init_image, *mask;
     double strength;
-    int width, height, steps;
+    int width, height, steps, batch;
     float cfg;
     int64_t seed;
-    bool verbose, quiet, profile;
+    bool verbose, quiet, profile, json;
     sdw_param params[16]; /* --param NAME=VALUE: the model family's request options */
     int n_params;
 } cli_args;
@@ -35,18 +38,20 @@ typedef struct cli_args {
 /* Help texts: the option lines each command shows (26-column option field). */
 #define GENERATE_USAGE                                                                             \
     "  -p, --prompt TEXT       prompt\n"                                                           \
-    "  -n, --negative TEXT     negative prompt\n"                                                  \
+    "  -n, --negative TEXT     negative prompt (also --negative-prompt)\n"                         \
     "  -W, --width N           image width in pixels (default: model's)\n"                         \
     "  -H, --height N          image height in pixels (default: model's)\n"                        \
     "      --steps N           denoising steps (default: model's)\n"                               \
     "      --cfg-scale F       classifier-free guidance (<= 1: no unconditional pass)\n"           \
     "  -s, --seed N            seed; -1 or absent = random (reported)\n"                           \
-    "      --sampler NAME      ddim, pndm, euler, euler_a, dpm++2m (default: model's)\n"           \
+    "      --sampler NAME      ddim, pndm, euler, euler_a, dpm++2m, ... (sdw info lists the\n"    \
+    "                          model's; also --sampling-method; default: model's)\n"             \
     "      --scheduler NAME    default | karras (Karras sigmas: euler, euler_a, dpm++2m)\n"        \
     "                          | trailing (the model's schedule, trailing spacing)\n"              \
     "      --rng NAME          torch (CPU torch.randn, default) | philox (torch CUDA\n"            \
     "                          randn, AUTOMATIC1111's GPU seeds)\n"                                \
-    "      --init-image FILE   start from this PNG/JPEG/WebP (alpha ignored); resized\n"           \
+    "  -i, --init-image FILE   start from this PNG/JPEG/WebP (alpha ignored; also\n"             \
+    "                          --init-img); resized\n"                                            \
     "                          (Lanczos) to -W/-H when given, else its size rounded down\n"        \
     "      --strength S        how much of the init image to repaint, 0 < S <= 1\n"                \
     "                          (default 0.75; steps x S denoising steps run)\n"                    \
@@ -55,8 +60,15 @@ typedef struct cli_args {
     "      --param NAME=VALUE  a request option of the model's family (repeatable;\n"             \
     "                          sdw info lists them), e.g. max_sequence_length=256\n"              \
     "      --profile           print a per-op time profile after generating\n"                     \
-    "  -o, --output FILE       output PNG (default " DEFAULT_OUTPUT ")\n"
+    "  -b, --batch-count N     make N images, seeds seed, seed+1, ... (-o NAME.png writes\n"      \
+    "                          NAME.png, NAME_2.png, ...)\n"                                      \
+    "  -o, --output FILE       output PNG (default " DEFAULT_OUTPUT "; - = standard output)\n"    \
+    "      --json              print the result as JSON on standard output: the images'\n"       \
+    "                          paths and seeds, the settings used, the timings\n"
 #define LOG_USAGE "  -v, --verbose           more log output;  -q, --quiet: errors only\n"
+#define EXIT_USAGE                                                                                 \
+    "exit codes: 0 success, 1 failure, 2 usage error, 3 bad input (a request the model\n"        \
+    "refuses, an unreadable image), 4 the model failed to load, 5 cancelled (SIGINT/SIGTERM)\n"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -74,7 +86,8 @@ static void usage(FILE *f) {
             "\n"
             "model options:\n" SDW_CLI_MODEL_USAGE
             "\n"
-            "generate options:\n" GENERATE_USAGE LOG_USAGE);
+            "generate options:\n" GENERATE_USAGE LOG_USAGE
+            "\n" EXIT_USAGE);
 }
 
 static void usage_generate(FILE *f) {
@@ -85,7 +98,8 @@ static void usage_generate(FILE *f) {
                "\n"
                "model options:\n" SDW_CLI_MODEL_USAGE
                "\n"
-               "generate options:\n" GENERATE_USAGE LOG_USAGE);
+               "generate options:\n" GENERATE_USAGE LOG_USAGE
+               "\n" EXIT_USAGE);
 }
 
 static void usage_info(FILE *f) {
@@ -149,7 +163,8 @@ enum {
     OPT_MASK,
     OPT_STRENGTH,
     OPT_PARAM,
-    OPT_PROFILE
+    OPT_PROFILE,
+    OPT_JSON
 };
 
 #define LOG_LONGOPTS                                                                               \
@@ -161,6 +176,7 @@ static const struct option k_generate_longs[] = {
     LOG_LONGOPTS,
     {"prompt", required_argument, NULL, 'p'},
     {"negative", required_argument, NULL, 'n'},
+    {"negative-prompt", required_argument, NULL, 'n'}, /* stable-diffusion.cpp's name */
     {"output", required_argument, NULL, 'o'},
     {"width", required_argument, NULL, 'W'},
     {"height", required_argument, NULL, 'H'},
@@ -169,9 +185,13 @@ static const struct option k_generate_longs[] = {
     {"guidance", required_argument, NULL, OPT_CFG},
     {"seed", required_argument, NULL, 's'},
     {"sampler", required_argument, NULL, OPT_SAMPLER},
+    {"sampling-method", required_argument, NULL, OPT_SAMPLER}, /* stable-diffusion.cpp's */
     {"scheduler", required_argument, NULL, OPT_SCHEDULER},
     {"rng", required_argument, NULL, OPT_RNG},
     {"init-image", required_argument, NULL, 'i'},
+    {"init-img", required_argument, NULL, 'i'}, /* stable-diffusion.cpp's */
+    {"batch-count", required_argument, NULL, 'b'},
+    {"json", no_argument, NULL, OPT_JSON},
     {"mask", required_argument, NULL, OPT_MASK},
     {"strength", required_argument, NULL, OPT_STRENGTH},
     {"denoising-strength", required_argument, NULL, OPT_STRENGTH},
@@ -193,7 +213,8 @@ typedef struct command {
 
 /* Options of cmd's table from argv (argv[0] = the command's name) into a. */
 static void parse_args(const command *cmd, int argc, char **argv, cli_args *a) {
-    *a = (cli_args){.cfg = -1.0f, .seed = -1, .output = DEFAULT_OUTPUT, .strength = -1.0};
+    *a = (cli_args){.cfg = -1.0f, .seed = -1, .output = DEFAULT_OUTPUT, .strength = -1.0,
+                    .batch = 1};
     sdw_cli_opts o = sdw_cli_opts_init(cmd->name, argc, argv, cmd->shorts, cmd->longs);
     while (sdw_cli_next(&o)) {
         if (sdw_cli_model_option(&o, &a->m)) continue;
@@ -211,8 +232,16 @@ static void parse_args(const command *cmd, int argc, char **argv, cli_args *a) {
         case OPT_SAMPLER: a->sampler = o.arg; break;
         case OPT_SCHEDULER: a->scheduler = o.arg; break;
         case OPT_RNG: a->rng = o.arg; break;
-        case 'i': a->init_image = o.arg; break;
-        case OPT_MASK: a->mask = o.arg; break;
+        case 'i':
+            sdw_cli_check_path(o.name, o.arg, false);
+            a->init_image = o.arg;
+            break;
+        case OPT_MASK:
+            sdw_cli_check_path(o.name, o.arg, false);
+            a->mask = o.arg;
+            break;
+        case 'b': a->batch = (int)sdw_cli_int(o.name, o.arg, 1, 10000); break;
+        case OPT_JSON: a->json = true; break;
         case OPT_STRENGTH: a->strength = parse_double(o.name, o.arg); break;
         case OPT_PARAM: parse_param(o.name, o.arg, a); break;
         case OPT_PROFILE: a->profile = true; break;
@@ -229,6 +258,10 @@ static void parse_args(const command *cmd, int argc, char **argv, cli_args *a) {
         sdw_cli_die("--cfg-scale: %g must not be negative", (double)a->cfg);
     if (a->strength != -1.0 && !(a->strength > 0 && a->strength <= 1))
         sdw_cli_die("--strength: %g is out of range (0, 1]", a->strength);
+    if (!strcmp(a->output, "-") && a->batch > 1)
+        sdw_cli_die("-o -: standard output takes one image (--batch-count %d)", a->batch);
+    if (!strcmp(a->output, "-") && a->json)
+        sdw_cli_die("-o - and --json both write to standard output: pick one");
 }
 
 static sdw_image_model *load_model(const cli_args *a) {
@@ -239,7 +272,8 @@ static sdw_image_model *load_model(const cli_args *a) {
     if (!a->m.model)
         fprintf(stderr, "sdw: no -m given: using the built-in DEMO model (random weights, its "
                         "images are noise; pass -m MODEL for real images)\n");
-    if (sdw_model_load(a->m.model, &opts, &m, &err) != SDW_OK) sdw_cli_die("%s", err.msg);
+    if (sdw_model_load(a->m.model, &opts, &m, &err) != SDW_OK)
+        sdw_cli_fail(SDW_EXIT_MODEL, "%s", err.msg);
     SDW_INFO("loaded %s (%s %s) in %.2f s", m->name, sdw_model_type(m), sdw_model_variant(m),
              sdw_time_now() - t0);
     return m;
@@ -266,8 +300,55 @@ static bool on_progress(void *user, int step, int total, const sdw_image *previe
     return true;
 }
 
+/* SIGINT / SIGTERM during generate: the run's stop flag (the model stops within one block of
+ * its step). A store to a lock-free atomic is async-signal-safe. The handler resets itself, so
+ * a second signal ends the process at once. */
+static atomic_int g_stop;
+
+static void on_signal(int sig) { atomic_store(&g_stop, SDW_STOP_CANCEL); }
+
+static void catch_stop_signals(void) {
+    struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESETHAND};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+/* Image i's output path: the name itself for the first, NAME_2.png, NAME_3.png ... after it
+ * (stable-diffusion.cpp's batch naming). */
+static void output_path(const char *out, int i, char *buf, size_t cap) {
+    if (i == 0) {
+        snprintf(buf, cap, "%s", out);
+        return;
+    }
+    const char *slash = strrchr(out, '/'), *dot = strrchr(out, '.');
+    if (dot && (!slash || dot > slash + 1))
+        snprintf(buf, cap, "%.*s_%d%s", (int)(dot - out), out, i + 1, dot);
+    else
+        snprintf(buf, cap, "%s_%d", out, i + 1);
+}
+
+/* Writes the PNG to path, or to standard output for "-". */
+static sdw_status write_png(const char *path, const sdw_image *img, const char *params,
+                            sdw_error *err) {
+    const char *text[] = {"parameters", params, NULL};
+    if (strcmp(path, "-"))
+        return sdw_png_write(path, img->data, img->width, img->height, img->channels, text, err);
+    uint8_t *png = NULL;
+    size_t len = 0;
+    sdw_status s = sdw_png_write_mem(img->data, img->width, img->height, img->channels, text, &png,
+                                     &len, err);
+    if (s) return s;
+    if (fwrite(png, 1, len, stdout) != len || fflush(stdout) != 0)
+        s = sdw_error_set(err, SDW_E_IO, "standard output: %s", strerror(errno));
+    free(png);
+    return s;
+}
+
 static int cmd_generate(const cli_args *a) {
     if (!a->prompt) sdw_cli_die("generate needs a prompt (-p TEXT)");
+    if (!strcmp(a->output, "-") && isatty(1))
+        sdw_cli_die("-o -: standard output is a terminal; redirect it to a file or a pipe");
     sdw_request req = sdw_request_default();
     req.prompt = a->prompt;
     req.negative_prompt = a->negative;
@@ -281,14 +362,18 @@ static int cmd_generate(const cli_args *a) {
     sdw_error err = {0};
     if (a->rng && sdw_rng_kind_parse(a->rng, &req.rng, &err) != SDW_OK)
         sdw_cli_die("--rng: %s", err.msg);
+    if (a->seed >= 0 && a->batch - 1 > INT64_MAX - a->seed)
+        sdw_cli_fail(SDW_EXIT_INPUT, "--seed %lld is too large for %d images (image i uses seed + i)",
+                     (long long)a->seed, a->batch);
     req.params = a->params;
     req.n_params = a->n_params;
     req.profile = a->profile;
     /* Images are read before the (slower) model load so a bad file fails fast. */
     sdw_image init = {0}, mask = {0};
     if (a->init_image && sdw_image_load(a->init_image, &init, &err))
-        sdw_cli_die("--init-image: %s", err.msg);
-    if (a->mask && sdw_image_load(a->mask, &mask, &err)) sdw_cli_die("--mask: %s", err.msg);
+        sdw_cli_fail(SDW_EXIT_INPUT, "--init-image: %s", err.msg);
+    if (a->mask && sdw_image_load(a->mask, &mask, &err))
+        sdw_cli_fail(SDW_EXIT_INPUT, "--mask: %s", err.msg);
     req.init_image = a->init_image ? &init : NULL;
     req.mask = a->mask ? &mask : NULL;
     req.strength = a->strength;
@@ -297,29 +382,68 @@ static int cmd_generate(const cli_args *a) {
     sdw_request resolved;
     if (sdw_request_resolve(&req, sdw_model_capabilities(m), &resolved, &err) != SDW_OK) {
         sdw_model_destroy(m);
-        sdw_cli_die("%s", err.msg);
+        sdw_cli_fail(SDW_EXIT_INPUT, "%s", err.msg);
     }
-    progress_state ps = {.t_start = sdw_time_now(), .tty = isatty(2) && !a->quiet};
-    sdw_image img = {0};
+    catch_stop_signals();
+    resolved.stop = &g_stop;
+    json_t *images = json_array();
     sdw_result_info info = {0};
-    if (sdw_model_generate(m, &resolved, on_progress, &ps, &img, &info, &err) != SDW_OK) {
-        sdw_model_destroy(m);
-        sdw_cli_die("%s", err.msg);
-    }
-    double secs = sdw_time_now() - ps.t_start;
-    if (a->profile)
-        sdw_profile_print_entries(stderr, info.profile, info.n_profile, info.n_denoiser_calls);
-    char params[4096];
-    sdw_infotext_format(&resolved, &info, m->name, params, sizeof params);
-    const char *text[] = {"parameters", params, NULL};
-    if (sdw_png_write(a->output, img.data, img.width, img.height, img.channels, text, &err)) {
+    int64_t seed = resolved.seed;
+    double secs = 0, t_all = sdw_time_now();
+    for (int i = 0; i < a->batch; i++) {
+        sdw_request r = resolved;
+        r.seed = seed < 0 ? -1 : seed + i;
+        progress_state ps = {.t_start = sdw_time_now(), .tty = isatty(2) && !a->quiet};
+        sdw_image img = {0};
+        sdw_status s = sdw_model_generate(m, &r, on_progress, &ps, &img, &info, &err);
+        if (s != SDW_OK) {
+            sdw_model_destroy(m);
+            json_decref(images);
+            if (ps.tty) fputc('\n', stderr);
+            sdw_cli_fail(sdw_cli_exit_code(s), "%s", err.msg);
+        }
+        secs = sdw_time_now() - ps.t_start;
+        if (seed < 0) seed = info.seed - i; /* later images follow the drawn seed */
+        if (a->profile)
+            sdw_profile_print_entries(stderr, info.profile, info.n_profile,
+                                      info.n_denoiser_calls);
+        char params[4096], path[4096];
+        sdw_infotext_format(&r, &info, m->name, params, sizeof params);
+        output_path(a->output, i, path, sizeof path);
+        if (write_png(path, &img, params, &err)) {
+            sdw_image_free(&img);
+            sdw_model_destroy(m);
+            json_decref(images);
+            sdw_cli_fail(SDW_EXIT_FAILURE, "%s", err.msg);
+        }
+        if (!a->quiet && strcmp(path, "-"))
+            fprintf(stderr, "sdw: wrote %s (%dx%d, seed %lld, %.2f s)\n", path, img.width,
+                    img.height, (long long)info.seed, secs);
+        json_array_append_new(
+            images, json_pack("{s:s,s:I,s:i,s:i,s:{s:f,s:f,s:f,s:f,s:f}}", "path", path, "seed",
+                              (json_int_t)info.seed, "width", img.width, "height", img.height,
+                              "timings", "encode_s", info.seconds_encode, "image_encode_s",
+                              info.seconds_image_encode, "denoise_s", info.seconds_denoise,
+                              "decode_s", info.seconds_decode, "total_s", secs));
         sdw_image_free(&img);
-        sdw_model_destroy(m);
-        sdw_cli_die("%s", err.msg);
     }
-    if (!a->quiet)
-        fprintf(stderr, "sdw: wrote %s (%dx%d, seed %lld, %.2f s)\n", a->output, img.width,
-                img.height, (long long)info.seed, secs);
+    if (a->json) {
+        json_t *o = json_pack(
+            "{s:o,s:s,s:s,s:s,s:I,s:i,s:i,s:i,s:f,s:s,s:s,s:f}", "images", images, "model",
+            m->name, "family", sdw_model_type(m), "prompt", resolved.prompt, "seed",
+            (json_int_t)json_integer_value(json_object_get(json_array_get(images, 0), "seed")),
+            "width", resolved.width, "height", resolved.height, "steps", resolved.steps,
+            "guidance", (double)info.guidance, "sampler", resolved.sampler, "scheduler",
+            resolved.scheduler, "total_s", sdw_time_now() - t_all);
+        if (resolved.init_image) json_object_set_new(o, "strength", json_real(info.strength));
+        char *text = json_dumps(o, JSON_INDENT(2));
+        json_decref(o);
+        puts(text);
+        free(text);
+        fflush(stdout);
+    } else {
+        json_decref(images);
+    }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     SDW_INFO("timing: encode %.3f s, init image %.3f s, denoise %.3f s (%d calls, %.3f s/step), "
@@ -328,7 +452,6 @@ static int cmd_generate(const cli_args *a) {
              info.n_denoiser_calls,
              info.n_denoiser_calls ? info.seconds_denoise / info.n_denoiser_calls : 0.0,
              info.seconds_decode, ru.ru_maxrss / 1024.0);
-    sdw_image_free(&img);
     sdw_image_free(&init);
     sdw_image_free(&mask);
     sdw_model_destroy(m);
@@ -370,7 +493,7 @@ static int cmd_tokenize(const cli_args *a) {
     sdw_error err = {0};
     if (sdw_model_tokenize(m, a->prompt, &ids, &n, &window, &err) != SDW_OK) {
         sdw_model_destroy(m);
-        sdw_cli_die("%s", err.msg);
+        sdw_cli_fail(sdw_cli_exit_code(err.code), "%s", err.msg);
     }
     for (int i = 0; i < n; i++) printf("%s%d", i ? " " : "", ids[i]);
     printf("\n%d tokens (window %d)\n", n, window);
@@ -383,7 +506,7 @@ static int cmd_tokenize(const cli_args *a) {
 }
 
 static const command k_commands[] = {
-    {"generate", SDW_CLI_MODEL_SHORT "vqhp:n:o:W:H:s:i:", k_generate_longs, usage_generate,
+    {"generate", SDW_CLI_MODEL_SHORT "vqhp:n:o:W:H:s:i:b:", k_generate_longs, usage_generate,
      cmd_generate},
     {"info", SDW_CLI_MODEL_SHORT "vqh", k_info_longs, usage_info, cmd_info},
     {"tokenize", SDW_CLI_MODEL_SHORT "vqhp:", k_tokenize_longs, usage_tokenize, cmd_tokenize},

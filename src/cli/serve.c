@@ -1,6 +1,9 @@
 /* sdw serve — the long-running worker: load one model, serve it over HTTP until SIGINT/SIGTERM.
  * The server listens first (so /health and /ready answer while the model loads), then the model
- * is loaded and the engine started. Only this layer may exit(). */
+ * is loaded and the engine started. On a signal every job is cancelled; the running one stops
+ * within one block of its step, and if it has not within the grace period (an operation that
+ * polls nothing) it is recorded as cancelled and the process exits without waiting for it. A
+ * second signal during the grace period exits at once. Only this layer may exit(). */
 #include "cli/serve.h"
 
 #include "cli/cli.h"
@@ -15,7 +18,13 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_GRACE_S 10.0
+#define MAX_CORS 32
 
 static void serve_usage(FILE *f) {
     fprintf(f,
@@ -40,7 +49,16 @@ static void serve_usage(FILE *f) {
             "      --max-steps N       most steps accepted (default 150)\n"
             "      --max-n N           most images per request (default 4)\n"
             "      --max-body-mb N     largest request body (default 64)\n"
+            "      --max-prompt-bytes N  longest prompt (and negative prompt) accepted\n"
+            "                          (default 65536; a text encoder reads a few hundred)\n"
+            "      --max-input-mp N    largest input image in megapixels, checked from its\n"
+            "                          header before decoding (default 16.8 = 4096 x 4096)\n"
             "      --max-connections N concurrent connections (default 512)\n"
+            "      --cors-origin O     let web pages from origin O (scheme://host[:port]) call\n"
+            "                          the API (repeatable; '*' = any, not with --api-key)\n"
+            "      --access-log FILE   one JSON line per request (- = standard error)\n"
+            "      --shutdown-grace S  on SIGINT/SIGTERM, seconds to let the running job stop\n"
+            "                          before exiting without it (default 10)\n"
             "  -v, --verbose           log every request;  -q, --quiet: errors only\n");
 }
 
@@ -49,6 +67,9 @@ typedef struct serve_args {
     bool verbose, quiet;
     sdw_server_params server;
     sdw_engine_params engine;
+    const char *cors[MAX_CORS];
+    const char *access_log;
+    double grace_s;
 } serve_args;
 
 enum {
@@ -63,7 +84,12 @@ enum {
     OPT_MAX_STEPS,
     OPT_MAX_N,
     OPT_MAX_BODY_MB,
-    OPT_MAX_CONNECTIONS
+    OPT_MAX_CONNECTIONS,
+    OPT_MAX_PROMPT_BYTES,
+    OPT_MAX_INPUT_MP,
+    OPT_CORS_ORIGIN,
+    OPT_ACCESS_LOG,
+    OPT_SHUTDOWN_GRACE
 };
 
 static const struct option k_longs[] = {
@@ -80,16 +106,32 @@ static const struct option k_longs[] = {
     {"max-n", required_argument, NULL, OPT_MAX_N},
     {"max-body-mb", required_argument, NULL, OPT_MAX_BODY_MB},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+    {"max-prompt-bytes", required_argument, NULL, OPT_MAX_PROMPT_BYTES},
+    {"max-input-mp", required_argument, NULL, OPT_MAX_INPUT_MP},
+    {"cors-origin", required_argument, NULL, OPT_CORS_ORIGIN},
+    {"access-log", required_argument, NULL, OPT_ACCESS_LOG},
+    {"shutdown-grace", required_argument, NULL, OPT_SHUTDOWN_GRACE},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
     {0},
 };
 
+/* A number of at least lo (and finite), or a usage error naming the option. */
+static double parse_number(const char *opt, const char *v, double lo) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (!*v || *end || errno || !isfinite(x)) sdw_cli_usage("%s: '%s' is not a number", opt, v);
+    if (x < lo) sdw_cli_usage("%s: %g must be at least %g", opt, x, lo);
+    return x;
+}
+
 static void parse(int argc, char **argv, serve_args *a) {
     a->server = sdw_server_params_default();
     a->engine = sdw_engine_params_default();
     a->engine.preview_every = 1;
+    a->grace_s = DEFAULT_GRACE_S;
     a->server.api_key = getenv("SDW_API_KEY");
     sdw_cli_opts o = sdw_cli_opts_init("serve", argc, argv, SDW_CLI_MODEL_SHORT "vqh", k_longs);
     while (sdw_cli_next(&o)) {
@@ -108,6 +150,20 @@ static void parse(int argc, char **argv, serve_args *a) {
         case OPT_MAX_N: a->server.max_n = (int)INT(1, 1024); break;
         case OPT_MAX_BODY_MB: a->server.max_body_bytes = (size_t)INT(1, 1 << 16) << 20; break;
         case OPT_MAX_CONNECTIONS: a->server.max_connections = (int)INT(4, 100000); break;
+        case OPT_MAX_PROMPT_BYTES: a->server.max_prompt_bytes = (size_t)INT(1, 1 << 26); break;
+        case OPT_MAX_INPUT_MP:
+            a->server.max_input_pixels = (size_t)(parse_number(o.name, o.arg, 0.001) * 1e6);
+            if (a->server.max_input_pixels > (size_t)1 << 26)
+                sdw_cli_usage("%s: at most %.1f (the decoders' limit)", o.name,
+                              (double)((size_t)1 << 26) / 1e6);
+            break;
+        case OPT_CORS_ORIGIN:
+            if (a->server.n_cors_origins == MAX_CORS)
+                sdw_cli_usage("%s: at most %d origins", o.name, MAX_CORS);
+            a->cors[a->server.n_cors_origins++] = o.arg;
+            break;
+        case OPT_ACCESS_LOG: a->access_log = o.arg; break;
+        case OPT_SHUTDOWN_GRACE: a->grace_s = parse_number(o.name, o.arg, 0); break;
         case 'v': a->verbose = true; break;
         case 'q': a->quiet = true; break;
         case 'h': serve_usage(stdout), exit(0);
@@ -115,6 +171,7 @@ static void parse(int argc, char **argv, serve_args *a) {
         }
 #undef INT
     }
+    a->server.cors_origins = a->cors;
 }
 
 int sdw_cli_serve(int argc, char **argv) {
@@ -132,8 +189,16 @@ int sdw_cli_serve(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     sdw_error err = {0};
+    FILE *log = NULL;
+    if (a.access_log) {
+        log = strcmp(a.access_log, "-") ? fopen(a.access_log, "a") : stderr;
+        if (!log) sdw_cli_fail(SDW_EXIT_INPUT, "--access-log %s: %s", a.access_log, strerror(errno));
+        a.server.access_log = log;
+    }
     sdw_server *srv = NULL;
-    if (sdw_server_start(&a.server, &srv, &err) != SDW_OK) sdw_cli_die("%s", err.msg);
+    if (sdw_server_start(&a.server, &srv, &err) != SDW_OK)
+        sdw_cli_fail(err.code == SDW_E_INVALID_ARG ? SDW_EXIT_USAGE : SDW_EXIT_FAILURE, "%s",
+                     err.msg);
     const char *host = a.server.host ? a.server.host : "127.0.0.1";
     printf("sdw: listening on http://%s%s%s:%d\n", strchr(host, ':') ? "[" : "", host,
            strchr(host, ':') ? "]" : "", sdw_server_port(srv));
@@ -148,8 +213,10 @@ int sdw_cli_serve(int argc, char **argv) {
     double t0 = sdw_time_now();
     if (sdw_model_load(a.m.model, &opts, &m, &err) != SDW_OK) {
         sdw_server_stop(srv);
-        sdw_cli_die("%s", err.msg);
+        sdw_cli_fail(SDW_EXIT_MODEL, "%s", err.msg);
     }
+    const double load_s = sdw_time_now() - t0;
+    sdw_server_set_load_seconds(srv, load_s);
     if (!a.m.model)
         fprintf(stderr, "sdw: no -m given: serving the built-in DEMO model (random weights, its "
                         "images are noise; pass -m MODEL for real images)\n");
@@ -157,21 +224,54 @@ int sdw_cli_serve(int argc, char **argv) {
     if (sdw_engine_create(m, &a.engine, &e, &err) != SDW_OK) {
         sdw_server_stop(srv);
         sdw_model_destroy(m);
-        sdw_cli_die("%s", err.msg);
+        sdw_cli_fail(SDW_EXIT_FAILURE, "%s", err.msg);
     }
     sdw_server_set_engine(srv, e);
     printf("sdw: ready: %s (%s %s) loaded in %.2f s; open http://%s:%d/ in a browser\n", m->name,
-           sdw_model_type(m), sdw_model_variant(m), sdw_time_now() - t0,
+           sdw_model_type(m), sdw_model_variant(m), load_s,
            strcmp(host, "0.0.0.0") ? host : "127.0.0.1", sdw_server_port(srv));
     fflush(stdout);
 
     int sig = 0;
     sigwait(&stop, &sig);
-    fprintf(stderr, "sdw: %s: stopping (running jobs are cancelled)\n",
-            sig == SIGINT ? "interrupted" : "terminated");
+    fprintf(stderr, "sdw: %s: stopping (running jobs are cancelled; %g s grace)\n",
+            sig == SIGINT ? "interrupted" : "terminated", a.grace_s);
+    /* Wait for the running job in slices, so a second signal can cut the grace short. */
     sdw_engine_shutdown(e);
-    sdw_server_stop(srv);
+    bool clean = false;
+    const double t_stop = sdw_time_now();
+    for (;;) {
+        const double left = a.grace_s - (sdw_time_now() - t_stop);
+        if ((clean = sdw_engine_wait_stopped(e, left > 0.1 ? 0.1 : SDW_MAX(left, 0.0))) ||
+            left <= 0.1)
+            break;
+        struct timespec none = {0, 0};
+        if (sigtimedwait(&stop, NULL, &none) > 0) {
+            fprintf(stderr, "sdw: second signal: exiting now\n");
+            break;
+        }
+    }
+    if (!clean) {
+        char why[160];
+        snprintf(why, sizeof why,
+                 "cancelled: the server shut down (the job did not stop within the %g s grace "
+                 "period)",
+                 a.grace_s);
+        sdw_engine_abandon(e, why);
+    }
+    sdw_server_stop(srv); /* answers the callers of every job, the abandoned one included */
+    if (!clean) {
+        /* The worker is inside one long operation: it keeps the model, so neither is freed;
+         * _exit, not exit: no atexit handler or library destructor may run under it. */
+        fprintf(stderr, "sdw: the running job did not stop within %g s: exiting without it "
+                        "(recorded as cancelled)\n", a.grace_s);
+        fflush(stdout);
+        fflush(stderr);
+        if (log && log != stderr) fflush(log);
+        _exit(0);
+    }
     sdw_engine_destroy(e);
     sdw_model_destroy(m);
+    if (log && log != stderr) fclose(log);
     return 0;
 }

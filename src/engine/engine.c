@@ -19,6 +19,7 @@
 #endif
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
@@ -34,11 +35,19 @@ struct sdw_job {
     sdw_param *params;          /* copies of the family options (names owned) */
     int n_images;
 
+    /* The run's stop flag (sdw_request.stop): the model polls it inside its steps. Written
+     * under e->mu, read by the running model without it. */
+    atomic_int stop;
+
     /* mutable, under e->mu */
     sdw_job_state state;
     uint64_t version, preview_seq;
-    bool cancel;
-    double created_wall, started, finished; /* finished/started: sdw_time_now() */
+    bool cancel;    /* a stop was asked: cancel, interrupt or shutdown (not a skip) */
+    bool interrupt; /* ... keeping the images so far (AUTOMATIC1111's interrupt) */
+    bool skip;      /* stop the current image, keep it, go on with the next (A1111's skip) */
+    bool interrupted; /* the job ended by an interrupt, with the images so far */
+    double created_wall, started, finished; /* finished/started: sdw_time_now(); 0 = not yet */
+    double last_step; /* sdw_time_now() of the image's last step; 0 = none yet */
     int step_in_image, total_per_image, n_done;
     uint8_t *preview_png;
     size_t preview_len;
@@ -62,8 +71,11 @@ struct sdw_engine {
     sdw_engine_params p;
     pthread_mutex_t mu;
     pthread_cond_t work;
+    pthread_cond_t idle; /* broadcast when the worker ends a job and when it exits */
     pthread_t worker;
     bool worker_started, stopping;
+    bool worker_exited; /* the worker thread returned (under mu) */
+    bool abandoned;     /* sdw_engine_abandon gave up on the running job: do not destroy */
 
     sdw_job *head, *tail;   /* every job the store holds */
     sdw_job *qhead, *qtail; /* queued jobs, FIFO */
@@ -74,6 +86,9 @@ struct sdw_engine {
     sdw_engine_stats stats;
     double mean_job_s;
 };
+
+const double sdw_engine_step_buckets[SDW_ENGINE_STEP_BUCKETS] = {
+    0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
 
 const char *sdw_job_state_str(sdw_job_state s) {
     switch (s) {
@@ -154,8 +169,42 @@ static void touch(sdw_job *j) {
     pthread_cond_broadcast(&j->changed);
 }
 
-/* Moves a job into its terminal state (e->mu held). */
-static void finish_locked(sdw_engine *e, sdw_job *j, sdw_job_state st, const char *why) {
+static size_t image_bytes(const sdw_image *img) {
+    return img->data ? (size_t)img->width * img->height * img->channels : 0;
+}
+
+static size_t str_bytes(const char *s) { return s ? strlen(s) + 1 : 0; }
+
+/* Everything a finished job keeps in memory, what --result-mb bounds: its results (PNG, pixels,
+ * infotext), its copies of the request's strings and options, what is left of its inputs and
+ * preview, and the job itself (e->mu held; the results no longer change). */
+static size_t kept_bytes(const sdw_job *j) {
+    size_t n = sizeof *j + (size_t)j->n_images * (sizeof *j->images + sizeof *j->pngs +
+                                                  sizeof *j->png_lens + sizeof *j->infos +
+                                                  sizeof *j->infotexts);
+    for (int i = 0; i < j->n_done; i++)
+        n += j->png_lens[i] + image_bytes(&j->images[i]) + str_bytes(j->infotexts[i]);
+    n += str_bytes(j->prompt) + str_bytes(j->negative) + str_bytes(j->sampler) +
+         str_bytes(j->scheduler);
+    for (int i = 0; i < j->req.n_params; i++)
+        n += sizeof *j->params + str_bytes(j->params[i].name);
+    return n + j->preview_len + image_bytes(&j->init_image) + image_bytes(&j->mask);
+}
+
+/* Drops what only a running job needs: the request's images (the pixels; the request still
+ * points at the emptied copies, so readers see which mode it ran) and the latest preview. */
+static void release_inputs(sdw_job *j) {
+    sdw_image_free(&j->init_image);
+    sdw_image_free(&j->mask);
+    free(j->preview_png);
+    j->preview_png = NULL;
+    j->preview_len = 0;
+}
+
+/* Moves a job into its terminal state (e->mu held). inputs_free: whether the job's inputs may be
+ * released now (not while an abandoned run may still read them). */
+static void finish_locked(sdw_engine *e, sdw_job *j, sdw_job_state st, const char *why,
+                          bool inputs_free) {
     SDW_ASSERT(!sdw_job_state_terminal(j->state));
     j->state = st;
     j->finished = sdw_time_now();
@@ -163,6 +212,8 @@ static void finish_locked(sdw_engine *e, sdw_job *j, sdw_job_state st, const cha
     if (st == SDW_JOB_SUCCEEDED) e->stats.succeeded++;
     else if (st == SDW_JOB_FAILED) e->stats.failed++;
     else e->stats.cancelled++;
+    if (inputs_free) release_inputs(j);
+    j->bytes = kept_bytes(j);
     e->jobs_kept++;
     e->bytes_kept += j->bytes;
     touch(j);
@@ -213,6 +264,13 @@ static void free_dead(sdw_job *dead) {
 
 /* ---- the worker ---- */
 
+/* The step-time histogram's bucket for d seconds (SDW_ENGINE_STEP_BUCKETS = over the last). */
+static int step_bucket(double d) {
+    int k = 0;
+    while (k < SDW_ENGINE_STEP_BUCKETS && d > sdw_engine_step_buckets[k]) k++;
+    return k;
+}
+
 static bool on_progress(void *user, int step, int total, const sdw_image *preview) {
     sdw_job *j = user;
     sdw_engine *e = j->e;
@@ -223,7 +281,17 @@ static bool on_progress(void *user, int step, int total, const sdw_image *previe
         sdw_png_write_mem(preview->data, preview->width, preview->height, preview->channels, NULL,
                           &png, &len, NULL) != SDW_OK)
         png = NULL;
+    const double now = sdw_time_now();
     pthread_mutex_lock(&e->mu);
+    /* Step times are the gaps between consecutive steps: the first step of an image would also
+     * count the text encoders. */
+    if (j->last_step > 0) {
+        const double d = now - j->last_step;
+        e->stats.step_count++;
+        e->stats.step_seconds_sum += d;
+        e->stats.step_hist[step_bucket(d)]++;
+    }
+    j->last_step = now;
     j->step_in_image = step;
     j->total_per_image = total;
     if (png) {
@@ -233,23 +301,26 @@ static bool on_progress(void *user, int step, int total, const sdw_image *previe
         j->preview_seq++;
     }
     touch(j);
-    bool go = !j->cancel;
+    /* A stop is the flag's business (the model polls it inside steps too): going on here. */
     pthread_mutex_unlock(&e->mu);
-    return go;
+    return true;
 }
 
-/* Runs image i of job j (no lock held). Returns the model's status; on success slot i is filled. */
-static sdw_status run_image(sdw_engine *e, sdw_job *j, int i, int64_t *seed, sdw_error *err) {
+/* Runs image i of job j (no lock held) into result slot j->n_done (the worker's own: readers
+ * see it once n_done grows). Returns the model's status; *info is what it reported. */
+static sdw_status run_image(sdw_engine *e, sdw_job *j, int i, int64_t *seed,
+                            sdw_result_info *info, sdw_error *err) {
     sdw_request r = j->req;
-    r.seed = *seed < 0 ? -1 : *seed + i;
+    r.seed = *seed < 0 ? -1 : *seed + i; /* submit checked that seed + n - 1 fits */
     r.preview_every = e->p.preview_every;
+    r.stop = &j->stop;
     sdw_image img = {0};
-    sdw_result_info info = {0};
-    sdw_status s = sdw_model_generate(e->model, &r, on_progress, j, &img, &info, err);
+    *info = (sdw_result_info){0};
+    sdw_status s = sdw_model_generate(e->model, &r, on_progress, j, &img, info, err);
     if (s != SDW_OK) return s;
-    if (*seed < 0) *seed = info.seed - i; /* later images follow the drawn seed */
+    if (*seed < 0) *seed = info->seed - i; /* later images follow the drawn seed */
     char text[4096];
-    sdw_infotext_format(&r, &info, e->model->name, text, sizeof text);
+    sdw_infotext_format(&r, info, e->model->name, text, sizeof text);
     const char *kv[] = {"parameters", text, NULL};
     uint8_t *png = NULL;
     size_t len = 0;
@@ -258,12 +329,22 @@ static sdw_status run_image(sdw_engine *e, sdw_job *j, int i, int64_t *seed, sdw
         sdw_image_free(&img);
         return s;
     }
-    j->images[i] = img;
-    j->pngs[i] = png;
-    j->png_lens[i] = len;
-    j->infos[i] = info;
-    j->infotexts[i] = sdw_xstrdup(text);
+    const int slot = j->n_done;
+    j->images[slot] = img;
+    j->pngs[slot] = png;
+    j->png_lens[slot] = len;
+    j->infos[slot] = *info;
+    j->infotexts[slot] = sdw_xstrdup(text);
     return SDW_OK;
+}
+
+/* Frees result slot i (written by run_image, never published). */
+static void drop_slot(sdw_job *j, int i) {
+    sdw_image_free(&j->images[i]);
+    free(j->pngs[i]);
+    free(j->infotexts[i]);
+    j->pngs[i] = NULL;
+    j->infotexts[i] = NULL;
 }
 
 static void run_job(sdw_engine *e, sdw_job *j) {
@@ -271,40 +352,71 @@ static void run_job(sdw_engine *e, sdw_job *j) {
     sdw_status s = SDW_OK;
     int64_t seed = j->req.seed;
     double t0 = sdw_time_now();
-    for (int i = 0; i < j->n_images && s == SDW_OK; i++) {
-        s = run_image(e, j, i, &seed, &err);
+    bool stopped = false; /* interrupted or cancelled between or inside images */
+    for (int i = 0; i < j->n_images && !stopped; i++) {
         pthread_mutex_lock(&e->mu);
-        if (s == SDW_OK) {
-            j->n_done = i + 1;
-            j->step_in_image = 0; /* the next image's steps count from its own start */
-            j->bytes += j->png_lens[i] + (size_t)j->images[i].width * j->images[i].height *
-                                             j->images[i].channels;
-            touch(j);
+        j->step_in_image = 0; /* each image's steps count from its own start */
+        j->last_step = 0;
+        pthread_mutex_unlock(&e->mu);
+        sdw_result_info info;
+        s = run_image(e, j, i, &seed, &info, &err);
+        pthread_mutex_lock(&e->mu);
+        if (sdw_job_state_terminal(j->state)) {
+            /* Given up by a shutdown that could not wait (sdw_engine_abandon): the job
+             * is already cancelled and answered; its result is not published. */
+            if (s == SDW_OK) drop_slot(j, j->n_done);
+            e->running = NULL;
+            pthread_cond_broadcast(&e->idle);
+            pthread_mutex_unlock(&e->mu);
+            return;
         }
-        /* A cancel that arrives after the last step still wins: the caller was told so. */
-        if (j->cancel && s == SDW_OK && i + 1 < j->n_images) {
-            s = SDW_CANCELLED;
-            snprintf(err.msg, sizeof err.msg, "cancelled after image %d of %d", i + 1,
-                     j->n_images);
+        if (s == SDW_OK) {
+            j->n_done++;
+            e->stats.images_produced++;
+            if (info.interrupted && j->skip && !j->cancel) {
+                /* A1111's skip: this image ends where it was (kept), the next one starts. */
+                j->skip = false;
+                atomic_store(&j->stop, SDW_STOP_NONE);
+            } else if (info.interrupted) {
+                stopped = true;
+                snprintf(err.msg, sizeof err.msg, "interrupted at step %d of %d of image %d",
+                         info.steps_done, info.n_denoiser_calls, i + 1);
+            } else if (j->cancel && i + 1 < j->n_images) {
+                /* A stop that arrives after an image's last step still wins for the rest: the
+                 * caller was told so. */
+                stopped = true;
+                snprintf(err.msg, sizeof err.msg, "%s after image %d of %d",
+                         j->interrupt ? "interrupted" : "cancelled", i + 1, j->n_images);
+            }
+            touch(j);
+        } else {
+            stopped = true;
         }
         pthread_mutex_unlock(&e->mu);
     }
     pthread_mutex_lock(&e->mu);
-    if (s == SDW_OK && j->cancel) s = SDW_CANCELLED, snprintf(err.msg, sizeof err.msg, "cancelled");
-    if (s == SDW_OK) {
+    sdw_job_state end;
+    if (s != SDW_OK && s != SDW_CANCELLED) end = SDW_JOB_FAILED;
+    else if (s == SDW_CANCELLED || stopped || j->cancel) end = SDW_JOB_CANCELLED;
+    else end = SDW_JOB_SUCCEEDED;
+    if (end == SDW_JOB_CANCELLED) {
+        j->interrupted = j->interrupt;
+        if (s == SDW_OK && !stopped) /* asked after the last image's last step */
+            snprintf(err.msg, sizeof err.msg, "%s", j->interrupt ? "interrupted" : "cancelled");
+    }
+    if (end == SDW_JOB_SUCCEEDED) {
         double d = sdw_time_now() - t0;
         e->mean_job_s = e->mean_job_s > 0 ? 0.8 * e->mean_job_s + 0.2 * d : d;
     }
-    finish_locked(e, j, s == SDW_OK ? SDW_JOB_SUCCEEDED
-                        : s == SDW_CANCELLED ? SDW_JOB_CANCELLED : SDW_JOB_FAILED,
-                  s == SDW_OK ? NULL : err.msg);
+    finish_locked(e, j, end, end == SDW_JOB_SUCCEEDED ? NULL : err.msg, true);
     e->running = NULL;
+    pthread_cond_broadcast(&e->idle);
     /* Enforce the bounds now, so that nobody sees the store over them once the job is done. */
     sdw_job *dead = NULL;
     sweep_locked(e, &dead);
     pthread_mutex_unlock(&e->mu);
     free_dead(dead);
-    if (s != SDW_OK && s != SDW_CANCELLED) SDW_WARN("job %s failed: %s", j->id, err.msg);
+    if (end == SDW_JOB_FAILED) SDW_WARN("job %s failed: %s", j->id, err.msg);
 }
 
 static void *worker_main(void *arg) {
@@ -347,6 +459,8 @@ static void *worker_main(void *arg) {
 #endif
         pthread_mutex_lock(&e->mu);
     }
+    e->worker_exited = true;
+    pthread_cond_broadcast(&e->idle);
     pthread_mutex_unlock(&e->mu);
     return NULL;
 }
@@ -371,6 +485,7 @@ sdw_status sdw_engine_create(sdw_image_model *model, const sdw_engine_params *pa
     e->stats.queue_max = p.queue_max;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->work, NULL);
+    pthread_cond_init(&e->idle, NULL);
     int rc = pthread_create(&e->worker, NULL, worker_main, e);
     if (rc != 0) {
         sdw_engine_destroy(e);
@@ -392,14 +507,49 @@ void sdw_engine_shutdown(sdw_engine *e) {
             e->qhead = j->qnext;
             j->qnext = NULL;
             e->n_queued--;
-            finish_locked(e, j, SDW_JOB_CANCELLED, "cancelled: the server is shutting down");
+            j->cancel = true;
+            finish_locked(e, j, SDW_JOB_CANCELLED, "cancelled: the server is shutting down",
+                          true);
         }
         e->qtail = NULL;
         if (e->running) {
-            e->running->cancel = true;
-            touch(e->running);
+            sdw_job *j = e->running;
+            j->cancel = true;
+            j->interrupt = j->skip = false;
+            atomic_store(&j->stop, SDW_STOP_CANCEL);
+            touch(j);
         }
         pthread_cond_broadcast(&e->work);
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
+bool sdw_engine_wait_stopped(sdw_engine *e, double timeout_s) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    const double whole = floor(timeout_s);
+    ts.tv_sec += (time_t)whole;
+    ts.tv_nsec += (long)((timeout_s - whole) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    pthread_mutex_lock(&e->mu);
+    SDW_ASSERT(e->stopping); /* only a shut-down engine's worker ends */
+    int rc = 0;
+    while (e->worker_started && !e->worker_exited && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&e->idle, &e->mu, &ts);
+    bool stopped = !e->worker_started || e->worker_exited;
+    pthread_mutex_unlock(&e->mu);
+    return stopped;
+}
+
+void sdw_engine_abandon(sdw_engine *e, const char *why) {
+    pthread_mutex_lock(&e->mu);
+    SDW_ASSERT(e->stopping);
+    if (e->worker_started && !e->worker_exited) {
+        e->abandoned = true;
+        /* The worker's inputs stay: the run may still read them. It drops its result if it
+         * ever returns. */
+        if (e->running && !sdw_job_state_terminal(e->running->state))
+            finish_locked(e, e->running, SDW_JOB_CANCELLED, why, false);
     }
     pthread_mutex_unlock(&e->mu);
 }
@@ -407,6 +557,7 @@ void sdw_engine_shutdown(sdw_engine *e) {
 void sdw_engine_destroy(sdw_engine *e) {
     if (!e) return;
     sdw_engine_shutdown(e);
+    SDW_ASSERT(!e->abandoned); /* its worker may still run the model: see sdw_engine_abandon */
     if (e->worker_started) pthread_join(e->worker, NULL);
     sdw_job *j = e->head;
     while (j) {
@@ -417,6 +568,7 @@ void sdw_engine_destroy(sdw_engine *e) {
         j = next;
     }
     pthread_cond_destroy(&e->work);
+    pthread_cond_destroy(&e->idle);
     pthread_mutex_destroy(&e->mu);
     free(e);
 }
@@ -459,6 +611,13 @@ sdw_status sdw_engine_submit(sdw_engine *e, const sdw_request *req, int n_images
     sdw_request r;
     sdw_status s = sdw_request_resolve(req, sdw_model_capabilities(e->model), &r, err);
     if (s != SDW_OK) return s;
+    /* Image i uses seed + i: the last one must still be a seed. */
+    if (r.seed >= 0 && n_images - 1 > INT64_MAX - r.seed)
+        return sdw_error_set_field(err, "seed", SDW_E_INVALID_ARG,
+                                   "seed %lld is too large for %d images (image i uses seed + i; "
+                                   "at most %lld)",
+                                   (long long)r.seed, n_images,
+                                   (long long)(INT64_MAX - (n_images - 1)));
 
     sdw_job *j = sdw_xcalloc(1, sizeof *j);
     j->e = e;
@@ -572,6 +731,32 @@ bool sdw_engine_cancel_running(sdw_engine *e) {
     sdw_job *j = e->running;
     if (j) {
         j->cancel = true;
+        j->interrupt = j->skip = false;
+        atomic_store(&j->stop, SDW_STOP_CANCEL);
+        touch(j);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return j != NULL;
+}
+
+bool sdw_engine_interrupt(sdw_engine *e) {
+    pthread_mutex_lock(&e->mu);
+    sdw_job *j = e->running;
+    if (j && !j->cancel) {
+        j->cancel = j->interrupt = true;
+        atomic_store(&j->stop, SDW_STOP_INTERRUPT);
+        touch(j);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return j != NULL;
+}
+
+bool sdw_engine_skip(sdw_engine *e) {
+    pthread_mutex_lock(&e->mu);
+    sdw_job *j = e->running;
+    if (j && !j->cancel && !j->skip) {
+        j->skip = true;
+        atomic_store(&j->stop, SDW_STOP_INTERRUPT);
         touch(j);
     }
     pthread_mutex_unlock(&e->mu);
@@ -587,14 +772,15 @@ void sdw_job_get_status(sdw_job *j, sdw_job_status *o) {
     *o = (sdw_job_status){.state = j->state, .version = j->version,
                           .preview_seq = j->preview_seq, .queue_position = -1,
                           .n_images = j->n_images, .n_done = j->n_done,
-                          .created = j->created_wall, .cancel_requested = j->cancel, .eta_s = -1};
+                          .created = j->created_wall, .cancel_requested = j->cancel, .eta_s = -1,
+                          .interrupted = j->interrupted};
     snprintf(o->error, sizeof o->error, "%s", j->error);
     int per = j->total_per_image > 0 ? j->total_per_image : 1;
     o->total = per * j->n_images;
     o->step = j->n_done * per + (j->state != SDW_JOB_QUEUED ? j->step_in_image : 0);
     if (j->state == SDW_JOB_SUCCEEDED || o->step > o->total) o->step = o->total;
     o->percent = 100.0 * o->step / o->total;
-    if (j->state == SDW_JOB_RUNNING || sdw_job_state_terminal(j->state))
+    if (j->started > 0) /* 0: never ran (still queued, or cancelled before its start) */
         o->elapsed_s = (sdw_job_state_terminal(j->state) ? j->finished : now) - j->started;
     if (j->state == SDW_JOB_QUEUED) {
         o->elapsed_s = 0;
@@ -653,9 +839,11 @@ bool sdw_job_cancel(sdw_job *j) {
         j->qnext = NULL;
         e->n_queued--;
         j->cancel = true;
-        finish_locked(e, j, SDW_JOB_CANCELLED, "cancelled before it started");
+        finish_locked(e, j, SDW_JOB_CANCELLED, "cancelled before it started", true);
     } else if (j->state == SDW_JOB_RUNNING) {
         j->cancel = true;
+        j->interrupt = j->skip = false;
+        atomic_store(&j->stop, SDW_STOP_CANCEL);
         touch(j);
     } else {
         took = false;
@@ -670,7 +858,11 @@ sdw_status sdw_job_preview_png(sdw_job *j, uint8_t **png, size_t *len, uint64_t 
     pthread_mutex_lock(&e->mu);
     sdw_status s = SDW_OK;
     if (!j->preview_png) {
-        s = sdw_error_set(err, SDW_E_NOT_FOUND, "job %s has no preview yet", j->id);
+        s = sdw_error_set(err, SDW_E_NOT_FOUND,
+                          sdw_job_state_terminal(j->state)
+                              ? "job %s has ended: its previews are gone (its images stay)"
+                              : "job %s has no preview yet",
+                          j->id);
     } else {
         *png = sdw_xmalloc(j->preview_len);
         memcpy(*png, j->preview_png, j->preview_len);

@@ -49,6 +49,11 @@ typedef struct sdw_engine_params {
     int preview_every;       /* progress preview every N steps; 0 = none */
 } sdw_engine_params;
 
+/* The step-time histogram's upper bucket bounds in seconds (sdw_engine_stats.step_hist; one more
+ * bucket counts the steps over the last bound). */
+#define SDW_ENGINE_STEP_BUCKETS 12
+extern const double sdw_engine_step_buckets[SDW_ENGINE_STEP_BUCKETS];
+
 sdw_engine_params sdw_engine_params_default(void);
 
 typedef struct sdw_engine sdw_engine;
@@ -59,22 +64,36 @@ typedef struct sdw_job sdw_job;
 sdw_status sdw_engine_create(sdw_image_model *model, const sdw_engine_params *params,
                              sdw_engine **out, sdw_error *err);
 
-/* Stops accepting work, cancels every queued and running job (each ends `cancelled`) and wakes
- * every waiter; returns at once. Idempotent. Called by destroy; call it earlier to let waiting
- * readers finish before tearing down whatever serves them. */
+/* Stops accepting work, cancels every queued and running job (each ends `cancelled`; the running
+ * one stops within one block of its current step) and wakes every waiter; returns at once.
+ * Idempotent. Called by destroy; call it earlier to let waiting readers finish before tearing
+ * down whatever serves them. */
 void sdw_engine_shutdown(sdw_engine *e);
 
-/* Shuts down, joins the worker, frees every job the engine holds. NULL ok. */
+/* After sdw_engine_shutdown: waits up to timeout_s seconds for the worker to end (its running
+ * job stopped); returns whether it has. */
+bool sdw_engine_wait_stopped(sdw_engine *e, double timeout_s);
+
+/* After sdw_engine_shutdown, when the running job has not stopped in time (it is inside an
+ * operation that polls nothing): records it as cancelled now with message why, so everyone
+ * waiting on it is answered, and leaves the worker running. The engine must then not be
+ * destroyed, nor its model: exit the process. Nothing when the worker has ended. */
+void sdw_engine_abandon(sdw_engine *e, const char *why);
+
+/* Shuts down, joins the worker, frees every job the engine holds. NULL ok. Not after
+ * sdw_engine_abandon left the worker running. */
 void sdw_engine_destroy(sdw_engine *e);
 
 /* The model (borrowed) and its resolved capabilities. */
 sdw_image_model *sdw_engine_model(const sdw_engine *e);
 
 /* Validates req against the model (sdw_request_resolve) and queues a job making n_images images
- * (seeds seed, seed+1, ...; a random seed is drawn once for the first image). Strings and images
- * (init image, mask) in req are copied. On success *out is a new handle (sdw_job_release). Errors, with *out untouched:
- * SDW_E_INVALID_ARG / SDW_E_UNSUPPORTED (the request; the message names the field),
- * SDW_E_BUSY (queue full), SDW_CANCELLED (shutting down). */
+ * (seeds seed, seed+1, ...: seed + n_images - 1 must fit an int64_t; a random seed is drawn
+ * once for the first image). Strings and images (init image, mask) in req are copied; the job
+ * drops its image copies when it ends. req->stop is ignored (the job has its own). On success
+ * *out is a new handle (sdw_job_release). Errors, with *out untouched: SDW_E_INVALID_ARG /
+ * SDW_E_UNSUPPORTED (the request; the message names the field), SDW_E_BUSY (queue full),
+ * SDW_CANCELLED (shutting down). */
 sdw_status sdw_engine_submit(sdw_engine *e, const sdw_request *req, int n_images, sdw_job **out,
                              sdw_error *err);
 
@@ -88,8 +107,15 @@ typedef struct sdw_engine_stats {
     int queued, running;          /* now */
     int queue_max;
     int jobs_kept;                /* finished jobs still readable */
-    size_t bytes_kept;            /* their images */
+    size_t bytes_kept;            /* the memory they keep (results, request copies) */
     uint64_t submitted, succeeded, failed, cancelled, rejected_busy; /* since start */
+    uint64_t images_produced;     /* images finished (interrupted ones included) */
+    /* Denoising step times (the gaps between consecutive steps of an image): count, sum and a
+     * histogram, step_hist[k] = steps of at most sdw_engine_step_buckets[k] seconds (and over
+     * the one before); step_hist[SDW_ENGINE_STEP_BUCKETS] = the longer ones. */
+    uint64_t step_count;
+    double step_seconds_sum;
+    uint64_t step_hist[SDW_ENGINE_STEP_BUCKETS + 1];
     double mean_job_s;            /* over recent finished jobs; 0 before the first */
 } sdw_engine_stats;
 void sdw_engine_get_stats(sdw_engine *e, sdw_engine_stats *out);
@@ -97,9 +123,19 @@ void sdw_engine_get_stats(sdw_engine *e, sdw_engine_stats *out);
 /* Seconds until a queue slot is likely free (for Retry-After): at least 1. */
 int sdw_engine_retry_after(sdw_engine *e);
 
-/* Cancels the running job, if any (A1111's interrupt: queued jobs go on); returns whether there
- * was one. */
+/* Cancels the running job, if any, as sdw_job_cancel does (queued jobs go on); returns whether
+ * there was one. */
 bool sdw_engine_cancel_running(sdw_engine *e);
+
+/* AUTOMATIC1111's interrupt: the running job, if any, stops within one block of its current step
+ * and ends `cancelled` keeping its images so far, the one it was making included (its latents
+ * at the last finished step, decoded; sdw_job_status.interrupted). Queued jobs go on. Returns
+ * whether a job was running. */
+bool sdw_engine_interrupt(sdw_engine *e);
+
+/* AUTOMATIC1111's skip: the running job's current image stops as an interrupt would stop it
+ * (kept as it is) and the job goes on with its next image. Returns whether a job was running. */
+bool sdw_engine_skip(sdw_engine *e);
 
 /* ---- jobs ---- */
 
@@ -119,6 +155,7 @@ typedef struct sdw_job_status {
     double elapsed_s;      /* since it started running (0 while queued) */
     double eta_s;          /* estimated seconds to finish (includes waiting in the queue); -1 if unknown */
     bool cancel_requested;
+    bool interrupted;      /* cancelled by sdw_engine_interrupt: the images so far are kept */
     char error[SDW_ERROR_MSG_MAX]; /* failed/cancelled: why */
 } sdw_job_status;
 void sdw_job_get_status(sdw_job *j, sdw_job_status *out);
@@ -134,12 +171,13 @@ bool sdw_job_wait(sdw_job *j, uint64_t seen, double timeout_s);
 /* Waits (without a deadline) for a terminal state; returns it. */
 sdw_job_state sdw_job_wait_done(sdw_job *j);
 
-/* Requests cancellation: a queued job ends `cancelled` at once, a running one at its next step.
+/* Requests cancellation: a queued job ends `cancelled` at once, a running one within one block
+ * of its current step (the model polls its stop flag between blocks and attention tiles).
  * Returns false if the job had already ended (nothing to cancel). */
 bool sdw_job_cancel(sdw_job *j);
 
-/* Latest preview as a new PNG (*png: free with free()); SDW_E_NOT_FOUND if none yet. *seq
- * (may be NULL) gets its preview_seq. */
+/* Latest preview as a new PNG (*png: free with free()); SDW_E_NOT_FOUND if none yet, or once the
+ * job has ended (its previews are dropped then). *seq (may be NULL) gets its preview_seq. */
 sdw_status sdw_job_preview_png(sdw_job *j, uint8_t **png, size_t *len, uint64_t *seq,
                                sdw_error *err);
 

@@ -1,15 +1,23 @@
 /* server/a1111.c — the AUTOMATIC1111 web UI API (/sdapi/v1/...), field names and types as A1111
  * clients expect them: txt2img/img2img answer {images: [base64 PNG], parameters: {...},
- * info: "<JSON string>"}; progress, interrupt, samplers, schedulers, sd-models, options.
- * A1111 clients send many fields this worker has no use for (styles, override_settings,
- * alwayson_scripts, save_images ...): they are ignored, except those that would change the image
- * in a way this worker cannot honour (hires fix, subseeds), which are refused. */
+ * info: "<JSON string>"}; progress, interrupt, skip, png-info, and the lists clients read at
+ * start (samplers, schedulers, sd-models, sd-vae, upscalers, latent-upscale-modes, scripts,
+ * prompt-styles, embeddings, loras, memory, cmd-flags, options).
+ * A1111 clients send many fields: those that change nothing here (send_images, save_images,
+ * do_not_save_*, ...) pass silently; those that would change the image in a way this worker does
+ * not implement (restore_faces, tiling, styles, scripts, clip skip, ...) are ignored with a
+ * warning in the answer's info ("warnings"), never silently; those it cannot honour at all
+ * (hires fix, subseeds) are refused, and a checkpoint it does not serve is a 404. */
 #include "server/server_impl.h"
 
 #include "core/common.h"
 #include "io/base64.h"
 #include "io/infotext.h"
+#include "io/png.h"
 
+#include <ctype.h>
+#include <math.h>
+#include <stdarg.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -35,7 +43,7 @@ static sdw_status resolve_sampler(const sdw_capabilities *c, const char *name, s
         size_t l = strlen(list);
         snprintf(list + l, sizeof list - l, "%s%s", l ? ", " : "", sdw_sampler_a1111_name(*s));
     }
-    return sdw_error_set(err, SDW_E_INVALID_ARG, "unknown sampler '%s' (available: %s)", name,
+    return sdw_error_set(err, SDW_E_INVALID_ARG, "unknown sampler '%.64s' (available: %s)", name,
                          list);
 }
 
@@ -46,19 +54,181 @@ static sdw_status resolve_scheduler(const char *name, sdw_request *req, sdw_erro
     else if (!strcasecmp(name, "karras")) req->scheduler = "karras";
     else
         return sdw_error_set(err, SDW_E_INVALID_ARG,
-                             "unknown scheduler '%s' (available: Automatic, Karras)", name);
+                             "unknown scheduler '%.64s' (available: Automatic, Karras)", name);
     return SDW_OK;
 }
 
-/* Reads the fields txt2img and img2img share. */
-static sdw_status parse_common(sdw_engine *e, json_t *b, sdw_request *req, int *n,
-                               const char **param, sdw_error *err) {
-    const sdw_capabilities *c = sdw_model_capabilities(sdw_engine_model(e));
+/* Whether name (what a client sends as sd_model_checkpoint: A1111's title "name.safetensors
+ * [hash]", its model name without extension, or our name) means the loaded model. */
+static bool is_our_checkpoint(const char *name, const char *ours) {
+    size_t n = strlen(ours), k = strlen(name);
+    if (!strcmp(name, ours)) return true;
+    if (k > n && !strncmp(name, ours, n) && name[n] == ' ' && name[n + 1] == '[') return true;
+    const char *dot = strrchr(ours, '.'); /* the file stem, as A1111's model_name */
+    size_t stem = dot && dot != ours ? (size_t)(dot - ours) : n;
+    return k == stem && !strncmp(name, ours, stem);
+}
+
+static void warn(json_t *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void warn(json_t *w, const char *fmt, ...) {
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_array_append_new(w, json_string(msg));
+}
+
+/* Whether field key holds something other than its A1111 default: absent, null, false, 0, "",
+ * [], {} (or, for a number, the given default). */
+static bool set_beyond(json_t *b, const char *key, double def) {
+    json_t *v = json_object_get(b, key);
+    if (!v || json_is_null(v) || json_is_false(v)) return false;
+    if (json_is_number(v)) return json_number_value(v) != def;
+    if (json_is_string(v)) return json_string_length(v) > 0;
+    if (json_is_array(v)) return json_array_size(v) > 0;
+    if (json_is_object(v)) return json_object_size(v) > 0;
+    return true;
+}
+
+/* override_settings: the checkpoint must be ours (A1111 would load it: a silent run with another
+ * model is never right); settings that change the image are not implemented: warnings. */
+static sdw_status read_overrides(json_t *b, const char *model, json_t *w, sdw_error *err) {
+    json_t *o = json_object_get(b, "override_settings");
+    if (!o || json_is_null(o)) return SDW_OK;
+    if (!json_is_object(o))
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "field 'override_settings' must be an object");
+    const char *key;
+    json_t *v;
+    json_object_foreach(o, key, v) {
+        if (!strcmp(key, "sd_model_checkpoint")) {
+            if (json_is_null(v)) continue;
+            if (!json_is_string(v))
+                return sdw_error_set(err, SDW_E_INVALID_ARG,
+                                     "override_settings.sd_model_checkpoint must be a string");
+            if (!is_our_checkpoint(json_string_value(v), model))
+                return sdw_error_set(err, SDW_E_NOT_FOUND,
+                                     "checkpoint '%.128s' not found: this worker serves '%s' only",
+                                     json_string_value(v), model);
+        } else if (!strcmp(key, "CLIP_stop_at_last_layers")) {
+            if (json_is_number(v) && json_number_value(v) > 1)
+                warn(w, "override_settings.CLIP_stop_at_last_layers %g ignored: clip skip is not "
+                        "implemented (1 used)",
+                     json_number_value(v));
+        } else if (!strcmp(key, "sd_vae")) {
+            const char *vae = json_string_value(v);
+            if (vae && strcasecmp(vae, "Automatic") && strcasecmp(vae, "None"))
+                warn(w, "override_settings.sd_vae '%.64s' ignored: the model's own VAE is used",
+                     vae);
+        } else if (strcmp(key, "samples_format") && strcmp(key, "save_images") &&
+                   strcmp(key, "enable_pnginfo")) {
+            warn(w, "override_settings.%.64s ignored: not a setting of this worker", key);
+        }
+    }
+    return SDW_OK;
+}
+
+/* Fields that would change the image and are not implemented here: a warning each. */
+static void warn_ignored(json_t *b, bool img2img, bool mask, json_t *w) {
+    static const struct {
+        const char *key;
+        double def; /* a number's A1111 default */
+        const char *what;
+    } fields[] = {
+        {"restore_faces", 0, "face restoration is not implemented"},
+        {"tiling", 0, "tiling is not implemented"},
+        {"clip_skip", 1, "clip skip is not implemented (1 used)"},
+        {"styles", 0, "prompt styles are not implemented: the prompt is used as given"},
+        {"script_name", 0, "scripts are not implemented"},
+        {"alwayson_scripts", 0, "scripts are not implemented"},
+        {"refiner_checkpoint", 0, "refiners are not implemented"},
+        {"eta", 0, "eta is not adjustable here (the sampler's own is used)"},
+        {"s_churn", 0, "sampler noise settings are not adjustable here"},
+        {"s_noise", 1, "sampler noise settings are not adjustable here"},
+        {"s_tmin", 0, "sampler noise settings are not adjustable here"},
+        {"seed_resize_from_w", -1, "seed resize is not implemented"},
+        {"seed_resize_from_h", -1, "seed resize is not implemented"},
+        {"image_cfg_scale", 0, "image CFG (instruct-pix2pix) is not implemented"},
+    };
+    for (size_t i = 0; i < SDW_ARRAY_LEN(fields); i++)
+        if (set_beyond(b, fields[i].key, fields[i].def))
+            warn(w, "%s ignored: %s", fields[i].key, fields[i].what);
+    if (img2img && set_beyond(b, "resize_mode", 0))
+        warn(w, "resize_mode ignored: the image is resized to the asked size (stretched)");
+    if (!mask) return;
+    if (set_beyond(b, "mask_blur", 0) || set_beyond(b, "mask_blur_x", 0) ||
+        set_beyond(b, "mask_blur_y", 0))
+        warn(w, "mask_blur ignored: the mask is used as sent (binarised)");
+    if (set_beyond(b, "inpainting_fill", 1))
+        warn(w, "inpainting_fill ignored: the masked area starts from the original image");
+    if (set_beyond(b, "inpaint_full_res", 0))
+        warn(w, "inpaint_full_res ignored: the whole picture is inpainted");
+}
+
+/* img2img's images: the first of init_images (A1111 cycles through them over a batch; here every
+ * image of the batch starts from the first), the optional mask (white = repaint; with
+ * inpainting_mask_invert 1, black), denoising_strength. The images are decoded last. */
+static sdw_status read_images(const sdw_server_params *p, json_t *b, sdw_request *req,
+                              sdw_req_images *im, const char **param, sdw_error *err) {
+    json_t *imgs = json_object_get(b, "init_images");
+    *param = "init_images";
+    if (!json_is_array(imgs) || json_array_size(imgs) == 0)
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "'init_images' must be a non-empty array of base64 images");
+    json_t *v = json_array_get(imgs, 0);
+    if (!json_is_string(v))
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "init_images[0] must be a string");
+    const char *m = NULL;
+    long long invert = 0;
+    double strength = SDW_DEFAULT_STRENGTH;
+    sdw_status s;
+    *param = "mask";
+    if ((s = sdw__json_string(b, "mask", &m, err))) return s;
+    *param = "inpainting_mask_invert";
+    if ((s = sdw__json_int(b, "inpainting_mask_invert", 0, 1, true, &invert, err))) return s;
+    *param = "denoising_strength";
+    if ((s = sdw__json_number(b, "denoising_strength", 0, 1, true, &strength, err))) return s;
+    if (!(strength > 0))
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "denoising_strength %g must be in (0, 1]", strength);
+    req->strength = strength;
+    *param = "init_images";
+    if ((s = sdw__decode_image(p, json_string_value(v), json_string_length(v), false,
+                               "init_images", &im->init, err)))
+        return s;
+    req->init_image = &im->init;
+    if (m && *m) {
+        *param = "mask";
+        if ((s = sdw__decode_image(p, m, strlen(m), false, "mask", &im->mask, err))) return s;
+        if (invert) {
+            size_t n = (size_t)im->mask.width * im->mask.height * im->mask.channels;
+            for (size_t i = 0; i < n; i++) im->mask.data[i] = (uint8_t)(255 - im->mask.data[i]);
+        }
+        req->mask = &im->mask;
+    }
+    *param = NULL;
+    return SDW_OK;
+}
+
+/* A1111 rounds sizes down to a multiple of 8 (here the model's multiple); one that would become
+ * 0 stays, for the range check to name. */
+static int round_down(long long v, int m) {
+    if (m > 1 && v >= m) v -= v % m;
+    return (int)v;
+}
+
+sdw_status sdw__a1111_parse(const sdw_server_params *p, const sdw_capabilities *caps,
+                            const char *model_name, json_t *b, bool img2img, sdw_request *req,
+                            int *n, sdw_req_images *im, json_t **warnings, const char **param,
+                            sdw_error *err) {
     long long w = 0, h = 0, steps = 0, seed = -1, bs = 1, it = 1;
     double g = -1, sub = 0;
     const char *sampler = NULL, *sched = NULL;
     bool hr = false;
     sdw_status s = SDW_OK;
+    json_t *warn_list = json_array();
+    *warnings = NULL;
+    *param = NULL;
 #define TRY(field, expr)                                                                           \
     if (!s) {                                                                                      \
         *param = field;                                                                            \
@@ -74,33 +244,56 @@ static sdw_status parse_common(sdw_engine *e, json_t *b, sdw_request *req, int *
     TRY("batch_size", sdw__json_int(b, "batch_size", 1, 1 << 20, true, &bs, err));
     TRY("n_iter", sdw__json_int(b, "n_iter", 1, 1 << 20, true, &it, err));
     TRY("sampler_name", sdw__json_string(b, "sampler_name", &sampler, err));
-    if (!sampler) TRY("sampler_index", sdw__json_string(b, "sampler_index", &sampler, err));
+    /* sampler_index: A1111's older name for it, used when sampler_name is absent or empty */
+    if (!s && (!sampler || !*sampler))
+        TRY("sampler_index", sdw__json_string(b, "sampler_index", &sampler, err));
     TRY("scheduler", sdw__json_string(b, "scheduler", &sched, err));
     TRY("enable_hr", sdw__json_bool(b, "enable_hr", &hr, err));
     TRY("subseed_strength", sdw__json_number(b, "subseed_strength", 0, 1, true, &sub, err));
-    if (!s && hr)
+    TRY("override_settings", read_overrides(b, model_name, warn_list, err));
+    if (!s && hr) {
+        *param = "enable_hr";
         s = sdw_error_set(err, SDW_E_UNSUPPORTED, "enable_hr (hires fix) is not supported");
-    if (!s && sub > 0)
-        s = sdw_error_set(err, SDW_E_UNSUPPORTED, "subseeds (subseed_strength > 0) are not supported");
+    }
+    if (!s && sub > 0) {
+        *param = "subseed_strength";
+        s = sdw_error_set(err, SDW_E_UNSUPPORTED,
+                          "subseeds (subseed_strength > 0) are not supported");
+    }
     if (!s && sched) {
         *param = "scheduler";
         s = resolve_scheduler(sched, req, err);
     }
     if (!s && sampler && *sampler) {
         *param = "sampler_name";
-        s = resolve_sampler(c, sampler, req, err);
+        s = resolve_sampler(caps, sampler, req, err);
     }
 #undef TRY
-    if (s) return s;
-    req->width = (int)w;
-    req->height = (int)h;
-    req->steps = (int)steps;
-    req->guidance = (float)g;
-    req->seed = seed;
-    *param = "batch_size";
-    if (bs * it > 1 << 20) return sdw_error_set(err, SDW_E_INVALID_ARG, "batch_size x n_iter is too large");
-    *n = (int)(bs * it);
-    *param = NULL;
+    if (!s && bs * it > 1 << 20) {
+        *param = "batch_size";
+        s = sdw_error_set(err, SDW_E_INVALID_ARG, "batch_size x n_iter is too large");
+    }
+    if (!s) {
+        req->width = round_down(w, caps->size_multiple);
+        req->height = round_down(h, caps->size_multiple);
+        req->steps = (int)steps;
+        req->guidance = (float)g;
+        req->seed = seed;
+        *n = (int)(bs * it);
+        *param = NULL;
+        s = sdw__check_limits(p, caps, req, *n, err);
+    }
+    if (!s) {
+        json_t *mask = json_object_get(b, "mask");
+        warn_ignored(b, img2img, img2img && json_is_string(mask) && json_string_length(mask),
+                     warn_list);
+        if (img2img) s = read_images(p, b, req, im, param, err);
+    }
+    if (s) {
+        json_decref(warn_list);
+        return s;
+    }
+    *warnings = warn_list;
     return SDW_OK;
 }
 
@@ -112,12 +305,16 @@ static char *timestamp(char buf[16]) {
     return buf;
 }
 
-/* {images, parameters, info} for a finished job. body is the request, echoed as parameters. */
-static enum MHD_Result respond(sdw_http_req *r, sdw_job *j, json_t *body) {
+/* {images, parameters, info} for a finished job. body is the request, echoed as parameters. An
+ * interrupted job answers with its images so far (A1111 does); one cancelled otherwise (the
+ * server shutting down) is a 503. */
+static enum MHD_Result respond(sdw_http_req *r, sdw_job *j, json_t *body, json_t *warnings) {
     sdw_job_status st;
     sdw_job_get_status(j, &st);
     if (st.state == SDW_JOB_FAILED)
         return sdw__http_error(r, 500, NULL, "generation failed: %s", st.error);
+    if (st.state == SDW_JOB_CANCELLED && !st.interrupted)
+        return sdw__http_error(r, 503, NULL, "generation was cancelled: %s", st.error);
     const sdw_request *q = sdw_job_request(j);
     sdw_engine *e = atomic_load(&r->srv->engine);
     json_t *images = json_array(), *seeds = json_array(), *infotexts = json_array(),
@@ -136,8 +333,8 @@ static enum MHD_Result respond(sdw_http_req *r, sdw_job *j, json_t *body) {
         json_array_append_new(prompts, json_string(q->prompt));
         json_array_append_new(negs, json_string(q->negative_prompt ? q->negative_prompt : ""));
     }
-    char ts[16];
-    const char *name = sdw_engine_model(e)->name;
+    char ts[16], name[256];
+    sdw__model_name(sdw_engine_model(e), name);
     json_t *info = json_object();
 #define SET(k, v) json_object_set_new(info, k, v)
     SET("prompt", json_string(q->prompt));
@@ -173,7 +370,8 @@ static enum MHD_Result respond(sdw_http_req *r, sdw_job *j, json_t *body) {
     SET("clip_skip", json_integer(1));
     SET("is_using_inpainting_conditioning", json_false());
     SET("version", json_string("sdworker"));
-    SET("interrupted", json_boolean(st.state == SDW_JOB_CANCELLED));
+    SET("interrupted", json_boolean(st.interrupted));
+    SET("warnings", json_incref(warnings));
 #undef SET
     char *info_s = json_dumps(info, JSON_COMPACT);
     json_decref(info);
@@ -192,49 +390,6 @@ static enum MHD_Result respond(sdw_http_req *r, sdw_job *j, json_t *body) {
     return sdw__http_json(r, 200, o);
 }
 
-/* img2img's images: the first of init_images (A1111 cycles through them over a batch; here every
- * image of the batch starts from the first), the optional mask (white = repaint; with
- * inpainting_mask_invert 1, black), denoising_strength. */
-static sdw_status read_images(json_t *b, sdw_request *req, sdw_image *init, sdw_image *mask,
-                              const char **param, sdw_error *err) {
-    json_t *imgs = json_object_get(b, "init_images");
-    *param = "init_images";
-    if (!json_is_array(imgs) || json_array_size(imgs) == 0)
-        return sdw_error_set(err, SDW_E_INVALID_ARG,
-                             "'init_images' must be a non-empty array of base64 images");
-    json_t *v = json_array_get(imgs, 0);
-    if (!json_is_string(v))
-        return sdw_error_set(err, SDW_E_INVALID_ARG, "init_images[0] must be a string");
-    sdw_status s = sdw__decode_image(json_string_value(v), json_string_length(v), false,
-                                     "init_images", init, err);
-    if (s) return s;
-    req->init_image = init;
-    const char *m = NULL;
-    long long invert = 0;
-    double strength = SDW_DEFAULT_STRENGTH;
-    *param = "mask";
-    if ((s = sdw__json_string(b, "mask", &m, err))) return s;
-    *param = "inpainting_mask_invert";
-    if ((s = sdw__json_int(b, "inpainting_mask_invert", 0, 1, true, &invert, err))) return s;
-    if (m && *m) {
-        *param = "mask";
-        if ((s = sdw__decode_image(m, strlen(m), false, "mask", mask, err))) return s;
-        if (invert) {
-            size_t n = (size_t)mask->width * mask->height * mask->channels;
-            for (size_t i = 0; i < n; i++) mask->data[i] = (uint8_t)(255 - mask->data[i]);
-        }
-        req->mask = mask;
-    }
-    *param = "denoising_strength";
-    if ((s = sdw__json_number(b, "denoising_strength", 0, 1, true, &strength, err))) return s;
-    if (!(strength > 0))
-        return sdw_error_set(err, SDW_E_INVALID_ARG,
-                             "denoising_strength %g must be in (0, 1]", strength);
-    req->strength = strength;
-    *param = NULL;
-    return SDW_OK;
-}
-
 static enum MHD_Result generate(sdw_http_req *r, bool img2img) {
     enum MHD_Result resp;
     sdw_engine *e = sdw__http_engine(r, &resp);
@@ -246,20 +401,26 @@ static enum MHD_Result generate(sdw_http_req *r, bool img2img) {
     const char *param = NULL;
     sdw_error err = {0};
     sdw_job *j = NULL;
-    sdw_status s = parse_common(e, b, &req, &n, &param, &err);
-    sdw_image init = {0}, mask = {0};
-    if (!s && img2img) s = read_images(b, &req, &init, &mask, &param, &err);
-    if (!s) s = sdw__check_limits(r->srv, &req, n, &err);
+    sdw_req_images im = {0};
+    json_t *warnings = NULL;
+    char name[256];
+    sdw_image_model *m = sdw_engine_model(e);
+    sdw_status s = sdw__a1111_parse(&r->srv->p, sdw_model_capabilities(m),
+                                    sdw__model_name(m, name), b, img2img, &req, &n, &im,
+                                    &warnings, &param, &err);
     if (!s) s = sdw_engine_submit(e, &req, n, &j, &err); /* copies the images */
-    sdw_image_free(&init);
-    sdw_image_free(&mask);
+    sdw__req_images_free(&im);
     if (s) {
         resp = sdw__http_status(r, s, param, err.msg);
     } else {
+        size_t i;
+        json_t *w;
+        json_array_foreach(warnings, i, w) SDW_INFO("a1111 request: %s", json_string_value(w));
         sdw_job_wait_done(j);
-        resp = respond(r, j, b);
+        resp = respond(r, j, b, warnings);
         sdw_job_release(j);
     }
+    json_decref(warnings);
     json_decref(b);
     return resp;
 }
@@ -307,9 +468,156 @@ static enum MHD_Result post_interrupt(sdw_http_req *r) {
     enum MHD_Result resp;
     sdw_engine *e = sdw__http_engine(r, &resp);
     if (!e) return resp;
-    sdw_engine_cancel_running(e);
+    sdw_engine_interrupt(e);
     return sdw__http_json(r, 200, json_object());
 }
+
+static enum MHD_Result post_skip(sdw_http_req *r) {
+    enum MHD_Result resp;
+    sdw_engine *e = sdw__http_engine(r, &resp);
+    if (!e) return resp;
+    sdw_engine_skip(e);
+    return sdw__http_json(r, 200, json_object());
+}
+
+/* ---- png-info ---- */
+
+/* A1111's parse_generation_parameters: the infotext's prompt, "Negative prompt: ..." and its
+ * last line of "Key: value" pairs (values quoted when they hold commas; "Size: WxH" also as
+ * Size-1 / Size-2), as an object of strings. A new object; never NULL. */
+/* A JSON string of n bytes at s; "" when they are not UTF-8 (a PNG's text is, once read). */
+static json_t *text_json(const char *s, size_t n) {
+    json_t *v = json_stringn(s, n);
+    return v ? v : json_string("");
+}
+
+json_t *sdw__a1111_parse_infotext(const char *text) {
+    json_t *o = json_object();
+    const size_t n = strlen(text);
+    /* The parameter line: the last line, when it holds at least three "Key: value" pairs
+     * (A1111's test: re_param.findall(lastline) has more than 3 matches). */
+    const char *last = text + n;
+    while (last > text && (last[-1] == '\n' || last[-1] == '\r')) last--;
+    const char *end = last;
+    while (last > text && last[-1] != '\n') last--;
+    int pairs = 0;
+    for (const char *c = last; c < end; c++) pairs += c[0] == ':' && c + 1 < end && c[1] == ' ';
+    const char *body_end = pairs >= 3 ? last : text + n;
+    /* prompt, then the negative prompt from the line that starts "Negative prompt: " */
+    const char *neg = NULL;
+    for (const char *l = text; l < body_end; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : body_end)
+        if (!strncmp(l, "Negative prompt: ", 17)) {
+            neg = l;
+            break;
+        }
+    const char *prompt_end = neg ? neg : body_end;
+    while (prompt_end > text && (prompt_end[-1] == '\n' || prompt_end[-1] == '\r')) prompt_end--;
+    json_object_set_new(o, "Prompt", text_json(text, (size_t)(prompt_end - text)));
+    if (neg) {
+        const char *ne = body_end;
+        while (ne > neg + 17 && (ne[-1] == '\n' || ne[-1] == '\r')) ne--;
+        json_object_set_new(o, "Negative prompt",
+                            text_json(neg + 17, (size_t)(ne - neg - 17)));
+    } else {
+        json_object_set_new(o, "Negative prompt", json_string(""));
+    }
+    if (pairs < 3) return o;
+    const char *c = last;
+    while (c < end) {
+        while (c < end && (*c == ' ' || *c == ',')) c++;
+        const char *k = c;
+        while (c < end && *c != ':' && *c != ',') c++;
+        if (c >= end || *c != ':' || c == k) { /* not a pair: skip to the next comma */
+            while (c < end && *c != ',') c++;
+            continue;
+        }
+        const char *ke = c++;
+        while (c < end && *c == ' ') c++;
+        const char *v = c, *ve;
+        if (c < end && *c == '"') { /* quoted: up to the closing quote (backslash escapes) */
+            c++;
+            while (c < end && *c != '"') c += (*c == '\\' && c + 1 < end) ? 2 : 1;
+            if (c < end) c++;
+            ve = c;
+            if (ve - v >= 2 && ve[-1] == '"') v++, ve--;
+        } else {
+            while (c < end && *c != ',') c++;
+            ve = c;
+            while (ve > v && ve[-1] == ' ') ve--;
+        }
+        char key[128];
+        snprintf(key, sizeof key, "%.*s", (int)SDW_MIN((size_t)(ke - k), sizeof key - 1), k);
+        json_t *val = text_json(v, (size_t)(ve - v));
+        int a = 0, bb = 0;
+        char tail;
+        const char *vs = json_string_value(val);
+        if (sscanf(vs, "%dx%d%c", &a, &bb, &tail) == 2 && strchr(vs, 'x')) {
+            char k1[140], k2[140];
+            snprintf(k1, sizeof k1, "%s-1", key);
+            snprintf(k2, sizeof k2, "%s-2", key);
+            json_object_set_new(o, k1, json_sprintf("%d", a));
+            json_object_set_new(o, k2, json_sprintf("%d", bb));
+            json_decref(val);
+        } else {
+            json_object_set_new(o, key, val);
+        }
+    }
+    return o;
+}
+
+/* POST /sdapi/v1/png-info {"image": base64 (a data URL too)}: the PNG's "parameters" text (ours
+ * and A1111's are the same format), its other text chunks, and the parameters parsed. Images
+ * of other formats carry no PNG text: info "". */
+static enum MHD_Result post_png_info(sdw_http_req *r) {
+    enum MHD_Result resp;
+    json_t *b = sdw__http_body_json(r, &resp);
+    if (!b) return resp;
+    const char *data = NULL;
+    sdw_error err = {0};
+    sdw_status s = sdw__json_string(b, "image", &data, &err);
+    if (!s && !data) s = sdw_error_set(&err, SDW_E_INVALID_ARG, "'image' is required");
+    uint8_t *bytes = NULL;
+    size_t n = 0, len = s ? 0 : strlen(data);
+    if (!s && len > 5 && !strncasecmp(data, "data:", 5)) {
+        const char *comma = memchr(data, ',', len);
+        if (!comma) s = sdw_error_set(&err, SDW_E_FORMAT, "image: a data URL without ','");
+        else len -= (size_t)(comma + 1 - data), data = comma + 1;
+    }
+    if (!s && (s = sdw_base64_decode(data, len, &bytes, &n, &err))) sdw_error_prefix(&err, "image");
+    int w = 0, h = 0;
+    static const uint8_t png_sig[4] = {0x89, 'P', 'N', 'G'};
+    const bool png = !s && n >= 8 && !memcmp(bytes, png_sig, 4);
+    if (!s && !sdw__image_header_size(bytes, n, &w, &h))
+        s = sdw_error_set(&err, SDW_E_FORMAT, "image: not a PNG, JPEG or WebP image");
+    if (!s && (unsigned long long)w * (unsigned long long)h > r->srv->p.max_input_pixels)
+        s = sdw_error_set(&err, SDW_E_INVALID_ARG,
+                          "image: %dx%d exceeds this server's limit of %.1f Mpixel", w, h,
+                          (double)r->srv->p.max_input_pixels / 1e6);
+    json_t *items = json_object();
+    const char *info = "";
+    sdw_png img = {0};
+    if (!s && png && (s = sdw_png_read_mem(bytes, n, "image", &img, &err)) == SDW_OK) {
+        for (int i = 0; i < img.n_text; i++)
+            if (strcmp(img.text[2 * i], "parameters"))
+                json_object_set_new(items, img.text[2 * i], json_string(img.text[2 * i + 1]));
+        const char *t = sdw_png_text(&img, "parameters");
+        if (t) info = t;
+    }
+    if (s) {
+        resp = sdw__http_status(r, s, "image", err.msg);
+        json_decref(items);
+    } else {
+        resp = sdw__http_json(r, 200,
+                              json_pack("{s:s,s:o,s:o}", "info", info, "items", items,
+                                        "parameters", sdw__a1111_parse_infotext(info)));
+    }
+    sdw_png_deinit(&img);
+    free(bytes);
+    json_decref(b);
+    return resp;
+}
+
+/* ---- lists ---- */
 
 static enum MHD_Result get_samplers(sdw_http_req *r) {
     enum MHD_Result resp;
@@ -338,23 +646,16 @@ static enum MHD_Result get_schedulers(sdw_http_req *r) {
     return sdw__http_json(r, 200, a);
 }
 
-static const char *short_name(const char *path, char buf[256]) {
-    snprintf(buf, 256, "%s", path);
-    size_t n = strlen(buf);
-    while (n > 1 && buf[n - 1] == '/') buf[--n] = 0;
-    const char *slash = strrchr(buf, '/');
-    return slash ? slash + 1 : buf;
-}
-
 static enum MHD_Result get_models(sdw_http_req *r) {
     enum MHD_Result resp;
     sdw_engine *e = sdw__http_engine(r, &resp);
     if (!e) return resp;
     char buf[256];
-    const char *path = sdw_engine_model(e)->name, *name = short_name(path, buf);
+    const char *name = sdw__model_name(sdw_engine_model(e), buf);
+    /* filename: the name, not the server's path (A1111 gives its path; clients show it) */
     return sdw__http_json(r, 200, json_pack("[{s:s,s:s,s:n,s:n,s:s,s:n}]", "title", name,
                                             "model_name", name, "hash", "sha256", "filename",
-                                            path, "config"));
+                                            name, "config"));
 }
 
 static enum MHD_Result get_options(sdw_http_req *r) {
@@ -362,14 +663,16 @@ static enum MHD_Result get_options(sdw_http_req *r) {
     sdw_engine *e = sdw__http_engine(r, &resp);
     if (!e) return resp;
     char buf[256];
-    const char *name = short_name(sdw_engine_model(e)->name, buf);
-    return sdw__http_json(r, 200, json_pack("{s:s,s:n,s:s,s:b,s:i}", "sd_model_checkpoint", name,
-                                            "sd_checkpoint_hash", "samples_format", "png",
-                                            "enable_pnginfo", 1, "CLIP_stop_at_last_layers", 1));
+    const char *name = sdw__model_name(sdw_engine_model(e), buf);
+    return sdw__http_json(r, 200, json_pack("{s:s,s:n,s:s,s:b,s:i,s:s}", "sd_model_checkpoint",
+                                            name, "sd_checkpoint_hash", "samples_format", "png",
+                                            "enable_pnginfo", 1, "CLIP_stop_at_last_layers", 1,
+                                            "sd_vae", "Automatic"));
 }
 
 /* Clients set options such as the checkpoint before generating: the one loaded model is the only
- * choice, so a different checkpoint is refused and everything else accepted. */
+ * choice, so a different checkpoint is refused (404, as A1111 answers an unknown one) and
+ * everything else accepted. */
 static enum MHD_Result post_options(sdw_http_req *r) {
     enum MHD_Result resp;
     sdw_engine *e = sdw__http_engine(r, &resp);
@@ -379,15 +682,67 @@ static enum MHD_Result post_options(sdw_http_req *r) {
     const char *ck = NULL;
     sdw_error err = {0};
     char buf[256];
-    const char *name = short_name(sdw_engine_model(e)->name, buf);
+    const char *name = sdw__model_name(sdw_engine_model(e), buf);
     sdw_status s = sdw__json_string(b, "sd_model_checkpoint", &ck, &err);
-    if (!s && ck && strcmp(ck, name) && strcmp(ck, sdw_engine_model(e)->name))
-        s = sdw_error_set(&err, SDW_E_INVALID_ARG,
-                          "checkpoint '%s' is not loaded (this worker serves '%s')", ck, name);
+    if (!s && ck && !is_our_checkpoint(ck, name))
+        s = sdw_error_set(&err, SDW_E_NOT_FOUND,
+                          "checkpoint '%.128s' is not loaded (this worker serves '%s')", ck, name);
     resp = s ? sdw__http_status(r, s, "sd_model_checkpoint", err.msg)
              : sdw__http_json(r, 200, json_null());
     json_decref(b);
     return resp;
+}
+
+/* Lists this worker has nothing in (yet): clients read them at start and must get a list. */
+static enum MHD_Result get_empty_list(sdw_http_req *r) {
+    return sdw__http_json(r, 200, json_array());
+}
+
+/* refresh-checkpoints / -vae / -loras: the one model is loaded; nothing to rescan. */
+static enum MHD_Result post_refresh(sdw_http_req *r) { return sdw__http_json(r, 200, json_null()); }
+
+static enum MHD_Result get_upscalers(sdw_http_req *r) {
+    /* A1111 always lists "None" (no upscaling), which is all this worker does. */
+    return sdw__http_json(r, 200, json_pack("[{s:s,s:n,s:n,s:n,s:n}]", "name", "None",
+                                            "model_name", "model_path", "model_url", "scale"));
+}
+
+static enum MHD_Result get_scripts(sdw_http_req *r) {
+    return sdw__http_json(r, 200, json_pack("{s:[],s:[]}", "txt2img", "img2img"));
+}
+
+static enum MHD_Result get_embeddings(sdw_http_req *r) {
+    return sdw__http_json(r, 200, json_pack("{s:{},s:{}}", "loaded", "skipped"));
+}
+
+/* The machine's memory (/proc/meminfo) and this process's resident size, in bytes. */
+static enum MHD_Result get_memory(sdw_http_req *r) {
+    long long total = -1, avail = -1, rss = -1;
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    while (f && fgets(line, sizeof line, f)) {
+        long long kb;
+        if (sscanf(line, "MemTotal: %lld kB", &kb) == 1) total = kb * 1024;
+        else if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) avail = kb * 1024;
+    }
+    if (f) fclose(f);
+    f = fopen("/proc/self/statm", "r");
+    long long pages;
+    if (f && fscanf(f, "%*s %lld", &pages) == 1) rss = pages * 4096;
+    if (f) fclose(f);
+    json_t *ram = json_pack("{s:I,s:I,s:I,s:I}", "free", (json_int_t)avail, "used",
+                            (json_int_t)(total >= 0 && avail >= 0 ? total - avail : -1), "total",
+                            (json_int_t)total, "process_rss", (json_int_t)rss);
+    return sdw__http_json(r, 200, json_pack("{s:o,s:{s:s}}", "ram", ram, "cuda", "error",
+                                            "no CUDA device: this worker runs on the CPU"));
+}
+
+static enum MHD_Result get_cmd_flags(sdw_http_req *r) {
+    const sdw_server_params *p = &r->srv->p;
+    return sdw__http_json(r, 200, json_pack("{s:b,s:b,s:i,s:b,s:b}", "api", 1, "nowebui", 0,
+                                            "port", r->srv->port, "api_auth",
+                                            r->srv->api_key != NULL, "cors_allow_origins",
+                                            p->n_cors_origins > 0));
 }
 
 const sdw_route sdw__a1111_routes[] = {
@@ -395,10 +750,29 @@ const sdw_route sdw__a1111_routes[] = {
     {"POST", "/sdapi/v1/img2img", post_img2img},
     {"GET", "/sdapi/v1/progress", get_progress},
     {"POST", "/sdapi/v1/interrupt", post_interrupt},
+    {"POST", "/sdapi/v1/skip", post_skip},
+    {"POST", "/sdapi/v1/png-info", post_png_info},
     {"GET", "/sdapi/v1/samplers", get_samplers},
     {"GET", "/sdapi/v1/schedulers", get_schedulers},
     {"GET", "/sdapi/v1/sd-models", get_models},
     {"GET", "/sdapi/v1/options", get_options},
     {"POST", "/sdapi/v1/options", post_options},
+    {"GET", "/sdapi/v1/sd-vae", get_empty_list},
+    {"GET", "/sdapi/v1/upscalers", get_upscalers},
+    {"GET", "/sdapi/v1/latent-upscale-modes", get_empty_list},
+    {"GET", "/sdapi/v1/prompt-styles", get_empty_list},
+    {"GET", "/sdapi/v1/loras", get_empty_list},
+    {"GET", "/sdapi/v1/hypernetworks", get_empty_list},
+    {"GET", "/sdapi/v1/face-restorers", get_empty_list},
+    {"GET", "/sdapi/v1/realesrgan-models", get_empty_list},
+    {"GET", "/sdapi/v1/script-info", get_empty_list},
+    {"GET", "/sdapi/v1/embeddings", get_embeddings},
+    {"GET", "/sdapi/v1/scripts", get_scripts},
+    {"GET", "/sdapi/v1/memory", get_memory},
+    {"GET", "/sdapi/v1/cmd-flags", get_cmd_flags},
+    {"GET", "/sdapi/v1/extensions", get_empty_list},
+    {"POST", "/sdapi/v1/refresh-checkpoints", post_refresh},
+    {"POST", "/sdapi/v1/refresh-vae", post_refresh},
+    {"POST", "/sdapi/v1/refresh-loras", post_refresh},
     {NULL, NULL, NULL},
 };

@@ -39,16 +39,10 @@ static sdw_status check_known(json_t *body, sdw_error *err) {
     return SDW_OK;
 }
 
-/* What a request borrows from its handler: the images (owned) and the family options (names
- * borrowed from the body). */
-typedef struct job_images {
-    sdw_image init, mask;
-    sdw_param params[16];
-} job_images;
-
 /* "params": {"max_sequence_length": 256, ...}: the model family's request options, passed
  * through by name (sdw_request_resolve checks them against the model). */
-static sdw_status read_params(json_t *body, sdw_request *req, job_images *im, sdw_error *err) {
+static sdw_status read_params(json_t *body, sdw_request *req, sdw_req_images *im,
+                              sdw_error *err) {
     json_t *o = json_object_get(body, "params");
     if (!o || json_is_null(o)) return SDW_OK;
     if (!json_is_object(o))
@@ -71,36 +65,47 @@ static sdw_status read_params(json_t *body, sdw_request *req, job_images *im, sd
     return SDW_OK;
 }
 
-/* Reads the image fields of an image_transform / image_inpaint request into req. */
-static sdw_status read_images(json_t *body, bool mask, sdw_request *req, job_images *im,
-                              const char **param, sdw_error *err) {
-    const char *names[2] = {"input_image", "mask_image"};
-    sdw_image *dst[2] = {&im->init, &im->mask};
-    for (int i = 0; i < 1 + mask; i++) {
-        const char *b64 = NULL;
-        *param = names[i];
-        sdw_status s = sdw__json_string(body, names[i], &b64, err);
-        if (s) return s;
-        if (!b64)
-            return sdw_error_set(err, SDW_E_INVALID_ARG, "%s needs field '%s' (base64 image)",
-                                 mask ? "image_inpaint" : "image_transform", names[i]);
-        if ((s = sdw__decode_image(b64, strlen(b64), false, names[i], dst[i], err))) return s;
-    }
-    req->init_image = &im->init;
-    req->mask = mask ? &im->mask : NULL;
+/* The strength of an image_transform / image_inpaint request (read before its images). */
+static sdw_status read_strength(json_t *body, sdw_request *req, sdw_error *err) {
     double strength = -1;
-    *param = "strength";
     sdw_status s = sdw__json_number(body, "strength", 0, 1, false, &strength, err);
     if (s) return s;
-    if (json_object_get(body, "strength") && !(strength > 0))
+    if (json_object_get(body, "strength") && !json_is_null(json_object_get(body, "strength")) &&
+        !(strength > 0))
         return sdw_error_set(err, SDW_E_INVALID_ARG, "field 'strength': %g must be in (0, 1]",
                              strength);
     req->strength = strength;
+    return SDW_OK;
+}
+
+/* Decodes the image fields of an image_transform / image_inpaint request into req: the last
+ * thing a request does, so a request refused for any other reason decodes nothing. */
+static sdw_status read_images(const sdw_server_params *p, json_t *body, bool mask,
+                              sdw_request *req, sdw_req_images *im, const char **param,
+                              sdw_error *err) {
+    const char *names[2] = {"input_image", "mask_image"};
+    const char *b64[2] = {NULL, NULL};
+    sdw_image *dst[2] = {&im->init, &im->mask};
+    for (int i = 0; i < 1 + mask; i++) {
+        *param = names[i];
+        sdw_status s = sdw__json_string(body, names[i], &b64[i], err);
+        if (s) return s;
+        if (!b64[i])
+            return sdw_error_set(err, SDW_E_INVALID_ARG, "%s needs field '%s' (base64 image)",
+                                 mask ? "image_inpaint" : "image_transform", names[i]);
+    }
+    for (int i = 0; i < 1 + mask; i++) {
+        *param = names[i];
+        sdw_status s = sdw__decode_image(p, b64[i], strlen(b64[i]), false, names[i], dst[i], err);
+        if (s) return s;
+    }
+    req->init_image = &im->init;
+    req->mask = mask ? &im->mask : NULL;
     *param = NULL;
     return SDW_OK;
 }
 
-static sdw_status check_loras(sdw_engine *e, json_t *body, sdw_error *err) {
+static sdw_status check_loras(const sdw_capabilities *caps, json_t *body, sdw_error *err) {
     json_t *l = json_object_get(body, "loras");
     if (!l || json_is_null(l)) return SDW_OK;
     if (!json_is_array(l))
@@ -114,15 +119,15 @@ static sdw_status check_loras(sdw_engine *e, json_t *body, sdw_error *err) {
             return sdw_error_set(err, SDW_E_INVALID_ARG,
                                  "loras[%zu] must be an object with a string 'name'", i);
     }
-    if (!sdw_model_capabilities(sdw_engine_model(e))->lora)
-        return sdw_error_set(err, SDW_E_UNSUPPORTED, "this model does not support LoRAs");
+    if (!caps->lora) return sdw_error_set(err, SDW_E_UNSUPPORTED, "this model does not support LoRAs");
     return sdw_error_set(err, SDW_E_UNSUPPORTED, "LoRAs are not available in this build yet");
 }
 
-/* Reads a native request body into req / n. param gets the offending field on failure. */
-static sdw_status parse_job(sdw_engine *e, json_t *body, sdw_request *req, int *n,
-                            job_images *im, const char **param, sdw_error *err) {
+sdw_status sdw__native_parse(const sdw_server_params *p, const sdw_capabilities *caps,
+                             json_t *body, sdw_request *req, int *n, sdw_req_images *im,
+                             const char **param, sdw_error *err) {
     sdw_status s;
+    *param = NULL;
     if ((s = check_known(body, err))) return s;
     const char *op = "image_generation", *rng = NULL;
     long long w = 0, h = 0, steps = 0, seed = -1, nn = 1;
@@ -144,7 +149,7 @@ static sdw_status parse_job(sdw_engine *e, json_t *body, sdw_request *req, int *
     TRY("scheduler", sdw__json_string(body, "scheduler", &req->scheduler, err));
     TRY("n", sdw__json_int(body, "n", 1, 1 << 20, false, &nn, err));
     TRY("rng", sdw__json_string(body, "rng", &rng, err));
-    TRY("loras", check_loras(e, body, err));
+    TRY("loras", check_loras(caps, body, err));
     TRY("params", read_params(body, req, im, err));
 #undef TRY
     req->width = (int)w;
@@ -156,23 +161,27 @@ static sdw_status parse_job(sdw_engine *e, json_t *body, sdw_request *req, int *
     *param = "rng";
     if (rng && (s = sdw_rng_kind_parse(rng, &req->rng, err))) return s;
     *param = "operation";
-    if (!strcmp(op, "image_transform")) return read_images(body, false, req, im, param, err);
-    if (!strcmp(op, "image_inpaint")) return read_images(body, true, req, im, param, err);
-    if (strcmp(op, "image_generation"))
+    const bool transform = !strcmp(op, "image_transform"), inpaint = !strcmp(op, "image_inpaint");
+    if (!transform && !inpaint && strcmp(op, "image_generation"))
         return sdw_error_set(err, SDW_E_INVALID_ARG,
                              "unknown operation '%s' (image_generation, image_transform, "
                              "image_inpaint)",
                              op);
-    for (int i = 0; i < 3; i++) {
-        const char *f = i == 2 ? "strength" : i ? "mask_image" : "input_image";
-        *param = f;
-        if (json_object_get(body, f) && !json_is_null(json_object_get(body, f)))
-            return sdw_error_set(err, SDW_E_INVALID_ARG,
-                                 "field '%s' is not used by image_generation (use operation "
-                                 "image_transform or image_inpaint)",
-                                 f);
-    }
+    if (!transform && !inpaint)
+        for (int i = 0; i < 3; i++) {
+            const char *f = i == 2 ? "strength" : i ? "mask_image" : "input_image";
+            *param = f;
+            if (json_object_get(body, f) && !json_is_null(json_object_get(body, f)))
+                return sdw_error_set(err, SDW_E_INVALID_ARG,
+                                     "field '%s' is not used by image_generation (use operation "
+                                     "image_transform or image_inpaint)",
+                                     f);
+        }
+    *param = "strength";
+    if ((transform || inpaint) && (s = read_strength(body, req, err))) return s;
     *param = NULL;
+    if ((s = sdw__check_limits(p, caps, req, *n, err))) return s;
+    if (transform || inpaint) return read_images(p, body, inpaint, req, im, param, err);
     return SDW_OK;
 }
 
@@ -187,12 +196,11 @@ static enum MHD_Result post_job(sdw_http_req *r) {
     const char *param = NULL;
     sdw_error err = {0};
     sdw_job *job = NULL;
-    job_images im = {0};
-    sdw_status s = parse_job(e, body, &req, &n, &im, &param, &err);
-    if (!s) s = sdw__check_limits(r->srv, &req, n, &err);
+    sdw_req_images im = {0};
+    sdw_status s = sdw__native_parse(&r->srv->p, sdw_model_capabilities(sdw_engine_model(e)),
+                                     body, &req, &n, &im, &param, &err);
     if (!s) s = sdw_engine_submit(e, &req, n, &job, &err); /* copies the images */
-    sdw_image_free(&im.init);
-    sdw_image_free(&im.mask);
+    sdw__req_images_free(&im);
     json_decref(body);
     if (s) return sdw__http_status(r, s, param ? param : native_param(err.field), err.msg);
     const char *id = sdw_job_id(job);
@@ -229,7 +237,9 @@ json_t *sdw__native_job_json(sdw_http_req *r, sdw_job *j, const sdw_job_status *
                                         : q->seed >= 0 ? json_integer(q->seed) : json_null());
     if (q->init_image) json_object_set_new(params, "strength", json_real(q->strength));
     sdw_engine *e = atomic_load(&r->srv->engine); /* set: the job came from it */
-    json_object_set_new(params, "model", json_string(e ? sdw_engine_model(e)->name : ""));
+    char name[256];
+    json_object_set_new(params, "model",
+                        json_string(e ? sdw__model_name(sdw_engine_model(e), name) : ""));
     json_t *o = json_pack("{s:s,s:s,s:s,s:f,s:{s:i,s:i,s:f,s:f,s:f},s:o}", "job_id", sdw_job_id(j),
                           "operation", operation_of(q), "state", sdw_job_state_str(st->state),
                           "created", st->created, "progress", "step", st->step, "total", st->total,
@@ -355,7 +365,7 @@ static enum MHD_Result get_capabilities(sdw_http_req *r) {
     const sdw_server_params *p = &r->srv->p;
     sdw_engine_stats st;
     sdw_engine_get_stats(e, &st);
-    char desc[4096];
+    char desc[4096], name[256];
     sdw_model_describe(m, desc, sizeof desc);
     json_t *ops = json_array();
     if (c->txt2img) json_array_append_new(ops, json_string("image_generation"));
@@ -364,7 +374,7 @@ static enum MHD_Result get_capabilities(sdw_http_req *r) {
     json_t *o = json_pack(
         "{s:{s:s,s:s,s:s,s:s},s:o,s:{s:b,s:b,s:b,s:b,s:b,s:b,s:b},"
         "s:{s:i,s:i,s:i,s:f,s:s},s:{s:i,s:i,s:i,s:i,s:i,s:i,s:I,s:i},s:o,s:o}",
-        "model", "name", m->name, "type", sdw_model_type(m), "variant", sdw_model_variant(m),
+        "model", "name", sdw__model_name(m, name), "type", sdw_model_type(m), "variant", sdw_model_variant(m),
         "description", desc, "operations", ops, "features", "txt2img", c->txt2img, "img2img",
         c->img2img, "inpainting", c->inpainting, "lora", c->lora, "controlnet", c->controlnet,
         "guidance", c->supports_guidance, "negative_prompt", c->supports_negative_prompt,
@@ -422,8 +432,9 @@ static enum MHD_Result get_ready(sdw_http_req *r) {
         return resp;
     }
     sdw_image_model *m = sdw_engine_model(e);
+    char name[256];
     return sdw__http_json(r, 200, json_pack("{s:s,s:s,s:s,s:s}", "status", "ready", "model",
-                                            m->name, "type", sdw_model_type(m), "variant",
+                                            sdw__model_name(m, name), "type", sdw_model_type(m), "variant",
                                             sdw_model_variant(m)));
 }
 

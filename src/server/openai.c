@@ -1,30 +1,31 @@
 /* server/openai.c — the OpenAI Images API, as the official clients call it:
- * POST /v1/images/generations (JSON), POST /v1/images/edits (multipart), GET /v1/models.
- * Requests run synchronously through the engine's queue (the call returns when the images are
- * done). Errors are OpenAI-shaped: {"error": {"message", "type", "param", "code"}}.
- * Besides OpenAI's fields, generations accept this server's own (negative_prompt, steps,
- * guidance_scale, seed, sampler, scheduler) so clients can pass them as extra body fields;
- * fields OpenAI has and a diffusion model has no use for (model, quality, style, user, ...) are
- * accepted and ignored, as clients send them by default. */
+ * POST /v1/images/generations (JSON), POST /v1/images/edits and /v1/images/variations
+ * (multipart), GET /v1/models. Requests run through the engine's queue; the call returns when
+ * the images are done, or, with "stream": true, answers at once with Server-Sent Events in
+ * OpenAI's shape: up to partial_images `image_generation.partial_image` (`image_edit.*` for
+ * edits) events from the job's previews, then one `...completed` event per image. Errors are
+ * OpenAI-shaped: {"error": {"message", "type", "param", "code"}} (in a stream: a data line with
+ * that object, which the SDKs raise). Besides OpenAI's fields, requests accept this server's
+ * own (negative_prompt, steps, guidance_scale, seed, sampler, scheduler, strength) so clients
+ * can pass them as extra body fields; fields OpenAI has and a diffusion model has no use for
+ * (model, quality, style, user, ...) are accepted and ignored, as clients send them by default.
+ * Unknown /v1 paths answer in OpenAI's error shape too (server.c's dialect_of). */
+#define _GNU_SOURCE
 #include "server/server_impl.h"
 
 #include "core/common.h"
 #include "io/base64.h"
-#include "io/image_encode.h"
+#include "io/png.h"
 #include "server/multipart.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
-typedef struct oa_opts {
-    int n;
-    bool url; /* response_format "url": links to /v1/jobs/{id}/image.png instead of base64 */
-    sdw_image_format format;
-    int quality; /* output_compression for jpeg/webp */
-} oa_opts;
+#define KEEPALIVE_S 5.0
 
 static sdw_status parse_common(const char *size, const char *rf, const char *of, long long n,
-                               long long compression, sdw_request *req, oa_opts *o,
+                               long long compression, sdw_request *req, sdw_openai_opts *o,
                                const char **param, sdw_error *err) {
     sdw_status s;
     *param = "size";
@@ -41,14 +42,37 @@ static sdw_status parse_common(const char *size, const char *rf, const char *of,
     if (o->url && o->format != SDW_IMAGE_PNG)
         return sdw_error_set(err, SDW_E_INVALID_ARG,
                              "response_format url serves PNG only; use b64_json for %s", of);
+    *param = "stream";
+    if (o->url && o->stream)
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "a stream sends images as b64_json; response_format url does not "
+                             "stream");
     o->n = (int)n;
     o->quality = (int)compression;
     *param = NULL;
     return SDW_OK;
 }
 
+/* ---- answers ---- */
+
+/* Base64 of image i of a finished job in format o->format (new), or NULL with *err set. */
+static char *image_b64(sdw_job *j, int i, const sdw_openai_opts *o, sdw_error *err) {
+    if (o->format == SDW_IMAGE_PNG) return sdw__job_image_b64(j, i);
+    const sdw_image *img = sdw_job_image(j, i);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (sdw_image_encode(img->data, img->width, img->height, img->channels, o->format, o->quality,
+                         &buf, &len, err) != SDW_OK)
+        return NULL;
+    char *b64 = sdw_base64_encode(buf, len, NULL);
+    free(buf);
+    return b64;
+}
+
+static const char *const k_formats[] = {"png", "jpeg", "webp"};
+
 /* Builds the response for a finished job: {created, data: [{b64_json} | {url}], ...}. */
-static enum MHD_Result respond_images(sdw_http_req *r, sdw_job *j, const oa_opts *o) {
+static enum MHD_Result respond_images(sdw_http_req *r, sdw_job *j, const sdw_openai_opts *o) {
     sdw_job_status st;
     sdw_job_get_status(j, &st);
     if (st.state == SDW_JOB_FAILED) return sdw__http_error(r, 500, NULL, "generation failed: %s", st.error);
@@ -58,27 +82,20 @@ static enum MHD_Result respond_images(sdw_http_req *r, sdw_job *j, const oa_opts
     const char *host = sdw__http_header(r, "Host");
     for (int i = 0; i < st.n_done; i++) {
         if (o->url) {
-            char url[512];
-            snprintf(url, sizeof url, "http://%s/v1/jobs/%s/image.png?index=%d",
-                     host ? host : "127.0.0.1", sdw_job_id(j), i);
+            /* As long as the Host header is: a URL cut short would be a wrong link. */
+            char *url = NULL;
+            if (asprintf(&url, "http://%s/v1/jobs/%s/image.png?index=%d",
+                         host ? host : "127.0.0.1", sdw_job_id(j), i) < 0)
+                SDW_ABORT("out of memory");
             json_array_append_new(data, json_pack("{s:s}", "url", url));
+            free(url);
             continue;
         }
-        char *b64;
-        if (o->format == SDW_IMAGE_PNG) {
-            b64 = sdw__job_image_b64(j, i);
-        } else {
-            const sdw_image *img = sdw_job_image(j, i);
-            uint8_t *buf = NULL;
-            size_t len = 0;
-            sdw_error err = {0};
-            if (sdw_image_encode(img->data, img->width, img->height, img->channels, o->format,
-                                 o->quality, &buf, &len, &err) != SDW_OK) {
-                json_decref(data);
-                return sdw__http_error(r, 500, NULL, "%s", err.msg);
-            }
-            b64 = sdw_base64_encode(buf, len, NULL);
-            free(buf);
+        sdw_error err = {0};
+        char *b64 = image_b64(j, i, o, &err);
+        if (!b64) {
+            json_decref(data);
+            return sdw__http_error(r, 500, NULL, "%s", err.msg);
         }
         json_array_append_new(data, json_pack("{s:s}", "b64_json", b64));
         free(b64);
@@ -86,10 +103,188 @@ static enum MHD_Result respond_images(sdw_http_req *r, sdw_job *j, const oa_opts
     const sdw_request *q = sdw_job_request(j);
     char size[32];
     snprintf(size, sizeof size, "%dx%d", q->width, q->height);
-    static const char *const fmt[] = {"png", "jpeg", "webp"};
     return sdw__http_json(r, 200, json_pack("{s:I,s:o,s:s,s:s}", "created",
                                             (json_int_t)time(NULL), "data", data, "size", size,
-                                            "output_format", fmt[o->format]));
+                                            "output_format", k_formats[o->format]));
+}
+
+/* ---- streaming ---- */
+
+typedef struct oa_stream {
+    sdw_http_req req; /* srv, dialect and CORS for the answer; nothing else after the handler */
+    sdw_job *job;
+    sdw_openai_opts o;
+    const char *kind; /* "image_generation" or "image_edit": the events' prefix */
+    char *buf;
+    size_t len, off, cap;
+    uint64_t version, preview_seq;
+    int partials; /* partial images sent */
+    bool done;
+    double last_send;
+} oa_stream;
+
+static void put_event(oa_stream *s, const char *suffix, json_t *data /* stolen */) {
+    char *text = json_dumps(data, JSON_COMPACT);
+    json_decref(data);
+    if (!text) SDW_ABORT("out of memory");
+    char *ev = NULL;
+    int n = asprintf(&ev, "event: %s%s\ndata: %s\n\n", suffix ? s->kind : "error",
+                     suffix ? suffix : "", text);
+    free(text);
+    if (n < 0) SDW_ABORT("out of memory");
+    if (s->len + (size_t)n > s->cap) {
+        s->cap = SDW_MAX(s->len + (size_t)n, s->cap * 2);
+        s->buf = realloc(s->buf, s->cap);
+        if (!s->buf) SDW_ABORT("out of memory");
+    }
+    memcpy(s->buf + s->len, ev, (size_t)n);
+    s->len += (size_t)n;
+    free(ev);
+}
+
+/* The fields every image event carries besides its own. */
+static json_t *event_json(oa_stream *s, const char *type, const char *b64) {
+    const sdw_request *q = sdw_job_request(s->job);
+    char size[32];
+    snprintf(size, sizeof size, "%dx%d", q->width, q->height);
+    return json_pack("{s:s,s:s,s:I,s:s,s:s,s:s,s:s}", "type", type, "b64_json", b64, "created_at",
+                     (json_int_t)time(NULL), "size", size, "quality", "auto", "background",
+                     "opaque", "output_format", k_formats[s->o.format]);
+}
+
+/* The latest preview as base64 in the stream's format (new), or NULL. */
+static char *preview_b64(oa_stream *s, uint64_t *seq) {
+    uint8_t *png = NULL;
+    size_t len = 0;
+    if (sdw_job_preview_png(s->job, &png, &len, seq, NULL) != SDW_OK) return NULL;
+    char *b64 = NULL;
+    if (s->o.format == SDW_IMAGE_PNG) {
+        b64 = sdw_base64_encode(png, len, NULL);
+    } else {
+        sdw_png img;
+        uint8_t *enc = NULL;
+        size_t n = 0;
+        if (sdw_png_read_mem(png, len, "preview", &img, NULL) == SDW_OK) {
+            if (sdw_image_encode(img.pixels, img.w, img.h, img.channels, s->o.format,
+                                 s->o.quality, &enc, &n, NULL) == SDW_OK)
+                b64 = sdw_base64_encode(enc, n, NULL);
+            free(enc);
+            sdw_png_deinit(&img);
+        }
+    }
+    free(png);
+    return b64;
+}
+
+/* Appends the events for what changed: a partial image when the job has passed the next of
+ * partial_images evenly spaced points and has a new preview; at the end the completed images
+ * or an error. */
+static void emit(oa_stream *s) {
+    sdw_job_status st;
+    sdw_job_get_status(s->job, &st);
+    s->version = st.version;
+    if (!sdw_job_state_terminal(st.state) && s->partials < s->o.partial_images &&
+        st.preview_seq != s->preview_seq &&
+        st.step * (s->o.partial_images + 1) >= (s->partials + 1) * st.total) {
+        uint64_t seq = 0;
+        char *b64 = preview_b64(s, &seq);
+        if (b64) {
+            char type[64];
+            snprintf(type, sizeof type, "%s.partial_image", s->kind);
+            json_t *e = event_json(s, type, b64);
+            json_object_set_new(e, "partial_image_index", json_integer(s->partials++));
+            put_event(s, ".partial_image", e);
+            free(b64);
+            s->preview_seq = seq;
+        }
+    }
+    if (!sdw_job_state_terminal(st.state)) return;
+    if (st.state == SDW_JOB_SUCCEEDED) {
+        char type[64];
+        snprintf(type, sizeof type, "%s.completed", s->kind);
+        for (int i = 0; i < st.n_done; i++) {
+            sdw_error err = {0};
+            char *b64 = image_b64(s->job, i, &s->o, &err);
+            if (!b64) {
+                put_event(s, NULL, json_pack("{s:{s:s,s:s,s:n,s:n}}", "error", "message",
+                                             err.msg, "type", "server_error", "param", "code"));
+                break;
+            }
+            json_t *e = event_json(s, type, b64);
+            json_object_set_new(e, "usage",
+                                json_pack("{s:i,s:{s:i,s:i},s:i,s:i}", "input_tokens", 0,
+                                          "input_tokens_details", "image_tokens", 0,
+                                          "text_tokens", 0, "output_tokens", 0, "total_tokens",
+                                          0));
+            put_event(s, ".completed", e);
+            free(b64);
+        }
+    } else {
+        char msg[SDW_ERROR_MSG_MAX + 64];
+        snprintf(msg, sizeof msg, "generation %s: %s",
+                 st.state == SDW_JOB_FAILED ? "failed" : "was cancelled", st.error);
+        put_event(s, NULL, json_pack("{s:{s:s,s:s,s:n,s:n}}", "error", "message", msg, "type",
+                                     "server_error", "param", "code"));
+    }
+    s->done = true;
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *out, size_t max) {
+    oa_stream *s = cls;
+    for (;;) {
+        if (s->off < s->len) {
+            size_t n = SDW_MIN(max, s->len - s->off);
+            memcpy(out, s->buf + s->off, n);
+            s->off += n;
+            s->last_send = sdw_time_now();
+            return (ssize_t)n;
+        }
+        s->len = s->off = 0;
+        if (s->done) return MHD_CONTENT_READER_END_OF_STREAM;
+        if (atomic_load(&s->req.srv->stopping)) {
+            emit(s); /* the job has ended by now (the engine shut down first) */
+            if (!s->done) return MHD_CONTENT_READER_END_OF_STREAM;
+            continue;
+        }
+        if (sdw_job_wait(s->job, s->version, 1.0)) {
+            emit(s);
+        } else if (sdw_time_now() - s->last_send >= KEEPALIVE_S) {
+            static const char ping[] = ": keepalive\n\n";
+            if (s->cap < sizeof ping) {
+                s->cap = 256;
+                s->buf = realloc(s->buf, s->cap);
+                if (!s->buf) SDW_ABORT("out of memory");
+            }
+            memcpy(s->buf, ping, sizeof ping - 1);
+            s->len = sizeof ping - 1;
+        }
+    }
+}
+
+static void stream_free(void *cls) {
+    oa_stream *s = cls;
+    sdw_job_release(s->job);
+    free(s->buf);
+    free(s);
+}
+
+/* Answers with the job's event stream (takes the handle). */
+static enum MHD_Result respond_stream(sdw_http_req *r, sdw_job *j, const sdw_openai_opts *o,
+                                      bool edit) {
+    oa_stream *s = sdw_xcalloc(1, sizeof *s);
+    s->req = (sdw_http_req){.srv = r->srv, .dialect = r->dialect};
+    s->job = j;
+    s->o = *o;
+    s->kind = edit ? "image_edit" : "image_generation";
+    s->last_send = sdw_time_now();
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 32 * 1024, stream_reader, s,
+                                          stream_free);
+    if (!resp) {
+        stream_free(s);
+        return MHD_NO;
+    }
+    return sdw__http_queue_stream(r, resp);
 }
 
 /* The OpenAI parameter an sdw_request field a refusal names (sdw_error.field) comes from. */
@@ -100,18 +295,59 @@ static const char *openai_param(const char *field) {
     return field;
 }
 
-/* Queues req and waits for it; responds with the images or the error. */
+/* Queues req and answers: the images when done, or at once the event stream. */
 static enum MHD_Result run(sdw_http_req *r, sdw_engine *e, const sdw_request *req,
-                           const oa_opts *o) {
+                           const sdw_openai_opts *o, bool edit) {
     sdw_error err = {0};
     sdw_job *j = NULL;
-    sdw_status s = sdw__check_limits(r->srv, req, o->n, &err);
-    if (!s) s = sdw_engine_submit(e, req, o->n, &j, &err);
+    sdw_status s = sdw_engine_submit(e, req, o->n, &j, &err);
     if (s) return sdw__http_status(r, s, openai_param(err.field), err.msg);
+    if (o->stream) return respond_stream(r, j, o, edit);
     sdw_job_wait_done(j);
     enum MHD_Result resp = respond_images(r, j, o);
     sdw_job_release(j);
     return resp;
+}
+
+/* ---- generations ---- */
+
+sdw_status sdw__openai_parse_generation(const sdw_server_params *p, const sdw_capabilities *caps,
+                                        json_t *b, sdw_request *req, sdw_openai_opts *o,
+                                        const char **param, sdw_error *err) {
+    const char *size = NULL, *rf = NULL, *of = NULL;
+    long long n = 1, compression = 100, steps = 0, seed = -1, partial = 0;
+    double g = -1;
+    sdw_status s = SDW_OK;
+    *o = (sdw_openai_opts){0};
+#define TRY(field, expr)                                                                           \
+    if (!s) {                                                                                      \
+        *param = field;                                                                            \
+        s = (expr);                                                                                \
+    }
+    TRY("prompt", sdw__json_string(b, "prompt", &req->prompt, err));
+    if (!s && !req->prompt) s = sdw_error_set(err, SDW_E_INVALID_ARG, "'prompt' is required");
+    TRY("n", sdw__json_int(b, "n", 1, 1 << 20, false, &n, err));
+    TRY("size", sdw__json_string(b, "size", &size, err));
+    TRY("response_format", sdw__json_string(b, "response_format", &rf, err));
+    TRY("output_format", sdw__json_string(b, "output_format", &of, err));
+    TRY("output_compression", sdw__json_int(b, "output_compression", 0, 100, false, &compression, err));
+    TRY("stream", sdw__json_bool(b, "stream", &o->stream, err));
+    TRY("partial_images", sdw__json_int(b, "partial_images", 0, 3, false, &partial, err));
+    TRY("negative_prompt", sdw__json_string(b, "negative_prompt", &req->negative_prompt, err));
+    TRY("steps", sdw__json_int(b, "steps", 0, INT_MAX, false, &steps, err));
+    TRY("guidance_scale", sdw__json_number(b, "guidance_scale", 0, 100, false, &g, err));
+    TRY("seed", sdw__json_int(b, "seed", -1, INT64_MAX, false, &seed, err));
+    TRY("sampler", sdw__json_string(b, "sampler", &req->sampler, err));
+    TRY("scheduler", sdw__json_string(b, "scheduler", &req->scheduler, err));
+#undef TRY
+    if (s) return s;
+    req->steps = (int)steps;
+    req->guidance = (float)g;
+    req->seed = seed;
+    o->partial_images = (int)partial;
+    if ((s = parse_common(size, rf, of, n, compression, req, o, param, err))) return s;
+    if ((s = sdw__check_limits(p, caps, req, o->n, err))) *param = openai_param(err->field);
+    return s;
 }
 
 static enum MHD_Result post_generations(sdw_http_req *r) {
@@ -121,39 +357,18 @@ static enum MHD_Result post_generations(sdw_http_req *r) {
     json_t *b = sdw__http_body_json(r, &resp);
     if (!b) return resp;
     sdw_request req = sdw_request_default();
-    oa_opts o = {0};
-    const char *size = NULL, *rf = NULL, *of = NULL, *param = NULL;
-    long long n = 1, compression = 100, steps = 0, seed = -1;
-    double g = -1;
+    sdw_openai_opts o;
+    const char *param = NULL;
     sdw_error err = {0};
-    sdw_status s = SDW_OK;
-#define TRY(field, expr)                                                                           \
-    if (!s) {                                                                                      \
-        param = field;                                                                             \
-        s = (expr);                                                                                \
-    }
-    TRY("prompt", sdw__json_string(b, "prompt", &req.prompt, &err));
-    if (!s && !req.prompt) s = sdw_error_set(&err, SDW_E_INVALID_ARG, "'prompt' is required");
-    TRY("n", sdw__json_int(b, "n", 1, 1 << 20, false, &n, &err));
-    TRY("size", sdw__json_string(b, "size", &size, &err));
-    TRY("response_format", sdw__json_string(b, "response_format", &rf, &err));
-    TRY("output_format", sdw__json_string(b, "output_format", &of, &err));
-    TRY("output_compression", sdw__json_int(b, "output_compression", 0, 100, false, &compression, &err));
-    TRY("negative_prompt", sdw__json_string(b, "negative_prompt", &req.negative_prompt, &err));
-    TRY("steps", sdw__json_int(b, "steps", 0, INT_MAX, false, &steps, &err));
-    TRY("guidance_scale", sdw__json_number(b, "guidance_scale", 0, 100, false, &g, &err));
-    TRY("seed", sdw__json_int(b, "seed", -1, INT64_MAX, false, &seed, &err));
-    TRY("sampler", sdw__json_string(b, "sampler", &req.sampler, &err));
-    TRY("scheduler", sdw__json_string(b, "scheduler", &req.scheduler, &err));
-#undef TRY
-    req.steps = (int)steps;
-    req.guidance = (float)g;
-    req.seed = seed;
-    if (!s) s = parse_common(size, rf, of, n, compression, &req, &o, &param, &err);
-    resp = s ? sdw__http_status(r, s, param, err.msg) : run(r, e, &req, &o);
+    const sdw_capabilities *caps = sdw_model_capabilities(sdw_engine_model(e));
+    sdw_status s = sdw__openai_parse_generation(&r->srv->p, caps, b, &req, &o, &param, &err);
+    resp = s ? sdw__http_status(r, s, param ? param : openai_param(err.field), err.msg)
+             : run(r, e, &req, &o, false);
     json_decref(b);
     return resp;
 }
+
+/* ---- edits and variations (multipart) ---- */
 
 /* A text part of the form as a NUL-terminated copy (or NULL if absent). */
 static char *form_text(const sdw_multipart *mp, const char *name) {
@@ -174,109 +389,168 @@ static sdw_status form_number(const sdw_multipart *mp, const char *name, double 
     double x = strtod(t, &end);
     sdw_status s = SDW_OK;
     if (!*t || *end || !(x >= lo && x <= hi))
-        s = sdw_error_set(err, SDW_E_INVALID_ARG, "'%s' must be a number in [%g, %g], not '%s'",
+        s = sdw_error_set(err, SDW_E_INVALID_ARG, "'%s' must be a number in [%g, %g], not '%.40s'",
                           name, lo, hi, t);
     else *out = x;
     free(t);
     return s;
 }
 
-/* multipart/form-data: image (PNG, JPEG or WebP), optional mask (OpenAI's: transparent = edit;
- * one without alpha is read as ours: white = repaint), prompt, n, size, response_format,
- * output_format; and this server's strength, seed, steps, guidance_scale, negative_prompt,
- * sampler. With a mask the model inpaints, without one it transforms the whole image. */
-static enum MHD_Result post_edits(sdw_http_req *r) {
-    enum MHD_Result resp;
-    sdw_engine *e = sdw__http_engine(r, &resp);
-    if (!e) return resp;
+void sdw__openai_texts_free(sdw_openai_texts *t) {
+    free(t->prompt);
+    free(t->size);
+    free(t->rf);
+    free(t->of);
+    free(t->neg);
+    free(t->sampler);
+    free(t->stream);
+    memset(t, 0, sizeof *t);
+}
+
+/* How many parts carry an input image: OpenAI's newer models take several (image[]). */
+static int count_images(const sdw_multipart *mp) {
+    int n = 0;
+    for (int i = 0; i < mp->n; i++)
+        n += !strcmp(mp->parts[i].name, "image") || !strcmp(mp->parts[i].name, "image[]");
+    return n;
+}
+
+/* multipart/form-data: image (PNG, JPEG or WebP; one), optional mask (OpenAI's: transparent =
+ * edit; one without alpha is read as ours: white = repaint), prompt, n, size, response_format,
+ * output_format, stream, partial_images; and this server's strength, seed, steps,
+ * guidance_scale, negative_prompt, sampler. With a mask the model inpaints, without one it
+ * transforms the whole image. A variation is an edit without a prompt (image-to-image from the
+ * image alone; a prompt may still be given) and without a mask. */
+sdw_status sdw__openai_parse_form(const sdw_server_params *p, const sdw_capabilities *caps,
+                                  const char *content_type, const char *body, size_t len,
+                                  bool variation, sdw_request *req, sdw_openai_opts *o,
+                                  sdw_openai_texts *t, sdw_req_images *im, const char **param,
+                                  sdw_error *err) {
     sdw_multipart mp;
-    sdw_error err = {0};
-    if (sdw_multipart_parse(sdw__http_header(r, "Content-Type"), r->body, r->body_len, &mp,
-                            &err) != SDW_OK)
-        return sdw__http_error(r, 400, NULL, "%s", err.msg);
-    char *prompt = form_text(&mp, "prompt"), *size = form_text(&mp, "size"),
-         *rf = form_text(&mp, "response_format"), *of = form_text(&mp, "output_format"),
-         *neg = form_text(&mp, "negative_prompt"), *sampler = form_text(&mp, "sampler");
+    *o = (sdw_openai_opts){0};
+    *param = NULL;
+    sdw_status s = sdw_multipart_parse(content_type, body, len, &mp, err);
+    if (s) return s;
+    t->prompt = form_text(&mp, "prompt");
+    t->size = form_text(&mp, "size");
+    t->rf = form_text(&mp, "response_format");
+    t->of = form_text(&mp, "output_format");
+    t->neg = form_text(&mp, "negative_prompt");
+    t->sampler = form_text(&mp, "sampler");
+    t->stream = form_text(&mp, "stream");
     const sdw_multipart_part *image = sdw_multipart_get(&mp, "image");
     if (!image) image = sdw_multipart_get(&mp, "image[]");
     const sdw_multipart_part *mask = sdw_multipart_get(&mp, "mask");
-    sdw_request req = sdw_request_default();
-    req.prompt = prompt;
-    req.negative_prompt = neg;
-    req.sampler = sampler;
-    oa_opts o = {0};
-    const char *param = NULL;
-    sdw_status s = SDW_OK;
-    double n = 1, seed = -1, steps = 0, g = -1, strength = -1;
+    req->prompt = t->prompt ? t->prompt : variation ? "" : NULL;
+    req->negative_prompt = t->neg;
+    req->sampler = t->sampler;
+    const int n_images = count_images(&mp);
+    double n = 1, seed = -1, steps = 0, g = -1, strength = -1, partial = 0;
     if (!image) {
-        param = "image";
-        s = sdw_error_set(&err, SDW_E_INVALID_ARG, "'image' is required (a PNG file part)");
-    } else if (!prompt) {
-        param = "prompt";
-        s = sdw_error_set(&err, SDW_E_INVALID_ARG, "'prompt' is required");
+        *param = "image";
+        s = sdw_error_set(err, SDW_E_INVALID_ARG, "'image' is required (an image file part)");
+    } else if (n_images > 1) {
+        *param = "image";
+        s = sdw_error_set(err, SDW_E_INVALID_ARG,
+                          "this server edits one image at a time: the request has %d images "
+                          "(image[]); send one",
+                          n_images);
+    } else if (!req->prompt) {
+        *param = "prompt";
+        s = sdw_error_set(err, SDW_E_INVALID_ARG, "'prompt' is required");
+    } else if (variation && mask) {
+        *param = "mask";
+        s = sdw_error_set(err, SDW_E_INVALID_ARG,
+                          "a variation takes no mask (use /v1/images/edits to inpaint)");
     }
 #define FORM(name, lo, hi, var)                                                                    \
     if (!s) {                                                                                      \
-        param = name;                                                                              \
-        s = form_number(&mp, name, lo, hi, &var, &err);                                            \
+        *param = name;                                                                             \
+        s = form_number(&mp, name, lo, hi, &var, err);                                             \
     }
     FORM("n", 1, 1 << 20, n);
     FORM("seed", -1, 9e18, seed);
     FORM("steps", 0, INT_MAX, steps);
     FORM("guidance_scale", 0, 100, g);
     FORM("strength", 0, 1, strength);
+    FORM("partial_images", 0, 3, partial);
 #undef FORM
-    if (!s && (n != (long)n || seed != (long long)seed || steps != (int)steps)) {
-        param = NULL;
-        s = sdw_error_set(&err, SDW_E_INVALID_ARG, "'n', 'seed' and 'steps' must be integers");
+    if (!s && (n != (long)n || seed != (long long)seed || steps != (int)steps ||
+               partial != (int)partial)) {
+        *param = NULL;
+        s = sdw_error_set(err, SDW_E_INVALID_ARG,
+                          "'n', 'seed', 'steps' and 'partial_images' must be integers");
     }
-    req.seed = (int64_t)seed;
-    req.steps = (int)steps;
-    req.guidance = (float)g;
-    req.strength = strength > 0 ? strength : -1;
-    if (!s) s = parse_common(size, rf, of, (long)n, 100, &req, &o, &param, &err);
-    sdw_image img = {0}, m = {0}, m_ours = {0};
+    if (!s && strength == 0) { /* 0 would run nothing: the other APIs refuse it too */
+        *param = "strength";
+        s = sdw_error_set(err, SDW_E_INVALID_ARG, "'strength' 0 must be in (0, 1]");
+    }
+    if (!s && t->stream && strcmp(t->stream, "true") && strcmp(t->stream, "false")) {
+        *param = "stream";
+        s = sdw_error_set(err, SDW_E_INVALID_ARG, "'stream' must be true or false, not '%.20s'",
+                          t->stream);
+    }
+    o->stream = t->stream && !strcmp(t->stream, "true");
+    o->partial_images = (int)partial;
+    req->seed = (int64_t)seed;
+    req->steps = (int)steps;
+    req->guidance = (float)g;
+    req->strength = strength > 0 ? strength : -1;
+    if (!s) s = parse_common(t->size, t->rf, t->of, (long)n, 100, req, o, param, err);
+    if (!s && (s = sdw__check_limits(p, caps, req, o->n, err))) *param = openai_param(err->field);
+    /* The images last: a request refused for anything else decodes nothing. */
     if (!s) {
-        param = "image";
-        s = sdw__decode_image((const char *)image->data, image->len, true, "image", &img, &err);
-        req.init_image = &img;
+        *param = "image";
+        s = sdw__decode_image(p, (const char *)image->data, image->len, true, "image", &im->init,
+                              err);
+        req->init_image = &im->init;
     }
     if (!s && mask) {
-        param = "mask";
-        s = sdw__decode_image((const char *)mask->data, mask->len, true, "mask", &m, &err);
+        sdw_image m = {0};
+        *param = "mask";
+        s = sdw__decode_image(p, (const char *)mask->data, mask->len, true, "mask", &m, err);
         if (!s) {
-            sdw__mask_from_alpha(&m, &m_ours);
-            req.mask = &m_ours;
+            sdw__mask_from_alpha(&m, &im->mask);
+            req->mask = &im->mask;
         }
+        sdw_image_free(&m);
     }
-    if (!s) param = NULL;
-    resp = s ? sdw__http_status(r, s, param, err.msg) : run(r, e, &req, &o);
-    sdw_image_free(&img);
-    sdw_image_free(&m);
-    sdw_image_free(&m_ours);
-    free(prompt);
-    free(size);
-    free(rf);
-    free(of);
-    free(neg);
-    free(sampler);
+    if (!s) *param = NULL;
     sdw_multipart_deinit(&mp);
+    return s;
+}
+
+static enum MHD_Result post_form(sdw_http_req *r, bool variation) {
+    enum MHD_Result resp;
+    sdw_engine *e = sdw__http_engine(r, &resp);
+    if (!e) return resp;
+    sdw_request req = sdw_request_default();
+    sdw_openai_opts o;
+    sdw_openai_texts t = {0};
+    sdw_req_images im = {0};
+    const char *param = NULL;
+    sdw_error err = {0};
+    const sdw_capabilities *caps = sdw_model_capabilities(sdw_engine_model(e));
+    sdw_status s =
+        sdw__openai_parse_form(&r->srv->p, caps, sdw__http_header(r, "Content-Type"), r->body,
+                               r->body_len, variation, &req, &o, &t, &im, &param, &err);
+    resp = s ? sdw__http_status(r, s, param ? param : openai_param(err.field), err.msg)
+             : run(r, e, &req, &o, true);
+    sdw__req_images_free(&im);
+    sdw__openai_texts_free(&t);
     return resp;
 }
 
-/* OpenAI model ids are short names: the last path component of what was loaded. */
-static const char *model_id(sdw_image_model *m, char buf[256]) {
-    snprintf(buf, 256, "%s", m->name);
-    size_t n = strlen(buf);
-    while (n > 1 && buf[n - 1] == '/') buf[--n] = 0;
-    const char *slash = strrchr(buf, '/');
-    return slash ? slash + 1 : buf;
-}
+static enum MHD_Result post_edits(sdw_http_req *r) { return post_form(r, false); }
+static enum MHD_Result post_variations(sdw_http_req *r) { return post_form(r, true); }
+
+/* ---- models ---- */
 
 static json_t *model_json(sdw_engine *e, sdw_server *srv) {
     char buf[256];
-    return json_pack("{s:s,s:s,s:I,s:s}", "id", model_id(sdw_engine_model(e), buf), "object", "model", "created",
-                     (json_int_t)srv->started_wall, "owned_by", "sdworker");
+    return json_pack("{s:s,s:s,s:I,s:s}", "id", sdw__model_name(sdw_engine_model(e), buf),
+                     "object", "model", "created", (json_int_t)srv->started_wall, "owned_by",
+                     "sdworker");
 }
 
 static enum MHD_Result get_models(sdw_http_req *r) {
@@ -292,7 +566,7 @@ static enum MHD_Result get_model(sdw_http_req *r) {
     sdw_engine *e = sdw__http_engine(r, &resp);
     if (!e) return resp;
     char buf[256];
-    const char *id = model_id(sdw_engine_model(e), buf);
+    const char *id = sdw__model_name(sdw_engine_model(e), buf);
     if (strcmp(r->param, id))
         return sdw__http_error(r, 404, "model",
                                "the model '%s' does not exist (this server has '%s')", r->param,
@@ -303,6 +577,7 @@ static enum MHD_Result get_model(sdw_http_req *r) {
 const sdw_route sdw__openai_routes[] = {
     {"POST", "/v1/images/generations", post_generations},
     {"POST", "/v1/images/edits", post_edits},
+    {"POST", "/v1/images/variations", post_variations},
     {"GET", "/v1/models", get_models},
     {"GET", "/v1/models/*", get_model},
     {NULL, NULL, NULL},

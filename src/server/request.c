@@ -1,5 +1,6 @@
 /* server/request.c — reading what clients send, shared by every dialect: typed JSON fields with
- * messages that name the field, the server's limits, images in base64 or raw bytes. */
+ * messages that name the field, the server's limits, images in base64 or raw bytes (their size
+ * checked from their header before they are decoded). */
 #include "server/server_impl.h"
 
 #include "core/common.h"
@@ -9,6 +10,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <webp/decode.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -62,9 +64,13 @@ sdw_status sdw__json_number(json_t *o, const char *key, double lo, double hi, bo
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) return SDW_OK;
     double x;
-    if (!number_of(v, lenient, &x) || !isfinite(x))
+    if (!number_of(v, lenient, &x))
         return sdw_error_set(err, SDW_E_INVALID_ARG, "field '%s' must be a number, not %s", key,
                              sdw_json_type_name(v));
+    if (!isfinite(x)) /* only a string gets here: "nan", "inf", "1e999" */
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "field '%s' must be a finite number in [%g, %g], not '%.40s'", key,
+                             lo, hi, json_string_value(v));
     if (x < lo || x > hi)
         return sdw_error_set(err, SDW_E_INVALID_ARG, "field '%s': %g is out of range [%g, %g]", key,
                              x, lo, hi);
@@ -82,29 +88,118 @@ sdw_status sdw__json_bool(json_t *o, const char *key, bool *out, sdw_error *err)
     return SDW_OK;
 }
 
-sdw_status sdw__check_limits(const sdw_server *s, const sdw_request *req, int n, sdw_error *err) {
-    if (req->width > s->p.max_size || req->height > s->p.max_size)
-        return sdw_error_set_field(err, req->width > s->p.max_size ? "width" : "height",
-                                   SDW_E_INVALID_ARG,
-                                   "size %dx%d exceeds this server's limit of %d pixels per side",
-                                   req->width, req->height, s->p.max_size);
-    if (req->width < 0 || req->height < 0)
-        return sdw_error_set_field(err, req->width < 0 ? "width" : "height", SDW_E_INVALID_ARG,
-                                   "size %dx%d must be positive", req->width, req->height);
-    if (req->steps > s->p.max_steps)
-        return sdw_error_set_field(err, "steps", SDW_E_INVALID_ARG,
-                                   "steps %d exceeds this server's limit of %d", req->steps,
-                                   s->p.max_steps);
-    if (n < 1 || n > s->p.max_n)
-        return sdw_error_set_field(err, "n", SDW_E_INVALID_ARG,
-                                   "number of images %d is out of range [1, %d] (this server's "
-                                   "limit)",
-                                   n, s->p.max_n);
+sdw_status sdw__check_text(const sdw_server_params *p, const char *field, const char *text,
+                           sdw_error *err) {
+    size_t n = text ? strlen(text) : 0;
+    if (n > p->max_prompt_bytes)
+        return sdw_error_set_field(err, field, SDW_E_INVALID_ARG,
+                                   "%s is %zu bytes long: this server takes at most %zu "
+                                   "(--max-prompt-bytes); a text encoder reads only the first "
+                                   "few hundred",
+                                   field, n, p->max_prompt_bytes);
     return SDW_OK;
 }
 
-sdw_status sdw__decode_image(const char *data, size_t len, bool raw, const char *field,
-                             sdw_image *out, sdw_error *err) {
+/* One side (what: "width" / "height", 0 = the model's default) against the sizes this server
+ * and the model take together. */
+static sdw_status check_side(const sdw_server_params *p, const sdw_capabilities *caps,
+                             const char *what, int v, sdw_error *err) {
+    const int lo = SDW_MAX(caps->min_size, 1), hi = SDW_MIN(caps->max_size, p->max_size);
+    if (v == 0 || (v >= lo && v <= hi)) return SDW_OK;
+    return sdw_error_set_field(err, what, SDW_E_INVALID_ARG,
+                               "%s %d is out of range [%d, %d]%s", what, v, lo, hi,
+                               v > p->max_size ? " (this server's limit, --max-size)" : "");
+}
+
+sdw_status sdw__check_limits(const sdw_server_params *p, const sdw_capabilities *caps,
+                             const sdw_request *req, int n, sdw_error *err) {
+    sdw_status s;
+    if ((s = check_side(p, caps, "width", req->width, err)) ||
+        (s = check_side(p, caps, "height", req->height, err)))
+        return s;
+    if (req->steps > p->max_steps)
+        return sdw_error_set_field(err, "steps", SDW_E_INVALID_ARG,
+                                   "steps %d exceeds this server's limit of %d", req->steps,
+                                   p->max_steps);
+    if (n < 1 || n > p->max_n)
+        return sdw_error_set_field(err, "n", SDW_E_INVALID_ARG,
+                                   "number of images %d is out of range [1, %d] (this server's "
+                                   "limit)",
+                                   n, p->max_n);
+    if ((s = sdw__check_text(p, "prompt", req->prompt, err)) ||
+        (s = sdw__check_text(p, "negative_prompt", req->negative_prompt, err)))
+        return s;
+    return SDW_OK;
+}
+
+static uint32_t be32(const uint8_t *b) {
+    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+/* A JPEG's frame size: the first SOFn segment's height and width, walking the segments from
+ * SOI as a decoder does (every SOFn precedes the scan data). */
+static bool jpeg_size(const uint8_t *d, size_t n, int *w, int *h) {
+    size_t i = 2;
+    while (i + 4 <= n) {
+        if (d[i] != 0xFF) return false;
+        const uint8_t m = d[i + 1];
+        if (m == 0xFF) { /* fill byte */
+            i++;
+            continue;
+        }
+        if (m == 0xD8 || (m >= 0xD0 && m <= 0xD7) || m == 0x01) { /* no length */
+            i += 2;
+            continue;
+        }
+        if (m == 0xD9 || m == 0xDA) return false; /* end, or scan data before any frame */
+        const size_t len = (size_t)d[i + 2] << 8 | d[i + 3];
+        if (len < 2) return false;
+        const bool sof = m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC;
+        if (sof) {
+            if (i + 9 > n || len < 7) return false;
+            *h = d[i + 5] << 8 | d[i + 6];
+            *w = d[i + 7] << 8 | d[i + 8];
+            return true;
+        }
+        i += 2 + len;
+    }
+    return false;
+}
+
+bool sdw__image_header_size(const uint8_t *d, size_t n, int *w, int *h) {
+    static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    if (n >= 24 && !memcmp(d, png_sig, 8) && !memcmp(d + 12, "IHDR", 4)) {
+        const uint32_t pw = be32(d + 16), ph = be32(d + 20);
+        if (pw > INT_MAX || ph > INT_MAX) return false;
+        *w = (int)pw;
+        *h = (int)ph;
+        return true;
+    }
+    if (n >= 4 && d[0] == 0xFF && d[1] == 0xD8) return jpeg_size(d, n, w, h);
+    if (n >= 12 && !memcmp(d, "RIFF", 4) && !memcmp(d + 8, "WEBP", 4)) {
+        int ww = 0, hh = 0;
+        if (!WebPGetInfo(d, n, &ww, &hh)) return false;
+        *w = ww;
+        *h = hh;
+        return true;
+    }
+    return false;
+}
+
+/* The pixels an image may have here: its header's claim, checked before decoding, and again
+ * after (a header the probe could not read is the decoder's to judge). */
+static sdw_status check_pixels(const sdw_server_params *p, const char *field, long long w,
+                               long long h, sdw_error *err) {
+    if ((unsigned long long)w * (unsigned long long)h <= p->max_input_pixels) return SDW_OK;
+    return sdw_error_set_field(err, field, SDW_E_INVALID_ARG,
+                               "%s: the image is %lldx%lld (%.1f Mpixel); this server takes "
+                               "input images of at most %.1f Mpixel (--max-input-mp)",
+                               field, w, h, (double)w * (double)h / 1e6,
+                               (double)p->max_input_pixels / 1e6);
+}
+
+sdw_status sdw__decode_image(const sdw_server_params *p, const char *data, size_t len, bool raw,
+                             const char *field, sdw_image *out, sdw_error *err) {
     uint8_t *bytes = NULL;
     size_t n = len;
     sdw_status s;
@@ -127,9 +222,23 @@ sdw_status sdw__decode_image(const char *data, size_t len, bool raw, const char 
         free(bytes);
         return sdw_error_set(err, SDW_E_FORMAT, "%s: the image is empty", field);
     }
+    int w = 0, h = 0;
+    if (sdw__image_header_size((const uint8_t *)data, n, &w, &h) &&
+        (s = check_pixels(p, field, w, h, err))) {
+        free(bytes);
+        *out = (sdw_image){0};
+        return s;
+    }
     s = sdw_image_decode(data, n, field, out, err);
     free(bytes);
+    if (s == SDW_OK && (s = check_pixels(p, field, out->width, out->height, err)))
+        sdw_image_free(out);
     return s;
+}
+
+void sdw__req_images_free(sdw_req_images *im) {
+    sdw_image_free(&im->init);
+    sdw_image_free(&im->mask);
 }
 
 void sdw__mask_from_alpha(const sdw_image *in, sdw_image *out) {
@@ -161,6 +270,14 @@ sdw_status sdw__parse_size(const char *s, int *w, int *h, sdw_error *err) {
 bad:
     return sdw_error_set(err, SDW_E_INVALID_ARG, "size '%s' must be WIDTHxHEIGHT (e.g. 512x512)",
                          s);
+}
+
+const char *sdw__model_name(const sdw_image_model *m, char buf[256]) {
+    snprintf(buf, 256, "%s", m->name);
+    size_t n = strlen(buf);
+    while (n > 1 && buf[n - 1] == '/') buf[--n] = 0;
+    const char *slash = strrchr(buf, '/');
+    return slash ? slash + 1 : buf;
 }
 
 char *sdw__job_image_b64(sdw_job *j, int i) {

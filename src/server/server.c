@@ -1,7 +1,8 @@
 /* server/server.c — the libmicrohttpd daemon: one thread per connection (handlers may block on a
- * job, streams block waiting for progress), body collection with a size bound, auth, routing,
- * and the response helpers every dialect uses. The dialects live in native.c, openai.c, a1111.c
- * and web.c; this file knows only their route tables. */
+ * job, streams block waiting for progress), body collection with a size bound, auth, CORS
+ * (preflights and the headers of every answer), routing, the access log, and the response
+ * helpers every dialect uses. The dialects live in native.c, openai.c, a1111.c, web.c and
+ * metrics.c; this file knows only their route tables. */
 #define _GNU_SOURCE
 #include "server/server_impl.h"
 
@@ -15,31 +16,85 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 sdw_server_params sdw_server_params_default(void) {
     return (sdw_server_params){.host = "127.0.0.1", .port = 7860,
                                .max_body_bytes = (size_t)64 << 20, .max_size = 2048,
-                               .max_steps = 150, .max_n = 4, .max_connections = 512};
+                               .max_steps = 150, .max_n = 4, .max_connections = 512,
+                               .max_prompt_bytes = 65536,
+                               .max_input_pixels = (size_t)4096 * 4096};
 }
 
-/* Per-connection state between MHD's calls of the access handler. */
+/* How long sdw_server_stop lets requests in progress finish before closing their connections. */
+#define DRAIN_S 5.0
+
+/* Per-request state between MHD's calls of the access handler, and what the access log says of
+ * the answer. */
 typedef struct conn_ctx {
     char *body;
     size_t len, cap;
     bool too_large;
     double t0;
+    unsigned status;   /* 0 until an answer is queued */
+    long long bytes;   /* its body; -1 for a stream */
+    char method[16];
+    char path[256];
 } conn_ctx;
 
 static const sdw_route *const g_tables[] = {sdw__native_routes, sdw__sse_routes,
                                             sdw__openai_routes, sdw__a1111_routes,
-                                            sdw__web_routes};
+                                            sdw__web_routes,    sdw__metrics_routes};
+
+/* The native API's own /v1 routes; every other /v1 path is OpenAI's (its clients probe
+ * /v1/chat/completions and the like, and read errors in OpenAI's shape). */
+static bool native_v1(const char *path) {
+    static const char *const prefixes[] = {"/v1/jobs", "/v1/capabilities", "/v1/stats"};
+    for (size_t i = 0; i < SDW_ARRAY_LEN(prefixes); i++) {
+        size_t n = strlen(prefixes[i]);
+        if (!strncmp(path, prefixes[i], n) && (path[n] == 0 || path[n] == '/')) return true;
+    }
+    return false;
+}
 
 static sdw_dialect dialect_of(const char *path) {
     if (!strncmp(path, "/sdapi/", 7)) return SDW_DIALECT_A1111;
-    if (!strncmp(path, "/v1/images/", 11) || !strcmp(path, "/v1/models") ||
-        !strncmp(path, "/v1/models/", 11))
-        return SDW_DIALECT_OPENAI;
+    if (!strncmp(path, "/v1/", 4) && !native_v1(path)) return SDW_DIALECT_OPENAI;
     return SDW_DIALECT_NATIVE;
+}
+
+/* ---- CORS ---- */
+
+/* The Access-Control-Allow-Origin for a request from origin (NULL: not a cross-origin browser
+ * request), or NULL when that origin may not call us. */
+static const char *cors_allowed(const sdw_server *s, const char *origin) {
+    if (!origin) return NULL;
+    for (int i = 0; i < s->p.n_cors_origins; i++) {
+        const char *o = s->p.cors_origins[i];
+        if (!strcmp(o, "*")) return "*";
+        if (!strcasecmp(o, origin)) return origin;
+    }
+    return NULL;
+}
+
+void sdw__http_add_common_headers(sdw_http_req *r, struct MHD_Response *resp) {
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    if (r->cors_origin) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", r->cors_origin);
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers", "Location, Retry-After");
+    }
+    /* The answer depends on the Origin whenever CORS is configured: caches must key on it. */
+    if (r->srv->p.n_cors_origins > 0) MHD_add_response_header(resp, "Vary", "Origin");
+}
+
+/* Records an answer for the access log and the metrics. */
+static void note_answer(sdw_http_req *r, unsigned status, long long bytes) {
+    conn_ctx *c = r->log;
+    if (c) {
+        c->status = status;
+        c->bytes = bytes;
+    }
+    if (status >= 100 && status < 600) atomic_fetch_add(&r->srv->http_by_class[status / 100], 1);
 }
 
 /* ---- responses ---- */
@@ -65,11 +120,23 @@ enum MHD_Result sdw__http_send(sdw_http_req *r, unsigned status, const char *con
         MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_MUST_COPY);
     if (!resp) return MHD_NO;
     if (content_type) MHD_add_response_header(resp, "Content-Type", content_type);
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    sdw__http_add_common_headers(r, resp);
     for (; headers && headers[0]; headers += 2) MHD_add_response_header(resp, headers[0], headers[1]);
     enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
     MHD_destroy_response(resp);
+    note_answer(r, status, (long long)len);
     SDW_INFO("%s %s -> %u (%zu bytes)", r->method, r->path, status, len);
+    return ret;
+}
+
+enum MHD_Result sdw__http_queue_stream(sdw_http_req *r, struct MHD_Response *resp) {
+    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no"); /* proxies: do not buffer */
+    sdw__http_add_common_headers(r, resp);
+    enum MHD_Result ret = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    note_answer(r, 200, -1);
+    SDW_INFO("%s %s -> 200 (event stream)", r->method, r->path);
     return ret;
 }
 
@@ -246,6 +313,39 @@ static bool match(const char *pattern, const char *path, char *param) {
     return !*pattern && !*path;
 }
 
+/* The methods the routes take on path, joined into allow ("" when no route matches). */
+static void allowed_methods(const char *path, char *allow, size_t cap) {
+    char param[SDW_ROUTE_PARAM_MAX];
+    allow[0] = 0;
+    for (size_t t = 0; t < SDW_ARRAY_LEN(g_tables); t++)
+        for (const sdw_route *rt = g_tables[t]; rt->method; rt++) {
+            if (!match(rt->pattern, path, param)) continue;
+            size_t n = strlen(allow);
+            snprintf(allow + n, cap - n, "%s%s", n ? ", " : "", rt->method);
+        }
+}
+
+/* OPTIONS: a CORS preflight (answered without auth: browsers send no credentials with it), or
+ * a plain question about the methods a path takes. */
+static enum MHD_Result preflight(sdw_http_req *r) {
+    char allow[128];
+    allowed_methods(r->path, allow, sizeof allow);
+    if (!*allow) return sdw__http_error(r, 404, NULL, "no such endpoint: %s", r->path);
+    size_t n = strlen(allow);
+    snprintf(allow + n, sizeof allow - n, ", OPTIONS");
+    const char *want = sdw__http_header(r, "Access-Control-Request-Headers");
+    const char *h[] = {"Allow", allow, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    if (r->cors_origin) {
+        h[2] = "Access-Control-Allow-Methods";
+        h[3] = allow;
+        h[4] = "Access-Control-Allow-Headers";
+        h[5] = want && *want ? want : "Authorization, Content-Type";
+        h[6] = "Access-Control-Max-Age";
+        h[7] = "600";
+    }
+    return sdw__http_send(r, 204, NULL, "", 0, h);
+}
+
 static enum MHD_Result dispatch(sdw_http_req *r) {
     char allow[128] = "";
     for (size_t t = 0; t < SDW_ARRAY_LEN(g_tables); t++)
@@ -265,18 +365,32 @@ static enum MHD_Result dispatch(sdw_http_req *r) {
     return sdw__http_error(r, 404, NULL, "no such endpoint: %s %s", r->method, r->path);
 }
 
+/* Routes anyone may call without the API key: liveness, and what a browser fetches on its own. */
+static bool public_route(const char *path) {
+    return !strcmp(path, "/health") || !strcmp(path, "/favicon.ico") ||
+           !strcmp(path, "/favicon.svg");
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload,
                                   size_t *upload_size, void **con_cls) {
     sdw_server *srv = cls;
-    sdw_http_req r = {.conn = conn, .srv = srv, .path = url, .body = "",
-                      .method = strcmp(method, "HEAD") ? method : "GET", .dialect = dialect_of(url)};
     conn_ctx *c = *con_cls;
+    sdw_http_req r = {.conn = conn, .srv = srv, .path = url, .body = "",
+                      .method = strcmp(method, "HEAD") ? method : "GET", .dialect = dialect_of(url),
+                      .log = c};
+    r.cors_origin = cors_allowed(srv, sdw__http_header(&r, "Origin"));
     if (!c) { /* first call: headers only */
         c = sdw_xcalloc(1, sizeof *c);
         c->t0 = sdw_time_now();
+        c->bytes = -1;
+        snprintf(c->method, sizeof c->method, "%s", method);
+        snprintf(c->path, sizeof c->path, "%s", url);
         *con_cls = c;
-        if (strcmp(url, "/health") && !authorized(&r)) return unauthorized(&r);
+        r.log = c;
+        atomic_fetch_add(&srv->in_flight, 1);
+        if (!strcmp(method, "OPTIONS")) return preflight(&r);
+        if (!public_route(url) && !authorized(&r)) return unauthorized(&r);
         const char *cl = sdw__http_header(&r, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > srv->p.max_body_bytes)
             return sdw__http_error(&r, 413, NULL, "the body (%s bytes) exceeds the limit of %zu bytes",
@@ -318,10 +432,48 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return dispatch(&r);
 }
 
+/* One JSON line per request: when, who, what, the answer and how long it took. The path is the
+ * URL's (no query string: query values may carry ids); no header is logged (Authorization). */
+static void access_log(sdw_server *srv, struct MHD_Connection *conn, const conn_ctx *c,
+                       enum MHD_RequestTerminationCode toe) {
+    char addr[INET6_ADDRSTRLEN] = "";
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci && ci->client_addr) {
+        const struct sockaddr *sa = ci->client_addr;
+        if (sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, addr, sizeof addr);
+        else if (sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, addr, sizeof addr);
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char when[40];
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:i,s:f,s:b}", "time", when, "remote", addr, "method",
+                          c->method, "path", c->path, "status", (int)c->status, "ms",
+                          (sdw_time_now() - c->t0) * 1000.0, "complete",
+                          toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
+    if (c->bytes >= 0) json_object_set_new(o, "bytes", json_integer(c->bytes));
+    char *line = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!line) return;
+    pthread_mutex_lock(&srv->log_mu);
+    fprintf(srv->p.access_log, "%s\n", line);
+    fflush(srv->p.access_log);
+    pthread_mutex_unlock(&srv->log_mu);
+    free(line);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
+    sdw_server *srv = cls;
     conn_ctx *c = *con_cls;
     if (!c) return;
+    if (srv->p.access_log) access_log(srv, conn, c, toe);
+    atomic_fetch_sub(&srv->in_flight, 1);
     free(c->body);
     free(c);
     *con_cls = NULL;
@@ -348,6 +500,22 @@ sdw_status sdw_server_start(const sdw_server_params *params, sdw_server **out, s
     if (p.max_steps <= 0) p.max_steps = d.max_steps;
     if (p.max_n <= 0) p.max_n = d.max_n;
     if (p.max_connections <= 0) p.max_connections = d.max_connections;
+    if (!p.max_prompt_bytes) p.max_prompt_bytes = d.max_prompt_bytes;
+    if (!p.max_input_pixels) p.max_input_pixels = d.max_input_pixels;
+    for (int i = 0; i < p.n_cors_origins; i++) {
+        const char *o = p.cors_origins[i];
+        if (!o || !*o)
+            return sdw_error_set(err, SDW_E_INVALID_ARG, "an empty CORS origin");
+        if (!strcmp(o, "*") && p.api_key && *p.api_key)
+            return sdw_error_set(err, SDW_E_INVALID_ARG,
+                                 "CORS origin '*' with an API key would let any web page that "
+                                 "learns the key use this server: name the origins");
+        if (strcmp(o, "*") && strncmp(o, "http://", 7) && strncmp(o, "https://", 8))
+            return sdw_error_set(err, SDW_E_INVALID_ARG,
+                                 "CORS origin '%s' must be scheme://host[:port] (as browsers send "
+                                 "it) or '*'",
+                                 o);
+    }
 
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE}, *ai = NULL;
@@ -363,15 +531,26 @@ sdw_status sdw_server_start(const sdw_server_params *params, sdw_server **out, s
     s->api_key = p.api_key && *p.api_key ? sdw_xstrdup(p.api_key) : NULL;
     s->p.api_key = s->api_key;
     s->p.host = NULL; /* not kept: the caller's string */
+    if (p.n_cors_origins > 0) {
+        s->cors = sdw_xcalloc((size_t)p.n_cors_origins, sizeof *s->cors);
+        for (int i = 0; i < p.n_cors_origins; i++) s->cors[i] = sdw_xstrdup(p.cors_origins[i]);
+    }
+    s->p.cors_origins = (const char *const *)s->cors;
     atomic_init(&s->engine, NULL);
     atomic_init(&s->stopping, false);
+    atomic_init(&s->load_s, 0.0);
+    atomic_init(&s->in_flight, 0);
+    for (int i = 0; i < 6; i++) atomic_init(&s->http_by_class[i], 0);
+    pthread_mutex_init(&s->log_mu, NULL);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     s->started_wall = (double)ts.tv_sec;
 
-    /* poll(), not select(): select cannot watch descriptors above FD_SETSIZE (1024). */
+    /* poll(), not select(): select cannot watch descriptors above FD_SETSIZE (1024). ITC: stop
+     * quiesces the daemon (no new connections) while requests in progress finish. */
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD |
-                     MHD_USE_ERROR_LOG | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
+                     MHD_USE_ERROR_LOG | MHD_USE_ITC |
+                     (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
     s->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_LIMIT,
@@ -379,6 +558,9 @@ sdw_status sdw_server_start(const sdw_server_params *params, sdw_server **out, s
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->daemon) {
+        for (int i = 0; i < p.n_cors_origins; i++) free(s->cors[i]);
+        free(s->cors);
+        pthread_mutex_destroy(&s->log_mu);
         free(s->api_key);
         free(s);
         return sdw_error_set(err, SDW_E_IO, "cannot listen on %s port %d (in use? not an address "
@@ -394,10 +576,26 @@ int sdw_server_port(const sdw_server *s) { return s->port; }
 
 void sdw_server_set_engine(sdw_server *s, sdw_engine *e) { atomic_store(&s->engine, e); }
 
+void sdw_server_set_load_seconds(sdw_server *s, double seconds) {
+    atomic_store(&s->load_s, seconds);
+}
+
 void sdw_server_stop(sdw_server *s) {
     if (!s) return;
     atomic_store(&s->stopping, true);
+    /* No new connections; the requests in progress get DRAIN_S to finish sending their answers
+     * (the engine has ended their jobs: 503s, final events), then every connection closes. */
+    MHD_socket listen = MHD_quiesce_daemon(s->daemon);
+    if (listen != MHD_INVALID_SOCKET) close(listen);
+    const double t0 = sdw_time_now();
+    while (atomic_load(&s->in_flight) > 0 && sdw_time_now() - t0 < DRAIN_S) {
+        struct timespec nap = {0, 10 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+    }
     MHD_stop_daemon(s->daemon);
+    for (int i = 0; i < s->p.n_cors_origins; i++) free(s->cors[i]);
+    free(s->cors);
+    pthread_mutex_destroy(&s->log_mu);
     free(s->api_key);
     free(s);
 }

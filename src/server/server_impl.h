@@ -6,10 +6,12 @@
 
 #include "server/server.h"
 
+#include "io/image_encode.h"
 
 #include <jansson.h>
 #include <limits.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdatomic.h>
 
 /* Which API a route speaks decides the shape of its errors. */
@@ -18,11 +20,16 @@ typedef enum sdw_dialect { SDW_DIALECT_NATIVE, SDW_DIALECT_OPENAI, SDW_DIALECT_A
 struct sdw_server {
     sdw_server_params p;
     char *api_key;
+    char **cors; /* p.cors_origins' copies (p.cors_origins points here) */
     struct MHD_Daemon *daemon;
     int port;
     _Atomic(sdw_engine *) engine; /* NULL while the model loads */
     atomic_bool stopping;
     double started_wall;
+    _Atomic double load_s;          /* the model's load time; 0 = not known */
+    atomic_int in_flight;           /* requests begun and not completed (stop drains them) */
+    atomic_ullong http_by_class[6]; /* responses by status class: [2] = 2xx ... [5] = 5xx */
+    pthread_mutex_t log_mu;         /* one access log line at a time */
 };
 
 #define SDW_ROUTE_PARAM_MAX 64
@@ -36,6 +43,8 @@ typedef struct sdw_http_req {
     const char *body;                /* NUL-terminated; "" if none */
     size_t body_len;
     sdw_dialect dialect;
+    const char *cors_origin; /* the Access-Control-Allow-Origin to answer, or NULL */
+    void *log;               /* the connection's record of the response (server.c) */
 } sdw_http_req;
 
 typedef enum MHD_Result (*sdw_route_fn)(sdw_http_req *r);
@@ -51,8 +60,14 @@ extern const sdw_route sdw__sse_routes[]; /* GET /v1/jobs/{id}/stream */
 extern const sdw_route sdw__openai_routes[];
 extern const sdw_route sdw__a1111_routes[];
 extern const sdw_route sdw__web_routes[];
+extern const sdw_route sdw__metrics_routes[]; /* GET /metrics */
 
 /* ---- responses (each returns what MHD_queue_response returned) ---- */
+
+/* Adds the headers every response carries (Cache-Control, CORS) to resp. */
+void sdw__http_add_common_headers(sdw_http_req *r, struct MHD_Response *resp);
+/* Queues resp (a 200 stream: Server-Sent Events) with the common headers and records it. */
+enum MHD_Result sdw__http_queue_stream(sdw_http_req *r, struct MHD_Response *resp);
 
 /* headers: NULL or a NULL-terminated list name, value, name, value ... */
 enum MHD_Result sdw__http_send(sdw_http_req *r, unsigned status, const char *content_type,
@@ -89,16 +104,27 @@ sdw_status sdw__json_number(json_t *o, const char *key, double lo, double hi, bo
                             double *out, sdw_error *err);
 sdw_status sdw__json_bool(json_t *o, const char *key, bool *out, sdw_error *err);
 
-/* This server's own limits (max size, steps, n), the one place they apply, on top of the
- * model's checks (sdw_request_resolve), which the engine applies at submission. The dialects
- * read "steps" as any int >= 0 (0 = the model's default) and leave bounding it to these two. */
-sdw_status sdw__check_limits(const sdw_server *s, const sdw_request *req, int n, sdw_error *err);
+/* This server's own limits (max size, steps, n, prompt length), the one place they apply, on
+ * top of the model's checks (sdw_request_resolve), which the engine applies at submission. A
+ * size out of range is reported with the range this server and the model (caps) accept
+ * together. The dialects read "steps" as any int >= 0 (0 = the model's default) and leave
+ * bounding it to these two. */
+sdw_status sdw__check_limits(const sdw_server_params *p, const sdw_capabilities *caps,
+                             const sdw_request *req, int n, sdw_error *err);
+/* A text field (prompt, negative prompt) against p->max_prompt_bytes; field names it. */
+sdw_status sdw__check_text(const sdw_server_params *p, const char *field, const char *text,
+                           sdw_error *err);
+
+/* The pixel size a PNG, JPEG or WebP file declares in its header, without decoding it; false
+ * when the bytes are none of those (or too short to tell). */
+bool sdw__image_header_size(const uint8_t *data, size_t len, int *w, int *h);
 
 /* Decodes an image sent by a client: base64 text (a "data:image/...;base64," prefix allowed)
- * or raw bytes (raw = true), PNG, JPEG or WebP (io/image.h). field names it in errors. *out is
+ * or raw bytes (raw = true), PNG, JPEG or WebP (io/image.h). Its declared size is checked
+ * against p->max_input_pixels before anything is decoded. field names it in errors. *out is
  * new (sdw_image_free); zeroed on failure. */
-sdw_status sdw__decode_image(const char *data, size_t len, bool raw, const char *field,
-                             sdw_image *out, sdw_error *err);
+sdw_status sdw__decode_image(const sdw_server_params *p, const char *data, size_t len, bool raw,
+                             const char *field, sdw_image *out, sdw_error *err);
 
 /* An OpenAI-style mask (transparent = edit) as ours (white = repaint): images with alpha give
  * white where alpha is 0, black elsewhere; images without alpha are taken as they are (luma).
@@ -108,8 +134,69 @@ void sdw__mask_from_alpha(const sdw_image *in, sdw_image *out);
 /* "WxH" -> width, height (OpenAI size; "auto" leaves them 0 = model default). */
 sdw_status sdw__parse_size(const char *s, int *w, int *h, sdw_error *err);
 
+/* The loaded model's name as clients see it: the last component of what was loaded (its
+ * folder or file name), never the server's path. buf holds it. */
+const char *sdw__model_name(const sdw_image_model *m, char buf[256]);
+
 /* A new base64 string of a job's image i (PNG with parameters). NULL if not finished. */
 char *sdw__job_image_b64(sdw_job *j, int i);
+
+/* ---- request parsers: a dialect's body -> sdw_request (what the fuzz targets call) ---- */
+
+/* What a parsed request owns beyond its body: decoded images and family options (names
+ * borrowed from the body). Free with sdw__req_images_free. */
+typedef struct sdw_req_images {
+    sdw_image init, mask;
+    sdw_param params[16];
+} sdw_req_images;
+void sdw__req_images_free(sdw_req_images *im);
+
+/* The native API's POST /v1/jobs body into req and *n (images per request); caps: the loaded
+ * model's (LoRA support). On failure *param names the field at fault (or NULL). */
+sdw_status sdw__native_parse(const sdw_server_params *p, const sdw_capabilities *caps,
+                             json_t *body, sdw_request *req, int *n, sdw_req_images *im,
+                             const char **param, sdw_error *err);
+
+/* OpenAI's options besides the request. */
+typedef struct sdw_openai_opts {
+    int n;
+    bool url;    /* response_format "url": links to /v1/jobs/{id}/image.png instead of base64 */
+    sdw_image_format format;
+    int quality; /* output_compression for jpeg/webp */
+    bool stream; /* stream: true: Server-Sent Events (partial images, then completed) */
+    int partial_images; /* 0-3 */
+} sdw_openai_opts;
+/* POST /v1/images/generations' JSON body, checked against this server's limits (and the sizes
+ * caps, the loaded model's, allow). req's strings point into body. */
+sdw_status sdw__openai_parse_generation(const sdw_server_params *p,
+                                        const sdw_capabilities *caps, json_t *body,
+                                        sdw_request *req, sdw_openai_opts *o, const char **param,
+                                        sdw_error *err);
+/* POST /v1/images/edits' (variation = false) or /v1/images/variations' multipart form.
+ * content_type: the request's header. req's strings are in *texts (free with
+ * sdw__openai_texts_free). */
+typedef struct sdw_openai_texts {
+    char *prompt, *size, *rf, *of, *neg, *sampler, *stream;
+} sdw_openai_texts;
+void sdw__openai_texts_free(sdw_openai_texts *t);
+sdw_status sdw__openai_parse_form(const sdw_server_params *p, const sdw_capabilities *caps,
+                                  const char *content_type, const char *body, size_t len,
+                                  bool variation, sdw_request *req, sdw_openai_opts *o,
+                                  sdw_openai_texts *texts, sdw_req_images *im, const char **param,
+                                  sdw_error *err);
+
+/* AUTOMATIC1111's txt2img / img2img body (img2img: init_images, mask, denoising_strength).
+ * model_name: the loaded checkpoint's short name (override_settings.sd_model_checkpoint must
+ * name it). *warnings gets a new JSON array of the fields that were ignored (or NULL). A field
+ * naming a model this worker does not serve is SDW_E_NOT_FOUND. */
+sdw_status sdw__a1111_parse(const sdw_server_params *p, const sdw_capabilities *caps,
+                            const char *model_name, json_t *body, bool img2img, sdw_request *req,
+                            int *n, sdw_req_images *im, json_t **warnings, const char **param,
+                            sdw_error *err);
+
+/* A1111's parse_generation_parameters over an infotext (a PNG's "parameters"): {"Prompt",
+ * "Negative prompt", "Steps", "Size-1", "Size-2", ...} as strings. A new object. */
+json_t *sdw__a1111_parse_infotext(const char *text);
 
 /* ---- the native API's jobs (native.c), which its event stream (sse.c) also serves ---- */
 /* The job named by the route's '*' (a new handle), or NULL after queueing a 404 / 503 into

@@ -7,7 +7,8 @@
  * preview, or straight away the final event). Each stream is only a reader of the job's state
  * (engine.h): it never holds up the worker, and a client that goes away only ends its stream —
  * the next write fails, libmicrohttpd closes the connection and frees the stream. A comment line
- * every few seconds finds such clients while a job is quiet. */
+ * every few seconds finds such clients while a job is quiet. When the server stops, its engine
+ * has already ended every job: a stream sends its job's final event (`cancelled`) and ends. */
 #include "server/server_impl.h"
 
 #include "core/common.h"
@@ -105,7 +106,12 @@ static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max) {
             return (ssize_t)n;
         }
         s->len = s->off = 0;
-        if (s->done || atomic_load(&s->srv->stopping)) return MHD_CONTENT_READER_END_OF_STREAM;
+        if (s->done) return MHD_CONTENT_READER_END_OF_STREAM;
+        if (atomic_load(&s->srv->stopping)) {
+            emit(s); /* the final event, if the job has ended (it has, once the engine shut down) */
+            if (!s->done) return MHD_CONTENT_READER_END_OF_STREAM;
+            continue;
+        }
         if (!s->started) {
             emit(s);
             continue;
@@ -139,7 +145,7 @@ static enum MHD_Result get_stream(sdw_http_req *r) {
     if (!job) return ret;
     sse *s = sdw_xcalloc(1, sizeof *s);
     s->srv = r->srv;
-    s->req = (sdw_http_req){.srv = r->srv, .dialect = r->dialect};
+    s->req = (sdw_http_req){.srv = r->srv, .dialect = r->dialect, .cors_origin = NULL};
     s->job = job;
     s->last_send = sdw_time_now();
     struct MHD_Response *resp =
@@ -148,13 +154,7 @@ static enum MHD_Result get_stream(sdw_http_req *r) {
         sse_free(s);
         return MHD_NO;
     }
-    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
-    MHD_add_response_header(resp, "X-Accel-Buffering", "no"); /* proxies: do not buffer */
-    ret = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
-    MHD_destroy_response(resp);
-    SDW_INFO("%s %s -> 200 (event stream)", r->method, r->path);
-    return ret;
+    return sdw__http_queue_stream(r, resp);
 }
 
 const sdw_route sdw__sse_routes[] = {

@@ -154,7 +154,7 @@ static void test_openai_errors_and_models(void) {
     expect_openai_error(j, st, 400, "n", "number of images 9 is out of range [1, 4]");
     json_decref(j);
     j = post("/v1/images/generations", "{\"prompt\":\"x\",\"size\":\"99999x64\"}", &st);
-    expect_openai_error(j, st, 400, "size", "exceeds this server's limit");
+    expect_openai_error(j, st, 400, "size", "(this server's limit");
     json_decref(j);
     j = post("/v1/images/generations", "{\"prompt\":\"x\",\"size\":\"100x64\"}", &st);
     expect_openai_error(j, st, 400, "size", "width 100 is not a multiple of 8");
@@ -384,8 +384,8 @@ static void expect_a1111_error(json_t *j, int st, int want, const char *msg) {
 
 static void test_a1111_errors_and_img2img(void) {
     int st = -1;
-    json_t *j = post("/sdapi/v1/txt2img", "{\"prompt\":\"x\",\"sampler_name\":\"Heun\"}", &st);
-    expect_a1111_error(j, st, 400, "unknown sampler 'Heun' (available: DDIM, PLMS, Euler, Euler a, DPM++ 2M)");
+    json_t *j = post("/sdapi/v1/txt2img", "{\"prompt\":\"x\",\"sampler_name\":\"DPM++ SDE\"}", &st);
+    expect_a1111_error(j, st, 400, "unknown sampler 'DPM++ SDE' (available: DDIM, PLMS, Euler, Euler a, DPM++ 2M");
     json_decref(j);
     j = post("/sdapi/v1/txt2img", "{\"prompt\":\"x\",\"steps\":\"many\"}", &st);
     expect_a1111_error(j, st, 400, "field 'steps' must be an integer");
@@ -394,7 +394,7 @@ static void test_a1111_errors_and_img2img(void) {
     expect_a1111_error(j, st, 400, "hires fix");
     json_decref(j);
     j = post("/sdapi/v1/txt2img", "{\"prompt\":\"x\",\"width\":5000,\"height\":64}", &st);
-    expect_a1111_error(j, st, 400, "exceeds this server's limit");
+    expect_a1111_error(j, st, 400, "(this server's limit");
     json_decref(j);
     j = post("/sdapi/v1/img2img", "{\"prompt\":\"x\"}", &st);
     expect_a1111_error(j, st, 400, "'init_images' must be a non-empty array");
@@ -421,7 +421,7 @@ static void test_a1111_lists(void) {
     int st = -1;
     json_t *j = get("/sdapi/v1/samplers", &st);
     ASSERT_EQ_INT(st, 200);
-    ASSERT_EQ_INT(json_array_size(j), 5);
+    ASSERT_TRUE(json_array_size(j) >= 5);
     bool euler_a = false;
     size_t i;
     json_t *v;
@@ -446,7 +446,7 @@ static void test_a1111_lists(void) {
     ASSERT_STR_CONTAINS(json_string_value(json_object_get(json_array_get(j, 1), "label")), "Karras");
     json_decref(j);
     j = post("/sdapi/v1/options", "{\"sd_model_checkpoint\":\"sd_xl_base_1.0\"}", &st);
-    expect_a1111_error(j, st, 400, "is not loaded");
+    expect_a1111_error(j, st, 404, "is not loaded"); /* A1111: an unknown checkpoint is a 404 */
     json_decref(j);
     j = post("/sdapi/v1/options", "{\"sd_model_checkpoint\":\"tiny-sd15\",\"samples_format\":\"png\"}", &st);
     ASSERT_EQ_INT(st, 200);

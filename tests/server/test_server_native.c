@@ -91,7 +91,7 @@ static void test_health_ready_capabilities(void) {
     ASSERT_STR_CONTAINS(json_string_value(json_object_get(model, "type")), "stable-diffusion");
     ASSERT_STR_CONTAINS(json_string_value(json_object_get(model, "name")), "tiny-sd15");
     ASSERT_EQ_INT(json_integer_value(json_object_get(json_object_get(c, "defaults"), "width")), 64); /* unet sample_size 32 x VAE factor 2 */
-    ASSERT_EQ_INT(json_array_size(json_object_get(c, "samplers")), 5);
+    ASSERT_TRUE(json_array_size(json_object_get(c, "samplers")) >= 5);
     ASSERT_EQ_INT(json_integer_value(json_object_get(json_object_get(c, "limits"), "size_multiple")), 8);
     ASSERT_TRUE(json_is_true(json_object_get(json_object_get(c, "features"), "txt2img")));
     json_decref(c);
@@ -391,12 +391,12 @@ static void test_bad_input(void) {
     post_expect("{\"prompt\": \"x\", \"guidance_scale\": \"high\"}", 400,
                 "field 'guidance_scale' must be a number");
     post_expect("{\"prompt\": \"x\", \"width\": 100000, \"height\": 64}", 400,
-                "exceeds this server's limit of 2048");
+                "width 100000 is out of range [64, 2048] (this server's limit");
     post_expect_param("{\"prompt\": \"x\", \"width\": 100, \"height\": 64}", "width",
                       "width 100 is not a multiple of 8");
     post_expect_param("{\"prompt\": \"x\", \"steps\": 100000}", "steps", "steps 100000 exceeds");
     post_expect_param("{\"prompt\": \"x\", \"sampler\": \"magic\"}", "sampler",
-                      "unknown sampler 'magic' (available: ddim, pndm, euler, euler_a, dpm++2m)");
+                      "unknown sampler 'magic' (available: ddim, pndm, euler, euler_a, dpm++2m");
     post_expect("{\"prompt\": \"x\", \"scheduler\": \"exponential\"}", 400, "unknown scheduler");
     post_expect("{\"prompt\": \"x\", \"n\": 50}", 400, "number of images 50 is out of range [1, 4]");
     post_expect("{\"prompt\": \"x\", \"promtp\": \"typo\"}", 400, "unknown field 'promtp'");
