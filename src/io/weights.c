@@ -44,6 +44,7 @@ struct sdw_weights {
     } *adopted; /* sdw_weights_adopt objects */
     int n_adopted, cap_adopted;
     sdw_precision precision;
+    void *backend; /* the nn backend its layers are packed by (opaque here), or NULL */
 };
 
 /* ---- creation ---- */
@@ -587,6 +588,8 @@ void sdw_weights_adopt(sdw_weights *ws, void *p, void (*free_fn)(void *)) {
 }
 
 void sdw_weights_set_precision(sdw_weights *ws, sdw_precision p) { ws->precision = p; }
+void sdw_weights_set_backend(sdw_weights *ws, void *backend) { ws->backend = backend; }
+void *sdw_weights_backend(const sdw_weights *ws) { return ws->backend; }
 sdw_precision sdw_weights_precision(const sdw_weights *ws) {
     return ws->precision == SDW_PRECISION_BF16 ? SDW_PRECISION_BF16 : SDW_PRECISION_F32;
 }

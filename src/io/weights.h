@@ -116,6 +116,12 @@ void sdw_weights_adopt(sdw_weights *ws, void *p, void (*free_fn)(void *));
 void sdw_weights_set_precision(sdw_weights *ws, sdw_precision p);
 sdw_precision sdw_weights_precision(const sdw_weights *ws);
 
+/* The nn backend (an sdw_backend *, opaque to this layer) that the layers bound from ws pack their
+ * weights with and run on: the model's own, set by its loader before binding; NULL = the
+ * process's default CPU backend. Borrowed: it must outlive every layer bound from ws. */
+void sdw_weights_set_backend(sdw_weights *ws, void *backend);
+void *sdw_weights_backend(const sdw_weights *ws);
+
 /* Counts float tensors under the prefix that no sdw_weights_f32 call used (integer buffers such
  * as position_ids are not parameters and never count); writes up to a few of
  * their names into a message (buf) for a warning. */

@@ -49,7 +49,7 @@ static sdw_status open_weights(sdw_diffusion *d, const sdw_component_src *src, c
         f = opened;
     }
     *w = sdw_weights_create(f, prefix, NULL, NULL);
-    sdw_weights_set_precision(*w, d->precision);
+    sdw_diffusion_weights(d, *w);
     *label = sdw_st_path(f);
     return SDW_OK;
 }
@@ -143,7 +143,7 @@ sdw_status sdw_component_vae(sdw_diffusion *d, const sdw_component_src *src, flo
     }
     *w = sdw_vae_file_is_ldm(f, prefix) ? sdw_weights_create(f, prefix, sdw_ldm_vae_name, cfg)
                                         : sdw_weights_create(f, prefix, NULL, NULL);
-    sdw_weights_set_precision(*w, d->precision);
+    sdw_diffusion_weights(d, *w);
     if ((s = sdw_vae_create_lazy(*w, cfg, vae, err))) sdw_error_prefix(err, "%s", sdw_st_path(f));
     return s;
 }

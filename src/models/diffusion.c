@@ -6,6 +6,7 @@
  * the reference, so a seed gives the reference's image. */
 #include "models/diffusion.h"
 
+#include "nn/backends.h"
 #include "nn/nn.h"
 #include "nn/profile.h"
 #include "nn/stop.h"
@@ -62,12 +63,29 @@ sdw_status sdw_diffusion_open_component(sdw_diffusion *d, const char *root, cons
     return sdw_error_set(err, SDW_E_NOT_FOUND, "%s/%s/%s.safetensors is missing", root, sub, stem);
 }
 
+sdw_status sdw_diffusion_init(sdw_diffusion *d, const sdw_image_model_ops *ops,
+                              const sdw_load_options *opts, sdw_error *err) {
+    d->base.ops = ops;
+    d->n_threads = opts->n_threads;
+    d->precision = sdw_nn_precision_resolve(opts->precision);
+    SDW_INFO("compute precision: %s (asked: %s)", sdw_precision_str(d->precision),
+             sdw_precision_str(opts->precision));
+    return sdw_backend_create(&d->backend, err);
+}
+
+void sdw_diffusion_weights(const sdw_diffusion *d, sdw_weights *ws) {
+    sdw_weights_set_precision(ws, d->precision);
+    sdw_weights_set_backend(ws, d->backend);
+}
+
 void sdw_diffusion_deinit(sdw_diffusion *d) {
     sdw_taesd_destroy(d->taesd);
     sdw_weights_destroy(d->w_taesd[0]);
     sdw_weights_destroy(d->w_taesd[1]);
     d->taesd = NULL;
     d->w_taesd[0] = d->w_taesd[1] = NULL;
+    sdw_backend_destroy(d->backend); /* after every op packed on it */
+    d->backend = NULL;
     for (int i = 0; i < d->n_files; i++)
         sdw_st_close(d->files[i]);
     d->n_files = 0;

@@ -107,10 +107,19 @@ struct sdw_diffusion {
 
     int n_threads;
     sdw_precision precision; /* resolved: what every component was packed for */
+    struct sdw_backend *backend; /* the model's compute backend (owned): every component's
+                                  * layers pack on it (sdw_diffusion_weights) */
 
     sdw_tap_fn tap;
     void *tap_user;
 };
+
+/* Starts a model: d's interface (ops), threads and resolved precision from opts (logged), and
+ * its compute backend. Call first; on failure call sdw_diffusion_deinit as usual. */
+sdw_status sdw_diffusion_init(sdw_diffusion *d, const sdw_image_model_ops *ops,
+                              const sdw_load_options *opts, sdw_error *err);
+/* Readies a component's weights before binding: d's precision and backend. */
+void sdw_diffusion_weights(const sdw_diffusion *d, sdw_weights *ws);
 
 /* The shared generate (the family's ops table points at it): req resolved by the dispatcher. */
 sdw_status sdw_diffusion_generate(sdw_image_model *m, const sdw_request *req,
@@ -134,8 +143,8 @@ sdw_status sdw_diffusion_open_file(sdw_diffusion *d, const char *path, sdw_st_fi
  * expected file when there is none. */
 sdw_status sdw_diffusion_open_component(sdw_diffusion *d, const char *root, const char *sub,
                                         const char *stem, sdw_st_file **out, sdw_error *err);
-/* Frees the core's parts (the TAESD) and closes d's files. The family frees its own parts
- * first. */
+/* Frees the core's parts (the TAESD, then the backend) and closes d's files. The family frees
+ * its own parts (every weights object bound on the backend) first. */
 void sdw_diffusion_deinit(sdw_diffusion *d);
 
 /* Test hook: m must be a model built on this core. fn NULL removes the tap. */

@@ -32,7 +32,7 @@ static sdw_status open_original(sdw_diffusion *d, const char *path, int k, sdw_e
     sdw_status s = sdw_diffusion_open_file(d, path, &f, err);
     if (s) return s;
     d->w_taesd[k] = sdw_weights_create(f, "", sdw_taesd_original_name, NULL);
-    sdw_weights_set_precision(d->w_taesd[k], d->precision);
+    sdw_diffusion_weights(d, d->w_taesd[k]);
     return SDW_OK;
 }
 
@@ -50,7 +50,7 @@ sdw_status sdw__codec_load_taesd(sdw_diffusion *d, const char *path, sdw_error *
         sdw_st_file *f;
         if ((s = sdw_diffusion_open_file(d, p, &f, err))) return s;
         d->w_taesd[0] = sdw_weights_create(f, "", NULL, NULL);
-        sdw_weights_set_precision(d->w_taesd[0], d->precision);
+        sdw_diffusion_weights(d, d->w_taesd[0]);
         s = is_file(q) ? sdw_taesd_config_load(q, &cfg, err)
                        : sdw_taesd_config_infer(d->w_taesd[0], d->w_taesd[0], &cfg, err);
         if (!s) s = sdw_taesd_create(d->w_taesd[0], d->w_taesd[0], &cfg, &d->taesd, err);

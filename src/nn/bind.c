@@ -56,12 +56,11 @@ static sdw_status weight_f32(sdw_weights *ws, const char *prefix, int n_dims, co
     return SDW_OK;
 }
 
-/* The process's default backend: the one place that names an implementation (as Redis's ae.c
- * picks ae_epoll.c). Made once; the handle is immutable afterwards, and what changes inside it
- * (primitive caches, widening buffers) is behind its own locks. It is the one backend instance
- * left at process scope, shared by every model, because an sdw_weights cannot carry its
- * model's backend yet: once it can (set by the loader next to the precision), the loader
- * creates one per model and this is only the fallback for weights that carry none. */
+/* The fallback backend, for weights that carry none (tests, tools; every model loader gives its
+ * weights the model's own, sdw_weights_set_backend): the one place that names an
+ * implementation (as Redis's ae.c picks ae_epoll.c). Made once; the handle is immutable
+ * afterwards, and what changes inside it (primitive caches, widening buffers) is behind its own
+ * locks. */
 static sdw_backend *g_default;
 static pthread_once_t g_default_once = PTHREAD_ONCE_INIT;
 
@@ -72,6 +71,8 @@ static void default_init(void) {
 }
 
 sdw_backend *sdw__nn_backend(const sdw_weights *ws) {
+    sdw_backend *own = ws ? sdw_weights_backend(ws) : NULL;
+    if (own) return own; /* the model's (sdw_weights_set_backend) */
     pthread_once(&g_default_once, default_init);
     return g_default;
 }

@@ -159,7 +159,7 @@ static sdw_status load_transformer(flux_model *m, const char *path, const char *
         m->w_dit = sdw_weights_create_viewed(f, prefix, sdw_flux_bfl_name, NULL);
     else
         m->w_dit = sdw_weights_create(f, "", NULL, NULL);
-    sdw_weights_set_precision(m->w_dit, m->d.precision);
+    sdw_diffusion_weights(&m->d, m->w_dit);
     sdw_flux_config c;
     const char *cfg = sdw_component_file(root, "transformer", "config.json", q, sizeof q);
     if (cfg) {
@@ -349,18 +349,14 @@ static void warn_unused(const char *what, const sdw_weights *ws) {
 static sdw_status flux_load(const char *path, const sdw_load_options *opts, sdw_image_model **out,
                             sdw_error *err) {
     flux_model *m = sdw_xcalloc(1, sizeof *m);
-    m->d.base.ops = &g_ops;
-    m->d.n_threads = opts->n_threads;
-    m->d.precision = sdw_nn_precision_resolve(opts->precision);
-    SDW_INFO("compute precision: %s (asked: %s)", sdw_precision_str(m->d.precision),
-             sdw_precision_str(opts->precision));
+    sdw_status s = sdw_diffusion_init(&m->d, &g_ops, opts, err);
+    if (s) goto fail;
     const bool single = !is_dir(path);
     if (!single && opts->config_dir)
         SDW_WARN("--config is for single-file checkpoints; %s is a diffusers folder with its own "
                  "configs: ignored",
                  path);
     const char *root = single ? opts->config_dir : path;
-    sdw_status s;
     if (!root) { /* T5's tokenizer (spiece.model) exists only in a diffusers folder */
         s = sdw_error_set(err, SDW_E_NOT_FOUND,
                           "%s is a single FLUX transformer file: give --config DIR, a diffusers "

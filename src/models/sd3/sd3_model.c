@@ -166,7 +166,7 @@ static sdw_status load_transformer(sd3_model *m, const char *root, const sdw_st_
         return sdw_error_set(err, SDW_E_FORMAT, "%s holds no SD3 transformer", sdw_st_path(in));
     m->w_dit = in ? sdw_weights_create_viewed(f, prefix, sdw_sd3_sgm_name, NULL)
                   : sdw_weights_create(f, "", NULL, NULL);
-    sdw_weights_set_precision(m->w_dit, m->d.precision);
+    sdw_diffusion_weights(&m->d, m->w_dit);
     sdw_sd3_config c;
     const char *cfg = sdw_component_file(root, "transformer", "config.json", q, sizeof q);
     if (!in && cfg) {
@@ -367,11 +367,8 @@ static void warn_unused(const char *what, const sdw_weights *ws) {
 static sdw_status sd3_load(const char *path, const sdw_load_options *opts, sdw_image_model **out,
                            sdw_error *err) {
     sd3_model *m = sdw_xcalloc(1, sizeof *m);
-    m->d.base.ops = &g_ops;
-    m->d.n_threads = opts->n_threads;
-    m->d.precision = sdw_nn_precision_resolve(opts->precision);
-    SDW_INFO("compute precision: %s (asked: %s)", sdw_precision_str(m->d.precision),
-             sdw_precision_str(opts->precision));
+    sdw_status s = sdw_diffusion_init(&m->d, &g_ops, opts, err);
+    if (s) goto fail;
     const bool single = !is_dir(path);
     if (!single && opts->config_dir)
         SDW_WARN("--config is for single-file checkpoints; %s is a diffusers folder with its own "
@@ -379,7 +376,6 @@ static sdw_status sd3_load(const char *path, const sdw_load_options *opts, sdw_i
                  path);
     const char *root = single ? opts->config_dir : path;
     sdw_st_file *in = NULL;
-    sdw_status s = SDW_OK;
     if (single && !root) {
         s = sdw_error_set(err, SDW_E_NOT_FOUND,
                           "%s is a single SD3 checkpoint: give --config DIR, a diffusers SD3 "

@@ -26,12 +26,8 @@ static const char g_demo_vae[] =
 sdw_status sdw__sd_load_demo(const sdw_load_options *opts, sdw_image_model **out,
                              sdw_error *err) {
     sd_model *m = sdw_xcalloc(1, sizeof *m);
-    m->d.base.ops = &sdw__sd_ops;
-    m->d.n_threads = opts->n_threads;
-    m->d.precision = sdw_nn_precision_resolve(opts->precision);
-    SDW_INFO("compute precision: %s (asked: %s)", sdw_precision_str(m->d.precision),
-             sdw_precision_str(opts->precision));
-    sdw_status s;
+    sdw_status s = sdw_diffusion_init(&m->d, &sdw__sd_ops, opts, err);
+    if (s) goto fail;
     sd_text_encoder *te = &m->te[0];
     m->n_te = 1;
     m->pooled_te = -1;
@@ -51,11 +47,11 @@ sdw_status sdw__sd_load_demo(const sdw_load_options *opts, sdw_image_model **out
         .eps = 1e-5f,
     };
     te->w = sdw_weights_create_random(DEMO_SEED);
-    sdw_weights_set_precision(te->w, m->d.precision);
+    sdw_diffusion_weights(&m->d, te->w);
     m->w_unet = sdw_weights_create_random(DEMO_SEED + 1);
-    sdw_weights_set_precision(m->w_unet, m->d.precision);
+    sdw_diffusion_weights(&m->d, m->w_unet);
     m->w_vae = sdw_weights_create_random(DEMO_SEED + 2);
-    sdw_weights_set_precision(m->w_vae, m->d.precision);
+    sdw_diffusion_weights(&m->d, m->w_vae);
     if ((s = sdw_clip_text_create(te->w, &tcfg, &te->enc, err))) goto fail;
     if ((s = sdw_unet_config_parse(g_demo_unet, &m->unet_cfg, err))) goto fail;
     if ((s = sdw_unet_create(m->w_unet, &m->unet_cfg, &m->unet, err))) goto fail;

@@ -82,7 +82,7 @@ static sdw_status load_folder_text(sd_model *m, const char *dir, const char *tok
     sdw_st_file *f;
     if ((s = sdw_diffusion_open_component(&m->d, dir, te_sub, "model", &f, err))) return s;
     te->w = sdw_weights_create(f, "", NULL, NULL);
-    sdw_weights_set_precision(te->w, m->d.precision);
+    sdw_diffusion_weights(&m->d, te->w);
     return sdw_clip_text_create(te->w, &tcfg, &te->enc, err);
 }
 
@@ -150,7 +150,7 @@ static sdw_status load_folder(sd_model *m, const char *dir, const sdw_load_optio
     m->native_latent = sdw__sd_unet_sample_size(p);
     if ((s = sdw_diffusion_open_component(&m->d, dir, "unet", "diffusion_pytorch_model", &f, err))) return s;
     m->w_unet = sdw_weights_create(f, "", NULL, NULL);
-    sdw_weights_set_precision(m->w_unet, m->d.precision);
+    sdw_diffusion_weights(&m->d, m->w_unet);
     if ((s = sdw_unet_create(m->w_unet, &m->unet_cfg, &m->unet, err))) return s;
 
     /* VAE */
@@ -160,7 +160,7 @@ static sdw_status load_folder(sd_model *m, const char *dir, const sdw_load_optio
         return s;
     if ((s = sdw_diffusion_open_component(&m->d, dir, "vae", "diffusion_pytorch_model", &f, err))) return s;
     m->w_vae = sdw_weights_create(f, "", NULL, NULL);
-    sdw_weights_set_precision(m->w_vae, m->d.precision);
+    sdw_diffusion_weights(&m->d, m->w_vae);
     if ((s = sdw_vae_create_lazy(m->w_vae, &m->vae_cfg, &m->vae, err))) return s;
 
     /* scheduler */
@@ -408,11 +408,7 @@ static sdw_status sd_load(const char *path, const sdw_load_options *opts, sdw_im
     sdw_status s = check_options(opts, err);
     if (s) return s;
     sd_model *m = sdw_xcalloc(1, sizeof *m);
-    m->d.base.ops = &sdw__sd_ops;
-    m->d.n_threads = opts->n_threads;
-    m->d.precision = sdw_nn_precision_resolve(opts->precision);
-    SDW_INFO("compute precision: %s (asked: %s)", sdw_precision_str(m->d.precision),
-             sdw_precision_str(opts->precision));
+    if ((s = sdw_diffusion_init(&m->d, &sdw__sd_ops, opts, err))) goto fail;
     if (is_dir(path)) {
         if (opts->config_dir)
             SDW_WARN("--config is for single-file checkpoints; %s is a diffusers folder with its "

@@ -74,13 +74,13 @@ static const char *tokenizer_dir(const sdw_load_options *opts, int k, char *buf,
 }
 
 static sdw_status load_text(sdw_st_file *f, const text_spec *sp, const char *tok_dir,
-                            sdw_precision precision, sd_text_encoder *te, sdw_error *err) {
+                            const sdw_diffusion *d, sd_text_encoder *te, sdw_error *err) {
     sdw_status s;
     if ((s = sdw_clip_tokenizer_load_ex(tok_dir, sp->pad_token, &te->tokenizer, err))) return s;
     te->pad_id = sdw_clip_tokenizer_pad(te->tokenizer);
     te->w = sp->openclip ? sdw_weights_create_viewed(f, sp->prefix, sdw_openclip_text_name, NULL)
                          : sdw_weights_create(f, sp->prefix, NULL, NULL);
-    sdw_weights_set_precision(te->w, precision);
+    sdw_diffusion_weights(d, te->w);
     const sdw_clip_act act = sp->openclip ? SDW_CLIP_ACT_GELU : SDW_CLIP_ACT_QUICK_GELU;
     sdw_clip_text_config c;
     if ((s = sdw_clip_text_config_infer(te->w, 0, act, &c, err)) ||
@@ -331,7 +331,7 @@ sdw_status sdw__sd_load_single_file(sd_model *m, const char *path, const sdw_loa
     m->zero_uncond = xl; /* StableDiffusionXLPipeline's force_zeros_for_empty_prompt default */
     for (int k = 0; k < n_te; k++) {
         const char *tok = tokenizer_dir(opts, k, tok_buf, sizeof tok_buf);
-        if ((s = load_text(f, &specs[k], tok, m->d.precision, &m->te[k], err))) return s;
+        if ((s = load_text(f, &specs[k], tok, &m->d, &m->te[k], err))) return s;
         if (k)
             snprintf(m->te[k].tap, sizeof m->te[k].tap, "te%d", k + 1);
         else
@@ -346,7 +346,7 @@ sdw_status sdw__sd_load_single_file(sd_model *m, const char *path, const sdw_loa
     m->unet_cfg.upcast_attention = sd2;
     if ((s = resolve_heads(&m->unet_cfg, opts, path, err))) return s;
     m->w_unet = sdw_weights_create(f, "model.diffusion_model.", sdw_ldm_unet_name, &m->unet_cfg);
-    sdw_weights_set_precision(m->w_unet, m->d.precision);
+    sdw_diffusion_weights(&m->d, m->w_unet);
     if ((s = sdw_unet_create(m->w_unet, &m->unet_cfg, &m->unet, err))) return s;
 
     /* VAE: shapes give the architecture; the latent scaling is the family's (SGM configs:
@@ -361,7 +361,7 @@ sdw_status sdw__sd_load_single_file(sd_model *m, const char *path, const sdw_loa
         m->vae_cfg.scaling_factor = given.scaling_factor;
     }
     m->w_vae = sdw_weights_create(f, "first_stage_model.", sdw_ldm_vae_name, &m->vae_cfg);
-    sdw_weights_set_precision(m->w_vae, m->d.precision);
+    sdw_diffusion_weights(&m->d, m->w_vae);
     if ((s = sdw_vae_create_lazy(m->w_vae, &m->vae_cfg, &m->vae, err))) return s;
 
     /* Schedule and prediction type. */
