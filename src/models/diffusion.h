@@ -4,9 +4,12 @@
  *   typedef struct my_model { sdw_diffusion d; ...weights, encoders... } my_model;
  *   static const sdw_diffusion_ops my_hooks = {.condition = ..., .cond_free = ...,
  *                                              .denoise = ...};
- *   m->d.base.ops = &my_model_ops;     // its .generate is sdw_diffusion_generate
+ *   if (sdw_diffusion_init(&m->d, &my_model_ops, opts, &err)) goto fail; // .generate is
+ *                                                                        // sdw_diffusion_generate
+ *   sdw_diffusion_weights(&m->d, ws);  // each component's weights, before binding
  *   m->d.hooks = &my_hooks;
- *   ...fill m->d's schedule, latent codec, capabilities; sdw_diffusion_finish(&m->d);
+ *   ...fill m->d's schedule, latent space, capabilities;
+ *   if (sdw_diffusion_finish(&m->d, opts, &err)) goto fail;
  *
  * The core owns what is the same for every family: the seed policy (a random seed when < 0),
  * the noise draws (one generator, in the reference pipelines' order), image-to-image and
