@@ -14,8 +14,8 @@
  * embedding tables: nearly all the bytes) as F8_E4M3 / F8_E5M2, the rest (biases, norm gains) in
  * --dtype; the values written are the random ones rounded to nearest even. The layers bound
  * from such a file keep those weights in 8 bits (nn/backend_cpu.c), so it measures an fp8
- * model's memory and speed. For FLUX it applies to the transformer and T5 (the 12 B and 4.7 B parameter parts, as
- * fp8 FLUX checkpoints store them); CLIP-L and the VAE stay in --dtype.
+ * model's memory and speed. For FLUX it applies to the transformer and T5 (the 12 B and 4.7 B
+ * parameter parts, as fp8 FLUX checkpoints store them); CLIP-L and the VAE stay in --dtype.
  *
  * SD's components and FLUX's CLIP-L and VAE: the tensor names and shapes come from binding each
  * component against a random-weights source: the same code that loads a real checkpoint
