@@ -12,7 +12,10 @@ cmake -S . -B build-asan -DSDW_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/d
 cmake --build build-asan -j"$(nproc)"
 ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j2 -LE e2e
 
-# The decoders' fuzz target (clang + libFuzzer): a short pass over the generated seed corpus.
-cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DSDW_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+# The parsers' fuzz targets (clang + libFuzzer, ASan + UBSan: image decoders, safetensors,
+# the three APIs' requests, multipart, CLIP and T5 tokenizer files, model configs): a short pass
+# of each over the generated seed corpora (tests/fuzz/README.md: the long runs).
+cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DSDW_FUZZ=ON \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-fuzz -j"$(nproc)"
 ctest --test-dir build-fuzz --output-on-failure
