@@ -63,6 +63,7 @@ struct sdw_unet {
     sdw_unet_config cfg;
     size_t n_params;
     int n_skips;
+    bool encoder_only; /* sdw_unet_create_encoder: no up path, no conv_norm_out / conv_out */
     sdw_conv2d conv_in;                    /* [C0, in, k, k] */
     sdw_linear time_1, time_2;             /* time_embedding.linear_1 [T, C0], linear_2 [T, T] */
     sdw_linear add_1, add_2;               /* add_embedding.linear_1 [T, add_in], linear_2 [T, T] */
@@ -278,6 +279,7 @@ static sdw_status bind_all(sdw_unet *u, sdw_weights *ws, sdw_error *err) {
                                 c->heads[c->n_levels - 1], c->mid_depth, err)) ||
          (st = bind_resnet(u, &u->mid_resnets[1], ws, "mid_block.resnets.1", cl, cl, err))))
         return st;
+    if (u->encoder_only) return SDW_OK;
     for (int i = 0; i < c->n_levels; i++)
         if ((st = bind_up(u, i, ws, err))) return st;
     if ((st = bind_gn(u, &u->conv_norm_out, ws, "conv_norm_out", c0, c->norm_eps, err)) ||
@@ -304,12 +306,13 @@ void sdw_unet_destroy(sdw_unet *u) {
     free(u);
 }
 
-sdw_status sdw_unet_create(sdw_weights *ws, const sdw_unet_config *cfg, sdw_unet **out,
-                           sdw_error *err) {
+static sdw_status create(sdw_weights *ws, const sdw_unet_config *cfg, bool encoder_only,
+                         sdw_unet **out, sdw_error *err) {
     sdw_status st = sdw_unet_config_validate(cfg, err);
     if (st != SDW_OK) return st;
     sdw_unet *u = sdw_xcalloc(1, sizeof *u);
     u->cfg = *cfg;
+    u->encoder_only = encoder_only;
     u->n_skips = cfg->n_levels; /* conv_in + one downsampler per level but the last */
     for (int i = 0; i < cfg->n_levels; i++) u->n_skips += cfg->layers_per_block[i];
     if ((st = bind_all(u, ws, err)) != SDW_OK) goto fail;
@@ -319,6 +322,16 @@ fail:
     sdw_error_prefix(err, "unet");
     sdw_unet_destroy(u);
     return st;
+}
+
+sdw_status sdw_unet_create(sdw_weights *ws, const sdw_unet_config *cfg, sdw_unet **out,
+                           sdw_error *err) {
+    return create(ws, cfg, false, out, err);
+}
+
+sdw_status sdw_unet_create_encoder(sdw_weights *ws, const sdw_unet_config *cfg, sdw_unet **out,
+                                   sdw_error *err) {
+    return create(ws, cfg, true, out, err);
 }
 
 const sdw_unet_config *sdw_unet_config_of(const sdw_unet *u) { return &u->cfg; }
@@ -534,6 +547,84 @@ static void drop_live(sdw_arena *ar, act *skips, int ns, float *h) {
     ffree(ar, h);
 }
 
+/* Where the encoder half's skips go: kept for the UNet's own up path (keep, n_skips entries), or
+ * handed to fn as they are made (a ControlNet's zero convolutions) and freed once the next
+ * block has read them. */
+typedef struct skip_sink {
+    act *keep;
+    sdw_unet_skip_fn fn;
+    void *user;
+    int B;
+} skip_sink;
+
+static void sink_put(const skip_sink *s, int k, act a) {
+    if (s->keep) s->keep[k] = a;
+    else s->fn(s->user, k, a.d, s->B, a.h, a.w, a.c);
+}
+
+/* h is replaced by the next block's output: a skip handed out is no longer needed. */
+static void sink_done(sdw_arena *ar, const skip_sink *s, act old) {
+    if (!s->keep) ffree(ar, old.d);
+}
+
+/* The encoder half of UNet2DConditionModel.forward (also ControlNetModel.forward's body):
+ * conv_in (+ in_add, the ControlNet's conditioning embedding, broadcast over the batch), the
+ * down blocks (every block output a skip, in push order), the mid block. Returns the mid-block
+ * output (a new activation the caller frees), or {NULL} when a stop was seen (everything this
+ * function made is freed; skips already given to a kept sink are freed too). */
+static act encoder_forward(sdw_arena *ar, const sdw_unet *u, const float *x, int B, int H, int W,
+                           const float *temb, const float *context, int L, const float *in_add,
+                           const skip_sink *sink) {
+    const sdw_unet_config *c = &u->cfg;
+    int ns = 0;
+    act h = {falloc(ar, (int64_t)B * H * W * c->block_out_channels[0]), H, W,
+             c->block_out_channels[0]};
+    // [B, H, W, C0]
+    sdw_conv2d_forward(&u->conv_in, sdw_nhwc(x, B, H, W), sdw_nhwc(h.d, B, H, W), 0);
+    if (in_add) // sample = conv_in(sample) + controlnet_cond_embedding(cond)
+        for (int b = 0; b < B; b++)
+            sdw_add(h.d + (int64_t)b * H * W * h.c, in_add, (size_t)H * W * h.c);
+    sink_put(sink, ns++, h);
+    for (int i = 0; i < c->n_levels; i++) { // CrossAttnDownBlock2D / DownBlock2D
+        const unet_level *lv = &u->down[i];
+        for (int j = 0; j < lv->n_layers; j++) {
+            act prev = h;
+            h = resnet_forward(ar, &lv->resnets[j], h, B, temb);
+            sink_done(ar, sink, prev);
+            if (lv->attns) transformer_2d_forward(ar, &lv->attns[j], h, B, context, L);
+            sink_put(sink, ns++, h);
+            if (sdw_stop_requested()) { /* h is the newest skip */
+                if (sink->keep) drop_live(ar, sink->keep, ns, NULL);
+                else ffree(ar, h.d);
+                return (act){0};
+            }
+        }
+        if (lv->has_sampler) {
+            act prev = h;
+            h = downsample_forward(ar, &lv->sampler, h, B);
+            sink_done(ar, sink, prev);
+            sink_put(sink, ns++, h);
+        }
+    }
+    SDW_ASSERT(ns == u->n_skips);
+
+    /* UNetMidBlock2DCrossAttn: resnet, transformer, resnet. Without a mid block the last skip
+     * doubles as the sample: copy it so each buffer has one owner. */
+    act m;
+    if (c->has_mid) {
+        act t = resnet_forward(ar, &u->mid_resnets[0], h, B, temb);
+        transformer_2d_forward(ar, &u->mid_attn, t, B, context, L);
+        m = resnet_forward(ar, &u->mid_resnets[1], t, B, temb);
+        ffree(ar, t.d);
+    } else {
+        size_t n = (size_t)B * h.h * h.w * h.c;
+        m = (act){falloc(ar, (int64_t)n), h.h, h.w, h.c};
+        memcpy(m.d, h.d, n * sizeof(float));
+    }
+    sink_done(ar, sink, h);
+    return m;
+}
+
 /* UNet2DConditionModel.forward. Polls the run's stop flag between blocks: when it is set the
  * remaining blocks are skipped and out is left undefined (the caller drops it). */
 void sdw_unet_forward_ex(const sdw_unet *u, const float *x, int B, int H, int W,
@@ -542,47 +633,19 @@ void sdw_unet_forward_ex(const sdw_unet *u, const float *x, int B, int H, int W,
                          const sdw_unet_extra *extra, float *out) {
     const sdw_unet_config *c = &u->cfg;
     int n_lv = c->n_levels;
+    SDW_ASSERT(!u->encoder_only); /* an encoder has no up path: sdw_unet_encode */
     SDW_ASSERT(B > 0 && H > 0 && W > 0 && L > 0 && x && timesteps && context && out);
     const sdw_prof_stage prev_stage = sdw__prof_stage(SDW_PROF_UNET);
     sdw_arena *ar = sdw_arena_create();
     float *temb = time_embedding_forward(ar, u, B, timesteps, text_embeds, time_ids); // [B, T]
 
-    /* conv_in, then the down path; every block output is a skip (kept until consumed). */
+    /* conv_in, the down path and the mid block; every block output is a skip (kept until
+     * consumed). */
     act *skips = sdw_xcalloc((size_t)u->n_skips, sizeof *skips);
-    int ns = 0;
-    act h = {falloc(ar, (int64_t)B * H * W * c->block_out_channels[0]), H, W,
-             c->block_out_channels[0]};
-    // [B, H, W, C0]
-    sdw_conv2d_forward(&u->conv_in, sdw_nhwc(x, B, H, W), sdw_nhwc(h.d, B, H, W), 0);
-    skips[ns++] = h;
-    for (int i = 0; i < n_lv; i++) { // CrossAttnDownBlock2D / DownBlock2D
-        const unet_level *lv = &u->down[i];
-        for (int j = 0; j < lv->n_layers; j++) {
-            h = resnet_forward(ar, &lv->resnets[j], h, B, temb);
-            if (lv->attns) transformer_2d_forward(ar, &lv->attns[j], h, B, context, L);
-            skips[ns++] = h;
-            if (sdw_stop_requested()) { /* h is the newest skip */
-                drop_live(ar, skips, ns, NULL);
-                goto stopped;
-            }
-        }
-        if (lv->has_sampler) skips[ns++] = h = downsample_forward(ar, &lv->sampler, h, B);
-    }
-    SDW_ASSERT(ns == u->n_skips);
-
-    /* UNetMidBlock2DCrossAttn: resnet, transformer, resnet. Without a mid block the last skip
-     * doubles as the sample: copy it so each buffer has one owner. */
-    if (c->has_mid) {
-        act m = resnet_forward(ar, &u->mid_resnets[0], h, B, temb);
-        transformer_2d_forward(ar, &u->mid_attn, m, B, context, L);
-        h = resnet_forward(ar, &u->mid_resnets[1], m, B, temb);
-        ffree(ar, m.d);
-    } else {
-        size_t n = (size_t)B * h.h * h.w * h.c;
-        float *d = falloc(ar, (int64_t)n);
-        memcpy(d, h.d, n * sizeof(float));
-        h.d = d;
-    }
+    int ns = u->n_skips;
+    const skip_sink keep = {.keep = skips, .B = B};
+    act h = encoder_forward(ar, u, x, B, H, W, temb, context, L, NULL, &keep);
+    if (!h.d) goto stopped;
     if (extra && extra->down_residuals)
         for (int k = 0; k < ns; k++)
             sdw_add(skips[k].d, extra->down_residuals[k],
@@ -620,6 +683,23 @@ void sdw_unet_forward_ex(const sdw_unet *u, const float *x, int B, int H, int W,
     ffree(ar, h.d);
 stopped:
     free(skips);
+    ffree(ar, temb);
+    sdw_arena_destroy(ar);
+    sdw__prof_stage(prev_stage);
+}
+
+void sdw_unet_encode(const sdw_unet *u, const float *x, int B, int H, int W,
+                     const float *timesteps, const float *context, int L,
+                     const float *text_embeds, const float *time_ids, const float *in_add,
+                     sdw_unet_skip_fn fn, void *user) {
+    SDW_ASSERT(B > 0 && H > 0 && W > 0 && L > 0 && x && timesteps && context && fn);
+    const sdw_prof_stage prev_stage = sdw__prof_stage(SDW_PROF_UNET);
+    sdw_arena *ar = sdw_arena_create();
+    float *temb = time_embedding_forward(ar, u, B, timesteps, text_embeds, time_ids); // [B, T]
+    const skip_sink sink = {.fn = fn, .user = user, .B = B};
+    act m = encoder_forward(ar, u, x, B, H, W, temb, context, L, in_add, &sink);
+    if (m.d) fn(user, u->n_skips, m.d, B, m.h, m.w, m.c);
+    ffree(ar, m.d);
     ffree(ar, temb);
     sdw_arena_destroy(ar);
     sdw__prof_stage(prev_stage);

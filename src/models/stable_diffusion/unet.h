@@ -26,6 +26,12 @@ typedef struct sdw_unet sdw_unet;
  * untouched and err names the config problem or the tensor (missing, wrong shape). */
 sdw_status sdw_unet_create(sdw_weights *ws, const sdw_unet_config *cfg, sdw_unet **out,
                            sdw_error *err);
+/* Binds only the encoder half (conv_in, the time and added embeddings, down_blocks, mid_block;
+ * no up_blocks, conv_norm_out, conv_out): what a ControlNet copies from its base UNet
+ * (ControlNetModel.from_unet), under the same names. Run it with sdw_unet_encode only. Same
+ * contract as sdw_unet_create. */
+sdw_status sdw_unet_create_encoder(sdw_weights *ws, const sdw_unet_config *cfg, sdw_unet **out,
+                                   sdw_error *err);
 void sdw_unet_destroy(sdw_unet *u); /* NULL ok */
 
 const sdw_unet_config *sdw_unet_config_of(const sdw_unet *u); /* borrowed */
@@ -62,5 +68,21 @@ void sdw_unet_forward_ex(const sdw_unet *u, const float *x, int B, int H, int W,
                          const float *timesteps, const float *context, int L,
                          const float *text_embeds, const float *time_ids,
                          const sdw_unet_extra *extra, float *out);
+
+/* Receives the encoder half's activations as sdw_unet_encode makes them: k = 0 ..
+ * sdw_unet_n_skips() - 1 are the skips in push order (the shapes the UNet's residuals have),
+ * k = sdw_unet_n_skips() the mid-block output. x [B, h, w, c] NHWC, borrowed for the call. */
+typedef void (*sdw_unet_skip_fn)(void *user, int k, const float *x, int B, int h, int w, int c);
+
+/* The encoder half of the forward, as ControlNetModel.forward runs its copy of it: time
+ * embedding (+ SDXL added conditioning), conv_in, plus in_add [H, W, C0] (the ControlNet's
+ * conditioning embedding, added to every batch element; NULL = none), the down blocks, the mid
+ * block. Inputs as sdw_unet_forward; fn gets every skip and then the mid output, on the calling
+ * thread, each freed after it has been read by the next block. Works on a full UNet and on an
+ * encoder. A stop (nn/stop.h) seen between blocks ends it early: fn is not called again. */
+void sdw_unet_encode(const sdw_unet *u, const float *x, int B, int H, int W,
+                     const float *timesteps, const float *context, int L,
+                     const float *text_embeds, const float *time_ids, const float *in_add,
+                     sdw_unet_skip_fn fn, void *user);
 
 #endif

@@ -1,0 +1,176 @@
+/* ControlNetModel against diffusers 0.25.1 (golden tiny-sd15/txt2img-ddim-controlnet, model
+ * tiny-sd15-controlnet): config parsing, every recorded residual of the step-0 call, the
+ * original lllyasviel layout (the fixture's weights renamed into it, both prefixes) giving the
+ * same residuals, and the refusals of broken configs. */
+#include "io/safetensors.h"
+#include "io/weights.h"
+#include "models/stable_diffusion/controlnet.h"
+#include "models/stable_diffusion/unet_config.h"
+#include "nn/nn.h"
+#include "sdw_test.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+
+#define CN_TOL 1e-4
+
+typedef struct loaded {
+    sdw_st_file *f;
+    sdw_weights *ws;
+    sdw_controlnet *cn;
+    sdw_controlnet_config cfg;
+} loaded;
+
+static void unload(loaded *m) {
+    sdw_controlnet_destroy(m->cn);
+    sdw_weights_destroy(m->ws);
+    sdw_st_close(m->f);
+    memset(m, 0, sizeof *m);
+}
+
+static sdw_status load_fixture(loaded *m, sdw_error *err) {
+    memset(m, 0, sizeof *m);
+    sdw_status st = sdw_controlnet_config_load(
+        sdw_test_path("models/tiny-sd15-controlnet/config.json"), &m->cfg, err);
+    if (!st)
+        st = sdw_st_open(
+            sdw_test_path("models/tiny-sd15-controlnet/diffusion_pytorch_model.safetensors"),
+            &m->f, err);
+    if (st) return st;
+    m->ws = sdw_weights_create(m->f, "", NULL, NULL);
+    return sdw_controlnet_create(m->ws, &m->cfg, &m->cn, err);
+}
+
+static void test_config(void) {
+    sdw_error err = {0};
+    sdw_controlnet_config c;
+    ASSERT_OK(sdw_controlnet_config_load(
+                  sdw_test_path("models/tiny-sd15-controlnet/config.json"), &c, &err),
+              &err);
+    ASSERT_EQ_INT(c.unet.n_levels, 2);
+    ASSERT_EQ_INT(c.unet.block_out_channels[1], 64);
+    ASSERT_EQ_INT(c.unet.in_channels, 4);
+    ASSERT_EQ_INT(c.unet.cross_attention_dim, 32);
+    ASSERT_TRUE(c.unet.down_attn[0] && !c.unet.down_attn[1] && c.unet.has_mid);
+    ASSERT_EQ_INT(c.n_embed, 2);
+    ASSERT_EQ_INT(c.embed_channels[0], 16);
+    ASSERT_EQ_INT(c.embed_channels[1], 32);
+    ASSERT_EQ_INT(c.conditioning_channels, 3);
+    ASSERT_EQ_INT(sdw_controlnet_downscale(&c), 2);
+    ASSERT_TRUE(!c.bgr && !c.global_pool);
+
+    /* the diffusers defaults when the ControlNet keys are absent; bgr */
+    const char *minimal = "{\"_class_name\": \"ControlNetModel\", \"block_out_channels\": [32, 64],"
+                          " \"down_block_types\": [\"CrossAttnDownBlock2D\", \"DownBlock2D\"],"
+                          " \"cross_attention_dim\": 32,"
+                          " \"controlnet_conditioning_channel_order\": \"bgr\"}";
+    ASSERT_OK(sdw_controlnet_config_parse(minimal, strlen(minimal), "minimal", &c, &err), &err);
+    ASSERT_EQ_INT(c.n_embed, 4);
+    ASSERT_EQ_INT(c.embed_channels[3], 256);
+    ASSERT_EQ_INT(sdw_controlnet_downscale(&c), 8);
+    ASSERT_TRUE(c.bgr);
+}
+
+/* Broken or unsupported configs are refused naming the key. */
+static void test_config_refusals(void) {
+    static const struct {
+        const char *json, *says;
+        sdw_status code;
+    } cases[] = {
+        {"{\"_class_name\": \"UNet2DConditionModel\", \"block_out_channels\": [32],"
+         " \"down_block_types\": [\"DownBlock2D\"]}",
+         "is not ControlNetModel", SDW_E_FORMAT},
+        {"{\"block_out_channels\": [32], \"down_block_types\": [\"DownBlock2D\"],"
+         " \"mid_block_type\": \"UNetMidBlock2D\"}",
+         "UNetMidBlock2D", SDW_E_UNSUPPORTED},
+        {"{\"block_out_channels\": [32], \"down_block_types\": [\"DownBlock2D\"],"
+         " \"controlnet_conditioning_channel_order\": \"grb\"}",
+         "controlnet_conditioning_channel_order", SDW_E_UNSUPPORTED},
+        {"{\"block_out_channels\": [32], \"down_block_types\": [\"DownBlock2D\"],"
+         " \"class_embed_type\": \"timestep\"}",
+         "class_embed_type", SDW_E_UNSUPPORTED},
+        {"{\"block_out_channels\": [32, 64], \"down_block_types\": [\"DownBlock2D\"]}",
+         "down_block_types", SDW_E_FORMAT},
+        {"[1, 2]", "", SDW_E_FORMAT},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sdw_controlnet_config c;
+        sdw_error err = {0};
+        sdw_status s = sdw_controlnet_config_parse(cases[i].json, strlen(cases[i].json), "cfg",
+                                                   &c, &err);
+        if (s != cases[i].code) fprintf(stderr, "  case %zu: %d %s\n", i, (int)s, err.msg);
+        ASSERT_EQ_INT(s, cases[i].code);
+        ASSERT_STR_CONTAINS(err.msg, cases[i].says);
+    }
+}
+
+/* The step-0 call of the golden: inputs as recorded, every residual within CN_TOL. Returns the
+ * worst error (or -1 when the golden is incomplete). */
+static double check_step0(const sdw_controlnet *cn, sdw_golden *g, float scale, bool verbose) {
+    const sdw_golden_tensor *xs = sdw_golden_get(g, "step00.controlnet.sample");
+    const sdw_golden_tensor *ts = sdw_golden_get(g, "step00.controlnet.timestep");
+    const sdw_golden_tensor *ctx = sdw_golden_get(g, "step00.controlnet.encoder_hidden_states");
+    const sdw_golden_tensor *img = sdw_golden_get(g, "step00.controlnet.controlnet_cond");
+    if (!xs || !ts || !ctx || !img) return -1;
+    const int B = (int)xs->shape[0], C = (int)xs->shape[1], H = (int)xs->shape[2],
+              W = (int)xs->shape[3];
+    const int Hc = (int)img->shape[2], Wc = (int)img->shape[3];
+    const int C0 = sdw_controlnet_config_of(cn)->unet.block_out_channels[0];
+    float *x = sdw_golden_nhwc(xs), *hint = sdw_golden_nhwc(img);
+    float *emb = malloc(sizeof(float) * (size_t)H * W * C0);
+    /* the control image is the same for both CFG halves: embed batch 0 once */
+    sdw_controlnet_embed(cn, hint, Hc, Wc, emb);
+    const int n = sdw_controlnet_n_down(cn);
+    float *down[16] = {0}, *mid = NULL;
+    const sdw_golden_tensor *want[17];
+    double worst = 0;
+    for (int k = 0; k <= n && k < 16; k++) {
+        char name[64];
+        if (k < n) snprintf(name, sizeof name, "step00.controlnet.down.%02d", k);
+        else snprintf(name, sizeof name, "step00.controlnet.mid");
+        want[k] = sdw_golden_get(g, name);
+        if (!want[k]) worst = -1;
+        else if (k < n) down[k] = malloc(sizeof(float) * want[k]->n);
+        else mid = malloc(sizeof(float) * want[k]->n);
+    }
+    if (worst == 0) {
+        float t[2] = {((const float *)ts->data)[0], ((const float *)ts->data)[0]};
+        sdw_controlnet_forward(cn, x, B, H, W, t, ctx->data, (int)ctx->shape[1], NULL, NULL, emb,
+                               scale, false, down, mid, false);
+        for (int k = 0; k <= n; k++) {
+            float *ref = sdw_golden_nhwc(want[k]);
+            double e = sdw_test_rel_err(k < n ? down[k] : mid, ref, want[k]->n);
+            if (verbose) printf("  residual %d: rel err %.3g\n", k, e);
+            worst = SDW_MAX(worst, e);
+            free(ref);
+        }
+    }
+    (void)C;
+    for (int k = 0; k < 16; k++) free(down[k]);
+    free(mid), free(emb), free(hint), free(x);
+    return worst;
+}
+
+static void test_step0_residuals(void) {
+    sdw_error err = {0};
+    loaded m;
+    sdw_status s = load_fixture(&m, &err);
+    if (s) unload(&m);
+    ASSERT_OK(s, &err);
+    ASSERT_EQ_INT(sdw_controlnet_n_down(m.cn), 6);
+    char unused[256];
+    ASSERT_EQ_INT(sdw_weights_unused(m.ws, unused, sizeof unused), 0);
+    sdw_golden *g = sdw_golden_open("tiny-sd15/txt2img-ddim-controlnet");
+    double e = g ? check_step0(m.cn, g, 1.0f, true) : -1;
+    sdw_golden_close(g);
+    unload(&m);
+    printf("  step00 residuals: worst rel err %.3g\n", e);
+    ASSERT_TRUE(e >= 0 && e <= CN_TOL);
+}
+
+int main(void) {
+    RUN(test_config);
+    RUN(test_config_refusals);
+    RUN(test_step0_residuals);
+    return sdw_test_finish();
+}
