@@ -76,6 +76,7 @@ bool sdw_cli_next(sdw_cli_opts *o);
 
 typedef struct sdw_cli_model_args {
     const char *model, *config;
+    const char *taesd; /* --taesd: a tiny autoencoder loaded with the model */
     int threads;
     sdw_precision precision;
     /* Family-specific options by their registry keys (--tokenizer -> "tokenizer", --vae ->
@@ -89,6 +90,7 @@ enum {
     SDW_CLI_OPT_CONFIG = 0x100,
     SDW_CLI_OPT_MODEL_OPTION,
     SDW_CLI_OPT_PRECISION,
+    SDW_CLI_OPT_TAESD,
     SDW_CLI_OPT_FAMILY, /* the family flags, in the order of SDW_CLI_MODEL_LONGOPTS: */
     SDW_CLI_OPT_FAMILY_END = SDW_CLI_OPT_FAMILY + 6,
     SDW_CLI_OPT_OWN = 0x200
@@ -103,6 +105,7 @@ enum {
         {"config", required_argument, NULL, SDW_CLI_OPT_CONFIG},                                   \
         {"model-option", required_argument, NULL, SDW_CLI_OPT_MODEL_OPTION},                       \
         {"precision", required_argument, NULL, SDW_CLI_OPT_PRECISION},                             \
+        {"taesd", required_argument, NULL, SDW_CLI_OPT_TAESD},                                     \
         {"tokenizer", required_argument, NULL, SDW_CLI_OPT_FAMILY + 0},                            \
         {"prediction", required_argument, NULL, SDW_CLI_OPT_FAMILY + 1},                           \
         {"vae", required_argument, NULL, SDW_CLI_OPT_FAMILY + 2},                                  \
@@ -131,6 +134,9 @@ sdw_load_options sdw_cli_load_options(const sdw_cli_model_args *a);
     "      --t5xxl FILE        FLUX, SD3: the T5 encoder (transformers T5EncoderModel; 16-bit\n"   \
     "                          or fp8, as ComfyUI users have them; SD3: none = no T5)\n"     \
     "      --model-option K=V  any other option of the model's family (sdw info lists them)\n"     \
+    "      --taesd PATH        a tiny autoencoder (TAESD: a diffusers AutoencoderTiny folder,\n"   \
+    "                          or taesd*_decoder.safetensors) for the model's latents: live\n"     \
+    "                          previews decode with it; generate --vae-decoder taesd drafts\n"     \
     "      --precision P       auto | f32 | bf16: the precision of convolutions and matrix\n"      \
     "                          products (auto: bf16 on CPUs with AMX, else f32)\n"                 \
     "  -t, --threads N         CPU threads (default: OMP_NUM_THREADS, else the usable cores:\n"    \

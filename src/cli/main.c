@@ -26,6 +26,8 @@
 typedef struct cli_args {
     sdw_cli_model_args m; /* -m and how to load it */
     const char *prompt, *negative, *output, *sampler, *scheduler, *rng, *init_image, *mask;
+    const char *decoder;            /* --vae-decoder */
+    sdw_vae_tiling_mode vae_tiling; /* --vae-tiling / --no-vae-tiling; AUTO when neither */
     double strength;
     int width, height, steps, batch;
     float cfg;
@@ -57,6 +59,12 @@ typedef struct cli_args {
     "                          (default 0.75; steps x S denoising steps run)\n"                    \
     "      --mask FILE         inpainting mask, same size as the init image: white =\n"           \
     "                          repaint, black = keep (grey: >= 128 repaints)\n"                    \
+    "      --vae-decoder D     vae (default) | taesd: decode the image with the tiny\n"            \
+    "                          autoencoder given by --taesd (a fast draft)\n"                      \
+    "      --vae-tiling        decode (and encode) in overlapping tiles, as diffusers'\n"          \
+    "                          enable_vae_tiling(): memory stays flat with the image size\n"       \
+    "      --no-vae-tiling     never tile (default: tiled above 2048x2048 pixels, said in\n"       \
+    "                          the PNG's parameters)\n"                                            \
     "      --param NAME=VALUE  a request option of the model's family (repeatable;\n"             \
     "                          sdw info lists them), e.g. max_sequence_length=256\n"              \
     "      --profile           print a per-op time profile after generating\n"                     \
@@ -164,7 +172,10 @@ enum {
     OPT_STRENGTH,
     OPT_PARAM,
     OPT_PROFILE,
-    OPT_JSON
+    OPT_JSON,
+    OPT_VAE_DECODER,
+    OPT_VAE_TILING,
+    OPT_NO_VAE_TILING
 };
 
 #define LOG_LONGOPTS                                                                               \
@@ -197,6 +208,9 @@ static const struct option k_generate_longs[] = {
     {"denoising-strength", required_argument, NULL, OPT_STRENGTH},
     {"param", required_argument, NULL, OPT_PARAM},
     {"profile", no_argument, NULL, OPT_PROFILE},
+    {"vae-decoder", required_argument, NULL, OPT_VAE_DECODER},
+    {"vae-tiling", no_argument, NULL, OPT_VAE_TILING},
+    {"no-vae-tiling", no_argument, NULL, OPT_NO_VAE_TILING},
     {0},
 };
 static const struct option k_info_longs[] = {SDW_CLI_MODEL_LONGOPTS, LOG_LONGOPTS, {0}};
@@ -245,6 +259,9 @@ static void parse_args(const command *cmd, int argc, char **argv, cli_args *a) {
         case OPT_STRENGTH: a->strength = parse_double(o.name, o.arg); break;
         case OPT_PARAM: parse_param(o.name, o.arg, a); break;
         case OPT_PROFILE: a->profile = true; break;
+        case OPT_VAE_DECODER: a->decoder = o.arg; break;
+        case OPT_VAE_TILING: a->vae_tiling = SDW_TILING_ON; break;
+        case OPT_NO_VAE_TILING: a->vae_tiling = SDW_TILING_OFF; break;
         case 'v': a->verbose = true; break;
         case 'q': a->quiet = true; break;
         case 'h': cmd->usage(stdout), exit(0);
@@ -368,6 +385,9 @@ static int cmd_generate(const cli_args *a) {
     req.params = a->params;
     req.n_params = a->n_params;
     req.profile = a->profile;
+    req.vae_tiling = a->vae_tiling;
+    if (a->decoder && sdw_decoder_parse(a->decoder, &req.decoder, &err) != SDW_OK)
+        sdw_cli_die("--vae-decoder: %s", err.msg);
     /* Images are read before the (slower) model load so a bad file fails fast. */
     sdw_image init = {0}, mask = {0};
     if (a->init_image && sdw_image_load(a->init_image, &init, &err))
@@ -377,6 +397,8 @@ static int cmd_generate(const cli_args *a) {
     req.init_image = a->init_image ? &init : NULL;
     req.mask = a->mask ? &mask : NULL;
     req.strength = a->strength;
+    if (req.decoder == SDW_DECODER_TAESD && !a->m.taesd)
+        sdw_cli_die("--vae-decoder taesd needs a tiny autoencoder: --taesd PATH");
     sdw_image_model *m = load_model(a);
     /* Validate before any work so a bad value fails fast with the model's limits in the message. */
     sdw_request resolved;
@@ -417,14 +439,20 @@ static int cmd_generate(const cli_args *a) {
             sdw_cli_fail(SDW_EXIT_FAILURE, "%s", err.msg);
         }
         if (!a->quiet && strcmp(path, "-"))
-            fprintf(stderr, "sdw: wrote %s (%dx%d, seed %lld, %.2f s)\n", path, img.width,
-                    img.height, (long long)info.seed, secs);
+            fprintf(stderr, "sdw: wrote %s (%dx%d, seed %lld, %.2f s%s%s)\n", path, img.width,
+                    img.height, (long long)info.seed, secs,
+                    info.taesd_decoded ? ", decoded by the TAESD" : "",
+                    !info.vae_tiled                    ? ""
+                    : r.vae_tiling == SDW_TILING_AUTO ? ", decoded in tiles: a large image"
+                                                      : ", decoded in tiles");
         json_array_append_new(
-            images, json_pack("{s:s,s:I,s:i,s:i,s:{s:f,s:f,s:f,s:f,s:f}}", "path", path, "seed",
-                              (json_int_t)info.seed, "width", img.width, "height", img.height,
-                              "timings", "encode_s", info.seconds_encode, "image_encode_s",
-                              info.seconds_image_encode, "denoise_s", info.seconds_denoise,
-                              "decode_s", info.seconds_decode, "total_s", secs));
+            images, json_pack("{s:s,s:I,s:i,s:i,s:b,s:b,s:{s:f,s:f,s:f,s:f,s:f}}", "path", path,
+                              "seed", (json_int_t)info.seed, "width", img.width, "height",
+                              img.height, "vae_tiled", info.vae_tiled, "taesd_decoded",
+                              info.taesd_decoded, "timings", "encode_s", info.seconds_encode,
+                              "image_encode_s", info.seconds_image_encode, "denoise_s",
+                              info.seconds_denoise, "decode_s", info.seconds_decode, "total_s",
+                              secs));
         sdw_image_free(&img);
     }
     if (a->json) {
@@ -470,9 +498,9 @@ static int cmd_info(const cli_args *a) {
     printf("model:        %s\n", m->name);
     printf("family:       %s\n", sdw_model_type(m));
     printf("variant:      %s\n", sdw_model_variant(m));
-    printf("capabilities: %s%s%s%s%s\n", c->txt2img ? "txt2img " : "", c->img2img ? "img2img " : "",
-           c->inpainting ? "inpainting " : "", c->lora ? "lora " : "",
-           c->controlnet ? "controlnet" : "");
+    printf("capabilities: %s%s%s%s%s%s\n", c->txt2img ? "txt2img " : "",
+           c->img2img ? "img2img " : "", c->inpainting ? "inpainting " : "", c->lora ? "lora " : "",
+           c->controlnet ? "controlnet " : "", c->taesd ? "taesd (--vae-decoder taesd)" : "");
     printf("defaults:     %dx%d, %d steps, guidance %g, sampler %s\n", c->default_width,
            c->default_height, c->default_steps, (double)c->default_guidance, c->default_sampler);
     printf("sizes:        %d..%d, multiple of %d\n", c->min_size, c->max_size, c->size_multiple);

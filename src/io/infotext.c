@@ -59,4 +59,9 @@ void sdw_infotext_format(const sdw_request *req, const sdw_result_info *info, co
     if (info->strength > 0) put(buf, cap, &n, ", Denoising strength: %g", info->strength);
     /* A1111 draws noise on the GPU (Philox) by default and labels CPU draws. */
     if (req->rng == SDW_RNG_TORCH) put(buf, cap, &n, ", RNG: CPU");
+    /* A1111's name for a decode by the tiny autoencoder (its sd_vae_decode_method). A1111 has
+     * no VAE tiling of its own: ours is named, saying when the size chose it. */
+    if (info->taesd_decoded) put(buf, cap, &n, ", VAE Decoder: TAESD");
+    if (info->vae_tiled)
+        put(buf, cap, &n, ", VAE tiling: %s", req->vae_tiling == SDW_TILING_AUTO ? "auto" : "on");
 }
