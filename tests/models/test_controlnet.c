@@ -168,9 +168,152 @@ static void test_step0_residuals(void) {
     ASSERT_TRUE(e >= 0 && e <= CN_TOL);
 }
 
+/* ---- the original (lllyasviel) layout ----
+ * The fixture's weights are written into cldm's names and loaded back through the original-layout
+ * path: the residuals must be those of the diffusers folder, and every tensor used. The names
+ * come from outside the code under test: the encoder's from the fixture's own single-file
+ * checkpoint (tiny-sd15.safetensors, LDM names written by the fixture generator) — each
+ * diffusers UNet tensor is the single-file tensor with the same values (the ControlNet's encoder
+ * has the UNet's names) — and the ControlNet parts from diffusers' convert_from_ckpt (0.25.1):
+ * input_hint_block.{0, 2, 4, ...} = conv_in, blocks.0, blocks.1, ..., conv_out; zero_convs.K.0 =
+ * controlnet_down_blocks.K; middle_block_out.0 = controlnet_mid_block. Norm gains and biases of
+ * the fixture UNet are all ones / zeros, so their values cannot tell them apart: for those the
+ * map's name must be one of the same-valued tensors of the single file. */
+
+/* The cldm name of ControlNet tensor `name`, or NULL when it has none. */
+static const char *cldm_name(const char *name, const sdw_st_file *unet, const sdw_st_file *single,
+                             const sdw_controlnet_config *cfg, char *buf, size_t cap) {
+    static const struct {
+        const char *diffusers, *cldm;
+    } table[] = {
+        {"controlnet_cond_embedding.conv_in.", "input_hint_block.0."},
+        {"controlnet_cond_embedding.blocks.0.", "input_hint_block.2."},
+        {"controlnet_cond_embedding.blocks.1.", "input_hint_block.4."},
+        {"controlnet_cond_embedding.conv_out.", "input_hint_block.6."}, /* 2 stages */
+        {"controlnet_mid_block.", "middle_block_out.0."},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        size_t n = strlen(table[i].diffusers);
+        if (!strncmp(name, table[i].diffusers, n)) {
+            snprintf(buf, cap, "%s%s", table[i].cldm, name + n);
+            return buf;
+        }
+    }
+    int k, pos = -1;
+    if (sscanf(name, "controlnet_down_blocks.%d.%n", &k, &pos) == 1 && pos > 0) {
+        snprintf(buf, cap, "zero_convs.%d.0.%s", k, name + pos);
+        return buf;
+    }
+    const sdw_st_tensor *u = sdw_st_find(unet, name);
+    if (!u) return NULL;
+    char mapped[256];
+    const char *ours = sdw_controlnet_original_name(name, mapped, sizeof mapped, (void *)cfg);
+    const char *found = NULL;
+    int same = 0;
+    bool ours_same = false;
+    for (int i = 0; i < sdw_st_count(single); i++) {
+        const sdw_st_tensor *t = sdw_st_at(single, i);
+        if (strncmp(t->name, "model.diffusion_model.", 22) || t->n_bytes != u->n_bytes ||
+            memcmp(t->data, u->data, u->n_bytes))
+            continue;
+        same++;
+        found = t->name + 22;
+        if (ours && !strcmp(found, ours)) ours_same = true;
+    }
+    if (same == 0) return NULL;
+    if (same > 1) { /* indistinguishable by value: the map's name, if it is one of them */
+        if (!ours_same) return NULL;
+        found = ours;
+    }
+    snprintf(buf, cap, "%s", found);
+    return buf;
+}
+
+/* Writes the ControlNet fixture under cldm names (after prefix) to path. */
+static sdw_status write_original(const char *path, const char *prefix, sdw_error *err) {
+    sdw_st_file *cn = NULL, *unet = NULL, *single = NULL;
+    sdw_st_writer *w = NULL;
+    sdw_controlnet_config cfg;
+    sdw_status s = sdw_controlnet_config_load(
+        sdw_test_path("models/tiny-sd15-controlnet/config.json"), &cfg, err);
+    if (!s) s = sdw_st_open(sdw_test_path("models/tiny-sd15-controlnet/"
+                                          "diffusion_pytorch_model.safetensors"), &cn, err);
+    if (!s) s = sdw_st_open(sdw_test_path("models/tiny-sd15/unet/"
+                                          "diffusion_pytorch_model.safetensors"), &unet, err);
+    if (!s) s = sdw_st_open(sdw_test_path("models/tiny-sd15.safetensors"), &single, err);
+    if (!s) s = sdw_st_writer_create(path, &w, err);
+    for (int i = 0; !s && i < sdw_st_count(cn); i++) {
+        const sdw_st_tensor *t = sdw_st_at(cn, i);
+        char name[256], full[300];
+        if (!cldm_name(t->name, unet, single, &cfg, name, sizeof name)) {
+            s = sdw_error_set(err, SDW_E_NOT_FOUND, "no cldm name for %s", t->name);
+            break;
+        }
+        snprintf(full, sizeof full, "%s%s", prefix, name);
+        sdw_st_writer_add(w, full, SDW_DTYPE_F32, t->n_dims, t->shape);
+    }
+    if (!s) s = sdw_st_writer_begin(w, err);
+    for (int i = 0; !s && i < sdw_st_count(cn); i++) {
+        const sdw_st_tensor *t = sdw_st_at(cn, i);
+        float *v = malloc(sizeof(float) * t->n_elems);
+        sdw_convert_to_f32(t->dtype, t->data, v, t->n_elems);
+        s = sdw_st_writer_write(w, v, err);
+        free(v);
+    }
+    sdw_status s2 = sdw_st_writer_finish(w, s ? NULL : err);
+    if (!s) s = s2;
+    sdw_st_close(single);
+    sdw_st_close(unet);
+    sdw_st_close(cn);
+    return s;
+}
+
+static void check_original(const char *prefix) {
+    sdw_error err = {0};
+    char path[512];
+    snprintf(path, sizeof path, "%s/control_tiny%s.safetensors", sdw_test_tmpdir(),
+             *prefix ? "_full" : "");
+    ASSERT_OK(write_original(path, prefix, &err), &err);
+    sdw_unet_config base;
+    ASSERT_OK(sdw_unet_config_load(sdw_test_path("models/tiny-sd15/unet/config.json"), &base,
+                                   &err),
+              &err);
+    loaded m = {0};
+    ASSERT_OK(sdw_st_open(path, &m.f, &err), &err);
+    const char *found = sdw_controlnet_original_prefix(m.f);
+    sdw_status s = found ? SDW_OK : SDW_E_FORMAT;
+    if (found && strcmp(found, prefix)) s = SDW_E_FORMAT;
+    if (!s) s = sdw_controlnet_config_for_original(m.f, prefix, &base, &m.cfg, &err);
+    if (!s) {
+        m.ws = sdw_weights_create(m.f, prefix, sdw_controlnet_original_name, &m.cfg);
+        s = sdw_controlnet_create(m.ws, &m.cfg, &m.cn, &err);
+    }
+    if (s) unload(&m);
+    ASSERT_OK(s, &err);
+    ASSERT_EQ_INT(m.cfg.n_embed, 2);
+    ASSERT_EQ_INT(m.cfg.embed_channels[1], 32);
+    char unused[256] = "";
+    const int n_unused = sdw_weights_unused(m.ws, unused, sizeof unused);
+    sdw_golden *g = sdw_golden_open("tiny-sd15/txt2img-ddim-controlnet");
+    double e = g ? check_step0(m.cn, g, 1.0f, false) : -1;
+    sdw_golden_close(g);
+    unload(&m);
+    printf("  original layout, prefix '%s': worst rel err %.3g, %d unused %s\n", prefix, e,
+           n_unused, unused);
+    ASSERT_EQ_INT(n_unused, 0);
+    ASSERT_TRUE(e >= 0 && e <= CN_TOL);
+}
+
+static void test_original_layout(void) {
+    check_original("control_model."); /* ControlNet 1.0: the whole cldm model's names */
+    if (sdw_test_failures_in_current) return;
+    check_original(""); /* ControlNet 1.1 files: the control model alone */
+}
+
 int main(void) {
     RUN(test_config);
     RUN(test_config_refusals);
     RUN(test_step0_residuals);
+    RUN(test_original_layout);
     return sdw_test_finish();
 }
