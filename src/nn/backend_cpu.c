@@ -3,6 +3,7 @@
  * only source that uses oneDNN. */
 #include "nn/backend_cpu.h"
 
+#include "core/cpu.h"
 #include "nn/convert.h"
 #include "nn/profile.h"
 
@@ -78,6 +79,8 @@ static cpu_backend *backend_of(const cpu_op *op) {
 static dnnl_engine_t engine_of(const cpu_op *op) {
     return backend_of(op)->engine;
 }
+
+static void isa_once(void); /* caps oneDNN's ISA; before its first use (see "precision") */
 
 static void check(dnnl_status_t s, const char *what) {
     if (s != dnnl_success) SDW_ABORT("oneDNN: %s failed (status %d)", what, (int)s);
@@ -632,6 +635,7 @@ sdw_status sdw_backend_cpu_create(const sdw_backend_cpu_params *params, sdw_back
                                   sdw_error *err) {
     SDW_ASSERT(out);
     const sdw_backend_cpu_params p = params ? *params : sdw_backend_cpu_params_default();
+    isa_once(); /* the ISA cap goes first */
     dnnl_engine_t engine;
     dnnl_status_t s = dnnl_engine_create(&engine, dnnl_cpu, 0);
     if (s != dnnl_success)
@@ -651,6 +655,7 @@ sdw_status sdw_backend_cpu_create(const sdw_backend_cpu_params *params, sdw_back
 
 void sdw__sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                 int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    isa_once();
     dnnl_status_t s = dnnl_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     if (s != dnnl_success)
         SDW_ABORT("dnnl_sgemm(%c%c, M=%lld N=%lld K=%lld) failed: %d", ta, tb, (long long)M,
@@ -661,16 +666,35 @@ void sdw__sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, 
 
 /* What the CPU can do is a fact about the machine, the same for every backend and model of the
  * process: it is read once and never changes afterwards, so it stays a process-wide constant
- * rather than state of a backend instance. */
+ * rather than state of a backend instance. Before oneDNN's first use it is capped to our own
+ * kernels' level (core/cpu.h: SDW_MAX_ISA), so one variable makes the whole program run as on
+ * a CPU of that level. */
 static dnnl_cpu_isa_t g_isa;
+static char g_version[48];
 static pthread_once_t g_isa_once = PTHREAD_ONCE_INIT;
 static void isa_init(void) {
+    static const dnnl_cpu_isa_t cap[] = {
+        [SDW_ISA_BASELINE] = dnnl_cpu_isa_sse41,
+        [SDW_ISA_AVX2] = dnnl_cpu_isa_avx2,
+        [SDW_ISA_AVX512] = dnnl_cpu_isa_avx512_core_vnni,
+        [SDW_ISA_AVX512_BF16] = dnnl_cpu_isa_avx512_core_bf16,
+        [SDW_ISA_AMX] = dnnl_cpu_isa_all,
+    };
+    const sdw_isa isa = sdw_cpu_isa();
+    if (isa < sdw_cpu_isa_hw() && dnnl_set_max_cpu_isa(cap[isa]) != dnnl_success)
+        SDW_WARN("oneDNN refuses to be capped to %s (SDW_MAX_ISA): its kernels may use more",
+                 sdw_isa_str(isa));
     g_isa = dnnl_get_effective_cpu_isa();
+    const dnnl_version_t *v = dnnl_version();
+    snprintf(g_version, sizeof g_version, "%d.%d.%d", v->major, v->minor, v->patch);
+}
+static void isa_once(void) {
+    pthread_once(&g_isa_once, isa_init);
 }
 
 /* oneDNN's ISA values are nested bit masks: a CPU "has" an ISA when all its bits are set. */
 static bool isa_has(dnnl_cpu_isa_t want) {
-    pthread_once(&g_isa_once, isa_init);
+    isa_once();
     return ((unsigned)g_isa & (unsigned)want) == (unsigned)want;
 }
 
@@ -681,20 +705,7 @@ bool sdw_nn_cpu_has_amx(void) {
     return isa_has(dnnl_cpu_isa_avx512_core_amx);
 }
 
-sdw_precision sdw_nn_precision_resolve(sdw_precision want) {
-    switch (want) {
-    case SDW_PRECISION_F32:
-        return SDW_PRECISION_F32;
-    case SDW_PRECISION_BF16:
-        if (sdw_nn_cpu_has_bf16()) return SDW_PRECISION_BF16;
-        SDW_WARN("precision bf16: this CPU has no native bf16 arithmetic (AVX512-BF16 / AMX): "
-                 "running f32 instead");
-        return SDW_PRECISION_F32;
-    case SDW_PRECISION_AUTO:
-        break;
-    }
-    /* Measured on a Sapphire Rapids VM without AMX: AVX512-BF16's vdpbf16ps retires at a
-     * quarter of the vfmadd231ps rate, so bf16 products run at half the f32 speed (oneDNN bf16
-     * convolutions 38 vs 70 GFLOP/s on the same cores). Only AMX makes bf16 the fast path. */
-    return sdw_nn_cpu_has_amx() ? SDW_PRECISION_BF16 : SDW_PRECISION_F32;
+const char *sdw__onednn_version(void) {
+    isa_once();
+    return g_version;
 }

@@ -24,6 +24,7 @@
 #ifndef SDW_NN_BACKEND_CPU_H
 #define SDW_NN_BACKEND_CPU_H
 
+#include "io/safetensors.h"
 #include "nn/backend.h"
 
 typedef struct sdw_backend_cpu_params {
@@ -39,15 +40,58 @@ sdw_backend_cpu_params sdw_backend_cpu_params_default(void);
 sdw_status sdw_backend_cpu_create(const sdw_backend_cpu_params *params, sdw_backend **out,
                                   sdw_error *err);
 
-/* ---- what this CPU can do (process-wide facts, read once) ---- */
-/* The precision to run in: `want` with AUTO resolved (BF16 where the CPU has Intel AMX, else
- * F32: on CPUs with only AVX512-BF16, bf16 dot products run at half the f32 FMA rate, so
- * bf16 would be slower there), and BF16 downgraded to F32 with a warning where the CPU has no
- * native bf16 arithmetic (oneDNN would emulate it slowly, or refuse). Never fails. */
-sdw_precision sdw_nn_precision_resolve(sdw_precision want);
-/* CPU capabilities as oneDNN sees them. */
+/* ---- what this CPU can do (process-wide facts, read once) ----
+ * oneDNN is capped to our own kernels' ISA level (core/cpu.h: SDW_MAX_ISA, or oneDNN's own
+ * ONEDNN_MAX_CPU_ISA) before its first use, so the whole program runs as on a CPU of that
+ * level: SDW_MAX_ISA=avx2 on an AVX-512 machine runs f32 only (no bf16 arithmetic below
+ * AVX512-BF16). */
+/* CPU capabilities as oneDNN sees them (after the cap). */
 bool sdw_nn_cpu_has_bf16(void); /* AVX512-BF16 or AMX-BF16 */
 bool sdw_nn_cpu_has_amx(void);  /* AMX-BF16 usable (also needs OS permission) */
+/* oneDNN's version, "2.6.3" (static storage). */
+const char *sdw__onednn_version(void);
+
+/* ---- the precision to run in ----
+ * F32 stays F32. BF16 is BF16 where the CPU has native bf16 arithmetic, else F32 with a
+ * warning (oneDNN would emulate it slowly, or refuse). AUTO is decided by measurement on the
+ * machine at hand (nn/backend_cpu_auto.c): the model's dominant products (its shape class) are
+ * timed in f32 and in bf16, a few ms each, at the model's thread count; bf16 is chosen when
+ * the model's products, weighted by their share, run at least 1.05x faster in it (bf16 costs
+ * accuracy, so a tie keeps the exact path). Both rates and the choice are logged (info). The
+ * decision is remembered per (CPU name, CPU flags, ISA cap, oneDNN version, threads, shape
+ * class) in the user's cache folder (core/cache.h: precision.txt), so later loads decide at
+ * once; a cache that cannot be read or written only costs the measurement. Models whose
+ * largest product has fewer than 65536 multiply-adds per row (the tests' tiny models) run f32
+ * unmeasured: they are bound by memory and overheads, bf16 would only cost accuracy. Without a
+ * shape class (NULL or empty), AUTO keeps the rule measured on Intel machines: BF16 with AMX,
+ * else F32. Never fails. */
+#define SDW_SHAPE_CLASS_MAX 4
+/* A model's dominant products: the largest groups of same-shaped layers by weight count. */
+typedef struct sdw_shape_class {
+    int n;
+    struct sdw_shape_probe {
+        int k;        /* 3: a 3x3 stride-1 convolution; 1: a linear layer (or 1x1 convolution) */
+        int in, out;  /* channels / features */
+        double share; /* the group's part of the class's weights (the shares add up to 1) */
+    } p[SDW_SHAPE_CLASS_MAX];
+} sdw_shape_class;
+/* The class of the model stored in files[0 .. n) (all its components' files; NULL entries are
+ * skipped): every 3x3 kernel [out, in, 3, 3] and 2-D weight [out, in] (embedding tables
+ * excepted) grouped by shape, the SDW_SHAPE_CLASS_MAX groups with the most weights kept.
+ * Reads only the headers. */
+void sdw_shape_class_of_files(const sdw_st_file *const *files, int n, sdw_shape_class *out);
+/* want resolved as above; cls: the model's class (NULL: unknown); n_threads: the threads the
+ * model runs with (0: OpenMP's current default). */
+sdw_precision sdw_nn_precision_resolve_model(sdw_precision want, const sdw_shape_class *cls,
+                                             int n_threads);
+/* sdw_nn_precision_resolve_model(want, NULL, 0). */
+sdw_precision sdw_nn_precision_resolve(sdw_precision want);
+/* AUTO's decision from measured rates (GFLOP/s of each of cls's products in f32 and bf16; a
+ * rate <= 0 is a failed timing, left out): *rate_f32 and *rate_bf16 get the model's weighted
+ * rates. Exposed for tests. */
+sdw_precision sdw__precision_decide(const sdw_shape_class *cls, const double *gflops_f32,
+                                    const double *gflops_bf16, double *rate_f32,
+                                    double *rate_bf16);
 
 /* Row-major C[M,N] = alpha·op(A)·op(B) + beta·C on the CPU (oneDNN's sgemm), for hand-built
  * layers and the attention kernels. Inside an OpenMP parallel region it runs on the calling
