@@ -61,7 +61,7 @@ const char *sdw__onednn_version(void);
  * decision is remembered per (CPU name, CPU flags, ISA cap, oneDNN version, threads, shape
  * class) in the user's cache folder (core/cache.h: precision.txt), so later loads decide at
  * once; a cache that cannot be read or written only costs the measurement. Models whose
- * largest product has fewer than 65536 multiply-adds per row (the tests' tiny models) run f32
+ * largest product has fewer than 262144 multiply-adds per row (the tests' tiny models) run f32
  * unmeasured: they are bound by memory and overheads, bf16 would only cost accuracy. Without a
  * shape class (NULL or empty), AUTO keeps the rule measured on Intel machines: BF16 with AMX,
  * else F32. Never fails. */
