@@ -16,7 +16,7 @@
 # Layers, lowest first (DESIGN.md; a module may depend on its own layer and lower ones only):
 #
 #   0 public (include/sdw)  1 core  2 io  3 nn  4 text, sampling  5 models  6 engine
-#   7 server, cli
+#   7 server, cli, pool (the Redis worker pool: its workers and its gateway's job service)
 #
 # Module A depends on module B when
 #   - a file of A includes a header of B ("include"), or
@@ -204,10 +204,10 @@ function cycle_through(s,    head, tail, queue, prev, v, n, i, w, targets, path)
 BEGIN {
     LAYER["sdw"] = 0; LAYER["core"] = 1; LAYER["io"] = 2; LAYER["nn"] = 3
     LAYER["text"] = 4; LAYER["sampling"] = 4; LAYER["models"] = 5; LAYER["engine"] = 6
-    LAYER["server"] = 7; LAYER["cli"] = 7
+    LAYER["server"] = 7; LAYER["cli"] = 7; LAYER["pool"] = 7
     NAMES[0] = "public (include/sdw)"; NAMES[1] = "core"; NAMES[2] = "io"; NAMES[3] = "nn"
     NAMES[4] = "text, sampling"; NAMES[5] = "models"; NAMES[6] = "engine"
-    NAMES[7] = "server, cli"
+    NAMES[7] = "server, cli, pool"
     for (i = 1; i < ARGC; i++) {
         FILES[i] = ARGV[i]
         KNOWN[ARGV[i]] = 1

@@ -25,7 +25,8 @@
     X(SDW_E_SHAPE, -7, "shape mismatch")                                                           \
     X(SDW_E_BACKEND, -8, "backend failure")                                                        \
     X(SDW_CANCELLED, -9, "cancelled")                                                              \
-    X(SDW_E_BUSY, -10, "busy: try again later")
+    X(SDW_E_BUSY, -10, "busy: try again later")                                                    \
+    X(SDW_E_UNAVAILABLE, -11, "unavailable: a service it needs cannot be reached")
 
 typedef enum sdw_status {
 #define SDW_X_ENUM(name, value, desc) name = value,
