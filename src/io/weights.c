@@ -45,6 +45,7 @@ struct sdw_weights {
     int n_adopted, cap_adopted;
     sdw_precision precision;
     void *backend; /* the nn backend its layers are packed by (opaque here), or NULL */
+    void *layers;  /* nn/'s registry of the layers bound from it (opaque here), or NULL */
 };
 
 /* ---- creation ---- */
@@ -590,6 +591,8 @@ void sdw_weights_adopt(sdw_weights *ws, void *p, void (*free_fn)(void *)) {
 void sdw_weights_set_precision(sdw_weights *ws, sdw_precision p) { ws->precision = p; }
 void sdw_weights_set_backend(sdw_weights *ws, void *backend) { ws->backend = backend; }
 void *sdw_weights_backend(const sdw_weights *ws) { return ws->backend; }
+void sdw_weights_set_layers(sdw_weights *ws, void *layers) { ws->layers = layers; }
+void *sdw_weights_layers(const sdw_weights *ws) { return ws->layers; }
 sdw_precision sdw_weights_precision(const sdw_weights *ws) {
     return ws->precision == SDW_PRECISION_BF16 ? SDW_PRECISION_BF16 : SDW_PRECISION_F32;
 }

@@ -122,6 +122,12 @@ sdw_precision sdw_weights_precision(const sdw_weights *ws);
 void sdw_weights_set_backend(sdw_weights *ws, void *backend);
 void *sdw_weights_backend(const sdw_weights *ws);
 
+/* The registry of the layers bound from ws (nn/lora.h: canonical name -> packed op, where LoRA
+ * adapters find their layers), opaque to this layer: nn/ sets it at the first bind and hands it
+ * to sdw_weights_adopt, so it is freed with ws. NULL until then. */
+void sdw_weights_set_layers(sdw_weights *ws, void *layers);
+void *sdw_weights_layers(const sdw_weights *ws);
+
 /* Counts float tensors under the prefix that no sdw_weights_f32 call used (integer buffers such
  * as position_ids are not parameters and never count); writes up to a few of
  * their names into a message (buf) for a warning. */

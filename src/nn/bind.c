@@ -1,6 +1,7 @@
 /* nn/bind.c — binding layers to named tensors of an sdw_weights. The only nn/ source that
  * touches io/: forward code works on plain pointers, so it can be used (and tested) on weights
  * from anywhere. */
+#include "nn/lora.h"
 #include "nn/nn_impl.h"
 
 #include <pthread.h>
@@ -109,7 +110,11 @@ sdw_status sdw_linear_bind(sdw_linear *l, sdw_weights *ws, const char *prefix, i
     if (st != SDW_OK) return st;
     if (has_bias) st = get(ws, prefix, "bias", 1, (int64_t[]){out}, &b, err);
     if (st == SDW_OK) st = sdw_linear_init(l, ws, w, b, in, out, err);
-    if (st == SDW_OK) l->b = b; /* owned by ws */
+    if (st == SDW_OK) {
+        l->b = b; /* owned by ws */
+        sdw__layers_note(ws, &(sdw_layer_ref){.name = prefix, .op = l->op, .in = in, .out = out,
+                                               .k = 1, .stride = 1, .op_out = out});
+    }
     free(w);
     if (st == SDW_E_BACKEND) sdw_error_prefix(err, "%s", prefix);
     return st;
@@ -142,6 +147,10 @@ sdw_status sdw_linear_bind_stacked(sdw_linear *l, sdw_weights *ws, const char *c
             l->b = b;
             b = NULL;
         }
+        for (int i = 0; i < n && st == SDW_OK; i++) /* each part by its own name */
+            sdw__layers_note(ws, &(sdw_layer_ref){.name = prefixes[i], .op = l->op, .in = in,
+                                                   .out = out, .k = 1, .stride = 1,
+                                                   .col0 = i * out, .op_out = n * out});
         if (st == SDW_E_BACKEND) sdw_error_prefix(err, "%s", prefixes[0]);
     }
     free(b);
@@ -176,7 +185,12 @@ sdw_status sdw_conv2d_bind_pad(sdw_conv2d *c, sdw_weights *ws, const char *prefi
     if (st != SDW_OK) return st;
     if (has_bias) st = get(ws, prefix, "bias", 1, (int64_t[]){out}, &b, err);
     if (st == SDW_OK) st = sdw_conv2d_init(c, ws, w, b, in, out, k, stride, pad, pad_end, err);
-    if (st == SDW_OK) c->b = b; /* owned by ws */
+    if (st == SDW_OK) {
+        c->b = b; /* owned by ws */
+        sdw__layers_note(ws, &(sdw_layer_ref){.name = prefix, .op = c->op, .conv = true, .in = in,
+                                               .out = out, .k = k, .stride = stride, .pad = pad,
+                                               .pad_end = pad_end, .op_out = out});
+    }
     free(w);
     if (st == SDW_E_BACKEND) sdw_error_prefix(err, "%s", prefix);
     return st;

@@ -1,5 +1,6 @@
 /* nn/linear.c — fully connected layer and 2-D convolution. Bound layers run on their backend op
  * (nn/backend.h); hand-built ones (.w only) on a CPU sgemm (im2col + GEMM for convolutions). */
+#include "nn/lora.h"
 #include "nn/nn_impl.h"
 #include "nn/profile.h"
 
@@ -29,6 +30,9 @@ void sdw_linear_forward(const sdw_linear *l, sdw_act x, sdw_act y, unsigned flag
     if (M <= 0) return;
     if (l->op) {
         sdw_backend_linear_forward(l->op, x, y, flags);
+        /* the run's LoRA adapters (nn/lora.h): none attached, nothing more happens */
+        const sdw_lora_run *lora = sdw_lora_current();
+        if (lora) sdw__lora_apply(lora, l->op, x, y);
         return;
     }
     SDW_ASSERT(x.dt == SDW_DT_F32 && y.dt == SDW_DT_F32); /* hand-built layers: f32 only */
@@ -114,6 +118,8 @@ void sdw_conv2d_forward(const sdw_conv2d *c, sdw_act x, sdw_act y, unsigned flag
     SDW_ASSERT(x.layout == SDW_LAYOUT_NHWC && x.b > 0 && x.h > 0 && x.w > 0);
     if (c->op) {
         sdw_backend_conv_forward(c->op, x, y, flags);
+        const sdw_lora_run *lora = sdw_lora_current(); /* as sdw_linear_forward */
+        if (lora) sdw__lora_apply(lora, c->op, x, y);
         return;
     }
     SDW_ASSERT(x.dt == SDW_DT_F32 && y.dt == SDW_DT_F32); /* hand-built layers: f32 only */

@@ -23,6 +23,11 @@
  * except where a bf16 layer reads or writes bf16 (sdw_conv2d_operand_dt: the VAE keeps its
  * activations so).
  *
+ * LoRA (nn/lora.h): every layer bound by name is recorded in its weights' registry; while a run
+ * has adapters attached to its thread, sdw_linear_forward / sdw_conv2d_forward add the adapted
+ * layers' low-rank terms after the product (y += m·up(down(x))). With none attached a forward
+ * is exactly as without LoRA support (one thread-local load more).
+ *
  * Thread safety: forward functions are reentrant (bound layers are read-only).
  */
 #ifndef SDW_NN_H
