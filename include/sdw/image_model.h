@@ -61,6 +61,10 @@ typedef struct sdw_capabilities {
     bool strength_rounds_start;
     const sdw_param_spec *params; /* the family's request options, {NULL}-terminated, or NULL */
     bool taesd; /* a tiny autoencoder is loaded: previews and sdw_request.decoder TAESD */
+    /* The folder ControlNet names resolve in (sdw_load_options.controlnet_dir; the model's
+     * copy), or NULL: requests may then name ControlNets by path only. Set only where
+     * controlnet is true. */
+    const char *controlnet_dir;
 } sdw_capabilities;
 
 /* How the final image is decoded (sdw_request.vae_tiling). */
@@ -80,6 +84,35 @@ typedef enum sdw_decoder {
 /* "vae" / "taesd" (static); parse: SDW_E_INVALID_ARG naming the value, *out untouched. */
 const char *sdw_decoder_str(sdw_decoder d);
 sdw_status sdw_decoder_parse(const char *s, sdw_decoder *out, sdw_error *err);
+
+/* One ControlNet a request applies (sdw_request.controls; sdw/controlnet.h for names and the
+ * folder). Start from sdw_control_default(). */
+typedef struct sdw_control {
+    const char *name; /* a ControlNet of the model's ControlNet folder (caps.controlnet_dir): the
+                       * folder's name or file's stem ("canny"), or its path relative to the
+                       * folder; never leads outside the folder. Loaded on first use and kept
+                       * with the model */
+    const char *path; /* instead of name: a diffusers ControlNetModel folder (or the
+                       * diffusion_pytorch_model.safetensors in one), or an original-layout
+                       * .safetensors file, anywhere. For front ends acting for the machine's own
+                       * user (the CLI's --control-net PATH); a server sets name */
+    const sdw_image *image; /* the control image, borrowed for the call: any size, 1-4 channels
+                             * (grey is replicated, alpha dropped), resized to the output size
+                             * (Lanczos) as diffusers' control image processor does, values /
+                             * 255. Used as given: a ControlNet wants its own preprocessor's output
+                             * (an edge map for canny, a depth map for depth, ...) */
+    float scale; /* controlnet_conditioning_scale: the residuals' weight, in [0,
+                  * SDW_CONTROL_MAX_SCALE]; 1 = as trained, 0 = no effect */
+    /* control_guidance_start / _end: the part of the sampling the ControlNet acts in, as
+     * fractions of the denoiser calls: call i of n runs it when i/n >= start and
+     * (i+1)/n <= end (diffusers' controlnet_keep). 0 <= start < end <= 1; double, because the
+     * reference compares Python floats. */
+    double start, end;
+} sdw_control;
+#define SDW_MAX_CONTROLS 8
+#define SDW_CONTROL_MAX_SCALE 10.0f
+/* scale 1, start 0, end 1, no ControlNet and no image. */
+sdw_control sdw_control_default(void);
 
 /* The unified request. Strings are borrowed for the duration of the call. */
 typedef struct sdw_request {
@@ -136,6 +169,19 @@ typedef struct sdw_request {
      * (to fail fast) and generates. Change no field of a resolved request but seed,
      * preview_every and stop (which every value passes), or resolve it again. */
     const sdw_capabilities *resolved;
+
+    /* ControlNets for this run (needs caps.controlnet), their residuals summed (diffusers'
+     * MultiControlNetModel); under classifier-free guidance each runs on both halves of the
+     * batch. Borrowed for the call; up to SDW_MAX_CONTROLS. Text-to-image without an output
+     * size takes the first control image's size (rounded down to caps.size_multiple), as the
+     * reference pipeline does. */
+    const sdw_control *controls;
+    int n_controls;
+    /* diffusers' guess_mode: under classifier-free guidance the ControlNets see only the
+     * conditional half (the unconditional half gets no residuals), their residuals scaled from
+     * 0.1 (the first skip) to 1 (the mid block). A ControlNet trained with pooled conditions
+     * (global_pool_conditions, e.g. shuffle) always runs so, as in diffusers. */
+    bool control_guess_mode;
 } sdw_request;
 
 #define SDW_DEFAULT_STRENGTH 0.75
@@ -252,6 +298,10 @@ typedef struct sdw_load_options {
     const char *taesd;
     sdw_model_option options[SDW_MAX_MODEL_OPTIONS];
     int n_options;
+    /* The ControlNet folder (`--controlnet-dir`): requests name ControlNets in it
+     * (sdw_control.name; sdw/controlnet.h). NULL = none. Ignored, with a warning, by a model
+     * that takes no ControlNets. */
+    const char *controlnet_dir;
 } sdw_load_options;
 sdw_load_options sdw_load_options_default(void);
 /* Sets option key to value (replacing an earlier value); SDW_E_INVALID_ARG when the table is

@@ -228,6 +228,8 @@ sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
     /* 3. Denoising loop, from the first call the strength leaves (0 for text-to-image). Stage
      * names count the calls made (stepNN of the reference's loop). */
     const int n_calls = sdw_sampler_n_calls(sampler), begin = sdw_sampler_begin(sampler);
+    if (d->hooks->begin_pass && (s = d->hooks->begin_pass(d, cond, 0, n_calls - begin, err)))
+        goto done;
     sdw_stop_attach((sdw_stop_ref){req->stop, SDW_STOP_INTERRUPT});
     for (int i = begin; i < n_calls; i++) {
         char name[64];

@@ -70,6 +70,12 @@ typedef struct sdw_diffusion_ops {
      * [B, C, h, w] NCHW, C the latent channels. */
     sdw_status (*denoise)(sdw_diffusion *d, const void *cond, const float *x, int B, int h, int w,
                           float t, int k, float *out, sdw_error *err);
+    /* (optional) Once per sampling pass, after its initial latents and before its first
+     * denoiser call: the pass's calls will be numbered k0 .. k0 + n - 1 in denoise (n is
+     * diffusers' len(timesteps) after the strength's start: the calls of the pass). For what
+     * depends on the pass's progress, kept in cond (ControlNet's control_guidance_start/end
+     * windows). */
+    sdw_status (*begin_pass)(sdw_diffusion *d, void *cond, int k0, int n, sdw_error *err);
 } sdw_diffusion_ops;
 
 /* The shared part of a model. Embedded first in every family's model struct. */

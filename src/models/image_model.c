@@ -18,6 +18,10 @@ sdw_request sdw_request_default(void) {
     return (sdw_request){.guidance = -1.0f, .seed = -1, .rng = SDW_RNG_TORCH, .strength = -1.0};
 }
 
+sdw_control sdw_control_default(void) {
+    return (sdw_control){.scale = 1.0f, .start = 0.0, .end = 1.0};
+}
+
 sdw_load_options sdw_load_options_default(void) { return (sdw_load_options){0}; }
 
 sdw_status sdw_load_options_set(sdw_load_options *o, const char *key, const char *value,
@@ -196,12 +200,79 @@ double sdw_request_param(const sdw_request *req, const sdw_capabilities *caps, c
     return p ? p->def : NAN;
 }
 
+/* The ControlNets of a request: the model takes them, each names one ControlNet (by name or
+ * path) and has a control image, its scale and window in range (diffusers' check_inputs:
+ * start < end, start >= 0, end <= 1). Then text-to-image without a size takes the first
+ * control image's, rounded down to the model's multiple (diffusers' control image processor
+ * with height and width None). */
+static sdw_status resolve_controls(sdw_request *r, const sdw_capabilities *caps,
+                                   sdw_error *err) {
+    if (r->n_controls == 0) return SDW_OK;
+    if (r->n_controls < 0 || r->n_controls > SDW_MAX_CONTROLS || !r->controls)
+        return sdw_error_set_field(err, "controls", SDW_E_INVALID_ARG,
+                                   "%d ControlNets asked for (at most %d)", r->n_controls,
+                                   SDW_MAX_CONTROLS);
+    if (!caps->controlnet)
+        return sdw_error_set_field(err, "controls", SDW_E_UNSUPPORTED,
+                                   "this model does not take ControlNets");
+    sdw_status s;
+    for (int i = 0; i < r->n_controls; i++) {
+        const sdw_control *c = &r->controls[i];
+        const bool by_name = c->name && *c->name, by_path = c->path && *c->path;
+        if (by_name == by_path)
+            return sdw_error_set_field(err, "controls", SDW_E_INVALID_ARG,
+                                       "ControlNet %d: give its name or its path (%s)", i + 1,
+                                       by_name ? "not both" : "neither is set");
+        if (!c->image)
+            return sdw_error_set_field(err, "controls", SDW_E_INVALID_ARG,
+                                       "ControlNet %d (%s) has no control image", i + 1,
+                                       by_name ? c->name : c->path);
+        if ((s = check_image("the control image", "controls", c->image, err))) return s;
+        if (!(c->scale >= 0 && c->scale <= SDW_CONTROL_MAX_SCALE))
+            return sdw_error_set_field(err, "controls", SDW_E_INVALID_ARG,
+                                       "ControlNet %d: conditioning scale %g is out of range "
+                                       "[0, %g]",
+                                       i + 1, (double)c->scale, (double)SDW_CONTROL_MAX_SCALE);
+        if (!(c->start >= 0 && c->start <= 1) || !(c->end >= 0 && c->end <= 1))
+            return sdw_error_set_field(err, "controls", SDW_E_INVALID_ARG,
+                                       "ControlNet %d: guidance start %g and end %g must lie in "
+                                       "[0, 1] (fractions of the steps)",
+                                       i + 1, c->start, c->end);
+        if (!(c->start < c->end))
+            return sdw_error_set_field(err, "controls", SDW_E_INVALID_ARG,
+                                       "ControlNet %d: guidance start %g must be smaller than "
+                                       "its end %g",
+                                       i + 1, c->start, c->end);
+    }
+    const sdw_image *img = r->controls[0].image;
+    const int m = caps->size_multiple > 1 ? caps->size_multiple : 1;
+    if (!r->init_image && (r->width == 0 || r->height == 0)) {
+        if (img->width - img->width % m < SDW_MAX(caps->min_size, m) ||
+            img->height - img->height % m < SDW_MAX(caps->min_size, m))
+            return sdw_error_set_field(err, "controls", SDW_E_INVALID_ARG,
+                                       "the control image %dx%d is smaller than the model's "
+                                       "minimum %dx%d: ask for an output size and it is resized",
+                                       img->width, img->height, SDW_MAX(caps->min_size, m),
+                                       SDW_MAX(caps->min_size, m));
+        if ((r->width == 0 && img->width - img->width % m > caps->max_size) ||
+            (r->height == 0 && img->height - img->height % m > caps->max_size))
+            return sdw_error_set_field(err, "controls", SDW_E_INVALID_ARG,
+                                       "the control image %dx%d is larger than the model's "
+                                       "maximum %d: ask for an output size and it is resized",
+                                       img->width, img->height, caps->max_size);
+        if (r->width == 0) r->width = img->width - img->width % m;
+        if (r->height == 0) r->height = img->height - img->height % m;
+    }
+    return SDW_OK;
+}
+
 sdw_status sdw_request_resolve(const sdw_request *req, const sdw_capabilities *caps,
                                sdw_request *out, sdw_error *err) {
     sdw_request r = *req;
     char names[512];
     sdw_status s;
     if ((s = resolve_mode(&r, caps, err))) return s;
+    if ((s = resolve_controls(&r, caps, err))) return s;
     if (!r.prompt) r.prompt = "";
     if (r.width == 0) r.width = caps->default_width;
     if (r.height == 0) r.height = caps->default_height;

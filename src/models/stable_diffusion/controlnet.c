@@ -307,6 +307,31 @@ const sdw_controlnet_config *sdw_controlnet_config_of(const sdw_controlnet *cn) 
 size_t sdw_controlnet_n_params(const sdw_controlnet *cn) { return cn->n_params; }
 int sdw_controlnet_n_down(const sdw_controlnet *cn) { return cn->n_down; }
 
+void sdw_controlnet_residual_shape(const sdw_controlnet *cn, int k, int H, int W, int *h, int *w,
+                                   int *c) {
+    const sdw_unet_config *u = &cn->cfg.unet;
+    SDW_ASSERT(k >= 0 && k <= cn->n_down);
+    /* push order: conv_in; per level its resnets, then (but the last) its downsampler, whose
+     * output is the next level's size (ceil halving: 3x3, stride 2, padding 1) */
+    int lv = 0, left = k, hh = H, ww = W;
+    if (left > 0 && k < cn->n_down) {
+        left--; /* conv_in's */
+        for (;; lv++) {
+            const int n = u->layers_per_block[lv];
+            if (left < n) break;
+            left -= n;
+            hh = (hh + 1) / 2, ww = (ww + 1) / 2;
+            if (left == 0) break; /* the downsampler's: level lv's width at the next size */
+            left--;
+        }
+    } else if (k == cn->n_down) {
+        for (lv = 0; lv < u->n_levels - 1; lv++) hh = (hh + 1) / 2, ww = (ww + 1) / 2;
+    }
+    *h = hh;
+    *w = ww;
+    *c = u->block_out_channels[lv];
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* forward                                                                                  */
 

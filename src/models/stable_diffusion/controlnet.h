@@ -92,6 +92,11 @@ size_t sdw_controlnet_n_params(const sdw_controlnet *cn);                       
 /* Down residuals it makes: the skips of its encoder, = its base UNet's sdw_unet_n_skips. */
 int sdw_controlnet_n_down(const sdw_controlnet *cn);
 
+/* The shape of residual k (k < sdw_controlnet_n_down: a down residual; k = n_down: the mid one)
+ * for latents H x W, per batch element: [h, w, c] (the UNet skip it is added to). */
+void sdw_controlnet_residual_shape(const sdw_controlnet *cn, int k, int H, int W, int *h, int *w,
+                                   int *c);
+
 /* ControlNetConditioningEmbedding: image [Hc, Wc, conditioning_channels] NHWC, values in [0, 1]
  * in RGB order (a BGR ControlNet flips it here, as its forward does) -> emb [h, w, C0] with
  * h = the size after n_embed - 1 stride-2 convolutions (Hc / downscale for sizes it divides).

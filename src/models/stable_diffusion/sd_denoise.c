@@ -1,6 +1,7 @@
 /* The Stable Diffusion family's hooks into the generation core (models/diffusion.h): the
- * conditioning (sd_conditioning.c) and one UNet call, with the reference's stage names
- * (stepNN.unet.*) tapped for the golden tests. The UNet takes NHWC; the core's latents are
+ * conditioning (sd_conditioning.c, and the request's ControlNets: controlnet_run.c) and one UNet
+ * call with the ControlNets' residuals, with the reference's stage names (stepNN.unet.*,
+ * stepNN.controlnet.*) tapped for the golden tests. The UNet takes NHWC; the core's latents are
  * NCHW, converted here at the boundary. */
 #include "models/stable_diffusion/sd_impl.h"
 
@@ -38,11 +39,15 @@ static sdw_status sd_denoise(sdw_diffusion *d, const void *cond, const float *x,
     tap_conditioning(m, k, c);
     float *x_nhwc = sdw_xmalloc((size_t)B * Cin * h * w * sizeof(float));
     float *y_nhwc = sdw_xmalloc((size_t)B * C * h * w * sizeof(float));
+    float **down = NULL, *mid = NULL; /* the ControlNets' summed residuals, if any acts now */
+    sdw__sd_control_residuals(m, c, x, B, h, w, t, k, &down, &mid);
     sdw_nchw_to_nhwc(x, B, Cin, h, w, x_nhwc);
     const float ts[2] = {t, t};
-    sdw_unet_forward(m->unet, x_nhwc, B, h, w, ts, c->context, c->L, c->text_embeds, c->time_ids,
-                     y_nhwc);
+    const sdw_unet_extra extra = {(const float *const *)down, mid};
+    sdw_unet_forward_ex(m->unet, x_nhwc, B, h, w, ts, c->context, c->L, c->text_embeds,
+                        c->time_ids, &extra, y_nhwc);
     sdw_nhwc_to_nchw(y_nhwc, B, h, w, C, out);
+    sdw__sd_residuals_free(m, down, mid);
     free(x_nhwc);
     free(y_nhwc);
     snprintf(name, sizeof name, "step%02d.unet.out", k);
@@ -50,8 +55,43 @@ static sdw_status sd_denoise(sdw_diffusion *d, const void *cond, const float *x,
     return SDW_OK;
 }
 
+static void sd_cond_free(void *cond) {
+    if (cond) sdw__sd_controls_free(cond);
+    sdw__sd_cond_free(cond);
+}
+
+/* The text conditioning and the request's ControlNets (first: a ControlNet that cannot be
+ * loaded fails the run before the text encoders). */
+static sdw_status sd_condition(sdw_diffusion *d, const sdw_request *req, int B, void **cond,
+                               bool *truncated, sdw_error *err) {
+    sd_cond controls = {0};
+    sdw_status s = sdw__sd_controls_prepare((sd_model *)d, req, &controls, err);
+    if (!s) s = sdw__sd_condition(d, req, B, cond, truncated, err);
+    if (s) {
+        sdw__sd_controls_free(&controls);
+        return s;
+    }
+    sd_cond *c = *cond;
+    c->controls = controls.controls;
+    c->n_controls = controls.n_controls;
+    c->guess = controls.guess;
+    c->control_image = controls.control_image;
+    c->image_h = controls.image_h;
+    c->image_w = controls.image_w;
+    return SDW_OK;
+}
+
+/* A pass's calls, for the ControlNets' guidance windows. */
+static sdw_status sd_begin_pass(sdw_diffusion *d, void *cond, int k0, int n, sdw_error *err) {
+    sd_cond *c = cond;
+    c->k0 = k0;
+    c->n = n;
+    return SDW_OK;
+}
+
 const sdw_diffusion_ops sdw__sd_hooks = {
-    .condition = sdw__sd_condition,
-    .cond_free = sdw__sd_cond_free,
+    .condition = sd_condition,
+    .cond_free = sd_cond_free,
     .denoise = sd_denoise,
+    .begin_pass = sd_begin_pass,
 };

@@ -295,6 +295,15 @@ sdw_status sdw__sd_finish_setup(sd_model *m, const sdw_load_options *opts, sdw_e
     if (!c->default_sampler) c->default_sampler = "pndm";
     c->schedulers = g_schedulers;
     c->params = xl ? g_xl_params : NULL;
+    /* ControlNets: loaded when a request names one, and kept (controlnet_run.c) */
+    c->controlnet = true;
+    if (opts && opts->controlnet_dir) {
+        if (!is_dir(opts->controlnet_dir))
+            return sdw_error_set(err, SDW_E_NOT_FOUND, "ControlNet folder %s is not a folder",
+                                 opts->controlnet_dir);
+        m->controlnet_dir = sdw_xstrdup(opts->controlnet_dir);
+        c->controlnet_dir = m->controlnet_dir;
+    }
     if (turbo) {
         /* Guidance-distilled: one UNet call of batch 1 per step, no negative prompt; 1 step is
          * its model card's setting (1-4 are what it was distilled for). */
@@ -358,6 +367,8 @@ static sdw_status sd_tokenize(const sdw_image_model *base, const char *prompt, i
 void sdw__sd_destroy(sdw_image_model *base) {
     sd_model *m = (sd_model *)base;
     if (!m) return;
+    sdw__sd_controlnets_unload(m); /* bound on the model's backend: before it goes */
+    free(m->controlnet_dir);
     sdw_vae_destroy(m->vae);
     sdw_unet_destroy(m->unet);
     for (int k = 0; k < SD_MAX_TEXT; k++)
