@@ -55,12 +55,19 @@ const char *sdw_cpu_flags(void);
  * SDW_VEC_KERNEL(name, (params), (args)) defines `static void name(params)` calling one of three
  * compilations of `name##_body(args)`, a static inline function the caller defined before; the
  * body's loops are vectorised for each target (the compiler inlines the body into each). */
-#define SDW_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#define SDW_TARGET_AVX512                                                                          \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 #define SDW_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define SDW_VEC_KERNEL(name, params, args)                                                         \
-    SDW_TARGET_AVX512 static void name##_avx512 params { name##_body args; }                       \
-    SDW_TARGET_AVX2 static void name##_avx2 params { name##_body args; }                           \
-    static void name##_base params { name##_body args; }                                           \
+    SDW_TARGET_AVX512 static void name##_avx512 params {                                           \
+        name##_body args;                                                                          \
+    }                                                                                              \
+    SDW_TARGET_AVX2 static void name##_avx2 params {                                               \
+        name##_body args;                                                                          \
+    }                                                                                              \
+    static void name##_base params {                                                               \
+        name##_body args;                                                                          \
+    }                                                                                              \
     static void name params {                                                                      \
         const sdw_isa isa_ = sdw_cpu_isa();                                                        \
         if (isa_ >= SDW_ISA_AVX512)                                                                \

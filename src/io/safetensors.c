@@ -8,6 +8,8 @@
 #define _GNU_SOURCE
 #include "io/safetensors.h"
 
+#include "core/cpu.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -645,26 +647,25 @@ static inline uint8_t f32_to_e5m2(float x) {
     return (uint8_t)(((u >> 24) & 0x80u) | r);
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) static void
-e4m3_block_to_f32(const uint8_t *s, float *d, size_t n) {
+SDW_VEC_BODY void e4m3_block_to_f32_body(const uint8_t *s, float *d, size_t n) {
     for (size_t i = 0; i < n; i++)
         d[i] = e4m3_to_f32(s[i]);
 }
+SDW_VEC_KERNEL(e4m3_block_to_f32, (const uint8_t *s, float *d, size_t n), (s, d, n))
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) static void
-f32_block_to_e4m3(const float *s, uint8_t *d, size_t n) {
+SDW_VEC_BODY void f32_block_to_e4m3_body(const float *s, uint8_t *d, size_t n) {
     for (size_t i = 0; i < n; i++)
         d[i] = f32_to_e4m3(s[i]);
 }
+SDW_VEC_KERNEL(f32_block_to_e4m3, (const float *s, uint8_t *d, size_t n), (s, d, n))
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) static void
-f32_block_to_e5m2(const float *s, uint8_t *d, size_t n) {
+SDW_VEC_BODY void f32_block_to_e5m2_body(const float *s, uint8_t *d, size_t n) {
     for (size_t i = 0; i < n; i++)
         d[i] = f32_to_e5m2(s[i]);
 }
+SDW_VEC_KERNEL(f32_block_to_e5m2, (const float *s, uint8_t *d, size_t n), (s, d, n))
 
 #if defined(__x86_64__)
-#include <cpuid.h>
 #include <immintrin.h>
 /* VCVTPH2PS is exact for every half value, subnormals included (MXCSR.DAZ does not apply to
  * half inputs), so it matches f16_to_f32 bit for bit; ~10x faster on multi-GB f16 checkpoints. */
@@ -689,12 +690,10 @@ __attribute__((target("avx2,f16c"))) static size_t e5m2_block_f16c(const uint8_t
 #endif
 
 #if defined(__x86_64__)
-/* F16C (CPUID.1:ECX bit 29), asked of the CPU directly: clang before 15 knows no "f16c" for
- * __builtin_cpu_supports (the fuzz build is clang's). Read per conversion, not cached: a tensor
- * is converted once. */
+/* F16C comes with our AVX2 level (core/cpu.h: AVX2 + FMA + F16C, read with CPUID, capped by
+ * SDW_MAX_ISA). */
 static bool cpu_has_f16c(void) {
-    unsigned a, b, c, d;
-    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+    return sdw_cpu_isa() >= SDW_ISA_AVX2;
 }
 #endif
 
@@ -734,7 +733,7 @@ void sdw_convert_to_f32(sdw_dtype dtype, const void *src, float *dst, size_t n) 
         return;
     case SDW_DTYPE_F8_E5M2:
 #if defined(__x86_64__)
-        if (__builtin_cpu_supports("avx2") && cpu_has_f16c())
+        if (cpu_has_f16c())
             done = e5m2_block_f16c(s, dst, n);
 #endif
         for (size_t i = done; i < n; i++)

@@ -9,6 +9,7 @@
  * A relative position bias (T5) is added to each score tile before its softmax update: row i's
  * biases for keys j0.. are one contiguous run of the head's table (index j − i + Lq − 1), so
  * the Lq×Lk bias matrix never exists either. */
+#include "core/cpu.h"
 #include "nn/nn_impl.h"
 #include "nn/profile.h"
 #include "nn/stop.h"
@@ -27,10 +28,8 @@ typedef struct attn_scratch {
 /* Softmax-update rows of the score tile for keys [j0, j0 + nk) and rescale the accumulator.
  * causal: row r (query i0 + r) sees keys j <= i0 + r only. rb: NULL, or the bias of row 0's
  * key j0 (row r's run starts r floats earlier), added to the scores first. */
-/* AVX2 clone: 8-wide exp; the default build targets baseline x86-64 (SSE2). */
-__attribute__((target_clones("avx2", "default"))) static void
-online_softmax_tile(attn_scratch *sc, int nq, int nk, int64_t i0, int64_t j0, int D, bool causal,
-                    const float *rb) {
+SDW_VEC_BODY void online_softmax_tile_body(attn_scratch *sc, int nq, int nk, int64_t i0, int64_t j0,
+                                           int D, bool causal, const float *rb) {
     for (int r = 0; r < nq; r++) {
         float *s = sc->s + (size_t)r * KB;
         int n_valid = nk;
@@ -71,6 +70,10 @@ online_softmax_tile(attn_scratch *sc, int nq, int nk, int64_t i0, int64_t j0, in
         }
     }
 }
+SDW_VEC_KERNEL(online_softmax_tile,
+               (attn_scratch * sc, int nq, int nk, int64_t i0, int64_t j0, int D, bool causal,
+                const float *rb),
+               (sc, nq, nk, i0, j0, D, causal, rb))
 
 void sdw_attention(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
                    const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk, int H, int D,
@@ -86,9 +89,13 @@ void sdw_attention_rel_bias(const float *q, int64_t q_stride, const float *k, in
     SDW_ASSERT(q && k && v && out && B > 0 && H > 0 && D > 0 && Lq > 0 && Lk > 0);
     SDW_ASSERT(q_stride >= (int64_t)H * D && k_stride >= (int64_t)H * D &&
                v_stride >= (int64_t)H * D);
-    if (D <= SDW__ATTN_AVX512_MAX_D && scale > 0 && __builtin_cpu_supports("avx512f"))
+    const bool fast = D <= SDW__ATTN_AVX512_MAX_D && scale > 0;
+    if (fast && sdw_cpu_isa() >= SDW_ISA_AVX512)
         sdw__attention_avx512_bias(q, q_stride, k, k_stride, v, v_stride, B, Lq, Lk, H, D, scale,
                                    causal, rel_bias, out);
+    else if (fast && sdw_cpu_isa() >= SDW_ISA_AVX2)
+        sdw__attention_avx2_bias(q, q_stride, k, k_stride, v, v_stride, B, Lq, Lk, H, D, scale,
+                                 causal, rel_bias, out);
     else
         sdw__attention_generic_bias(q, q_stride, k, k_stride, v, v_stride, B, Lq, Lk, H, D, scale,
                                     causal, rel_bias, out);

@@ -1,7 +1,8 @@
 /* nn/convert.h — element type conversions on the CPU: f32 <-> bf16 for activations, and
  * weights kept in fewer bits widened back to an op's type (library-internal). Vectorised
- * (target clones / AVX-512) and threaded in chunks of SDW__CONVERT_CHUNK elements, except the
- * _row forms, which run on the calling thread (for use inside a parallel loop).
+ * (AVX-512, AVX2 or baseline by core/cpu.h's level: SDW_MAX_ISA obeyed) and threaded in chunks
+ * of SDW__CONVERT_CHUNK elements, except the _row forms, which run on the calling thread (for
+ * use inside a parallel loop).
  *
  *   sdw__f32_to_bf16(x, h, n);   // h = bf16(x), round to nearest even
  */

@@ -1,4 +1,5 @@
 /* nn/elementwise.c — activations, broadcasts, layout shuffles and the timestep embedding. */
+#include "core/cpu.h"
 #include "nn/nn_impl.h"
 #include "nn/profile.h"
 
@@ -11,8 +12,6 @@
  * thread then delays the others by one chunk, not by half the work. */
 #define CHUNK 16384
 
-#define VEC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-
 typedef enum { ACT_SILU, ACT_GELU, ACT_GELU_TANH, ACT_QUICK_GELU } act_kind;
 
 /* torch's default GELU: 0.5·x·(1 + erf(x/√2)). */
@@ -20,7 +19,7 @@ static inline float gelu1(float x) {
     return 0.5f * x * (1.0f + sdw__erff(x * (float)M_SQRT1_2));
 }
 
-VEC_CLONES static void act_block(act_kind k, float *x, size_t n) {
+SDW_VEC_BODY void act_block_body(act_kind k, float *x, size_t n) {
     switch (k) {
     case ACT_SILU:
         for (size_t i = 0; i < n; i++)
@@ -45,6 +44,7 @@ VEC_CLONES static void act_block(act_kind k, float *x, size_t n) {
         break;
     }
 }
+SDW_VEC_KERNEL(act_block, (act_kind k, float *x, size_t n), (k, x, n))
 
 static void act(act_kind k, float *x, size_t n) {
     const double prof_t0 = sdw__prof_begin();
@@ -78,10 +78,12 @@ void sdw_add(float *y, const float *x, size_t n) {
     sdw__prof_end(SDW_OP_ELTWISE, prof_t0, 0);
 }
 
-VEC_CLONES static void geglu_row(const float *hidden, const float *gate, int F, float *y) {
+SDW_VEC_BODY void geglu_row_body(const float *hidden, const float *gate, int F, float *y) {
     for (int j = 0; j < F; j++)
         y[j] = hidden[j] * gelu1(gate[j]);
 }
+SDW_VEC_KERNEL(geglu_row, (const float *hidden, const float *gate, int F, float *y),
+               (hidden, gate, F, y))
 
 void sdw_geglu(sdw_act xa, int F, sdw_act ya) {
     const double prof_t0 = sdw__prof_begin();

@@ -82,8 +82,8 @@ static inline float sdw__erff(float x) {
 }
 
 /* sdw_attention_rel_bias's kernels (rel_bias NULL = sdw_attention); tests call them directly
- * to cover both. Baseline: any x86-64. AVX-512 (attention_avx512.c): call only where the CPU
- * has avx512f, D <= SDW__ATTN_AVX512_MAX_D and scale > 0. */
+ * to cover them all. Baseline: any x86-64. AVX-512 (attention_avx512.c): call only where the CPU
+ * has AVX-512 (core/cpu.h: SDW_ISA_AVX512), D <= SDW__ATTN_AVX512_MAX_D and scale > 0. */
 void sdw__attention_generic_bias(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
                                  const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk,
                                  int H, int D, float scale, bool causal, const float *rel_bias,
@@ -93,6 +93,12 @@ void sdw__attention_avx512_bias(const float *q, int64_t q_stride, const float *k
                                 const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk,
                                 int H, int D, float scale, bool causal, const float *rel_bias,
                                 float *out);
+/* AVX2 + FMA (attention_avx2.c): call only where the CPU has them (core/cpu.h: SDW_ISA_AVX2),
+ * D <= SDW__ATTN_AVX512_MAX_D and scale > 0. */
+void sdw__attention_avx2_bias(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
+                              const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk,
+                              int H, int D, float scale, bool causal, const float *rel_bias,
+                              float *out);
 /* The same without a bias (sdw_attention's contract). */
 static inline void sdw__attention_generic(const float *q, int64_t q_stride, const float *k,
                                           int64_t k_stride, const float *v, int64_t v_stride, int B,

@@ -7,6 +7,7 @@
  * are then added in double in block order — a fixed order, so results do not depend on the
  * thread count. The normalise pass is one vectorised sweep (x·scale + shift, SiLU). A bf16 input
  * is widened to f32 one block at a time, so it can be normalised in place. */
+#include "core/cpu.h"
 #include "nn/nn_impl.h"
 #include "nn/profile.h"
 
@@ -15,10 +16,8 @@
 
 #define BLK 64 /* pixels per partial sum: 64 f32 additions stay far below 1e-7 relative */
 
-#define VEC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-
 /* acc[c] = Σ_p (x[p][c] + bias[c]) over n pixels of C channels. */
-VEC_CLONES static void block_sum(const float *x, const float *bias, int64_t n, int C, float *acc) {
+SDW_VEC_BODY void block_sum_body(const float *x, const float *bias, int64_t n, int C, float *acc) {
     for (int c = 0; c < C; c++)
         acc[c] = 0.0f;
     for (int64_t p = 0; p < n; p++) {
@@ -27,9 +26,11 @@ VEC_CLONES static void block_sum(const float *x, const float *bias, int64_t n, i
             acc[c] += row[c] + bias[c];
     }
 }
+SDW_VEC_KERNEL(block_sum, (const float *x, const float *bias, int64_t n, int C, float *acc),
+               (x, bias, n, C, acc))
 
 /* acc[c] = Σ_p (x[p][c] + bias[c] − center[c])². */
-VEC_CLONES static void block_sq(const float *x, const float *bias, const float *center, int64_t n,
+SDW_VEC_BODY void block_sq_body(const float *x, const float *bias, const float *center, int64_t n,
                                 int C, float *acc) {
     for (int c = 0; c < C; c++)
         acc[c] = 0.0f;
@@ -41,9 +42,13 @@ VEC_CLONES static void block_sq(const float *x, const float *bias, const float *
         }
     }
 }
+SDW_VEC_KERNEL(block_sq,
+               (const float *x, const float *bias, const float *center, int64_t n, int C,
+                float *acc),
+               (x, bias, center, n, C, acc))
 
 /* y = (x + bias)·scale + shift, then SiLU if asked, over n pixels; y f32 or bf16. */
-VEC_CLONES static void apply_rows(const float *x, const float *bias, const float *scale,
+SDW_VEC_BODY void apply_rows_body(const float *x, const float *bias, const float *scale,
                                   const float *shift, int64_t n, int C, bool silu, float *tmp,
                                   void *y, sdw_dt yt) {
     for (int64_t p = 0; p < n; p++) {
@@ -61,6 +66,10 @@ VEC_CLONES static void apply_rows(const float *x, const float *bias, const float
         if (yt == SDW_DT_BF16) sdw__f32_to_bf16_row(tmp, (uint16_t *)y + p * C, (size_t)C);
     }
 }
+SDW_VEC_KERNEL(apply_rows,
+               (const float *x, const float *bias, const float *scale, const float *shift,
+                int64_t n, int C, bool silu, float *tmp, void *y, sdw_dt yt),
+               (x, bias, scale, shift, n, C, silu, tmp, y, yt))
 
 /* Block t's np pixels of x as f32: x itself, or (bf16 x) widened into buf [BLK * C]. */
 static const float *block_f32(const void *x, sdw_dt xt, size_t off, int64_t np, int C, float *buf) {
@@ -166,7 +175,7 @@ void sdw_group_norm_forward(const sdw_group_norm *g, const float *bias_bc, sdw_a
 }
 
 /* One LayerNorm row: 16 f32 lane partials per pass, combined in double. */
-VEC_CLONES static void ln_row(const float *x, int C, const float *gamma, const float *beta,
+SDW_VEC_BODY void ln_row_body(const float *x, int C, const float *gamma, const float *beta,
                               float eps, float *y) {
     float lane[16] = {0};
     int c = 0;
@@ -197,6 +206,9 @@ VEC_CLONES static void ln_row(const float *x, int C, const float *gamma, const f
     for (c = 0; c < C; c++)
         y[c] = (x[c] - fm) * rstd * gamma[c] + beta[c];
 }
+SDW_VEC_KERNEL(ln_row,
+               (const float *x, int C, const float *gamma, const float *beta, float eps, float *y),
+               (x, C, gamma, beta, eps, y))
 
 void sdw_layer_norm_forward(const sdw_layer_norm *n, sdw_act xa, sdw_act ya) {
     const double prof_t0 = sdw__prof_begin();
