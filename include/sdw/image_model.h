@@ -65,6 +65,9 @@ typedef struct sdw_capabilities {
      * copy), or NULL: requests may then name ControlNets by path only. Set only where
      * controlnet is true. */
     const char *controlnet_dir;
+    /* The folder LoRA names resolve in (sdw_load_options.lora_dir; the model's copy), or NULL:
+     * requests may then apply LoRAs by path only. Set only where lora is true. */
+    const char *lora_dir;
 } sdw_capabilities;
 
 /* How the final image is decoded (sdw_request.vae_tiling). */
@@ -113,6 +116,16 @@ typedef struct sdw_control {
 #define SDW_CONTROL_MAX_SCALE 10.0f
 /* scale 1, start 0, end 1, no ControlNet and no image. */
 sdw_control sdw_control_default(void);
+
+/* One LoRA a request applies (sdw_request.loras; sdw/lora.h for names and the folder). */
+typedef struct sdw_lora_ref {
+    const char *name; /* a file of the model's LoRA folder (caps.lora_dir): its stem ("detail")
+                       * or its path relative to the folder ("styles/detail[.safetensors]");
+                       * never leads outside the folder */
+    const char *path; /* instead of name: a .safetensors file anywhere. For front ends acting for
+                       * the machine's own user (the CLI's --lora FILE:M); a server sets name */
+    float multiplier; /* m in W + m·(alpha/rank)·up·down; 1 = the LoRA as trained */
+} sdw_lora_ref;
 
 /* The unified request. Strings are borrowed for the duration of the call. */
 typedef struct sdw_request {
@@ -182,6 +195,12 @@ typedef struct sdw_request {
      * 0.1 (the first skip) to 1 (the mid block). A ControlNet trained with pooled conditions
      * (global_pool_conditions, e.g. shuffle) always runs so, as in diffusers. */
     bool control_guess_mode;
+
+    /* LoRAs for this run (needs caps.lora), applied with their multipliers; the prompt's
+     * <lora:NAME[:M]> tags (sdw/lora.h) add to them and are removed from the text the encoders
+     * see. Borrowed for the call. After the run the model is the base model again. */
+    const sdw_lora_ref *loras;
+    int n_loras;
 } sdw_request;
 
 #define SDW_DEFAULT_STRENGTH 0.75
@@ -302,6 +321,9 @@ typedef struct sdw_load_options {
      * (sdw_control.name; sdw/controlnet.h). NULL = none. Ignored, with a warning, by a model
      * that takes no ControlNets. */
     const char *controlnet_dir;
+    /* The LoRA folder (`--lora-dir`): requests name LoRAs in it (sdw_lora_ref.name, prompt
+     * tags). NULL = none. Ignored, with a warning, by a model that takes no LoRAs. */
+    const char *lora_dir;
 } sdw_load_options;
 sdw_load_options sdw_load_options_default(void);
 /* Sets option key to value (replacing an earlier value); SDW_E_INVALID_ARG when the table is

@@ -6,6 +6,7 @@
  * the reference, so a seed gives the reference's image. */
 #include "models/diffusion.h"
 
+#include "models/lora.h"
 #include "nn/backends.h"
 #include "nn/nn.h"
 #include "nn/profile.h"
@@ -78,7 +79,16 @@ void sdw_diffusion_weights(const sdw_diffusion *d, sdw_weights *ws) {
     sdw_weights_set_backend(ws, d->backend);
 }
 
+void sdw_diffusion_lora_part(sdw_diffusion *d, const struct sdw_lora_part *part) {
+    if (!d->lora) d->lora = sdw_lora_host_create();
+    sdw_lora_host_add_part(d->lora, part);
+}
+
 void sdw_diffusion_deinit(sdw_diffusion *d) {
+    sdw_lora_host_destroy(d->lora); /* its packed adapters are ops on the backend */
+    d->lora = NULL;
+    free(d->lora_dir);
+    d->lora_dir = NULL;
     sdw_taesd_destroy(d->taesd);
     sdw_weights_destroy(d->w_taesd[0]);
     sdw_weights_destroy(d->w_taesd[1]);
@@ -108,6 +118,19 @@ sdw_status sdw_diffusion_finish(sdw_diffusion *d, const sdw_load_options *opts, 
         sdw_status s = sdw__codec_load_taesd(d, opts->taesd, err);
         if (s) return s;
         d->caps.taesd = true;
+    }
+    d->caps.lora = d->lora != NULL;
+    if (opts && opts->lora_dir) {
+        struct stat st;
+        if (stat(opts->lora_dir, &st) != 0 || !S_ISDIR(st.st_mode))
+            return sdw_error_set(err, SDW_E_NOT_FOUND, "--lora-dir %s is not a folder",
+                                 opts->lora_dir);
+        if (d->lora) {
+            d->lora_dir = sdw_xstrdup(opts->lora_dir);
+            d->caps.lora_dir = d->lora_dir;
+        } else {
+            SDW_WARN("this model takes no LoRAs: --lora-dir %s ignored", opts->lora_dir);
+        }
     }
     return SDW_OK;
 }
@@ -196,7 +219,17 @@ sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
     int n_done = 0;  /* denoiser calls whose result is in the latents */
     bool interrupted = false;
 
+    sdw_lora_session lora = {0};
+    sdw_request tagless;
     if ((s = pick_seed(req->seed, &seed, err))) goto done;
+    /* 0. The request's LoRAs (its list and its prompt's tags): each file packed once and kept
+     * (models/lora.h), attached to this thread for the run and detached at its end whatever
+     * happens; the model's own weights are never touched. The encoders see the prompt without
+     * its tags. */
+    if ((s = sdw_lora_begin(d->lora, d->lora_dir, req, &lora, err))) goto done;
+    tagless = *req;
+    tagless.prompt = lora.prompt;
+    req = &tagless;
     double t0 = sdw_time_now(), t_text, t_loop, t_image = 0;
     /* 1. Conditioning: the family's text encoders, batch order [uncond, cond]. */
     bool truncated = false;
@@ -315,6 +348,7 @@ sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
     snprintf(info->sampler, sizeof info->sampler, "%s", req->sampler);
     snprintf(info->scheduler, sizeof info->scheduler, "%s", req->scheduler);
 done:
+    sdw_lora_end(&lora);
     sdw_stop_attach(caller_stop);
     if (req->profile) {
         sdw_profile_attach(caller_prof);

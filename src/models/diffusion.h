@@ -121,6 +121,12 @@ struct sdw_diffusion {
 
     sdw_tap_fn tap;
     void *tap_user;
+
+    /* LoRA (models/lora.h): the components the family declared adaptable and the files packed
+     * for them (owned; NULL when it declared none: caps.lora false), and the model's copy of
+     * sdw_load_options.lora_dir (caps.lora_dir; owned, NULL = none). */
+    struct sdw_lora_host *lora;
+    char *lora_dir;
 };
 
 /* Starts a model: d's interface (ops), threads and resolved precision from opts (logged), and
@@ -130,6 +136,12 @@ sdw_status sdw_diffusion_init(sdw_diffusion *d, const sdw_image_model_ops *ops,
 /* Readies a component's weights before binding: d's precision and backend. */
 void sdw_diffusion_weights(const sdw_diffusion *d, sdw_weights *ws);
 
+struct sdw_lora_part;
+/* Declares a component requests may adapt with LoRAs (models/lora.h: its names in LoRA files,
+ * its weights): after its layers are bound, before sdw_diffusion_finish (which then sets
+ * caps.lora and takes opts->lora_dir). part is copied; its strings and weights must outlive d. */
+void sdw_diffusion_lora_part(sdw_diffusion *d, const struct sdw_lora_part *part);
+
 /* The shared generate (the family's ops table points at it): req resolved by the dispatcher. */
 sdw_status sdw_diffusion_generate(sdw_image_model *m, const sdw_request *req,
                                   sdw_progress_fn progress, void *user, sdw_image *out,
@@ -138,8 +150,9 @@ sdw_status sdw_diffusion_generate(sdw_image_model *m, const sdw_request *req,
 /* Fills what follows from the schedule: the sampler list (caps.samplers), the default sampler
  * when the family left it NULL (the scheduler config's class), the strength rule; and loads
  * what every family may add from opts (opts->taesd: a tiny autoencoder for the model's latent
- * space, refused with a message when it is for another one). Call last, after the family
- * filled caps, sched and the latent space. */
+ * space, refused with a message when it is for another one; opts->lora_dir: the LoRA folder,
+ * which must be a folder). Call last, after the family filled caps, sched and the latent
+ * space. */
 sdw_status sdw_diffusion_finish(sdw_diffusion *d, const sdw_load_options *opts, sdw_error *err);
 
 /* Maps one more file into d (closed by sdw_diffusion_deinit): a .safetensors file, or a

@@ -9,6 +9,7 @@
 
 #include "models/components.h"
 #include "models/flux/flux_bfl_names.h"
+#include "models/lora.h"
 #include "nn/nn.h"
 
 #include <jansson.h>
@@ -222,6 +223,37 @@ static const sdw_capabilities *flux_caps(const sdw_image_model *m) {
     return &((const flux_model *)m)->d.caps;
 }
 
+/* diffusers' norm_out.linear, (scale | shift) rows, for a transformer bound from a layout that
+ * stores the two halves apart (bind_norm_out). */
+static const char *norm_out_alias(const char *name, char *buf, size_t cap, sdw_weight_view *view,
+                                  void *user) {
+    (void)user;
+    const bool scale = strcmp(name, SDW_FLUX_NORM_OUT_SCALE ".weight") == 0;
+    if (!scale && strcmp(name, SDW_FLUX_NORM_OUT_SHIFT ".weight") != 0) return NULL;
+    *view = (sdw_weight_view){.split = 2, .first = scale ? 0 : 1};
+    return snprintf(buf, cap, "norm_out.linear.weight") < (int)cap ? buf : NULL;
+}
+
+/* What LoRAs adapt: the transformer (diffusers names under transformer., kohya's and BFL's
+ * under lora_unet_ / diffusion_model.: double_blocks_0_img_attn_qkv is split over the stacked
+ * to_q | to_k | to_v) and the two text encoders (kohya's lora_te1 = CLIP-L, lora_te2 = T5). */
+static void declare_lora_parts(flux_model *m) {
+    sdw_diffusion_lora_part(
+        &m->d, &(sdw_lora_part){.component = "transformer",
+                                .dotted = {"transformer", "diffusion_model"},
+                                .kohya = {"lora_unet", "lora_transformer"},
+                                .ws = m->w_dit,
+                                .alias = {sdw_flux_bfl_name, norm_out_alias}});
+    sdw_diffusion_lora_part(&m->d, &(sdw_lora_part){.component = "text_encoder",
+                                                    .dotted = {"text_encoder"},
+                                                    .kohya = {"lora_te1", "lora_te"},
+                                                    .ws = m->clip.w});
+    sdw_diffusion_lora_part(&m->d, &(sdw_lora_part){.component = "text_encoder_2",
+                                                    .dotted = {"text_encoder_2"},
+                                                    .kohya = {"lora_te2"},
+                                                    .ws = m->t5.w});
+}
+
 /* Capabilities as FluxPipeline's defaults: dev 28 steps, guidance 3.5 (embedded); schnell 4
  * steps, no guidance; default size default_sample_size (64) x vae_scale_factor (2^levels: the
  * VAE's factor x 2), 1024 px for the released models; sizes in steps of the VAE factor x the
@@ -258,6 +290,7 @@ static sdw_status finish_setup(flux_model *m, const sdw_load_options *opts, sdw_
     c->default_guidance = dev ? 3.5f : 0.0f;
     c->schedulers = g_schedulers;
     c->params = g_params;
+    declare_lora_parts(m);
     return sdw_diffusion_finish(&m->d, opts, err);
 }
 

@@ -4,6 +4,7 @@
  * with this family's hooks (sd_denoise.c). */
 #include "models/stable_diffusion/sd_impl.h"
 
+#include "models/lora.h"
 #include "models/stable_diffusion/ldm_unet_names.h"
 #include "nn/ldm_vae_names.h"
 #include "nn/nn.h"
@@ -247,6 +248,31 @@ static void name_variant(sd_model *m, bool inpaint, bool xl, bool turbo) {
     snprintf(m->d.variant, sizeof m->d.variant, "%s%s", base, inpaint ? "-inpaint" : "");
 }
 
+/* The UNet's other names in LoRA files: kohya's SDXL LoRAs spell its layers as the SGM
+ * checkpoint does (input_blocks.4.1.transformer_blocks.0.attn1.to_q), the LDM map's names. */
+static const char *ldm_alias(const char *name, char *buf, size_t cap, sdw_weight_view *view,
+                             void *user) {
+    (void)view;
+    return sdw_ldm_unet_name(name, buf, cap, user);
+}
+
+/* What LoRAs adapt: the UNet and every text encoder, under the names kohya-ss and diffusers
+ * give them (SDXL: lora_te1 / text_encoder is CLIP-L, lora_te2 / text_encoder_2 OpenCLIP-G). */
+static void declare_lora_parts(sd_model *m) {
+    sdw_diffusion_lora_part(&m->d, &(sdw_lora_part){.component = "unet",
+                                                    .dotted = {"unet"},
+                                                    .kohya = {"lora_unet"},
+                                                    .ws = m->w_unet,
+                                                    .alias = {ldm_alias},
+                                                    .alias_user = {&m->unet_cfg}});
+    for (int k = 0; k < m->n_te; k++)
+        sdw_diffusion_lora_part(
+            &m->d, &(sdw_lora_part){.component = k ? "text_encoder_2" : "text_encoder",
+                                    .dotted = {k ? "text_encoder_2" : "text_encoder"},
+                                    .kohya = {k ? "lora_te2" : "lora_te", k ? NULL : "lora_te1"},
+                                    .ws = m->te[k].w});
+}
+
 sdw_status sdw__sd_finish_setup(sd_model *m, const sdw_load_options *opts, sdw_error *err) {
     const sdw_unet_config *u = sdw_unet_config_of(m->unet);
     const sdw_vae_config *v = sdw_vae_get_config(m->vae);
@@ -312,6 +338,7 @@ sdw_status sdw__sd_finish_setup(sd_model *m, const sdw_load_options *opts, sdw_e
         c->default_guidance = 0.0f;
         c->default_steps = 1;
     }
+    declare_lora_parts(m);
     return sdw_diffusion_finish(&m->d, opts, err);
 }
 
