@@ -24,6 +24,9 @@
 /* KEYS: queue, waiting, job, events, seq. ARGV: job, req, n, total, queue_max, ttl, model,
  * has_init, init, has_mask, mask. */
 static const char k_enqueue[] = LUA_PRELUDE
+    /* the same job again (a retry after a lost reply): already queued */
+    "if redis.call('EXISTS', KEYS[3]) == 1 then return {'ok', "
+    "redis.call('HGET', KEYS[3], 'entry')} end\n"
     "local qmax = tonumber(ARGV[5])\n"
     "if qmax > 0 then local w = redis.call('ZCARD', KEYS[2]) "
     "if w >= qmax then return {'busy', w} end end\n"

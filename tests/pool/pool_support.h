@@ -195,4 +195,110 @@ static POOL_UNUSED long long pool_redis_int(const pool_redis *rs, const char *fm
     return v;
 }
 
+/* ---- sdw processes (workers, gateways, local servers) ---- */
+
+typedef struct pool_proc {
+    pid_t pid;
+    char log[300]; /* its standard output and error */
+} pool_proc;
+
+/* Starts `sdw ARGS` in the background (fmt: the arguments, shell-quoted by the caller), with
+ * env (NULL, or "NAME=value ..." put before it on the shell line) and its output into a new log
+ * file. Returns 0 or -1. */
+static POOL_UNUSED int pool_spawn(pool_proc *p, const char *env, const char *fmt, ...) {
+    static int n_logs;
+    char args[4096], cmd[5000];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    *p = (pool_proc){0};
+    snprintf(p->log, sizeof p->log, "%s/proc-%d-%d.log", sdw_test_tmpdir(), (int)getpid(),
+             n_logs++);
+    snprintf(cmd, sizeof cmd, "exec env %s '%s' %s >'%s' 2>&1", env ? env : "", sdw_test_bin(),
+             args, p->log);
+    p->pid = fork();
+    if (p->pid < 0) return -1;
+    if (p->pid == 0) {
+        setpgid(0, 0);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    return 0;
+}
+
+/* The log so far (a new string; "" when empty). */
+static POOL_UNUSED char *pool_log(const pool_proc *p) {
+    size_t n = 0;
+    char *t = sdw_test_read_file(p->log, &n);
+    if (!t) return strdup("");
+    char *s = malloc(n + 1);
+    memcpy(s, t, n);
+    s[n] = 0;
+    free(t);
+    return s;
+}
+
+/* Whether the process is still running (reaps it when it has ended: *status gets how). */
+static POOL_UNUSED bool pool_alive(pool_proc *p, int *status) {
+    if (p->pid <= 0) return false;
+    int st = 0;
+    if (waitpid(p->pid, &st, WNOHANG) == p->pid) {
+        p->pid = 0;
+        if (status) *status = WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+        return false;
+    }
+    return true;
+}
+
+/* Waits until needle shows in the log (true), or the process ends / timeout_s pass (false). */
+static POOL_UNUSED bool pool_log_wait(pool_proc *p, const char *needle, double timeout_s) {
+    const double t0 = sdw_time_now();
+    for (;;) {
+        char *s = pool_log(p);
+        bool found = strstr(s, needle) != NULL;
+        free(s);
+        if (found) return true;
+        if (!pool_alive(p, NULL) || sdw_time_now() - t0 > timeout_s) return false;
+        pool_sleep(0.02);
+    }
+}
+
+/* The port a `sdw serve` printed ("listening on http://127.0.0.1:PORT"), or -1. */
+static POOL_UNUSED int pool_port(pool_proc *p) {
+    if (!pool_log_wait(p, "listening on http://", 60)) return -1;
+    char *s = pool_log(p);
+    char *at = strstr(s, "listening on http://");
+    char *nl = at ? strchr(at, '\n') : NULL;
+    int port = -1;
+    if (nl) {
+        *nl = 0;
+        char *colon = strrchr(at, ':');
+        port = colon ? atoi(colon + 1) : -1;
+    }
+    free(s);
+    return port;
+}
+
+/* Sends sig and waits for the end; returns the exit code (-signal when killed). */
+static POOL_UNUSED int pool_stop(pool_proc *p, int sig) {
+    if (p->pid <= 0) return -1;
+    kill(p->pid, sig);
+    int st = 0;
+    waitpid(p->pid, &st, 0);
+    p->pid = 0;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+}
+
+/* Waits for the process to end by itself; its exit code, or -1 if it runs past timeout_s. */
+static POOL_UNUSED int pool_wait_exit(pool_proc *p, double timeout_s) {
+    const double t0 = sdw_time_now();
+    int st = -1;
+    while (pool_alive(p, &st)) {
+        if (sdw_time_now() - t0 > timeout_s) return -1;
+        pool_sleep(0.02);
+    }
+    return st;
+}
+
 #endif
