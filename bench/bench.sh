@@ -16,6 +16,17 @@
 #   FAST=auto bench/bench.sh          # the fast path as --precision auto picks it on this CPU
 #   PRECS=bf16 bench/bench.sh sdxl    # only some precisions
 #   PROFILE=1 bench/bench.sh          # also print the per-op profile of one step at the first size
+#   PRODUCTS=1 bench/bench.sh         # also time our products at SD 1.5's shapes (sdw_peak)
+#   TTI=0 bench/bench.sh              # skip the cold time-to-image runs (20 steps each)
+#
+# Every run also prints the machine's floor and how close a step comes to it: the measured peak
+# of each multiply path the CPU has (sdw_peak: register-resident FMA / vdpbf16ps / AMX loops on
+# all threads), the FLOP of one UNet / transformer step (from the run's own per-op profile,
+# which counts every product's multiply-adds) and the fraction of the precision's peak a step
+# sustains (FLOP/step / s/step / peak). SD 1.5 also gets a cold time-to-image: `sdw generate`
+# from a fresh process (load, encode, 20 steps, decode) at the first size, once per precision
+# (TTI_STEPS changes the step count; the page cache stays warm: "cold" is the process, not the
+# disk).
 #
 # The weights are created once and cached in $SDW_BENCH_DIR (default ~/.cache/sdworker): SD 1.5
 # 2.1 GB, SDXL 6.9 GB on disk. SDXL in f32 holds ~14 GB of weights in memory.
@@ -48,6 +59,9 @@ FIXTURES=${SDW_FIXTURES:-../shared/fixtures}
 CACHE=${SDW_BENCH_DIR:-$HOME/.cache/sdworker}
 BIN=${SDW_BIN:-build/sdw}
 MAKE_WEIGHTS=${SDW_MAKE_WEIGHTS:-build/sdw_make_weights}
+PEAK=${SDW_PEAK:-build/sdw_peak}
+TTI_STEPS=${TTI_STEPS:-20}
+[ "$ARCH" = sd15 ] && TTI=${TTI:-1} || TTI=${TTI:-0}
 if [ "$ARCH" = flux ]; then
     MODEL=$CACHE/flux-schnell-random-fp8
     WEIGHTS="random weights (fp8 transformer + T5, f16 CLIP-L + VAE), no CFG (transformer batch 1)"
@@ -61,7 +75,7 @@ else
     DONE=unet/diffusion_pytorch_model.safetensors
 fi
 
-[ -x "$BIN" ] && [ -x "$MAKE_WEIGHTS" ] || ./scripts/bootstrap.sh
+[ -x "$BIN" ] && [ -x "$MAKE_WEIGHTS" ] && [ -x "$PEAK" ] || ./scripts/bootstrap.sh
 if [ ! -f "$MODEL/$DONE" ]; then
     mkdir -p "$CACHE"
     "$MAKE_WEIGHTS" "${MAKE_ARGS[@]}" --out "$MODEL" --tokenizer "$FIXTURES/clip-tokenizer"
@@ -72,15 +86,19 @@ median() { sort -g | awk '{a[NR]=$1} END {if (!NR) {print "-"; exit} m=(NR%2)?a[
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
-# One generation: appends s/step, decode, encode, load, total and RSS to
+# One generation: appends s/step, decode, encode, load, total, RSS and the step's GFLOP (its
+# per-op profile: seconds x GFLOP/s of each product row of "one UNet step") to
 # $TMP/<prec>-<size>.<field>.
 run_one() {
     local prec=$1 size=$2 out t0 t1 f=$TMP/$1-$2
     t0=$(date +%s.%N)
     out=$(/usr/bin/time -f "cputime %U %S" "$BIN" generate -m "$MODEL" \
           -p "a photo of an astronaut riding a horse" -W "$size" -H "$size" --steps "$STEPS" -s 1 \
-          --sampler euler -t "$THREADS" --precision "$prec" -o "$TMP/out.png" -v 2>&1)
+          --sampler euler -t "$THREADS" --precision "$prec" -o "$TMP/out.png" -v --profile 2>&1)
     t1=$(date +%s.%N)
+    echo "$out" | awk '/^one UNet step/ {on = 1; next} on && !/^  / {on = 0}
+        on && $NF ~ /^[0-9.]+$/ && $(NF-2) ~ /^[0-9.]+$/ {g += $(NF-2) * $NF}
+        END {printf "%.1f\n", g}' >>"$f.gflop"
     echo "$out" | awk '/^cputime/ {print $2 + $3}' >>"$f.cpu"
     local timing
     timing=$(echo "$out" | grep 'timing:')
@@ -95,37 +113,67 @@ run_one() {
 
 med() { median <"$TMP/$1-$2.$3"; }
 
+# The cold time-to-image: a fresh process from start to the written image, TTI_STEPS steps.
+run_tti() {
+    local prec=$1 size=$2 t0 t1
+    t0=$(date +%s.%N)
+    "$BIN" generate -m "$MODEL" -p "a photo of an astronaut riding a horse" -W "$size" -H "$size" \
+        --steps "$TTI_STEPS" -s 1 --sampler euler -t "$THREADS" --precision "$prec" \
+        -o "$TMP/tti.png" -q
+    t1=$(date +%s.%N)
+    awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f\n", b - a}' >"$TMP/$prec-$size.tti"
+}
+
 echo "sdworker bench: $NAME $WEIGHTS, $STEPS steps, $THREADS threads, median of $RUNS"
 grep -m1 'model name' /proc/cpuinfo || true
 echo "cpu flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx512f|avx512_bf16|avx512_fp16|amx_bf16|amx_tile|amx_int8|avx2|fma)$' | tr '\n' ' ')"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+echo "measured peaks (GFLOP/s, $THREADS threads; a flop is a multiply or an add):"
+"$PEAK" --threads "$THREADS" --peaks-only | tee "$TMP/peaks" | grep '^peak' | sed 's/^/  /'
+PEAK_F32=$(awk '$1 == "peak" && $2 == "f32" {print $3}' "$TMP/peaks")
+PEAK_BF16=$(awk '$1 == "peak" && $2 == "bf16" {print $3}' "$TMP/peaks")
+if [ "${PRODUCTS:-0}" = 1 ]; then
+    echo
+    echo "our products at SD 1.5's shapes, 512x512 with CFG (sdw_peak):"
+    "$PEAK" --threads "$THREADS" | sed -n '/^product/,$p'
+fi
 for _ in $(seq "$RUNS"); do
     for size in $SIZES; do
         for prec in $PRECS; do run_one "$prec" "$size"; done
     done
 done
 
-# One table row; FLUX's rows have a load-time column after text encode (SD's table as it was).
+if [ "$TTI" = 1 ]; then
+    for prec in $PRECS; do run_tti "$prec" "${SIZES%% *}"; done
+fi
+
 row() {
-    if [ "$ARCH" = flux ]; then
-        printf "%-14s %-8s %10s %12s %12s %10s %10s %10s %10s\n" "$@"
-    else
-        printf "%-14s %-8s %10s %12s %12s %10s %10s %10s\n" "${@:1:5}" "${@:7}"
-    fi
+    printf "%-14s %-6s %8s %9s %9s %7s %8s %9s %8s %9s %10s %7s\n" "$@"
 }
 echo
-row precision size "s/step" "vae decode s" "text enc s" "load s" "total s" "cpu s" "peak MiB"
+row precision size "s/step" "vae dec s" "text enc" "load s" "total s" "cold${TTI_STEPS} s" "cpu s" \
+    "peak MiB" "GFLOP/step" "% peak"
 for prec in $PRECS; do
     for size in $SIZES; do
         label="$prec"
         resolved=$(cat "$TMP/$prec-$size.resolved" 2>/dev/null || true)
         [ -n "$resolved" ] && [ "$resolved" != "$prec" ] && label="$prec($resolved)"
-        row "$label" "${size}²" "$(med "$prec" "$size" step)" "$(med "$prec" "$size" vae)" \
-            "$(med "$prec" "$size" text)" "$(med "$prec" "$size" load)" \
-            "$(med "$prec" "$size" total)" "$(med "$prec" "$size" cpu)" "$(med "$prec" "$size" rss)"
+        step=$(med "$prec" "$size" step)
+        gflop=$(med "$prec" "$size" gflop)
+        pk=$PEAK_F32
+        [ "${resolved:-$prec}" = bf16 ] && pk=$PEAK_BF16
+        frac=$(awk -v g="$gflop" -v s="$step" -v p="$pk" \
+               'BEGIN {if (s > 0 && p > 0 && g > 0) printf "%.0f%%", 100 * g / s / p; else print "-"}')
+        tti=$(cat "$TMP/$prec-$size.tti" 2>/dev/null || echo -)
+        row "$label" "${size}²" "$step" "$(med "$prec" "$size" vae)" "$(med "$prec" "$size" text)" \
+            "$(med "$prec" "$size" load)" "$(med "$prec" "$size" total)" "$tti" \
+            "$(med "$prec" "$size" cpu)" "$(med "$prec" "$size" rss | cut -d. -f1)" \
+            "$(echo "$gflop" | cut -d. -f1)" "$frac"
     done
 done
-echo
+echo "% peak: FLOP/step / (s/step) / the measured peak of the step's precision ($PEAK_F32 f32, \
+$PEAK_BF16 bf16 GFLOP/s)"
 [ "$PRECS" = "f32 $FAST" ] && for size in $SIZES; do
     awk -v f="$FAST" -v s="$size" -v a="$(med "$FAST" "$size" step)" -v b="$(med f32 "$size" step)" \
         -v c="$(med "$FAST" "$size" vae)" -v d="$(med f32 "$size" vae)" \
