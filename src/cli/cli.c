@@ -164,6 +164,10 @@ bool sdw_cli_model_option(const sdw_cli_opts *o, sdw_cli_model_args *a) {
         sdw_cli_check_path(o->name, o->arg, true);
         a->taesd = o->arg;
         return true;
+    case SDW_CLI_OPT_CONTROLNET_DIR:
+        sdw_cli_check_path(o->name, o->arg, true);
+        a->controlnet_dir = o->arg;
+        return true;
     case SDW_CLI_OPT_PRECISION:
         if (sdw_precision_parse(o->arg, &a->precision) != SDW_OK)
             sdw_cli_die("--precision: '%s' must be auto, f32 or bf16", o->arg);
@@ -184,6 +188,7 @@ bool sdw_cli_model_option(const sdw_cli_opts *o, sdw_cli_model_args *a) {
 sdw_load_options sdw_cli_load_options(const sdw_cli_model_args *a) {
     sdw_load_options opts = a->options;
     opts.config_dir = a->config;
+    opts.controlnet_dir = a->controlnet_dir;
     opts.taesd = a->taesd;
     opts.n_threads = a->threads;
     opts.precision = a->precision;

@@ -77,6 +77,7 @@ bool sdw_cli_next(sdw_cli_opts *o);
 typedef struct sdw_cli_model_args {
     const char *model, *config;
     const char *taesd; /* --taesd: a tiny autoencoder loaded with the model */
+    const char *controlnet_dir; /* --controlnet-dir: the folder ControlNets are named in */
     int threads;
     sdw_precision precision;
     /* Family-specific options by their registry keys (--tokenizer -> "tokenizer", --vae ->
@@ -91,6 +92,7 @@ enum {
     SDW_CLI_OPT_MODEL_OPTION,
     SDW_CLI_OPT_PRECISION,
     SDW_CLI_OPT_TAESD,
+    SDW_CLI_OPT_CONTROLNET_DIR,
     SDW_CLI_OPT_FAMILY, /* the family flags, in the order of SDW_CLI_MODEL_LONGOPTS: */
     SDW_CLI_OPT_FAMILY_END = SDW_CLI_OPT_FAMILY + 6,
     SDW_CLI_OPT_OWN = 0x200
@@ -106,6 +108,7 @@ enum {
         {"model-option", required_argument, NULL, SDW_CLI_OPT_MODEL_OPTION},                       \
         {"precision", required_argument, NULL, SDW_CLI_OPT_PRECISION},                             \
         {"taesd", required_argument, NULL, SDW_CLI_OPT_TAESD},                                     \
+        {"controlnet-dir", required_argument, NULL, SDW_CLI_OPT_CONTROLNET_DIR},                   \
         {"tokenizer", required_argument, NULL, SDW_CLI_OPT_FAMILY + 0},                            \
         {"prediction", required_argument, NULL, SDW_CLI_OPT_FAMILY + 1},                           \
         {"vae", required_argument, NULL, SDW_CLI_OPT_FAMILY + 2},                                  \
@@ -137,6 +140,9 @@ sdw_load_options sdw_cli_load_options(const sdw_cli_model_args *a);
     "      --taesd PATH        a tiny autoencoder (TAESD: a diffusers AutoencoderTiny folder,\n"   \
     "                          or taesd*_decoder.safetensors) for the model's latents: live\n"     \
     "                          previews decode with it; generate --vae-decoder taesd drafts\n"     \
+    "      --controlnet-dir DIR\n"                                                                 \
+    "                          the ControlNets requests name (diffusers ControlNetModel\n"         \
+    "                          folders, original .safetensors files): loaded on first use\n"       \
     "      --precision P       auto | f32 | bf16: the precision of convolutions and matrix\n"      \
     "                          products (auto: bf16 on CPUs with AMX, else f32)\n"                 \
     "  -t, --threads N         CPU threads (default: OMP_NUM_THREADS, else the usable cores:\n"    \

@@ -35,6 +35,12 @@ typedef struct cli_args {
     bool verbose, quiet, profile, json;
     sdw_param params[16]; /* --param NAME=VALUE: the model family's request options */
     int n_params;
+    /* --control-net / --control-image / --control-strength / --control-start / --control-end,
+     * the i-th of each going with the i-th ControlNet (one strength, start or end: all) */
+    const char *control_nets[SDW_MAX_CONTROLS], *control_images[SDW_MAX_CONTROLS];
+    double control_values[3][SDW_MAX_CONTROLS]; /* strength, start, end */
+    int n_control_nets, n_control_images, n_control_values[3];
+    bool control_guess; /* --control-guess-mode */
 } cli_args;
 
 /* Help texts: the option lines each command shows (26-column option field). */
@@ -65,6 +71,21 @@ typedef struct cli_args {
     "                          enable_vae_tiling(): memory stays flat with the image size\n"       \
     "      --no-vae-tiling     never tile (default: tiled above 2048x2048 pixels, said in\n"       \
     "                          the PNG's parameters)\n"                                            \
+    "      --control-net NET   a ControlNet: its folder (diffusers ControlNetModel) or\n"          \
+    "                          file (original layout), or its name in --controlnet-dir;\n"         \
+    "                          repeatable: their effects add up\n"                                 \
+    "      --control-image FILE\n"                                                                 \
+    "                          the i-th ControlNet's control image, used as given: run\n"          \
+    "                          the preprocessor it wants first (canny edges, a depth map,\n"       \
+    "                          an OpenPose skeleton...); resized (Lanczos) to the output\n"        \
+    "                          size, whose default it gives\n"                                     \
+    "      --control-strength S\n"                                                                 \
+    "                          its conditioning scale (default 1; one value: every net)\n"         \
+    "      --control-start F, --control-end F\n"                                                   \
+    "                          the fraction of the steps it acts in (default 0 and 1)\n"           \
+    "      --control-guess-mode\n"                                                                 \
+    "                          ControlNets on the conditional half only, their residuals\n"        \
+    "                          scaled from 0.1 to 1 (diffusers' guess_mode)\n"                     \
     "      --param NAME=VALUE  a request option of the model's family (repeatable;\n"             \
     "                          sdw info lists them), e.g. max_sequence_length=256\n"              \
     "      --profile           print a per-op time profile after generating\n"                     \
@@ -103,6 +124,7 @@ static void usage_generate(FILE *f) {
                "\n"
                "Text-to-image, image-to-image with --init-image, inpainting with --init-image and\n"
                "--mask: writes a PNG carrying the generation parameters (AUTOMATIC1111's text).\n"
+               "ControlNets (--control-net with --control-image) steer any of them.\n"
                "\n"
                "model options:\n" SDW_CLI_MODEL_USAGE
                "\n"
@@ -175,7 +197,13 @@ enum {
     OPT_JSON,
     OPT_VAE_DECODER,
     OPT_VAE_TILING,
-    OPT_NO_VAE_TILING
+    OPT_NO_VAE_TILING,
+    OPT_CONTROL_NET,
+    OPT_CONTROL_IMAGE,
+    OPT_CONTROL_STRENGTH, /* the three values, in control_values' order */
+    OPT_CONTROL_START,
+    OPT_CONTROL_END,
+    OPT_CONTROL_GUESS
 };
 
 #define LOG_LONGOPTS                                                                               \
@@ -211,6 +239,12 @@ static const struct option k_generate_longs[] = {
     {"vae-decoder", required_argument, NULL, OPT_VAE_DECODER},
     {"vae-tiling", no_argument, NULL, OPT_VAE_TILING},
     {"no-vae-tiling", no_argument, NULL, OPT_NO_VAE_TILING},
+    {"control-net", required_argument, NULL, OPT_CONTROL_NET},
+    {"control-image", required_argument, NULL, OPT_CONTROL_IMAGE},
+    {"control-strength", required_argument, NULL, OPT_CONTROL_STRENGTH},
+    {"control-start", required_argument, NULL, OPT_CONTROL_START},
+    {"control-end", required_argument, NULL, OPT_CONTROL_END},
+    {"control-guess-mode", no_argument, NULL, OPT_CONTROL_GUESS},
     {0},
 };
 static const struct option k_info_longs[] = {SDW_CLI_MODEL_LONGOPTS, LOG_LONGOPTS, {0}};
@@ -262,6 +296,27 @@ static void parse_args(const command *cmd, int argc, char **argv, cli_args *a) {
         case OPT_VAE_DECODER: a->decoder = o.arg; break;
         case OPT_VAE_TILING: a->vae_tiling = SDW_TILING_ON; break;
         case OPT_NO_VAE_TILING: a->vae_tiling = SDW_TILING_OFF; break;
+        case OPT_CONTROL_NET:
+            if (a->n_control_nets == SDW_MAX_CONTROLS)
+                sdw_cli_die("%s: at most %d ControlNets", o.name, SDW_MAX_CONTROLS);
+            a->control_nets[a->n_control_nets++] = o.arg;
+            break;
+        case OPT_CONTROL_IMAGE:
+            sdw_cli_check_path(o.name, o.arg, false);
+            if (a->n_control_images == SDW_MAX_CONTROLS)
+                sdw_cli_die("%s: at most %d control images", o.name, SDW_MAX_CONTROLS);
+            a->control_images[a->n_control_images++] = o.arg;
+            break;
+        case OPT_CONTROL_STRENGTH:
+        case OPT_CONTROL_START:
+        case OPT_CONTROL_END: {
+            const int v = o.c - OPT_CONTROL_STRENGTH;
+            if (a->n_control_values[v] == SDW_MAX_CONTROLS)
+                sdw_cli_die("%s: given more than %d times", o.name, SDW_MAX_CONTROLS);
+            a->control_values[v][a->n_control_values[v]++] = parse_double(o.name, o.arg);
+            break;
+        }
+        case OPT_CONTROL_GUESS: a->control_guess = true; break;
         case 'v': a->verbose = true; break;
         case 'q': a->quiet = true; break;
         case 'h': cmd->usage(stdout), exit(0);
@@ -279,6 +334,50 @@ static void parse_args(const command *cmd, int argc, char **argv, cli_args *a) {
         sdw_cli_die("-o -: standard output takes one image (--batch-count %d)", a->batch);
     if (!strcmp(a->output, "-") && a->json)
         sdw_cli_die("-o - and --json both write to standard output: pick one");
+    if (a->n_control_images != a->n_control_nets)
+        sdw_cli_die("%d --control-net and %d --control-image: give each ControlNet its image",
+                    a->n_control_nets, a->n_control_images);
+    static const char *const value_opts[3] = {"--control-strength", "--control-start",
+                                              "--control-end"};
+    for (int v = 0; v < 3; v++)
+        if (a->n_control_values[v] > 1 && a->n_control_values[v] != a->n_control_nets)
+            sdw_cli_die("%d %s for %d --control-net: give one (for all) or one each",
+                        a->n_control_values[v], value_opts[v], a->n_control_nets);
+}
+
+/* The request's ControlNets from the --control-* options, their images loaded into images
+ * (freed by the caller). A --control-net that names an existing file or folder is a path;
+ * anything else is a name in --controlnet-dir. */
+static int control_requests(const cli_args *a, sdw_control *controls, sdw_image *images) {
+    sdw_error err = {0};
+    for (int i = 0; i < a->n_control_nets; i++) {
+        sdw_control *c = &controls[i];
+        *c = sdw_control_default();
+        const double def[3] = {c->scale, c->start, c->end}, *vals[3];
+        for (int v = 0; v < 3; v++) {
+            const int n = a->n_control_values[v];
+            vals[v] = n == 0 ? &def[v] : &a->control_values[v][n == 1 ? 0 : i];
+        }
+        c->scale = (float)*vals[0];
+        c->start = *vals[1];
+        c->end = *vals[2];
+        const char *net = a->control_nets[i];
+        if (access(net, F_OK) == 0) {
+            sdw_cli_check_path("--control-net", net, true);
+            c->path = net;
+        } else if (a->m.controlnet_dir) {
+            c->name = net;
+        } else {
+            sdw_cli_fail(SDW_EXIT_INPUT,
+                         "--control-net %s: no such file or folder (and no --controlnet-dir to "
+                         "look a name up in)",
+                         net);
+        }
+        if (sdw_image_load(a->control_images[i], &images[i], &err))
+            sdw_cli_fail(SDW_EXIT_INPUT, "--control-image: %s", err.msg);
+        c->image = &images[i];
+    }
+    return a->n_control_nets;
 }
 
 static sdw_image_model *load_model(const cli_args *a) {
@@ -396,6 +495,11 @@ static int cmd_generate(const cli_args *a) {
         sdw_cli_fail(SDW_EXIT_INPUT, "--mask: %s", err.msg);
     req.init_image = a->init_image ? &init : NULL;
     req.mask = a->mask ? &mask : NULL;
+    sdw_control controls[SDW_MAX_CONTROLS];
+    sdw_image control_images[SDW_MAX_CONTROLS] = {0};
+    req.n_controls = control_requests(a, controls, control_images);
+    req.controls = req.n_controls ? controls : NULL;
+    req.control_guess_mode = a->control_guess;
     req.strength = a->strength;
     if (req.decoder == SDW_DECODER_TAESD && !a->m.taesd)
         sdw_cli_die("--vae-decoder taesd needs a tiny autoencoder: --taesd PATH");
@@ -482,6 +586,7 @@ static int cmd_generate(const cli_args *a) {
              info.seconds_decode, ru.ru_maxrss / 1024.0);
     sdw_image_free(&init);
     sdw_image_free(&mask);
+    for (int i = 0; i < req.n_controls; i++) sdw_image_free(&control_images[i]);
     sdw_model_destroy(m);
     return 0;
 }
