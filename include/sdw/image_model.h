@@ -131,6 +131,22 @@ typedef struct sdw_lora_ref {
 typedef struct sdw_request {
     const char *prompt;
     const char *negative_prompt; /* NULL or "" = none */
+    /* How the text encoders read the prompts (text/clip_prompt.h has the rules):
+     * false = as diffusers' pipelines do, one 77-token window (the native API's and the CLI's
+     * default); true = AUTOMATIC1111's syntax — (word) x1.1, ((word)), (word:1.3), [word]
+     * /1.1, \( for a literal bracket, the weighted encoding rescaled to its mean, BREAK, and
+     * prompts past 75 tokens in 75-token chunks joined along the sequence (the A1111 API's
+     * default). Either way a textual-inversion embedding's name (sdw_load_options
+     * .embeddings_dir) stands for its vectors. */
+    bool prompt_syntax;
+    /* 0 = the model's own text-encoder state; N >= 1 = the hidden state N layers from the end
+     * of each CLIP encoder as loaded, never closer to the output than the model's own (which
+     * is N = 1 for SD 1.x/2.x, N = 2 for SDXL and SD3), with the final layer norm where the
+     * model's own state has it: A1111's CLIP_stop_at_last_layers and sd.cpp's --clip-skip on
+     * SD 1.x; diffusers' clip_skip is N - 1 (SD) or N - 2 (SDXL, SD3). No effect on FLUX,
+     * whose CLIP gives only its pooled output. At most SDW_MAX_CLIP_SKIP; beyond the encoder's
+     * layers the run fails naming them. */
+    int clip_skip;
     int width, height;           /* pixels; 0 = model default */
     int steps;                   /* 0 = model default */
     float guidance;              /* < 0 = model default. Classifier-free guidance scale (<= 1
@@ -204,6 +220,7 @@ typedef struct sdw_request {
 } sdw_request;
 
 #define SDW_DEFAULT_STRENGTH 0.75
+#define SDW_MAX_CLIP_SKIP 48 /* deeper than any CLIP text encoder (OpenCLIP-bigG: 32 layers) */
 
 /* Values of sdw_request.stop. */
 enum { SDW_STOP_NONE = 0, SDW_STOP_INTERRUPT = 1, SDW_STOP_CANCEL = 2 };
@@ -286,10 +303,16 @@ typedef struct sdw_image_model_ops {
     void (*destroy)(sdw_image_model *m);
 } sdw_image_model_ops;
 
+struct sdw_embeddings; /* text/embeddings.h */
+
 /* Embedded first in every family's model struct. name: what the user loaded (path or "demo"). */
 struct sdw_image_model {
     const sdw_image_model_ops *ops;
     char name[256];
+    /* The textual-inversion embeddings of sdw_load_options.embeddings_dir (owned; set by
+     * sdw_model_load after the family's load, freed by sdw_model_destroy), or NULL. Families
+     * hand it to their CLIP encoders (text/clip_prompt.h). */
+    struct sdw_embeddings *embeddings;
 };
 
 /* ---- loading through the registry ---- */
@@ -315,6 +338,12 @@ typedef struct sdw_load_options {
      * _encoder sibling is used when present), or a folder holding them. Previews then show a
      * decoded image, and requests may decode with it (sdw_request.decoder). NULL = none. */
     const char *taesd;
+    /* Textual-inversion embeddings (`--embeddings-dir`, text/embeddings.h): every .safetensors
+     * of the folder (subfolders too) is an embedding whose token is the file's stem, as
+     * AUTOMATIC1111 loads them; prompts of any family with CLIP text encoders may use them.
+     * Files that are not embeddings are listed as skipped (sdw_model_embeddings), never an
+     * error; a folder that cannot be read fails the load. NULL = none. */
+    const char *embeddings_dir;
     sdw_model_option options[SDW_MAX_MODEL_OPTIONS];
     int n_options;
     /* The ControlNet folder (`--controlnet-dir`): requests name ControlNets in it
@@ -349,6 +378,10 @@ sdw_status sdw_model_generate(sdw_image_model *m, const sdw_request *req, sdw_pr
 void sdw_model_describe(const sdw_image_model *m, char *buf, size_t cap);
 sdw_status sdw_model_tokenize(const sdw_image_model *m, const char *prompt, int32_t **ids, int *n,
                               int *window, sdw_error *err);
+/* The embeddings loaded with m (text/embeddings.h: names, vector counts, skipped files), or
+ * NULL when it was loaded without an embeddings folder. Borrowed: valid until the model is
+ * destroyed; immutable, so safe to read from any thread. */
+const struct sdw_embeddings *sdw_model_embeddings(const sdw_image_model *m);
 void sdw_model_destroy(sdw_image_model *m); /* NULL ok */
 
 #endif

@@ -6,6 +6,7 @@
 #include "io/safetensors.h"
 #include "models/lora.h"
 #include "models/registry.h"
+#include "text/embeddings.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -305,6 +306,11 @@ sdw_status sdw_request_resolve(const sdw_request *req, const sdw_capabilities *c
         return sdw_error_set_field(err, "scheduler", SDW_E_INVALID_ARG,
                                    "unknown scheduler '%s' (available: %s)", r.scheduler, names);
     }
+    if (r.clip_skip < 0 || r.clip_skip > SDW_MAX_CLIP_SKIP)
+        return sdw_error_set_field(err, "clip_skip", SDW_E_INVALID_ARG,
+                                   "clip_skip %d is out of range [0, %d] (0 = the model's own "
+                                   "text-encoder layer)",
+                                   r.clip_skip, SDW_MAX_CLIP_SKIP);
     if (r.preview_every < 0)
         return sdw_error_set_field(err, "preview_every", SDW_E_INVALID_ARG,
                                    "preview interval %d must not be negative", r.preview_every);
@@ -436,8 +442,8 @@ static sdw_status check_model_path(const char *path, sdw_error *err) {
     return SDW_OK;
 }
 
-sdw_status sdw_model_load(const char *path, const sdw_load_options *opts, sdw_image_model **out,
-                          sdw_error *err) {
+static sdw_status load_model(const char *path, const sdw_load_options *opts, sdw_image_model **out,
+                             sdw_error *err) {
     sdw_load_options o = opts ? *opts : sdw_load_options_default();
     if (o.n_threads <= 0) { /* families see a real count: OpenMP's variable, else the cores */
         const char *env = getenv("OMP_NUM_THREADS");
@@ -468,6 +474,24 @@ sdw_status sdw_model_load(const char *path, const sdw_load_options *opts, sdw_im
         return loaded(*out, path);
     }
     return explain_unrecognised(path, err);
+}
+
+sdw_status sdw_model_load(const char *path, const sdw_load_options *opts, sdw_image_model **out,
+                          sdw_error *err) {
+    sdw_embeddings *emb = NULL; /* read first: a folder that cannot be read fails fast */
+    sdw_status s;
+    if (opts && opts->embeddings_dir && (s = sdw_embeddings_load(opts->embeddings_dir, &emb, err)))
+        return s;
+    if ((s = load_model(path, opts, out, err))) {
+        sdw_embeddings_destroy(emb);
+        return s;
+    }
+    (*out)->embeddings = emb;
+    return SDW_OK;
+}
+
+const struct sdw_embeddings *sdw_model_embeddings(const sdw_image_model *m) {
+    return m->embeddings;
 }
 
 const char *sdw_model_type(const sdw_image_model *m) { return m->ops->model_type(m); }
@@ -503,5 +527,7 @@ sdw_status sdw_model_tokenize(const sdw_image_model *m, const char *prompt, int3
 }
 
 void sdw_model_destroy(sdw_image_model *m) {
-    if (m) m->ops->destroy(m);
+    if (!m) return;
+    sdw_embeddings_destroy(m->embeddings); /* the family frees the struct holding it */
+    m->ops->destroy(m);
 }

@@ -228,7 +228,8 @@ const sdw_clip_text_config *sdw_clip_text_get_config(const sdw_clip_text *enc) {
 }
 
 sdw_clip_text_params sdw_clip_text_params_default(void) {
-    return (sdw_clip_text_params){.skip_layers = 0, .final_norm = true, .project_pooled = false};
+    return (sdw_clip_text_params){
+        .skip_layers = 0, .final_norm = true, .project_pooled = false};
 }
 
 typedef struct clip_scratch {
@@ -285,10 +286,11 @@ sdw_status sdw_clip_text_forward(const sdw_clip_text *enc, const int32_t *ids, i
         return sdw_error_set(err, SDW_E_INVALID_ARG,
                              "CLIP text: projected pooled output asked of a model without "
                              "text_projection");
+    const int n_extra = p.extra_rows ? p.n_extra : 0;
     for (int64_t i = 0; i < (int64_t)B * L; i++)
-        if (ids[i] < 0 || ids[i] >= c->vocab)
+        if (ids[i] < 0 || ids[i] >= c->vocab + n_extra)
             return sdw_error_set(err, SDW_E_INVALID_ARG, "CLIP text: token id %d not in 0..%d",
-                                 ids[i], c->vocab - 1);
+                                 ids[i], c->vocab + n_extra - 1);
 
     const int C = c->hidden;
     const int64_t M = (int64_t)B * L;
@@ -302,8 +304,12 @@ sdw_status sdw_clip_text_forward(const sdw_clip_text *enc, const int32_t *ids, i
     const size_t row_bytes = (size_t)C * sdw_dtype_size(enc->tok_dt);
     for (int64_t i = 0; i < M; i++) {
         float *xr = x + i * C;
-        sdw_convert_to_f32(enc->tok_dt, (const char *)enc->tok_emb + (size_t)ids[i] * row_bytes,
-                           xr, (size_t)C);
+        if (ids[i] >= c->vocab) /* an added token: its row of extra_rows */
+            memcpy(xr, p.extra_rows + (size_t)(ids[i] - c->vocab) * C, sizeof(float) * C);
+        else
+            sdw_convert_to_f32(enc->tok_dt,
+                               (const char *)enc->tok_emb + (size_t)ids[i] * row_bytes, xr,
+                               (size_t)C);
         const float *pe = enc->pos_emb + (size_t)(i % L) * C;
         for (int j = 0; j < C; j++)
             xr[j] += pe[j];
@@ -321,13 +327,16 @@ sdw_status sdw_clip_text_forward(const sdw_clip_text *enc, const int32_t *ids, i
 
     if (pooled) {
         /* pooler_output: final_layer_norm(state)[b, argmax(ids[b])] — the first occurrence of
-         * the largest id, as torch.argmax returns; layer norm is per row, so only those rows. */
+         * the largest id, as torch.argmax returns (or of pool_id); layer norm is per row, so
+         * only those rows. */
         float *rows = s.h; /* [B, C] */
         for (int b = 0; b < B; b++) {
             const int32_t *r = ids + (size_t)b * L;
             int best = 0;
             for (int j = 1; j < L; j++)
                 if (r[j] > r[best]) best = j;
+            for (int j = L - 1; p.pool_id > 0 && j >= 0; j--)
+                if (r[j] == p.pool_id) best = j;
             memcpy(rows + (size_t)b * C, x + ((size_t)b * L + best) * C, sizeof(float) * C);
         }
         sdw_layer_norm_forward(&enc->final_ln, sdw_rows(rows, B), sdw_rows(rows, B));

@@ -72,16 +72,30 @@ typedef struct sdw_clip_text_params {
     /* pooled = text_projection(pooler_output) (the text_embeds of
      * CLIPTextModelWithProjection) instead of pooler_output; needs projection_dim > 0. */
     bool project_pooled;
+    /* Token ids vocab .. vocab + n_extra - 1 read their input embedding from these rows
+     * ([n_extra, hidden] f32, borrowed for the call) instead of the token table: the vectors
+     * of textual-inversion embeddings, as the tokens diffusers' load_textual_inversion adds.
+     * NULL / 0 = none. */
+    const float *extra_rows;
+    int n_extra;
+    /* > 0: pool at the first position holding this id (the EOS id: AUTOMATIC1111's
+     * placeholders for embeddings are id 0, so its pooling always finds the EOS, as newer
+     * transformers' eos_token_id rule does); 0 = transformers 4.30's argmax(ids), which lands
+     * on an added token's id when the prompt has one. A row without it pools at argmax. */
+    int32_t pool_id;
 } sdw_clip_text_params;
-/* skip_layers 0, final_norm true, project_pooled false: last_hidden_state and pooler_output. */
+/* skip_layers 0, final_norm true, project_pooled false, no extra rows, pool_id 0 (argmax):
+ * last_hidden_state and pooler_output. */
 sdw_clip_text_params sdw_clip_text_params_default(void);
 
 /* ids [B, L] token ids (L <= max_positions; causal attention, no padding mask, as the SD
- * pipelines call it). Outputs (caller-owned, each may be NULL):
+ * pipelines call it; ids >= vocab index params->extra_rows). Outputs (caller-owned, each may
+ * be NULL):
  *   hidden [B, L, hidden]: as params say;
  *   pooled [B, hidden] (or [B, projection_dim] with project_pooled): the final-layer-norm state
  *     of the full stack at the first position holding the row's largest id (transformers 4.30:
- *     input_ids.argmax(-1), i.e. the first EOS 49407), regardless of skip_layers.
+ *     input_ids.argmax(-1), i.e. the first EOS 49407), or holding params->pool_id, regardless
+ *     of skip_layers.
  * Returns SDW_E_INVALID_ARG (outputs untouched) for out-of-range ids, L, skip_layers, or
  * project_pooled without a projection. */
 sdw_status sdw_clip_text_forward(const sdw_clip_text *enc, const int32_t *ids, int B, int L,

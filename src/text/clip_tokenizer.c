@@ -616,13 +616,15 @@ static void tokenize_piece(const sdw_clip_tokenizer *t, const uint32_t *in, size
 }
 
 /* Finds the next no-split special token at or after i, the longest where several start at the
- * same place (transformers' added-token trie split). Returns n when there is none. */
+ * same place (transformers' added-token trie split); with bos_eos_only, only the BOS and EOS
+ * literals count. Returns n when there is none. */
 static size_t find_special(const sdw_clip_tokenizer *t, const uint32_t *s, size_t n, size_t i,
-                           const special **found) {
+                           bool bos_eos_only, const special **found) {
     for (; i < n; i++) {
         const special *best = NULL;
         for (int k = 0; k < t->n_specials; k++) {
             const special *sp = &t->specials[k];
+            if (bos_eos_only && sp->id != t->bos && sp->id != t->eos) continue;
             if (sp->len <= n - i && !memcmp(s + i, sp->cp, sp->len * sizeof *s) &&
                 (!best || sp->len > best->len))
                 best = sp;
@@ -635,32 +637,45 @@ static size_t find_special(const sdw_clip_tokenizer *t, const uint32_t *s, size_
     return n;
 }
 
-sdw_status sdw_clip_tokenize(const sdw_clip_tokenizer *t, const char *utf8, int32_t **ids, int *n,
-                             sdw_error *err) {
+/* The ids of utf8: the pieces between special literals through tokenize_piece, each special
+ * as its id; BOS and EOS around them when with_bos_eos. */
+static sdw_status tokenize(const sdw_clip_tokenizer *t, const char *utf8, bool with_bos_eos,
+                           bool bos_eos_only, int32_t **ids, int *n, sdw_error *err) {
     SDW_ASSERT(t && utf8 && ids && n);
     uint32_t *cp;
     size_t n_cp;
     sdw_status st = sdw_utf8_decode(utf8, strlen(utf8), &cp, &n_cp, err);
     if (st != SDW_OK) return st;
     idbuf out = {0};
-    id_push(&out, t->bos);
+    if (with_bos_eos) id_push(&out, t->bos);
     for (size_t pos = 0; pos < n_cp;) {
         const special *sp = NULL;
-        size_t at = find_special(t, cp, n_cp, pos, &sp);
+        size_t at = find_special(t, cp, n_cp, pos, bos_eos_only, &sp);
         if (at > pos) tokenize_piece(t, cp + pos, at - pos, &out);
         if (at == n_cp) break;
         id_push(&out, sp->id);
         pos = at + sp->len;
     }
-    id_push(&out, t->eos);
+    if (with_bos_eos) id_push(&out, t->eos);
     free(cp);
     if (out.n > INT32_MAX) {
         free(out.v);
         return sdw_error_set(err, SDW_E_INVALID_ARG, "prompt too long: %zu tokens", out.n);
     }
+    if (!out.v) out.v = sdw_xmalloc(sizeof *out.v); /* an empty text: still a new array */
     *ids = out.v;
     *n = (int)out.n;
     return SDW_OK;
+}
+
+sdw_status sdw_clip_tokenize(const sdw_clip_tokenizer *t, const char *utf8, int32_t **ids, int *n,
+                             sdw_error *err) {
+    return tokenize(t, utf8, true, false, ids, n, err);
+}
+
+sdw_status sdw_clip_tokenize_text(const sdw_clip_tokenizer *t, const char *utf8, int32_t **ids,
+                                  int *n, sdw_error *err) {
+    return tokenize(t, utf8, false, true, ids, n, err);
 }
 
 sdw_status sdw_clip_tokenize_window(const sdw_clip_tokenizer *t, const char *utf8, int max_len,

@@ -86,6 +86,15 @@ int32_t sdw_clip_tokenizer_pad(const sdw_clip_tokenizer *t);
 sdw_status sdw_clip_tokenize(const sdw_clip_tokenizer *t, const char *utf8, int32_t **ids, int *n,
                              sdw_error *err);
 
+/* Encodes text as AUTOMATIC1111's prompt chunker tokenizes each piece of a prompt
+ * (tokenizer(texts, add_special_tokens=False); open_clip's own tokenizer for the OpenCLIP
+ * encoders): no BOS/EOS added, and only the BOS and EOS literals are special tokens — a pad
+ * token such as SD 2.x's and SDXL's "!" is ordinary text here, so both of SDXL's encoders see
+ * the same ids. On success *ids is a new array (free(); allocated even when *n is 0). On
+ * failure (SDW_E_INVALID_ARG: invalid UTF-8) *ids and *n are untouched. */
+sdw_status sdw_clip_tokenize_text(const sdw_clip_tokenizer *t, const char *utf8, int32_t **ids,
+                                  int *n, sdw_error *err);
+
 /* Fills out[0..max_len) as the pipelines do (padding="max_length", truncation=True): BOS, the
  * first max_len-2 tokens, EOS, then pad_id up to max_len (CLIP pads with EOS; SDXL's second
  * tokenizer and SD2 pad with 0). *truncated (may be NULL) says whether tokens were dropped.

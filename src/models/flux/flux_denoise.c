@@ -25,10 +25,16 @@ static sdw_status flux_condition(sdw_diffusion *d, const sdw_request *req, int B
     c->context = sdw_xmalloc((size_t)c->L * fc->joint_dim * sizeof(float));
     c->pooled = sdw_xmalloc((size_t)fc->pooled_dim * sizeof(float));
     c->guidance = req->guidance;
-    /* _get_clip_prompt_embeds: CLIPTextModel's pooler output; its hidden states are unused */
+    /* _get_clip_prompt_embeds: CLIPTextModel's pooler output; its hidden states are unused
+     * (so clip_skip changes nothing here, and with AUTOMATIC1111's syntax only the first
+     * window, unweighted, counts: Forge's pooled output for FLUX is that window's) */
     const char *prompts[1] = {req->prompt}, *which[1] = {"cond"};
     float *pooled[1] = {c->pooled};
-    sdw_status s = sdw_clip_prompt_encode(&m->clip, 1, prompts, which, NULL, 0, 0, pooled,
+    const sdw_clip_prompt_opts o = {.syntax = req->prompt_syntax,
+                                    .clip_skip = req->clip_skip,
+                                    .embeddings = m->d.base.embeddings,
+                                    .ti_key = "clip_l"};
+    sdw_status s = sdw_clip_prompt_encode(&m->clip, &o, 1, prompts, which, NULL, 0, 0, pooled,
                                           truncated, m->d.tap, m->d.tap_user, err);
     float *ctx[1] = {c->context};
     if (!s)
