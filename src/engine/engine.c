@@ -33,6 +33,7 @@ struct sdw_job {
     char *prompt, *negative, *sampler, *scheduler;
     sdw_image init_image, mask; /* copies the request points at (image-to-image, inpainting) */
     sdw_param *params;          /* copies of the family options (names owned) */
+    sdw_lora_ref *loras;        /* copies of the LoRAs (name / path owned) */
     int n_images;
 
     /* The run's stop flag (sdw_request.stop): the model polls it inside its steps. Written
@@ -136,6 +137,11 @@ static void job_free(sdw_job *j) {
     for (int i = 0; i < j->req.n_params; i++)
         free((char *)j->params[i].name);
     free(j->params);
+    for (int i = 0; i < j->req.n_loras; i++) {
+        free((char *)j->loras[i].name);
+        free((char *)j->loras[i].path);
+    }
+    free(j->loras);
     pthread_cond_destroy(&j->changed);
     free(j);
 }
@@ -188,6 +194,8 @@ static size_t kept_bytes(const sdw_job *j) {
          str_bytes(j->scheduler);
     for (int i = 0; i < j->req.n_params; i++)
         n += sizeof *j->params + str_bytes(j->params[i].name);
+    for (int i = 0; i < j->req.n_loras; i++)
+        n += sizeof *j->loras + str_bytes(j->loras[i].name) + str_bytes(j->loras[i].path);
     return n + j->preview_len + image_bytes(&j->init_image) + image_bytes(&j->mask);
 }
 
@@ -640,6 +648,13 @@ sdw_status sdw_engine_submit(sdw_engine *e, const sdw_request *req, int n_images
             j->params[i] = (sdw_param){sdw_xstrdup(r.params[i].name), r.params[i].value};
     }
     r.params = j->params;
+    if (r.n_loras > 0) { /* LoRAs: their names outlive the caller's */
+        j->loras = sdw_xcalloc((size_t)r.n_loras, sizeof *j->loras);
+        for (int i = 0; i < r.n_loras; i++)
+            j->loras[i] = (sdw_lora_ref){dup_or_null(r.loras[i].name),
+                                         dup_or_null(r.loras[i].path), r.loras[i].multiplier};
+    }
+    r.loras = j->loras;
     j->req = r;
     j->n_images = n_images;
     j->total_per_image = r.steps;

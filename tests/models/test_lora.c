@@ -8,6 +8,7 @@
  * passing silently, a name leaving the LoRA folder. */
 #include "sdw_test.h"
 
+#include "engine/engine.h"
 #include "io/weights.h"
 #include "models/diffusion.h"
 #include "models/lora.h"
@@ -428,6 +429,58 @@ static void test_base_lora_base(void) {
     ASSERT_TRUE(lora_again);
 }
 
+/* A queued job keeps its own copies of the LoRA names: the caller's buffers may go at once,
+ * and the job's image is the direct generate's. An unknown name is refused before queueing. */
+static void test_engine_copies(void) {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/engine", sdw_test_tmpdir());
+    mkdir(dir, 0755);
+    ASSERT_TRUE(copy_file(sdw_test_path(KOHYA), dir, "eng.safetensors"));
+    sdw_load_options opts = sdw_load_options_default();
+    opts.lora_dir = dir;
+    sdw_image_model *m = NULL;
+    sdw_error err = {0};
+    ASSERT_OK(sdw_model_load(sdw_test_path("models/tiny-sd15"), &opts, &m, &err), &err);
+    sdw_engine *e = NULL;
+    sdw_status s = sdw_engine_create(m, NULL, &e, &err);
+    char *name = strdup("eng");
+    sdw_lora_ref *l = malloc(sizeof *l);
+    *l = (sdw_lora_ref){.name = name, .multiplier = 0.7f};
+    sdw_request r = sdw_request_default();
+    r.prompt = "a photo of a cat";
+    r.steps = 2;
+    r.seed = 5;
+    r.sampler = "euler";
+    r.loras = l;
+    r.n_loras = 1;
+    sdw_job *j = NULL;
+    if (!s) s = sdw_engine_submit(e, &r, 1, &j, &err);
+    strcpy(name, "xyz");
+    free(l);
+    const sdw_job_state st = j ? sdw_job_wait_done(j) : SDW_JOB_FAILED;
+    const sdw_lora_ref direct_l = {.name = "eng", .multiplier = 0.7f};
+    r.loras = &direct_l;
+    sdw_image direct = {0};
+    if (!s) s = sdw_model_generate(m, &r, NULL, NULL, &direct, NULL, &err);
+    const sdw_image *img = j ? sdw_job_image(j, 0) : NULL;
+    const bool equal = img && !s && same(img, &direct);
+    sdw_error e2 = {0};
+    sdw_job *bad = NULL;
+    const sdw_lora_ref unknown = {.name = "nope", .multiplier = 1};
+    r.loras = &unknown;
+    const sdw_status refused = e ? sdw_engine_submit(e, &r, 1, &bad, &e2) : SDW_OK;
+    sdw_image_free(&direct);
+    sdw_job_release(j);
+    sdw_engine_destroy(e);
+    sdw_model_destroy(m);
+    free(name);
+    ASSERT_OK(s, &err);
+    ASSERT_EQ_INT(st, SDW_JOB_SUCCEEDED);
+    ASSERT_TRUE(equal);
+    ASSERT_EQ_INT(refused, SDW_E_NOT_FOUND);
+    ASSERT_STR_CONTAINS(e2.msg, "nope");
+}
+
 /* ---- bad input: clear errors, and the model unchanged afterwards ---- */
 
 static char *rename_keep(const char *name, void *user) {
@@ -704,6 +757,7 @@ int main(void) {
     RUN(test_pipeline_sgm_names);
     RUN(test_pipeline_bf16);
     RUN(test_base_lora_base);
+    RUN(test_engine_copies);
     RUN(test_bad_input);
     RUN(test_unsupported_model);
     RUN(test_folder);
