@@ -30,8 +30,9 @@ typedef struct sdw_controlnet_entry {
 } sdw_controlnet_entry;
 
 /* The ControlNets under dir, subfolders included (hidden entries skipped; a symlink counts when
- * it resolves inside dir), sorted by path. A folder holding a config.json is one ControlNet
- * (not searched further). On success *out is a new array of *n entries (free with
+ * it resolves inside dir), sorted by path: folders whose config.json is a ControlNetModel's and
+ * .safetensors files in the original layout. A folder holding a config.json is not searched
+ * further. On success *out is a new array of *n entries (free with
  * sdw_controlnet_list_free; NULL when empty); on failure (dir is not a readable folder) both are
  * untouched. */
 sdw_status sdw_controlnet_list(const char *dir, sdw_controlnet_entry **out, int *n,

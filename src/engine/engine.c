@@ -34,6 +34,8 @@ struct sdw_job {
     sdw_image init_image, mask; /* copies the request points at (image-to-image, inpainting) */
     sdw_param *params;          /* copies of the family options (names owned) */
     sdw_lora_ref *loras;        /* copies of the LoRAs (name / path owned) */
+    sdw_control *controls;      /* copies of the ControlNets (name / path owned) */
+    sdw_image *control_images;  /* their images' copies */
     int n_images;
 
     /* The run's stop flag (sdw_request.stop): the model polls it inside its steps. Written
@@ -142,6 +144,13 @@ static void job_free(sdw_job *j) {
         free((char *)j->loras[i].path);
     }
     free(j->loras);
+    for (int i = 0; i < j->req.n_controls; i++) {
+        free((char *)j->controls[i].name);
+        free((char *)j->controls[i].path);
+        sdw_image_free(&j->control_images[i]);
+    }
+    free(j->controls);
+    free(j->control_images);
     pthread_cond_destroy(&j->changed);
     free(j);
 }
@@ -196,6 +205,9 @@ static size_t kept_bytes(const sdw_job *j) {
         n += sizeof *j->params + str_bytes(j->params[i].name);
     for (int i = 0; i < j->req.n_loras; i++)
         n += sizeof *j->loras + str_bytes(j->loras[i].name) + str_bytes(j->loras[i].path);
+    for (int i = 0; i < j->req.n_controls; i++)
+        n += sizeof *j->controls + sizeof *j->control_images + str_bytes(j->controls[i].name) +
+             str_bytes(j->controls[i].path) + image_bytes(&j->control_images[i]);
     return n + j->preview_len + image_bytes(&j->init_image) + image_bytes(&j->mask);
 }
 
@@ -204,6 +216,7 @@ static size_t kept_bytes(const sdw_job *j) {
 static void release_inputs(sdw_job *j) {
     sdw_image_free(&j->init_image);
     sdw_image_free(&j->mask);
+    for (int i = 0; i < j->req.n_controls; i++) sdw_image_free(&j->control_images[i]);
     free(j->preview_png);
     j->preview_png = NULL;
     j->preview_len = 0;
@@ -655,6 +668,17 @@ sdw_status sdw_engine_submit(sdw_engine *e, const sdw_request *req, int n_images
                                          dup_or_null(r.loras[i].path), r.loras[i].multiplier};
     }
     r.loras = j->loras;
+    if (r.n_controls > 0) { /* ControlNets: their names and images outlive the caller's */
+        j->controls = sdw_xcalloc((size_t)r.n_controls, sizeof *j->controls);
+        j->control_images = sdw_xcalloc((size_t)r.n_controls, sizeof *j->control_images);
+        for (int i = 0; i < r.n_controls; i++) {
+            j->controls[i] = r.controls[i];
+            j->controls[i].name = dup_or_null(r.controls[i].name);
+            j->controls[i].path = dup_or_null(r.controls[i].path);
+            j->controls[i].image = copy_image(r.controls[i].image, &j->control_images[i]);
+        }
+    }
+    r.controls = j->controls;
     j->req = r;
     j->n_images = n_images;
     j->total_per_image = r.steps;

@@ -6,6 +6,9 @@
 #include "sdw/controlnet.h"
 
 #include "core/common.h"
+#include "io/safetensors.h"
+
+#include <jansson.h>
 
 #include <dirent.h>
 #include <errno.h>
@@ -36,6 +39,28 @@ static bool is_model_folder(const char *path) {
     struct stat st;
     return snprintf(p, sizeof p, "%s/config.json", path) < (int)sizeof p && stat(p, &st) == 0 &&
            S_ISREG(st.st_mode);
+}
+
+/* What a listing shows: a folder whose config.json is a ControlNetModel's, a .safetensors file
+ * in the original layout (its input_hint_block, with or without the control_model. prefix).
+ * Resolution does not look inside: the loader says what is wrong with a file a name picks. */
+static bool is_controlnet_folder(const char *path) {
+    char p[PATH_MAX];
+    if (snprintf(p, sizeof p, "%s/config.json", path) >= (int)sizeof p) return false;
+    json_t *cfg = json_load_file(p, 0, NULL);
+    const char *cls = json_string_value(json_object_get(cfg, "_class_name"));
+    const bool ok = cls && !strcmp(cls, "ControlNetModel");
+    json_decref(cfg);
+    return ok;
+}
+
+static bool is_controlnet_file(const char *path) {
+    sdw_st_file *f = NULL;
+    if (sdw_st_open(path, &f, NULL) != SDW_OK) return false;
+    const bool ok = sdw_st_find(f, "control_model.input_hint_block.0.weight") ||
+                    sdw_st_find(f, "input_hint_block.0.weight");
+    sdw_st_close(f);
+    return ok;
 }
 
 /* ---- listing ---- */
@@ -82,10 +107,13 @@ static void walk(lister *l, const char *dir, const char *rel, int depth) {
             if (!ok) continue;
         }
         if (S_ISDIR(st.st_mode)) {
-            if (is_model_folder(full)) add_entry(l, sub, false);
-            else if (depth < MAX_DEPTH) walk(l, dir, sub, depth + 1);
+            if (is_model_folder(full)) {
+                if (is_controlnet_folder(full)) add_entry(l, sub, false);
+            } else if (depth < MAX_DEPTH) {
+                walk(l, dir, sub, depth + 1);
+            }
         } else if (S_ISREG(st.st_mode) && ends_with(de->d_name, EXT) &&
-                   strlen(de->d_name) > strlen(EXT)) {
+                   strlen(de->d_name) > strlen(EXT) && is_controlnet_file(full)) {
             add_entry(l, sub, true);
         }
     }

@@ -140,7 +140,6 @@ static void warn_ignored(json_t *b, bool img2img, bool mask, json_t *w) {
         {"clip_skip", 1, "clip skip is not implemented (1 used)"},
         {"styles", 0, "prompt styles are not implemented: the prompt is used as given"},
         {"script_name", 0, "scripts are not implemented"},
-        {"alwayson_scripts", 0, "scripts are not implemented"},
         {"refiner_checkpoint", 0, "refiners are not implemented"},
         {"eta", 0, "eta is not adjustable here (the sampler's own is used)"},
         {"s_churn", 0, "sampler noise settings are not adjustable here"},
@@ -288,6 +287,10 @@ sdw_status sdw__a1111_parse(const sdw_server_params *p, const sdw_capabilities *
         warn_ignored(b, img2img, img2img && json_is_string(mask) && json_string_length(mask),
                      warn_list);
         if (img2img) s = read_images(p, b, req, im, param, err);
+        if (!s) { /* sd-webui-controlnet's units: after the init image they may fall back on */
+            *param = "alwayson_scripts";
+            s = sdw__controls_a1111(p, caps, b, img2img, req, im, warn_list, err);
+        }
     }
     if (s) {
         json_decref(warn_list);
@@ -708,7 +711,9 @@ static enum MHD_Result get_upscalers(sdw_http_req *r) {
 }
 
 static enum MHD_Result get_scripts(sdw_http_req *r) {
-    return sdw__http_json(r, 200, json_pack("{s:[],s:[]}", "txt2img", "img2img"));
+    /* the one alwayson script this worker runs: ControlNet (clients look for it here) */
+    return sdw__http_json(r, 200, json_pack("{s:[s],s:[s]}", "txt2img", "controlnet", "img2img",
+                                            "controlnet"));
 }
 
 static enum MHD_Result get_embeddings(sdw_http_req *r) {

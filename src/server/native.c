@@ -10,6 +10,7 @@
 #include <string.h>
 
 static const char *const g_fields[] = {
+    "controlnets", "control_guess_mode", /* ControlNets: controlnet.c */
     "operation", "prompt",      "negative_prompt", "width",      "height", "steps",
     "guidance_scale", "seed",   "sampler",         "scheduler",  "input_image", "mask_image",
     "strength",  "loras",       "n",               "rng",        "params",      NULL};
@@ -31,7 +32,8 @@ static sdw_status check_known(json_t *body, sdw_error *err) {
         for (const char *const *f = g_fields; *f && !ok; f++) ok = !strcmp(*f, key);
         if (!ok)
             return sdw_error_set(err, SDW_E_INVALID_ARG,
-                                 "unknown field '%s' (known: operation, prompt, negative_prompt, "
+                                 "unknown field '%s' (known: controlnets, control_guess_mode, "
+                                 "operation, prompt, negative_prompt, "
                                  "width, height, steps, guidance_scale, seed, sampler, scheduler, "
                                  "input_image, mask_image, strength, loras, n, rng, params)",
                                  key);
@@ -181,7 +183,11 @@ sdw_status sdw__native_parse(const sdw_server_params *p, const sdw_capabilities 
     if ((transform || inpaint) && (s = read_strength(body, req, err))) return s;
     *param = NULL;
     if ((s = sdw__check_limits(p, caps, req, *n, err))) return s;
-    if (transform || inpaint) return read_images(p, body, inpaint, req, im, param, err);
+    if ((transform || inpaint) && (s = read_images(p, body, inpaint, req, im, param, err)))
+        return s;
+    *param = "controlnets"; /* their images are decoded last too */
+    if ((s = sdw__controls_native(p, caps, body, req, im, err))) return s;
+    *param = NULL;
     return SDW_OK;
 }
 
@@ -236,6 +242,17 @@ json_t *sdw__native_job_json(sdw_http_req *r, sdw_job *j, const sdw_job_status *
     json_object_set_new(params, "seed", have ? json_integer(info.seed)
                                         : q->seed >= 0 ? json_integer(q->seed) : json_null());
     if (q->init_image) json_object_set_new(params, "strength", json_real(q->strength));
+    if (q->n_controls) {
+        json_t *cns = json_array();
+        for (int i = 0; i < q->n_controls; i++) {
+            const sdw_control *c = &q->controls[i];
+            json_array_append_new(cns, json_pack("{s:s,s:f,s:f,s:f}", "model",
+                                                 c->name ? c->name : "", "scale",
+                                                 (double)c->scale, "start", c->start, "end",
+                                                 c->end));
+        }
+        json_object_set_new(params, "controlnets", cns);
+    }
     sdw_engine *e = atomic_load(&r->srv->engine); /* set: the job came from it */
     char name[256];
     json_object_set_new(params, "model",

@@ -239,6 +239,7 @@ sdw_status sdw__decode_image(const sdw_server_params *p, const char *data, size_
 void sdw__req_images_free(sdw_req_images *im) {
     sdw_image_free(&im->init);
     sdw_image_free(&im->mask);
+    for (int i = 0; i < SDW_MAX_CONTROLS; i++) sdw_image_free(&im->control_images[i]);
 }
 
 void sdw__mask_from_alpha(const sdw_image *in, sdw_image *out) {

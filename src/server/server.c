@@ -42,9 +42,10 @@ typedef struct conn_ctx {
     char path[256];
 } conn_ctx;
 
-static const sdw_route *const g_tables[] = {sdw__native_routes, sdw__sse_routes,
-                                            sdw__openai_routes, sdw__a1111_routes,
-                                            sdw__web_routes,    sdw__metrics_routes};
+static const sdw_route *const g_tables[] = {sdw__native_routes,    sdw__sse_routes,
+                                            sdw__openai_routes,    sdw__a1111_routes,
+                                            sdw__web_routes,       sdw__metrics_routes,
+                                            sdw__controlnet_routes};
 
 /* The native API's own /v1 routes; every other /v1 path is OpenAI's (its clients probe
  * /v1/chat/completions and the like, and read errors in OpenAI's shape). */
@@ -58,7 +59,8 @@ static bool native_v1(const char *path) {
 }
 
 static sdw_dialect dialect_of(const char *path) {
-    if (!strncmp(path, "/sdapi/", 7)) return SDW_DIALECT_A1111;
+    if (!strncmp(path, "/sdapi/", 7) || !strncmp(path, "/controlnet/", 12))
+        return SDW_DIALECT_A1111; /* sd-webui-controlnet's routes are A1111's extension */
     if (!strncmp(path, "/v1/", 4) && !native_v1(path)) return SDW_DIALECT_OPENAI;
     return SDW_DIALECT_NATIVE;
 }

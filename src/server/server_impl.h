@@ -61,6 +61,7 @@ extern const sdw_route sdw__openai_routes[];
 extern const sdw_route sdw__a1111_routes[];
 extern const sdw_route sdw__web_routes[];
 extern const sdw_route sdw__metrics_routes[]; /* GET /metrics */
+extern const sdw_route sdw__controlnet_routes[]; /* sd-webui-controlnet's GET /controlnet/... */
 
 /* ---- responses (each returns what MHD_queue_response returned) ---- */
 
@@ -148,6 +149,8 @@ char *sdw__job_image_b64(sdw_job *j, int i);
 typedef struct sdw_req_images {
     sdw_image init, mask;
     sdw_param params[16];
+    sdw_control controls[SDW_MAX_CONTROLS];       /* the request's ControlNets (controlnet.c) */
+    sdw_image control_images[SDW_MAX_CONTROLS];   /* their images, decoded and fitted */
 } sdw_req_images;
 void sdw__req_images_free(sdw_req_images *im);
 
@@ -193,6 +196,23 @@ sdw_status sdw__a1111_parse(const sdw_server_params *p, const sdw_capabilities *
                             const char *model_name, json_t *body, bool img2img, sdw_request *req,
                             int *n, sdw_req_images *im, json_t **warnings, const char **param,
                             sdw_error *err);
+
+/* ---- ControlNets in the requests (controlnet.c): names only, never paths; the images decoded
+ * last into im (sdw__req_images_free), fitted to the output size as each unit's resize mode
+ * says. On failure err names the field. ---- */
+
+/* The native body's "controlnets" ([{"model", "image", "scale", "start", "end",
+ * "resize_mode"}]) and "control_guess_mode" into req. */
+sdw_status sdw__controls_native(const sdw_server_params *p, const sdw_capabilities *caps,
+                                json_t *body, sdw_request *req, sdw_req_images *im,
+                                sdw_error *err);
+/* AUTOMATIC1111's alwayson_scripts.controlnet.args (sd-webui-controlnet units: enabled, module
+ * "none" only, model, weight, image / input_image, resize_mode, guidance_start / _end,
+ * control_mode Balanced only) into req; img2img units without an image take the init image
+ * (read it first). Other alwayson scripts and unit fields without effect here go to warnings. */
+sdw_status sdw__controls_a1111(const sdw_server_params *p, const sdw_capabilities *caps,
+                               json_t *body, bool img2img, sdw_request *req, sdw_req_images *im,
+                               json_t *warnings, sdw_error *err);
 
 /* A1111's parse_generation_parameters over an infotext (a PNG's "parameters"): {"Prompt",
  * "Negative prompt", "Steps", "Size-1", "Size-2", ...} as strings. A new object. */
