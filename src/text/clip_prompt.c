@@ -419,13 +419,14 @@ sdw_status sdw_clip_prompt_encode_chunks(const sdw_clip_prompt *p, const sdw_cli
         }
         if (s) break;
         n_win[k] = win[k].n / SDW_CLIP_WINDOW;
-        if (cut)
-            SDW_WARN(o->syntax ? "the %s prompt is longer than %d tokens: the text encoder sees "
-                                 "only the first %d windows"
-                               : "the %s prompt is longer than %d tokens: the text encoder sees "
-                                 "only the first %d (see `sdw tokenize`)",
-                     which[k], o->syntax ? max * SDW_CLIP_CHUNK : SDW_CLIP_WINDOW,
-                     o->syntax ? max : SDW_CLIP_CHUNK);
+        if (cut && o->syntax)
+            SDW_WARN("the %s prompt takes more than %d windows of %d tokens: the text encoder "
+                     "sees only the first %d",
+                     which[k], max, SDW_CLIP_CHUNK, max);
+        else if (cut)
+            SDW_WARN("the %s prompt is longer than %d tokens: the text encoder sees only the "
+                     "first %d (see `sdw tokenize`)",
+                     which[k], SDW_CLIP_WINDOW, SDW_CLIP_CHUNK);
         *truncated |= cut;
     }
     free(flat.v);

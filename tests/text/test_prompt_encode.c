@@ -500,6 +500,72 @@ static void test_embedding_tokens(void) {
     te_free(&t);
 }
 
+/* golden/tiny-sd15/txt2img-euler-embedding's text stages, pooled outputs included: diffusers'
+ * ids (49408, 49409 for the added tokens) and pooling at their argmax in the plain reading;
+ * A1111's reading gives the same ids and states and pools at the EOS. */
+static void test_embedding_golden(void) {
+    sdw_golden *g = sdw_golden_open("tiny-sd15/txt2img-euler-embedding");
+    ASSERT_TRUE(g != NULL);
+    te t;
+    sdw_error err = {0};
+    sdw_embeddings *db = NULL;
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/golden", sdw_test_tmpdir());
+    SDW_ASSERT(mkdir(dir, 0700) == 0);
+    size_t n;
+    void *data = sdw_test_read_file(sdw_test_path("models/tiny-sd15-embedding-tinyemb.safetensors"),
+                                    &n);
+    char path[700];
+    snprintf(path, sizeof path, "%s/tinyemb.safetensors", dir);
+    FILE *f = fopen(path, "wb");
+    SDW_ASSERT(data && f && fwrite(data, 1, n, f) == n && fclose(f) == 0);
+    free(data);
+    sdw_status s = te_load("tiny-sd15", "tokenizer", "text_encoder", &t, &err);
+    if (!s) s = sdw_embeddings_load(dir, &db, &err);
+    if (s) sdw_golden_close(g);
+    ASSERT_OK(s, &err);
+    const char *prompts[2] = {"a photo of tinyemb, detailed", ""}, *which[2] = {"cond", "uncond"};
+    for (int syntax = 0; syntax < 2; syntax++) {
+        sdw_stage_check c = {.g = g, .tol = 1e-5};
+        const sdw_clip_prompt_opts o = {.syntax = syntax, .embeddings = db};
+        sdw_clip_encoding e[2];
+        bool cut = false;
+        s = sdw_clip_prompt_encode_chunks(&t.p, &o, 2, prompts, which, true, true, e, &cut,
+                                          syntax ? NULL : sdw_stage_tap, &c, &err);
+        if (s) break;
+        if (!syntax) {
+            fprintf(stderr, "  plain: %d stages, worst %.2g (%s)\n", c.n_compared, c.worst,
+                    c.worst_name);
+            ASSERT_EQ_INT(c.n_compared, 6); /* ids, state, pooled x cond/uncond */
+            ASSERT_EQ_INT(c.n_failed, 0);
+        } else {
+            const sdw_golden_tensor *ref = sdw_golden_get(g, "te.cond.last_hidden_state");
+            ASSERT_CLOSE_REL(e[0].hidden, (const float *)ref->data, ref->n, 1e-5, "A1111 state");
+            /* pooled at the first EOS: position 8 (BOS a photo of v0 v1 , detailed EOS) */
+            const sdw_golden_tensor *ids = sdw_golden_get(g, "te.cond.input_ids");
+            ASSERT_EQ_INT(((const int32_t *)ids->data)[8], 49407);
+            sdw_clip_text_params q = t.p.params;
+            const float *rows;
+            int nv;
+            ASSERT_OK(sdw_embeddings_vectors(db, 0, NULL, 32, &rows, &nv, &err), &err);
+            q.extra_rows = rows;
+            q.n_extra = nv;
+            q.pool_id = 49407;
+            float pooled[32];
+            ASSERT_OK(sdw_clip_text_forward(t.p.enc, ids->data, 1, 77, &q, NULL, pooled, &err),
+                      &err);
+            ASSERT_CLOSE_REL(e[0].pooled, pooled, 32, 1e-6, "A1111 pooled");
+            const sdw_golden_tensor *gp = sdw_golden_get(g, "te.cond.pooled");
+            ASSERT_TRUE(sdw_test_rel_err(e[0].pooled, gp->data, 32) > 1e-2); /* not argmax's */
+        }
+        for (int k = 0; k < 2; k++) sdw_clip_encoding_deinit(&e[k]);
+    }
+    sdw_golden_close(g);
+    sdw_embeddings_destroy(db);
+    te_free(&t);
+    ASSERT_OK(s, &err);
+}
+
 /* SDXL embeddings: each encoder takes the tensor of its role. */
 static void test_embedding_roles(void) {
     sdw_embeddings *db = NULL;
@@ -532,6 +598,7 @@ int main(void) {
     RUN(test_clip_skip);
     RUN(test_batch_layout);
     RUN(test_embedding_tokens);
+    RUN(test_embedding_golden);
     RUN(test_embedding_roles);
     return sdw_test_finish();
 }
