@@ -5,6 +5,8 @@
  * stepNN.transformer.*). */
 #include "models/flux/flux_impl.h"
 
+#include "text/t5_syntax.h"
+
 #include <string.h>
 
 static void flux_cond_free(void *cond) {
@@ -38,8 +40,9 @@ static sdw_status flux_condition(sdw_diffusion *d, const sdw_request *req, int B
                                           truncated, m->d.tap, m->d.tap_user, err);
     float *ctx[1] = {c->context};
     if (!s)
-        s = sdw_t5_prompt_encode(&m->t5, 1, prompts, which, c->L, ctx, fc->joint_dim, truncated,
-                                 m->d.tap, m->d.tap_user, err);
+        s = (req->prompt_syntax ? sdw_t5_prompt_encode_syntax : sdw_t5_prompt_encode)(
+            &m->t5, 1, prompts, which, c->L, ctx, fc->joint_dim, truncated, m->d.tap,
+            m->d.tap_user, err);
     if (s) {
         flux_cond_free(c);
         return s;

@@ -4,6 +4,8 @@
  * te3.*, stepNN.transformer.*). */
 #include "models/sd3/sd3_impl.h"
 
+#include "text/t5_syntax.h"
+
 #include <string.h>
 
 static void sd3_cond_free(void *cond) {
@@ -85,8 +87,8 @@ static sdw_status sd3_condition(sdw_diffusion *d, const sdw_request *req, int B,
         }
         float *t5ctx[2] = {ctx[0] + (size_t)Lc * D, ctx[1] + (size_t)Lc * D};
         if (m->t5.enc)
-            s = sdw_t5_prompt_encode(&m->t5, B, prompts, which, Lt, t5ctx, D, truncated, d->tap,
-                                     d->tap_user, err);
+            s = (req->prompt_syntax ? sdw_t5_prompt_encode_syntax : sdw_t5_prompt_encode)(
+                &m->t5, B, prompts, which, Lt, t5ctx, D, truncated, d->tap, d->tap_user, err);
     }
     for (int k = 0; k < 2; k++) {
         sdw_clip_encoding_deinit(&empty[k]);
