@@ -10,4 +10,4 @@ if [ -z "${SDW_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
     echo "chromium is not installed: run scripts/bootstrap.sh (apt-get install chromium)" >&2
     exit 1
 fi
-exec node --test --test-concurrency=1 --test-reporter=spec openai.test.mjs a1111.test.mjs cors.test.mjs web.test.mjs
+exec node --test --test-concurrency=1 --test-reporter=spec openai.test.mjs a1111.test.mjs cors.test.mjs web.test.mjs controlnet.test.mjs
