@@ -5,9 +5,14 @@
  * fuzz_t5_spiece: a spiece.model whose normalizer charsmap (a double-array trie) points outside
  * itself loaded fine, and libsentencepiece read out of bounds on the first text that walked into
  * the bad unit (a SEGV in Normalizer::NormalizePrefix). It must be refused at load, naming the
- * problem. */
+ * problem.
+ *
+ * fuzz_native_request: a 165-byte PNG whose tEXt chunk claims 600 MB made libpng allocate 600 MB
+ * before finding the bytes missing (its own chunk limit only warns). It must be refused before
+ * libpng sees it. */
 #include "sdw_test.h"
 
+#include "io/image.h"
 #include "text/t5_tokenizer.h"
 
 #include <stdlib.h>
@@ -83,7 +88,39 @@ static void test_corrupt_spiece_charsmap_is_refused(void) {
     rmdir(dir);
 }
 
+static void put_be32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
+}
+
+/* The PNG chunk CRC (CRC-32 over type and data), bit by bit. */
+static uint32_t crc32_of(const uint8_t *p, size_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+    }
+    return c ^ 0xFFFFFFFFu;
+}
+
+static void test_png_chunk_claiming_more_than_the_file_is_refused(void) {
+    uint8_t png[64] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    size_t n = 8;
+    put_be32(png + n, 13), memcpy(png + n + 4, "IHDR", 4);
+    put_be32(png + n + 8, 8), put_be32(png + n + 12, 8); /* 8x8 */
+    png[n + 16] = 8, png[n + 17] = 2;                     /* 8-bit RGB */
+    put_be32(png + n + 8 + 13, crc32_of(png + n + 4, 4 + 13));
+    n += 8 + 13 + 4;
+    put_be32(png + n, 603979864u), memcpy(png + n + 4, "tEXt", 4);
+    memcpy(png + n + 8, "parameters\0a cat", 17);
+    n += 8 + 17;
+    sdw_image img;
+    sdw_error err = {0};
+    ASSERT_TRUE(sdw_image_decode(png, n, "bomb", &img, &err) != SDW_OK);
+    ASSERT_STR_CONTAINS(err.msg, "a chunk claims more bytes than the file has");
+}
+
 int main(void) {
     RUN(test_corrupt_spiece_charsmap_is_refused);
+    RUN(test_png_chunk_claiming_more_than_the_file_is_refused);
     return sdw_test_finish();
 }
