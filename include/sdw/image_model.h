@@ -127,6 +127,58 @@ typedef struct sdw_lora_ref {
     float multiplier; /* m in W + m·(alpha/rank)·up·down; 1 = the LoRA as trained */
 } sdw_lora_ref;
 
+/* How the hires fix enlarges the first pass (sdw_hires.upscaler): AUTOMATIC1111's built-in
+ * upscalers, named as it names them. The latent ones resize the latents with
+ * torch.nn.functional.interpolate (align_corners False), as A1111's latent_upscale_modes; the
+ * others decode the first pass, resize the picture with Pillow and encode it again. Neural
+ * upscalers (ESRGAN, SwinIR, ...) are models of their own, not part of this worker. */
+typedef enum sdw_upscaler {
+    SDW_UPSCALE_LATENT = 0,                 /* "Latent": bilinear (A1111's default) */
+    SDW_UPSCALE_LATENT_ANTIALIASED,         /* "Latent (antialiased)": bilinear, antialias */
+    SDW_UPSCALE_LATENT_BICUBIC,             /* "Latent (bicubic)" */
+    SDW_UPSCALE_LATENT_BICUBIC_ANTIALIASED, /* "Latent (bicubic antialiased)" */
+    SDW_UPSCALE_LATENT_NEAREST,             /* "Latent (nearest)": torch's legacy nearest */
+    SDW_UPSCALE_LATENT_NEAREST_EXACT,       /* "Latent (nearest-exact)" */
+    SDW_UPSCALE_NONE,    /* "None": the picture, one Lanczos resize to the second size */
+    SDW_UPSCALE_LANCZOS, /* "Lanczos": A1111's Lanczos upscaler (by the scale, to a multiple of
+                          * 8, then to the size: Lanczos each time) */
+    SDW_UPSCALE_NEAREST, /* "Nearest": the same with a nearest-neighbour first step */
+    SDW_UPSCALE_COUNT
+} sdw_upscaler;
+/* A1111's name ("Latent (bicubic antialiased)"; static). */
+const char *sdw_upscaler_str(sdw_upscaler u);
+/* Whether u resizes the latents (the first six) rather than the decoded picture. */
+bool sdw_upscaler_is_latent(sdw_upscaler u);
+/* An A1111 name, compared without case, spaces and punctuation ("latent-bicubic-antialiased"
+ * and "Latent (bicubic antialiased)" are the same). SDW_E_INVALID_ARG naming the value and the
+ * choices, *out untouched; a neural upscaler's name is answered as one not installed. */
+sdw_status sdw_upscaler_parse(const char *s, sdw_upscaler *out, sdw_error *err);
+
+/* AUTOMATIC1111's "hires fix" (sdw_request.hires): text-to-image at the request's size, the
+ * result enlarged (the upscaler), then image-to-image at the larger size: the steps of the
+ * second pass are the last `steps` of a schedule of int(steps / min(strength, 0.999)), its
+ * noise the first draw of a generator seeded with the request's seed (A1111's
+ * sample_hr_pass). The first pass's size is what A1111 calls the image's "Size". */
+typedef struct sdw_hires {
+    bool enable;
+    double scale;                    /* hr_scale: second size = int(first size x scale);
+                                      * 0 = 2 (A1111's default) */
+    int resize_width, resize_height; /* hr_resize_x / hr_resize_y: the second size instead of
+                                      * the scale (0 = follow the other side's aspect); both
+                                      * with another aspect: scaled to cover, middle cropped */
+    sdw_upscaler upscaler;           /* LATENT (0) by default */
+    int steps;                       /* hr_second_pass_steps: 0 = the request's steps */
+    double strength;                 /* denoising_strength, in (0, 1]; < 0 = 0.75 */
+    /* Set by sdw_request_resolve, from the above and the model's sizes: */
+    int width, height;       /* the final image's size (rounded down to caps.size_multiple) */
+    int up_width, up_height; /* what the first pass is enlarged to before the middle is cropped
+                              * to width x height: A1111's hr_upscale_to (equal to
+                              * width x height up to that rounding unless both resize sides
+                              * were given with another aspect) */
+} sdw_hires;
+#define SDW_HIRES_DEFAULT_SCALE 2.0
+#define SDW_HIRES_DEFAULT_STRENGTH 0.75
+
 /* The unified request. Strings are borrowed for the duration of the call. */
 typedef struct sdw_request {
     const char *prompt;
@@ -183,6 +235,9 @@ typedef struct sdw_request {
     bool profile; /* measure this run's forward passes op by op (sdw_result_info.profile) */
     sdw_vae_tiling_mode vae_tiling; /* AUTO (0), OFF, ON: tiled decode / image-to-image encode */
     sdw_decoder decoder;            /* VAE (0), or TAESD (needs caps.taesd) */
+    sdw_hires hires; /* the hires fix (text-to-image only, needs caps.img2img); .enable false =
+                      * off, every other field ignored */
+
 
     /* Stopping the run from another thread: NULL, or a flag (sdw_stop values) the caller may
      * set while the run goes, borrowed for the call. The run polls it between blocks of every
@@ -283,6 +338,12 @@ typedef struct sdw_result_info {
                      * interrupted) */
     bool vae_tiled;     /* decoded in tiles (asked, or AUTO above SDW_TILING_AUTO_PIXELS) */
     bool taesd_decoded; /* decoded by the tiny autoencoder (a draft) */
+    /* The hires fix ran its second pass (width, height and steps above are the first pass's,
+     * A1111's "Size" and "Steps"; not set when an interrupt stopped the first pass): the image
+     * is hires_width x hires_height, after hires_calls more denoiser calls (counted in
+     * n_denoiser_calls too), strength the second pass's. */
+    bool hires;
+    int hires_width, hires_height, hires_calls;
 } sdw_result_info;
 
 typedef struct sdw_image_model sdw_image_model;

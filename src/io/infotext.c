@@ -64,4 +64,16 @@ void sdw_infotext_format(const sdw_request *req, const sdw_result_info *info, co
     if (info->taesd_decoded) put(buf, cap, &n, ", VAE Decoder: TAESD");
     if (info->vae_tiled)
         put(buf, cap, &n, ", VAE tiling: %s", req->vae_tiling == SDW_TILING_AUTO ? "auto" : "on");
+    /* The hires fix as A1111's extra_generation_params has it ("Size" above is the first
+     * pass's, "Denoising strength" the second's): the scale or the resize, the second pass's
+     * steps when they were given, the upscaler. */
+    if (info->hires) {
+        const sdw_hires *hr = &req->hires;
+        if (hr->resize_width || hr->resize_height)
+            put(buf, cap, &n, ", Hires resize: %dx%d", hr->resize_width, hr->resize_height);
+        else
+            put(buf, cap, &n, ", Hires upscale: %g", hr->scale);
+        if (hr->steps) put(buf, cap, &n, ", Hires steps: %d", hr->steps);
+        put(buf, cap, &n, ", Hires upscaler: %s", sdw_upscaler_str(hr->upscaler));
+    }
 }

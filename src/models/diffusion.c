@@ -148,23 +148,183 @@ static sdw_status pick_seed(int64_t asked, int64_t *seed, sdw_error *err) {
     return SDW_OK;
 }
 
-/* The sampler of a request: the model's schedule, "trailing" spacing when asked (what distilled
- * few-step models such as SDXL-Turbo ship; single files carry no scheduler config), Karras
- * sigmas when asked, and the image's token count for dynamically shifted flow schedules. */
-static sdw_status make_sampler(const sdw_diffusion *d, const sdw_request *req, int h, int w,
-                               sdw_sampler **out, sdw_error *err) {
+/* The sampler of a request (diffusion.h): the model's schedule, "trailing" spacing when asked
+ * (what distilled few-step models such as SDXL-Turbo ship; single files carry no scheduler
+ * config), Karras sigmas when asked, and the image's token count for dynamically shifted flow
+ * schedules. */
+sdw_status sdw__diffusion_sampler(const sdw_diffusion *d, const sdw_request *req, int steps, int h,
+                                  int w, sdw_sampler **out, sdw_error *err) {
     sdw_scheduler_config sched = d->sched;
     if (strcmp(req->scheduler, "trailing") == 0) sched.timestep_spacing = SDW_SPACING_TRAILING;
-    const sdw_sampler_params p = {.steps = req->steps,
+    const sdw_sampler_params p = {.steps = steps,
                                   .karras = strcmp(req->scheduler, "karras") == 0,
                                   .image_seq_len = (h / d->patch) * (w / d->patch)};
     return sdw_sampler_create(req->sampler, &sched, &p, out, err);
 }
 
-
 /* What the caller's stop flag asks for now (SDW_STOP_NONE without one). */
 static int stop_asked(const sdw_request *req) {
     return req->stop ? atomic_load(req->stop) : SDW_STOP_NONE;
+}
+
+/* Image-to-image from given latents: the last from->steps steps of a schedule of
+ * from->schedule (A1111's setup_img2img_steps with the steps given), started from the latents
+ * noised to the first of them with the first draw of the pass's generator. */
+static sdw_status start_from_latents(const sdw_diffusion *d, const sdw_latent_start *from,
+                                     sdw_sampler *sampler, sdw_rng *rng, sdw_run *run,
+                                     float *latents, int h, int w, sdw_error *err) {
+    const int C = d->latent_channels;
+    const size_t n_lat = (size_t)C * h * w;
+    const int begin = (from->schedule - from->steps) * sdw_sampler_order(sampler);
+    sdw_status s = sdw_sampler_set_begin(sampler, begin, err);
+    if (s) return s;
+    float *noise = sdw_xmalloc(n_lat * sizeof(float));
+    sdw_rng_randn(rng, noise, n_lat);
+    char name[32];
+    snprintf(name, sizeof name, "noise.%02d", run->n_noise++);
+    sdw_diffusion_tap(d, name, noise, 4, (int64_t)1, (int64_t)C, (int64_t)h, (int64_t)w);
+    sdw_sampler_add_noise(sampler, from->latents, noise, latents, n_lat);
+    free(noise);
+    return SDW_OK;
+}
+
+sdw_status sdw__diffusion_pass(sdw_diffusion *d, const sdw_request *req,
+                               const sdw_latent_start *from, sdw_run *run, float **out,
+                               sdw_error *err) {
+    sdw_status s = SDW_OK;
+    const int f = d->vae_factor, C = d->latent_channels;
+    const int W = req->width, H = req->height, w = W / f, h = H / f;
+    const size_t n_lat = (size_t)C * h * w;
+    const int Cin = d->denoiser_in_channels;
+    const size_t n_in = (size_t)Cin * h * w;
+    /* diffusers: do_classifier_free_guidance = guidance_scale > 1 */
+    const bool cfg = d->guidance == SDW_GUIDANCE_CFG && req->guidance > 1.0f;
+    const int B = cfg ? 2 : 1;
+    const bool has_negative = req->negative_prompt && *req->negative_prompt;
+    if (has_negative && !cfg && !from) { /* said once, by the first pass */
+        if (d->guidance == SDW_GUIDANCE_CFG)
+            SDW_WARN("guidance scale %g <= 1 runs no unconditional pass: the negative prompt is "
+                     "ignored",
+                     (double)req->guidance);
+        else
+            SDW_WARN("this model embeds its guidance and runs no unconditional pass: the "
+                     "negative prompt is ignored");
+    }
+
+    sdw_sampler *sampler = NULL;
+    void *cond = NULL;
+    float *latents = sdw_xmalloc(n_lat * sizeof(float));
+    float *model_in = sdw_xmalloc(B * n_in * sizeof(float));    /* NCHW, CFG batch */
+    float *noise_pred = sdw_xmalloc(B * n_lat * sizeof(float)); /* NCHW */
+    sdw_image_job job = {0};
+    const int k0 = run->n_calls; /* calls of earlier passes: this pass's stepNN continue them */
+
+    double t0 = sdw_time_now(), t1, t2;
+    /* 1. Conditioning: the family's text encoders, batch order [uncond, cond]. */
+    bool truncated = false;
+    if ((s = d->hooks->condition(d, req, B, &cond, &truncated, err))) goto done;
+    run->truncated |= truncated;
+    if (stop_asked(req) == SDW_STOP_CANCEL) {
+        s = sdw_error_set(err, SDW_CANCELLED, "cancelled at step %d (while encoding the prompt)",
+                          k0);
+        goto done;
+    }
+
+    t1 = sdw_time_now();
+    run->seconds_encode += t1 - t0;
+    /* 2. Sampler and initial latents, from a generator seeded with the run's seed (each pass
+     * seeds its own, as A1111's hires pass does): one randn of the latents' shape, or the
+     * init image's draws (diffusion_image.c), or the given latents noised. */
+    if ((s = sdw__diffusion_sampler(d, req, from ? from->schedule : req->steps, h, w, &sampler,
+                                    err)))
+        goto done;
+    sdw_rng rng;
+    sdw_rng_init(&rng, req->rng, (uint64_t)run->seed);
+    if (from) {
+        if ((s = start_from_latents(d, from, sampler, &rng, run, latents, h, w, err))) goto done;
+    } else if (req->init_image) { /* image-to-image / inpainting: diffusion_image.c */
+        s = sdw__image_prepare(d, req, sampler, &rng, latents, &job, err);
+        run->n_noise += job.n_noise;
+        run->strength = job.strength;
+        if (s) goto done;
+        run->seconds_image_encode += sdw_time_now() - t1;
+    } else {
+        sdw_rng_randn(&rng, latents, n_lat);
+        sdw_diffusion_tap(d, "latents_init_noise", latents, 4, (int64_t)1, (int64_t)C,
+                          (int64_t)h, (int64_t)w);
+        const float sigma0 = sdw_sampler_init_noise_sigma(sampler);
+        for (size_t i = 0; i < n_lat; i++)
+            latents[i] *= sigma0;
+    }
+
+    /* 3. Denoising loop, from the first call the strength leaves (0 for text-to-image). Stage
+     * names count the calls made (stepNN of the reference's loop), over every pass. */
+    t2 = sdw_time_now();
+    const int n_calls = sdw_sampler_n_calls(sampler), begin = sdw_sampler_begin(sampler);
+    const int total = k0 + (n_calls - begin) + run->calls_after;
+    run->calls_planned += n_calls - begin;
+    sdw_stop_attach((sdw_stop_ref){req->stop, SDW_STOP_INTERRUPT});
+    for (int i = begin; i < n_calls; i++) {
+        char name[64];
+        const int k = k0 + i - begin;
+        const float t = sdw_sampler_timestep(sampler, i);
+        /* A stop seen inside the denoiser call leaves its output undefined: the latents keep
+         * the last finished step's result, which an interrupt decodes and a cancel drops. */
+        int stop = stop_asked(req);
+        for (int b = 0; b < B; b++) {
+            sdw_sampler_scale_model_input(sampler, i, latents, model_in + b * n_in, n_lat);
+            if (Cin != C) sdw__image_denoiser_extra(&job, C, h, w, model_in + b * n_in + n_lat);
+        }
+        if (stop == SDW_STOP_NONE &&
+            (s = d->hooks->denoise(d, cond, model_in, B, h, w, t, k, noise_pred, err)))
+            goto done;
+        if (stop == SDW_STOP_NONE) stop = stop_asked(req);
+        if (stop == SDW_STOP_CANCEL) {
+            s = sdw_error_set(err, SDW_CANCELLED, "cancelled at step %d of %d", k + 1, total);
+            goto done;
+        }
+        if (stop != SDW_STOP_NONE) {
+            run->interrupted = true;
+            break;
+        }
+        if (cfg) { /* noise_pred = uncond + g * (cond - uncond) */
+            const float g = req->guidance;
+            const float *u = noise_pred, *c = noise_pred + n_lat;
+            for (size_t j = 0; j < n_lat; j++)
+                noise_pred[j] = u[j] + g * (c[j] - u[j]);
+        }
+        if ((s = sdw_sampler_step(sampler, i, noise_pred, latents, n_lat, &rng, err))) goto done;
+        if (sdw_sampler_last_noise(sampler)) {
+            snprintf(name, sizeof name, "noise.%02d", run->n_noise++);
+            sdw_diffusion_tap(d, name, sdw_sampler_last_noise(sampler), 4, (int64_t)1,
+                              (int64_t)C, (int64_t)h, (int64_t)w);
+        }
+        sdw__image_after_step(&job, sampler, i, latents, n_lat, (size_t)h * w);
+        run->n_calls = k + 1;
+        snprintf(name, sizeof name, "step%02d.latents", k);
+        sdw_diffusion_tap(d, name, latents, 4, (int64_t)1, (int64_t)C, (int64_t)h, (int64_t)w);
+        const sdw_image *shown = NULL;
+        if (run->progress && req->preview_every > 0 &&
+            ((k + 1) % req->preview_every == 0 || k + 1 == total)) {
+            sdw__codec_preview(d, latents, h, w, &run->preview);
+            shown = &run->preview;
+        }
+        if (run->progress && !run->progress(run->user, k + 1, total, shown)) {
+            s = sdw_error_set(err, SDW_CANCELLED, "cancelled at step %d of %d", k + 1, total);
+            goto done;
+        }
+    }
+    run->seconds_denoise += sdw_time_now() - t2;
+done:
+    sdw_stop_attach((sdw_stop_ref){req->stop, SDW_STOP_CANCEL});
+    if (cond && d->hooks->cond_free) d->hooks->cond_free(cond);
+    sdw_sampler_destroy(sampler);
+    sdw__image_job_deinit(&job);
+    free(model_in);
+    free(noise_pred);
+    if (s) free(latents);
+    else *out = latents;
+    return s;
 }
 
 sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
@@ -185,148 +345,42 @@ sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
     }
     /* The stop flag, likewise the run's on this thread: the forwards poll it between blocks and
      * attention tiles (nn/stop.h). Only a cancel stops the encoders and the VAE (an interrupt
-     * decodes the latents so far); any stop stops the denoiser. */
+     * decodes the latents so far); any stop stops the denoiser (inside a pass). */
     const sdw_stop_ref caller_stop = sdw_stop_attach((sdw_stop_ref){req->stop, SDW_STOP_CANCEL});
 
-    const int f = d->vae_factor, C = d->latent_channels;
-    const int W = req->width, H = req->height, w = W / f, h = H / f;
-    const size_t n_lat = (size_t)C * h * w;
-    const int Cin = d->denoiser_in_channels;
-    const size_t n_in = (size_t)Cin * h * w;
-    /* diffusers: do_classifier_free_guidance = guidance_scale > 1 */
-    const bool cfg = d->guidance == SDW_GUIDANCE_CFG && req->guidance > 1.0f;
-    const int B = cfg ? 2 : 1;
-    const bool has_negative = req->negative_prompt && *req->negative_prompt;
-    if (has_negative && !cfg) {
-        if (d->guidance == SDW_GUIDANCE_CFG)
-            SDW_WARN("guidance scale %g <= 1 runs no unconditional pass: the negative prompt is "
-                     "ignored",
-                     (double)req->guidance);
-        else
-            SDW_WARN("this model embeds its guidance and runs no unconditional pass: the "
-                     "negative prompt is ignored");
-    }
+    const int f = d->vae_factor;
+    int W = req->width, H = req->height;
+    sdw_run run = {.progress = progress, .user = user};
+    float *latents = NULL;
+    bool hires = false;
+    int first_calls = 0; /* the first pass's */
+    double t_loop;
 
-    int64_t seed = 0;
-    sdw_sampler *sampler = NULL;
-    void *cond = NULL;
-    float *latents = sdw_xmalloc(n_lat * sizeof(float));
-    float *model_in = sdw_xmalloc(B * n_in * sizeof(float));    /* NCHW, CFG batch */
-    float *noise_pred = sdw_xmalloc(B * n_lat * sizeof(float)); /* NCHW */
-    sdw_image preview = {0};
-    sdw_image_job job = {0};
-    int n_noise = 0; /* noise.KK taps: every draw after the initial latents */
-    int n_done = 0;  /* denoiser calls whose result is in the latents */
-    bool interrupted = false;
-
-    sdw_lora_session lora = {0};
-    sdw_request tagless;
-    if ((s = pick_seed(req->seed, &seed, err))) goto done;
-    /* 0. The request's LoRAs (its list and its prompt's tags): each file packed once and kept
-     * (models/lora.h), attached to this thread for the run and detached at its end whatever
-     * happens; the model's own weights are never touched. The encoders see the prompt without
-     * its tags. */
-    if ((s = sdw_lora_begin(d->lora, d->lora_dir, req, &lora, err))) goto done;
-    tagless = *req;
-    tagless.prompt = lora.prompt;
-    req = &tagless;
-    double t0 = sdw_time_now(), t_text, t_loop, t_image = 0;
-    /* 1. Conditioning: the family's text encoders, batch order [uncond, cond]. */
-    bool truncated = false;
-    if ((s = d->hooks->condition(d, req, B, &cond, &truncated, err))) goto done;
-    if (stop_asked(req) == SDW_STOP_CANCEL) {
-        s = sdw_error_set(err, SDW_CANCELLED, "cancelled at step 0 (while encoding the prompt)");
-        goto done;
-    }
-
-    t_text = sdw_time_now();
-    /* 2. Sampler and initial noise: one randn of the latents' shape. */
-    if ((s = make_sampler(d, req, h, w, &sampler, err))) goto done;
-    sdw_rng rng;
-    sdw_rng_init(&rng, req->rng, (uint64_t)seed);
-    if (req->init_image) { /* image-to-image / inpainting: diffusion_image.c */
-        s = sdw__image_prepare(d, req, sampler, &rng, latents, &job, err);
-        n_noise = job.n_noise;
-        if (s) goto done;
-        t_image = sdw_time_now() - t_text;
-    } else {
-        sdw_rng_randn(&rng, latents, n_lat);
-        sdw_diffusion_tap(d, "latents_init_noise", latents, 4, (int64_t)1, (int64_t)C,
-                          (int64_t)h, (int64_t)w);
-        const float sigma0 = sdw_sampler_init_noise_sigma(sampler);
-        for (size_t i = 0; i < n_lat; i++)
-            latents[i] *= sigma0;
-    }
-
-    /* 3. Denoising loop, from the first call the strength leaves (0 for text-to-image). Stage
-     * names count the calls made (stepNN of the reference's loop). */
-    const int n_calls = sdw_sampler_n_calls(sampler), begin = sdw_sampler_begin(sampler);
-    if (d->hooks->begin_pass && (s = d->hooks->begin_pass(d, cond, 0, n_calls - begin, err)))
-        goto done;
-    sdw_stop_attach((sdw_stop_ref){req->stop, SDW_STOP_INTERRUPT});
-    for (int i = begin; i < n_calls; i++) {
-        char name[64];
-        const int k = i - begin;
-        const float t = sdw_sampler_timestep(sampler, i);
-        /* A stop seen inside the denoiser call leaves its output undefined: the latents keep
-         * the last finished step's result, which an interrupt decodes and a cancel drops. */
-        int stop = stop_asked(req);
-        for (int b = 0; b < B; b++) {
-            sdw_sampler_scale_model_input(sampler, i, latents, model_in + b * n_in, n_lat);
-            if (Cin != C) sdw__image_denoiser_extra(&job, C, h, w, model_in + b * n_in + n_lat);
-        }
-        if (stop == SDW_STOP_NONE &&
-            (s = d->hooks->denoise(d, cond, model_in, B, h, w, t, k, noise_pred, err)))
-            goto done;
-        if (stop == SDW_STOP_NONE) stop = stop_asked(req);
-        if (stop == SDW_STOP_CANCEL) {
-            s = sdw_error_set(err, SDW_CANCELLED, "cancelled at step %d of %d", k + 1,
-                              n_calls - begin);
-            goto done;
-        }
-        if (stop != SDW_STOP_NONE) {
-            interrupted = true;
-            break;
-        }
-        if (cfg) { /* noise_pred = uncond + g * (cond - uncond) */
-            const float g = req->guidance;
-            const float *u = noise_pred, *c = noise_pred + n_lat;
-            for (size_t j = 0; j < n_lat; j++)
-                noise_pred[j] = u[j] + g * (c[j] - u[j]);
-        }
-        if ((s = sdw_sampler_step(sampler, i, noise_pred, latents, n_lat, &rng, err))) goto done;
-        if (sdw_sampler_last_noise(sampler)) {
-            snprintf(name, sizeof name, "noise.%02d", n_noise++);
-            sdw_diffusion_tap(d, name, sdw_sampler_last_noise(sampler), 4, (int64_t)1,
-                              (int64_t)C, (int64_t)h, (int64_t)w);
-        }
-        sdw__image_after_step(&job, sampler, i, latents, n_lat, (size_t)h * w);
-        n_done = k + 1;
-        snprintf(name, sizeof name, "step%02d.latents", k);
-        sdw_diffusion_tap(d, name, latents, 4, (int64_t)1, (int64_t)C, (int64_t)h, (int64_t)w);
-        const sdw_image *shown = NULL;
-        if (progress && req->preview_every > 0 &&
-            ((k + 1) % req->preview_every == 0 || i + 1 == n_calls)) {
-            sdw__codec_preview(d, latents, h, w, &preview);
-            shown = &preview;
-        }
-        if (progress && !progress(user, k + 1, n_calls - begin, shown)) {
-            s = sdw_error_set(err, SDW_CANCELLED, "cancelled at step %d of %d", k + 1,
-                              n_calls - begin);
-            goto done;
-        }
+    if ((s = pick_seed(req->seed, &run.seed, err))) goto done;
+    /* The hires fix's second pass counts in the progress from the first step on. */
+    if (req->hires.enable && (s = sdw__hires_calls(d, req, &run.calls_after, err))) goto done;
+    /* 1-3. Conditioning, initial latents, denoising (the first pass). */
+    if ((s = sdw__diffusion_pass(d, req, NULL, &run, &latents, err))) goto done;
+    first_calls = run.calls_planned;
+    /* The hires fix (diffusion_hires.c): enlarge, then image-to-image at the second size. An
+     * interrupt in the first pass skips it, as A1111's sample_hr_pass does. */
+    if (req->hires.enable && !run.interrupted) {
+        if ((s = sdw__hires_pass(d, req, &run, &latents, err))) goto done;
+        hires = true;
+        W = req->hires.width;
+        H = req->hires.height;
     }
 
     t_loop = sdw_time_now();
     /* 4. Decode (also what an interrupt leaves: the caller asked for the image so far). A
      * cancel stops the VAE's attention; the image is then dropped. */
-    sdw_stop_attach((sdw_stop_ref){req->stop, SDW_STOP_CANCEL});
     if (stop_asked(req) == SDW_STOP_CANCEL) {
         s = sdw_error_set(err, SDW_CANCELLED, "cancelled before decoding");
         goto done;
     }
     bool tiled = false, taesd = false;
-    if ((s = sdw__codec_decode(d, req, latents, h, w, out, &tiled, &taesd, err))) goto done;
+    if ((s = sdw__codec_decode(d, req, latents, H / f, W / f, out, &tiled, &taesd, err)))
+        goto done;
     if (tiled && req->vae_tiling == SDW_TILING_AUTO)
         SDW_INFO("%dx%d is above %d pixels: decoded in tiles", W, H, SDW_TILING_AUTO_PIXELS);
     if (stop_asked(req) == SDW_STOP_CANCEL) {
@@ -335,20 +389,23 @@ sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
         goto done;
     }
 
-    *info = (sdw_result_info){.seed = seed, .width = W, .height = H, .steps = req->steps,
-                              .guidance = req->guidance, .prompt_truncated = truncated,
-                              .seconds_encode = t_text - t0,
-                              .seconds_denoise = t_loop - t_text - t_image,
+    *info = (sdw_result_info){.seed = run.seed, .width = req->width, .height = req->height,
+                              .steps = req->steps, .guidance = req->guidance,
+                              .prompt_truncated = run.truncated,
+                              .seconds_encode = run.seconds_encode,
+                              .seconds_denoise = run.seconds_denoise,
                               .seconds_decode = sdw_time_now() - t_loop,
-                              .n_denoiser_calls = n_calls - begin, .strength = job.strength,
-                              .seconds_image_encode = t_image,
+                              .n_denoiser_calls = run.calls_planned,
+                              .strength = hires ? req->hires.strength : run.strength,
+                              .seconds_image_encode = run.seconds_image_encode,
                               .guidance_embedded = d->guidance == SDW_GUIDANCE_EMBEDDED,
-                              .interrupted = interrupted, .steps_done = n_done,
-                              .vae_tiled = tiled, .taesd_decoded = taesd};
+                              .interrupted = run.interrupted, .steps_done = run.n_calls,
+                              .vae_tiled = tiled, .taesd_decoded = taesd, .hires = hires,
+                              .hires_width = hires ? W : 0, .hires_height = hires ? H : 0,
+                              .hires_calls = hires ? run.calls_planned - first_calls : 0};
     snprintf(info->sampler, sizeof info->sampler, "%s", req->sampler);
     snprintf(info->scheduler, sizeof info->scheduler, "%s", req->scheduler);
 done:
-    sdw_lora_end(&lora);
     sdw_stop_attach(caller_stop);
     if (req->profile) {
         sdw_profile_attach(caller_prof);
@@ -356,13 +413,7 @@ done:
                                                              SDW_PROFILE_MAX_ENTRIES);
     }
     if (d->n_threads > 0) omp_set_num_threads(caller_threads);
-    if (cond && d->hooks->cond_free) d->hooks->cond_free(cond);
-    sdw_sampler_destroy(sampler);
-    sdw__image_job_deinit(&job);
     free(latents);
-    free(model_in);
-    free(noise_pred);
-
-    sdw_image_free(&preview);
+    sdw_image_free(&run.preview);
     return s;
 }

@@ -175,6 +175,69 @@ void sdw_diffusion_set_tap(sdw_image_model *m, sdw_tap_fn fn, void *user);
 void sdw_diffusion_tap(const sdw_diffusion *d, const char *name, const float *data, int n_dims,
                        ...);
 
+/* ---- diffusion.c: the passes of a run (the hires fix runs two) ---- */
+
+struct sdw_sampler;
+struct sdw_rng;
+
+/* What the passes of one sdw_diffusion_generate share. */
+typedef struct sdw_run {
+    int64_t seed; /* every pass seeds its own generator with it */
+    sdw_progress_fn progress;
+    void *user;
+    int calls_after;   /* denoiser calls the later passes will make (the progress' total) */
+    int calls_planned; /* calls of the passes begun */
+    int n_calls;       /* calls finished over every pass: the progress' step, the taps' stepNN */
+    int n_noise;       /* noise.KK taps so far */
+    bool interrupted;  /* an interrupt ended a pass */
+    bool truncated;    /* a prompt was cut to an encoder's window */
+    double strength;   /* the init image's strength (the first pass) */
+    double seconds_encode, seconds_image_encode, seconds_denoise;
+    sdw_image preview; /* the previews' buffer (freed by the run) */
+} sdw_run;
+
+/* Image-to-image from given latents (the hires fix's second pass), as A1111's
+ * sample_img2img with the steps given (setup_img2img_steps): the last `steps` steps of a
+ * schedule of `schedule` run from the latents noised to the first of them
+ * (sdw_sampler_add_noise) with the first draw of the pass's generator. */
+typedef struct sdw_latent_start {
+    const float *latents; /* [C, h, w] NCHW clean scaled latents at the request's size */
+    int steps, schedule;  /* 1 <= steps <= schedule */
+} sdw_latent_start;
+
+/* The sampler of req with `steps` steps for latents h x w. */
+sdw_status sdw__diffusion_sampler(const sdw_diffusion *d, const sdw_request *req, int steps, int h,
+                                  int w, struct sdw_sampler **out, sdw_error *err);
+/* One sampling pass at req's size: the family's conditioning, a generator seeded with
+ * run->seed, the initial latents (from = NULL: noise, or req's init image; else from the given
+ * latents) and the denoising loop with previews and progress (steps counted over the run). On
+ * success *latents is new [C, h, w] NCHW (an interrupt leaves the last finished step's). */
+sdw_status sdw__diffusion_pass(sdw_diffusion *d, const sdw_request *req,
+                               const sdw_latent_start *from, sdw_run *run, float **latents,
+                               sdw_error *err);
+
+/* ---- diffusion_hires.c: AUTOMATIC1111's hires fix (sdw_request.hires, resolved) ---- */
+
+/* The denoiser calls the second pass of req will make. */
+sdw_status sdw__hires_calls(const sdw_diffusion *d, const sdw_request *req, int *calls,
+                            sdw_error *err);
+/* The second pass after the first: *latents (the first pass's, [C, H/f, W/f]) enlarged by
+ * req->hires.upscaler and cropped to the second size, then sdw__diffusion_pass from them at
+ * that size; on success *latents is replaced by the second pass's. Taps "hires.latents" (the
+ * enlarged clean latents) and, for the image upscalers, "hires.image" (the resized picture,
+ * [1, 3, H, W] of 0..255). */
+sdw_status sdw__hires_pass(sdw_diffusion *d, const sdw_request *req, sdw_run *run,
+                           float **latents, sdw_error *err);
+/* torch.nn.functional.interpolate(x, size=(oh, ow), mode, align_corners=False, antialias) on
+ * x [C, h, w] NCHW float32 for a latent upscaler u (the modes of A1111's latent_upscale_modes),
+ * into out [C, oh, ow]: torch's CPU kernels' index and weight rules, float32 arithmetic. */
+void sdw__latent_upscale(const float *x, int C, int h, int w, int oh, int ow, sdw_upscaler u,
+                         float *out);
+/* A1111's images.resize_image(0, im, w, h, upscaler) for an image upscaler u (NONE, LANCZOS,
+ * NEAREST) on RGB im: Pillow's resizes (sdw_image_resize; NEAREST: Pillow's nearest
+ * neighbour). *out is new. */
+void sdw__image_upscale(const sdw_image *im, int w, int h, sdw_upscaler u, sdw_image *out);
+
 /* ---- diffusion_codec.c: the latent codecs (used by sdw_diffusion_generate) ---- */
 
 /* Loads the TAESD at path (see sdw_load_options.taesd) into d, checking it fits d's latents. */
@@ -208,8 +271,6 @@ typedef struct sdw_image_job {
     float *masked_latents; /* [C, h, w] masked image latents (9-channel denoiser) */
 } sdw_image_job;
 
-struct sdw_sampler;
-struct sdw_rng;
 /* Preprocesses req's init image (and mask), sets the sampler's first call from the strength,
  * draws and encodes as the reference and writes the initial latents [C, h, w]. On failure job
  * holds what was allocated (deinit it either way). */

@@ -8,6 +8,7 @@
 #include "models/registry.h"
 #include "text/embeddings.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,45 @@ sdw_status sdw_decoder_parse(const char *s, sdw_decoder *out, sdw_error *err) {
     else if (!strcmp(s, "taesd")) *out = SDW_DECODER_TAESD;
     else return sdw_error_set(err, SDW_E_INVALID_ARG, "decoder '%s' must be vae or taesd", s);
     return SDW_OK;
+}
+
+/* A1111's names, in sdw_upscaler's order (shared.latent_upscale_modes, then the built-in
+ * image upscalers of shared.sd_upscalers). */
+static const char *const g_upscalers[SDW_UPSCALE_COUNT] = {
+    "Latent",           "Latent (antialiased)",   "Latent (bicubic)",
+    "Latent (bicubic antialiased)", "Latent (nearest)", "Latent (nearest-exact)",
+    "None",             "Lanczos",                "Nearest"};
+
+const char *sdw_upscaler_str(sdw_upscaler u) {
+    return u >= 0 && u < SDW_UPSCALE_COUNT ? g_upscalers[u] : "?";
+}
+
+bool sdw_upscaler_is_latent(sdw_upscaler u) { return u <= SDW_UPSCALE_LATENT_NEAREST_EXACT; }
+
+/* s lowercased without anything but letters and digits, into buf. */
+static void squash(const char *s, char *buf, size_t cap) {
+    size_t n = 0;
+    for (; *s && n + 1 < cap; s++)
+        if (isalnum((unsigned char)*s)) buf[n++] = (char)tolower((unsigned char)*s);
+    buf[n] = 0;
+}
+
+sdw_status sdw_upscaler_parse(const char *s, sdw_upscaler *out, sdw_error *err) {
+    char a[64], b[64];
+    squash(s, a, sizeof a);
+    for (int u = 0; u < SDW_UPSCALE_COUNT; u++) {
+        squash(g_upscalers[u], b, sizeof b);
+        if (strlen(s) < 64 && !strcmp(a, b)) {
+            *out = (sdw_upscaler)u;
+            return SDW_OK;
+        }
+    }
+    return sdw_error_set_field(err, "hires_upscaler", SDW_E_INVALID_ARG,
+                               "unknown upscaler '%.64s' (available: Latent, Latent (antialiased), "
+                               "Latent (bicubic), Latent (bicubic antialiased), Latent (nearest), "
+                               "Latent (nearest-exact), None, Lanczos, Nearest; neural upscalers "
+                               "such as ESRGAN are not installed in this worker)",
+                               s);
 }
 
 static bool in_list(const char *const *list, const char *s) {
@@ -153,6 +193,103 @@ static sdw_status resolve_mode(sdw_request *r, const sdw_capabilities *caps, sdw
             iw, ih, caps->max_size);
     if (r->width == 0) r->width = iw - iw % m;
     if (r->height == 0) r->height = ih - ih % m;
+    return SDW_OK;
+}
+
+/* The hires fix against the model (after the first pass's size is resolved): defaults, ranges,
+ * and the second size as A1111's calculate_target_resolution computes it: int(size x scale),
+ * or resize_width x resize_height (one side 0: the other by the first pass's aspect, floor
+ * division; both with another aspect: the size covering them, which the second pass crops).
+ * The final size is rounded down to the model's multiple, as A1111's latents are target // 8. */
+static sdw_status resolve_hires(sdw_request *r, const sdw_capabilities *caps, sdw_error *err) {
+    sdw_hires *hr = &r->hires;
+    if (!hr->enable) return SDW_OK;
+    if (r->init_image)
+        return sdw_error_set_field(err, "hires", SDW_E_INVALID_ARG,
+                                   "the hires fix is text-to-image only (AUTOMATIC1111's txt2img): "
+                                   "not with an init image");
+    if (!caps->img2img)
+        return sdw_error_set_field(err, "hires", SDW_E_UNSUPPORTED,
+                                   "this model cannot run the hires fix: its second pass is "
+                                   "image-to-image");
+    if (hr->upscaler < 0 || hr->upscaler >= SDW_UPSCALE_COUNT)
+        return sdw_error_set_field(err, "hires_upscaler", SDW_E_INVALID_ARG, "unknown upscaler %d",
+                                   (int)hr->upscaler);
+    if (hr->scale == 0 && !hr->resize_width && !hr->resize_height) hr->scale = SDW_HIRES_DEFAULT_SCALE;
+    if (hr->strength < 0) hr->strength = SDW_HIRES_DEFAULT_STRENGTH;
+    const double W = r->width, H = r->height, lim = caps->max_size;
+    if (!hr->resize_width && !hr->resize_height &&
+        !(hr->scale > 0 && W * hr->scale <= lim + caps->size_multiple &&
+          H * hr->scale <= lim + caps->size_multiple))
+        return sdw_error_set_field(err, "hires_scale", SDW_E_INVALID_ARG,
+                                   "hires scale %g is out of range: %dx%d times it must be at most "
+                                   "%dx%d",
+                                   hr->scale, r->width, r->height, caps->max_size, caps->max_size);
+    if (hr->resize_width < 0 || hr->resize_height < 0 || hr->resize_width > caps->max_size ||
+        hr->resize_height > caps->max_size)
+        return sdw_error_set_field(err, "hires_resize", SDW_E_INVALID_ARG,
+                                   "hires resize %dx%d is out of range [0, %d] (0 = from the "
+                                   "other side)",
+                                   hr->resize_width, hr->resize_height, caps->max_size);
+    if (!(hr->strength > 0 && hr->strength <= 1))
+        return sdw_error_set_field(err, "hires_strength", SDW_E_INVALID_ARG,
+                                   "hires denoising strength %g is out of range (0, 1]",
+                                   hr->strength);
+    if (hr->steps < 0 || hr->steps > caps->max_steps)
+        return sdw_error_set_field(err, "hires_steps", SDW_E_INVALID_ARG,
+                                   "hires steps %d is out of range [0, %d] (0 = the steps of the "
+                                   "first pass)",
+                                   hr->steps, caps->max_steps);
+    /* A1111's setup_img2img_steps with the steps given: a schedule of int(steps / strength) of
+     * which the last `steps` run */
+    const int n = hr->steps ? hr->steps : r->steps;
+    const double schedule = floor(n / fmin(hr->strength, 0.999));
+    if (schedule > caps->max_steps)
+        return sdw_error_set_field(err, "hires_steps", SDW_E_INVALID_ARG,
+                                   "hires steps %d at denoising strength %g need a schedule of %.0f "
+                                   "steps (steps / strength; at most %d): fewer steps or more "
+                                   "strength",
+                                   n, hr->strength, schedule, caps->max_steps);
+    const long long rx = hr->resize_width, ry = hr->resize_height;
+    long long tw, th, uw, uh;
+    if (!rx && !ry) {
+        tw = uw = (long long)(W * hr->scale);
+        th = uh = (long long)(H * hr->scale);
+    } else if (!ry) {
+        tw = uw = rx;
+        th = uh = rx * r->height / r->width;
+    } else if (!rx) {
+        tw = uw = ry * r->width / r->height;
+        th = uh = ry;
+    } else {
+        tw = rx;
+        th = ry;
+        if (W / H < (double)rx / (double)ry) {
+            uw = rx;
+            uh = rx * r->height / r->width;
+        } else {
+            uw = ry * r->width / r->height;
+            uh = ry;
+        }
+    }
+    const int m = caps->size_multiple > 1 ? caps->size_multiple : 1;
+    tw -= tw % m;
+    th -= th % m;
+    if (tw < caps->min_size || th < caps->min_size || tw > caps->max_size || th > caps->max_size)
+        return sdw_error_set_field(err, "hires", SDW_E_INVALID_ARG,
+                                   "the hires fix's size %lldx%lld (from %dx%d) is out of the "
+                                   "model's range [%d, %d]",
+                                   tw, th, r->width, r->height, caps->min_size, caps->max_size);
+    if (uw > caps->max_size || uh > caps->max_size)
+        return sdw_error_set_field(err, "hires_resize", SDW_E_INVALID_ARG,
+                                   "hires resize %lldx%lld has another aspect than %dx%d: the "
+                                   "first pass would be enlarged to %lldx%lld to cover it, over "
+                                   "the model's maximum %d",
+                                   rx, ry, r->width, r->height, uw, uh, caps->max_size);
+    hr->width = (int)tw;
+    hr->height = (int)th;
+    hr->up_width = (int)SDW_MAX(uw, tw);
+    hr->up_height = (int)SDW_MAX(uh, th);
     return SDW_OK;
 }
 
@@ -315,6 +452,7 @@ sdw_status sdw_request_resolve(const sdw_request *req, const sdw_capabilities *c
         return sdw_error_set_field(err, "preview_every", SDW_E_INVALID_ARG,
                                    "preview interval %d must not be negative", r.preview_every);
     if ((s = resolve_params(&r, caps, err))) return s;
+    if ((s = resolve_hires(&r, caps, err))) return s;
     if ((s = sdw_lora_check_request(&r, caps, err))) return s; /* names, tags, multipliers */
     if (r.rng != SDW_RNG_TORCH && r.rng != SDW_RNG_PHILOX)
         return sdw_error_set_field(err, "rng", SDW_E_INVALID_ARG, "unknown rng %d", (int)r.rng);
