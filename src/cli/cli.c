@@ -164,6 +164,10 @@ bool sdw_cli_model_option(const sdw_cli_opts *o, sdw_cli_model_args *a) {
         sdw_cli_check_path(o->name, o->arg, true);
         a->taesd = o->arg;
         return true;
+    case SDW_CLI_OPT_EMBEDDINGS_DIR:
+        sdw_cli_check_path(o->name, o->arg, true);
+        a->embeddings_dir = o->arg;
+        return true;
     case SDW_CLI_OPT_CONTROLNET_DIR:
         sdw_cli_check_path(o->name, o->arg, true);
         a->controlnet_dir = o->arg;
@@ -190,6 +194,7 @@ sdw_load_options sdw_cli_load_options(const sdw_cli_model_args *a) {
     opts.config_dir = a->config;
     opts.controlnet_dir = a->controlnet_dir;
     opts.taesd = a->taesd;
+    opts.embeddings_dir = a->embeddings_dir;
     opts.n_threads = a->threads;
     opts.precision = a->precision;
     return opts;

@@ -77,6 +77,7 @@ bool sdw_cli_next(sdw_cli_opts *o);
 typedef struct sdw_cli_model_args {
     const char *model, *config;
     const char *taesd; /* --taesd: a tiny autoencoder loaded with the model */
+    const char *embeddings_dir; /* --embeddings-dir: textual-inversion embeddings */
     const char *controlnet_dir; /* --controlnet-dir: the folder ControlNets are named in */
     int threads;
     sdw_precision precision;
@@ -92,6 +93,7 @@ enum {
     SDW_CLI_OPT_MODEL_OPTION,
     SDW_CLI_OPT_PRECISION,
     SDW_CLI_OPT_TAESD,
+    SDW_CLI_OPT_EMBEDDINGS_DIR,
     SDW_CLI_OPT_CONTROLNET_DIR,
     SDW_CLI_OPT_FAMILY, /* the family flags, in the order of SDW_CLI_MODEL_LONGOPTS: */
     SDW_CLI_OPT_FAMILY_END = SDW_CLI_OPT_FAMILY + 6,
@@ -108,6 +110,8 @@ enum {
         {"model-option", required_argument, NULL, SDW_CLI_OPT_MODEL_OPTION},                       \
         {"precision", required_argument, NULL, SDW_CLI_OPT_PRECISION},                             \
         {"taesd", required_argument, NULL, SDW_CLI_OPT_TAESD},                                     \
+        {"embeddings-dir", required_argument, NULL, SDW_CLI_OPT_EMBEDDINGS_DIR},                   \
+        {"embd-dir", required_argument, NULL, SDW_CLI_OPT_EMBEDDINGS_DIR}, /* sd.cpp's */          \
         {"controlnet-dir", required_argument, NULL, SDW_CLI_OPT_CONTROLNET_DIR},                   \
         {"tokenizer", required_argument, NULL, SDW_CLI_OPT_FAMILY + 0},                            \
         {"prediction", required_argument, NULL, SDW_CLI_OPT_FAMILY + 1},                           \
@@ -140,6 +144,10 @@ sdw_load_options sdw_cli_load_options(const sdw_cli_model_args *a);
     "      --taesd PATH        a tiny autoencoder (TAESD: a diffusers AutoencoderTiny folder,\n"   \
     "                          or taesd*_decoder.safetensors) for the model's latents: live\n"     \
     "                          previews decode with it; generate --vae-decoder taesd drafts\n"     \
+    "      --embeddings-dir DIR\n"                                                                 \
+    "                          textual-inversion embeddings (.safetensors, subfolders too;\n"     \
+    "                          also --embd-dir): a file's stem in a prompt stands for its\n"     \
+    "                          vectors, as in AUTOMATIC1111 (sdw info lists them)\n"              \
     "      --controlnet-dir DIR\n"                                                                 \
     "                          the ControlNets requests name (diffusers ControlNetModel\n"         \
     "                          folders, original .safetensors files): loaded on first use\n"       \

@@ -9,6 +9,7 @@
 #include "io/infotext.h"
 #include "io/png.h"
 #include "nn/profile.h"
+#include "text/embeddings.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -41,6 +42,8 @@ typedef struct cli_args {
     double control_values[3][SDW_MAX_CONTROLS]; /* strength, start, end */
     int n_control_nets, n_control_images, n_control_values[3];
     bool control_guess; /* --control-guess-mode */
+    bool prompt_syntax; /* --prompt-syntax */
+    int clip_skip;      /* --clip-skip N; 0 = the model's own layer */
 } cli_args;
 
 /* Help texts: the option lines each command shows (26-column option field). */
@@ -86,6 +89,13 @@ typedef struct cli_args {
     "      --control-guess-mode\n"                                                                 \
     "                          ControlNets on the conditional half only, their residuals\n"        \
     "                          scaled from 0.1 to 1 (diffusers' guess_mode)\n"                     \
+    "      --prompt-syntax     read the prompts as AUTOMATIC1111 does: (word) x1.1,\n"         \
+    "                          (word:1.3), [word] /1.1, \\( literal, BREAK, and prompts\n"       \
+    "                          past 75 tokens in 75-token chunks (default: diffusers' one\n"      \
+    "                          77-token window, longer prompts truncated)\n"                      \
+    "      --clip-skip N       the text encoders' hidden state N layers from the end (A1111's\n"  \
+    "                          CLIP_stop_at_last_layers; 2 = penultimate); default the\n"        \
+    "                          model's own (SD 1.x/2.x: 1, SDXL/SD3: 2)\n"                        \
     "      --param NAME=VALUE  a request option of the model's family (repeatable;\n"             \
     "                          sdw info lists them), e.g. max_sequence_length=256\n"              \
     "      --profile           print a per-op time profile after generating\n"                     \
@@ -186,6 +196,8 @@ static void parse_param(const char *opt, const char *v, cli_args *a) {
 /* getopt values of the long-only options (cli.h: commands number theirs from SDW_CLI_OPT_OWN). */
 enum {
     OPT_STEPS = SDW_CLI_OPT_OWN,
+    OPT_PROMPT_SYNTAX,
+    OPT_CLIP_SKIP,
     OPT_CFG,
     OPT_SAMPLER,
     OPT_SCHEDULER,
@@ -245,6 +257,8 @@ static const struct option k_generate_longs[] = {
     {"control-start", required_argument, NULL, OPT_CONTROL_START},
     {"control-end", required_argument, NULL, OPT_CONTROL_END},
     {"control-guess-mode", no_argument, NULL, OPT_CONTROL_GUESS},
+    {"prompt-syntax", no_argument, NULL, OPT_PROMPT_SYNTAX},
+    {"clip-skip", required_argument, NULL, OPT_CLIP_SKIP},
     {0},
 };
 static const struct option k_info_longs[] = {SDW_CLI_MODEL_LONGOPTS, LOG_LONGOPTS, {0}};
@@ -317,6 +331,11 @@ static void parse_args(const command *cmd, int argc, char **argv, cli_args *a) {
             break;
         }
         case OPT_CONTROL_GUESS: a->control_guess = true; break;
+        case OPT_PROMPT_SYNTAX: a->prompt_syntax = true; break;
+        case OPT_CLIP_SKIP: /* stable-diffusion.cpp's -1 (its default) = the model's own */
+            a->clip_skip = (int)sdw_cli_int(o.name, o.arg, -1, SDW_MAX_CLIP_SKIP);
+            if (a->clip_skip < 0) a->clip_skip = 0;
+            break;
         case 'v': a->verbose = true; break;
         case 'q': a->quiet = true; break;
         case 'h': cmd->usage(stdout), exit(0);
@@ -500,6 +519,8 @@ static int cmd_generate(const cli_args *a) {
     req.n_controls = control_requests(a, controls, control_images);
     req.controls = req.n_controls ? controls : NULL;
     req.control_guess_mode = a->control_guess;
+    req.prompt_syntax = a->prompt_syntax;
+    req.clip_skip = a->clip_skip;
     req.strength = a->strength;
     if (req.decoder == SDW_DECODER_TAESD && !a->m.taesd)
         sdw_cli_die("--vae-decoder taesd needs a tiny autoencoder: --taesd PATH");
@@ -597,6 +618,26 @@ static void print_list(const char *label, const char *const *list) {
     printf("\n");
 }
 
+/* --embeddings-dir's contents: each embedding's token and vector count, then what was skipped
+ * and why. */
+static void print_embeddings(const sdw_embeddings *e) {
+    if (!e) return;
+    int n_ok = 0;
+    for (int i = 0; i < sdw_embeddings_count(e); i++) n_ok += !sdw_embeddings_info(e, i).skipped;
+    printf("embeddings:   %d", n_ok);
+    for (int i = 0, k = 0; i < sdw_embeddings_count(e); i++) {
+        const sdw_embedding_info in = sdw_embeddings_info(e, i);
+        if (!in.skipped)
+            printf("%s%s (%d vector%s, %d wide%s)", k++ ? ", " : ": ", in.name, in.n_vectors,
+                   in.n_vectors == 1 ? "" : "s", in.width, in.two_encoders ? ", clip_l + clip_g" : "");
+    }
+    printf("\n");
+    for (int i = 0; i < sdw_embeddings_count(e); i++) {
+        const sdw_embedding_info in = sdw_embeddings_info(e, i);
+        if (in.skipped) printf("  skipped %s: %s\n", in.file, in.skipped);
+    }
+}
+
 static int cmd_info(const cli_args *a) {
     sdw_image_model *m = load_model(a);
     const sdw_capabilities *c = sdw_model_capabilities(m);
@@ -614,6 +655,7 @@ static int cmd_info(const cli_args *a) {
     char desc[4096];
     sdw_model_describe(m, desc, sizeof desc);
     if (*desc) printf("%s", desc);
+    print_embeddings(sdw_model_embeddings(m));
     sdw_model_destroy(m);
     return 0;
 }
