@@ -5,15 +5,20 @@
  * prompt-styles, embeddings, loras, memory, cmd-flags, options).
  * A1111 clients send many fields: those that change nothing here (send_images, save_images,
  * do_not_save_*, ...) pass silently; those that would change the image in a way this worker does
- * not implement (restore_faces, tiling, styles, scripts, clip skip, ...) are ignored with a
+ * not implement (restore_faces, tiling, styles, scripts, ...) are ignored with a
  * warning in the answer's info ("warnings"), never silently; those it cannot honour at all
- * (hires fix, subseeds) are refused, and a checkpoint it does not serve is a 404. */
+ * (hires fix, subseeds) are refused, and a checkpoint it does not serve is a 404. Prompts are
+ * read with AUTOMATIC1111's syntax (sdw_request.prompt_syntax: emphasis, BREAK, 75-token
+ * chunks; "prompt_syntax": false, our extension, turns it off), clip skip comes from
+ * override_settings.CLIP_stop_at_last_layers or a top-level clip_skip (SD.Next's, which wins),
+ * and embeddings lists the model's --embeddings-dir. */
 #include "server/server_impl.h"
 
 #include "core/common.h"
 #include "io/base64.h"
 #include "io/infotext.h"
 #include "io/png.h"
+#include "text/embeddings.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -93,7 +98,8 @@ static bool set_beyond(json_t *b, const char *key, double def) {
 
 /* override_settings: the checkpoint must be ours (A1111 would load it: a silent run with another
  * model is never right); settings that change the image are not implemented: warnings. */
-static sdw_status read_overrides(json_t *b, const char *model, json_t *w, sdw_error *err) {
+static sdw_status read_overrides(json_t *b, const char *model, json_t *w, sdw_request *req,
+                                 sdw_error *err) {
     json_t *o = json_object_get(b, "override_settings");
     if (!o || json_is_null(o)) return SDW_OK;
     if (!json_is_object(o))
@@ -111,10 +117,14 @@ static sdw_status read_overrides(json_t *b, const char *model, json_t *w, sdw_er
                                      "checkpoint '%.128s' not found: this worker serves '%s' only",
                                      json_string_value(v), model);
         } else if (!strcmp(key, "CLIP_stop_at_last_layers")) {
-            if (json_is_number(v) && json_number_value(v) > 1)
-                warn(w, "override_settings.CLIP_stop_at_last_layers %g ignored: clip skip is not "
-                        "implemented (1 used)",
-                     json_number_value(v));
+            /* A1111's clip skip (1 = the last layer); the request's clip_skip counts alike */
+            const double x = json_is_number(v) ? json_number_value(v) : NAN;
+            if (!json_is_null(v) && !(x >= 1 && x <= SDW_MAX_CLIP_SKIP && x == floor(x)))
+                return sdw_error_set(err, SDW_E_INVALID_ARG,
+                                     "override_settings.CLIP_stop_at_last_layers must be a whole "
+                                     "number in [1, %d]",
+                                     SDW_MAX_CLIP_SKIP);
+            if (!json_is_null(v)) req->clip_skip = (int)x;
         } else if (!strcmp(key, "sd_vae")) {
             const char *vae = json_string_value(v);
             if (vae && strcasecmp(vae, "Automatic") && strcasecmp(vae, "None"))
@@ -137,7 +147,6 @@ static void warn_ignored(json_t *b, bool img2img, bool mask, json_t *w) {
     } fields[] = {
         {"restore_faces", 0, "face restoration is not implemented"},
         {"tiling", 0, "tiling is not implemented"},
-        {"clip_skip", 1, "clip skip is not implemented (1 used)"},
         {"styles", 0, "prompt styles are not implemented: the prompt is used as given"},
         {"script_name", 0, "scripts are not implemented"},
         {"refiner_checkpoint", 0, "refiners are not implemented"},
@@ -249,7 +258,12 @@ sdw_status sdw__a1111_parse(const sdw_server_params *p, const sdw_capabilities *
     TRY("scheduler", sdw__json_string(b, "scheduler", &sched, err));
     TRY("enable_hr", sdw__json_bool(b, "enable_hr", &hr, err));
     TRY("subseed_strength", sdw__json_number(b, "subseed_strength", 0, 1, true, &sub, err));
-    TRY("override_settings", read_overrides(b, model_name, warn_list, err));
+    req->prompt_syntax = true; /* A1111 reads its prompts so */
+    TRY("prompt_syntax", sdw__json_bool(b, "prompt_syntax", &req->prompt_syntax, err));
+    TRY("override_settings", read_overrides(b, model_name, warn_list, req, err));
+    long long clip_skip = 0; /* 0 = absent: override_settings' or the model's own */
+    TRY("clip_skip", sdw__json_int(b, "clip_skip", 0, SDW_MAX_CLIP_SKIP, true, &clip_skip, err));
+    if (!s && clip_skip > 0) req->clip_skip = (int)clip_skip;
     if (!s && hr) {
         *param = "enable_hr";
         s = sdw_error_set(err, SDW_E_UNSUPPORTED, "enable_hr (hires fix) is not supported");
@@ -370,7 +384,7 @@ static enum MHD_Result respond(sdw_http_req *r, sdw_job *j, json_t *body, json_t
     SET("infotexts", infotexts);
     SET("styles", json_array());
     SET("job_timestamp", json_string(timestamp(ts)));
-    SET("clip_skip", json_integer(1));
+    SET("clip_skip", json_integer(q->clip_skip > 0 ? q->clip_skip : 1));
     SET("is_using_inpainting_conditioning", json_false());
     SET("version", json_string("sdworker"));
     SET("interrupted", json_boolean(st.interrupted));
@@ -716,8 +730,22 @@ static enum MHD_Result get_scripts(sdw_http_req *r) {
                                             "controlnet"));
 }
 
+/* The model's --embeddings-dir as A1111 lists its embedding database: {"loaded": {name: {step,
+ * sd_checkpoint, sd_checkpoint_name, shape, vectors}}, "skipped": {...}}. A1111 skips files
+ * made for another model here; this worker lists every usable file as loaded (a prompt using
+ * one made for another model is refused, naming it) and skips what it cannot read. */
 static enum MHD_Result get_embeddings(sdw_http_req *r) {
-    return sdw__http_json(r, 200, json_pack("{s:{},s:{}}", "loaded", "skipped"));
+    sdw_engine *e = atomic_load(&r->srv->engine);
+    const sdw_embeddings *db = e ? sdw_model_embeddings(sdw_engine_model(e)) : NULL;
+    json_t *loaded = json_object(), *skipped = json_object();
+    for (int i = 0; i < sdw_embeddings_count(db); i++) {
+        const sdw_embedding_info in = sdw_embeddings_info(db, i);
+        json_t *one = json_pack("{s:n,s:n,s:n,s:i,s:i}", "step", "sd_checkpoint",
+                                "sd_checkpoint_name", "shape", in.width, "vectors", in.n_vectors);
+        if (in.skipped) json_object_set_new(one, "reason", json_string(in.skipped));
+        json_object_set_new(in.skipped ? skipped : loaded, in.name, one);
+    }
+    return sdw__http_json(r, 200, json_pack("{s:o,s:o}", "loaded", loaded, "skipped", skipped));
 }
 
 /* The machine's memory (/proc/meminfo) and this process's resident size, in bytes. */

@@ -11,6 +11,7 @@
 
 static const char *const g_fields[] = {
     "controlnets", "control_guess_mode", /* ControlNets: controlnet.c */
+    "prompt_syntax", "clip_skip",        /* how the text encoders read the prompt */
     "operation", "prompt",      "negative_prompt", "width",      "height", "steps",
     "guidance_scale", "seed",   "sampler",         "scheduler",  "input_image", "mask_image",
     "strength",  "loras",       "n",               "rng",        "params",      NULL};
@@ -33,6 +34,7 @@ static sdw_status check_known(json_t *body, sdw_error *err) {
         if (!ok)
             return sdw_error_set(err, SDW_E_INVALID_ARG,
                                  "unknown field '%s' (known: controlnets, control_guess_mode, "
+                                 "prompt_syntax, clip_skip, "
                                  "operation, prompt, negative_prompt, "
                                  "width, height, steps, guidance_scale, seed, sampler, scheduler, "
                                  "input_image, mask_image, strength, loras, n, rng, params)",
@@ -153,6 +155,12 @@ sdw_status sdw__native_parse(const sdw_server_params *p, const sdw_capabilities 
     TRY("rng", sdw__json_string(body, "rng", &rng, err));
     TRY("loras", check_loras(caps, body, err));
     TRY("params", read_params(body, req, im, err));
+    /* prompt_syntax: AUTOMATIC1111's (emphasis, BREAK, 75-token chunks); default false, the
+     * pipelines' plain reading. clip_skip: 0 = the model's own layer. */
+    TRY("prompt_syntax", sdw__json_bool(body, "prompt_syntax", &req->prompt_syntax, err));
+    long long clip_skip = 0;
+    TRY("clip_skip", sdw__json_int(body, "clip_skip", 0, SDW_MAX_CLIP_SKIP, false, &clip_skip, err));
+    req->clip_skip = (int)clip_skip;
 #undef TRY
     req->width = (int)w;
     req->height = (int)h;
@@ -242,6 +250,8 @@ json_t *sdw__native_job_json(sdw_http_req *r, sdw_job *j, const sdw_job_status *
     json_object_set_new(params, "seed", have ? json_integer(info.seed)
                                         : q->seed >= 0 ? json_integer(q->seed) : json_null());
     if (q->init_image) json_object_set_new(params, "strength", json_real(q->strength));
+    json_object_set_new(params, "prompt_syntax", json_boolean(q->prompt_syntax));
+    json_object_set_new(params, "clip_skip", json_integer(q->clip_skip));
     if (q->n_controls) {
         json_t *cns = json_array();
         for (int i = 0; i < q->n_controls; i++) {

@@ -327,7 +327,8 @@ static void test_a1111_checkpoint_warnings_rounding(void) {
     ASSERT_STR_CONTAINS(json_string_value(json_object_get(j, "detail")),
                         "checkpoint 'sd_xl_base_1.0.safetensors [31e35c80fc]' not found");
     json_decref(j);
-    /* ours, as A1111 titles it, runs; options not implemented come back as warnings; 70x90
+    /* ours, as A1111 titles it, runs; options not implemented come back as warnings (clip
+     * skip is implemented: clip_skip and CLIP_stop_at_last_layers apply, no warning); 70x90
      * becomes 64x88 (A1111 rounds down to a multiple of 8); sampler_index counts when
      * sampler_name is empty */
     j = post("/sdapi/v1/txt2img",
@@ -341,10 +342,10 @@ static void test_a1111_checkpoint_warnings_rounding(void) {
     fprintf(stderr, "  warnings: %s\n", w);
     ASSERT_STR_CONTAINS(w, "restore_faces ignored");
     ASSERT_STR_CONTAINS(w, "tiling ignored");
-    ASSERT_STR_CONTAINS(w, "clip_skip ignored");
     ASSERT_STR_CONTAINS(w, "styles ignored");
-    ASSERT_STR_CONTAINS(w, "CLIP_stop_at_last_layers");
+    ASSERT_TRUE(!strstr(w, "clip_skip") && !strstr(w, "CLIP_stop_at_last_layers"));
     free(w);
+    ASSERT_EQ_INT(json_integer_value(json_object_get(info, "clip_skip")), 2);
     ASSERT_EQ_INT(json_integer_value(json_object_get(info, "width")), 64);
     ASSERT_EQ_INT(json_integer_value(json_object_get(info, "height")), 88);
     ASSERT_STR_CONTAINS(json_string_value(json_object_get(info, "sampler_name")), "DDIM");
