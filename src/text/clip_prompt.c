@@ -117,9 +117,9 @@ static void ti_init(ti *t, const sdw_clip_prompt *p, const sdw_clip_prompt_opts 
     memset(t, 0, sizeof *t);
     t->e = o->embeddings;
     t->key = o->ti_key;
-    t->width = sdw_clip_prompt_width(p);
     const int n = sdw_embeddings_count(t->e);
     if (!n) return;
+    t->width = sdw_clip_prompt_width(p);
     t->names = sdw_xcalloc((size_t)n, sizeof *t->names);
     t->used = sdw_xcalloc((size_t)n, sizeof *t->used);
     t->n_vecs = sdw_xcalloc((size_t)n, sizeof *t->n_vecs);
@@ -355,6 +355,49 @@ static sdw_status a1111_windows(const sdw_clip_prompt *p, ti *t, const char *pro
     return s;
 }
 
+/* The windows of one prompt (NULL = "") as o says. */
+static sdw_status windows(const sdw_clip_prompt *p, const sdw_clip_prompt_opts *o, ti *t,
+                          const char *prompt, items *out, bool *cut, sdw_error *err) {
+    const char *text = prompt ? prompt : "";
+    if (o->syntax)
+        return a1111_windows(p, t, text, o->max_chunks > 0 ? o->max_chunks : SDW_CLIP_MAX_CHUNKS,
+                             out, cut, err);
+    items flat = {0};
+    sdw_status s = text_items(p, false, t, text, 1.0f, &flat, err);
+    if (!s) plain_window(p, &flat, out, cut);
+    free(flat.v);
+    return s;
+}
+
+sdw_status sdw_clip_prompt_windows(const sdw_clip_prompt *p, const sdw_clip_prompt_opts *o,
+                                   const char *prompt, int32_t **ids, float **mult,
+                                   int *n_windows, bool *truncated, sdw_error *err) {
+    const sdw_clip_prompt_opts plain = {0};
+    if (!o) o = &plain;
+    SDW_ASSERT(p->enc || !o->embeddings);
+    ti t;
+    ti_init(&t, p, o);
+    items win = {0};
+    bool cut = false;
+    sdw_status s = windows(p, o, &t, prompt, &win, &cut, err);
+    if (!s) {
+        const int vocab = p->enc ? sdw_clip_text_get_config(p->enc)->vocab
+                                 : sdw_clip_tokenizer_vocab_size(p->tokenizer);
+        *ids = sdw_xmalloc((size_t)win.n * sizeof **ids);
+        if (mult) *mult = sdw_xmalloc((size_t)win.n * sizeof **mult);
+        for (int i = 0; i < win.n; i++) {
+            const item *x = &win.v[i];
+            (*ids)[i] = x->emb < 0 ? x->id : vocab + sdw_embeddings_offset(t.e, x->emb) + x->j;
+            if (mult) (*mult)[i] = x->mult;
+        }
+        *n_windows = win.n / SDW_CLIP_WINDOW;
+        if (truncated) *truncated = cut;
+    }
+    free(win.v);
+    ti_free(&t);
+    return s;
+}
+
 /* ---- encoding ---- */
 
 /* The encoder's state for this request: the default, or hidden_states[-clip_skip] never
@@ -405,19 +448,11 @@ sdw_status sdw_clip_prompt_encode_chunks(const sdw_clip_prompt *p, const sdw_cli
     if (s) return s;
     ti t;
     ti_init(&t, p, o);
-    items win[2] = {{0}}, flat = {0};
+    items win[2] = {{0}};
     int n_win[2] = {0, 0};
     for (int k = 0; k < n && !s; k++) {
-        const char *text = prompts[k] ? prompts[k] : "";
         bool cut = false;
-        if (o->syntax) {
-            s = a1111_windows(p, &t, text, max, &win[k], &cut, err);
-        } else {
-            flat.n = 0;
-            s = text_items(p, false, &t, text, 1.0f, &flat, err);
-            if (!s) plain_window(p, &flat, &win[k], &cut);
-        }
-        if (s) break;
+        if ((s = windows(p, o, &t, prompts[k], &win[k], &cut, err))) break;
         n_win[k] = win[k].n / SDW_CLIP_WINDOW;
         if (cut && o->syntax)
             SDW_WARN("the %s prompt takes more than %d windows of %d tokens: the text encoder "
@@ -429,7 +464,6 @@ sdw_status sdw_clip_prompt_encode_chunks(const sdw_clip_prompt *p, const sdw_cli
                      which[k], SDW_CLIP_WINDOW, SDW_CLIP_CHUNK);
         *truncated |= cut;
     }
-    free(flat.v);
 
     /* The embeddings' vectors in the batch, in the folder's order: compact rows for the
      * encoder (ids vocab + row), the folder's numbering for the taps (vocab + offset + j). */

@@ -125,6 +125,16 @@ sdw_status sdw_clip_prompt_encode_chunks(const sdw_clip_prompt *p, const sdw_cli
                                          bool *truncated, sdw_text_tap_fn tap, void *tap_user,
                                          sdw_error *err);
 
+/* The token windows prompt (NULL = "") becomes as opts says (NULL = plain), without encoding
+ * it: what `sdw tokenize` shows. On success *ids is a new array (free()) of *n_windows x 77
+ * ids, an embedding's vectors shown as the taps show them (vocab + their numbering), *mult
+ * (mult may be NULL) a new array of their emphasis weights, *truncated (may be NULL) whether
+ * the prompt was cut. p needs only its tokenizer and pad_id, and its encoder when
+ * opts->embeddings is set. On failure (as sdw_clip_prompt_encode_chunks) nothing is set. */
+sdw_status sdw_clip_prompt_windows(const sdw_clip_prompt *p, const sdw_clip_prompt_opts *o,
+                                   const char *prompt, int32_t **ids, float **mult,
+                                   int *n_windows, bool *truncated, sdw_error *err);
+
 /* The windows a batch of two prompts with a and b windows is laid out in, one length for both:
  * equal counts stay; with `repeat` (a denoiser whose only use of the text is cross-attention,
  * the UNet), the least common multiple when it is at most 4 times the smaller count —

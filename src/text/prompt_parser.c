@@ -102,8 +102,8 @@ static void split_breaks(parse *p, const char *run, size_t n) {
         if (i + 5 < n && py_word(cp_at(run, i + 5, n, &len))) continue;
         size_t start = i; /* \s* before: the whitespace run back to the current piece */
         while (start > piece) {
-            size_t q = prev_cp(run, start);
-            if (!py_space(cp_at(run, q, n, &len))) break;
+            size_t q = prev_cp(run, start); /* stray continuation bytes may reach past piece */
+            if (q < piece || !py_space(cp_at(run, q, n, &len))) break;
             start = q;
         }
         size_t end = i + 5;

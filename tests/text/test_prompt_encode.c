@@ -147,6 +147,15 @@ static void test_long_prompt_chunks(void) {
     ASSERT_EQ_INT(e.n_chunks, 1);
     ASSERT_TRUE(!memcmp(s.ids, want, SDW_CLIP_WINDOW * sizeof *want));
     sdw_clip_encoding_deinit(&e);
+    /* the windows alone (what `sdw tokenize` shows), without an encoder run */
+    int32_t *wids = NULL;
+    float *wm = NULL;
+    int nw = 0;
+    ASSERT_OK(sdw_clip_prompt_windows(&t.p, &o, prompt, &wids, &wm, &nw, &cut, &err), &err);
+    const bool same = nw == 2 && !memcmp(wids, want, sizeof want) && wm[1] == 1.0f;
+    free(wids);
+    free(wm);
+    ASSERT_TRUE(same && !cut);
     /* beyond max_chunks: cut */
     const sdw_clip_prompt_opts one = {.syntax = true, .max_chunks = 1};
     cut = false;

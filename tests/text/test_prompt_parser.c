@@ -112,6 +112,22 @@ static void test_bad_weight(void) {
     }
 }
 
+/* Bytes that are not UTF-8 (stray continuation bytes next to a BREAK: fuzz_prompt found a
+ * negative length there) parse without reading outside the prompt; the tokenizer refuses them
+ * later. */
+static void test_not_utf8(void) {
+    static const char crash[] = " t BREAK \xaf\xaf\xaf\xaf\xaf\xaf\xaf\xaf\xaf\xaf\xaf\xaf\xaf"
+                                "BREAK a (hil(\x01" "1-?BREAK\xfb\\(dog:-\xba" "d:";
+    sdw_prompt_pieces pp;
+    sdw_error err = {0};
+    ASSERT_OK(sdw_prompt_parse(crash, &pp, &err), &err);
+    size_t n = 0;
+    for (int i = 0; i < pp.n; i++) n += strlen(pp.v[i].text);
+    sdw_prompt_pieces_free(&pp);
+    ASSERT_TRUE(n < sizeof crash);
+    CHECK("\xaf BREAK x", {"\xaf", 1.0}, {NULL, 0}, {"x", 1.0});
+}
+
 static void test_plain_text(void) {
     sdw_prompt_pieces pp;
     sdw_error err = {0};
@@ -159,6 +175,7 @@ int main(void) {
     RUN(test_text_markup);
     RUN(test_break);
     RUN(test_bad_weight);
+    RUN(test_not_utf8);
     RUN(test_plain_text);
     RUN(test_emphasis);
     return sdw_test_finish();
