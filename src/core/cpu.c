@@ -126,8 +126,9 @@ static void cpu_init(void) {
     const struct {
         bool on;
         const char *name;
-    } flags[] = {{f->avx2, "avx2"},         {f->fma, "fma"},           {f->f16c, "f16c"},
-                 {f->avx512f, "avx512f"},   {f->avx512bw, "avx512bw"}, {f->avx512vl, "avx512vl"},
+    } flags[] = {{f->avx2, "avx2"},         {f->fma, "fma"},
+                 {f->f16c, "f16c"},         {f->avx512f, "avx512f"},
+                 {f->avx512bw, "avx512bw"}, {f->avx512vl, "avx512vl"},
                  {f->avx512dq, "avx512dq"}, {f->avx512_bf16, "avx512_bf16"},
                  {f->amx_bf16, "amx_bf16"}, {f->amx_tile, "amx_tile"}};
     size_t len = 0;

@@ -6,21 +6,33 @@ void sdw_backend_destroy(sdw_backend *be) {
     if (be) be->ops->destroy(be);
 }
 
+sdw_status sdw_backend_linear_create_typed(sdw_backend *be, sdw_precision p, const void *w,
+                                           sdw_dtype wdt, const float *bias, int in, int out,
+                                           sdw_backend_op **out_op, sdw_error *err) {
+    SDW_ASSERT(be && w && in > 0 && out > 0 && out_op && sdw_dtype_is_float(wdt));
+    SDW_ASSERT(p == SDW_PRECISION_F32 || p == SDW_PRECISION_BF16);
+    return be->ops->linear_create(be, p, w, wdt, bias, in, out, out_op, err);
+}
+
 sdw_status sdw_backend_linear_create(sdw_backend *be, sdw_precision p, const float *w,
                                      const float *bias, int in, int out, sdw_backend_op **out_op,
                                      sdw_error *err) {
-    SDW_ASSERT(be && w && in > 0 && out > 0 && out_op);
+    return sdw_backend_linear_create_typed(be, p, w, SDW_DTYPE_F32, bias, in, out, out_op, err);
+}
+
+sdw_status sdw_backend_conv_create_typed(sdw_backend *be, sdw_precision p, const void *w_oihw,
+                                         sdw_dtype wdt, const float *bias, const sdw_conv_geom *g,
+                                         sdw_backend_op **out, sdw_error *err) {
+    SDW_ASSERT(be && w_oihw && g && g->in > 0 && g->out > 0 && g->k > 0 && g->stride > 0 &&
+               g->pad >= 0 && g->pad_end >= 0 && out && sdw_dtype_is_float(wdt));
     SDW_ASSERT(p == SDW_PRECISION_F32 || p == SDW_PRECISION_BF16);
-    return be->ops->linear_create(be, p, w, bias, in, out, out_op, err);
+    return be->ops->conv_create(be, p, w_oihw, wdt, bias, g, out, err);
 }
 
 sdw_status sdw_backend_conv_create(sdw_backend *be, sdw_precision p, const float *w_oihw,
                                    const float *bias, const sdw_conv_geom *g, sdw_backend_op **out,
                                    sdw_error *err) {
-    SDW_ASSERT(be && w_oihw && g && g->in > 0 && g->out > 0 && g->k > 0 && g->stride > 0 &&
-               g->pad >= 0 && g->pad_end >= 0 && out);
-    SDW_ASSERT(p == SDW_PRECISION_F32 || p == SDW_PRECISION_BF16);
-    return be->ops->conv_create(be, p, w_oihw, bias, g, out, err);
+    return sdw_backend_conv_create_typed(be, p, w_oihw, SDW_DTYPE_F32, bias, g, out, err);
 }
 
 void sdw_backend_op_destroy(sdw_backend_op *op) {

@@ -25,6 +25,7 @@
 #ifndef SDW_NN_BACKEND_H
 #define SDW_NN_BACKEND_H
 
+#include "io/safetensors.h"
 #include "nn/act.h"
 #include "sdw/precision.h"
 
@@ -40,13 +41,16 @@ typedef struct sdw_conv_geom {
 
 typedef struct sdw_backend_ops {
     const char *name; /* "cpu" */
-    /* Packs w [out, in] (torch Linear layout) and bias [out] (or NULL) for products in
-     * precision p (F32 or BF16). On success *out is a new op; a backend that cannot run the
-     * layer returns SDW_E_BACKEND with err set and leaves *out untouched. */
-    sdw_status (*linear_create)(sdw_backend *be, sdw_precision p, const float *w, const float *bias,
-                                int in, int out, sdw_backend_op **out_op, sdw_error *err);
+    /* Packs w [out, in] (torch Linear layout; its values stored as wdt, any float type of
+     * io/safetensors.h: a checkpoint's mapping as it is, not necessarily aligned) and bias
+     * [out] (or NULL) for products in precision p (F32 or BF16). On success *out is a new op; a
+     * backend that cannot run the layer returns SDW_E_BACKEND with err set and leaves *out
+     * untouched. */
+    sdw_status (*linear_create)(sdw_backend *be, sdw_precision p, const void *w, sdw_dtype wdt,
+                                const float *bias, int in, int out, sdw_backend_op **out_op,
+                                sdw_error *err);
     /* As linear_create for a convolution: w_oihw [out, in, k, k] (torch layout). */
-    sdw_status (*conv_create)(sdw_backend *be, sdw_precision p, const float *w_oihw,
+    sdw_status (*conv_create)(sdw_backend *be, sdw_precision p, const void *w_oihw, sdw_dtype wdt,
                               const float *bias, const sdw_conv_geom *g, sdw_backend_op **out,
                               sdw_error *err);
     void (*op_destroy)(sdw_backend_op *op);
@@ -83,6 +87,16 @@ sdw_status sdw_backend_linear_create(sdw_backend *be, sdw_precision p, const flo
 sdw_status sdw_backend_conv_create(sdw_backend *be, sdw_precision p, const float *w_oihw,
                                    const float *bias, const sdw_conv_geom *g, sdw_backend_op **out,
                                    sdw_error *err);
+/* The same with the weights as a checkpoint stores them: wdt any float type (F32, F16, BF16,
+ * F64, F8_E4M3, F8_E5M2), w not necessarily aligned (a file mapping); read during the call only.
+ * The layers bound from a checkpoint use these: no f32 copy is made on the way (loading speed,
+ * issue 16). Same packed weights as the f32 forms given the same values. */
+sdw_status sdw_backend_linear_create_typed(sdw_backend *be, sdw_precision p, const void *w,
+                                           sdw_dtype wdt, const float *bias, int in, int out,
+                                           sdw_backend_op **out_op, sdw_error *err);
+sdw_status sdw_backend_conv_create_typed(sdw_backend *be, sdw_precision p, const void *w_oihw,
+                                         sdw_dtype wdt, const float *bias, const sdw_conv_geom *g,
+                                         sdw_backend_op **out, sdw_error *err);
 void sdw_backend_op_destroy(sdw_backend_op *op); /* NULL ok */
 sdw_precision sdw_backend_op_precision(const sdw_backend_op *op);
 size_t sdw_backend_op_weight_bytes(const sdw_backend_op *op);

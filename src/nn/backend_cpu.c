@@ -42,6 +42,7 @@ typedef struct cpu_backend {
     sdw_backend base;     /* first: the interface */
     dnnl_engine_t engine; /* immutable once made (oneDNN engines are thread-safe) */
     bool compact;         /* !params.full_weights: keep exact weights in fewer bits */
+    bool reorder;         /* params.onednn_reorder: pack through oneDNN's reorder (tests) */
     /* Primitive caches, one per live op (op->slot; NULL until the op first runs). Blocks never
      * move once made, so an entry found under the lock stays valid after it. */
     pthread_mutex_t cache_lock;
@@ -166,11 +167,17 @@ static bool is_reference(const_dnnl_primitive_desc_t pd) {
     return strncmp(impl_name(pd), "ref", 3) == 0;
 }
 
-static void *alloc_md(const dnnl_memory_desc_t *md) {
-    size_t n = dnnl_memory_desc_get_size(md);
+/* 64-byte aligned storage for n bytes of packed weights (free with free()). Not on transparent
+ * huge pages: with the kernel's madvise defrag policy their faults compact memory
+ * synchronously, which made loading SD 1.5 1.4x slower (measured). */
+static void *alloc_weights(size_t n) {
     void *p = aligned_alloc(64, (n + 63) & ~(size_t)63);
     if (!p) SDW_ABORT("out of memory (%zu bytes of packed weights)", n);
     return p;
+}
+
+static void *alloc_md(const dnnl_memory_desc_t *md) {
+    return alloc_weights(dnnl_memory_desc_get_size(md));
 }
 
 /* dst (in dst_md) = src (in src_md), converting layout and type. */
@@ -222,8 +229,7 @@ static wide_buf wide_take(cpu_backend *cb, size_t bytes) {
     pthread_mutex_unlock(&cb->wide_lock);
     if (b.bytes < bytes) {
         free(b.p);
-        b.p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
-        if (!b.p) SDW_ABORT("out of memory (%zu bytes of widened weights)", bytes);
+        b.p = alloc_weights(bytes);
         b.bytes = bytes;
     }
     return b;
@@ -256,77 +262,142 @@ static const void *weights_packed(const cpu_op *op, wide_buf *held) {
     return held->p;
 }
 
-/* Whether chunk [lo, lo + len) of w (f32, or bf16 when w_bf16) is exactly of type dt, written
- * to q in that type: each value survives the round trip through dt bit for bit. tmp and back
- * hold SDW__CONVERT_CHUNK floats. */
-static bool exact_chunk(sdw_dtype dt, const void *w, bool w_bf16, void *q, size_t lo, size_t len,
-                        float *tmp, float *back) {
-    const float *x = (const float *)w + lo;
-    if (w_bf16) {
-        sdw__bf16_to_f32_row((const uint16_t *)w + lo, tmp, len);
-        x = tmp;
-    }
-    void *ql = (uint8_t *)q + lo * sdw_dtype_size(dt);
-    sdw_convert_from_f32(dt, x, ql, len);
-    sdw_convert_to_f32(dt, ql, back, len);
+/* Whether chunk [lo, lo + len) of w (stored as wdt) is exactly of type dt: each value survives
+ * the round trip through dt bit for bit. x, back: SDW__CONVERT_CHUNK floats; q as many dt. */
+static bool exact_chunk(sdw_dtype dt, const void *w, sdw_dtype wdt, size_t lo, size_t len, float *x,
+                        float *back, void *q) {
+    sdw_convert_to_f32(wdt, (const uint8_t *)w + lo * sdw_dtype_size(wdt), x, len);
+    sdw_convert_from_f32(dt, x, q, len);
+    sdw_convert_to_f32(dt, q, back, len);
     return memcmp(back, x, len * sizeof(float)) == 0;
 }
 
-/* Whether the n values of w (f32, or bf16 when w_bf16) are all exactly dt values, written to q
- * in that type. The first chunk alone rejects almost every layer of another checkpoint type
- * cheaply; the rest is checked in parallel (an fp8 model has billions of weights). */
-static bool exact_as(sdw_dtype dt, const void *w, bool w_bf16, void *q, size_t n) {
+/* Whether the n values of w (stored as wdt) are all exactly dt values. The first chunk alone
+ * rejects almost every layer of another checkpoint type cheaply; the rest is checked in
+ * parallel (an fp8 model has billions of weights). */
+static bool exact_as(sdw_dtype dt, const void *w, sdw_dtype wdt, size_t n) {
     const long n_chunks = (long)((n + SDW__CONVERT_CHUNK - 1) / SDW__CONVERT_CHUNK);
-    float *tmp = sdw_xmalloc(2 * SDW__CONVERT_CHUNK * sizeof(float));
-    bool exact = exact_chunk(dt, w, w_bf16, q, 0, SDW_MIN((size_t)SDW__CONVERT_CHUNK, n), tmp,
-                             tmp + SDW__CONVERT_CHUNK);
-    free(tmp);
+    const size_t scratch = SDW__CONVERT_CHUNK * (2 * sizeof(float) + sdw_dtype_size(dt));
+    uint8_t *t = sdw_xmalloc(scratch);
+    bool exact = exact_chunk(dt, w, wdt, 0, SDW_MIN((size_t)SDW__CONVERT_CHUNK, n), (float *)t,
+                             (float *)t + SDW__CONVERT_CHUNK, t + 8 * SDW__CONVERT_CHUNK);
+    free(t);
     if (!exact || n_chunks < 2) return exact;
 #pragma omp parallel reduction(&& : exact) if (n_chunks > 4)
     {
-        float *t = sdw_xmalloc(2 * SDW__CONVERT_CHUNK * sizeof(float));
+        uint8_t *u = sdw_xmalloc(scratch);
 #pragma omp for schedule(static)
         for (long c = 1; c < n_chunks; c++) {
             const size_t lo = (size_t)c * SDW__CONVERT_CHUNK;
             if (exact)
-                exact =
-                    exact_chunk(dt, w, w_bf16, q, lo, SDW_MIN((size_t)SDW__CONVERT_CHUNK, n - lo),
-                                t, t + SDW__CONVERT_CHUNK);
+                exact = exact_chunk(dt, w, wdt, lo, SDW_MIN((size_t)SDW__CONVERT_CHUNK, n - lo),
+                                    (float *)u, (float *)u + SDW__CONVERT_CHUNK,
+                                    u + 8 * SDW__CONVERT_CHUNK);
         }
-        free(t);
+        free(u);
     }
     return exact;
 }
 
-/* An op's packed weights to the narrowest type that holds every value exactly: 8-bit (an fp8
- * checkpoint), else for f32 ops 16-bit (f16 first, else bf16); left as they are otherwise. */
-static void compact(cpu_op *op) {
-    const bool bf16 = op->prec == SDW_PRECISION_BF16;
-    static const w_store order[] = {W_F8_E4M3, W_F8_E5M2, W_F16, W_BF16};
-    const int n_tries = bf16 ? 2 : 4; /* a bf16 op has no 16-bit type narrower than its own */
-    void *q = NULL;
-    size_t q_size = 0;
-    for (int i = 0; i < n_tries; i++) {
-        const sdw_dtype dt = store_dtype(order[i]);
-        const size_t size = sdw_dtype_size(dt);
-        if (size != q_size) {
-            free(q);
-            q = aligned_alloc(64, (op->w_n * size + 63) & ~(size_t)63);
-            if (!q) SDW_ABORT("out of memory (%zu weights)", op->w_n);
-            q_size = size;
-        }
-        if (exact_as(dt, op->w, bf16, q, op->w_n)) {
-            free(op->w);
-            op->w = q;
-            op->store = order[i];
-            return;
-        }
-    }
-    free(q);
+/* How an op keeps weights stored as wdt (n values): the narrowest type that holds every value
+ * exactly (compact backends): 8 bits for an fp8 checkpoint (or values that all are fp8 values),
+ * else for f32 ops the checkpoint's 16-bit type (f16 / bf16 values are exact in f32), or for
+ * f32 values that all are f16 (else bf16) values, that type; otherwise the op's own type. */
+static w_store choose_store(const cpu_op *op, const void *w, sdw_dtype wdt, size_t n) {
+    if (!backend_of(op)->compact) return W_FULL;
+    if (wdt == SDW_DTYPE_F8_E4M3) return W_F8_E4M3;
+    if (wdt == SDW_DTYPE_F8_E5M2) return W_F8_E5M2;
+    if (exact_as(SDW_DTYPE_F8_E4M3, w, wdt, n)) return W_F8_E4M3;
+    if (exact_as(SDW_DTYPE_F8_E5M2, w, wdt, n)) return W_F8_E5M2;
+    if (op->prec == SDW_PRECISION_BF16) return W_FULL; /* no 16-bit type narrower than its own */
+    if (wdt == SDW_DTYPE_F16 || (wdt != SDW_DTYPE_BF16 && exact_as(SDW_DTYPE_F16, w, wdt, n)))
+        return W_F16;
+    if (wdt == SDW_DTYPE_BF16 || exact_as(SDW_DTYPE_BF16, w, wdt, n)) return W_BF16;
+    return W_FULL;
 }
 
-/* Packs f32 weights given in user_md into the layout oneDNN picks for a nominal shape. */
-static sdw_status pack(cpu_op *op, const dnnl_memory_desc_t *user_md, const float *w,
+/* The element offset of index x along dimension d of a blocked layout, every other index 0
+ * (oneDNN's memory_desc_wrapper::off_v for that position, less offset0). An element's offset
+ * is offset0 plus the sum of these over its dimensions: every term of off_v (the inner blocks'
+ * remainders and the outer strides) depends on one dimension's index only. */
+static int64_t blocked_off(const dnnl_memory_desc_t *md, int d, int64_t x) {
+    const dnnl_blocking_desc_t *b = &md->format_desc.blocking;
+    int64_t off = 0, stride = 1;
+    for (int k = b->inner_nblks - 1; k >= 0; k--) {
+        if (b->inner_idxs[k] == d) {
+            off += x % b->inner_blks[k] * stride;
+            x /= b->inner_blks[k];
+        }
+        stride *= b->inner_blks[k];
+    }
+    return off + x * b->strides[d];
+}
+
+/* Whether md is a plain blocked layout the tables above describe (weights for f32 and bf16
+ * products are; int8 ones carry compensation extras, and runtime formats are opaque). */
+static bool packable(const dnnl_memory_desc_t *md) {
+    if (md->format_kind != dnnl_blocked || md->extra.flags != 0) return false;
+    for (int d = 0; d < md->ndims; d++)
+        if (md->padded_offsets[d] != 0) return false;
+    return true;
+}
+
+/* Packs w (torch layout [out, in(, k, k)], stored as wdt) straight into op->w_md's layout in
+ * type dt: one pass over the checkpoint's values, threaded, no f32 copy and no reorder. */
+static void pack_blocked(cpu_op *op, const void *w, sdw_dtype wdt, sdw_dtype dt) {
+    const dnnl_memory_desc_t *md = &op->w_md;
+    const int k = op->g.k, in = op->g.in, out = op->g.out;
+    const int64_t row_len = (int64_t)in * k * k;
+    int64_t *row_off = sdw_xmalloc(sizeof(int64_t) * (size_t)out);
+    int64_t *col_off = sdw_xmalloc(sizeof(int64_t) * (size_t)row_len);
+    /* conv weights md: (O, I, H, W); matmul weights md: (K = in, N = out) */
+    const int d_out = op->is_conv ? 0 : 1, d_in = op->is_conv ? 1 : 0;
+    for (int o = 0; o < out; o++)
+        row_off[o] = md->offset0 + blocked_off(md, d_out, o);
+    for (int i = 0; i < in; i++)
+        for (int h = 0; h < k; h++)
+            for (int x = 0; x < k; x++)
+                col_off[((int64_t)i * k + h) * k + x] =
+                    blocked_off(md, d_in, i) +
+                    (op->is_conv ? blocked_off(md, 2, h) + blocked_off(md, 3, x) : 0);
+    bool padded = false;
+    for (int d = 0; d < md->ndims; d++)
+        padded |= md->padded_dims[d] != md->dims[d];
+    if (padded) memset(op->w, 0, op->w_n * sdw_dtype_size(dt)); /* pads must be zeros */
+    sdw__pack_rows(w, wdt, out, row_len, row_off, col_off, op->w, dt);
+    free(row_off);
+    free(col_off);
+}
+
+/* For layouts pack_blocked cannot describe: oneDNN reorders an f32 copy of the weights, which
+ * is then kept in the store type (element by element: the packing only moved the values). */
+static void pack_by_reorder(cpu_op *op, const dnnl_memory_desc_t *user_md, const void *w,
+                            sdw_dtype wdt, size_t n_src) {
+    float *w32 = sdw_xmalloc(n_src * sizeof(float));
+    sdw_convert_to_f32(wdt, w, w32, n_src);
+    void *full = alloc_md(&op->w_md);
+    reorder(engine_of(op), user_md, w32, &op->w_md, full);
+    free(w32);
+    if (op->store == W_FULL) {
+        op->w = full;
+        return;
+    }
+    /* the store type holds every value exactly (choose_store): convert the packed copy */
+    const sdw_dtype dt = store_dtype(op->store);
+    float *x = full;
+    if (op->prec == SDW_PRECISION_BF16) {
+        x = sdw_xmalloc(op->w_n * sizeof(float));
+        sdw__bf16_to_f32(full, x, op->w_n);
+    }
+    op->w = alloc_weights(op->w_n * sdw_dtype_size(dt));
+    sdw_convert_from_f32(dt, x, op->w, op->w_n);
+    if (x != full) free(x);
+    free(full);
+}
+
+/* Packs weights w (torch layout, user_md's shape; stored as wdt) into the layout oneDNN picks
+ * for a nominal shape, kept in the type choose_store picks. */
+static sdw_status pack(cpu_op *op, const dnnl_memory_desc_t *user_md, const void *w, sdw_dtype wdt,
                        const float *bias, sdw_error *err) {
     if (bias) {
         check(dnnl_memory_desc_init_by_tag(&op->bias_md, op->is_conv ? 1 : 2,
@@ -352,10 +423,18 @@ static sdw_status pack(cpu_op *op, const dnnl_memory_desc_t *user_md, const floa
                              (int)s);
     op->w_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     dnnl_primitive_desc_destroy(pd);
-    op->w = alloc_md(&op->w_md);
-    reorder(engine_of(op), user_md, w, &op->w_md, op->w);
     op->w_n = dnnl_memory_desc_get_size(&op->w_md) / (op->prec == SDW_PRECISION_BF16 ? 2 : 4);
-    if (backend_of(op)->compact) compact(op);
+    const size_t n_src = (size_t)op->g.out * op->g.in * op->g.k * op->g.k;
+    op->store = choose_store(op, w, wdt, n_src);
+    if (!packable(&op->w_md) || backend_of(op)->reorder) {
+        pack_by_reorder(op, user_md, w, wdt, n_src);
+        return SDW_OK;
+    }
+    const sdw_dtype dt = op->store != W_FULL              ? store_dtype(op->store)
+                         : op->prec == SDW_PRECISION_BF16 ? SDW_DTYPE_BF16
+                                                          : SDW_DTYPE_F32;
+    op->w = alloc_weights(op->w_n * sdw_dtype_size(dt));
+    pack_blocked(op, w, wdt, dt);
     return SDW_OK;
 }
 
@@ -384,7 +463,7 @@ static cpu_op *op_new(sdw_backend *be, bool is_conv, sdw_precision p) {
 
 static void op_destroy(sdw_backend_op *bop);
 
-static sdw_status conv_create(sdw_backend *be, sdw_precision p, const float *w_oihw,
+static sdw_status conv_create(sdw_backend *be, sdw_precision p, const void *w_oihw, sdw_dtype wdt,
                               const float *bias, const sdw_conv_geom *g, sdw_backend_op **out,
                               sdw_error *err) {
     cpu_op *op = op_new(be, true, p);
@@ -393,7 +472,7 @@ static sdw_status conv_create(sdw_backend *be, sdw_precision p, const float *w_o
     check(dnnl_memory_desc_init_by_tag(&user, 4, (dnnl_dims_t){g->out, g->in, g->k, g->k}, dnnl_f32,
                                        dnnl_oihw),
           "user weights md");
-    sdw_status st = pack(op, &user, w_oihw, bias, err);
+    sdw_status st = pack(op, &user, w_oihw, wdt, bias, err);
     if (st != SDW_OK) {
         op_destroy(&op->base);
         return st;
@@ -402,15 +481,16 @@ static sdw_status conv_create(sdw_backend *be, sdw_precision p, const float *w_o
     return SDW_OK;
 }
 
-static sdw_status linear_create(sdw_backend *be, sdw_precision p, const float *w, const float *bias,
-                                int in, int out, sdw_backend_op **out_op, sdw_error *err) {
+static sdw_status linear_create(sdw_backend *be, sdw_precision p, const void *w, sdw_dtype wdt,
+                                const float *bias, int in, int out, sdw_backend_op **out_op,
+                                sdw_error *err) {
     cpu_op *op = op_new(be, false, p);
     op->g = (sdw_conv_geom){.in = in, .out = out, .k = 1, .stride = 1};
     /* torch's [out, in] row-major is the [in, out] matrix with strides (1, in): tag "ba". */
     dnnl_memory_desc_t user;
     check(dnnl_memory_desc_init_by_tag(&user, 2, (dnnl_dims_t){in, out}, dnnl_f32, dnnl_ba),
           "user weights md");
-    sdw_status st = pack(op, &user, w, bias, err);
+    sdw_status st = pack(op, &user, w, wdt, bias, err);
     if (st != SDW_OK) {
         op_destroy(&op->base);
         return st;
@@ -645,6 +725,7 @@ sdw_status sdw_backend_cpu_create(const sdw_backend_cpu_params *params, sdw_back
     cb->base.ops = &CPU_OPS;
     cb->engine = engine;
     cb->compact = !p.full_weights;
+    cb->reorder = p.onednn_reorder;
     pthread_mutex_init(&cb->cache_lock, NULL);
     pthread_mutex_init(&cb->wide_lock, NULL);
     *out = &cb->base;

@@ -6,17 +6,18 @@
  *   ... sdw_backend_linear_create(be, ...) ...
  *   sdw_backend_destroy(be);                                    // after its ops
  *
- * At creation an op's weights are reordered into the layout oneDNN's kernels want
+ * At creation an op's weights are packed into the layout oneDNN's kernels want
  * (format_tag::any of a nominal shape; blocked) in the op's precision (f32, or bf16 rounded to
- * nearest even); no other copy is kept. Packed weights that are all exactly fp8 values
- * (F8_E4M3, else F8_E5M2: an fp8 checkpoint) are kept in 8 bits, in both precisions; f32 weights
- * that are all exactly f16 (or bf16) values in that 16-bit type. Either way they are widened to
- * the op's type for each call (same numbers as the uncompressed op), into a buffer the backend
- * keeps for the next call (one per call widening at the same time, sized for the largest layer
- * it held; freed with the backend). Primitives are created on first use of each (shape, source
- * type, output type, accumulate) of an op and cached in the backend until the op is destroyed.
- * Ops are read-only once packed: what changes while models run (engine, primitive caches,
- * widening buffers, the compaction setting) is the backend instance's, not the process's.
+ * nearest even), straight from the values as the checkpoint stores them (typed creates of
+ * nn/backend.h: one threaded pass, no f32 copy); no other copy is kept. Packed weights that are all
+ * exactly fp8 values (F8_E4M3, else F8_E5M2: an fp8 checkpoint) are kept in 8 bits, in both
+ * precisions; f32 weights that are all exactly f16 (or bf16) values in that 16-bit type. Either way
+ * they are widened to the op's type for each call (same numbers as the uncompressed op), into a
+ * buffer the backend keeps for the next call (one per call widening at the same time, sized for the
+ * largest layer it held; freed with the backend). Primitives are created on first use of each
+ * (shape, source type, output type, accumulate) of an op and cached in the backend until the op is
+ * destroyed. Ops are read-only once packed: what changes while models run (engine, primitive
+ * caches, widening buffers, the compaction setting) is the backend instance's, not the process's.
  * Activations are NHWC / row-major views; outputs f32 (a bf16 convolution may also write bf16);
  * bias f32. Thread safety as backend.h (caches and buffers are locked; primitives and packed
  * weights are read-only once made).
@@ -32,6 +33,10 @@ typedef struct sdw_backend_cpu_params {
      * layers holding only f16/bf16 values, and layers holding only fp8 values, are kept
      * compact; same results either way, tests compare both). */
     bool full_weights;
+    /* Pack weights through oneDNN's reorder of an f32 copy, as before issue 16, instead of
+     * straight from the checkpoint's values (default false; a testing aid: both must give the
+     * same packed bits). */
+    bool onednn_reorder;
 } sdw_backend_cpu_params;
 sdw_backend_cpu_params sdw_backend_cpu_params_default(void);
 
@@ -90,8 +95,7 @@ sdw_precision sdw_nn_precision_resolve(sdw_precision want);
  * rate <= 0 is a failed timing, left out): *rate_f32 and *rate_bf16 get the model's weighted
  * rates. Exposed for tests. */
 sdw_precision sdw__precision_decide(const sdw_shape_class *cls, const double *gflops_f32,
-                                    const double *gflops_bf16, double *rate_f32,
-                                    double *rate_bf16);
+                                    const double *gflops_bf16, double *rate_f32, double *rate_bf16);
 
 /* Row-major C[M,N] = alpha·op(A)·op(B) + beta·C on the CPU (oneDNN's sgemm), for hand-built
  * layers and the attention kernels. Inside an OpenMP parallel region it runs on the calling

@@ -60,12 +60,12 @@ void sdw_shape_class_of_files(const sdw_st_file *const *files, int n_files, sdw_
             /* embedding tables are looked up, not multiplied */
             if (strstr(t->name, "embed") || strstr(t->name, "shared.weight")) continue;
             if (t->n_dims == 4 && t->shape[2] == 3 && t->shape[3] == 3)
-                add_group(3, (int)t->shape[1], (int)t->shape[0], (double)t->n_elems, &n_all,
-                          all, CAP);
+                add_group(3, (int)t->shape[1], (int)t->shape[0], (double)t->n_elems, &n_all, all,
+                          CAP);
             else if ((t->n_dims == 2 || (t->n_dims == 4 && t->shape[2] == 1 && t->shape[3] == 1)) &&
                      t->shape[0] >= 8 && t->shape[1] >= 8)
-                add_group(1, (int)t->shape[1], (int)t->shape[0], (double)t->n_elems, &n_all,
-                          all, CAP);
+                add_group(1, (int)t->shape[1], (int)t->shape[0], (double)t->n_elems, &n_all, all,
+                          CAP);
         }
     qsort(all, (size_t)n_all, sizeof all[0], by_share_desc);
     memset(out, 0, sizeof *out);
@@ -234,7 +234,8 @@ sdw_precision sdw_nn_precision_resolve_model(sdw_precision want, const sdw_shape
         return sdw_nn_cpu_has_amx() ? SDW_PRECISION_BF16 : SDW_PRECISION_F32;
     double biggest = 0;
     for (int i = 0; i < cls->n; i++)
-        biggest = SDW_MAX(biggest, (double)cls->p[i].in * cls->p[i].out * cls->p[i].k * cls->p[i].k);
+        biggest =
+            SDW_MAX(biggest, (double)cls->p[i].in * cls->p[i].out * cls->p[i].k * cls->p[i].k);
     if (biggest < MIN_MACS_PER_ROW) {
         SDW_INFO("precision auto: f32 (products this small gain nothing from bf16)");
         return SDW_PRECISION_F32;

@@ -37,24 +37,16 @@ static sdw_status get(sdw_weights *ws, const char *prefix, const char *suffix, i
     return sdw__weights_f32(ws, name, n_dims, shape, out, err);
 }
 
-/* The stored "<prefix>.weight" as a new f32 buffer in *out (free it), without the weights
- * object keeping an f32 copy: the layer packs its own. */
-static sdw_status weight_f32(sdw_weights *ws, const char *prefix, int n_dims, const int64_t *shape,
-                             float **out, sdw_error *err) {
-    char name[512];
-    int n = snprintf(name, sizeof name, "%s.weight", prefix);
-    if (n < 0 || (size_t)n >= sizeof name)
+/* The stored "<prefix>.weight" as it is stored (a view into the file mapping: *dtype, *count
+ * values), for a layer to pack straight from the checkpoint: no f32 copy is made (loading
+ * speed). Call sdw_weights_raw_done with the name (*name_out) once packed. */
+static sdw_status weight_raw(sdw_weights *ws, const char *prefix, int n_dims, const int64_t *shape,
+                             const void **out, sdw_dtype *dtype, size_t *count, char *name_out,
+                             size_t cap, sdw_error *err) {
+    int n = snprintf(name_out, cap, "%s.weight", prefix);
+    if (n < 0 || (size_t)n >= cap)
         return sdw_error_set(err, SDW_E_INVALID_ARG, "tensor name too long: %s.weight", prefix);
-    sdw_dtype dt;
-    size_t count;
-    const void *d = NULL;
-    sdw_status st = sdw__weights_raw(ws, name, n_dims, shape, &d, &dt, &count, err);
-    if (st != SDW_OK) return st;
-    float *w = sdw_xmalloc(count * sizeof(float));
-    sdw_convert_to_f32(dt, d, w, count);
-    sdw_weights_raw_done(ws, name);
-    *out = w;
-    return SDW_OK;
+    return sdw__weights_raw(ws, name_out, n_dims, shape, out, dtype, count, err);
 }
 
 /* The fallback backend, for weights that carry none (tests, tools; every model loader gives its
@@ -101,21 +93,38 @@ sdw_status sdw_linear_init(sdw_linear *l, sdw_weights *ws, const float *w, const
     return SDW_OK;
 }
 
+/* sdw_linear_init with the weights as stored (wdt). */
+static sdw_status linear_init_typed(sdw_linear *l, sdw_weights *ws, const void *w, sdw_dtype wdt,
+                                    const float *b, int in, int out, sdw_error *err) {
+    sdw_linear t = {.in = in, .out = out};
+    sdw_backend_op *op;
+    sdw_status st = sdw_backend_linear_create_typed(sdw__nn_backend(ws), sdw_weights_precision(ws),
+                                                    w, wdt, b, in, out, &op, err);
+    if (st != SDW_OK) return st;
+    adopt(ws, op, &t.op);
+    *l = t;
+    return SDW_OK;
+}
+
 sdw_status sdw_linear_bind(sdw_linear *l, sdw_weights *ws, const char *prefix, int in, int out,
                            bool has_bias, sdw_error *err) {
     SDW_ASSERT(l && ws && prefix && in > 0 && out > 0);
     const float *b = NULL;
-    float *w;
-    sdw_status st = weight_f32(ws, prefix, 2, (int64_t[]){out, in}, &w, err);
+    const void *w = NULL;
+    sdw_dtype wdt = SDW_DTYPE_F32;
+    size_t count;
+    char name[512];
+    sdw_status st =
+        weight_raw(ws, prefix, 2, (int64_t[]){out, in}, &w, &wdt, &count, name, sizeof name, err);
     if (st != SDW_OK) return st;
     if (has_bias) st = get(ws, prefix, "bias", 1, (int64_t[]){out}, &b, err);
-    if (st == SDW_OK) st = sdw_linear_init(l, ws, w, b, in, out, err);
+    if (st == SDW_OK) st = linear_init_typed(l, ws, w, wdt, b, in, out, err);
+    sdw_weights_raw_done(ws, name);
     if (st == SDW_OK) {
         l->b = b; /* owned by ws */
         sdw__layers_note(ws, &(sdw_layer_ref){.name = prefix, .op = l->op, .in = in, .out = out,
                                                .k = 1, .stride = 1, .op_out = out});
     }
-    free(w);
     if (st == SDW_E_BACKEND) sdw_error_prefix(err, "%s", prefix);
     return st;
 }
@@ -124,23 +133,43 @@ sdw_status sdw_linear_bind_stacked(sdw_linear *l, sdw_weights *ws, const char *c
                                    int n, int in, int out, bool has_bias, sdw_error *err) {
     SDW_ASSERT(l && ws && prefixes && n > 0 && in > 0 && out > 0);
     const size_t n_w = (size_t)out * in;
-    float *w = sdw_xmalloc(sizeof(float) * n_w * n);
+    /* The parts stacked as stored when they share a type (a checkpoint's usual case), else as
+     * f32; the stacked copy lives for the packing only. */
+    sdw_dtype wdt = SDW_DTYPE_F32;
+    uint8_t *w = NULL;
     float *b = has_bias ? sdw_xmalloc(sizeof(float) * (size_t)out * n) : NULL;
     sdw_status st = SDW_OK;
     for (int i = 0; i < n && st == SDW_OK; i++) {
-        float *wi = NULL;
+        const void *wi = NULL;
+        sdw_dtype dti;
+        size_t count;
+        char name[512];
         const float *bi = NULL;
-        st = weight_f32(ws, prefixes[i], 2, (int64_t[]){out, in}, &wi, err);
+        st = weight_raw(ws, prefixes[i], 2, (int64_t[]){out, in}, &wi, &dti, &count, name,
+                        sizeof name, err);
         if (st == SDW_OK && has_bias)
             st = get(ws, prefixes[i], "bias", 1, (int64_t[]){out}, &bi, err);
         if (st == SDW_OK) {
-            memcpy(w + n_w * i, wi, sizeof(float) * n_w);
+            if (i == 0) {
+                wdt = dti;
+                w = sdw_xmalloc(sdw_dtype_size(wdt) * n_w * n);
+            } else if (dti != wdt) { /* mixed types: everything as f32 from here */
+                float *w32 = sdw_xmalloc(sizeof(float) * n_w * n);
+                sdw_convert_to_f32(wdt, w, w32, n_w * i);
+                free(w);
+                w = (uint8_t *)w32;
+                wdt = SDW_DTYPE_F32;
+            }
+            if (dti == wdt)
+                memcpy(w + sdw_dtype_size(wdt) * n_w * i, wi, sdw_dtype_size(wdt) * n_w);
+            else
+                sdw_convert_to_f32(dti, wi, (float *)w + n_w * i, n_w);
             if (b) memcpy(b + (size_t)out * i, bi, sizeof(float) * (size_t)out);
         }
-        free(wi);
+        if (wi) sdw_weights_raw_done(ws, name);
     }
     if (st == SDW_OK) {
-        st = sdw_linear_init(l, ws, w, b, in, out * n, err);
+        st = linear_init_typed(l, ws, w, wdt, b, in, out * n, err);
         /* .b must outlive the call (hand-built fallback reads it): keep the stacked copy. */
         if (st == SDW_OK && b) {
             sdw_weights_adopt(ws, b, free);
@@ -180,18 +209,33 @@ sdw_status sdw_conv2d_bind_pad(sdw_conv2d *c, sdw_weights *ws, const char *prefi
     SDW_ASSERT(c && ws && prefix && in > 0 && out > 0 && k > 0 && stride > 0 && pad >= 0 &&
                pad_end >= 0);
     const float *b = NULL;
-    float *w;
-    sdw_status st = weight_f32(ws, prefix, 4, (int64_t[]){out, in, k, k}, &w, err);
+    const void *w = NULL;
+    sdw_dtype wdt = SDW_DTYPE_F32;
+    size_t count;
+    char name[512];
+    sdw_status st = weight_raw(ws, prefix, 4, (int64_t[]){out, in, k, k}, &w, &wdt, &count, name,
+                               sizeof name, err);
     if (st != SDW_OK) return st;
     if (has_bias) st = get(ws, prefix, "bias", 1, (int64_t[]){out}, &b, err);
-    if (st == SDW_OK) st = sdw_conv2d_init(c, ws, w, b, in, out, k, stride, pad, pad_end, err);
+    if (st == SDW_OK) {
+        sdw_conv2d t = {
+            .in = in, .out = out, .k = k, .stride = stride, .pad = pad, .pad_end = pad_end};
+        const sdw_conv_geom g = {in, out, k, stride, pad, pad_end};
+        sdw_backend_op *op;
+        st = sdw_backend_conv_create_typed(sdw__nn_backend(ws), sdw_weights_precision(ws), w, wdt,
+                                           b, &g, &op, err);
+        if (st == SDW_OK) {
+            adopt(ws, op, &t.op);
+            *c = t;
+        }
+    }
+    sdw_weights_raw_done(ws, name);
     if (st == SDW_OK) {
         c->b = b; /* owned by ws */
         sdw__layers_note(ws, &(sdw_layer_ref){.name = prefix, .op = c->op, .conv = true, .in = in,
                                                .out = out, .k = k, .stride = stride, .pad = pad,
                                                .pad_end = pad_end, .op_out = out});
     }
-    free(w);
     if (st == SDW_E_BACKEND) sdw_error_prefix(err, "%s", prefix);
     return st;
 }

@@ -232,3 +232,66 @@ void sdw__widen_8(sdw_dtype dt, const uint8_t *x, void *y, sdw_dt yt, size_t n) 
         widen_8_block(dt, lut, x + lo, (uint8_t *)y + lo * esize, yt, len, isa, stream);
     }
 }
+
+/* ---- packing ---- */
+
+/* Rows per tile of sdw__pack_rows: oneDNN's weight layouts keep 16 (or 8, 4) output channels
+ * innermost, so the tile's values for one input position land next to each other. */
+enum { PACK_TILE = 16 };
+
+/* Copies tile rows [0, nr) (each row_len values of size es, in t) to d at offsets ro[r] +
+ * col_off[j], column by column: consecutive rows are consecutive destinations in oneDNN's
+ * layouts, so the writes fill whole cache lines instead of one element per line per row. */
+#define SCATTER(T)                                                                                 \
+    do {                                                                                           \
+        T *d = dst;                                                                                \
+        const T *v = t;                                                                            \
+        for (int64_t j = 0; j < row_len; j++) {                                                    \
+            const int64_t c = col_off[j];                                                          \
+            for (int r = 0; r < nr; r++)                                                           \
+                d[ro[r] + c] = v[(size_t)r * row_len + j];                                         \
+        }                                                                                          \
+    } while (0)
+
+void sdw__pack_rows(const void *src, sdw_dtype sdt, int64_t n_rows, int64_t row_len,
+                    const int64_t *row_off, const int64_t *col_off, void *dst, sdw_dtype ddt) {
+    const size_t ss = sdw_dtype_size(sdt), ds = sdw_dtype_size(ddt);
+    SDW_ASSERT(ds == 1 || ds == 2 || ds == 4);
+    const int64_t n_tiles = (n_rows + PACK_TILE - 1) / PACK_TILE;
+#pragma omp parallel if (n_rows * row_len > 65536)
+    {
+        /* a tile of rows in ddt, and one row in f32 on the way (src, a file mapping, need not
+         * be aligned: it is only read through memcpy and the converters, which allow that) */
+        float *f = sdw_xmalloc((size_t)row_len * 4);
+        void *t = sdw_xmalloc((size_t)row_len * ds * PACK_TILE);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t tile = 0; tile < n_tiles; tile++) {
+            const int64_t r0 = tile * PACK_TILE;
+            const int nr = (int)SDW_MIN((int64_t)PACK_TILE, n_rows - r0);
+            for (int r = 0; r < nr; r++) {
+                const void *in = (const uint8_t *)src + (size_t)((r0 + r) * row_len) * ss;
+                void *row = (uint8_t *)t + (size_t)r * row_len * ds;
+                if (sdt == ddt) {
+                    memcpy(row, in, (size_t)row_len * ds);
+                } else if (ddt == SDW_DTYPE_F32) {
+                    sdw_convert_to_f32(sdt, in, row, (size_t)row_len);
+                } else {
+                    if (sdt == SDW_DTYPE_F32)
+                        memcpy(f, in, (size_t)row_len * 4);
+                    else
+                        sdw_convert_to_f32(sdt, in, f, (size_t)row_len);
+                    sdw_convert_from_f32(ddt, f, row, (size_t)row_len);
+                }
+            }
+            const int64_t *ro = row_off + r0;
+            if (ds == 2)
+                SCATTER(uint16_t);
+            else if (ds == 4)
+                SCATTER(uint32_t);
+            else
+                SCATTER(uint8_t);
+        }
+        free(f);
+        free(t);
+    }
+}

@@ -27,4 +27,14 @@ void sdw__widen_16(sdw_dtype dt, const uint16_t *x, float *y, size_t n);
  * stores when y is 64-byte aligned. */
 void sdw__widen_8(sdw_dtype dt, const uint8_t *x, void *y, sdw_dt yt, size_t n);
 
+/* A tensor packed into a blocked layout: row r of src (n_rows rows of row_len values of type
+ * sdt, contiguous: a checkpoint's [out, in(, k, k)]) goes to dst, of type ddt, at element
+ * offsets row_off[r] + col_off[j]; positions no row reaches are left as they are. Values are
+ * converted from sdt to ddt (sdt: any float type; ddt: F32, F16, BF16, F8_E4M3 or F8_E5M2;
+ * a narrower ddt rounds to nearest even: bf16 for a bf16 layer; callers keep f16 / fp8 for
+ * values they checked to be exact). Threaded over rows; the offsets say nothing of the source
+ * layout, so this serves any oneDNN blocking (backend_cpu.c builds the tables). */
+void sdw__pack_rows(const void *src, sdw_dtype sdt, int64_t n_rows, int64_t row_len,
+                    const int64_t *row_off, const int64_t *col_off, void *dst, sdw_dtype ddt);
+
 #endif

@@ -43,26 +43,26 @@ static void test_decide_from_rates(void) {
     const sdw_shape_class c = sd_class();
     double r32, r16;
     /* bf16 1.6x faster everywhere */
-    ASSERT_EQ_INT(sdw__precision_decide(&c, (double[]){200, 200, 150}, (double[]){320, 320, 240},
-                                        &r32, &r16),
-                  SDW_PRECISION_BF16);
+    ASSERT_EQ_INT(
+        sdw__precision_decide(&c, (double[]){200, 200, 150}, (double[]){320, 320, 240}, &r32, &r16),
+        SDW_PRECISION_BF16);
     ASSERT_TRUE(fabs(r16 / r32 - 1.6) < 1e-9);
     /* bf16 at half the speed (AVX512-BF16 on a machine where vdpbf16ps is slow) */
-    ASSERT_EQ_INT(sdw__precision_decide(&c, (double[]){70, 70, 70}, (double[]){38, 38, 38}, &r32,
-                                        &r16),
-                  SDW_PRECISION_F32);
+    ASSERT_EQ_INT(
+        sdw__precision_decide(&c, (double[]){70, 70, 70}, (double[]){38, 38, 38}, &r32, &r16),
+        SDW_PRECISION_F32);
     /* a tie within the noise keeps the exact path */
-    ASSERT_EQ_INT(sdw__precision_decide(&c, (double[]){100, 100, 100}, (double[]){103, 103, 103},
-                                        &r32, &r16),
-                  SDW_PRECISION_F32);
+    ASSERT_EQ_INT(
+        sdw__precision_decide(&c, (double[]){100, 100, 100}, (double[]){103, 103, 103}, &r32, &r16),
+        SDW_PRECISION_F32);
     /* shares weigh the products: the big one faster in bf16 outweighs the small one slower */
-    ASSERT_EQ_INT(sdw__precision_decide(&c, (double[]){100, 100, 100}, (double[]){200, 60, 100},
-                                        &r32, &r16),
-                  SDW_PRECISION_BF16);
+    ASSERT_EQ_INT(
+        sdw__precision_decide(&c, (double[]){100, 100, 100}, (double[]){200, 60, 100}, &r32, &r16),
+        SDW_PRECISION_BF16);
     /* a failed timing is left out; all failed: f32 */
-    ASSERT_EQ_INT(sdw__precision_decide(&c, (double[]){100, 0, 100}, (double[]){300, 300, 300},
-                                        &r32, &r16),
-                  SDW_PRECISION_BF16);
+    ASSERT_EQ_INT(
+        sdw__precision_decide(&c, (double[]){100, 0, 100}, (double[]){300, 300, 300}, &r32, &r16),
+        SDW_PRECISION_BF16);
     ASSERT_EQ_INT(sdw__precision_decide(&c, (double[]){0, 0, 0}, (double[]){0, 0, 0}, &r32, &r16),
                   SDW_PRECISION_F32);
     ASSERT_TRUE(r32 == 0 && r16 == 0);
@@ -221,8 +221,8 @@ static void test_measured_and_remembered(void) {
     t0 = sdw_time_now();
     ASSERT_EQ_INT(sdw_nn_precision_resolve_model(SDW_PRECISION_AUTO, &c, 2), p);
     const double second = sdw_time_now() - t0;
-    fprintf(stderr, "  auto: %s, measured in %.3f s, remembered in %.4f s\n",
-            sdw_precision_str(p), first, second);
+    fprintf(stderr, "  auto: %s, measured in %.3f s, remembered in %.4f s\n", sdw_precision_str(p),
+            first, second);
     ASSERT_TRUE(second < 0.05 && second < first);
     /* another thread count is another entry */
     ASSERT_TRUE(sdw_nn_precision_resolve_model(SDW_PRECISION_AUTO, &c, 1) != SDW_PRECISION_AUTO);
