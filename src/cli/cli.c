@@ -172,6 +172,10 @@ bool sdw_cli_model_option(const sdw_cli_opts *o, sdw_cli_model_args *a) {
         sdw_cli_check_path(o->name, o->arg, true);
         a->controlnet_dir = o->arg;
         return true;
+    case SDW_CLI_OPT_LORA_DIR:
+        sdw_cli_check_path(o->name, o->arg, true);
+        a->lora_dir = o->arg;
+        return true;
     case SDW_CLI_OPT_PRECISION:
         if (sdw_precision_parse(o->arg, &a->precision) != SDW_OK)
             sdw_cli_die("--precision: '%s' must be auto, f32 or bf16", o->arg);
@@ -193,6 +197,7 @@ sdw_load_options sdw_cli_load_options(const sdw_cli_model_args *a) {
     sdw_load_options opts = a->options;
     opts.config_dir = a->config;
     opts.controlnet_dir = a->controlnet_dir;
+    opts.lora_dir = a->lora_dir;
     opts.taesd = a->taesd;
     opts.embeddings_dir = a->embeddings_dir;
     opts.n_threads = a->threads;

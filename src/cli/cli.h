@@ -79,6 +79,7 @@ typedef struct sdw_cli_model_args {
     const char *taesd; /* --taesd: a tiny autoencoder loaded with the model */
     const char *embeddings_dir; /* --embeddings-dir: textual-inversion embeddings */
     const char *controlnet_dir; /* --controlnet-dir: the folder ControlNets are named in */
+    const char *lora_dir;       /* --lora-dir: the folder LoRAs are named in */
     int threads;
     sdw_precision precision;
     /* Family-specific options by their registry keys (--tokenizer -> "tokenizer", --vae ->
@@ -95,6 +96,7 @@ enum {
     SDW_CLI_OPT_TAESD,
     SDW_CLI_OPT_EMBEDDINGS_DIR,
     SDW_CLI_OPT_CONTROLNET_DIR,
+    SDW_CLI_OPT_LORA_DIR,
     SDW_CLI_OPT_FAMILY, /* the family flags, in the order of SDW_CLI_MODEL_LONGOPTS: */
     SDW_CLI_OPT_FAMILY_END = SDW_CLI_OPT_FAMILY + 6,
     SDW_CLI_OPT_OWN = 0x200
@@ -113,6 +115,7 @@ enum {
         {"embeddings-dir", required_argument, NULL, SDW_CLI_OPT_EMBEDDINGS_DIR},                   \
         {"embd-dir", required_argument, NULL, SDW_CLI_OPT_EMBEDDINGS_DIR}, /* sd.cpp's */          \
         {"controlnet-dir", required_argument, NULL, SDW_CLI_OPT_CONTROLNET_DIR},                   \
+        {"lora-dir", required_argument, NULL, SDW_CLI_OPT_LORA_DIR},                               \
         {"tokenizer", required_argument, NULL, SDW_CLI_OPT_FAMILY + 0},                            \
         {"prediction", required_argument, NULL, SDW_CLI_OPT_FAMILY + 1},                           \
         {"vae", required_argument, NULL, SDW_CLI_OPT_FAMILY + 2},                                  \
@@ -151,6 +154,8 @@ sdw_load_options sdw_cli_load_options(const sdw_cli_model_args *a);
     "      --controlnet-dir DIR\n"                                                                 \
     "                          the ControlNets requests name (diffusers ControlNetModel\n"         \
     "                          folders, original .safetensors files): loaded on first use\n"       \
+    "      --lora-dir DIR      the LoRAs requests name (.safetensors, subfolders too: --lora\n"     \
+    "                          NAME, <lora:NAME:M> in a prompt; sdw info lists them)\n"           \
     "      --precision P       auto | f32 | bf16: the precision of convolutions and matrix\n"      \
     "                          products (auto: bf16 on CPUs with AMX, else f32)\n"                 \
     "  -t, --threads N         CPU threads (default: OMP_NUM_THREADS, else the usable cores:\n"    \

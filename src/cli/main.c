@@ -1,6 +1,7 @@
 /* sdw — the command line front door: generate, info, tokenize, serve (in serve.c).
  * Only this layer may exit(); everything below returns sdw_status. */
 #include "sdw/image_model.h"
+#include "sdw/lora.h"
 
 #include "cli/cli.h"
 #include "cli/serve.h"
@@ -42,6 +43,8 @@ typedef struct cli_args {
     double control_values[3][SDW_MAX_CONTROLS]; /* strength, start, end */
     int n_control_nets, n_control_images, n_control_values[3];
     bool control_guess; /* --control-guess-mode */
+    sdw_lora_ref loras[16]; /* --lora NAME[:M] / FILE[:M] (strings point into argv) */
+    int n_loras;
     bool prompt_syntax; /* --prompt-syntax */
     int clip_skip;      /* --clip-skip N; 0 = the model's own layer */
 } cli_args;
@@ -96,6 +99,9 @@ typedef struct cli_args {
     "      --clip-skip N       the text encoders' hidden state N layers from the end (A1111's\n"  \
     "                          CLIP_stop_at_last_layers; 2 = penultimate); default the\n"        \
     "                          model's own (SD 1.x/2.x: 1, SDXL/SD3: 2)\n"                        \
+    "      --lora NAME[:M]     apply a LoRA with multiplier M (default 1; repeatable): a\n"       \
+    "                          .safetensors file, or its name in --lora-dir (as <lora:NAME:M>\n"  \
+    "                          in the prompt); kohya-ss / A1111 and diffusers files\n"             \
     "      --param NAME=VALUE  a request option of the model's family (repeatable;\n"             \
     "                          sdw info lists them), e.g. max_sequence_length=256\n"              \
     "      --profile           print a per-op time profile after generating\n"                     \
@@ -193,6 +199,30 @@ static void parse_param(const char *opt, const char *v, cli_args *a) {
     a->params[a->n_params++] = (sdw_param){name, parse_double(opt, eq + 1)};
 }
 
+/* --lora NAME[:M] or FILE[:M]: an argument naming an existing file is that file (the CLI acts
+ * for its user; servers take names only), anything else a name in --lora-dir; the multiplier is
+ * what follows the last ':' (default 1). */
+static void parse_lora(const char *opt, char *v, cli_args *a) {
+    if (a->n_loras >= (int)(sizeof a->loras / sizeof a->loras[0]))
+        sdw_cli_die("%s: at most %d LoRAs", opt, (int)(sizeof a->loras / sizeof a->loras[0]));
+    sdw_lora_ref r = {.multiplier = 1.0f};
+    char *colon = strrchr(v, ':');
+    if (colon && access(v, F_OK) != 0) {
+        sdw_error err = {0};
+        if (sdw_lora_multiplier_parse(colon + 1, strlen(colon + 1), &r.multiplier, &err))
+            sdw_cli_die("%s %s: %s", opt, v, err.msg);
+        *colon = 0; /* argv is writable */
+    }
+    if (!*v) sdw_cli_die("%s: the LoRA name is empty", opt);
+    if (access(v, F_OK) == 0) {
+        sdw_cli_check_path(opt, v, false);
+        r.path = v;
+    } else {
+        r.name = v;
+    }
+    a->loras[a->n_loras++] = r;
+}
+
 /* getopt values of the long-only options (cli.h: commands number theirs from SDW_CLI_OPT_OWN). */
 enum {
     OPT_STEPS = SDW_CLI_OPT_OWN,
@@ -215,6 +245,7 @@ enum {
     OPT_CONTROL_STRENGTH, /* the three values, in control_values' order */
     OPT_CONTROL_START,
     OPT_CONTROL_END,
+    OPT_LORA,
     OPT_CONTROL_GUESS
 };
 
@@ -257,6 +288,7 @@ static const struct option k_generate_longs[] = {
     {"control-start", required_argument, NULL, OPT_CONTROL_START},
     {"control-end", required_argument, NULL, OPT_CONTROL_END},
     {"control-guess-mode", no_argument, NULL, OPT_CONTROL_GUESS},
+    {"lora", required_argument, NULL, OPT_LORA},
     {"prompt-syntax", no_argument, NULL, OPT_PROMPT_SYNTAX},
     {"clip-skip", required_argument, NULL, OPT_CLIP_SKIP},
     {0},
@@ -331,6 +363,7 @@ static void parse_args(const command *cmd, int argc, char **argv, cli_args *a) {
             break;
         }
         case OPT_CONTROL_GUESS: a->control_guess = true; break;
+        case OPT_LORA: parse_lora(o.name, (char *)o.arg, a); break;
         case OPT_PROMPT_SYNTAX: a->prompt_syntax = true; break;
         case OPT_CLIP_SKIP: /* stable-diffusion.cpp's -1 (its default) = the model's own */
             a->clip_skip = (int)sdw_cli_int(o.name, o.arg, -1, SDW_MAX_CLIP_SKIP);
@@ -353,6 +386,11 @@ static void parse_args(const command *cmd, int argc, char **argv, cli_args *a) {
         sdw_cli_die("-o -: standard output takes one image (--batch-count %d)", a->batch);
     if (!strcmp(a->output, "-") && a->json)
         sdw_cli_die("-o - and --json both write to standard output: pick one");
+    for (int i = 0; i < a->n_loras; i++)
+        if (a->loras[i].name && !a->m.lora_dir)
+            sdw_cli_fail(SDW_EXIT_INPUT,
+                         "--lora %s: no such file (and no --lora-dir to look a name up in)",
+                         a->loras[i].name);
     if (a->n_control_images != a->n_control_nets)
         sdw_cli_die("%d --control-net and %d --control-image: give each ControlNet its image",
                     a->n_control_nets, a->n_control_images);
@@ -519,6 +557,8 @@ static int cmd_generate(const cli_args *a) {
     req.n_controls = control_requests(a, controls, control_images);
     req.controls = req.n_controls ? controls : NULL;
     req.control_guess_mode = a->control_guess;
+    req.loras = a->n_loras ? a->loras : NULL;
+    req.n_loras = a->n_loras;
     req.prompt_syntax = a->prompt_syntax;
     req.clip_skip = a->clip_skip;
     req.strength = a->strength;
@@ -652,6 +692,19 @@ static int cmd_info(const cli_args *a) {
     printf("sizes:        %d..%d, multiple of %d\n", c->min_size, c->max_size, c->size_multiple);
     print_list("samplers:     ", c->samplers);
     print_list("schedulers:   ", c->schedulers);
+    if (c->lora) { /* what --lora and <lora:NAME:M> can name */
+        sdw_lora_entry *list = NULL;
+        int n = 0;
+        sdw_error err = {0};
+        if (!c->lora_dir) {
+            printf("loras:        files (--lora FILE[:M]); --lora-dir DIR to use names\n");
+        } else if (sdw_lora_list(c->lora_dir, &list, &n, &err) == SDW_OK) {
+            printf("loras:        %d in %s%s", n, c->lora_dir, n ? ":" : "");
+            for (int i = 0; i < n && i < 32; i++) printf(" %s", list[i].name);
+            printf("%s\n", n > 32 ? " ..." : "");
+            sdw_lora_list_free(list, n);
+        }
+    }
     char desc[4096];
     sdw_model_describe(m, desc, sizeof desc);
     if (*desc) printf("%s", desc);

