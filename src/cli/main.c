@@ -30,6 +30,7 @@ typedef struct cli_args {
     const char *prompt, *negative, *output, *sampler, *scheduler, *rng, *init_image, *mask;
     const char *decoder;            /* --vae-decoder */
     sdw_vae_tiling_mode vae_tiling; /* --vae-tiling / --no-vae-tiling; AUTO when neither */
+    sdw_hires hires;                /* --hires and --hires-*: any of them turns it on */
     double strength;
     int width, height, steps, batch;
     float cfg;
@@ -77,6 +78,20 @@ typedef struct cli_args {
     "                          enable_vae_tiling(): memory stays flat with the image size\n"       \
     "      --no-vae-tiling     never tile (default: tiled above 2048x2048 pixels, said in\n"       \
     "                          the PNG's parameters)\n"                                            \
+    "      --hires             AUTOMATIC1111's hires fix: generate at -W x -H, enlarge,\n"         \
+    "                          then image-to-image at the larger size (any --hires-*\n"            \
+    "                          option turns it on too)\n"                                          \
+    "      --hires-scale F     the larger size = -W x -H times F (default 2)\n"                    \
+    "      --hires-width N, --hires-height N\n"                                                    \
+    "                          the larger size instead (one: the other keeps the aspect;\n"        \
+    "                          both, another aspect: enlarged to cover, middle cropped)\n"         \
+    "      --hires-upscaler U  Latent (default), Latent (antialiased), Latent (bicubic),\n"        \
+    "                          Latent (bicubic antialiased), Latent (nearest), Latent\n"           \
+    "                          (nearest-exact): the latents, as torch's interpolate;\n"            \
+    "                          None, Lanczos, Nearest: the decoded picture, as Pillow\n"           \
+    "                          (case and punctuation are free: latent-bicubic)\n"                  \
+    "      --hires-steps N     steps of the second pass (default: --steps)\n"                      \
+    "      --hires-strength S  its denoising strength, 0 < S <= 1 (default 0.75)\n"                \
     "      --control-net NET   a ControlNet: its folder (diffusers ControlNetModel) or\n"          \
     "                          file (original layout), or its name in --controlnet-dir;\n"         \
     "                          repeatable: their effects add up\n"                                 \
@@ -240,6 +255,13 @@ enum {
     OPT_VAE_DECODER,
     OPT_VAE_TILING,
     OPT_NO_VAE_TILING,
+    OPT_HIRES,
+    OPT_HIRES_SCALE,
+    OPT_HIRES_WIDTH,
+    OPT_HIRES_HEIGHT,
+    OPT_HIRES_UPSCALER,
+    OPT_HIRES_STEPS,
+    OPT_HIRES_STRENGTH,
     OPT_CONTROL_NET,
     OPT_CONTROL_IMAGE,
     OPT_CONTROL_STRENGTH, /* the three values, in control_values' order */
@@ -282,6 +304,13 @@ static const struct option k_generate_longs[] = {
     {"vae-decoder", required_argument, NULL, OPT_VAE_DECODER},
     {"vae-tiling", no_argument, NULL, OPT_VAE_TILING},
     {"no-vae-tiling", no_argument, NULL, OPT_NO_VAE_TILING},
+    {"hires", no_argument, NULL, OPT_HIRES},
+    {"hires-scale", required_argument, NULL, OPT_HIRES_SCALE},
+    {"hires-width", required_argument, NULL, OPT_HIRES_WIDTH},
+    {"hires-height", required_argument, NULL, OPT_HIRES_HEIGHT},
+    {"hires-upscaler", required_argument, NULL, OPT_HIRES_UPSCALER},
+    {"hires-steps", required_argument, NULL, OPT_HIRES_STEPS},
+    {"hires-strength", required_argument, NULL, OPT_HIRES_STRENGTH},
     {"control-net", required_argument, NULL, OPT_CONTROL_NET},
     {"control-image", required_argument, NULL, OPT_CONTROL_IMAGE},
     {"control-strength", required_argument, NULL, OPT_CONTROL_STRENGTH},
@@ -309,6 +338,7 @@ typedef struct command {
 static void parse_args(const command *cmd, int argc, char **argv, cli_args *a) {
     *a = (cli_args){.cfg = -1.0f, .seed = -1, .output = DEFAULT_OUTPUT, .strength = -1.0,
                     .batch = 1};
+    a->hires.strength = -1.0; /* the default, 0.75 */
     sdw_cli_opts o = sdw_cli_opts_init(cmd->name, argc, argv, cmd->shorts, cmd->longs);
     while (sdw_cli_next(&o)) {
         if (sdw_cli_model_option(&o, &a->m)) continue;
@@ -342,6 +372,35 @@ static void parse_args(const command *cmd, int argc, char **argv, cli_args *a) {
         case OPT_VAE_DECODER: a->decoder = o.arg; break;
         case OPT_VAE_TILING: a->vae_tiling = SDW_TILING_ON; break;
         case OPT_NO_VAE_TILING: a->vae_tiling = SDW_TILING_OFF; break;
+        case OPT_HIRES: a->hires.enable = true; break;
+        case OPT_HIRES_SCALE:
+            a->hires.enable = true;
+            a->hires.scale = parse_double(o.name, o.arg);
+            if (!(a->hires.scale > 0)) sdw_cli_die("%s: %g must be above 0", o.name, a->hires.scale);
+            break;
+        case OPT_HIRES_WIDTH:
+        case OPT_HIRES_HEIGHT:
+            a->hires.enable = true;
+            *(o.c == OPT_HIRES_WIDTH ? &a->hires.resize_width : &a->hires.resize_height) =
+                sdw_cli_count(o.name, o.arg, 1);
+            break;
+        case OPT_HIRES_UPSCALER: {
+            sdw_error e = {0};
+            a->hires.enable = true;
+            if (sdw_upscaler_parse(o.arg, &a->hires.upscaler, &e))
+                sdw_cli_die("%s: %s", o.name, e.msg);
+            break;
+        }
+        case OPT_HIRES_STEPS:
+            a->hires.enable = true;
+            a->hires.steps = sdw_cli_count(o.name, o.arg, 1);
+            break;
+        case OPT_HIRES_STRENGTH:
+            a->hires.enable = true;
+            a->hires.strength = parse_double(o.name, o.arg);
+            if (!(a->hires.strength > 0 && a->hires.strength <= 1))
+                sdw_cli_die("%s: %g is out of range (0, 1]", o.name, a->hires.strength);
+            break;
         case OPT_CONTROL_NET:
             if (a->n_control_nets == SDW_MAX_CONTROLS)
                 sdw_cli_die("%s: at most %d ControlNets", o.name, SDW_MAX_CONTROLS);
@@ -542,6 +601,7 @@ static int cmd_generate(const cli_args *a) {
     req.n_params = a->n_params;
     req.profile = a->profile;
     req.vae_tiling = a->vae_tiling;
+    req.hires = a->hires;
     if (a->decoder && sdw_decoder_parse(a->decoder, &req.decoder, &err) != SDW_OK)
         sdw_cli_die("--vae-decoder: %s", err.msg);
     /* Images are read before the (slower) model load so a bad file fails fast. */
@@ -629,6 +689,14 @@ static int cmd_generate(const cli_args *a) {
             "guidance", (double)info.guidance, "sampler", resolved.sampler, "scheduler",
             resolved.scheduler, "total_s", sdw_time_now() - t_all);
         if (resolved.init_image) json_object_set_new(o, "strength", json_real(info.strength));
+        if (resolved.hires.enable) /* the first pass's size and steps above, as A1111's */
+            json_object_set_new(
+                o, "hires",
+                json_pack("{s:i,s:i,s:i,s:f,s:s}", "width", resolved.hires.width, "height",
+                          resolved.hires.height, "steps",
+                          resolved.hires.steps ? resolved.hires.steps : resolved.steps,
+                          "strength", resolved.hires.strength, "upscaler",
+                          sdw_upscaler_str(resolved.hires.upscaler)));
         char *text = json_dumps(o, JSON_INDENT(2));
         json_decref(o);
         puts(text);

@@ -7,7 +7,7 @@
  * do_not_save_*, ...) pass silently; those that would change the image in a way this worker does
  * not implement (restore_faces, tiling, styles, scripts, ...) are ignored with a
  * warning in the answer's info ("warnings"), never silently; those it cannot honour at all
- * (hires fix, subseeds) are refused, and a checkpoint it does not serve is a 404. Prompts are
+ * (subseeds) are refused, and a checkpoint it does not serve is a 404. Prompts are
  * read with AUTOMATIC1111's syntax (sdw_request.prompt_syntax: emphasis, BREAK, 75-token
  * chunks; "prompt_syntax": false, our extension, turns it off), clip skip comes from
  * override_settings.CLIP_stop_at_last_layers or a top-level clip_skip (SD.Next's, which wins),
@@ -218,6 +218,66 @@ static sdw_status read_images(const sdw_server_params *p, json_t *b, sdw_request
     return SDW_OK;
 }
 
+/* txt2img's hires fix (enable_hr): hr_scale, hr_resize_x / hr_resize_y, hr_upscaler (A1111's
+ * names; a neural upscaler's is answered as not installed), hr_second_pass_steps,
+ * denoising_strength (A1111's defaults: 2, 0, 0, Latent, 0 = the steps, 0.75). The second pass's
+ * own sampler, scheduler, prompts and checkpoint are A1111 options this worker has not: the
+ * first pass's are used, with a warning when the request asks otherwise. */
+static sdw_status read_hires(json_t *b, sdw_request *req, json_t *w, const char **param,
+                             sdw_error *err) {
+    double scale = SDW_HIRES_DEFAULT_SCALE, strength = SDW_HIRES_DEFAULT_STRENGTH;
+    long long rx = 0, ry = 0, steps = 0;
+    const char *up = NULL;
+    sdw_status s;
+    sdw_hires *hr = &req->hires;
+#define READ(field, expr)                                                                          \
+    do {                                                                                           \
+        *param = field;                                                                            \
+        if ((s = (expr))) return s;                                                                \
+    } while (0)
+    READ("hr_scale", sdw__json_number(b, "hr_scale", 0, 64, true, &scale, err));
+    READ("hr_resize_x", sdw__json_int(b, "hr_resize_x", 0, 1 << 20, true, &rx, err));
+    READ("hr_resize_y", sdw__json_int(b, "hr_resize_y", 0, 1 << 20, true, &ry, err));
+    READ("hr_second_pass_steps",
+         sdw__json_int(b, "hr_second_pass_steps", 0, INT_MAX, true, &steps, err));
+    READ("denoising_strength", sdw__json_number(b, "denoising_strength", 0, 1, true, &strength, err));
+    READ("hr_upscaler", sdw__json_string(b, "hr_upscaler", &up, err));
+    if (up && *up) READ("hr_upscaler", sdw_upscaler_parse(up, &hr->upscaler, err));
+#undef READ
+    *param = "denoising_strength";
+    if (!(strength > 0))
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "denoising_strength %g must be in (0, 1] for the hires fix", strength);
+    *param = "hr_scale";
+    if (!(scale > 0) && !rx && !ry)
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "hr_scale %g must be above 0", scale);
+    *param = NULL;
+    hr->enable = true;
+    hr->scale = scale;
+    hr->resize_width = (int)rx;
+    hr->resize_height = (int)ry;
+    hr->steps = (int)steps;
+    hr->strength = strength;
+    static const struct {
+        const char *key, *same; /* the value A1111's UI sends for "as the first pass" */
+    } own[] = {{"hr_sampler_name", "Use same sampler"}, {"hr_scheduler", "Use same scheduler"},
+               {"hr_checkpoint_name", "Use same checkpoint"}, {"hr_prompt", NULL},
+               {"hr_negative_prompt", NULL}};
+    for (size_t i = 0; i < SDW_ARRAY_LEN(own); i++) {
+        const char *v = json_string_value(json_object_get(b, own[i].key));
+        const char *first = i == 0   ? json_string_value(json_object_get(b, "sampler_name"))
+                            : i == 3 ? req->prompt
+                            : i == 4 ? req->negative_prompt
+                                     : NULL;
+        if (v && *v && (!own[i].same || strcasecmp(v, own[i].same)) &&
+            !(first && !strcmp(v, first)))
+            warn(w, "%s ignored: the hires fix's second pass uses the first pass's", own[i].key);
+    }
+    if (set_beyond(b, "firstphase_width", 0) || set_beyond(b, "firstphase_height", 0))
+        warn(w, "firstphase_width/height ignored: width and height are the first pass's size");
+    return SDW_OK;
+}
+
 /* A1111 rounds sizes down to a multiple of 8 (here the model's multiple); one that would become
  * 0 stays, for the range check to name. */
 static int round_down(long long v, int m) {
@@ -264,10 +324,7 @@ sdw_status sdw__a1111_parse(const sdw_server_params *p, const sdw_capabilities *
     long long clip_skip = 0; /* 0 = absent: override_settings' or the model's own */
     TRY("clip_skip", sdw__json_int(b, "clip_skip", 0, SDW_MAX_CLIP_SKIP, true, &clip_skip, err));
     if (!s && clip_skip > 0) req->clip_skip = (int)clip_skip;
-    if (!s && hr) {
-        *param = "enable_hr";
-        s = sdw_error_set(err, SDW_E_UNSUPPORTED, "enable_hr (hires fix) is not supported");
-    }
+    if (!s && hr && !img2img) s = read_hires(b, req, warn_list, param, err);
     if (!s && sub > 0) {
         *param = "subseed_strength";
         s = sdw_error_set(err, SDW_E_UNSUPPORTED,
@@ -295,6 +352,7 @@ sdw_status sdw__a1111_parse(const sdw_server_params *p, const sdw_capabilities *
         *n = (int)(bs * it);
         *param = NULL;
         s = sdw__check_limits(p, caps, req, *n, err);
+        if (!s) s = sdw__check_hires_limits(p, caps, req, err);
     }
     if (!s) {
         json_t *mask = json_object_get(b, "mask");
@@ -337,11 +395,13 @@ static enum MHD_Result respond(sdw_http_req *r, sdw_job *j, json_t *body, json_t
     json_t *images = json_array(), *seeds = json_array(), *infotexts = json_array(),
            *prompts = json_array(), *negs = json_array();
     int64_t seed0 = q->seed;
+    bool tiled = false; /* a VAE decode ran in tiles (asked in no A1111 field: automatic) */
     for (int i = 0; i < st.n_done; i++) {
         sdw_result_info info;
         const char *text;
         sdw_job_image_info(j, i, &info, &text);
         if (i == 0) seed0 = info.seed;
+        tiled |= info.vae_tiled;
         char *b64 = sdw__job_image_b64(j, i);
         json_array_append_new(images, json_string(b64));
         free(b64);
@@ -378,8 +438,20 @@ static enum MHD_Result respond(sdw_http_req *r, sdw_job *j, json_t *body, json_t
     SET("sd_vae_hash", json_null());
     SET("seed_resize_from_w", json_integer(-1));
     SET("seed_resize_from_h", json_integer(-1));
-    SET("denoising_strength", json_real(q->init_image ? q->strength : 0));
-    SET("extra_generation_params", json_object());
+    SET("denoising_strength",
+        json_real(q->init_image ? q->strength : q->hires.enable ? q->hires.strength : 0));
+    json_t *extra = json_object(); /* A1111's p.extra_generation_params, as its infotext has them */
+    if (q->hires.enable) {
+        if (q->hires.resize_width || q->hires.resize_height)
+            json_object_set_new(extra, "Hires resize", json_sprintf("%dx%d", q->hires.resize_width,
+                                                                    q->hires.resize_height));
+        else
+            json_object_set_new(extra, "Hires upscale", json_real(q->hires.scale));
+        if (q->hires.steps) json_object_set_new(extra, "Hires steps", json_integer(q->hires.steps));
+        json_object_set_new(extra, "Hires upscaler",
+                            json_string(sdw_upscaler_str(q->hires.upscaler)));
+    }
+    SET("extra_generation_params", extra);
     SET("index_of_first_image", json_integer(0));
     SET("infotexts", infotexts);
     SET("styles", json_array());
@@ -388,6 +460,7 @@ static enum MHD_Result respond(sdw_http_req *r, sdw_job *j, json_t *body, json_t
     SET("is_using_inpainting_conditioning", json_false());
     SET("version", json_string("sdworker"));
     SET("interrupted", json_boolean(st.interrupted));
+    SET("vae_tiled", json_boolean(tiled));
     SET("warnings", json_incref(warnings));
 #undef SET
     char *info_s = json_dumps(info, JSON_COMPACT);
@@ -718,10 +791,24 @@ static enum MHD_Result get_empty_list(sdw_http_req *r) {
 /* refresh-checkpoints / -vae / -loras: the one model is loaded; nothing to rescan. */
 static enum MHD_Result post_refresh(sdw_http_req *r) { return sdw__http_json(r, 200, json_null()); }
 
+/* hr_upscaler's choices: A1111's built-in upscalers (None, Lanczos, Nearest; UpscalerData's
+ * scale 4). Its neural ones (ESRGAN, R-ESRGAN, SwinIR, LDSR, ScuNET) are models of their own:
+ * none is installed in this worker, so none is listed (and naming one is a 400 that says so). */
 static enum MHD_Result get_upscalers(sdw_http_req *r) {
-    /* A1111 always lists "None" (no upscaling), which is all this worker does. */
-    return sdw__http_json(r, 200, json_pack("[{s:s,s:n,s:n,s:n,s:n}]", "name", "None",
-                                            "model_name", "model_path", "model_url", "scale"));
+    json_t *a = json_array();
+    for (int u = SDW_UPSCALE_NONE; u < SDW_UPSCALE_COUNT; u++)
+        json_array_append_new(a, json_pack("{s:s,s:n,s:n,s:n,s:i}", "name",
+                                           sdw_upscaler_str((sdw_upscaler)u), "model_name",
+                                           "model_path", "model_url", "scale", 4));
+    return sdw__http_json(r, 200, a);
+}
+
+/* shared.latent_upscale_modes: the latent upscalers, by name. */
+static enum MHD_Result get_latent_modes(sdw_http_req *r) {
+    json_t *a = json_array();
+    for (int u = 0; sdw_upscaler_is_latent((sdw_upscaler)u); u++)
+        json_array_append_new(a, json_pack("{s:s}", "name", sdw_upscaler_str((sdw_upscaler)u)));
+    return sdw__http_json(r, 200, a);
 }
 
 static enum MHD_Result get_scripts(sdw_http_req *r) {
@@ -792,7 +879,7 @@ const sdw_route sdw__a1111_routes[] = {
     {"POST", "/sdapi/v1/options", post_options},
     {"GET", "/sdapi/v1/sd-vae", get_empty_list},
     {"GET", "/sdapi/v1/upscalers", get_upscalers},
-    {"GET", "/sdapi/v1/latent-upscale-modes", get_empty_list},
+    {"GET", "/sdapi/v1/latent-upscale-modes", get_latent_modes},
     {"GET", "/sdapi/v1/prompt-styles", get_empty_list},
     {"GET", "/sdapi/v1/loras", get_empty_list},
     {"GET", "/sdapi/v1/hypernetworks", get_empty_list},

@@ -14,7 +14,8 @@ static const char *const g_fields[] = {
     "prompt_syntax", "clip_skip",        /* how the text encoders read the prompt */
     "operation", "prompt",      "negative_prompt", "width",      "height", "steps",
     "guidance_scale", "seed",   "sampler",         "scheduler",  "input_image", "mask_image",
-    "strength",  "loras",       "n",               "rng",        "params",      NULL};
+    "strength",  "loras",       "n",               "rng",        "params",      "decoder",
+    "vae_tiling", "hires", NULL};
 
 /* The native name of an sdw_request field a refusal names (sdw_error.field). */
 static const char *native_param(const char *field) {
@@ -22,6 +23,7 @@ static const char *native_param(const char *field) {
     if (!strcmp(field, "guidance")) return "guidance_scale";
     if (!strcmp(field, "init_image")) return "input_image";
     if (!strcmp(field, "mask")) return "mask_image";
+    if (!strncmp(field, "hires", 5)) return "hires";
     return field;
 }
 
@@ -37,7 +39,8 @@ static sdw_status check_known(json_t *body, sdw_error *err) {
                                  "prompt_syntax, clip_skip, "
                                  "operation, prompt, negative_prompt, "
                                  "width, height, steps, guidance_scale, seed, sampler, scheduler, "
-                                 "input_image, mask_image, strength, loras, n, rng, params)",
+                                 "input_image, mask_image, strength, loras, n, rng, params, "
+                                 "decoder, vae_tiling, hires)",
                                  key);
     }
     return SDW_OK;
@@ -66,6 +69,57 @@ static sdw_status read_params(json_t *body, sdw_request *req, sdw_req_images *im
     }
     req->params = im->params;
     req->n_params = n;
+    return SDW_OK;
+}
+
+/* "hires": {"scale", "width", "height", "upscaler", "steps", "strength"}: AUTOMATIC1111's hires
+ * fix (sdw_hires; an empty object turns it on with A1111's defaults: scale 2, "Latent", the
+ * request's steps, strength 0.75). */
+static sdw_status read_hires(json_t *body, sdw_request *req, sdw_error *err) {
+    static const char *const keys[] = {"scale", "width", "height", "upscaler", "steps",
+                                       "strength", NULL};
+    json_t *o = json_object_get(body, "hires"), *v;
+    if (!o || json_is_null(o)) return SDW_OK;
+    if (!json_is_object(o))
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "field 'hires' must be an object {scale, width, height, upscaler, "
+                             "steps, strength}");
+    const char *key;
+    json_object_foreach(o, key, v) {
+        bool ok = false;
+        for (const char *const *k = keys; *k && !ok; k++) ok = !strcmp(*k, key);
+        if (!ok)
+            return sdw_error_set(err, SDW_E_INVALID_ARG,
+                                 "hires: unknown field '%s' (known: scale, width, height, "
+                                 "upscaler, steps, strength)",
+                                 key);
+    }
+    sdw_hires *hr = &req->hires;
+    double scale = 0, strength = -1;
+    long long w = 0, h = 0, steps = 0;
+    const char *up = NULL;
+    sdw_status s;
+    if ((s = sdw__json_number(o, "scale", 0, 64, false, &scale, err)) ||
+        (s = sdw__json_int(o, "width", 0, 1 << 20, false, &w, err)) ||
+        (s = sdw__json_int(o, "height", 0, 1 << 20, false, &h, err)) ||
+        (s = sdw__json_int(o, "steps", 0, INT_MAX, false, &steps, err)) ||
+        (s = sdw__json_number(o, "strength", 0, 1, false, &strength, err)) ||
+        (s = sdw__json_string(o, "upscaler", &up, err)) ||
+        (up && (s = sdw_upscaler_parse(up, &hr->upscaler, err)))) {
+        sdw_error_prefix(err, "hires");
+        return s;
+    }
+    if (json_object_get(o, "strength") && !(strength > 0))
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "hires: strength %g must be in (0, 1]",
+                             strength);
+    if (json_object_get(o, "scale") && !(scale > 0))
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "hires: scale %g must be above 0", scale);
+    hr->enable = true;
+    hr->scale = scale;
+    hr->resize_width = (int)w;
+    hr->resize_height = (int)h;
+    hr->steps = (int)steps;
+    hr->strength = strength;
     return SDW_OK;
 }
 
@@ -133,7 +187,8 @@ sdw_status sdw__native_parse(const sdw_server_params *p, const sdw_capabilities 
     sdw_status s;
     *param = NULL;
     if ((s = check_known(body, err))) return s;
-    const char *op = "image_generation", *rng = NULL;
+    const char *op = "image_generation", *rng = NULL, *decoder = NULL;
+    bool tiling = false;
     long long w = 0, h = 0, steps = 0, seed = -1, nn = 1;
     double g = -1;
 #define TRY(field, expr)                                                                           \
@@ -153,6 +208,11 @@ sdw_status sdw__native_parse(const sdw_server_params *p, const sdw_capabilities 
     TRY("scheduler", sdw__json_string(body, "scheduler", &req->scheduler, err));
     TRY("n", sdw__json_int(body, "n", 1, 1 << 20, false, &nn, err));
     TRY("rng", sdw__json_string(body, "rng", &rng, err));
+    TRY("decoder", sdw__json_string(body, "decoder", &decoder, err));
+    json_t *vt = json_object_get(body, "vae_tiling");
+    const bool has_tiling = vt && !json_is_null(vt);
+    TRY("vae_tiling", sdw__json_bool(body, "vae_tiling", &tiling, err));
+    TRY("hires", read_hires(body, req, err));
     TRY("loras", check_loras(caps, body, err));
     TRY("params", read_params(body, req, im, err));
     /* prompt_syntax: AUTOMATIC1111's (emphasis, BREAK, 75-token chunks); default false, the
@@ -170,6 +230,10 @@ sdw_status sdw__native_parse(const sdw_server_params *p, const sdw_capabilities 
     *n = (int)nn;
     *param = "rng";
     if (rng && (s = sdw_rng_kind_parse(rng, &req->rng, err))) return s;
+    *param = "decoder";
+    if (decoder && (s = sdw_decoder_parse(decoder, &req->decoder, err))) return s;
+    /* vae_tiling: true / false; absent (null) = automatic, tiled above SDW_TILING_AUTO_PIXELS */
+    if (has_tiling) req->vae_tiling = tiling ? SDW_TILING_ON : SDW_TILING_OFF;
     *param = "operation";
     const bool transform = !strcmp(op, "image_transform"), inpaint = !strcmp(op, "image_inpaint");
     if (!transform && !inpaint && strcmp(op, "image_generation"))
@@ -189,6 +253,12 @@ sdw_status sdw__native_parse(const sdw_server_params *p, const sdw_capabilities 
         }
     *param = "strength";
     if ((transform || inpaint) && (s = read_strength(body, req, err))) return s;
+    *param = "hires";
+    if ((transform || inpaint) && req->hires.enable)
+        return sdw_error_set(err, SDW_E_INVALID_ARG,
+                             "field 'hires' is for image_generation (the hires fix is "
+                             "text-to-image)");
+    if ((s = sdw__check_hires_limits(p, caps, req, err))) return s;
     *param = NULL;
     if ((s = sdw__check_limits(p, caps, req, *n, err))) return s;
     if ((transform || inpaint) && (s = read_images(p, body, inpaint, req, im, param, err)))
@@ -250,6 +320,17 @@ json_t *sdw__native_job_json(sdw_http_req *r, sdw_job *j, const sdw_job_status *
     json_object_set_new(params, "seed", have ? json_integer(info.seed)
                                         : q->seed >= 0 ? json_integer(q->seed) : json_null());
     if (q->init_image) json_object_set_new(params, "strength", json_real(q->strength));
+    json_object_set_new(params, "decoder", json_string(sdw_decoder_str(q->decoder)));
+    json_object_set_new(params, "vae_tiling", q->vae_tiling == SDW_TILING_AUTO
+                                                  ? json_null()
+                                                  : json_boolean(q->vae_tiling == SDW_TILING_ON));
+    if (q->hires.enable) /* as resolved: the final size; width and height are the first pass's */
+        json_object_set_new(
+            params, "hires",
+            json_pack("{s:f,s:i,s:i,s:s,s:i,s:f}", "scale", q->hires.scale, "width",
+                      q->hires.width, "height", q->hires.height, "upscaler",
+                      sdw_upscaler_str(q->hires.upscaler), "steps",
+                      q->hires.steps ? q->hires.steps : q->steps, "strength", q->hires.strength));
     json_object_set_new(params, "prompt_syntax", json_boolean(q->prompt_syntax));
     json_object_set_new(params, "clip_skip", json_integer(q->clip_skip));
     if (q->n_controls) {
@@ -282,11 +363,16 @@ json_t *sdw__native_job_json(sdw_http_req *r, sdw_job *j, const sdw_job_status *
             sdw_job_image_info(j, i, &ii, NULL);
             snprintf(url, sizeof url, "/v1/jobs/%s/image.png?index=%d", sdw_job_id(j), i);
             json_array_append_new(imgs, json_pack("{s:s,s:I,s:i,s:i}", "url", url, "seed",
-                                                  (json_int_t)ii.seed, "width", ii.width, "height",
-                                                  ii.height));
+                                                  (json_int_t)ii.seed, "width",
+                                                  ii.hires ? ii.hires_width : ii.width, "height",
+                                                  ii.hires ? ii.hires_height : ii.height));
         }
-        json_object_set_new(o, "result", json_pack("{s:o,s:s,s:I}", "images", imgs, "infotext",
-                                                    infotext, "seed", (json_int_t)info.seed));
+        /* vae_tiled: the decode ran in tiles (asked, or automatically for a large image) */
+        json_object_set_new(o, "result",
+                            json_pack("{s:o,s:s,s:I,s:b,s:b,s:b}", "images", imgs, "infotext",
+                                      infotext, "seed", (json_int_t)info.seed, "vae_tiled",
+                                      info.vae_tiled, "taesd_decoded", info.taesd_decoded,
+                                      "hires", info.hires));
     } else {
         json_object_set_new(o, "result", json_null());
     }
@@ -399,12 +485,13 @@ static enum MHD_Result get_capabilities(sdw_http_req *r) {
     if (c->img2img) json_array_append_new(ops, json_string("image_transform"));
     if (c->inpainting) json_array_append_new(ops, json_string("image_inpaint"));
     json_t *o = json_pack(
-        "{s:{s:s,s:s,s:s,s:s},s:o,s:{s:b,s:b,s:b,s:b,s:b,s:b,s:b},"
+        "{s:{s:s,s:s,s:s,s:s},s:o,s:{s:b,s:b,s:b,s:b,s:b,s:b,s:b,s:b,s:b},"
         "s:{s:i,s:i,s:i,s:f,s:s},s:{s:i,s:i,s:i,s:i,s:i,s:i,s:I,s:i},s:o,s:o}",
         "model", "name", sdw__model_name(m, name), "type", sdw_model_type(m), "variant", sdw_model_variant(m),
         "description", desc, "operations", ops, "features", "txt2img", c->txt2img, "img2img",
         c->img2img, "inpainting", c->inpainting, "lora", c->lora, "controlnet", c->controlnet,
-        "guidance", c->supports_guidance, "negative_prompt", c->supports_negative_prompt,
+        "guidance", c->supports_guidance, "negative_prompt", c->supports_negative_prompt, "taesd",
+        c->taesd, "hires", c->txt2img && c->img2img,
         "defaults", "width", c->default_width, "height", c->default_height, "steps",
         c->default_steps, "guidance_scale", (double)c->default_guidance, "sampler",
         c->default_sampler, "limits", "min_size", c->min_size, "max_size",
@@ -416,6 +503,11 @@ static enum MHD_Result get_capabilities(sdw_http_req *r) {
     for (const char *const *s = c->samplers; s && *s; s++)
         json_object_set_new(names, *s, json_string(sdw_sampler_a1111_name(*s)));
     json_object_set_new(o, "sampler_display_names", names);
+    /* the hires fix's upscalers (A1111's built-in ones; no neural upscaler is installed) */
+    json_t *ups = json_array();
+    for (int u = 0; u < SDW_UPSCALE_COUNT; u++)
+        json_array_append_new(ups, json_string(sdw_upscaler_str((sdw_upscaler)u)));
+    json_object_set_new(o, "upscalers", ups);
     /* the family's request options ("params" of a job) */
     json_t *params = json_object();
     for (const sdw_param_spec *q = c->params; q && q->name; q++)

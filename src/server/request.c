@@ -132,6 +132,24 @@ sdw_status sdw__check_limits(const sdw_server_params *p, const sdw_capabilities 
     return SDW_OK;
 }
 
+sdw_status sdw__check_hires_limits(const sdw_server_params *p, const sdw_capabilities *caps,
+                                   const sdw_request *req, sdw_error *err) {
+    sdw_request r;
+    if (!req->hires.enable || sdw_request_resolve(req, caps, &r, NULL) != SDW_OK) return SDW_OK;
+    const int steps = r.hires.steps ? r.hires.steps : r.steps;
+    if (r.hires.up_width > p->max_size || r.hires.up_height > p->max_size)
+        return sdw_error_set_field(err, "hires", SDW_E_INVALID_ARG,
+                                   "the hires fix enlarges %dx%d to %dx%d: over this server's "
+                                   "limit of %d (--max-size)",
+                                   r.width, r.height, r.hires.up_width, r.hires.up_height,
+                                   p->max_size);
+    if (steps > p->max_steps)
+        return sdw_error_set_field(err, "hires", SDW_E_INVALID_ARG,
+                                   "hires steps %d exceed this server's limit of %d", steps,
+                                   p->max_steps);
+    return SDW_OK;
+}
+
 static uint32_t be32(const uint8_t *b) {
     return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
 }

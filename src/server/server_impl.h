@@ -112,6 +112,12 @@ sdw_status sdw__json_bool(json_t *o, const char *key, bool *out, sdw_error *err)
  * bounding it to these two. */
 sdw_status sdw__check_limits(const sdw_server_params *p, const sdw_capabilities *caps,
                              const sdw_request *req, int n, sdw_error *err);
+/* The hires fix's second size and steps (sdw_request.hires, as the model resolves them)
+ * against this server's --max-size and --max-steps: a request that enlarges past them is
+ * refused like one that asks for that size. A request the model refuses passes here (the
+ * engine's resolve names its fault). */
+sdw_status sdw__check_hires_limits(const sdw_server_params *p, const sdw_capabilities *caps,
+                                   const sdw_request *req, sdw_error *err);
 /* A text field (prompt, negative prompt) against p->max_prompt_bytes; field names it. */
 sdw_status sdw__check_text(const sdw_server_params *p, const char *field, const char *text,
                            sdw_error *err);

@@ -1,8 +1,8 @@
-/* `sdw generate --taesd/--vae-decoder/--vae-tiling` end to end: the reference's TAESD-decoded
+/* `sdw generate --taesd/--vae-decoder/--vae-tiling/--hires*` end to end: the reference's TAESD-decoded
  * image (golden txt2img-euler-taesd, from the diffusers AutoencoderTiny folder and from the
  * original taesd_decoder file) and its tiled VAE decode (golden txt2img-euler-vae-tiling,
  * 128x96) reproduced through the CLI; the PNG's parameters and --json say what decoded the
- * image; bad combinations give a one-line error naming the problem. */
+ * image; the hires fix's options; bad combinations give a one-line error naming the problem. */
 #include "sdw_test.h"
 
 #include "io/png.h"
@@ -140,8 +140,60 @@ static void test_refusals(void) {
     ASSERT_STR_CONTAINS(out, "--taesd PATH");
 }
 
+/* The hires fix through the CLI: the second size, the --json report, the PNG's parameters (its
+ * semantics are tests/models/test_hires.c's); bad values fail before the model loads. */
+static void test_hires(void) {
+    char out[8192];
+    const char *png = tmp("hires.png");
+    int rc = sdw_test_run_sdw(out, sizeof out,
+                              "generate -m '%s' " CASE_ARGS " -W 64 -H 64 --hires-scale 1.5 "
+                              "--hires-upscaler Lanczos --hires-steps 2 --hires-strength 0.5 "
+                              "--json -o '%s'",
+                              sdw_test_path("models/tiny-sd15"), png);
+    if (rc) fprintf(stderr, "%s\n", out);
+    ASSERT_EQ_INT(rc, 0);
+    ASSERT_STR_CONTAINS(out, "\"width\": 96");
+    ASSERT_STR_CONTAINS(out, "\"upscaler\": \"Lanczos\"");
+    sdw_png p = {0};
+    sdw_error err = {0};
+    ASSERT_OK(sdw_png_read(png, &p, &err), &err);
+    const bool sized = p.w == 96 && p.h == 96;
+    char params[2048];
+    snprintf(params, sizeof params, "%s", sdw_png_text(&p, "parameters"));
+    sdw_png_deinit(&p);
+    ASSERT_TRUE(sized);
+    ASSERT_STR_CONTAINS(params, "Steps: 4, Sampler: Euler, CFG scale: 7.5, Seed: 42, Size: 64x64");
+    ASSERT_STR_CONTAINS(params, "Denoising strength: 0.5");
+    ASSERT_STR_CONTAINS(params, "Hires upscale: 1.5, Hires steps: 2, Hires upscaler: Lanczos");
+    /* --hires alone: A1111's defaults (x2, Latent, 0.75, the steps) */
+    rc = sdw_test_run_sdw(out, sizeof out, "generate -m '%s' " CASE_ARGS " -W 64 -H 64 --hires "
+                                           "-o '%s'", sdw_test_path("models/tiny-sd15"), png);
+    ASSERT_EQ_INT(rc, 0);
+    ASSERT_OK(sdw_png_read(png, &p, &err), &err);
+    snprintf(params, sizeof params, "%s", sdw_png_text(&p, "parameters"));
+    const bool doubled = p.w == 128 && p.h == 128;
+    sdw_png_deinit(&p);
+    ASSERT_TRUE(doubled);
+    ASSERT_STR_CONTAINS(params, "Denoising strength: 0.75, RNG: CPU, Hires upscale: 2, Hires "
+                                "upscaler: Latent");
+    const char *sd15 = sdw_test_path("models/tiny-sd15");
+    expect_error(2, "--hires-strength: 0 is out of range (0, 1]",
+                 "generate -m '%s' -p cat --hires-strength 0", sd15);
+    if (sdw_test_failures_in_current) return;
+    expect_error(2, "neural upscalers such as ESRGAN are not installed",
+                 "generate -m '%s' -p cat --hires-upscaler 'R-ESRGAN 4x+'", sd15);
+    if (sdw_test_failures_in_current) return;
+    expect_error(3, "the hires fix is text-to-image only",
+                 "generate -m '%s' -p cat --hires --init-image '%s'", sd15,
+                 sdw_test_path("golden/tiny-sd15/img2img-ddim/init_image.png"));
+    if (sdw_test_failures_in_current) return;
+    expect_error(3, "hires scale 100 is out of range",
+                 "generate -m '%s' -p cat --hires-scale 100", sd15);
+}
+
 int main(void) {
     RUN(test_refusals);
+    RUN(test_hires);
     RUN(test_taesd_decode);
     RUN(test_vae_tiling);
     return sdw_test_finish();

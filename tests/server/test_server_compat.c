@@ -390,8 +390,9 @@ static void test_a1111_errors_and_img2img(void) {
     j = post("/sdapi/v1/txt2img", "{\"prompt\":\"x\",\"steps\":\"many\"}", &st);
     expect_a1111_error(j, st, 400, "field 'steps' must be an integer");
     json_decref(j);
-    j = post("/sdapi/v1/txt2img", "{\"prompt\":\"x\",\"enable_hr\":true}", &st);
-    expect_a1111_error(j, st, 400, "hires fix");
+    j = post("/sdapi/v1/txt2img", "{\"prompt\":\"x\",\"enable_hr\":true,\"hr_upscaler\":\"ESRGAN_4x\"}",
+             &st);
+    expect_a1111_error(j, st, 400, "neural upscalers such as ESRGAN are not installed");
     json_decref(j);
     j = post("/sdapi/v1/txt2img", "{\"prompt\":\"x\",\"width\":5000,\"height\":64}", &st);
     expect_a1111_error(j, st, 400, "(this server's limit");
