@@ -338,6 +338,83 @@ static void test_clip_skip_context(void) {
     for (int k = 0; k < 3; k++) free(ctx[k]);
 }
 
+/* The te.{cond}.input_ids / te2.cond.input_ids and the first UNet call's context and
+ * text_embeds of an SDXL run. */
+typedef struct xl_grab {
+    int32_t ids[2][4 * 77];
+    int n_ids[2];
+    int64_t L, D;
+    float *ctx, *embeds;
+} xl_grab;
+
+static void xl_tap(void *user, const char *name, const float *data, int n_dims,
+                   const int64_t *shape) {
+    xl_grab *g = user;
+    const int k = !strcmp(name, "te.cond.input_ids") ? 0 : !strcmp(name, "te2.cond.input_ids") ? 1 : -1;
+    if (k >= 0 && shape[1] <= 4 * 77) {
+        g->n_ids[k] = (int)shape[1];
+        for (int i = 0; i < g->n_ids[k]; i++) g->ids[k][i] = (int32_t)data[i];
+    }
+    size_t n = 1;
+    for (int i = 0; i < n_dims; i++) n *= (size_t)shape[i];
+    if (!strcmp(name, "step00.unet.encoder_hidden_states") && !g->ctx) {
+        g->L = shape[1], g->D = shape[2];
+        g->ctx = malloc(n * sizeof(float));
+        memcpy(g->ctx, data, n * sizeof(float));
+    }
+}
+
+/* SDXL with A1111's syntax and an SDXL embedding (clip_l and clip_g, 2 vectors each): both
+ * encoders expand it, the prompt takes two windows in both, the context is 154 rows of both
+ * encoders' states, the empty negative is zeros (force_zeros_for_empty_prompt, as A1111 too). */
+static void test_sdxl_two_encoders(void) {
+    char dir[600], path[700];
+    snprintf(dir, sizeof dir, "%s/xl", sdw_test_tmpdir());
+    SDW_ASSERT(mkdir(dir, 0700) == 0);
+    snprintf(path, sizeof path, "%s/xlemb.safetensors", dir);
+    sdw_st_writer *w;
+    sdw_error err = {0};
+    SDW_ASSERT(sdw_st_writer_create(path, &w, &err) == SDW_OK);
+    sdw_st_writer_add(w, "clip_g", SDW_DTYPE_F32, 2, (int64_t[]){2, 32});
+    sdw_st_writer_add(w, "clip_l", SDW_DTYPE_F32, 2, (int64_t[]){2, 32});
+    SDW_ASSERT(sdw_st_writer_begin(w, &err) == SDW_OK);
+    float v[64];
+    for (int i = 0; i < 64; i++) v[i] = 0.01f * (float)i;
+    SDW_ASSERT(sdw_st_writer_write(w, v, &err) == SDW_OK);
+    SDW_ASSERT(sdw_st_writer_write(w, v, &err) == SDW_OK);
+    SDW_ASSERT(sdw_st_writer_finish(w, &err) == SDW_OK);
+    sdw_image_model *m = NULL;
+    ASSERT_OK(load("tiny-sdxl", dir, &m, &err), &err);
+    xl_grab g = {0};
+    sdw_diffusion_set_tap(m, xl_tap, &g);
+    char prompt[1024] = "xlemb,";
+    for (int i = 0; i < 80; i++) strcat(prompt, " cat");
+    sdw_request r = sdw_request_default();
+    r.prompt = prompt;
+    r.prompt_syntax = true;
+    r.steps = 2;
+    r.seed = 1;
+    r.width = r.height = 64;
+    sdw_image img = {0};
+    sdw_status s = sdw_model_generate(m, &r, first_step_only, NULL, &img, NULL, &err);
+    sdw_model_destroy(m);
+    ASSERT_STATUS(s, SDW_CANCELLED);
+    ASSERT_TRUE(g.ctx != NULL);
+    ASSERT_EQ_INT(g.L, 154);
+    ASSERT_EQ_INT(g.D, 64);
+    for (int k = 0; k < 2; k++) {
+        ASSERT_EQ_INT(g.n_ids[k], 154);
+        ASSERT_EQ_INT(g.ids[k][1], 49408);
+        ASSERT_EQ_INT(g.ids[k][2], 49409);
+    }
+    bool zeros = true; /* batch [uncond, cond]: the uncond half */
+    for (int64_t i = 0; i < g.L * g.D; i++) zeros &= g.ctx[i] == 0.0f;
+    bool cond_set = false;
+    for (int64_t i = g.L * g.D; i < 2 * g.L * g.D; i++) cond_set |= g.ctx[i] != 0.0f;
+    free(g.ctx);
+    ASSERT_TRUE(zeros && cond_set);
+}
+
 int main(void) {
     RUN(test_golden_plain);
     RUN(test_golden_a1111);
@@ -345,5 +422,6 @@ int main(void) {
     RUN(test_refusals);
     RUN(test_long_prompt_context);
     RUN(test_clip_skip_context);
+    RUN(test_sdxl_two_encoders);
     return sdw_test_finish();
 }
