@@ -216,7 +216,7 @@ sdw_status sdw_lora_resolve(const char *dir, const char *name, char **path, sdw_
         hit = i;
     }
     if (s == SDW_E_NOT_FOUND && hit < 0)
-        s = sdw_error_set(err, SDW_E_NOT_FOUND, "LoRA '%s' not found in %s", name, dir);
+        s = sdw_error_set(err, SDW_E_NOT_FOUND, "LoRA '%s' not found in the LoRA folder", name);
     else if (s == SDW_E_NOT_FOUND)
         s = real_inside(root, list[hit].path, name, path, err);
     sdw_lora_list_free(list, n);

@@ -18,6 +18,7 @@
 #include "io/base64.h"
 #include "io/infotext.h"
 #include "io/png.h"
+#include "sdw/lora.h"
 #include "text/embeddings.h"
 
 #include <ctype.h>
@@ -788,6 +789,26 @@ static enum MHD_Result get_empty_list(sdw_http_req *r) {
     return sdw__http_json(r, 200, json_array());
 }
 
+/* The model's --lora-dir as A1111 lists its LoRA networks: [{name, alias, path, metadata}],
+ * name = alias = the file's stem (what <lora:NAME:M> takes), path relative to the folder (the
+ * server's own paths are not shown). Read from the folder each time, so refresh-loras has
+ * nothing to rescan; empty without a folder. */
+static enum MHD_Result get_loras(sdw_http_req *r) {
+    sdw_engine *e = atomic_load(&r->srv->engine);
+    const sdw_capabilities *c = e ? sdw_model_capabilities(sdw_engine_model(e)) : NULL;
+    json_t *a = json_array();
+    sdw_lora_entry *list = NULL;
+    int n = 0;
+    if (c && c->lora && c->lora_dir && sdw_lora_list(c->lora_dir, &list, &n, NULL) == SDW_OK) {
+        for (int i = 0; i < n; i++)
+            json_array_append_new(a, json_pack("{s:s,s:s,s:s,s:{}}", "name", list[i].name,
+                                               "alias", list[i].name, "path", list[i].path,
+                                               "metadata"));
+        sdw_lora_list_free(list, n);
+    }
+    return sdw__http_json(r, 200, a);
+}
+
 /* refresh-checkpoints / -vae / -loras: the one model is loaded; nothing to rescan. */
 static enum MHD_Result post_refresh(sdw_http_req *r) { return sdw__http_json(r, 200, json_null()); }
 
@@ -881,7 +902,7 @@ const sdw_route sdw__a1111_routes[] = {
     {"GET", "/sdapi/v1/upscalers", get_upscalers},
     {"GET", "/sdapi/v1/latent-upscale-modes", get_latent_modes},
     {"GET", "/sdapi/v1/prompt-styles", get_empty_list},
-    {"GET", "/sdapi/v1/loras", get_empty_list},
+    {"GET", "/sdapi/v1/loras", get_loras},
     {"GET", "/sdapi/v1/hypernetworks", get_empty_list},
     {"GET", "/sdapi/v1/face-restorers", get_empty_list},
     {"GET", "/sdapi/v1/realesrgan-models", get_empty_list},

@@ -163,22 +163,60 @@ static sdw_status read_images(const sdw_server_params *p, json_t *body, bool mas
     return SDW_OK;
 }
 
-static sdw_status check_loras(const sdw_capabilities *caps, json_t *body, sdw_error *err) {
+/* "loras": [{"name": "detail", "multiplier": 0.8}, ...]: LoRAs of the model's --lora-dir, by
+ * name (the file's stem) or "path" (relative to that folder; never leaving it); the multiplier
+ * defaults to 1. Strings are borrowed from the body; the model resolves the names. */
+static sdw_status read_loras(const sdw_capabilities *caps, json_t *body, sdw_request *req,
+                             sdw_req_images *im, sdw_error *err) {
     json_t *l = json_object_get(body, "loras");
     if (!l || json_is_null(l)) return SDW_OK;
     if (!json_is_array(l))
         return sdw_error_set(err, SDW_E_INVALID_ARG,
-                             "field 'loras' must be an array of {\"name\", \"weight\"}");
+                             "field 'loras' must be an array of {\"name\" or \"path\", "
+                             "\"multiplier\"}");
     if (json_array_size(l) == 0) return SDW_OK;
+    if (!caps->lora) return sdw_error_set(err, SDW_E_UNSUPPORTED, "this model does not take LoRAs");
+    const size_t cap = sizeof im->loras / sizeof im->loras[0];
+    if (json_array_size(l) > cap)
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "field 'loras' has more than %zu entries",
+                             cap);
     size_t i;
     json_t *v;
     json_array_foreach(l, i, v) {
-        if (!json_is_object(v) || !json_is_string(json_object_get(v, "name")))
+        const char *key, *name = NULL;
+        json_t *x;
+        double m = 1;
+        if (!json_is_object(v))
             return sdw_error_set(err, SDW_E_INVALID_ARG,
-                                 "loras[%zu] must be an object with a string 'name'", i);
+                                 "loras[%zu] must be an object {\"name\" or \"path\", "
+                                 "\"multiplier\"}",
+                                 i);
+        json_object_foreach(v, key, x) {
+            if (!strcmp(key, "name") || !strcmp(key, "path")) {
+                if (name || !json_is_string(x) || !*json_string_value(x))
+                    return sdw_error_set(err, SDW_E_INVALID_ARG,
+                                         "loras[%zu] needs one non-empty string 'name' or "
+                                         "'path'",
+                                         i);
+                name = json_string_value(x);
+            } else if (!strcmp(key, "multiplier") || !strcmp(key, "weight")) {
+                if (!json_is_number(x))
+                    return sdw_error_set(err, SDW_E_INVALID_ARG,
+                                         "loras[%zu].%s must be a number", i, key);
+                m = json_number_value(x);
+            } else {
+                return sdw_error_set(err, SDW_E_INVALID_ARG,
+                                     "loras[%zu]: unknown field '%s' (name, path, multiplier)",
+                                     i, key);
+            }
+        }
+        if (!name)
+            return sdw_error_set(err, SDW_E_INVALID_ARG, "loras[%zu] needs 'name' or 'path'", i);
+        im->loras[i] = (sdw_lora_ref){.name = name, .multiplier = (float)m};
     }
-    if (!caps->lora) return sdw_error_set(err, SDW_E_UNSUPPORTED, "this model does not support LoRAs");
-    return sdw_error_set(err, SDW_E_UNSUPPORTED, "LoRAs are not available in this build yet");
+    req->loras = im->loras;
+    req->n_loras = (int)json_array_size(l);
+    return SDW_OK;
 }
 
 sdw_status sdw__native_parse(const sdw_server_params *p, const sdw_capabilities *caps,
@@ -213,7 +251,7 @@ sdw_status sdw__native_parse(const sdw_server_params *p, const sdw_capabilities 
     const bool has_tiling = vt && !json_is_null(vt);
     TRY("vae_tiling", sdw__json_bool(body, "vae_tiling", &tiling, err));
     TRY("hires", read_hires(body, req, err));
-    TRY("loras", check_loras(caps, body, err));
+    TRY("loras", read_loras(caps, body, req, im, err));
     TRY("params", read_params(body, req, im, err));
     /* prompt_syntax: AUTOMATIC1111's (emphasis, BREAK, 75-token chunks); default false, the
      * pipelines' plain reading. clip_skip: 0 = the model's own layer. */
@@ -343,6 +381,14 @@ json_t *sdw__native_job_json(sdw_http_req *r, sdw_job *j, const sdw_job_status *
                                                  c->end));
         }
         json_object_set_new(params, "controlnets", cns);
+    }
+    if (q->n_loras) {
+        json_t *ls = json_array();
+        for (int i = 0; i < q->n_loras; i++)
+            json_array_append_new(ls, json_pack("{s:s,s:f}", "name",
+                                                q->loras[i].name ? q->loras[i].name : "",
+                                                "multiplier", (double)q->loras[i].multiplier));
+        json_object_set_new(params, "loras", ls);
     }
     sdw_engine *e = atomic_load(&r->srv->engine); /* set: the job came from it */
     char name[256];

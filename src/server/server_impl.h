@@ -155,6 +155,7 @@ char *sdw__job_image_b64(sdw_job *j, int i);
 typedef struct sdw_req_images {
     sdw_image init, mask;
     sdw_param params[16];
+    sdw_lora_ref loras[16]; /* the request's LoRAs (names borrowed from the body) */
     sdw_control controls[SDW_MAX_CONTROLS];       /* the request's ControlNets (controlnet.c) */
     sdw_image control_images[SDW_MAX_CONTROLS];   /* their images, decoded and fitted */
 } sdw_req_images;
