@@ -5,6 +5,7 @@
 #include "io/safetensors.h"
 #include "io/weights.h"
 #include "models/stable_diffusion/controlnet.h"
+#include "models/stable_diffusion/unet.h"
 #include "models/stable_diffusion/unet_config.h"
 #include "nn/nn.h"
 #include "sdw_test.h"
@@ -310,10 +311,160 @@ static void test_original_layout(void) {
     check_original(""); /* ControlNet 1.1 files: the control model alone */
 }
 
+/* ---- an SDXL ControlNet: the encoder's added (text_time) conditioning ----
+ * No reference recorded one, so the check is against the UNet itself: a ControlNet holding the
+ * tiny SDXL UNet's own encoder weights, a conditioning embedding ending in a zero convolution
+ * and identity 1x1 convolutions as its zero convolutions returns exactly the UNet's skips and
+ * mid-block output (sdw_unet_encode) on the golden's step-0 inputs, text_embeds and time_ids
+ * included — and differs once time_ids change. */
+
+typedef struct captured {
+    float *x[16];
+    size_t n[16];
+} captured;
+
+static void capture(void *user, int k, const float *x, int B, int h, int w, int c) {
+    captured *cap = user;
+    if (k >= 16) return;
+    cap->n[k] = (size_t)B * h * w * c;
+    cap->x[k] = malloc(cap->n[k] * sizeof(float));
+    memcpy(cap->x[k], x, cap->n[k] * sizeof(float));
+}
+
+/* The ControlNet file: encoder tensors from the UNet's file, the rest made here. */
+static sdw_status write_sdxl_controlnet(const char *dir, const sdw_controlnet_config *cfg,
+                                        sdw_error *err) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", dir);
+    sdw_st_file *unet = NULL;
+    sdw_status s = sdw_st_open(sdw_test_path("models/tiny-sdxl/unet/"
+                                             "diffusion_pytorch_model.safetensors"), &unet, err);
+    if (s) return s;
+    /* the names a ControlNet binds, from a random source */
+    sdw_weights *rnd = sdw_weights_create_random(7);
+    sdw_controlnet *probe = NULL;
+    s = sdw_controlnet_create(rnd, cfg, &probe, err);
+    sdw_controlnet_destroy(probe);
+    char tmp[1024];
+    snprintf(tmp, sizeof tmp, "%s/random.safetensors", dir);
+    if (!s) s = sdw_weights_save(rnd, tmp, SDW_DTYPE_F32, err);
+    sdw_weights_destroy(rnd);
+    sdw_st_file *names = NULL;
+    if (!s) s = sdw_st_open(tmp, &names, err);
+    sdw_st_writer *w = NULL;
+    if (!s) s = sdw_st_writer_create(path, &w, err);
+    for (int i = 0; !s && i < sdw_st_count(names); i++) {
+        const sdw_st_tensor *t = sdw_st_at(names, i);
+        sdw_st_writer_add(w, t->name, SDW_DTYPE_F32, t->n_dims, t->shape);
+    }
+    if (!s) s = sdw_st_writer_begin(w, err);
+    for (int i = 0; !s && i < sdw_st_count(names); i++) {
+        const sdw_st_tensor *t = sdw_st_at(names, i), *u = sdw_st_find(unet, t->name);
+        float *v = calloc(t->n_elems, sizeof(float));
+        if (u) { /* the UNet's encoder */
+            sdw_convert_to_f32(u->dtype, u->data, v, t->n_elems);
+        } else if (!strncmp(t->name, "controlnet_down_blocks.", 23) ||
+                   !strncmp(t->name, "controlnet_mid_block.", 21)) {
+            if (t->n_dims == 4) /* identity [C, C, 1, 1] weight; the bias stays 0 */
+                for (int64_t c = 0; c < t->shape[0]; c++) v[c * t->shape[1] + c] = 1.0f;
+        } else if (strncmp(t->name, "controlnet_cond_embedding.conv_out.", 35)) {
+            sdw_convert_to_f32(t->dtype, t->data, v, t->n_elems); /* random: unused after 0 */
+        }
+        s = sdw_st_writer_write(w, v, err);
+        free(v);
+    }
+    sdw_status s2 = sdw_st_writer_finish(w, s ? NULL : err);
+    if (!s) s = s2;
+    sdw_st_close(names);
+    sdw_st_close(unet);
+    return s;
+}
+
+static void test_sdxl_encoder_identity(void) {
+    sdw_error err = {0};
+    /* the ControlNet config from_unet would make of the tiny SDXL UNet's */
+    json_t *cfg_json = json_load_file(sdw_test_path("models/tiny-sdxl/unet/config.json"), 0, NULL);
+    ASSERT_TRUE(cfg_json != NULL);
+    json_object_set_new(cfg_json, "_class_name", json_string("ControlNetModel"));
+    json_object_del(cfg_json, "up_block_types");
+    json_object_set_new(cfg_json, "conditioning_embedding_out_channels", json_pack("[i,i]", 16, 32));
+    char *text = json_dumps(cfg_json, 0);
+    json_decref(cfg_json);
+    sdw_controlnet_config cfg;
+    sdw_status s = sdw_controlnet_config_parse(text, strlen(text), "sdxl controlnet", &cfg, &err);
+    free(text);
+    ASSERT_OK(s, &err);
+    ASSERT_TRUE(cfg.unet.add_text_time);
+    const char *dir = sdw_test_tmpdir();
+    ASSERT_OK(write_sdxl_controlnet(dir, &cfg, &err), &err);
+
+    loaded m = {0}, u = {0};
+    char path[1024];
+    snprintf(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", dir);
+    s = sdw_st_open(path, &m.f, &err);
+    if (!s) {
+        m.ws = sdw_weights_create(m.f, "", NULL, NULL);
+        s = sdw_controlnet_create(m.ws, &cfg, &m.cn, &err);
+    }
+    sdw_unet_config ucfg;
+    sdw_unet *unet = NULL;
+    if (!s) s = sdw_unet_config_load(sdw_test_path("models/tiny-sdxl/unet/config.json"), &ucfg, &err);
+    if (!s) s = sdw_st_open(sdw_test_path("models/tiny-sdxl/unet/diffusion_pytorch_model.safetensors"),
+                            &u.f, &err);
+    if (!s) {
+        u.ws = sdw_weights_create(u.f, "", NULL, NULL);
+        s = sdw_unet_create(u.ws, &ucfg, &unet, &err);
+    }
+    sdw_golden *g = s ? NULL : sdw_golden_open("tiny-sdxl/txt2img-euler");
+    const sdw_golden_tensor *xs = g ? sdw_golden_get(g, "step00.unet.sample") : NULL;
+    const sdw_golden_tensor *ts = g ? sdw_golden_get(g, "step00.unet.timestep") : NULL;
+    const sdw_golden_tensor *ctx = g ? sdw_golden_get(g, "step00.unet.encoder_hidden_states") : NULL;
+    const sdw_golden_tensor *te = g ? sdw_golden_get(g, "step00.unet.text_embeds") : NULL;
+    const sdw_golden_tensor *ti = g ? sdw_golden_get(g, "step00.unet.time_ids") : NULL;
+    double worst = -1, moved = 0;
+    if (xs && ts && ctx && te && ti) {
+        const int B = (int)xs->shape[0], H = (int)xs->shape[2], W = (int)xs->shape[3];
+        const int n = sdw_controlnet_n_down(m.cn);
+        float *x = sdw_golden_nhwc(xs), t[2] = {((float *)ts->data)[0], ((float *)ts->data)[0]};
+        float *emb = calloc((size_t)H * W * 32, sizeof(float)), *hint = calloc((size_t)4 * H * W * 3, sizeof(float));
+        sdw_controlnet_embed(m.cn, hint, 2 * H, 2 * W, emb); /* zero conv_out: emb = bias 0 */
+        captured cap = {0};
+        sdw_unet_encode(unet, x, B, H, W, t, ctx->data, (int)ctx->shape[1], te->data, ti->data,
+                        NULL, capture, &cap);
+        float *down[16] = {0}, *mid = NULL;
+        for (int k = 0; k < n; k++) down[k] = malloc(cap.n[k] * sizeof(float));
+        mid = malloc(cap.n[n] * sizeof(float));
+        sdw_controlnet_forward(m.cn, x, B, H, W, t, ctx->data, (int)ctx->shape[1], te->data,
+                               ti->data, emb, 1.0f, false, down, mid, false);
+        worst = 0;
+        for (int k = 0; k <= n; k++)
+            worst = SDW_MAX(worst, sdw_test_rel_err(k < n ? down[k] : mid, cap.x[k], cap.n[k]));
+        /* other time ids (another size): the mid output moves */
+        float *ids = malloc(ti->n * sizeof(float));
+        for (size_t i = 0; i < ti->n; i++) ids[i] = ((float *)ti->data)[i] * 1.5f;
+        sdw_controlnet_forward(m.cn, x, B, H, W, t, ctx->data, (int)ctx->shape[1], te->data, ids,
+                               emb, 1.0f, false, down, mid, false);
+        moved = sdw_test_rel_err(mid, cap.x[n], cap.n[n]);
+        free(ids);
+        for (int k = 0; k < 16; k++) free(down[k]), free(cap.x[k]);
+        free(mid), free(x), free(emb), free(hint);
+    }
+    printf("  sdxl controlnet = the unet's encoder: rel err %.3g (other time ids: %.3g)\n", worst,
+           moved);
+    sdw_golden_close(g);
+    sdw_unet_destroy(unet);
+    unload(&u);
+    unload(&m);
+    ASSERT_OK(s, &err);
+    ASSERT_TRUE(worst >= 0 && worst <= 1e-6);
+    ASSERT_TRUE(moved > 1e-3);
+}
+
 int main(void) {
     RUN(test_config);
     RUN(test_config_refusals);
     RUN(test_step0_residuals);
     RUN(test_original_layout);
+    RUN(test_sdxl_encoder_identity);
     return sdw_test_finish();
 }
