@@ -376,7 +376,8 @@ static void parse_args(const command *cmd, int argc, char **argv, cli_args *a) {
         case OPT_HIRES_SCALE:
             a->hires.enable = true;
             a->hires.scale = parse_double(o.name, o.arg);
-            if (!(a->hires.scale > 0)) sdw_cli_die("%s: %g must be above 0", o.name, a->hires.scale);
+            if (!(a->hires.scale > 0))
+                sdw_cli_die("%s: %g must be above 0", o.name, a->hires.scale);
             break;
         case OPT_HIRES_WIDTH:
         case OPT_HIRES_HEIGHT:

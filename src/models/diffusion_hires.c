@@ -261,7 +261,8 @@ void sdw__image_upscale(const sdw_image *im, int w, int h, sdw_upscaler u, sdw_i
     const int sw = (int)(im->width * scale), sh = (int)(im->height * scale);
     if (u == SDW_UPSCALE_NEAREST) resize_nearest(im, sw, sh, &a);
     else sdw_image_resize(im, sw, sh, &a);
-    const int dw = (int)(floor(im->width * scale / 8) * 8), dh = (int)(floor(im->height * scale / 8) * 8);
+    const int dw = (int)(floor(im->width * scale / 8) * 8);
+    const int dh = (int)(floor(im->height * scale / 8) * 8);
     if (a.width != dw || a.height != dh) {
         sdw_image_resize(&a, dw, dh, &b);
         sdw_image_free(&a);
@@ -379,7 +380,8 @@ static sdw_status image_upscale(const sdw_diffusion *d, const sdw_request *req, 
         sdw_rng g;
         sdw_rng_init(&g, SDW_RNG_TORCH, (uint64_t)seed);
         sdw_rng_randn(&g, eps, n_start);
-        float *mc = sdw_xmalloc(n_start * sizeof(float)), *sc = sdw_xmalloc(n_start * sizeof(float));
+        float *mc = sdw_xmalloc(n_start * sizeof(float));
+        float *sc = sdw_xmalloc(n_start * sizeof(float));
         sdw_nhwc_to_nchw(mean, 1, th, tw, C, mc);
         sdw_nhwc_to_nchw(std, 1, th, tw, C, sc);
         for (size_t i = 0; i < n_start; i++)

@@ -215,7 +215,8 @@ static sdw_status resolve_hires(sdw_request *r, const sdw_capabilities *caps, sd
     if (hr->upscaler < 0 || hr->upscaler >= SDW_UPSCALE_COUNT)
         return sdw_error_set_field(err, "hires_upscaler", SDW_E_INVALID_ARG, "unknown upscaler %d",
                                    (int)hr->upscaler);
-    if (hr->scale == 0 && !hr->resize_width && !hr->resize_height) hr->scale = SDW_HIRES_DEFAULT_SCALE;
+    if (hr->scale == 0 && !hr->resize_width && !hr->resize_height)
+        hr->scale = SDW_HIRES_DEFAULT_SCALE;
     if (hr->strength < 0) hr->strength = SDW_HIRES_DEFAULT_STRENGTH;
     const double W = r->width, H = r->height, lim = caps->max_size;
     if (!hr->resize_width && !hr->resize_height &&
@@ -246,9 +247,9 @@ static sdw_status resolve_hires(sdw_request *r, const sdw_capabilities *caps, sd
     const double schedule = floor(n / fmin(hr->strength, 0.999));
     if (schedule > caps->max_steps)
         return sdw_error_set_field(err, "hires_steps", SDW_E_INVALID_ARG,
-                                   "hires steps %d at denoising strength %g need a schedule of %.0f "
-                                   "steps (steps / strength; at most %d): fewer steps or more "
-                                   "strength",
+                                   "hires steps %d at denoising strength %g need a schedule of "
+                                   "%.0f steps (steps / strength; at most %d): fewer steps or "
+                                   "more strength",
                                    n, hr->strength, schedule, caps->max_steps);
     const long long rx = hr->resize_width, ry = hr->resize_height;
     long long tw, th, uw, uh;

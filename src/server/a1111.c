@@ -241,7 +241,8 @@ static sdw_status read_hires(json_t *b, sdw_request *req, json_t *w, const char 
     READ("hr_resize_y", sdw__json_int(b, "hr_resize_y", 0, 1 << 20, true, &ry, err));
     READ("hr_second_pass_steps",
          sdw__json_int(b, "hr_second_pass_steps", 0, INT_MAX, true, &steps, err));
-    READ("denoising_strength", sdw__json_number(b, "denoising_strength", 0, 1, true, &strength, err));
+    READ("denoising_strength",
+         sdw__json_number(b, "denoising_strength", 0, 1, true, &strength, err));
     READ("hr_upscaler", sdw__json_string(b, "hr_upscaler", &up, err));
     if (up && *up) READ("hr_upscaler", sdw_upscaler_parse(up, &hr->upscaler, err));
 #undef READ

@@ -1,7 +1,7 @@
-/* `sdw generate --taesd/--vae-decoder/--vae-tiling/--hires*` end to end: the reference's TAESD-decoded
- * image (golden txt2img-euler-taesd, from the diffusers AutoencoderTiny folder and from the
- * original taesd_decoder file) and its tiled VAE decode (golden txt2img-euler-vae-tiling,
- * 128x96) reproduced through the CLI; the PNG's parameters and --json say what decoded the
+/* `sdw generate --taesd/--vae-decoder/--vae-tiling/--hires*` end to end: the reference's
+ * TAESD-decoded image (golden txt2img-euler-taesd, from the diffusers AutoencoderTiny folder and
+ * from the original taesd_decoder file) and its tiled VAE decode (golden
+ * txt2img-euler-vae-tiling, 128x96) reproduced through the CLI; the PNG's parameters and --json say what decoded the
  * image; the hires fix's options; bad combinations give a one-line error naming the problem. */
 #include "sdw_test.h"
 

@@ -73,7 +73,9 @@ static void rule_weights(int in, int out, sdw_upscaler u, double *wm /* [out][in
     }
 }
 
-static float test_value(int c, int y, int x) { return (float)(((c * 7 + y * 3 + x * 5) % 11) - 5) / 3.0f; }
+static float test_value(int c, int y, int x) {
+    return (float)(((c * 7 + y * 3 + x * 5) % 11) - 5) / 3.0f;
+}
 
 /* Max |ours - rule| over an upscale of a C x h x w test tensor, relative to max |x|. */
 static double rule_error(int C, int h, int w, int oh, int ow, sdw_upscaler u) {
@@ -544,7 +546,8 @@ static void test_image_second_pass_start(void) {
         sdw_rng_randn(&rng, eps, 4 * 48 * 48);
         ds = 0;
         for (int i = 0; i < 4 * 48 * 48; i++)
-            ds = fmax(ds, fabs((mc[i] + sc[i] * eps[i] - d->vae_shift) * d->vae_scaling - start[i]));
+            ds = fmax(ds, fabs((mc[i] + sc[i] * eps[i] - d->vae_shift) * d->vae_scaling -
+                               start[i]));
         free(in);
         free(pix);
         sdw_image_free(&small);

@@ -185,9 +185,10 @@ static json_t *run_native(const char *body) {
 }
 
 static void test_native(void) {
-    json_t *j = run_native("{\"prompt\":\"a cat\",\"width\":64,\"height\":64,\"steps\":3,\"seed\":7,"
-                           "\"sampler\":\"euler\",\"decoder\":\"taesd\",\"hires\":{\"scale\":1.5,"
-                           "\"steps\":2,\"strength\":0.5,\"upscaler\":\"Lanczos\"}}");
+    json_t *j = run_native("{\"prompt\":\"a cat\",\"width\":64,\"height\":64,\"steps\":3,"
+                           "\"seed\":7,\"sampler\":\"euler\",\"decoder\":\"taesd\","
+                           "\"hires\":{\"scale\":1.5,\"steps\":2,\"strength\":0.5,"
+                           "\"upscaler\":\"Lanczos\"}}");
     ASSERT_TRUE(j != NULL);
     json_t *res = json_object_get(j, "result"), *params = json_object_get(j, "parameters");
     json_t *img = json_array_get(json_object_get(res, "images"), 0);
