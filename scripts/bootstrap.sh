@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS="build-essential cmake pkg-config libdnnl-dev libpng-dev libjpeg62-turbo-dev libwebp-dev libjansson-dev clang libclang-rt-dev libomp-dev libutf8proc-dev
-      libmicrohttpd-dev libsentencepiece-dev"
+      libmicrohttpd-dev libsentencepiece-dev redis-server libhiredis-dev"
 # The real-client tests (tests/e2e, run by ctest) drive Debian's chromium; node and npm run them.
 PKGS="$PKGS chromium"
 command -v npm >/dev/null || PKGS="$PKGS nodejs npm"
