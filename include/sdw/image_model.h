@@ -88,45 +88,6 @@ typedef enum sdw_decoder {
 const char *sdw_decoder_str(sdw_decoder d);
 sdw_status sdw_decoder_parse(const char *s, sdw_decoder *out, sdw_error *err);
 
-/* One ControlNet a request applies (sdw_request.controls; sdw/controlnet.h for names and the
- * folder). Start from sdw_control_default(). */
-typedef struct sdw_control {
-    const char *name; /* a ControlNet of the model's ControlNet folder (caps.controlnet_dir): the
-                       * folder's name or file's stem ("canny"), or its path relative to the
-                       * folder; never leads outside the folder. Loaded on first use and kept
-                       * with the model */
-    const char *path; /* instead of name: a diffusers ControlNetModel folder (or the
-                       * diffusion_pytorch_model.safetensors in one), or an original-layout
-                       * .safetensors file, anywhere. For front ends acting for the machine's own
-                       * user (the CLI's --control-net PATH); a server sets name */
-    const sdw_image *image; /* the control image, borrowed for the call: any size, 1-4 channels
-                             * (grey is replicated, alpha dropped), resized to the output size
-                             * (Lanczos) as diffusers' control image processor does, values /
-                             * 255. Used as given: a ControlNet wants its own preprocessor's output
-                             * (an edge map for canny, a depth map for depth, ...) */
-    float scale; /* controlnet_conditioning_scale: the residuals' weight, in [0,
-                  * SDW_CONTROL_MAX_SCALE]; 1 = as trained, 0 = no effect */
-    /* control_guidance_start / _end: the part of the sampling the ControlNet acts in, as
-     * fractions of the denoiser calls: call i of n runs it when i/n >= start and
-     * (i+1)/n <= end (diffusers' controlnet_keep). 0 <= start < end <= 1; double, because the
-     * reference compares Python floats. */
-    double start, end;
-} sdw_control;
-#define SDW_MAX_CONTROLS 8
-#define SDW_CONTROL_MAX_SCALE 10.0f
-/* scale 1, start 0, end 1, no ControlNet and no image. */
-sdw_control sdw_control_default(void);
-
-/* One LoRA a request applies (sdw_request.loras; sdw/lora.h for names and the folder). */
-typedef struct sdw_lora_ref {
-    const char *name; /* a file of the model's LoRA folder (caps.lora_dir): its stem ("detail")
-                       * or its path relative to the folder ("styles/detail[.safetensors]");
-                       * never leads outside the folder */
-    const char *path; /* instead of name: a .safetensors file anywhere. For front ends acting for
-                       * the machine's own user (the CLI's --lora FILE:M); a server sets name */
-    float multiplier; /* m in W + m·(alpha/rank)·up·down; 1 = the LoRA as trained */
-} sdw_lora_ref;
-
 /* How the hires fix enlarges the first pass (sdw_hires.upscaler): AUTOMATIC1111's built-in
  * upscalers, named as it names them. The latent ones resize the latents with
  * torch.nn.functional.interpolate (align_corners False), as A1111's latent_upscale_modes; the
@@ -178,6 +139,45 @@ typedef struct sdw_hires {
 } sdw_hires;
 #define SDW_HIRES_DEFAULT_SCALE 2.0
 #define SDW_HIRES_DEFAULT_STRENGTH 0.75
+
+/* One LoRA a request applies (sdw_request.loras; sdw/lora.h for names and the folder). */
+typedef struct sdw_lora_ref {
+    const char *name; /* a file of the model's LoRA folder (caps.lora_dir): its stem ("detail")
+                       * or its path relative to the folder ("styles/detail[.safetensors]");
+                       * never leads outside the folder */
+    const char *path; /* instead of name: a .safetensors file anywhere. For front ends acting for
+                       * the machine's own user (the CLI's --lora FILE:M); a server sets name */
+    float multiplier; /* m in W + m·(alpha/rank)·up·down; 1 = the LoRA as trained */
+} sdw_lora_ref;
+
+/* One ControlNet a request applies (sdw_request.controls; sdw/controlnet.h for names and the
+ * folder). Start from sdw_control_default(). */
+typedef struct sdw_control {
+    const char *name; /* a ControlNet of the model's ControlNet folder (caps.controlnet_dir): the
+                       * folder's name or file's stem ("canny"), or its path relative to the
+                       * folder; never leads outside the folder. Loaded on first use and kept
+                       * with the model */
+    const char *path; /* instead of name: a diffusers ControlNetModel folder (or the
+                       * diffusion_pytorch_model.safetensors in one), or an original-layout
+                       * .safetensors file, anywhere. For front ends acting for the machine's own
+                       * user (the CLI's --control-net PATH); a server sets name */
+    const sdw_image *image; /* the control image, borrowed for the call: any size, 1-4 channels
+                             * (grey is replicated, alpha dropped), resized to the output size
+                             * (Lanczos) as diffusers' control image processor does, values /
+                             * 255. Used as given: a ControlNet wants its own preprocessor's output
+                             * (an edge map for canny, a depth map for depth, ...) */
+    float scale; /* controlnet_conditioning_scale: the residuals' weight, in [0,
+                  * SDW_CONTROL_MAX_SCALE]; 1 = as trained, 0 = no effect */
+    /* control_guidance_start / _end: the part of the sampling the ControlNet acts in, as
+     * fractions of the denoiser calls: call i of n runs it when i/n >= start and
+     * (i+1)/n <= end (diffusers' controlnet_keep). 0 <= start < end <= 1; double, because the
+     * reference compares Python floats. */
+    double start, end;
+} sdw_control;
+#define SDW_MAX_CONTROLS 8
+#define SDW_CONTROL_MAX_SCALE 10.0f
+/* scale 1, start 0, end 1, no ControlNet and no image. */
+sdw_control sdw_control_default(void);
 
 /* The unified request. Strings are borrowed for the duration of the call. */
 typedef struct sdw_request {
@@ -238,7 +238,6 @@ typedef struct sdw_request {
     sdw_hires hires; /* the hires fix (text-to-image only, needs caps.img2img); .enable false =
                       * off, every other field ignored */
 
-
     /* Stopping the run from another thread: NULL, or a flag (sdw_stop values) the caller may
      * set while the run goes, borrowed for the call. The run polls it between blocks of every
      * denoiser call and between attention tiles, so a stop takes effect within a fraction of a
@@ -254,6 +253,12 @@ typedef struct sdw_request {
      * preview_every and stop (which every value passes), or resolve it again. */
     const sdw_capabilities *resolved;
 
+    /* LoRAs for this run (needs caps.lora), applied with their multipliers; the prompt's
+     * <lora:NAME[:M]> tags (sdw/lora.h) add to them and are removed from the text the encoders
+     * see. Borrowed for the call. After the run the model is the base model again. */
+    const sdw_lora_ref *loras;
+    int n_loras;
+
     /* ControlNets for this run (needs caps.controlnet), their residuals summed (diffusers'
      * MultiControlNetModel); under classifier-free guidance each runs on both halves of the
      * batch. Borrowed for the call; up to SDW_MAX_CONTROLS. Text-to-image without an output
@@ -266,12 +271,6 @@ typedef struct sdw_request {
      * 0.1 (the first skip) to 1 (the mid block). A ControlNet trained with pooled conditions
      * (global_pool_conditions, e.g. shuffle) always runs so, as in diffusers. */
     bool control_guess_mode;
-
-    /* LoRAs for this run (needs caps.lora), applied with their multipliers; the prompt's
-     * <lora:NAME[:M]> tags (sdw/lora.h) add to them and are removed from the text the encoders
-     * see. Borrowed for the call. After the run the model is the base model again. */
-    const sdw_lora_ref *loras;
-    int n_loras;
 } sdw_request;
 
 #define SDW_DEFAULT_STRENGTH 0.75
@@ -407,13 +406,13 @@ typedef struct sdw_load_options {
     const char *embeddings_dir;
     sdw_model_option options[SDW_MAX_MODEL_OPTIONS];
     int n_options;
+    /* The LoRA folder (`--lora-dir`): requests name LoRAs in it (sdw_lora_ref.name, prompt
+     * tags). NULL = none. Ignored, with a warning, by a model that takes no LoRAs. */
+    const char *lora_dir;
     /* The ControlNet folder (`--controlnet-dir`): requests name ControlNets in it
      * (sdw_control.name; sdw/controlnet.h). NULL = none. Ignored, with a warning, by a model
      * that takes no ControlNets. */
     const char *controlnet_dir;
-    /* The LoRA folder (`--lora-dir`): requests name LoRAs in it (sdw_lora_ref.name, prompt
-     * tags). NULL = none. Ignored, with a warning, by a model that takes no LoRAs. */
-    const char *lora_dir;
 } sdw_load_options;
 sdw_load_options sdw_load_options_default(void);
 /* Sets option key to value (replacing an earlier value); SDW_E_INVALID_ARG when the table is

@@ -44,10 +44,10 @@ typedef struct cli_args {
     double control_values[3][SDW_MAX_CONTROLS]; /* strength, start, end */
     int n_control_nets, n_control_images, n_control_values[3];
     bool control_guess; /* --control-guess-mode */
-    sdw_lora_ref loras[16]; /* --lora NAME[:M] / FILE[:M] (strings point into argv) */
-    int n_loras;
     bool prompt_syntax; /* --prompt-syntax */
     int clip_skip;      /* --clip-skip N; 0 = the model's own layer */
+    sdw_lora_ref loras[16]; /* --lora NAME[:M] / FILE[:M] (strings point into argv) */
+    int n_loras;
 } cli_args;
 
 /* Help texts: the option lines each command shows (26-column option field). */
@@ -107,6 +107,9 @@ typedef struct cli_args {
     "      --control-guess-mode\n"                                                                 \
     "                          ControlNets on the conditional half only, their residuals\n"        \
     "                          scaled from 0.1 to 1 (diffusers' guess_mode)\n"                     \
+    "      --lora NAME[:M]     apply a LoRA with multiplier M (default 1; repeatable): a\n"       \
+    "                          .safetensors file, or its name in --lora-dir (as <lora:NAME:M>\n"  \
+    "                          in the prompt); kohya-ss / A1111 and diffusers files\n"             \
     "      --prompt-syntax     read the prompts as AUTOMATIC1111 does: (word) x1.1,\n"         \
     "                          (word:1.3), [word] /1.1, \\( literal, BREAK, and prompts\n"       \
     "                          past 75 tokens in 75-token chunks (default: diffusers' one\n"      \
@@ -114,9 +117,6 @@ typedef struct cli_args {
     "      --clip-skip N       the text encoders' hidden state N layers from the end (A1111's\n"  \
     "                          CLIP_stop_at_last_layers; 2 = penultimate); default the\n"        \
     "                          model's own (SD 1.x/2.x: 1, SDXL/SD3: 2)\n"                        \
-    "      --lora NAME[:M]     apply a LoRA with multiplier M (default 1; repeatable): a\n"       \
-    "                          .safetensors file, or its name in --lora-dir (as <lora:NAME:M>\n"  \
-    "                          in the prompt); kohya-ss / A1111 and diffusers files\n"             \
     "      --param NAME=VALUE  a request option of the model's family (repeatable;\n"             \
     "                          sdw info lists them), e.g. max_sequence_length=256\n"              \
     "      --profile           print a per-op time profile after generating\n"                     \
@@ -267,8 +267,8 @@ enum {
     OPT_CONTROL_STRENGTH, /* the three values, in control_values' order */
     OPT_CONTROL_START,
     OPT_CONTROL_END,
-    OPT_LORA,
-    OPT_CONTROL_GUESS
+    OPT_CONTROL_GUESS,
+    OPT_LORA
 };
 
 #define LOG_LONGOPTS                                                                               \
@@ -317,9 +317,9 @@ static const struct option k_generate_longs[] = {
     {"control-start", required_argument, NULL, OPT_CONTROL_START},
     {"control-end", required_argument, NULL, OPT_CONTROL_END},
     {"control-guess-mode", no_argument, NULL, OPT_CONTROL_GUESS},
-    {"lora", required_argument, NULL, OPT_LORA},
     {"prompt-syntax", no_argument, NULL, OPT_PROMPT_SYNTAX},
     {"clip-skip", required_argument, NULL, OPT_CLIP_SKIP},
+    {"lora", required_argument, NULL, OPT_LORA},
     {0},
 };
 static const struct option k_info_longs[] = {SDW_CLI_MODEL_LONGOPTS, LOG_LONGOPTS, {0}};
@@ -423,12 +423,12 @@ static void parse_args(const command *cmd, int argc, char **argv, cli_args *a) {
             break;
         }
         case OPT_CONTROL_GUESS: a->control_guess = true; break;
-        case OPT_LORA: parse_lora(o.name, (char *)o.arg, a); break;
         case OPT_PROMPT_SYNTAX: a->prompt_syntax = true; break;
         case OPT_CLIP_SKIP: /* stable-diffusion.cpp's -1 (its default) = the model's own */
             a->clip_skip = (int)sdw_cli_int(o.name, o.arg, -1, SDW_MAX_CLIP_SKIP);
             if (a->clip_skip < 0) a->clip_skip = 0;
             break;
+        case OPT_LORA: parse_lora(o.name, (char *)o.arg, a); break;
         case 'v': a->verbose = true; break;
         case 'q': a->quiet = true; break;
         case 'h': cmd->usage(stdout), exit(0);
@@ -618,10 +618,10 @@ static int cmd_generate(const cli_args *a) {
     req.n_controls = control_requests(a, controls, control_images);
     req.controls = req.n_controls ? controls : NULL;
     req.control_guess_mode = a->control_guess;
-    req.loras = a->n_loras ? a->loras : NULL;
-    req.n_loras = a->n_loras;
     req.prompt_syntax = a->prompt_syntax;
     req.clip_skip = a->clip_skip;
+    req.loras = a->n_loras ? a->loras : NULL;
+    req.n_loras = a->n_loras;
     req.strength = a->strength;
     if (req.decoder == SDW_DECODER_TAESD && !a->m.taesd)
         sdw_cli_die("--vae-decoder taesd needs a tiny autoencoder: --taesd PATH");

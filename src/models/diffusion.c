@@ -263,6 +263,8 @@ sdw_status sdw__diffusion_pass(sdw_diffusion *d, const sdw_request *req,
     const int n_calls = sdw_sampler_n_calls(sampler), begin = sdw_sampler_begin(sampler);
     const int total = k0 + (n_calls - begin) + run->calls_after;
     run->calls_planned += n_calls - begin;
+    if (d->hooks->begin_pass && (s = d->hooks->begin_pass(d, cond, k0, n_calls - begin, err)))
+        goto done;
     sdw_stop_attach((sdw_stop_ref){req->stop, SDW_STOP_INTERRUPT});
     for (int i = begin; i < n_calls; i++) {
         char name[64];
@@ -351,12 +353,22 @@ sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
     const int f = d->vae_factor;
     int W = req->width, H = req->height;
     sdw_run run = {.progress = progress, .user = user};
+    sdw_lora_session lora = {0};
+    bool lora_on = false;
+    sdw_request rq;
     float *latents = NULL;
     bool hires = false;
     int first_calls = 0; /* the first pass's */
     double t_loop;
 
     if ((s = pick_seed(req->seed, &run.seed, err))) goto done;
+    /* The request's LoRAs (models/lora.h), attached to this thread for the whole run (both
+     * passes of the hires fix); the encoders see the prompt without its <lora:...> tags. */
+    if ((s = sdw_lora_begin(d->lora, d->lora_dir, req, &lora, err))) goto done;
+    lora_on = true;
+    rq = *req;
+    rq.prompt = lora.prompt;
+    req = &rq;
     /* The hires fix's second pass counts in the progress from the first step on. */
     if (req->hires.enable && (s = sdw__hires_calls(d, req, &run.calls_after, err))) goto done;
     /* 1-3. Conditioning, initial latents, denoising (the first pass). */
@@ -413,6 +425,7 @@ done:
                                                              SDW_PROFILE_MAX_ENTRIES);
     }
     if (d->n_threads > 0) omp_set_num_threads(caller_threads);
+    if (lora_on) sdw_lora_end(&lora);
     free(latents);
     sdw_image_free(&run.preview);
     return s;

@@ -453,8 +453,8 @@ sdw_status sdw_request_resolve(const sdw_request *req, const sdw_capabilities *c
         return sdw_error_set_field(err, "preview_every", SDW_E_INVALID_ARG,
                                    "preview interval %d must not be negative", r.preview_every);
     if ((s = resolve_params(&r, caps, err))) return s;
-    if ((s = resolve_hires(&r, caps, err))) return s;
     if ((s = sdw_lora_check_request(&r, caps, err))) return s; /* names, tags, multipliers */
+    if ((s = resolve_hires(&r, caps, err))) return s;
     if (r.rng != SDW_RNG_TORCH && r.rng != SDW_RNG_PHILOX)
         return sdw_error_set_field(err, "rng", SDW_E_INVALID_ARG, "unknown rng %d", (int)r.rng);
     if (r.vae_tiling < SDW_TILING_AUTO || r.vae_tiling > SDW_TILING_ON)

@@ -358,17 +358,6 @@ json_t *sdw__native_job_json(sdw_http_req *r, sdw_job *j, const sdw_job_status *
     json_object_set_new(params, "seed", have ? json_integer(info.seed)
                                         : q->seed >= 0 ? json_integer(q->seed) : json_null());
     if (q->init_image) json_object_set_new(params, "strength", json_real(q->strength));
-    json_object_set_new(params, "decoder", json_string(sdw_decoder_str(q->decoder)));
-    json_object_set_new(params, "vae_tiling", q->vae_tiling == SDW_TILING_AUTO
-                                                  ? json_null()
-                                                  : json_boolean(q->vae_tiling == SDW_TILING_ON));
-    if (q->hires.enable) /* as resolved: the final size; width and height are the first pass's */
-        json_object_set_new(
-            params, "hires",
-            json_pack("{s:f,s:i,s:i,s:s,s:i,s:f}", "scale", q->hires.scale, "width",
-                      q->hires.width, "height", q->hires.height, "upscaler",
-                      sdw_upscaler_str(q->hires.upscaler), "steps",
-                      q->hires.steps ? q->hires.steps : q->steps, "strength", q->hires.strength));
     json_object_set_new(params, "prompt_syntax", json_boolean(q->prompt_syntax));
     json_object_set_new(params, "clip_skip", json_integer(q->clip_skip));
     if (q->n_controls) {
@@ -382,6 +371,17 @@ json_t *sdw__native_job_json(sdw_http_req *r, sdw_job *j, const sdw_job_status *
         }
         json_object_set_new(params, "controlnets", cns);
     }
+    json_object_set_new(params, "decoder", json_string(sdw_decoder_str(q->decoder)));
+    json_object_set_new(params, "vae_tiling", q->vae_tiling == SDW_TILING_AUTO
+                                                  ? json_null()
+                                                  : json_boolean(q->vae_tiling == SDW_TILING_ON));
+    if (q->hires.enable) /* as resolved: the final size; width and height are the first pass's */
+        json_object_set_new(
+            params, "hires",
+            json_pack("{s:f,s:i,s:i,s:s,s:i,s:f}", "scale", q->hires.scale, "width",
+                      q->hires.width, "height", q->hires.height, "upscaler",
+                      sdw_upscaler_str(q->hires.upscaler), "steps",
+                      q->hires.steps ? q->hires.steps : q->steps, "strength", q->hires.strength));
     if (q->n_loras) {
         json_t *ls = json_array();
         for (int i = 0; i < q->n_loras; i++)
