@@ -414,7 +414,7 @@ static void test_bad_input(void) {
     post_expect("{\"prompt\": \"x\", \"input_image\": \"aGVsbG8=\"}", 400,
                 "'input_image' is not used by image_generation");
     post_expect("{\"prompt\": \"x\", \"loras\": [{\"name\": \"style\"}]}", 400,
-                "does not support LoRAs");
+                "the model has no LoRA folder");
     post_expect("{\"prompt\": \"x\", \"loras\": \"style\"}", 400, "field 'loras' must be an array");
 
     /* Images that decode but do not fit the request. */

@@ -270,6 +270,9 @@ int sdw_test_run_sdw(char *out, size_t cap, const char *fmt, ...) {
     if (!p) return -1;
     size_t n = fread(out, 1, cap - 1, p);
     out[n] = 0;
+    /* Read the rest too: a child writing more than cap would die of SIGPIPE at pclose. */
+    char sink[4096];
+    while (fread(sink, 1, sizeof sink, p) > 0) {}
     int st = pclose(p);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
