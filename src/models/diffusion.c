@@ -18,6 +18,7 @@
 #include <omp.h>
 #include <stdarg.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 
 void sdw_diffusion_tap(const sdw_diffusion *d, const char *name, const float *data, int n_dims,
@@ -64,11 +65,63 @@ sdw_status sdw_diffusion_open_component(sdw_diffusion *d, const char *root, cons
     return sdw_error_set(err, SDW_E_NOT_FOUND, "%s/%s/%s.safetensors is missing", root, sub, stem);
 }
 
-sdw_status sdw_diffusion_init(sdw_diffusion *d, const sdw_image_model_ops *ops,
+/* Adds the .safetensors files directly in dir to files (headers only: opening maps them). */
+static void open_folder_files(const char *dir, sdw_st_file **files, int *n, int cap) {
+    DIR *dp = opendir(dir);
+    if (!dp) return;
+    struct dirent *de;
+    while ((de = readdir(dp)) && *n < cap) {
+        const size_t len = strlen(de->d_name);
+        if (len < 13 || strcmp(de->d_name + len - 12, ".safetensors") != 0) continue;
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        sdw_error e = {0};
+        if (sdw_st_open(p, &files[*n], &e) == SDW_OK) (*n)++;
+    }
+    closedir(dp);
+}
+
+/* The shape class of the model at path (nn/backend_cpu.h): a single file's products, or a
+ * diffusers folder's denoiser's (unet/ or transformer/: what every step runs), else all its
+ * components'. Unreadable files are left out: the loader reports them. */
+static void model_shape_class(const char *path, sdw_shape_class *cls) {
+    enum { CAP = 64 };
+    sdw_st_file *files[CAP];
+    int n = 0;
+    struct stat st;
+    *cls = (sdw_shape_class){0};
+    if (!path || stat(path, &st) != 0) return;
+    if (S_ISREG(st.st_mode)) {
+        sdw_error e = {0};
+        if (sdw_st_open(path, &files[0], &e) == SDW_OK) n = 1;
+    } else if (S_ISDIR(st.st_mode)) {
+        static const char *const denoisers[] = {"unet", "transformer"};
+        char p[4096];
+        for (size_t i = 0; i < SDW_ARRAY_LEN(denoisers) && n == 0; i++) {
+            snprintf(p, sizeof p, "%s/%s", path, denoisers[i]);
+            open_folder_files(p, files, &n, CAP);
+        }
+        DIR *dp = n == 0 ? opendir(path) : NULL;
+        struct dirent *de;
+        while (dp && (de = readdir(dp))) {
+            if (de->d_name[0] == '.') continue;
+            snprintf(p, sizeof p, "%s/%s", path, de->d_name);
+            open_folder_files(p, files, &n, CAP);
+        }
+        if (dp) closedir(dp);
+    }
+    sdw_shape_class_of_files((const sdw_st_file *const *)files, n, cls);
+    for (int i = 0; i < n; i++)
+        sdw_st_close(files[i]);
+}
+
+sdw_status sdw_diffusion_init(sdw_diffusion *d, const sdw_image_model_ops *ops, const char *path,
                               const sdw_load_options *opts, sdw_error *err) {
     d->base.ops = ops;
     d->n_threads = opts->n_threads;
-    d->precision = sdw_nn_precision_resolve(opts->precision);
+    sdw_shape_class cls = {0};
+    if (opts->precision == SDW_PRECISION_AUTO) model_shape_class(path, &cls);
+    d->precision = sdw_nn_precision_resolve_model(opts->precision, &cls, opts->n_threads);
     SDW_INFO("compute precision: %s (asked: %s)", sdw_precision_str(d->precision),
              sdw_precision_str(opts->precision));
     return sdw_backend_create(&d->backend, err);

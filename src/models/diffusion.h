@@ -4,7 +4,7 @@
  *   typedef struct my_model { sdw_diffusion d; ...weights, encoders... } my_model;
  *   static const sdw_diffusion_ops my_hooks = {.condition = ..., .cond_free = ...,
  *                                              .denoise = ...};
- *   if (sdw_diffusion_init(&m->d, &my_model_ops, opts, &err)) goto fail; // .generate is
+ *   if (sdw_diffusion_init(&m->d, &my_model_ops, path, opts, &err)) goto fail; // .generate is
  *                                                                        // sdw_diffusion_generate
  *   sdw_diffusion_weights(&m->d, ws);  // each component's weights, before binding
  *   m->d.hooks = &my_hooks;
@@ -130,8 +130,10 @@ struct sdw_diffusion {
 };
 
 /* Starts a model: d's interface (ops), threads and resolved precision from opts (logged), and
- * its compute backend. Call first; on failure call sdw_diffusion_deinit as usual. */
-sdw_status sdw_diffusion_init(sdw_diffusion *d, const sdw_image_model_ops *ops,
+ * its compute backend. path: the model's file or folder; precision auto times its dominant
+ * products on this CPU (nn/backend_cpu.h; NULL: a model without files, e.g. the demo). Call
+ * first; on failure call sdw_diffusion_deinit as usual. */
+sdw_status sdw_diffusion_init(sdw_diffusion *d, const sdw_image_model_ops *ops, const char *path,
                               const sdw_load_options *opts, sdw_error *err);
 /* Readies a component's weights before binding: d's precision and backend. */
 void sdw_diffusion_weights(const sdw_diffusion *d, sdw_weights *ws);

@@ -382,7 +382,7 @@ static void warn_unused(const char *what, const sdw_weights *ws) {
 static sdw_status flux_load(const char *path, const sdw_load_options *opts, sdw_image_model **out,
                             sdw_error *err) {
     flux_model *m = sdw_xcalloc(1, sizeof *m);
-    sdw_status s = sdw_diffusion_init(&m->d, &g_ops, opts, err);
+    sdw_status s = sdw_diffusion_init(&m->d, &g_ops, path, opts, err);
     if (s) goto fail;
     const bool single = !is_dir(path);
     if (!single && opts->config_dir)

@@ -26,7 +26,7 @@ static const char g_demo_vae[] =
 sdw_status sdw__sd_load_demo(const sdw_load_options *opts, sdw_image_model **out,
                              sdw_error *err) {
     sd_model *m = sdw_xcalloc(1, sizeof *m);
-    sdw_status s = sdw_diffusion_init(&m->d, &sdw__sd_ops, opts, err);
+    sdw_status s = sdw_diffusion_init(&m->d, &sdw__sd_ops, NULL, opts, err);
     if (s) goto fail;
     sd_text_encoder *te = &m->te[0];
     m->n_te = 1;

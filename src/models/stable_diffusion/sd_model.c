@@ -446,7 +446,7 @@ static sdw_status sd_load(const char *path, const sdw_load_options *opts, sdw_im
     sdw_status s = check_options(opts, err);
     if (s) return s;
     sd_model *m = sdw_xcalloc(1, sizeof *m);
-    if ((s = sdw_diffusion_init(&m->d, &sdw__sd_ops, opts, err))) goto fail;
+    if ((s = sdw_diffusion_init(&m->d, &sdw__sd_ops, path, opts, err))) goto fail;
     if (is_dir(path)) {
         if (opts->config_dir)
             SDW_WARN("--config is for single-file checkpoints; %s is a diffusers folder with its "
