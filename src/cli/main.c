@@ -5,6 +5,7 @@
 
 #include "cli/cli.h"
 #include "cli/serve.h"
+#include "cli/worker.h"
 #include "core/common.h"
 #include "io/image.h"
 #include "io/infotext.h"
@@ -140,6 +141,7 @@ static void usage(FILE *f) {
             "  info       describe a model: family, variant, capabilities, parameter counts\n"
             "  tokenize   show a prompt's token ids as the model's text encoder sees them\n"
             "  serve      run the HTTP worker: APIs + web page (sdw serve --help)\n"
+            "  worker     take a model's jobs from a Redis pool (sdw worker --help)\n"
             "\n"
             "sdw <command> --help shows one command's options. A value follows its option as the\n"
             "next argument or after '=' (--steps 20, --steps=20).\n"
@@ -825,10 +827,13 @@ int main(int argc, char **argv) {
         const command *c = argc > 2 && !strcmp(name, "help") ? find_command(argv[2]) : NULL;
         if (argc > 2 && !strcmp(name, "help") && !strcmp(argv[2], "serve"))
             return sdw_cli_serve(2, (char *[]){"serve", "--help", NULL});
+        if (argc > 2 && !strcmp(name, "help") && !strcmp(argv[2], "worker"))
+            return sdw_cli_worker(2, (char *[]){"worker", "--help", NULL});
         c ? c->usage(stdout) : usage(stdout);
         return 0;
     }
     if (!strcmp(name, "serve")) return sdw_cli_serve(argc - 1, argv + 1);
+    if (!strcmp(name, "worker")) return sdw_cli_worker(argc - 1, argv + 1);
     const command *cmd = find_command(name);
     if (!cmd) {
         fprintf(stderr, "sdw: error: unknown command '%s'\n", name);
