@@ -9,6 +9,7 @@
 #include "models/sd3/sd3_impl.h"
 
 #include "models/components.h"
+#include "models/lora.h"
 #include "models/sd3/sd3_sgm_names.h"
 #include "nn/nn.h"
 
@@ -147,8 +148,35 @@ static sdw_status load_text(sd3_model *m, const char *root, const sdw_st_file *i
     return sdw_component_t5(&m->d, &src, root ? tok : NULL, &m->t5, err);
 }
 
-/* The MMDiT: a folder's transformer/ (config.json + weights), or the single file's
- * model.diffusion_model.* through Stability's name map (the architecture from the shapes). */
+/* The halves of an AdaLayerNormContinuous linear (norm_out.linear, the last block's
+ * norm1_context.linear: sd3_transformer.h's SDW_SD3_*_SCALE / _SHIFT) as rows of the whole
+ * diffusers tensor (scale first); every other name as it is. An sdw_name_view_fn. The folder's
+ * transformer is viewed through it so that it binds those layers as halves, as a single file
+ * does (the same product, stacked), and as the LoRA alias of the halves, so that a LoRA module
+ * of either spelling finds them: Stability's and kohya's adaLN_modulation.1 has the halves the
+ * other way round, (shift, scale), so no row range of such a module fits the whole layer, but
+ * one fits each half. */
+static const char *halves_name(const char *name, char *buf, size_t cap, sdw_weight_view *view,
+                               void *user) {
+    (void)user;
+    static const char *const half[2] = {".linear_scale.", ".linear_shift."};
+    for (int k = 0; k < 2; k++) {
+        const char *p = strstr(name, half[k]);
+        if (!p) continue;
+        const size_t head = (size_t)(p - name);
+        if (!(head >= 8 && !strncmp(p - 8, "norm_out", 8)) &&
+            !(head >= 13 && !strncmp(p - 13, "norm1_context", 13)))
+            continue;
+        *view = (sdw_weight_view){.split = 2, .first = k};
+        const int n = snprintf(buf, cap, "%.*s.linear.%s", (int)head, name, p + strlen(half[k]));
+        return n >= 0 && (size_t)n < cap ? buf : NULL;
+    }
+    return snprintf(buf, cap, "%s", name) < (int)cap ? buf : NULL;
+}
+
+/* The MMDiT: a folder's transformer/ (config.json + weights, viewed through halves_name), or
+ * the single file's model.diffusion_model.* through Stability's name map (the architecture
+ * from the shapes). */
 static sdw_status load_transformer(sd3_model *m, const char *root, const sdw_st_file *in,
                                    sdw_error *err) {
     char q[4096];
@@ -165,7 +193,7 @@ static sdw_status load_transformer(sd3_model *m, const char *root, const sdw_st_
     if (in && !sdw_sd3_sgm_detect(in, &prefix))
         return sdw_error_set(err, SDW_E_FORMAT, "%s holds no SD3 transformer", sdw_st_path(in));
     m->w_dit = in ? sdw_weights_create_viewed(f, prefix, sdw_sd3_sgm_name, NULL)
-                  : sdw_weights_create(f, "", NULL, NULL);
+                  : sdw_weights_create_viewed(f, "", halves_name, NULL);
     sdw_diffusion_weights(&m->d, m->w_dit);
     sdw_sd3_config c;
     const char *cfg = sdw_component_file(root, "transformer", "config.json", q, sizeof q);
@@ -242,6 +270,31 @@ static const sdw_capabilities *sd3_caps(const sdw_image_model *m) {
     return &((const sd3_model *)m)->d.caps;
 }
 
+/* What LoRAs adapt: the transformer (diffusers / PEFT names under transformer.; kohya's
+ * sd-scripts (networks/lora_sd3.py) names Stability's MMDiT modules under lora_unet_:
+ * joint_blocks_0_x_block_attn_qkv is split over the stacked to_q | to_k | to_v) and the three
+ * text encoders (diffusers' text_encoder / text_encoder_2, kohya's lora_te1 = CLIP-L, lora_te2 =
+ * CLIP-G, lora_te3 = T5). */
+static void declare_lora_parts(sd3_model *m) {
+    sdw_diffusion_lora_part(&m->d,
+                            &(sdw_lora_part){.component = "transformer",
+                                             .dotted = {"transformer"},
+                                             .kohya = {"lora_unet"},
+                                             .ws = m->w_dit,
+                                             .alias = {sdw_sd3_sgm_name, halves_name}});
+    for (int k = 0; k < 2; k++)
+        sdw_diffusion_lora_part(
+            &m->d, &(sdw_lora_part){.component = k ? "text_encoder_2" : "text_encoder",
+                                    .dotted = {k ? "text_encoder_2" : "text_encoder"},
+                                    .kohya = {k ? "lora_te2" : "lora_te1"},
+                                    .ws = m->clip[k].w});
+    if (m->t5.w)
+        sdw_diffusion_lora_part(&m->d, &(sdw_lora_part){.component = "text_encoder_3",
+                                                        .dotted = {"text_encoder_3"},
+                                                        .kohya = {"lora_te3"},
+                                                        .ws = m->t5.w});
+}
+
 /* Capabilities as StableDiffusion3Pipeline's defaults: 28 steps, guidance 7.0 (CFG), default
  * size sample_size latents (1024 px for the released models), sizes in steps of the VAE factor
  * x the patch, up to the position table's reach. */
@@ -276,6 +329,7 @@ static sdw_status finish_setup(sd3_model *m, const sdw_load_options *opts, sdw_e
     c->default_guidance = 7.0f;
     c->schedulers = g_schedulers;
     c->params = m->t5.enc ? g_params : NULL; /* the window is T5's */
+    declare_lora_parts(m);
     return sdw_diffusion_finish(&m->d, opts, err);
 }
 
