@@ -3,13 +3,18 @@
  * is loaded and the engine started. On a signal every job is cancelled; the running one stops
  * within one block of its step, and if it has not within the grace period (an operation that
  * polls nothing) it is recorded as cancelled and the process exits without waiting for it. A
- * second signal during the grace period exits at once. Only this layer may exit(). */
+ * second signal during the grace period exits at once. Only this layer may exit().
+ *
+ * With --redis URL (or $SDW_REDIS_URL) and no -m it is a stateless gateway of a worker pool
+ * (pool/gateway.h): the same APIs, every job queued in Redis for `sdw worker`s; on a signal it
+ * stops answering and exits (the jobs live on in Redis). */
 #include "cli/serve.h"
 
 #include "cli/cli.h"
 
 #include "core/common.h"
 #include "engine/engine.h"
+#include "pool/gateway.h"
 #include "server/server.h"
 
 #include <errno.h>
@@ -29,10 +34,20 @@
 static void serve_usage(FILE *f) {
     fprintf(f,
             "usage: sdw serve [-m MODEL] [options]\n"
+            "       sdw serve --redis redis://[:PASSWORD@]HOST[:PORT][/DB] [server options]\n"
             "\n"
             "Serves one model over HTTP: the native job API with live progress (Server-Sent\n"
             "Events), the OpenAI Images API, the AUTOMATIC1111 API and a web page at /.\n"
             "Without -m it serves the built-in demo model (random weights: its images are noise).\n"
+            "With --redis and no -m it is a stateless gateway of a worker pool: the same APIs,\n"
+            "every job queued in Redis for the `sdw worker`s of the model it names.\n"
+            "\n"
+            "pool gateway options:\n"
+            "      --redis URL         the pool's Redis (default: $SDW_REDIS_URL, which keeps a\n"
+            "                          password off the command line; used only without -m)\n"
+            "      --pool-prefix P     the pool's key prefix (default sdw; as its workers')\n"
+            "                          --queue bounds each model's waiting jobs, --result-ttl\n"
+            "                          how long a job cancelled here stays readable\n"
             "\n"
             "model options:\n" SDW_CLI_MODEL_USAGE
             "\n"
@@ -70,6 +85,9 @@ typedef struct serve_args {
     const char *cors[MAX_CORS];
     const char *access_log;
     double grace_s;
+    const char *redis_url, *pool_prefix;
+    bool redis_given;   /* --redis on the command line (not only the environment) */
+    const char *model_opt; /* a model option given (-m, -t, ...): its name */
 } serve_args;
 
 enum {
@@ -89,7 +107,9 @@ enum {
     OPT_MAX_INPUT_MP,
     OPT_CORS_ORIGIN,
     OPT_ACCESS_LOG,
-    OPT_SHUTDOWN_GRACE
+    OPT_SHUTDOWN_GRACE,
+    OPT_REDIS,
+    OPT_POOL_PREFIX
 };
 
 static const struct option k_longs[] = {
@@ -111,6 +131,8 @@ static const struct option k_longs[] = {
     {"cors-origin", required_argument, NULL, OPT_CORS_ORIGIN},
     {"access-log", required_argument, NULL, OPT_ACCESS_LOG},
     {"shutdown-grace", required_argument, NULL, OPT_SHUTDOWN_GRACE},
+    {"redis", required_argument, NULL, OPT_REDIS},
+    {"pool-prefix", required_argument, NULL, OPT_POOL_PREFIX},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -136,7 +158,10 @@ static void parse(int argc, char **argv, serve_args *a) {
     sdw_cli_opts o = sdw_cli_opts_init("serve", argc, argv, SDW_CLI_MODEL_SHORT "vqh", k_longs);
     while (sdw_cli_next(&o)) {
 #define INT(lo, hi) sdw_cli_int(o.name, o.arg, lo, hi)
-        if (sdw_cli_model_option(&o, &a->m)) continue;
+        if (sdw_cli_model_option(&o, &a->m)) {
+            if (!a->model_opt) a->model_opt = o.name;
+            continue;
+        }
         switch (o.c) {
         case OPT_HOST: a->server.host = o.arg; break;
         case OPT_PORT: a->server.port = (int)INT(0, 65535); break;
@@ -164,6 +189,11 @@ static void parse(int argc, char **argv, serve_args *a) {
             break;
         case OPT_ACCESS_LOG: a->access_log = o.arg; break;
         case OPT_SHUTDOWN_GRACE: a->grace_s = parse_number(o.name, o.arg, 0); break;
+        case OPT_REDIS:
+            a->redis_url = o.arg;
+            a->redis_given = true;
+            break;
+        case OPT_POOL_PREFIX: a->pool_prefix = o.arg; break;
         case 'v': a->verbose = true; break;
         case 'q': a->quiet = true; break;
         case 'h': serve_usage(stdout), exit(0);
@@ -172,6 +202,65 @@ static void parse(int argc, char **argv, serve_args *a) {
 #undef INT
     }
     a->server.cors_origins = a->cors;
+    if (a->redis_given && a->model_opt)
+        sdw_cli_usage("%s and --redis together: a gateway (--redis) loads no model; a pool's "
+                      "worker is `sdw worker -m MODEL --redis URL`",
+                      a->model_opt);
+    if (!a->redis_given && !a->m.model && getenv("SDW_REDIS_URL") && *getenv("SDW_REDIS_URL") &&
+        !a->model_opt)
+        a->redis_url = getenv("SDW_REDIS_URL");
+    if (a->pool_prefix && !a->redis_url)
+        sdw_cli_usage("--pool-prefix is for a gateway: give --redis URL (or $SDW_REDIS_URL)");
+}
+
+/* The pool gateway: serves until a signal, then stops answering (the jobs stay in Redis). */
+static int serve_gateway(serve_args *a, sigset_t *stop, FILE *log) {
+    sdw_error err = {0};
+    sdw_pool_gateway_params gp = sdw_pool_gateway_params_default();
+    gp.redis_url = a->redis_url;
+    gp.prefix = a->pool_prefix;
+    if (a->engine.queue_max > 0) gp.queue_max = a->engine.queue_max;
+    if (a->engine.result_ttl_s > 0) gp.result_ttl_s = a->engine.result_ttl_s;
+    /* a job in Redis is bounded as its HTTP request is: the body, and the pixels of at most
+     * two input images (init image, mask) of the largest size accepted */
+    sdw_server_params d = sdw_server_params_default();
+    size_t body = a->server.max_body_bytes ? a->server.max_body_bytes : d.max_body_bytes;
+    size_t px = a->server.max_input_pixels ? a->server.max_input_pixels : d.max_input_pixels;
+    gp.max_payload_bytes = body + 2 * 4 * px;
+    sdw_pool_gateway *g = NULL;
+    if (sdw_pool_gateway_create(&gp, &g, &err) != SDW_OK)
+        sdw_cli_usage("--redis: %s", err.msg);
+    sdw_server *srv = NULL;
+    if (sdw_server_start(&a->server, &srv, &err) != SDW_OK) {
+        sdw_pool_gateway_destroy(g);
+        sdw_cli_fail(err.code == SDW_E_INVALID_ARG ? SDW_EXIT_USAGE : SDW_EXIT_FAILURE, "%s",
+                     err.msg);
+    }
+    sdw_server_set_gateway(srv, g);
+    const char *host = a->server.host ? a->server.host : "127.0.0.1";
+    printf("sdw: listening on http://%s%s%s:%d\n", strchr(host, ':') ? "[" : "", host,
+           strchr(host, ':') ? "]" : "", sdw_server_port(srv));
+    if (strcmp(host, "127.0.0.1") && strcmp(host, "::1") && strcmp(host, "localhost") &&
+        !(a->server.api_key && *a->server.api_key))
+        fprintf(stderr, "sdw: warning: listening on %s without --api-key: anyone who can reach "
+                        "this address can use the pool\n", host);
+    if (sdw_pool_gateway_check(g, &err) != SDW_OK)
+        fprintf(stderr, "sdw: warning: %s: answering 503 until Redis can be reached\n",
+                err.msg);
+    printf("sdw: ready: gateway of the pool at %s (prefix %s); open http://%s:%d/ in a "
+           "browser\n",
+           sdw_pool_gateway_redis(g), sdw_pool_gateway_prefix(g),
+           strcmp(host, "0.0.0.0") ? host : "127.0.0.1", sdw_server_port(srv));
+    fflush(stdout);
+    int sig = 0;
+    sigwait(stop, &sig);
+    fprintf(stderr, "sdw: %s: stopping the gateway (queued and running jobs go on in the "
+                    "pool)\n", sig == SIGINT ? "interrupted" : "terminated");
+    sdw_pool_gateway_shutdown(g); /* waiting requests answer now */
+    sdw_server_stop(srv);
+    sdw_pool_gateway_destroy(g);
+    if (log && log != stderr) fclose(log);
+    return 0;
 }
 
 int sdw_cli_serve(int argc, char **argv) {
@@ -195,6 +284,7 @@ int sdw_cli_serve(int argc, char **argv) {
         if (!log) sdw_cli_fail(SDW_EXIT_INPUT, "--access-log %s: %s", a.access_log, strerror(errno));
         a.server.access_log = log;
     }
+    if (a.redis_url) return serve_gateway(&a, &stop, log);
     sdw_server *srv = NULL;
     if (sdw_server_start(&a.server, &srv, &err) != SDW_OK)
         sdw_cli_fail(err.code == SDW_E_INVALID_ARG ? SDW_EXIT_USAGE : SDW_EXIT_FAILURE, "%s",

@@ -385,15 +385,17 @@ static char *timestamp(char buf[16]) {
 /* {images, parameters, info} for a finished job. body is the request, echoed as parameters. An
  * interrupted job answers with its images so far (A1111 does); one cancelled otherwise (the
  * server shutting down) is a 503. */
-static enum MHD_Result respond(sdw_http_req *r, sdw_job *j, json_t *body, json_t *warnings) {
+static enum MHD_Result respond(sdw_http_req *r, sdw_sjob *j, json_t *body, json_t *warnings) {
     sdw_job_status st;
-    sdw_job_get_status(j, &st);
+    sdw__sjob_status(j, &st);
     if (st.state == SDW_JOB_FAILED)
         return sdw__http_error(r, 500, NULL, "generation failed: %s", st.error);
     if (st.state == SDW_JOB_CANCELLED && !st.interrupted)
         return sdw__http_error(r, 503, NULL, "generation was cancelled: %s", st.error);
-    const sdw_request *q = sdw_job_request(j);
-    sdw_engine *e = atomic_load(&r->srv->engine);
+    if (!sdw_job_state_terminal(st.state)) /* a gateway stopping: the job goes on */
+        return sdw__http_error(r, 503, NULL, "the server is stopping; job %s is still %s",
+                               sdw__sjob_id(j), sdw_job_state_str(st.state));
+    const sdw_request *q = sdw__sjob_request(j);
     json_t *images = json_array(), *seeds = json_array(), *infotexts = json_array(),
            *prompts = json_array(), *negs = json_array();
     int64_t seed0 = q->seed;
@@ -401,7 +403,7 @@ static enum MHD_Result respond(sdw_http_req *r, sdw_job *j, json_t *body, json_t
     for (int i = 0; i < st.n_done; i++) {
         sdw_result_info info;
         const char *text;
-        sdw_job_image_info(j, i, &info, &text);
+        sdw__sjob_image_info(j, i, &info, &text);
         if (i == 0) seed0 = info.seed;
         tiled |= info.vae_tiled;
         char *b64 = sdw__job_image_b64(j, i);
@@ -412,8 +414,8 @@ static enum MHD_Result respond(sdw_http_req *r, sdw_job *j, json_t *body, json_t
         json_array_append_new(prompts, json_string(q->prompt));
         json_array_append_new(negs, json_string(q->negative_prompt ? q->negative_prompt : ""));
     }
-    char ts[16], name[256];
-    sdw__model_name(sdw_engine_model(e), name);
+    char ts[16];
+    const char *name = sdw__sjob_model(j);
     json_t *info = json_object();
 #define SET(k, v) json_object_set_new(info, k, v)
     SET("prompt", json_string(q->prompt));
@@ -482,35 +484,70 @@ static enum MHD_Result respond(sdw_http_req *r, sdw_job *j, json_t *body, json_t
     return sdw__http_json(r, 200, o);
 }
 
+/* The served model a checkpoint name means (A1111's title, model name or ours), or NULL. */
+static const sdw_served_model *find_checkpoint(const sdw_model_list *ml, const char *ck) {
+    for (int i = 0; ck && i < ml->n; i++)
+        if (is_our_checkpoint(ck, ml->m[i].name)) return &ml->m[i];
+    return NULL;
+}
+
+/* The model a request runs on: the one override_settings.sd_model_checkpoint names, else the
+ * only one served (then a checkpoint naming another is refused by the parser, naming it). NULL
+ * after queueing the answer. */
+static const sdw_served_model *request_model(sdw_http_req *r, sdw_jobs *js, json_t *b,
+                                             sdw_model_list **ml, enum MHD_Result *resp) {
+    sdw_error err = {0};
+    *ml = NULL;
+    sdw_status s = js->ops->models(js, ml, &err);
+    if (s) {
+        *resp = sdw__http_status(r, s, NULL, err.msg);
+        return NULL;
+    }
+    json_t *ov = json_object_get(b, "override_settings");
+    const char *ck = json_string_value(json_object_get(ov, "sd_model_checkpoint"));
+    const sdw_served_model *m = find_checkpoint(*ml, ck);
+    if (!m) m = sdw__models_pick(*ml, (*ml)->n == 1 ? NULL : ck, &err);
+    if (!m) {
+        *resp = sdw__http_status(r, err.code, ck ? "sd_model_checkpoint" : NULL, err.msg);
+        sdw__model_list_free(*ml);
+        *ml = NULL;
+    }
+    return m;
+}
+
 static enum MHD_Result generate(sdw_http_req *r, bool img2img) {
     enum MHD_Result resp;
-    sdw_engine *e = sdw__http_engine(r, &resp);
-    if (!e) return resp;
+    sdw_jobs *js = sdw__http_jobs(r, &resp);
+    if (!js) return resp;
     json_t *b = sdw__http_body_json(r, &resp);
     if (!b) return resp;
+    sdw_model_list *ml = NULL;
+    const sdw_served_model *m = request_model(r, js, b, &ml, &resp);
+    if (!m) {
+        json_decref(b);
+        return resp;
+    }
     sdw_request req = sdw_request_default();
     int n = 1;
     const char *param = NULL;
     sdw_error err = {0};
-    sdw_job *j = NULL;
+    sdw_sjob *j = NULL;
     sdw_req_images im = {0};
     json_t *warnings = NULL;
-    char name[256];
-    sdw_image_model *m = sdw_engine_model(e);
-    sdw_status s = sdw__a1111_parse(&r->srv->p, sdw_model_capabilities(m),
-                                    sdw__model_name(m, name), b, img2img, &req, &n, &im,
+    sdw_status s = sdw__a1111_parse(&r->srv->p, m->caps, m->name, b, img2img, &req, &n, &im,
                                     &warnings, &param, &err);
-    if (!s) s = sdw_engine_submit(e, &req, n, &j, &err); /* copies the images */
+    if (!s) s = js->ops->submit(js, m, &req, n, &j, &err); /* copies the images */
     sdw__req_images_free(&im);
+    sdw__model_list_free(ml);
     if (s) {
         resp = sdw__http_status(r, s, param, err.msg);
     } else {
         size_t i;
         json_t *w;
         json_array_foreach(warnings, i, w) SDW_INFO("a1111 request: %s", json_string_value(w));
-        sdw_job_wait_done(j);
+        sdw__sjob_wait_done(j, &r->srv->stopping);
         resp = respond(r, j, b, warnings);
-        sdw_job_release(j);
+        sdw__sjob_release(j);
     }
     json_decref(warnings);
     json_decref(b);
@@ -522,19 +559,25 @@ static enum MHD_Result post_img2img(sdw_http_req *r) { return generate(r, true);
 
 static enum MHD_Result get_progress(sdw_http_req *r) {
     enum MHD_Result resp;
-    sdw_engine *e = sdw__http_engine(r, &resp);
-    if (!e) return resp;
-    sdw_job *j = sdw_engine_current(e);
-    sdw_engine_stats es;
-    sdw_engine_get_stats(e, &es);
+    sdw_jobs *js = sdw__http_jobs(r, &resp);
+    if (!js) return resp;
+    sdw_sjob *j = NULL;
+    sdw_error err = {0};
+    sdw_engine_stats es = {0};
+    sdw_status s = js->ops->current(js, &j, &err);
+    if (!s) s = js->ops->stats(js, &es, &err);
+    if (s) {
+        sdw__sjob_release(j);
+        return sdw__http_status(r, s, NULL, err.msg);
+    }
     sdw_job_status st = {0};
-    if (j) sdw_job_get_status(j, &st);
+    if (j) sdw__sjob_status(j, &st);
     const char *skip = sdw__http_query(r, "skip_current_image");
     json_t *img = json_null();
     if (j && !(skip && !strcasecmp(skip, "true"))) {
         uint8_t *png = NULL;
         size_t len = 0;
-        if (sdw_job_preview_png(j, &png, &len, NULL, NULL) == SDW_OK) {
+        if (sdw__sjob_preview_png(j, &png, &len, NULL, NULL) == SDW_OK) {
             char *b64 = sdw_base64_encode(png, len, NULL);
             json_decref(img);
             img = json_string(b64);
@@ -548,29 +591,25 @@ static enum MHD_Result get_progress(sdw_http_req *r) {
     json_t *o = json_pack(
         "{s:f,s:f,s:{s:b,s:b,s:b,s:s,s:i,s:s,s:i,s:i,s:i},s:o,s:n}", "progress", progress,
         "eta_relative", eta, "state", "skipped", 0, "interrupted", j && st.cancel_requested,
-        "stopping_generation", 0, "job", j ? sdw_job_id(j) : "", "job_count",
+        "stopping_generation", 0, "job", j ? sdw__sjob_id(j) : "", "job_count",
         es.queued + es.running, "job_timestamp", timestamp(ts), "job_no", j ? st.n_done : 0,
         "sampling_step", j && per ? st.step % per : 0, "sampling_steps", per, "current_image",
         img, "textinfo");
-    sdw_job_release(j);
+    sdw__sjob_release(j);
     return sdw__http_json(r, 200, o);
 }
 
-static enum MHD_Result post_interrupt(sdw_http_req *r) {
+static enum MHD_Result stop_running(sdw_http_req *r, bool skip) {
     enum MHD_Result resp;
-    sdw_engine *e = sdw__http_engine(r, &resp);
-    if (!e) return resp;
-    sdw_engine_interrupt(e);
-    return sdw__http_json(r, 200, json_object());
+    sdw_jobs *js = sdw__http_jobs(r, &resp);
+    if (!js) return resp;
+    sdw_error err = {0};
+    sdw_status s = js->ops->stop_running(js, skip, &err);
+    return s ? sdw__http_status(r, s, NULL, err.msg) : sdw__http_json(r, 200, json_object());
 }
 
-static enum MHD_Result post_skip(sdw_http_req *r) {
-    enum MHD_Result resp;
-    sdw_engine *e = sdw__http_engine(r, &resp);
-    if (!e) return resp;
-    sdw_engine_skip(e);
-    return sdw__http_json(r, 200, json_object());
-}
+static enum MHD_Result post_interrupt(sdw_http_req *r) { return stop_running(r, false); }
+static enum MHD_Result post_skip(sdw_http_req *r) { return stop_running(r, true); }
 
 /* ---- png-info ---- */
 
@@ -711,55 +750,79 @@ static enum MHD_Result post_png_info(sdw_http_req *r) {
 
 /* ---- lists ---- */
 
+/* The models served (a new list), or NULL after queueing the answer (503). */
+static sdw_model_list *served(sdw_http_req *r, enum MHD_Result *resp) {
+    sdw_jobs *js = sdw__http_jobs(r, resp);
+    if (!js) return NULL;
+    sdw_model_list *ml = NULL;
+    sdw_error err = {0};
+    sdw_status s = js->ops->models(js, &ml, &err);
+    if (s) *resp = sdw__http_status(r, s, NULL, err.msg);
+    return s ? NULL : ml;
+}
+
+/* The capabilities lists answer for: the first model served (a gateway's models are listed in
+ * name order), or none (empty lists). */
+static const sdw_capabilities *first_caps(const sdw_model_list *ml) {
+    return ml->n ? ml->m[0].caps : NULL;
+}
+
 static enum MHD_Result get_samplers(sdw_http_req *r) {
     enum MHD_Result resp;
-    sdw_engine *e = sdw__http_engine(r, &resp);
-    if (!e) return resp;
-    const sdw_capabilities *c = sdw_model_capabilities(sdw_engine_model(e));
+    sdw_model_list *ml = served(r, &resp);
+    if (!ml) return resp;
+    const sdw_capabilities *c = first_caps(ml);
     json_t *a = json_array();
-    for (const char *const *s = c->samplers; s && *s; s++)
+    for (const char *const *s = c ? c->samplers : NULL; s && *s; s++)
         json_array_append_new(a, json_pack("{s:s,s:[s],s:{}}", "name", sdw_sampler_a1111_name(*s),
                                            "aliases", *s, "options"));
+    sdw__model_list_free(ml);
     return sdw__http_json(r, 200, a);
 }
 
 static enum MHD_Result get_schedulers(sdw_http_req *r) {
     enum MHD_Result resp;
-    sdw_engine *e = sdw__http_engine(r, &resp);
-    if (!e) return resp;
-    const sdw_capabilities *c = sdw_model_capabilities(sdw_engine_model(e));
+    sdw_model_list *ml = served(r, &resp);
+    if (!ml) return resp;
+    const sdw_capabilities *c = first_caps(ml);
     json_t *a = json_array();
-    for (const char *const *s = c->schedulers; s && *s; s++) {
+    for (const char *const *s = c ? c->schedulers : NULL; s && *s; s++) {
         bool def = !strcmp(*s, "default");
         json_array_append_new(a, json_pack("{s:s,s:s,s:[s],s:i,s:b}", "name", def ? "automatic" : *s,
                                            "label", def ? "Automatic" : !strcmp(*s, "karras") ? "Karras" : *s,
                                            "aliases", *s, "default_rho", -1, "need_inner_model", 0));
     }
+    sdw__model_list_free(ml);
     return sdw__http_json(r, 200, a);
 }
 
+/* Every model served (behind a gateway: what live workers serve). */
 static enum MHD_Result get_models(sdw_http_req *r) {
     enum MHD_Result resp;
-    sdw_engine *e = sdw__http_engine(r, &resp);
-    if (!e) return resp;
-    char buf[256];
-    const char *name = sdw__model_name(sdw_engine_model(e), buf);
+    sdw_model_list *ml = served(r, &resp);
+    if (!ml) return resp;
+    json_t *a = json_array();
     /* filename: the name, not the server's path (A1111 gives its path; clients show it) */
-    return sdw__http_json(r, 200, json_pack("[{s:s,s:s,s:n,s:n,s:s,s:n}]", "title", name,
-                                            "model_name", name, "hash", "sha256", "filename",
-                                            name, "config"));
+    for (int i = 0; i < ml->n; i++) {
+        const char *name = ml->m[i].name;
+        json_array_append_new(a, json_pack("{s:s,s:s,s:n,s:n,s:s,s:n}", "title", name,
+                                           "model_name", name, "hash", "sha256", "filename", name,
+                                           "config"));
+    }
+    sdw__model_list_free(ml);
+    return sdw__http_json(r, 200, a);
 }
 
 static enum MHD_Result get_options(sdw_http_req *r) {
     enum MHD_Result resp;
-    sdw_engine *e = sdw__http_engine(r, &resp);
-    if (!e) return resp;
-    char buf[256];
-    const char *name = sdw__model_name(sdw_engine_model(e), buf);
-    return sdw__http_json(r, 200, json_pack("{s:s,s:n,s:s,s:b,s:i,s:s}", "sd_model_checkpoint",
-                                            name, "sd_checkpoint_hash", "samples_format", "png",
-                                            "enable_pnginfo", 1, "CLIP_stop_at_last_layers", 1,
-                                            "sd_vae", "Automatic"));
+    sdw_model_list *ml = served(r, &resp);
+    if (!ml) return resp;
+    json_t *o = json_pack("{s:s,s:n,s:s,s:b,s:i,s:s}", "sd_model_checkpoint",
+                          ml->n ? ml->m[0].name : "", "sd_checkpoint_hash", "samples_format",
+                          "png", "enable_pnginfo", 1, "CLIP_stop_at_last_layers", 1, "sd_vae",
+                          "Automatic");
+    sdw__model_list_free(ml);
+    return sdw__http_json(r, 200, o);
 }
 
 /* Clients set options such as the checkpoint before generating: the one loaded model is the only
@@ -767,20 +830,25 @@ static enum MHD_Result get_options(sdw_http_req *r) {
  * everything else accepted. */
 static enum MHD_Result post_options(sdw_http_req *r) {
     enum MHD_Result resp;
-    sdw_engine *e = sdw__http_engine(r, &resp);
-    if (!e) return resp;
+    sdw_model_list *ml = served(r, &resp);
+    if (!ml) return resp;
     json_t *b = sdw__http_body_json(r, &resp);
-    if (!b) return resp;
+    if (!b) {
+        sdw__model_list_free(ml);
+        return resp;
+    }
     const char *ck = NULL;
     sdw_error err = {0};
-    char buf[256];
-    const char *name = sdw__model_name(sdw_engine_model(e), buf);
     sdw_status s = sdw__json_string(b, "sd_model_checkpoint", &ck, &err);
-    if (!s && ck && !is_our_checkpoint(ck, name))
-        s = sdw_error_set(&err, SDW_E_NOT_FOUND,
-                          "checkpoint '%.128s' is not loaded (this worker serves '%s')", ck, name);
+    if (!s && ck && !find_checkpoint(ml, ck))
+        s = ml->n == 1 ? sdw_error_set(&err, SDW_E_NOT_FOUND,
+                                       "checkpoint '%.128s' is not loaded (this worker serves "
+                                       "'%s')", ck, ml->m[0].name)
+                       : sdw_error_set(&err, SDW_E_NOT_FOUND,
+                                       "checkpoint '%.128s' is not served here", ck);
     resp = s ? sdw__http_status(r, s, "sd_model_checkpoint", err.msg)
              : sdw__http_json(r, 200, json_null());
+    sdw__model_list_free(ml);
     json_decref(b);
     return resp;
 }
@@ -795,8 +863,11 @@ static enum MHD_Result get_empty_list(sdw_http_req *r) {
  * server's own paths are not shown). Read from the folder each time, so refresh-loras has
  * nothing to rescan; empty without a folder. */
 static enum MHD_Result get_loras(sdw_http_req *r) {
-    sdw_engine *e = atomic_load(&r->srv->engine);
-    const sdw_capabilities *c = e ? sdw_model_capabilities(sdw_engine_model(e)) : NULL;
+    sdw_jobs *js = atomic_load(&r->srv->jobs);
+    sdw_model_list *ml = NULL;
+    /* the folder of a model loaded here (a gateway's workers' folders are theirs) */
+    if (js->ops->models(js, &ml, NULL)) ml = NULL;
+    const sdw_capabilities *c = ml && ml->n && ml->m[0].model ? ml->m[0].caps : NULL;
     json_t *a = json_array();
     sdw_lora_entry *list = NULL;
     int n = 0;
@@ -807,6 +878,7 @@ static enum MHD_Result get_loras(sdw_http_req *r) {
                                                "metadata"));
         sdw_lora_list_free(list, n);
     }
+    sdw__model_list_free(ml);
     return sdw__http_json(r, 200, a);
 }
 
@@ -844,8 +916,11 @@ static enum MHD_Result get_scripts(sdw_http_req *r) {
  * made for another model here; this worker lists every usable file as loaded (a prompt using
  * one made for another model is refused, naming it) and skips what it cannot read. */
 static enum MHD_Result get_embeddings(sdw_http_req *r) {
-    sdw_engine *e = atomic_load(&r->srv->engine);
-    const sdw_embeddings *db = e ? sdw_model_embeddings(sdw_engine_model(e)) : NULL;
+    sdw_jobs *js = atomic_load(&r->srv->jobs);
+    sdw_model_list *ml = NULL;
+    if (js->ops->models(js, &ml, NULL)) ml = NULL;
+    const sdw_embeddings *db =
+        ml && ml->n && ml->m[0].model ? sdw_model_embeddings(ml->m[0].model) : NULL;
     json_t *loaded = json_object(), *skipped = json_object();
     for (int i = 0; i < sdw_embeddings_count(db); i++) {
         const sdw_embedding_info in = sdw_embeddings_info(db, i);
@@ -854,6 +929,7 @@ static enum MHD_Result get_embeddings(sdw_http_req *r) {
         if (in.skipped) json_object_set_new(one, "reason", json_string(in.skipped));
         json_object_set_new(in.skipped ? skipped : loaded, in.name, one);
     }
+    sdw__model_list_free(ml);
     return sdw__http_json(r, 200, json_pack("{s:o,s:o}", "loaded", loaded, "skipped", skipped));
 }
 

@@ -382,9 +382,14 @@ sdw_status sdw__controls_a1111(const sdw_server_params *p, const sdw_capabilitie
 
 static enum MHD_Result get_model_list(sdw_http_req *r) {
     enum MHD_Result resp;
-    sdw_engine *e = sdw__http_engine(r, &resp);
-    if (!e) return resp;
-    const char *dir = sdw_model_capabilities(sdw_engine_model(e))->controlnet_dir;
+    sdw_jobs *js = sdw__http_jobs(r, &resp);
+    if (!js) return resp;
+    sdw_model_list *ml = NULL;
+    sdw_error e = {0};
+    sdw_status st = js->ops->models(js, &ml, &e);
+    if (st) return sdw__http_status(r, st, NULL, e.msg);
+    /* the folder of a model loaded here (a gateway's workers' folders are theirs) */
+    const char *dir = ml->n && ml->m[0].model ? ml->m[0].caps->controlnet_dir : NULL;
     json_t *list = json_array();
     sdw_controlnet_entry *entries = NULL;
     int n = 0;
@@ -392,6 +397,7 @@ static enum MHD_Result get_model_list(sdw_http_req *r) {
     if (dir && sdw_controlnet_list(dir, &entries, &n, &err) == SDW_OK)
         for (int i = 0; i < n; i++) json_array_append_new(list, json_string(entries[i].name));
     sdw_controlnet_list_free(entries, n);
+    sdw__model_list_free(ml);
     return sdw__http_json(r, 200, json_pack("{s:o}", "model_list", list));
 }
 

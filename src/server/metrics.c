@@ -53,14 +53,17 @@ static enum MHD_Result get_metrics(sdw_http_req *r) {
     t.s = sdw_xmalloc(t.cap);
     t.s[0] = 0;
     sdw_server *srv = r->srv;
-    sdw_engine *e = atomic_load(&srv->engine);
+    sdw_jobs *js = atomic_load(&srv->jobs);
+    int retry;
+    char why[256];
+    sdw_engine_stats s = {0};
+    bool ready = js->ops->ready(js, &retry, why, sizeof why) &&
+                 js->ops->stats(js, &s, NULL) == SDW_OK;
     family(&t, "sdw_model_loaded", "gauge", "1 once the model is loaded and jobs are accepted.");
-    put(&t, "sdw_model_loaded %d\n", e != NULL);
+    put(&t, "sdw_model_loaded %d\n", ready);
     family(&t, "sdw_model_load_seconds", "gauge", "Seconds the model took to load.");
     put(&t, "sdw_model_load_seconds %.6g\n", atomic_load(&srv->load_s));
-    if (e) {
-        sdw_engine_stats s;
-        sdw_engine_get_stats(e, &s);
+    if (ready) {
         family(&t, "sdw_jobs", "gauge", "Jobs now, by state.");
         put(&t, "sdw_jobs{state=\"queued\"} %d\nsdw_jobs{state=\"running\"} %d\n", s.queued,
             s.running);

@@ -15,7 +15,7 @@ static const char *const g_fields[] = {
     "operation", "prompt",      "negative_prompt", "width",      "height", "steps",
     "guidance_scale", "seed",   "sampler",         "scheduler",  "input_image", "mask_image",
     "strength",  "loras",       "n",               "rng",        "params",      "decoder",
-    "vae_tiling", "hires", NULL};
+    "vae_tiling", "hires", "model", NULL};
 
 /* The native name of an sdw_request field a refusal names (sdw_error.field). */
 static const char *native_param(const char *field) {
@@ -40,7 +40,7 @@ static sdw_status check_known(json_t *body, sdw_error *err) {
                                  "operation, prompt, negative_prompt, "
                                  "width, height, steps, guidance_scale, seed, sampler, scheduler, "
                                  "input_image, mask_image, strength, loras, n, rng, params, "
-                                 "decoder, vae_tiling, hires)",
+                                 "decoder, vae_tiling, hires, model)",
                                  key);
     }
     return SDW_OK;
@@ -309,30 +309,43 @@ sdw_status sdw__native_parse(const sdw_server_params *p, const sdw_capabilities 
 
 static enum MHD_Result post_job(sdw_http_req *r) {
     enum MHD_Result resp;
-    sdw_engine *e = sdw__http_engine(r, &resp);
-    if (!e) return resp;
+    sdw_jobs *js = sdw__http_jobs(r, &resp);
+    if (!js) return resp;
     json_t *body = sdw__http_body_json(r, &resp);
     if (!body) return resp;
+    /* "model": the model to run it (NULL = the only one served) */
+    json_t *mv = json_object_get(body, "model");
+    if (mv && !json_is_string(mv) && !json_is_null(mv)) {
+        json_decref(body);
+        return sdw__http_error(r, 400, "model", "field 'model' must be a string");
+    }
+    sdw_model_list *ml = NULL;
+    const sdw_served_model *m =
+        sdw__http_model(r, js, json_string_value(mv), "model", &ml, &resp);
+    if (!m) {
+        json_decref(body);
+        return resp;
+    }
     sdw_request req = sdw_request_default();
     int n = 1;
     const char *param = NULL;
     sdw_error err = {0};
-    sdw_job *job = NULL;
+    sdw_sjob *job = NULL;
     sdw_req_images im = {0};
-    sdw_status s = sdw__native_parse(&r->srv->p, sdw_model_capabilities(sdw_engine_model(e)),
-                                     body, &req, &n, &im, &param, &err);
-    if (!s) s = sdw_engine_submit(e, &req, n, &job, &err); /* copies the images */
+    sdw_status s = sdw__native_parse(&r->srv->p, m->caps, body, &req, &n, &im, &param, &err);
+    if (!s) s = js->ops->submit(js, m, &req, n, &job, &err); /* copies the images */
     sdw__req_images_free(&im);
+    sdw__model_list_free(ml);
     json_decref(body);
     if (s) return sdw__http_status(r, s, param ? param : native_param(err.field), err.msg);
-    const char *id = sdw_job_id(job);
+    const char *id = sdw__sjob_id(job);
     char status_url[128], sse_url[128], image_url[128];
     snprintf(status_url, sizeof status_url, "/v1/jobs/%s", id);
     snprintf(sse_url, sizeof sse_url, "/v1/jobs/%s/stream", id);
     snprintf(image_url, sizeof image_url, "/v1/jobs/%s/image.png", id);
     json_t *out = json_pack("{s:s,s:s,s:s,s:s,s:s}", "job_id", id, "state", "queued", "sse_url",
                             sse_url, "status_url", status_url, "image_url", image_url);
-    sdw_job_release(job);
+    sdw__sjob_release(job);
     char *text = json_dumps(out, JSON_COMPACT);
     json_decref(out);
     const char *h[] = {"Location", status_url, NULL};
@@ -345,11 +358,12 @@ static const char *operation_of(const sdw_request *q) {
     return q->mask ? "image_inpaint" : q->init_image ? "image_transform" : "image_generation";
 }
 
-json_t *sdw__native_job_json(sdw_http_req *r, sdw_job *j, const sdw_job_status *st) {
-    const sdw_request *q = sdw_job_request(j);
+json_t *sdw__native_job_json(sdw_http_req *r, sdw_sjob *j, const sdw_job_status *st) {
+    (void)r;
+    const sdw_request *q = sdw__sjob_request(j);
     sdw_result_info info;
     const char *infotext = NULL;
-    bool have = sdw_job_image_info(j, 0, &info, &infotext);
+    bool have = sdw__sjob_image_info(j, 0, &info, &infotext);
     json_t *params = json_pack(
         "{s:s,s:s?,s:i,s:i,s:i,s:f,s:s,s:s,s:s,s:i}", "prompt", q->prompt, "negative_prompt",
         q->negative_prompt, "width", q->width, "height", q->height, "steps", q->steps,
@@ -390,11 +404,8 @@ json_t *sdw__native_job_json(sdw_http_req *r, sdw_job *j, const sdw_job_status *
                                                 "multiplier", (double)q->loras[i].multiplier));
         json_object_set_new(params, "loras", ls);
     }
-    sdw_engine *e = atomic_load(&r->srv->engine); /* set: the job came from it */
-    char name[256];
-    json_object_set_new(params, "model",
-                        json_string(e ? sdw__model_name(sdw_engine_model(e), name) : ""));
-    json_t *o = json_pack("{s:s,s:s,s:s,s:f,s:{s:i,s:i,s:f,s:f,s:f},s:o}", "job_id", sdw_job_id(j),
+    json_object_set_new(params, "model", json_string(sdw__sjob_model(j)));
+    json_t *o = json_pack("{s:s,s:s,s:s,s:f,s:{s:i,s:i,s:f,s:f,s:f},s:o}", "job_id", sdw__sjob_id(j),
                           "operation", operation_of(q), "state", sdw_job_state_str(st->state),
                           "created", st->created, "progress", "step", st->step, "total", st->total,
                           "percent", st->percent, "elapsed", st->elapsed_s, "eta", st->eta_s,
@@ -406,8 +417,8 @@ json_t *sdw__native_job_json(sdw_http_req *r, sdw_job *j, const sdw_job_status *
         for (int i = 0; i < st->n_done; i++) {
             char url[128];
             sdw_result_info ii;
-            sdw_job_image_info(j, i, &ii, NULL);
-            snprintf(url, sizeof url, "/v1/jobs/%s/image.png?index=%d", sdw_job_id(j), i);
+            sdw__sjob_image_info(j, i, &ii, NULL);
+            snprintf(url, sizeof url, "/v1/jobs/%s/image.png?index=%d", sdw__sjob_id(j), i);
             json_array_append_new(imgs, json_pack("{s:s,s:I,s:i,s:i}", "url", url, "seed",
                                                   (json_int_t)ii.seed, "width",
                                                   ii.hires ? ii.hires_width : ii.width, "height",
@@ -428,84 +439,88 @@ json_t *sdw__native_job_json(sdw_http_req *r, sdw_job *j, const sdw_job_status *
     return o;
 }
 
-sdw_job *sdw__native_find_job(sdw_http_req *r, enum MHD_Result *resp) {
-    sdw_engine *e = sdw__http_engine(r, resp);
-    if (!e) return NULL;
-    sdw_job *j = sdw_engine_find(e, r->param);
-    if (!j)
-        *resp = sdw__http_error(r, 404, NULL, "job %s not found (unknown, or its result expired)",
-                                r->param);
-    return j;
+sdw_sjob *sdw__native_find_job(sdw_http_req *r, enum MHD_Result *resp) {
+    sdw_jobs *js = sdw__http_jobs(r, resp);
+    if (!js) return NULL;
+    sdw_sjob *j = NULL;
+    sdw_error err = {0};
+    sdw_status s = js->ops->find(js, r->param, &j, &err);
+    if (s) *resp = sdw__http_status(r, s, NULL, err.msg);
+    return s ? NULL : j;
 }
 
 static enum MHD_Result get_job(sdw_http_req *r) {
     enum MHD_Result resp;
-    sdw_job *j = sdw__native_find_job(r, &resp);
+    sdw_sjob *j = sdw__native_find_job(r, &resp);
     if (!j) return resp;
     sdw_job_status st;
-    sdw_job_get_status(j, &st);
+    sdw__sjob_status(j, &st);
     json_t *o = sdw__native_job_json(r, j, &st);
-    sdw_job_release(j);
+    sdw__sjob_release(j);
     return sdw__http_json(r, 200, o);
 }
 
 static enum MHD_Result post_cancel(sdw_http_req *r) {
     enum MHD_Result resp;
-    sdw_job *j = sdw__native_find_job(r, &resp);
+    sdw_sjob *j = sdw__native_find_job(r, &resp);
     if (!j) return resp;
-    bool took = sdw_job_cancel(j);
+    bool took = false;
+    sdw_error err = {0};
+    sdw_status s = j->ops->cancel(j, &took, &err);
     sdw_job_status st;
-    sdw_job_get_status(j, &st);
-    if (!took) {
-        resp = sdw__http_error(r, 409, NULL, "job %s already %s: nothing to cancel", sdw_job_id(j),
-                               sdw_job_state_str(st.state));
+    sdw__sjob_status(j, &st);
+    if (s) {
+        resp = sdw__http_status(r, s, NULL, err.msg);
+    } else if (!took) {
+        resp = sdw__http_error(r, 409, NULL, "job %s already %s: nothing to cancel",
+                               sdw__sjob_id(j), sdw_job_state_str(st.state));
     } else {
         json_t *o = sdw__native_job_json(r, j, &st);
         /* A running job stops at its next step: its state says "running" until then. */
         json_object_set_new(o, "cancel_requested", json_true());
         resp = sdw__http_json(r, 200, o);
     }
-    sdw_job_release(j);
+    sdw__sjob_release(j);
     return resp;
 }
 
 static enum MHD_Result get_image(sdw_http_req *r) {
     enum MHD_Result resp;
-    sdw_job *j = sdw__native_find_job(r, &resp);
+    sdw_sjob *j = sdw__native_find_job(r, &resp);
     if (!j) return resp;
     const char *idx = sdw__http_query(r, "index");
     char *end = NULL;
     long i = idx ? strtol(idx, &end, 10) : 0;
     sdw_job_status st;
-    sdw_job_get_status(j, &st);
+    sdw__sjob_status(j, &st);
     size_t len = 0;
     const uint8_t *png = NULL;
     if (idx && (!*idx || *end || i < 0 || i >= st.n_images))
         resp = sdw__http_error(r, 400, "index", "index '%s' must be an integer in [0, %d]", idx,
                                st.n_images - 1);
-    else if (!(png = sdw_job_image_png(j, (int)i, &len)))
+    else if (!(png = sdw__sjob_image_png(j, (int)i, &len)))
         resp = sdw__http_error(r, st.state == SDW_JOB_QUEUED || st.state == SDW_JOB_RUNNING ? 409
                                                                                              : 404,
-                               NULL, "job %s has no image %ld: it is %s%s%s", sdw_job_id(j), i,
+                               NULL, "job %s has no image %ld: it is %s%s%s", sdw__sjob_id(j), i,
                                sdw_job_state_str(st.state), *st.error ? ": " : "", st.error);
     else
         resp = sdw__http_send(r, 200, "image/png", png, len, NULL);
-    sdw_job_release(j);
+    sdw__sjob_release(j);
     return resp;
 }
 
 static enum MHD_Result get_preview(sdw_http_req *r) {
     enum MHD_Result resp;
-    sdw_job *j = sdw__native_find_job(r, &resp);
+    sdw_sjob *j = sdw__native_find_job(r, &resp);
     if (!j) return resp;
     uint8_t *png = NULL;
     size_t len = 0;
     sdw_error err = {0};
-    sdw_status s = sdw_job_preview_png(j, &png, &len, NULL, &err);
+    sdw_status s = sdw__sjob_preview_png(j, &png, &len, NULL, &err);
     resp = s ? sdw__http_status(r, s, NULL, err.msg)
              : sdw__http_send(r, 200, "image/png", png, len, NULL);
     free(png);
-    sdw_job_release(j);
+    sdw__sjob_release(j);
     return resp;
 }
 
@@ -515,17 +530,19 @@ static json_t *str_list(const char *const *l) {
     return a;
 }
 
+/* ?model=NAME: one of several models a gateway serves (the only one by default). */
 static enum MHD_Result get_capabilities(sdw_http_req *r) {
     enum MHD_Result resp;
-    sdw_engine *e = sdw__http_engine(r, &resp);
-    if (!e) return resp;
-    sdw_image_model *m = sdw_engine_model(e);
-    const sdw_capabilities *c = sdw_model_capabilities(m);
+    sdw_jobs *js = sdw__http_jobs(r, &resp);
+    if (!js) return resp;
+    sdw_model_list *ml = NULL;
+    const sdw_served_model *m =
+        sdw__http_model(r, js, sdw__http_query(r, "model"), "model", &ml, &resp);
+    if (!m) return resp;
+    const sdw_capabilities *c = m->caps;
     const sdw_server_params *p = &r->srv->p;
-    sdw_engine_stats st;
-    sdw_engine_get_stats(e, &st);
-    char desc[4096], name[256];
-    sdw_model_describe(m, desc, sizeof desc);
+    sdw_engine_stats st = {0};
+    js->ops->stats(js, &st, NULL);
     json_t *ops = json_array();
     if (c->txt2img) json_array_append_new(ops, json_string("image_generation"));
     if (c->img2img) json_array_append_new(ops, json_string("image_transform"));
@@ -533,8 +550,8 @@ static enum MHD_Result get_capabilities(sdw_http_req *r) {
     json_t *o = json_pack(
         "{s:{s:s,s:s,s:s,s:s},s:o,s:{s:b,s:b,s:b,s:b,s:b,s:b,s:b,s:b,s:b},"
         "s:{s:i,s:i,s:i,s:f,s:s},s:{s:i,s:i,s:i,s:i,s:i,s:i,s:I,s:i},s:o,s:o}",
-        "model", "name", sdw__model_name(m, name), "type", sdw_model_type(m), "variant", sdw_model_variant(m),
-        "description", desc, "operations", ops, "features", "txt2img", c->txt2img, "img2img",
+        "model", "name", m->name, "type", m->type, "variant", m->variant,
+        "description", m->description, "operations", ops, "features", "txt2img", c->txt2img, "img2img",
         c->img2img, "inpainting", c->inpainting, "lora", c->lora, "controlnet", c->controlnet,
         "guidance", c->supports_guidance, "negative_prompt", c->supports_negative_prompt, "taesd",
         c->taesd, "hires", c->txt2img && c->img2img,
@@ -561,15 +578,18 @@ static enum MHD_Result get_capabilities(sdw_http_req *r) {
                             json_pack("{s:f,s:f,s:f,s:b,s:s}", "min", q->min, "max", q->max,
                                       "default", q->def, "integer", q->integer, "help", q->help));
     json_object_set_new(o, "params", params);
+    sdw__model_list_free(ml);
     return sdw__http_json(r, 200, o);
 }
 
 static enum MHD_Result get_stats(sdw_http_req *r) {
     enum MHD_Result resp;
-    sdw_engine *e = sdw__http_engine(r, &resp);
-    if (!e) return resp;
-    sdw_engine_stats s;
-    sdw_engine_get_stats(e, &s);
+    sdw_jobs *js = sdw__http_jobs(r, &resp);
+    if (!js) return resp;
+    sdw_engine_stats s = {0};
+    sdw_error err = {0};
+    sdw_status st = js->ops->stats(js, &s, &err);
+    if (st) return sdw__http_status(r, st, NULL, err.msg);
     return sdw__http_json(
         r, 200,
         json_pack("{s:i,s:i,s:i,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "queued", s.queued, "running",
@@ -584,23 +604,58 @@ static enum MHD_Result get_health(sdw_http_req *r) {
     return sdw__http_json(r, 200, json_pack("{s:s}", "status", "ok"));
 }
 
+/* 200 once jobs are taken: {status, model, type, variant} of the model served (the first of
+ * several behind a gateway, all of them in "models"); 503 while the model loads or the pool
+ * cannot be reached. */
 static enum MHD_Result get_ready(sdw_http_req *r) {
-    sdw_engine *e = atomic_load(&r->srv->engine);
-    if (!e) {
-        const char *h[] = {"Retry-After", "5", NULL};
-        json_t *o = json_pack("{s:s,s:s}", "status", "loading", "message",
-                              "the model is still loading");
+    sdw_jobs *js = atomic_load(&r->srv->jobs);
+    int retry = 5;
+    char why[256];
+    sdw_model_list *ml = NULL;
+    sdw_error err = {0};
+    bool ok = js->ops->ready(js, &retry, why, sizeof why);
+    if (ok && js->ops->models(js, &ml, &err)) {
+        ok = false;
+        retry = js->ops->retry_after(js);
+        snprintf(why, sizeof why, "%s", err.msg);
+    }
+    if (!ok) {
+        char secs[16];
+        snprintf(secs, sizeof secs, "%d", retry);
+        const char *h[] = {"Retry-After", secs, NULL};
+        bool loading = js == r->srv->local;
+        json_t *o = json_pack("{s:s,s:s}", "status", loading ? "loading" : "unavailable",
+                              "message", loading ? "the model is still loading" : why);
         char *t = json_dumps(o, JSON_COMPACT);
         json_decref(o);
         enum MHD_Result resp = sdw__http_send(r, 503, "application/json", t, strlen(t), h);
         free(t);
         return resp;
     }
-    sdw_image_model *m = sdw_engine_model(e);
-    char name[256];
-    return sdw__http_json(r, 200, json_pack("{s:s,s:s,s:s,s:s}", "status", "ready", "model",
-                                            sdw__model_name(m, name), "type", sdw_model_type(m), "variant",
-                                            sdw_model_variant(m)));
+    json_t *o = json_pack("{s:s}", "status", "ready");
+    if (ml->n > 0)
+        json_object_update_new(o, json_pack("{s:s,s:s,s:s}", "model", ml->m[0].name, "type",
+                                            ml->m[0].type, "variant", ml->m[0].variant));
+    if (js != r->srv->local) {
+        json_t *names = json_array();
+        for (int i = 0; i < ml->n; i++) json_array_append_new(names, json_string(ml->m[i].name));
+        json_object_set_new(o, "models", names);
+    }
+    sdw__model_list_free(ml);
+    return sdw__http_json(r, 200, o);
+}
+
+/* The workers running this server's jobs: a gateway's registry (pool/protocol.h), or this
+ * process as the one worker of `sdw serve -m`. */
+static enum MHD_Result get_workers(sdw_http_req *r) {
+    enum MHD_Result resp;
+    sdw_jobs *js = sdw__http_jobs(r, &resp);
+    if (!js) return resp;
+    json_t *list = NULL;
+    sdw_error err = {0};
+    sdw_status s = js->ops->workers(js, &list, &err);
+    if (s) return sdw__http_status(r, s, NULL, err.msg);
+    return sdw__http_json(r, 200, json_pack("{s:s,s:o}", "object", "list", "data", list));
 }
 
 const sdw_route sdw__native_routes[] = {
@@ -611,6 +666,7 @@ const sdw_route sdw__native_routes[] = {
     {"GET", "/v1/jobs/*/preview.png", get_preview},
     {"GET", "/v1/capabilities", get_capabilities},
     {"GET", "/v1/stats", get_stats},
+    {"GET", "/v1/workers", get_workers},
     {"GET", "/health", get_health},
     {"GET", "/ready", get_ready},
     {NULL, NULL, NULL},

@@ -56,9 +56,9 @@ static sdw_status parse_common(const char *size, const char *rf, const char *of,
 /* ---- answers ---- */
 
 /* Base64 of image i of a finished job in format o->format (new), or NULL with *err set. */
-static char *image_b64(sdw_job *j, int i, const sdw_openai_opts *o, sdw_error *err) {
+static char *image_b64(sdw_sjob *j, int i, const sdw_openai_opts *o, sdw_error *err) {
     if (o->format == SDW_IMAGE_PNG) return sdw__job_image_b64(j, i);
-    const sdw_image *img = sdw_job_image(j, i);
+    const sdw_image *img = sdw__sjob_image(j, i);
     uint8_t *buf = NULL;
     size_t len = 0;
     if (sdw_image_encode(img->data, img->width, img->height, img->channels, o->format, o->quality,
@@ -72,12 +72,15 @@ static char *image_b64(sdw_job *j, int i, const sdw_openai_opts *o, sdw_error *e
 static const char *const k_formats[] = {"png", "jpeg", "webp"};
 
 /* Builds the response for a finished job: {created, data: [{b64_json} | {url}], ...}. */
-static enum MHD_Result respond_images(sdw_http_req *r, sdw_job *j, const sdw_openai_opts *o) {
+static enum MHD_Result respond_images(sdw_http_req *r, sdw_sjob *j, const sdw_openai_opts *o) {
     sdw_job_status st;
-    sdw_job_get_status(j, &st);
+    sdw__sjob_status(j, &st);
     if (st.state == SDW_JOB_FAILED) return sdw__http_error(r, 500, NULL, "generation failed: %s", st.error);
     if (st.state == SDW_JOB_CANCELLED)
         return sdw__http_error(r, 503, NULL, "generation was cancelled: %s", st.error);
+    if (!sdw_job_state_terminal(st.state)) /* a gateway stopping: the job goes on */
+        return sdw__http_error(r, 503, NULL, "the server is stopping; job %s is still %s",
+                               sdw__sjob_id(j), sdw_job_state_str(st.state));
     json_t *data = json_array();
     const char *host = sdw__http_header(r, "Host");
     for (int i = 0; i < st.n_done; i++) {
@@ -85,7 +88,7 @@ static enum MHD_Result respond_images(sdw_http_req *r, sdw_job *j, const sdw_ope
             /* As long as the Host header is: a URL cut short would be a wrong link. */
             char *url = NULL;
             if (asprintf(&url, "http://%s/v1/jobs/%s/image.png?index=%d",
-                         host ? host : "127.0.0.1", sdw_job_id(j), i) < 0)
+                         host ? host : "127.0.0.1", sdw__sjob_id(j), i) < 0)
                 SDW_ABORT("out of memory");
             json_array_append_new(data, json_pack("{s:s}", "url", url));
             free(url);
@@ -100,7 +103,7 @@ static enum MHD_Result respond_images(sdw_http_req *r, sdw_job *j, const sdw_ope
         json_array_append_new(data, json_pack("{s:s}", "b64_json", b64));
         free(b64);
     }
-    const sdw_request *q = sdw_job_request(j);
+    const sdw_request *q = sdw__sjob_request(j);
     char size[32];
     snprintf(size, sizeof size, "%dx%d", q->width, q->height);
     return sdw__http_json(r, 200, json_pack("{s:I,s:o,s:s,s:s}", "created",
@@ -112,7 +115,7 @@ static enum MHD_Result respond_images(sdw_http_req *r, sdw_job *j, const sdw_ope
 
 typedef struct oa_stream {
     sdw_http_req req; /* srv, dialect and CORS for the answer; nothing else after the handler */
-    sdw_job *job;
+    sdw_sjob *job;
     sdw_openai_opts o;
     const char *kind; /* "image_generation" or "image_edit": the events' prefix */
     char *buf;
@@ -144,7 +147,7 @@ static void put_event(oa_stream *s, const char *suffix, json_t *data /* stolen *
 
 /* The fields every image event carries besides its own. */
 static json_t *event_json(oa_stream *s, const char *type, const char *b64) {
-    const sdw_request *q = sdw_job_request(s->job);
+    const sdw_request *q = sdw__sjob_request(s->job);
     char size[32];
     snprintf(size, sizeof size, "%dx%d", q->width, q->height);
     return json_pack("{s:s,s:s,s:I,s:s,s:s,s:s,s:s}", "type", type, "b64_json", b64, "created_at",
@@ -156,7 +159,7 @@ static json_t *event_json(oa_stream *s, const char *type, const char *b64) {
 static char *preview_b64(oa_stream *s, uint64_t *seq) {
     uint8_t *png = NULL;
     size_t len = 0;
-    if (sdw_job_preview_png(s->job, &png, &len, seq, NULL) != SDW_OK) return NULL;
+    if (sdw__sjob_preview_png(s->job, &png, &len, seq, NULL) != SDW_OK) return NULL;
     char *b64 = NULL;
     if (s->o.format == SDW_IMAGE_PNG) {
         b64 = sdw_base64_encode(png, len, NULL);
@@ -181,7 +184,7 @@ static char *preview_b64(oa_stream *s, uint64_t *seq) {
  * or an error. */
 static void emit(oa_stream *s) {
     sdw_job_status st;
-    sdw_job_get_status(s->job, &st);
+    sdw__sjob_status(s->job, &st);
     s->version = st.version;
     if (!sdw_job_state_terminal(st.state) && s->partials < s->o.partial_images &&
         st.preview_seq != s->preview_seq &&
@@ -246,7 +249,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *out, size_t max) {
             if (!s->done) return MHD_CONTENT_READER_END_OF_STREAM;
             continue;
         }
-        if (sdw_job_wait(s->job, s->version, 1.0)) {
+        if (sdw__sjob_wait(s->job, s->version, 1.0)) {
             emit(s);
         } else if (sdw_time_now() - s->last_send >= KEEPALIVE_S) {
             static const char ping[] = ": keepalive\n\n";
@@ -263,13 +266,13 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *out, size_t max) {
 
 static void stream_free(void *cls) {
     oa_stream *s = cls;
-    sdw_job_release(s->job);
+    sdw__sjob_release(s->job);
     free(s->buf);
     free(s);
 }
 
 /* Answers with the job's event stream (takes the handle). */
-static enum MHD_Result respond_stream(sdw_http_req *r, sdw_job *j, const sdw_openai_opts *o,
+static enum MHD_Result respond_stream(sdw_http_req *r, sdw_sjob *j, const sdw_openai_opts *o,
                                       bool edit) {
     oa_stream *s = sdw_xcalloc(1, sizeof *s);
     s->req = (sdw_http_req){.srv = r->srv, .dialect = r->dialect};
@@ -296,17 +299,41 @@ static const char *openai_param(const char *field) {
 }
 
 /* Queues req and answers: the images when done, or at once the event stream. */
-static enum MHD_Result run(sdw_http_req *r, sdw_engine *e, const sdw_request *req,
-                           const sdw_openai_opts *o, bool edit) {
+static enum MHD_Result run(sdw_http_req *r, sdw_jobs *js, const sdw_served_model *m,
+                           const sdw_request *req, const sdw_openai_opts *o, bool edit) {
     sdw_error err = {0};
-    sdw_job *j = NULL;
-    sdw_status s = sdw_engine_submit(e, req, o->n, &j, &err);
+    sdw_sjob *j = NULL;
+    sdw_status s = js->ops->submit(js, m, req, o->n, &j, &err);
     if (s) return sdw__http_status(r, s, openai_param(err.field), err.msg);
     if (o->stream) return respond_stream(r, j, o, edit);
-    sdw_job_wait_done(j);
+    sdw__sjob_wait_done(j, &r->srv->stopping);
     enum MHD_Result resp = respond_images(r, j, o);
-    sdw_job_release(j);
+    sdw__sjob_release(j);
     return resp;
+}
+
+/* The model a request's "model" names, when one served has that name; else the only one
+ * served (OpenAI clients send their own model names, "dall-e-3" and the like: ignored when
+ * one model is served). NULL after queueing the answer. */
+static const sdw_served_model *pick_model(sdw_http_req *r, sdw_jobs *js, const char *name,
+                                          sdw_model_list **ml, enum MHD_Result *resp) {
+    sdw_error err = {0};
+    *ml = NULL;
+    sdw_status s = js->ops->models(js, ml, &err);
+    if (s) {
+        *resp = sdw__http_status(r, s, NULL, err.msg);
+        return NULL;
+    }
+    const sdw_served_model *m = NULL;
+    for (int i = 0; name && i < (*ml)->n && !m; i++)
+        if (!strcmp((*ml)->m[i].name, name)) m = &(*ml)->m[i];
+    if (!m) m = sdw__models_pick(*ml, (*ml)->n == 1 ? NULL : name, &err);
+    if (!m) {
+        *resp = sdw__http_status(r, err.code, "model", err.msg);
+        sdw__model_list_free(*ml);
+        *ml = NULL;
+    }
+    return m;
 }
 
 /* ---- generations ---- */
@@ -352,18 +379,25 @@ sdw_status sdw__openai_parse_generation(const sdw_server_params *p, const sdw_ca
 
 static enum MHD_Result post_generations(sdw_http_req *r) {
     enum MHD_Result resp;
-    sdw_engine *e = sdw__http_engine(r, &resp);
-    if (!e) return resp;
+    sdw_jobs *js = sdw__http_jobs(r, &resp);
+    if (!js) return resp;
     json_t *b = sdw__http_body_json(r, &resp);
     if (!b) return resp;
+    sdw_model_list *ml = NULL;
+    const sdw_served_model *m =
+        pick_model(r, js, json_string_value(json_object_get(b, "model")), &ml, &resp);
+    if (!m) {
+        json_decref(b);
+        return resp;
+    }
     sdw_request req = sdw_request_default();
     sdw_openai_opts o;
     const char *param = NULL;
     sdw_error err = {0};
-    const sdw_capabilities *caps = sdw_model_capabilities(sdw_engine_model(e));
-    sdw_status s = sdw__openai_parse_generation(&r->srv->p, caps, b, &req, &o, &param, &err);
+    sdw_status s = sdw__openai_parse_generation(&r->srv->p, m->caps, b, &req, &o, &param, &err);
     resp = s ? sdw__http_status(r, s, param ? param : openai_param(err.field), err.msg)
-             : run(r, e, &req, &o, false);
+             : run(r, js, m, &req, &o, false);
+    sdw__model_list_free(ml);
     json_decref(b);
     return resp;
 }
@@ -522,20 +556,24 @@ sdw_status sdw__openai_parse_form(const sdw_server_params *p, const sdw_capabili
 
 static enum MHD_Result post_form(sdw_http_req *r, bool variation) {
     enum MHD_Result resp;
-    sdw_engine *e = sdw__http_engine(r, &resp);
-    if (!e) return resp;
+    sdw_jobs *js = sdw__http_jobs(r, &resp);
+    if (!js) return resp;
+    /* the form's model field is not read: the only model served (several: 400 naming them) */
+    sdw_model_list *ml = NULL;
+    const sdw_served_model *m = pick_model(r, js, NULL, &ml, &resp);
+    if (!m) return resp;
     sdw_request req = sdw_request_default();
     sdw_openai_opts o;
     sdw_openai_texts t = {0};
     sdw_req_images im = {0};
     const char *param = NULL;
     sdw_error err = {0};
-    const sdw_capabilities *caps = sdw_model_capabilities(sdw_engine_model(e));
     sdw_status s =
-        sdw__openai_parse_form(&r->srv->p, caps, sdw__http_header(r, "Content-Type"), r->body,
+        sdw__openai_parse_form(&r->srv->p, m->caps, sdw__http_header(r, "Content-Type"), r->body,
                                r->body_len, variation, &req, &o, &t, &im, &param, &err);
     resp = s ? sdw__http_status(r, s, param ? param : openai_param(err.field), err.msg)
-             : run(r, e, &req, &o, true);
+             : run(r, js, m, &req, &o, true);
+    sdw__model_list_free(ml);
     sdw__req_images_free(&im);
     sdw__openai_texts_free(&t);
     return resp;
@@ -546,32 +584,48 @@ static enum MHD_Result post_variations(sdw_http_req *r) { return post_form(r, tr
 
 /* ---- models ---- */
 
-static json_t *model_json(sdw_engine *e, sdw_server *srv) {
-    char buf[256];
-    return json_pack("{s:s,s:s,s:I,s:s}", "id", sdw__model_name(sdw_engine_model(e), buf),
-                     "object", "model", "created", (json_int_t)srv->started_wall, "owned_by",
-                     "sdworker");
+static json_t *model_json(const sdw_served_model *m, sdw_server *srv) {
+    return json_pack("{s:s,s:s,s:I,s:s}", "id", m->name, "object", "model", "created",
+                     (json_int_t)srv->started_wall, "owned_by", "sdworker");
 }
 
+/* Every model served (behind a gateway: what live workers serve). */
 static enum MHD_Result get_models(sdw_http_req *r) {
     enum MHD_Result resp;
-    sdw_engine *e = sdw__http_engine(r, &resp);
-    if (!e) return resp;
-    return sdw__http_json(r, 200, json_pack("{s:s,s:[o]}", "object", "list", "data",
-                                            model_json(e, r->srv)));
+    sdw_jobs *js = sdw__http_jobs(r, &resp);
+    if (!js) return resp;
+    sdw_model_list *ml = NULL;
+    sdw_error err = {0};
+    sdw_status s = js->ops->models(js, &ml, &err);
+    if (s) return sdw__http_status(r, s, NULL, err.msg);
+    json_t *data = json_array();
+    for (int i = 0; i < ml->n; i++) json_array_append_new(data, model_json(&ml->m[i], r->srv));
+    sdw__model_list_free(ml);
+    return sdw__http_json(r, 200, json_pack("{s:s,s:o}", "object", "list", "data", data));
 }
 
 static enum MHD_Result get_model(sdw_http_req *r) {
     enum MHD_Result resp;
-    sdw_engine *e = sdw__http_engine(r, &resp);
-    if (!e) return resp;
-    char buf[256];
-    const char *id = sdw__model_name(sdw_engine_model(e), buf);
-    if (strcmp(r->param, id))
-        return sdw__http_error(r, 404, "model",
-                               "the model '%s' does not exist (this server has '%s')", r->param,
-                               id);
-    return sdw__http_json(r, 200, model_json(e, r->srv));
+    sdw_jobs *js = sdw__http_jobs(r, &resp);
+    if (!js) return resp;
+    sdw_model_list *ml = NULL;
+    sdw_error err = {0};
+    sdw_status s = js->ops->models(js, &ml, &err);
+    if (s) return sdw__http_status(r, s, NULL, err.msg);
+    const sdw_served_model *m = NULL;
+    for (int i = 0; i < ml->n && !m; i++)
+        if (!strcmp(ml->m[i].name, r->param)) m = &ml->m[i];
+    if (!m) {
+        resp = ml->n == 1 ? sdw__http_error(r, 404, "model",
+                                            "the model '%s' does not exist (this server has "
+                                            "'%s')", r->param, ml->m[0].name)
+                          : sdw__http_error(r, 404, "model", "the model '%s' does not exist",
+                                            r->param);
+    } else {
+        resp = sdw__http_json(r, 200, model_json(m, r->srv));
+    }
+    sdw__model_list_free(ml);
+    return resp;
 }
 
 const sdw_route sdw__openai_routes[] = {

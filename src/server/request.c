@@ -291,16 +291,8 @@ bad:
                          s);
 }
 
-const char *sdw__model_name(const sdw_image_model *m, char buf[256]) {
-    snprintf(buf, 256, "%s", m->name);
-    size_t n = strlen(buf);
-    while (n > 1 && buf[n - 1] == '/') buf[--n] = 0;
-    const char *slash = strrchr(buf, '/');
-    return slash ? slash + 1 : buf;
-}
-
-char *sdw__job_image_b64(sdw_job *j, int i) {
+char *sdw__job_image_b64(sdw_sjob *j, int i) {
     size_t len;
-    const uint8_t *png = sdw_job_image_png(j, i, &len);
+    const uint8_t *png = sdw__sjob_image_png(j, i, &len);
     return png ? sdw_base64_encode(png, len, NULL) : NULL;
 }

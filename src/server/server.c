@@ -50,7 +50,8 @@ static const sdw_route *const g_tables[] = {sdw__native_routes,    sdw__sse_rout
 /* The native API's own /v1 routes; every other /v1 path is OpenAI's (its clients probe
  * /v1/chat/completions and the like, and read errors in OpenAI's shape). */
 static bool native_v1(const char *path) {
-    static const char *const prefixes[] = {"/v1/jobs", "/v1/capabilities", "/v1/stats"};
+    static const char *const prefixes[] = {"/v1/jobs", "/v1/capabilities", "/v1/stats",
+                                            "/v1/workers"};
     for (size_t i = 0; i < SDW_ARRAY_LEN(prefixes); i++) {
         size_t n = strlen(prefixes[i]);
         if (!strncmp(path, prefixes[i], n) && (path[n] == 0 || path[n] == '/')) return true;
@@ -195,12 +196,13 @@ enum MHD_Result sdw__http_status(sdw_http_req *r, sdw_status s, const char *para
     case SDW_E_FORMAT:
     case SDW_E_SHAPE: return error_h(r, 400, param, NULL, msg);
     case SDW_E_NOT_FOUND: return error_h(r, 404, param, NULL, msg);
-    case SDW_E_BUSY: {
+    case SDW_E_BUSY:
+    case SDW_E_UNAVAILABLE: {
         char secs[16];
-        sdw_engine *e = atomic_load(&r->srv->engine);
-        snprintf(secs, sizeof secs, "%d", e ? sdw_engine_retry_after(e) : 1);
+        sdw_jobs *js = atomic_load(&r->srv->jobs);
+        snprintf(secs, sizeof secs, "%d", js->ops->retry_after(js));
         const char *h[] = {"Retry-After", secs, NULL};
-        return error_h(r, 429, param, h, msg);
+        return error_h(r, s == SDW_E_BUSY ? 429 : 503, param, h, msg);
     }
     case SDW_CANCELLED: return error_h(r, 503, param, NULL, msg);
     default: return error_h(r, 500, param, NULL, msg);
@@ -246,13 +248,35 @@ json_t *sdw__http_body_json(sdw_http_req *r, enum MHD_Result *resp) {
     return j;
 }
 
-sdw_engine *sdw__http_engine(sdw_http_req *r, enum MHD_Result *resp) {
-    sdw_engine *e = atomic_load(&r->srv->engine);
-    if (!e) {
-        const char *h[] = {"Retry-After", "5", NULL};
-        *resp = error_h(r, 503, NULL, h, "the model is still loading; try again shortly");
+sdw_jobs *sdw__http_jobs(sdw_http_req *r, enum MHD_Result *resp) {
+    sdw_jobs *js = atomic_load(&r->srv->jobs);
+    int retry = 1;
+    char why[256];
+    if (js->ops->ready(js, &retry, why, sizeof why)) return js;
+    char secs[16];
+    snprintf(secs, sizeof secs, "%d", retry);
+    const char *h[] = {"Retry-After", secs, NULL};
+    *resp = error_h(r, 503, NULL, h, why);
+    return NULL;
+}
+
+const sdw_served_model *sdw__http_model(sdw_http_req *r, sdw_jobs *js, const char *name,
+                                        const char *param, sdw_model_list **ml,
+                                        enum MHD_Result *resp) {
+    sdw_error err = {0};
+    *ml = NULL;
+    sdw_status s = js->ops->models(js, ml, &err);
+    if (s) {
+        *resp = sdw__http_status(r, s, NULL, err.msg);
+        return NULL;
     }
-    return e;
+    const sdw_served_model *m = sdw__models_pick(*ml, name, &err);
+    if (!m) {
+        *resp = sdw__http_status(r, err.code, name && *name ? param : NULL, err.msg);
+        sdw__model_list_free(*ml);
+        *ml = NULL;
+    }
+    return m;
 }
 
 /* ---- auth ---- */
@@ -538,7 +562,8 @@ sdw_status sdw_server_start(const sdw_server_params *params, sdw_server **out, s
         for (int i = 0; i < p.n_cors_origins; i++) s->cors[i] = sdw_xstrdup(p.cors_origins[i]);
     }
     s->p.cors_origins = (const char *const *)s->cors;
-    atomic_init(&s->engine, NULL);
+    s->local = sdw__jobs_local_create();
+    atomic_init(&s->jobs, s->local);
     atomic_init(&s->stopping, false);
     atomic_init(&s->load_s, 0.0);
     atomic_init(&s->in_flight, 0);
@@ -560,6 +585,7 @@ sdw_status sdw_server_start(const sdw_server_params *params, sdw_server **out, s
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->daemon) {
+        s->local->ops->destroy(s->local);
         for (int i = 0; i < p.n_cors_origins; i++) free(s->cors[i]);
         free(s->cors);
         pthread_mutex_destroy(&s->log_mu);
@@ -576,7 +602,13 @@ sdw_status sdw_server_start(const sdw_server_params *params, sdw_server **out, s
 
 int sdw_server_port(const sdw_server *s) { return s->port; }
 
-void sdw_server_set_engine(sdw_server *s, sdw_engine *e) { atomic_store(&s->engine, e); }
+void sdw_server_set_engine(sdw_server *s, sdw_engine *e) { sdw__jobs_local_set_engine(s->local, e); }
+
+void sdw_server_set_gateway(sdw_server *s, sdw_pool_gateway *g) {
+    if (s->gateway) return; /* once */
+    s->gateway = sdw__jobs_pool_create(g);
+    atomic_store(&s->jobs, s->gateway);
+}
 
 void sdw_server_set_load_seconds(sdw_server *s, double seconds) {
     atomic_store(&s->load_s, seconds);
@@ -595,6 +627,8 @@ void sdw_server_stop(sdw_server *s) {
         nanosleep(&nap, NULL);
     }
     MHD_stop_daemon(s->daemon);
+    s->local->ops->destroy(s->local);
+    if (s->gateway) s->gateway->ops->destroy(s->gateway);
     for (int i = 0; i < s->p.n_cors_origins; i++) free(s->cors[i]);
     free(s->cors);
     pthread_mutex_destroy(&s->log_mu);

@@ -48,6 +48,7 @@ typedef struct sdw_server_params {
 sdw_server_params sdw_server_params_default(void);
 
 typedef struct sdw_server sdw_server;
+typedef struct sdw_pool_gateway sdw_pool_gateway;
 
 /* Binds and starts serving (params copied; api_key and cors_origins copied). *out is new:
  * sdw_server_stop. Fails with SDW_E_IO if the address cannot be bound (the message names it),
@@ -60,6 +61,11 @@ int sdw_server_port(const sdw_server *s);
 /* Makes the server ready: generation routes use e from now on (borrowed: it must outlive the
  * server, or at least sdw_server_stop). */
 void sdw_server_set_engine(sdw_server *s, sdw_engine *e);
+/* Makes the server a stateless gateway of a worker pool (pool/gateway.h): every job goes to
+ * the pool's workers through Redis instead of a local engine (g borrowed: it must outlive the
+ * server; call sdw_pool_gateway_shutdown before sdw_server_stop so that waiting requests
+ * return). Call once, right after start and before any set_engine. */
+void sdw_server_set_gateway(sdw_server *s, sdw_pool_gateway *g);
 /* How long the model took to load, for /metrics (set before or with set_engine). */
 void sdw_server_set_load_seconds(sdw_server *s, double seconds);
 

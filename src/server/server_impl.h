@@ -4,6 +4,7 @@
 #ifndef SDW_SERVER_IMPL_H
 #define SDW_SERVER_IMPL_H
 
+#include "server/jobs.h"
 #include "server/server.h"
 
 #include "io/image_encode.h"
@@ -23,7 +24,9 @@ struct sdw_server {
     char **cors; /* p.cors_origins' copies (p.cors_origins points here) */
     struct MHD_Daemon *daemon;
     int port;
-    _Atomic(sdw_engine *) engine; /* NULL while the model loads */
+    sdw_jobs *local;              /* the engine's service (its engine NULL while loading) */
+    sdw_jobs *gateway;            /* a pool gateway's service (sdw_server_set_gateway), or NULL */
+    _Atomic(sdw_jobs *) jobs;     /* what runs the jobs: local or gateway */
     atomic_bool stopping;
     double started_wall;
     _Atomic double load_s;          /* the model's load time; 0 = not known */
@@ -80,7 +83,8 @@ enum MHD_Result sdw__http_json(sdw_http_req *r, unsigned status, json_t *body);
 enum MHD_Result sdw__http_error(sdw_http_req *r, unsigned status, const char *param,
                                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* Maps a status to HTTP: invalid/unsupported/format 400, not found 404, busy 429 with
- * Retry-After, cancelled (shutdown) 503, anything else 500. */
+ * Retry-After, cancelled (shutdown) 503, unavailable (Redis away, no worker) 503 with
+ * Retry-After, anything else 500. */
 enum MHD_Result sdw__http_status(sdw_http_req *r, sdw_status s, const char *param,
                                  const char *msg);
 
@@ -92,8 +96,14 @@ const char *sdw__http_header(sdw_http_req *r, const char *name);
 /* Parses the body as a JSON object. On failure returns NULL after queueing a 400 (or 415) whose
  * result is in *resp. */
 json_t *sdw__http_body_json(sdw_http_req *r, enum MHD_Result *resp);
-/* The engine, or NULL after queueing a 503 (model still loading) into *resp. */
-sdw_engine *sdw__http_engine(sdw_http_req *r, enum MHD_Result *resp);
+/* The job service, or NULL after queueing a 503 (model still loading) into *resp. */
+sdw_jobs *sdw__http_jobs(sdw_http_req *r, enum MHD_Result *resp);
+/* The service's models (*ml, new: sdw__model_list_free) and the one named name (NULL = the
+ * only one served), or NULL after queueing the answer (503 unavailable, 404 unknown model, 400
+ * several and none named) into *resp; *ml is then NULL. param: the field naming the model. */
+const sdw_served_model *sdw__http_model(sdw_http_req *r, sdw_jobs *js, const char *name,
+                                        const char *param, sdw_model_list **ml,
+                                        enum MHD_Result *resp);
 
 /* ---- JSON field readers: absent and null leave *out alone and succeed; a wrong type or a value
  * outside [lo, hi] fails with a message naming the field. lenient accepts numbers as strings
@@ -141,12 +151,9 @@ void sdw__mask_from_alpha(const sdw_image *in, sdw_image *out);
 /* "WxH" -> width, height (OpenAI size; "auto" leaves them 0 = model default). */
 sdw_status sdw__parse_size(const char *s, int *w, int *h, sdw_error *err);
 
-/* The loaded model's name as clients see it: the last component of what was loaded (its
- * folder or file name), never the server's path. buf holds it. */
-const char *sdw__model_name(const sdw_image_model *m, char buf[256]);
 
 /* A new base64 string of a job's image i (PNG with parameters). NULL if not finished. */
-char *sdw__job_image_b64(sdw_job *j, int i);
+char *sdw__job_image_b64(sdw_sjob *j, int i);
 
 /* ---- request parsers: a dialect's body -> sdw_request (what the fuzz targets call) ---- */
 
@@ -228,8 +235,8 @@ json_t *sdw__a1111_parse_infotext(const char *text);
 /* ---- the native API's jobs (native.c), which its event stream (sse.c) also serves ---- */
 /* The job named by the route's '*' (a new handle), or NULL after queueing a 404 / 503 into
  * *resp. */
-sdw_job *sdw__native_find_job(sdw_http_req *r, enum MHD_Result *resp);
+sdw_sjob *sdw__native_find_job(sdw_http_req *r, enum MHD_Result *resp);
 /* JSON describing a job: state, progress, result parameters or error. */
-json_t *sdw__native_job_json(sdw_http_req *r, sdw_job *j, const sdw_job_status *st);
+json_t *sdw__native_job_json(sdw_http_req *r, sdw_sjob *j, const sdw_job_status *st);
 
 #endif

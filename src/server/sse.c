@@ -21,7 +21,7 @@
 typedef struct sse {
     sdw_server *srv;
     sdw_http_req req; /* for sdw__native_job_json: only srv is used after the handler returns */
-    sdw_job *job;
+    sdw_sjob *job;
     char *buf; /* pending output */
     size_t len, off, cap;
     uint64_t version, preview_seq;
@@ -47,9 +47,9 @@ static void put(sse *s, const char *event, json_t *data /* stolen */) {
 /* Appends the events for everything that changed since the last call. */
 static void emit(sse *s) {
     sdw_job_status st;
-    sdw_job_get_status(s->job, &st);
+    sdw__sjob_status(s->job, &st);
     s->version = st.version;
-    const char *id = sdw_job_id(s->job);
+    const char *id = sdw__sjob_id(s->job);
     if (!s->started || st.state != s->last_state || st.step != s->last_step) {
         json_t *p = json_pack("{s:s,s:s,s:i,s:i,s:f,s:f,s:f,s:i,s:i}", "job_id", id, "state",
                               sdw_job_state_str(st.state), "step", st.step, "total", st.total,
@@ -65,7 +65,7 @@ static void emit(sse *s) {
         uint8_t *png = NULL;
         size_t len = 0;
         uint64_t seq = 0;
-        if (sdw_job_preview_png(s->job, &png, &len, &seq, NULL) == SDW_OK) {
+        if (sdw__sjob_preview_png(s->job, &png, &len, &seq, NULL) == SDW_OK) {
             char *b64 = sdw_base64_encode(png, len, NULL);
             put(s, "preview", json_pack("{s:s,s:i,s:i,s:s}", "job_id", id, "step", st.step,
                                         "total", st.total, "image", b64));
@@ -117,7 +117,7 @@ static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max) {
             continue;
         }
         /* Short waits so a stopping server is noticed within a second. */
-        if (sdw_job_wait(s->job, s->version, 1.0)) {
+        if (sdw__sjob_wait(s->job, s->version, 1.0)) {
             emit(s);
         } else if (sdw_time_now() - s->last_send >= SSE_KEEPALIVE_S) {
             static const char ping[] = ": keepalive\n\n";
@@ -134,14 +134,14 @@ static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max) {
 
 static void sse_free(void *cls) {
     sse *s = cls;
-    sdw_job_release(s->job);
+    sdw__sjob_release(s->job);
     free(s->buf);
     free(s);
 }
 
 static enum MHD_Result get_stream(sdw_http_req *r) {
     enum MHD_Result ret;
-    sdw_job *job = sdw__native_find_job(r, &ret);
+    sdw_sjob *job = sdw__native_find_job(r, &ret);
     if (!job) return ret;
     sse *s = sdw_xcalloc(1, sizeof *s);
     s->srv = r->srv;

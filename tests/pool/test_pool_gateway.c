@@ -1,0 +1,555 @@
+/* `sdw serve --redis` (the pool's stateless gateway) against a real redis-server, with a worker
+ * of the tiny model running in this process (pool/worker.h): the same image for the same request
+ * as `sdw serve -m` and `sdw generate`; a native job followed by Server-Sent Events to its end;
+ * OpenAI and A1111 text-to-image; /v1/workers, /v1/models and A1111's sd-models list the
+ * worker; requests the model cannot serve refused before queueing; 503 with Retry-After while
+ * Redis is down and recovery once it is back; a job still readable through a restarted gateway;
+ * two gateways answering for the same job. Waits follow progress (events, states), with wide
+ * safety nets only. */
+#include "pool_support.h"
+
+#include "sdw_http.h"
+
+#include "io/base64.h"
+#include "io/png.h"
+#include "pool/worker.h"
+
+#include <jansson.h>
+#include <pthread.h>
+
+#define PREFIX "gwtest"
+/* a request without its seed */
+#define REQ_BASE                                                                                 \
+    "\"prompt\":\"a photo of a cat\",\"width\":64,\"height\":64,\"steps\":4,"                   \
+    "\"guidance_scale\":7.5,\"sampler\":\"euler\""
+#define REQ REQ_BASE ",\"seed\":42"
+
+static pool_redis g_rs;
+static bool g_have_redis;
+
+/* ---- the worker, in a thread ---- */
+
+typedef struct tworker {
+    sdw_image_model *m;
+    sdw_engine *e;
+    sdw_pool_worker *w;
+    pthread_t t;
+    bool running;
+} tworker;
+static tworker g_w;
+
+static void *tworker_main(void *arg) {
+    sdw_pool_worker_run(((tworker *)arg)->w);
+    return NULL;
+}
+
+static int tworker_start(tworker *t) {
+    *t = (tworker){0};
+    sdw_error err = {0};
+    sdw_load_options o = sdw_load_options_default();
+    o.n_threads = 1;
+    sdw_engine_params ep = sdw_engine_params_default();
+    ep.preview_every = 1;
+    sdw_pool_worker_params p = sdw_pool_worker_params_default();
+    p.redis_url = g_rs.url;
+    p.prefix = PREFIX;
+    p.heartbeat_s = 0.5;
+    p.block_s = 0.2;
+    if (sdw_model_load(sdw_test_path("models/tiny-sd15"), &o, &t->m, &err) ||
+        sdw_engine_create(t->m, &ep, &t->e, &err) ||
+        sdw_pool_worker_create(t->e, &p, &t->w, &err)) {
+        fprintf(stderr, "worker: %s\n", err.msg);
+        return -1;
+    }
+    if (pthread_create(&t->t, NULL, tworker_main, t)) return -1;
+    t->running = true;
+    return 0;
+}
+
+static void tworker_stop(tworker *t) {
+    if (t->running) {
+        sdw_pool_worker_stop(t->w);
+        pthread_join(t->t, NULL);
+    }
+    sdw_pool_worker_destroy(t->w);
+    sdw_engine_destroy(t->e);
+    sdw_model_destroy(t->m);
+    *t = (tworker){0};
+}
+
+/* ---- gateways ---- */
+
+/* Starts `sdw serve --redis` (the URL from the environment, as a deployment would keep a
+ * password off the command line) and waits for its ready line; its port, or -1. */
+static int gateway_start(pool_proc *p) {
+    char env[256];
+    snprintf(env, sizeof env, "SDW_REDIS_URL='%s'", g_rs.url);
+    if (pool_spawn(p, env, "serve --port 0 --pool-prefix " PREFIX) != 0) return -1;
+    int port = pool_port(p);
+    if (port < 0 || !pool_log_wait(p, "ready: gateway", 60)) {
+        char *log = pool_log(p);
+        fprintf(stderr, "gateway did not start:\n%s\n", log);
+        free(log);
+        return -1;
+    }
+    return port;
+}
+
+static json_t *body_json(const sdw_http_resp *r) {
+    return json_loadb(r->body, r->body_len, 0, NULL);
+}
+
+static json_t *get_json(int port, const char *path, int *status) {
+    sdw_http_resp r;
+    if (sdw_http_request(port, "GET", path, NULL, NULL, 0, &r) != 0) {
+        sdw_http_resp_free(&r);
+        *status = -1;
+        return NULL;
+    }
+    *status = r.status;
+    json_t *j = body_json(&r);
+    sdw_http_resp_free(&r);
+    return j;
+}
+
+/* POSTs a native job; its id (static) or NULL. */
+static const char *submit(int port, const char *json) {
+    static char id[64];
+    sdw_http_resp r;
+    if (sdw_http_post_json(port, "/v1/jobs", json, &r) != 0 || r.status != 202) {
+        fprintf(stderr, "submit: %d %s\n", r.status, r.body ? r.body : "");
+        sdw_http_resp_free(&r);
+        return NULL;
+    }
+    json_t *j = body_json(&r);
+    snprintf(id, sizeof id, "%s", json_string_value(json_object_get(j, "job_id")));
+    json_decref(j);
+    sdw_http_resp_free(&r);
+    return id;
+}
+
+/* Follows the job's event stream to its end: the final event's name into final, and the
+ * counts of progress and preview events. Each event has 60 s to come (a safety net). */
+static void follow(int port, const char *id, char final[64], int *n_progress, int *n_preview,
+                   int *last_step) {
+    char path[128], ev[64];
+    snprintf(path, sizeof path, "/v1/jobs/%s/stream", id);
+    int st = 0;
+    sdw_sse *s = sdw_sse_open(port, path, NULL, &st);
+    final[0] = 0;
+    *n_progress = *n_preview = 0;
+    *last_step = -1;
+    if (!s) {
+        fprintf(stderr, "stream: status %d\n", st);
+        return;
+    }
+    char *data = NULL;
+    while (sdw_sse_next(s, ev, 64, &data, 60) == 0) {
+        json_t *j = json_loads(data, 0, NULL);
+        free(data);
+        if (!strcmp(ev, "progress")) {
+            int step = (int)json_integer_value(json_object_get(j, "step"));
+            if (step < *last_step) fprintf(stderr, "progress went back: %d\n", step);
+            *last_step = SDW_MAX(*last_step, step);
+            (*n_progress)++;
+        } else if (!strcmp(ev, "preview")) {
+            (*n_preview)++;
+        } else {
+            snprintf(final, 64, "%s", ev);
+        }
+        json_decref(j);
+    }
+    sdw_sse_close(s);
+}
+
+/* The job's image as PNG bytes (new) or NULL. */
+static char *job_png(int port, const char *id, size_t *n) {
+    char path[128];
+    snprintf(path, sizeof path, "/v1/jobs/%s/image.png", id);
+    sdw_http_resp r;
+    if (sdw_http_request(port, "GET", path, NULL, NULL, 0, &r) != 0 || r.status != 200) {
+        fprintf(stderr, "image: %d %s\n", r.status, r.body ? r.body : "");
+        sdw_http_resp_free(&r);
+        return NULL;
+    }
+    char *png = malloc(r.body_len);
+    memcpy(png, r.body, r.body_len);
+    *n = r.body_len;
+    sdw_http_resp_free(&r);
+    return png;
+}
+
+/* Waits (following the job's state) until it is terminal; its state string (static). */
+static const char *wait_terminal(int port, const char *id) {
+    static char state[32];
+    char path[128];
+    snprintf(path, sizeof path, "/v1/jobs/%s", id);
+    const double t0 = sdw_time_now();
+    for (;;) {
+        int st;
+        json_t *j = get_json(port, path, &st);
+        snprintf(state, sizeof state, "%s",
+                 j && st == 200 ? json_string_value(json_object_get(j, "state")) : "?");
+        json_decref(j);
+        if (!strcmp(state, "succeeded") || !strcmp(state, "failed") ||
+            !strcmp(state, "cancelled") || sdw_time_now() - t0 > 120)
+            return state;
+        pool_sleep(0.05);
+    }
+}
+
+static uint8_t *unb64(const char *s, size_t *n) {
+    uint8_t *out = NULL;
+    if (!s || sdw_base64_decode(s, strlen(s), &out, n, NULL) != SDW_OK) return NULL;
+    return out;
+}
+
+/* ---- the tests ---- */
+
+static int g_port; /* the gateway the tests share */
+static pool_proc g_gw;
+static char *g_png; /* the gateway's image for REQ */
+static size_t g_png_len;
+
+/* The native API through the gateway: the job's events to its end, then its image equals
+ * `sdw generate`'s and `sdw serve -m`'s for the same request (max diff 0). */
+static void test_native_job_same_image(void) {
+    if (!g_have_redis) return sdw_test_skip("no redis-server");
+    const char *id = submit(g_port, "{" REQ "}");
+    ASSERT_TRUE(id != NULL);
+    char job_id[64], final[64];
+    snprintf(job_id, sizeof job_id, "%s", id);
+    int n_progress, n_preview, last_step;
+    follow(g_port, job_id, final, &n_progress, &n_preview, &last_step);
+    fprintf(stderr, "  %d progress, %d preview events, final %s\n", n_progress, n_preview, final);
+    ASSERT_STR_CONTAINS(final, "complete");
+    ASSERT_TRUE(n_progress >= 2);
+    ASSERT_TRUE(n_preview >= 1);
+    ASSERT_EQ_INT(last_step, 4);
+    g_png = job_png(g_port, job_id, &g_png_len);
+    ASSERT_TRUE(g_png != NULL);
+
+    /* the job's status: the worker's seed and infotext, the model named */
+    char path[128];
+    snprintf(path, sizeof path, "/v1/jobs/%s", job_id);
+    int st;
+    json_t *j = get_json(g_port, path, &st);
+    ASSERT_EQ_INT(st, 200);
+    ASSERT_STR_CONTAINS(json_string_value(json_object_get(j, "state")), "succeeded");
+    json_t *res = json_object_get(j, "result");
+    ASSERT_EQ_INT(json_integer_value(json_object_get(res, "seed")), 42);
+    ASSERT_STR_CONTAINS(json_string_value(json_object_get(res, "infotext")), "Seed: 42");
+    ASSERT_STR_CONTAINS(
+        json_string_value(json_object_get(json_object_get(j, "parameters"), "model")),
+        "tiny-sd15");
+    json_decref(j);
+
+    /* sdw generate */
+    char cli[1024], cmd[3000];
+    snprintf(cli, sizeof cli, "%s/gw-cli.png", sdw_test_tmpdir());
+    snprintf(cmd, sizeof cmd,
+             "'%s' generate -m '%s' -p 'a photo of a cat' -W 64 -H 64 --steps 4 --cfg-scale 7.5 "
+             "-s 42 --sampler euler -t 1 -q -o '%s'",
+             sdw_test_bin(), sdw_test_path("models/tiny-sd15"), cli);
+    ASSERT_EQ_INT(system(cmd), 0);
+    size_t n_cli = 0;
+    char *png_cli = sdw_test_read_file(cli, &n_cli);
+    ASSERT_TRUE(png_cli != NULL);
+    int d_cli = sdw_test_png_bytes_max_diff(g_png, g_png_len, png_cli, n_cli);
+    free(png_cli);
+
+    /* sdw serve -m */
+    sdw_test_server local;
+    ASSERT_EQ_INT(sdw_test_server_start(&local, NULL, "-m '%s' -t 1",
+                                        sdw_test_path("models/tiny-sd15")),
+                  0);
+    const char *lid = submit(local.port, "{" REQ "}");
+    int d_local = -1;
+    if (lid) {
+        snprintf(job_id, sizeof job_id, "%s", lid);
+        follow(local.port, job_id, final, &n_progress, &n_preview, &last_step);
+        size_t n_local = 0;
+        char *png_local = job_png(local.port, job_id, &n_local);
+        if (png_local) d_local = sdw_test_png_bytes_max_diff(g_png, g_png_len, png_local, n_local);
+        free(png_local);
+    }
+    sdw_test_server_stop(&local);
+    fprintf(stderr, "  max diff vs sdw generate %d, vs sdw serve -m %d\n", d_cli, d_local);
+    ASSERT_EQ_INT(d_cli, 0);
+    ASSERT_EQ_INT(d_local, 0);
+}
+
+/* OpenAI's and A1111's text-to-image through the gateway: the same image as the native job. */
+static void test_openai_and_a1111(void) {
+    if (!g_have_redis) return sdw_test_skip("no redis-server");
+    ASSERT_TRUE(g_png != NULL);
+    sdw_http_resp r;
+    ASSERT_EQ_INT(sdw_http_post_json(g_port, "/v1/images/generations",
+                                     "{\"model\":\"dall-e-3\",\"prompt\":\"a photo of a cat\","
+                                     "\"size\":\"64x64\",\"steps\":4,\"guidance_scale\":7.5,"
+                                     "\"seed\":42,\"sampler\":\"euler\"}",
+                                     &r),
+                  0);
+    if (r.status != 200) fprintf(stderr, "openai: %s\n", r.body);
+    ASSERT_EQ_INT(r.status, 200);
+    json_t *j = body_json(&r);
+    sdw_http_resp_free(&r);
+    size_t n = 0;
+    uint8_t *png = unb64(json_string_value(json_object_get(
+                             json_array_get(json_object_get(j, "data"), 0), "b64_json")),
+                         &n);
+    json_decref(j);
+    ASSERT_TRUE(png != NULL);
+    int d_openai = sdw_test_png_bytes_max_diff(g_png, g_png_len, png, n);
+    free(png);
+
+    ASSERT_EQ_INT(sdw_http_post_json(g_port, "/sdapi/v1/txt2img",
+                                     "{\"prompt\":\"a photo of a cat\",\"width\":64,"
+                                     "\"height\":64,\"steps\":4,\"cfg_scale\":7.5,\"seed\":42,"
+                                     "\"sampler_name\":\"Euler\",\"prompt_syntax\":false,"
+                                     "\"override_settings\":{\"sd_model_checkpoint\":"
+                                     "\"tiny-sd15\"}}",
+                                     &r),
+                  0);
+    if (r.status != 200) fprintf(stderr, "a1111: %s\n", r.body);
+    ASSERT_EQ_INT(r.status, 200);
+    j = body_json(&r);
+    sdw_http_resp_free(&r);
+    png = unb64(json_string_value(json_array_get(json_object_get(j, "images"), 0)), &n);
+    json_t *info = json_loads(json_string_value(json_object_get(j, "info")), 0, NULL);
+    json_decref(j);
+    ASSERT_TRUE(png != NULL);
+    int d_a1111 = sdw_test_png_bytes_max_diff(g_png, g_png_len, png, n);
+    free(png);
+    ASSERT_STR_CONTAINS(json_string_value(json_object_get(info, "sd_model_name")), "tiny-sd15");
+    json_decref(info);
+    fprintf(stderr, "  max diff vs the native job: OpenAI %d, A1111 %d\n", d_openai, d_a1111);
+    ASSERT_EQ_INT(d_openai, 0);
+    ASSERT_EQ_INT(d_a1111, 0);
+
+    /* A1111's default reading of prompts is not carried to workers yet: refused, named */
+    ASSERT_EQ_INT(sdw_http_post_json(g_port, "/sdapi/v1/txt2img",
+                                     "{\"prompt\":\"(a cat:1.2)\",\"width\":64,\"height\":64,"
+                                     "\"steps\":1}",
+                                     &r),
+                  0);
+    ASSERT_EQ_INT(r.status, 400);
+    ASSERT_STR_CONTAINS(r.body, "prompt_syntax");
+    sdw_http_resp_free(&r);
+}
+
+/* The lists: /v1/workers (the registry), /v1/models and A1111's sd-models (what live workers
+ * serve), /ready. */
+static void test_lists(void) {
+    if (!g_have_redis) return sdw_test_skip("no redis-server");
+    int st;
+    json_t *j = get_json(g_port, "/v1/workers", &st);
+    ASSERT_EQ_INT(st, 200);
+    json_t *data = json_object_get(j, "data");
+    ASSERT_EQ_INT((int)json_array_size(data), 1);
+    json_t *w = json_array_get(data, 0);
+    ASSERT_STR_CONTAINS(json_string_value(json_object_get(w, "model")), "tiny-sd15");
+    ASSERT_STR_CONTAINS(json_string_value(json_object_get(w, "id")),
+                        sdw_pool_worker_id(g_w.w));
+    ASSERT_TRUE(json_is_true(json_object_get(json_object_get(w, "capabilities"), "txt2img")));
+    json_decref(j);
+
+    j = get_json(g_port, "/v1/models", &st);
+    ASSERT_EQ_INT(st, 200);
+    ASSERT_EQ_INT((int)json_array_size(json_object_get(j, "data")), 1);
+    ASSERT_STR_CONTAINS(
+        json_string_value(json_object_get(json_array_get(json_object_get(j, "data"), 0), "id")),
+        "tiny-sd15");
+    json_decref(j);
+
+    j = get_json(g_port, "/sdapi/v1/sd-models", &st);
+    ASSERT_EQ_INT(st, 200);
+    ASSERT_EQ_INT((int)json_array_size(j), 1);
+    ASSERT_STR_CONTAINS(json_string_value(json_object_get(json_array_get(j, 0), "model_name")),
+                        "tiny-sd15");
+    json_decref(j);
+
+    j = get_json(g_port, "/v1/capabilities?model=tiny-sd15", &st);
+    ASSERT_EQ_INT(st, 200);
+    ASSERT_EQ_INT(json_integer_value(json_object_get(json_object_get(j, "defaults"), "width")),
+                  64);
+    json_decref(j);
+
+    j = get_json(g_port, "/ready", &st);
+    ASSERT_EQ_INT(st, 200);
+    ASSERT_STR_CONTAINS(json_string_value(json_object_get(j, "model")), "tiny-sd15");
+    json_decref(j);
+}
+
+/* Requests the model cannot serve are refused at the gateway: nothing reaches the queue. */
+static void test_refusals_before_queueing(void) {
+    if (!g_have_redis) return sdw_test_skip("no redis-server");
+    long long before = pool_redis_int(&g_rs, "GET %s:seq", PREFIX);
+    struct {
+        const char *body, *want;
+        int status;
+    } cases[] = {
+        {"{\"prompt\":\"x\",\"steps\":2,\"decoder\":\"taesd\"}", "taesd", 400},
+        {"{\"prompt\":\"x\",\"steps\":2,\"sampler\":\"no-such-sampler\"}", "sampler", 400},
+        {"{\"prompt\":\"x\",\"steps\":2,\"model\":\"no-such-model\"}", "no-such-model", 404},
+        {"{\"prompt\":\"x\",\"steps\":2,\"clip_skip\":2}", "clip_skip", 400},
+    };
+    for (size_t i = 0; i < SDW_ARRAY_LEN(cases); i++) {
+        sdw_http_resp r;
+        ASSERT_EQ_INT(sdw_http_post_json(g_port, "/v1/jobs", cases[i].body, &r), 0);
+        if (r.status != cases[i].status) fprintf(stderr, "%s -> %d %s\n", cases[i].body,
+                                                 r.status, r.body);
+        ASSERT_EQ_INT(r.status, cases[i].status);
+        ASSERT_STR_CONTAINS(r.body, cases[i].want);
+        sdw_http_resp_free(&r);
+    }
+    ASSERT_EQ_INT(pool_redis_int(&g_rs, "GET %s:seq", PREFIX), before);
+    ASSERT_EQ_INT(pool_redis_int(&g_rs, "XLEN %s:queue:tiny-sd15", PREFIX), 0);
+}
+
+/* A job submitted through one gateway is followed through another; after the first gateway
+ * is stopped and a new one started, the job and its image are still there. */
+static void test_two_gateways_and_restart(void) {
+    if (!g_have_redis) return sdw_test_skip("no redis-server");
+    pool_proc other;
+    int port2 = gateway_start(&other);
+    ASSERT_TRUE(port2 > 0);
+    const char *id = submit(g_port, "{" REQ_BASE ",\"seed\":43}");
+    ASSERT_TRUE(id != NULL);
+    char job_id[64], final[64];
+    snprintf(job_id, sizeof job_id, "%s", id);
+    int n_progress, n_preview, last_step;
+    follow(port2, job_id, final, &n_progress, &n_preview, &last_step);
+    ASSERT_STR_CONTAINS(final, "complete");
+    size_t n1 = 0, n2 = 0;
+    char *a = job_png(g_port, job_id, &n1), *b = job_png(port2, job_id, &n2);
+    ASSERT_TRUE(a && b && n1 == n2 && !memcmp(a, b, n1));
+    free(b);
+
+    /* restart the first gateway */
+    ASSERT_EQ_INT(pool_stop(&g_gw, SIGTERM), 0);
+    g_port = gateway_start(&g_gw);
+    ASSERT_TRUE(g_port > 0);
+    ASSERT_STR_CONTAINS(wait_terminal(g_port, job_id), "succeeded");
+    b = job_png(g_port, job_id, &n2);
+    ASSERT_TRUE(b && n1 == n2 && !memcmp(a, b, n1));
+    free(a);
+    free(b);
+    /* and a cancel through one is seen through the other */
+    id = submit(port2, "{\"prompt\":\"x\",\"width\":64,\"height\":64,\"steps\":40}");
+    ASSERT_TRUE(id != NULL);
+    snprintf(job_id, sizeof job_id, "%s", id);
+    char path[128];
+    snprintf(path, sizeof path, "/v1/jobs/%s/cancel", job_id);
+    sdw_http_resp r;
+    ASSERT_EQ_INT(sdw_http_request(g_port, "POST", path, NULL, NULL, 0, &r), 0);
+    ASSERT_EQ_INT(r.status, 200);
+    sdw_http_resp_free(&r);
+    ASSERT_STR_CONTAINS(wait_terminal(port2, job_id), "cancelled");
+    ASSERT_EQ_INT(pool_stop(&other, SIGTERM), 0);
+}
+
+/* Redis stopped: answers are 503 with Retry-After, quickly; once it is back, the same gateway
+ * answers again and runs jobs (nothing accepted before is lost: AOF). */
+static void test_redis_down_503_and_recovery(void) {
+    if (!g_have_redis) return sdw_test_skip("no redis-server");
+    const char *id = submit(g_port, "{" REQ_BASE ",\"seed\":44}");
+    ASSERT_TRUE(id != NULL);
+    char job_id[64], path[128];
+    snprintf(job_id, sizeof job_id, "%s", id);
+    ASSERT_STR_CONTAINS(wait_terminal(g_port, job_id), "succeeded");
+    pool_redis_stop(&g_rs);
+    snprintf(path, sizeof path, "/v1/jobs/%s", job_id);
+    const char *paths[] = {path, "/v1/models", "/ready", "/v1/workers"};
+    for (size_t i = 0; i < SDW_ARRAY_LEN(paths); i++) {
+        sdw_http_resp r;
+        double t0 = sdw_time_now();
+        ASSERT_EQ_INT(sdw_http_request(g_port, "GET", paths[i], NULL, NULL, 0, &r), 0);
+        double dt = sdw_time_now() - t0;
+        char ra[32];
+        if (r.status != 503) fprintf(stderr, "%s -> %d %s\n", paths[i], r.status, r.body);
+        ASSERT_EQ_INT(r.status, 503);
+        ASSERT_TRUE(sdw_http_header(&r, "Retry-After", ra, sizeof ra) != NULL);
+        ASSERT_TRUE(dt < 10); /* the Redis client's deadlines, not a hang */
+        sdw_http_resp_free(&r);
+    }
+    sdw_http_resp r;
+    ASSERT_EQ_INT(sdw_http_post_json(g_port, "/v1/jobs", "{" REQ "}", &r), 0);
+    ASSERT_EQ_INT(r.status, 503);
+    ASSERT_TRUE(strstr(r.body, g_rs.password[0] ? g_rs.password : "\x01") == NULL);
+    sdw_http_resp_free(&r);
+
+    ASSERT_EQ_INT(pool_redis_restart(&g_rs), 0);
+    /* the gateway reconnects by itself (its backoff is at most a few seconds) */
+    const double t0 = sdw_time_now();
+    int st = 0;
+    while (sdw_time_now() - t0 < 60) {
+        json_t *j = get_json(g_port, path, &st);
+        json_decref(j);
+        if (st == 200) break;
+        pool_sleep(0.1);
+    }
+    ASSERT_EQ_INT(st, 200);
+    ASSERT_STR_CONTAINS(wait_terminal(g_port, job_id), "succeeded");
+    /* and the worker, back too, runs a new job (once its registry entry is back) */
+    const char *id2 = NULL;
+    for (double t1 = sdw_time_now(); !id2 && sdw_time_now() - t1 < 60; pool_sleep(0.1)) {
+        ASSERT_EQ_INT(sdw_http_post_json(g_port, "/v1/jobs", "{" REQ_BASE ",\"seed\":45}", &r), 0);
+        if (r.status == 202) {
+            json_t *j = body_json(&r);
+            snprintf(job_id, sizeof job_id, "%s", json_string_value(json_object_get(j, "job_id")));
+            json_decref(j);
+            id2 = job_id;
+        }
+        sdw_http_resp_free(&r);
+    }
+    ASSERT_TRUE(id2 != NULL);
+    ASSERT_STR_CONTAINS(wait_terminal(g_port, id2), "succeeded");
+}
+
+/* -m with --redis is a usage error that says what a worker is. */
+static void test_usage(void) {
+    pool_proc p;
+    ASSERT_EQ_INT(pool_spawn(&p, NULL, "serve -m '%s' --redis redis://:secret@127.0.0.1:1/0",
+                             sdw_test_path("models/tiny-sd15")),
+                  0);
+    ASSERT_EQ_INT(pool_wait_exit(&p, 60), 2);
+    char *log = pool_log(&p);
+    ASSERT_STR_CONTAINS(log, "sdw worker");
+    ASSERT_TRUE(strstr(log, "secret") == NULL);
+    free(log);
+    ASSERT_EQ_INT(pool_spawn(&p, NULL, "serve --redis 'redis://:secret@127.0.0.1:99999/0'"), 0);
+    ASSERT_EQ_INT(pool_wait_exit(&p, 60), 2);
+    log = pool_log(&p);
+    ASSERT_STR_CONTAINS(log, "port");
+    ASSERT_TRUE(strstr(log, "secret") == NULL);
+    free(log);
+}
+
+/* The gateway's log never shows the Redis password (it came in the URL). */
+static void test_password_not_logged(void) {
+    if (!g_have_redis) return sdw_test_skip("no redis-server");
+    char *log = pool_log(&g_gw);
+    ASSERT_STR_CONTAINS(log, ":***@");
+    ASSERT_TRUE(strstr(log, "gw-pass-9") == NULL);
+    free(log);
+}
+
+int main(void) {
+    g_have_redis = pool_redis_start(&g_rs, "gw-pass-9") == 0;
+    if (g_have_redis && tworker_start(&g_w) != 0) g_have_redis = false;
+    if (g_have_redis && (g_port = gateway_start(&g_gw)) < 0) g_have_redis = false;
+    RUN(test_native_job_same_image);
+    RUN(test_openai_and_a1111);
+    RUN(test_lists);
+    RUN(test_refusals_before_queueing);
+    RUN(test_two_gateways_and_restart);
+    RUN(test_redis_down_503_and_recovery);
+    RUN(test_usage);
+    RUN(test_password_not_logged);
+    if (g_gw.pid > 0) pool_stop(&g_gw, SIGTERM);
+    tworker_stop(&g_w);
+    free(g_png);
+    pool_redis_destroy(&g_rs);
+    return sdw_test_finish();
+}
