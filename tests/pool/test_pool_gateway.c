@@ -339,7 +339,7 @@ static void test_openai_and_a1111(void) {
 }
 
 /* The lists: /v1/workers (the registry), /v1/models and A1111's sd-models (what live workers
- * serve), /ready. */
+ * serve), /ready, and the web page. */
 static void test_lists(void) {
     if (!g_have_redis) return sdw_test_skip("no redis-server");
     int st;
@@ -379,6 +379,14 @@ static void test_lists(void) {
     ASSERT_EQ_INT(st, 200);
     ASSERT_STR_CONTAINS(json_string_value(json_object_get(j, "model")), "tiny-sd15");
     json_decref(j);
+
+    /* the web page, whose first call is /v1/capabilities (above) */
+    sdw_http_resp r;
+    char ct[64];
+    ASSERT_EQ_INT(sdw_http_request(g_port, "GET", "/", NULL, NULL, 0, &r), 0);
+    ASSERT_EQ_INT(r.status, 200);
+    ASSERT_STR_CONTAINS(sdw_http_header(&r, "Content-Type", ct, sizeof ct), "text/html");
+    sdw_http_resp_free(&r);
 }
 
 /* Requests the model cannot serve are refused at the gateway: nothing reaches the queue. */
@@ -405,6 +413,90 @@ static void test_refusals_before_queueing(void) {
     }
     ASSERT_EQ_INT(pool_redis_int(&g_rs, "GET %s:seq", PREFIX), before);
     ASSERT_EQ_INT(pool_redis_int(&g_rs, "XLEN %s:queue:tiny-sd15", PREFIX), 0);
+}
+
+/* Two models: a `sdw worker` process serves the tiny model under a second name. Jobs go to the
+ * model they name (native "model", A1111's checkpoint), a request naming none is refused
+ * listing both, and the models list follows the workers as they come and go. */
+static int n_models(void) {
+    int st;
+    json_t *j = get_json(g_port, "/v1/models", &st);
+    int n = st == 200 ? (int)json_array_size(json_object_get(j, "data")) : -1;
+    json_decref(j);
+    return n;
+}
+
+static void test_two_models(void) {
+    if (!g_have_redis) return sdw_test_skip("no redis-server");
+    char env[256];
+    snprintf(env, sizeof env, "SDW_REDIS_URL='%s'", g_rs.url);
+    pool_proc wp;
+    ASSERT_EQ_INT(pool_spawn(&wp, env,
+                             "worker -m '%s' --model-name tiny-sd15-b --pool-prefix " PREFIX
+                             " -t 1 --heartbeat 0.5",
+                             sdw_test_path("models/tiny-sd15")),
+                  0);
+    bool up = pool_log_wait(&wp, "ready: worker", 120);
+    if (!up) {
+        char *log = pool_log(&wp);
+        fprintf(stderr, "worker did not start:\n%s\n", log);
+        free(log);
+    }
+    ASSERT_TRUE(up);
+    for (double t0 = sdw_time_now(); n_models() != 2 && sdw_time_now() - t0 < 30;)
+        pool_sleep(0.05); /* the registry entry and the gateway's short cache */
+    ASSERT_EQ_INT(n_models(), 2);
+
+    sdw_http_resp r;
+    ASSERT_EQ_INT(sdw_http_post_json(g_port, "/v1/jobs", "{" REQ "}", &r), 0);
+    ASSERT_EQ_INT(r.status, 400);
+    ASSERT_STR_CONTAINS(r.body, "tiny-sd15-b");
+    sdw_http_resp_free(&r);
+
+    sdw_pool_worker_stats before, after;
+    sdw_pool_worker_get_stats(g_w.w, &before);
+    const char *id = submit(g_port, "{" REQ ",\"model\":\"tiny-sd15-b\"}");
+    ASSERT_TRUE(id != NULL);
+    char job_id[64], final[64], path[128];
+    snprintf(job_id, sizeof job_id, "%s", id);
+    int n_progress, n_preview, last_step;
+    follow(g_port, job_id, final, &n_progress, &n_preview, &last_step);
+    ASSERT_STR_CONTAINS(final, "complete");
+    snprintf(path, sizeof path, "/v1/jobs/%s", job_id);
+    int st;
+    json_t *j = get_json(g_port, path, &st);
+    ASSERT_STR_CONTAINS(
+        json_string_value(json_object_get(json_object_get(j, "parameters"), "model")),
+        "tiny-sd15-b");
+    json_decref(j);
+    size_t n = 0;
+    char *png = job_png(g_port, job_id, &n);
+    ASSERT_TRUE(png != NULL);
+    ASSERT_EQ_INT(sdw_test_png_bytes_max_diff(g_png, g_png_len, png, n), 0);
+    free(png);
+
+    ASSERT_EQ_INT(sdw_http_post_json(g_port, "/sdapi/v1/txt2img",
+                                     "{\"prompt\":\"a cat\",\"width\":64,\"height\":64,"
+                                     "\"steps\":2,\"prompt_syntax\":false,"
+                                     "\"override_settings\":{\"sd_model_checkpoint\":"
+                                     "\"tiny-sd15-b\"}}",
+                                     &r),
+                  0);
+    ASSERT_EQ_INT(r.status, 200);
+    j = body_json(&r);
+    sdw_http_resp_free(&r);
+    json_t *info = json_loads(json_string_value(json_object_get(j, "info")), 0, NULL);
+    json_decref(j);
+    ASSERT_STR_CONTAINS(json_string_value(json_object_get(info, "sd_model_name")),
+                        "tiny-sd15-b");
+    json_decref(info);
+    sdw_pool_worker_get_stats(g_w.w, &after);
+    ASSERT_EQ_INT((int)(after.started - before.started), 0); /* both ran on the other worker */
+
+    ASSERT_EQ_INT(pool_stop(&wp, SIGTERM), 0);
+    for (double t0 = sdw_time_now(); n_models() != 1 && sdw_time_now() - t0 < 30;)
+        pool_sleep(0.05);
+    ASSERT_EQ_INT(n_models(), 1);
 }
 
 /* A job submitted through one gateway is followed through another; after the first gateway
@@ -543,6 +635,7 @@ int main(void) {
     RUN(test_openai_and_a1111);
     RUN(test_lists);
     RUN(test_refusals_before_queueing);
+    RUN(test_two_models);
     RUN(test_two_gateways_and_restart);
     RUN(test_redis_down_503_and_recovery);
     RUN(test_usage);
