@@ -132,6 +132,12 @@ void sdw_diffusion_weights(const sdw_diffusion *d, sdw_weights *ws) {
     sdw_weights_set_backend(ws, d->backend);
 }
 
+void sdw_diffusion_warn_unused(const char *what, const sdw_weights *ws) {
+    char names[512];
+    const int n = ws ? sdw_weights_unused(ws, names, sizeof names) : 0;
+    if (n) SDW_WARN("%s: %d tensors were not used (%s)", what, n, names);
+}
+
 void sdw_diffusion_lora_part(sdw_diffusion *d, const struct sdw_lora_part *part) {
     if (!d->lora) d->lora = sdw_lora_host_create();
     sdw_lora_host_add_part(d->lora, part);

@@ -137,6 +137,10 @@ sdw_status sdw_diffusion_init(sdw_diffusion *d, const sdw_image_model_ops *ops, 
                               const sdw_load_options *opts, sdw_error *err);
 /* Readies a component's weights before binding: d's precision and backend. */
 void sdw_diffusion_weights(const sdw_diffusion *d, sdw_weights *ws);
+/* Warns when a component's weights (NULL: none loaded) hold float tensors nothing was bound
+ * from — "<what>: N tensors were not used (names...)": a file for a variant the family does not
+ * know, or a name map gap. After binding. */
+void sdw_diffusion_warn_unused(const char *what, const sdw_weights *ws);
 
 struct sdw_lora_part;
 /* Declares a component requests may adapt with LoRAs (models/lora.h: its names in LoRA files,

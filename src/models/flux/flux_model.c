@@ -372,12 +372,6 @@ static const sdw_image_model_ops g_ops = {
     .destroy = flux_destroy,
 };
 
-static void warn_unused(const char *what, const sdw_weights *ws) {
-    char names[512];
-    int n = ws ? sdw_weights_unused(ws, names, sizeof names) : 0;
-    if (n) SDW_WARN("%s: %d tensors were not used (%s)", what, n, names);
-}
-
 /* A folder is its own root; a single transformer file takes the rest from --config. */
 static sdw_status flux_load(const char *path, const sdw_load_options *opts, sdw_image_model **out,
                             sdw_error *err) {
@@ -402,10 +396,10 @@ static sdw_status flux_load(const char *path, const sdw_load_options *opts, sdw_
         (s = load_schedule(m, root, sdw_flux_transformer_config(m->dit)->guidance_embeds, err)) ||
         (s = check_parts(m, err)))
         goto fail;
-    warn_unused("transformer", m->w_dit);
-    warn_unused("text encoder", m->clip.w);
-    warn_unused("text encoder 2", m->t5.w);
-    warn_unused("vae", m->w_vae);
+    sdw_diffusion_warn_unused("transformer", m->w_dit);
+    sdw_diffusion_warn_unused("text encoder", m->clip.w);
+    sdw_diffusion_warn_unused("text encoder 2", m->t5.w);
+    sdw_diffusion_warn_unused("vae", m->w_vae);
     if ((s = finish_setup(m, opts, err))) goto fail;
     *out = &m->d.base;
     return SDW_OK;

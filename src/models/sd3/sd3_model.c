@@ -412,12 +412,6 @@ static const sdw_image_model_ops g_ops = {
     .destroy = sd3_destroy,
 };
 
-static void warn_unused(const char *what, const sdw_weights *ws) {
-    char names[512];
-    int n = ws ? sdw_weights_unused(ws, names, sizeof names) : 0;
-    if (n) SDW_WARN("%s: %d tensors were not used (%s)", what, n, names);
-}
-
 static sdw_status sd3_load(const char *path, const sdw_load_options *opts, sdw_image_model **out,
                            sdw_error *err) {
     sd3_model *m = sdw_xcalloc(1, sizeof *m);
@@ -451,11 +445,11 @@ static sdw_status sd3_load(const char *path, const sdw_load_options *opts, sdw_i
                                &m->vae_cfg, &m->vae, err)) ||
         (s = load_schedule(m, root, err)) || (s = check_parts(m, err)))
         goto fail;
-    warn_unused("transformer", m->w_dit);
-    warn_unused("vae", m->w_vae);
-    warn_unused("text encoder", m->clip[0].w);
-    warn_unused("text encoder 2", m->clip[1].w);
-    warn_unused("text encoder 3", m->t5.w);
+    sdw_diffusion_warn_unused("transformer", m->w_dit);
+    sdw_diffusion_warn_unused("vae", m->w_vae);
+    sdw_diffusion_warn_unused("text encoder", m->clip[0].w);
+    sdw_diffusion_warn_unused("text encoder 2", m->clip[1].w);
+    sdw_diffusion_warn_unused("text encoder 3", m->t5.w);
     if ((s = finish_setup(m, opts, err))) goto fail;
     *out = &m->d.base;
     return SDW_OK;

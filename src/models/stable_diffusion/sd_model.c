@@ -418,12 +418,6 @@ const sdw_image_model_ops sdw__sd_ops = {
 
 /* Warns about tensors a checkpoint carries that no component used (EMA copies, extra heads): a
  * wrong-architecture guess shows up here first. */
-static void warn_unused(const char *what, const sdw_weights *ws) {
-    char names[512];
-    int n = ws ? sdw_weights_unused(ws, names, sizeof names) : 0;
-    if (n) SDW_WARN("%s: %d tensors were not used (%s)", what, n, names);
-}
-
 /* The family's load options: values checked here, once, before anything is read. */
 static sdw_status check_options(const sdw_load_options *opts, sdw_error *err) {
     const char *p = sdw_load_option(opts, "prediction");
@@ -462,9 +456,9 @@ static sdw_status sd_load(const char *path, const sdw_load_options *opts, sdw_im
     if (prediction)
         m->d.sched.prediction_type = strcmp(prediction, "v") == 0 ? SDW_PRED_V : SDW_PRED_EPSILON;
     for (int k = 0; k < m->n_te; k++)
-        warn_unused(k ? "text encoder 2" : "text encoder", m->te[k].w);
-    warn_unused("unet", m->w_unet);
-    warn_unused("vae", m->w_vae);
+        sdw_diffusion_warn_unused(k ? "text encoder 2" : "text encoder", m->te[k].w);
+    sdw_diffusion_warn_unused("unet", m->w_unet);
+    sdw_diffusion_warn_unused("vae", m->w_vae);
     if ((s = sdw__sd_finish_setup(m, opts, err))) goto fail;
     *out = &m->d.base;
     return SDW_OK;
