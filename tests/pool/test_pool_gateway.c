@@ -327,6 +327,18 @@ static void test_openai_and_a1111(void) {
     ASSERT_EQ_INT(d_openai, 0);
     ASSERT_EQ_INT(d_a1111, 0);
 
+    /* OpenAI's streaming: partial images from the worker's previews, then the image */
+    ASSERT_EQ_INT(sdw_http_post_json(g_port, "/v1/images/generations",
+                                     "{\"prompt\":\"a cat\",\"size\":\"64x64\",\"steps\":4,"
+                                     "\"seed\":7,\"stream\":true,\"partial_images\":1}",
+                                     &r),
+                  0);
+    ASSERT_EQ_INT(r.status, 200);
+    char ct[64];
+    ASSERT_STR_CONTAINS(sdw_http_header(&r, "Content-Type", ct, sizeof ct), "text/event-stream");
+    ASSERT_STR_CONTAINS(r.body, "image_generation.completed");
+    sdw_http_resp_free(&r);
+
     /* A1111's default reading of prompts is not carried to workers yet: refused, named */
     ASSERT_EQ_INT(sdw_http_post_json(g_port, "/sdapi/v1/txt2img",
                                      "{\"prompt\":\"(a cat:1.2)\",\"width\":64,\"height\":64,"
@@ -379,6 +391,14 @@ static void test_lists(void) {
     ASSERT_EQ_INT(st, 200);
     ASSERT_STR_CONTAINS(json_string_value(json_object_get(j, "model")), "tiny-sd15");
     json_decref(j);
+
+    /* metrics: the pool's jobs now */
+    sdw_http_resp m;
+    ASSERT_EQ_INT(sdw_http_request(g_port, "GET", "/metrics", NULL, NULL, 0, &m), 0);
+    ASSERT_EQ_INT(m.status, 200);
+    ASSERT_STR_CONTAINS(m.body, "sdw_model_loaded 1");
+    ASSERT_STR_CONTAINS(m.body, "sdw_jobs{state=\"queued\"}");
+    sdw_http_resp_free(&m);
 
     /* the web page, whose first call is /v1/capabilities (above) */
     sdw_http_resp r;
