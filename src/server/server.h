@@ -13,9 +13,10 @@
  *   sdw_server_stop(s); ... sdw_engine_destroy(engine) unless abandoned ...
  *
  * The server listens before the model is loaded so that /health and /ready answer during a long
- * load. It only talks to the engine (engine/engine.h) and the model interface; it never names a
- * model family. Thread safety: one thread per connection inside; set_engine may be called from
- * any thread; stop must not race with start/set_engine.
+ * load. Its dialects talk to one job service (server/jobs.h): the engine (engine/engine.h) with
+ * its model, or a worker pool's gateway (pool/gateway.h, sdw_server_set_gateway); it never names
+ * a model family. Thread safety: one thread per connection inside; set_engine may be called from
+ * any thread; stop must not race with start/set_engine/set_gateway.
  */
 #ifndef SDW_SERVER_SERVER_H
 #define SDW_SERVER_SERVER_H
