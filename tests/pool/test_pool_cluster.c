@@ -4,8 +4,9 @@
  * for the same request; a worker killed with SIGKILL mid-job has its job finished by the other
  * (after the visibility timeout), with one result; a batch of 50 jobs with kills (the killed
  * worker restarted) and cancels ends with every job in exactly one terminal state and nothing
- * left in the queue; a Redis restart mid-batch loses no job; a worker started before its Redis
- * (with a password) waits for it and never shows the password. Each test has its own key prefix.
+ * left in the queue; a worker stopped by SIGTERM mid-job hands the job back to the other; a
+ * Redis restart mid-batch loses no job; a worker started before its Redis (with a password)
+ * waits for it and never shows the password. Each test has its own key prefix.
  *
  * No fixed wall-clock deadlines: waits fail only when nothing progresses (no job changes) for
  * STALL_S seconds, so a loaded machine is slow, not failing.
@@ -51,13 +52,15 @@ typedef struct cworker {
     char id[32];
 } cworker;
 
-/* Starts `sdw worker` with id under prefix and waits until it has loaded its model. */
-static bool cworker_start(cworker *w, const char *prefix, const char *id, const char *url) {
+/* Starts `sdw worker` with id under prefix (and extra options) and waits until it has loaded
+ * its model. */
+static bool cworker_start_with(cworker *w, const char *prefix, const char *id, const char *url,
+                               const char *extra) {
     snprintf(w->id, sizeof w->id, "%s", id);
     if (pool_spawn(&w->p, "OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE",
                    "worker -m '%s' -t 1 --redis '%s' --pool-prefix %s --worker-id %s "
-                   "--heartbeat 0.5 --visibility " VISIBILITY " --max-deliveries 10 -v",
-                   sdw_test_path("models/tiny-sd15"), url, prefix, id) != 0)
+                   "--heartbeat 0.5 --visibility " VISIBILITY " --max-deliveries 10 -v %s",
+                   sdw_test_path("models/tiny-sd15"), url, prefix, id, extra) != 0)
         return false;
     if (!pool_log_wait(&w->p, "sdw: ready:", 300)) {
         char *log = pool_log(&w->p);
@@ -66,6 +69,10 @@ static bool cworker_start(cworker *w, const char *prefix, const char *id, const 
         return false;
     }
     return true;
+}
+
+static bool cworker_start(cworker *w, const char *prefix, const char *id, const char *url) {
+    return cworker_start_with(w, prefix, id, url, "");
 }
 
 /* SIGTERM: the worker's exit code (0 = a clean stop). */
@@ -287,6 +294,36 @@ static void test_kill_mid_job(void) {
     free(log);
     ASSERT_TRUE(queue_empty("c2"));
     ASSERT_EQ_INT(cworker_stop(&w[1 - victim]), 0);
+}
+
+/* SIGTERM to the worker running a job (no grace): it hands the job back and exits 0; the other
+ * worker runs it at once, and the hand-back is not counted as a delivery. */
+static void test_sigterm_hands_back(void) {
+    if (!g_have_redis) return sdw_test_skip("no redis-server");
+    cworker w[2];
+    ASSERT_TRUE(cworker_start_with(&w[0], "c6", "w1", g_rs.url, "--shutdown-grace 0"));
+    ASSERT_TRUE(cworker_start_with(&w[1], "c6", "w2", g_rs.url, "--shutdown-grace 0"));
+    ASSERT_TRUE(wait_registered("c6", 2));
+    sdw_error err = {0};
+    sdw_request q = request(12, 8);
+    char id[1][33];
+    ASSERT_OK(enqueue("c6", &q, id[0], &err), &err);
+    sdw_pool_job_fields f = wait_stepped("c6", id[0]);
+    ASSERT_EQ_INT(f.state, SDW_JOB_RUNNING);
+    const int first = !strcmp(f.worker, "w1") ? 0 : 1;
+    ASSERT_EQ_INT(cworker_stop(&w[first]), 0);
+    char *log = pool_log(&w[first].p);
+    ASSERT_STR_CONTAINS(log, "handed back");
+    ASSERT_STR_CONTAINS(log, "1 handed back");
+    free(log);
+    ASSERT_TRUE(wait_all("c6", id, 1, NULL, NULL));
+    f = job("c6", id[0]);
+    ASSERT_EQ_INT(f.state, SDW_JOB_SUCCEEDED);
+    ASSERT_TRUE(!strcmp(f.worker, w[1 - first].id));
+    ASSERT_EQ_INT(f.deliveries, 1);
+    ASSERT_EQ_INT(terminal_events("c6", id[0]), 1);
+    ASSERT_TRUE(queue_empty("c6"));
+    ASSERT_EQ_INT(cworker_stop(&w[1 - first]), 0);
 }
 
 /* ---- the batch with kills and cancels ---- */
@@ -594,6 +631,7 @@ int main(void) {
     }
     RUN(test_spread_and_same_image);
     RUN(test_kill_mid_job);
+    RUN(test_sigterm_hands_back);
     RUN(test_batch_kills_and_cancels);
     RUN(test_redis_restart_mid_batch);
     RUN(test_worker_before_redis);
