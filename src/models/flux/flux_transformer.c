@@ -11,13 +11,13 @@
 #include "models/flux/flux_transformer.h"
 
 #include "io/json_config.h"
+#include "models/dit_layers.h"
 #include "nn/arena.h"
 #include "nn/nn.h"
 #include "nn/profile.h"
 #include "nn/stop.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <string.h>
 
 #define LN_EPS 1e-6f  /* every LayerNorm here is LayerNorm(D, elementwise_affine=False, 1e-6) */
@@ -209,11 +209,6 @@ sdw_status sdw_flux_config_infer(const sdw_weights *ws, sdw_flux_config *cfg, sd
 /* ---------------------------------------------------------------------------------------- */
 /* weights                                                                                  */
 
-typedef struct embedder { /* TimestepEmbedding / PixArtAlphaTextProjection(act "silu") */
-    sdw_linear linear_1;  /* [D, in] */
-    sdw_linear linear_2;  /* [D, D] */
-} embedder;
-
 typedef struct stream {          /* one stream (image or text) of a FluxTransformerBlock */
     sdw_linear mod;              /* norm1(_context).linear [6D, D]: shift, scale, gate of the
                                   * attention, then shift, scale, gate of the MLP */
@@ -242,9 +237,9 @@ struct sdw_flux_transformer {
     size_t n_params;
     sdw_linear x_embedder;       /* [D, in_channels] */
     sdw_linear context_embedder; /* [D, joint_dim] */
-    embedder time;               /* time_text_embed.timestep_embedder (in 256) */
-    embedder guidance;   /* time_text_embed.guidance_embedder (in 256), if guidance_embeds */
-    embedder text;       /* time_text_embed.text_embedder (in pooled_dim) */
+    sdw_dit_embedder time;     /* time_text_embed.timestep_embedder (in 256) */
+    sdw_dit_embedder guidance; /* time_text_embed.guidance_embedder (in 256), if guidance_embeds */
+    sdw_dit_embedder text;     /* time_text_embed.text_embedder (in pooled_dim) */
     double_block *dbl;   /* transformer_blocks [n_layers] */
     single_block *sgl;   /* single_transformer_blocks [n_single_layers] */
     sdw_linear norm_out; /* norm_out.linear [2D, D]: scale, shift */
@@ -254,128 +249,97 @@ struct sdw_flux_transformer {
 /* ---------------------------------------------------------------------------------------- */
 /* binding                                                                                  */
 
-#define NAME_LEN 256
-
-static const char *fmt_name(char *buf, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static const char *fmt_name(char *buf, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, NAME_LEN, fmt, ap);
-    va_end(ap);
-    return buf;
-}
-
-static sdw_status bind_linear(sdw_flux_transformer *t, sdw_linear *l, sdw_weights *ws,
-                              const char *name, int in, int out, sdw_error *err) {
-    sdw_status st = sdw_linear_bind(l, ws, name, in, out, true, err);
-    if (st == SDW_OK) t->n_params += ((size_t)in + 1) * (size_t)out;
-    return st;
-}
-
-/* n layers of [out, in] reading one input, stacked into one product (q|k|v). */
-static sdw_status bind_stacked(sdw_flux_transformer *t, sdw_linear *l, sdw_weights *ws,
-                               const char *const *names, int n, int in, int out, sdw_error *err) {
-    sdw_status st = sdw_linear_bind_stacked(l, ws, names, n, in, out, true, err);
-    if (st == SDW_OK) t->n_params += ((size_t)in + 1) * (size_t)out * (size_t)n;
-    return st;
-}
-
-static sdw_status bind_rms(sdw_flux_transformer *t, sdw_rms_norm *r, sdw_weights *ws,
-                           const char *name, sdw_error *err) {
-    sdw_status st = sdw_rms_norm_bind(r, ws, name, t->cfg.head_dim, QK_EPS, err);
-    if (st == SDW_OK) t->n_params += (size_t)t->cfg.head_dim;
-    return st;
-}
-
-static sdw_status bind_embedder(sdw_flux_transformer *t, embedder *e, sdw_weights *ws,
-                                const char *p, int in, sdw_error *err) {
-    char n[NAME_LEN];
-    sdw_status st;
-    if ((st = bind_linear(t, &e->linear_1, ws, fmt_name(n, "%s.linear_1", p), in, t->D, err)))
-        return st;
-    return bind_linear(t, &e->linear_2, ws, fmt_name(n, "%s.linear_2", p), t->D, t->D, err);
-}
-
 /* One stream of transformer_blocks.i: the image stream's names, or the text stream's
  * (norm1_context, add_*_proj, norm_added_*, to_add_out, ff_context). */
-static sdw_status bind_stream(sdw_flux_transformer *t, stream *s, sdw_weights *ws, int i, bool text,
-                              sdw_error *err) {
+static sdw_status bind_stream(sdw_flux_transformer *t, stream *s, sdw_dit_binder *bd, int i,
+                              bool text, sdw_error *err) {
     const int D = t->D;
-    char p[NAME_LEN], n[NAME_LEN], q[NAME_LEN], k[NAME_LEN], v[NAME_LEN], o[NAME_LEN];
-    fmt_name(p, "transformer_blocks.%d", i);
+    char p[SDW_DIT_NAME_LEN], n[SDW_DIT_NAME_LEN], q[SDW_DIT_NAME_LEN], k[SDW_DIT_NAME_LEN],
+        v[SDW_DIT_NAME_LEN], o[SDW_DIT_NAME_LEN];
+    sdw_dit_name(p, "transformer_blocks.%d", i);
     const char *ctx = text ? "_context" : "", *add = text ? "added_" : "";
     const char *qkv[3] = {
-        text ? fmt_name(q, "%s.attn.add_q_proj", p) : fmt_name(q, "%s.attn.to_q", p),
-        text ? fmt_name(k, "%s.attn.add_k_proj", p) : fmt_name(k, "%s.attn.to_k", p),
-        text ? fmt_name(v, "%s.attn.add_v_proj", p) : fmt_name(v, "%s.attn.to_v", p)};
+        text ? sdw_dit_name(q, "%s.attn.add_q_proj", p) : sdw_dit_name(q, "%s.attn.to_q", p),
+        text ? sdw_dit_name(k, "%s.attn.add_k_proj", p) : sdw_dit_name(k, "%s.attn.to_k", p),
+        text ? sdw_dit_name(v, "%s.attn.add_v_proj", p) : sdw_dit_name(v, "%s.attn.to_v", p)};
     const char *out =
-        text ? fmt_name(o, "%s.attn.to_add_out", p) : fmt_name(o, "%s.attn.to_out.0", p);
+        text ? sdw_dit_name(o, "%s.attn.to_add_out", p) : sdw_dit_name(o, "%s.attn.to_out.0", p);
     sdw_status st;
-    if ((st = bind_linear(t, &s->mod, ws, fmt_name(n, "%s.norm1%s.linear", p, ctx), D, 6 * D,
-                          err)) ||
-        (st = bind_stacked(t, &s->qkv, ws, qkv, 3, D, D, err)) ||
-        (st = bind_rms(t, &s->norm_q, ws, fmt_name(n, "%s.attn.norm_%sq.weight", p, add), err)) ||
-        (st = bind_rms(t, &s->norm_k, ws, fmt_name(n, "%s.attn.norm_%sk.weight", p, add), err)) ||
-        (st = bind_linear(t, &s->out, ws, out, D, D, err)) ||
-        (st = bind_linear(t, &s->ff_in, ws, fmt_name(n, "%s.ff%s.net.0.proj", p, ctx), D,
-                          MLP_RATIO * D, err)) ||
-        (st = bind_linear(t, &s->ff_out, ws, fmt_name(n, "%s.ff%s.net.2", p, ctx), MLP_RATIO * D, D,
-                          err)))
+    if ((st = sdw_dit_bind_linear(bd, &s->mod, sdw_dit_name(n, "%s.norm1%s.linear", p, ctx), D,
+                                  6 * D, err)) ||
+        (st = sdw_dit_bind_stacked(bd, &s->qkv, qkv, 3, D, D, err)) ||
+        (st = sdw_dit_bind_rms(bd, &s->norm_q, sdw_dit_name(n, "%s.attn.norm_%sq.weight", p, add),
+                               err)) ||
+        (st = sdw_dit_bind_rms(bd, &s->norm_k, sdw_dit_name(n, "%s.attn.norm_%sk.weight", p, add),
+                               err)) ||
+        (st = sdw_dit_bind_linear(bd, &s->out, out, D, D, err)) ||
+        (st = sdw_dit_bind_linear(bd, &s->ff_in, sdw_dit_name(n, "%s.ff%s.net.0.proj", p, ctx), D,
+                                  MLP_RATIO * D, err)) ||
+        (st = sdw_dit_bind_linear(bd, &s->ff_out, sdw_dit_name(n, "%s.ff%s.net.2", p, ctx),
+                                  MLP_RATIO * D, D, err)))
         return st;
     return SDW_OK;
 }
 
-static sdw_status bind_single(sdw_flux_transformer *t, single_block *b, sdw_weights *ws, int i,
+static sdw_status bind_single(sdw_flux_transformer *t, single_block *b, sdw_dit_binder *bd, int i,
                               sdw_error *err) {
     const int D = t->D;
-    char p[NAME_LEN], n[NAME_LEN], q[NAME_LEN], k[NAME_LEN], v[NAME_LEN];
-    fmt_name(p, "single_transformer_blocks.%d", i);
-    const char *qkv[3] = {fmt_name(q, "%s.attn.to_q", p), fmt_name(k, "%s.attn.to_k", p),
-                          fmt_name(v, "%s.attn.to_v", p)};
+    char p[SDW_DIT_NAME_LEN], n[SDW_DIT_NAME_LEN], q[SDW_DIT_NAME_LEN], k[SDW_DIT_NAME_LEN],
+        v[SDW_DIT_NAME_LEN];
+    sdw_dit_name(p, "single_transformer_blocks.%d", i);
+    const char *qkv[3] = {sdw_dit_name(q, "%s.attn.to_q", p), sdw_dit_name(k, "%s.attn.to_k", p),
+                          sdw_dit_name(v, "%s.attn.to_v", p)};
     sdw_status st;
-    if ((st = bind_linear(t, &b->mod, ws, fmt_name(n, "%s.norm.linear", p), D, 3 * D, err)) ||
-        (st = bind_stacked(t, &b->qkv, ws, qkv, 3, D, D, err)) ||
-        (st = bind_rms(t, &b->norm_q, ws, fmt_name(n, "%s.attn.norm_q.weight", p), err)) ||
-        (st = bind_rms(t, &b->norm_k, ws, fmt_name(n, "%s.attn.norm_k.weight", p), err)) ||
-        (st = bind_linear(t, &b->mlp, ws, fmt_name(n, "%s.proj_mlp", p), D, MLP_RATIO * D, err)) ||
-        (st = bind_linear(t, &b->out, ws, fmt_name(n, "%s.proj_out", p), (MLP_RATIO + 1) * D, D,
-                          err)))
+    if ((st = sdw_dit_bind_linear(bd, &b->mod, sdw_dit_name(n, "%s.norm.linear", p), D, 3 * D,
+                                  err)) ||
+        (st = sdw_dit_bind_stacked(bd, &b->qkv, qkv, 3, D, D, err)) ||
+        (st = sdw_dit_bind_rms(bd, &b->norm_q, sdw_dit_name(n, "%s.attn.norm_q.weight", p), err)) ||
+        (st = sdw_dit_bind_rms(bd, &b->norm_k, sdw_dit_name(n, "%s.attn.norm_k.weight", p), err)) ||
+        (st = sdw_dit_bind_linear(bd, &b->mlp, sdw_dit_name(n, "%s.proj_mlp", p), D, MLP_RATIO * D,
+                                  err)) ||
+        (st = sdw_dit_bind_linear(bd, &b->out, sdw_dit_name(n, "%s.proj_out", p),
+                                  (MLP_RATIO + 1) * D, D, err)))
         return st;
     return SDW_OK;
 }
 
 /* norm_out.linear whole, or (a layout storing its halves swapped) the two halves stacked in
  * diffusers' (scale, shift) order: see SDW_FLUX_NORM_OUT_SCALE. */
-static sdw_status bind_norm_out(sdw_flux_transformer *t, sdw_weights *ws, sdw_error *err) {
-    if (!sdw_weights_has(ws, "norm_out.linear.weight") &&
-        sdw_weights_has(ws, SDW_FLUX_NORM_OUT_SCALE ".weight")) {
+static sdw_status bind_norm_out(sdw_flux_transformer *t, sdw_dit_binder *bd, sdw_error *err) {
+    if (!sdw_weights_has(bd->ws, "norm_out.linear.weight") &&
+        sdw_weights_has(bd->ws, SDW_FLUX_NORM_OUT_SCALE ".weight")) {
         static const char *const halves[2] = {SDW_FLUX_NORM_OUT_SCALE, SDW_FLUX_NORM_OUT_SHIFT};
-        return bind_stacked(t, &t->norm_out, ws, halves, 2, t->D, t->D, err);
+        return sdw_dit_bind_stacked(bd, &t->norm_out, halves, 2, t->D, t->D, err);
     }
-    return bind_linear(t, &t->norm_out, ws, "norm_out.linear", t->D, 2 * t->D, err);
+    return sdw_dit_bind_linear(bd, &t->norm_out, "norm_out.linear", t->D, 2 * t->D, err);
 }
 
 static sdw_status bind_all(sdw_flux_transformer *t, sdw_weights *ws, sdw_error *err) {
     const sdw_flux_config *c = &t->cfg;
+    sdw_dit_binder binder = {
+        .ws = ws, .n_params = &t->n_params, .head_dim = c->head_dim, .qk_eps = QK_EPS};
+    sdw_dit_binder *bd = &binder;
     const int D = t->D;
     sdw_status st;
-    if ((st = bind_linear(t, &t->x_embedder, ws, "x_embedder", c->in_channels, D, err)) ||
-        (st = bind_linear(t, &t->context_embedder, ws, "context_embedder", c->joint_dim, D, err)) ||
-        (st =
-             bind_embedder(t, &t->time, ws, "time_text_embed.timestep_embedder", TIME_PROJ, err)) ||
+    if ((st = sdw_dit_bind_linear(bd, &t->x_embedder, "x_embedder", c->in_channels, D, err)) ||
+        (st = sdw_dit_bind_linear(bd, &t->context_embedder, "context_embedder", c->joint_dim, D,
+                                  err)) ||
+        (st = sdw_dit_bind_embedder(bd, &t->time, "time_text_embed.timestep_embedder", TIME_PROJ, D,
+                                    err)) ||
         (c->guidance_embeds &&
-         (st = bind_embedder(t, &t->guidance, ws, "time_text_embed.guidance_embedder", TIME_PROJ,
-                             err))) ||
-        (st = bind_embedder(t, &t->text, ws, "time_text_embed.text_embedder", c->pooled_dim, err)))
+         (st = sdw_dit_bind_embedder(bd, &t->guidance, "time_text_embed.guidance_embedder",
+                                     TIME_PROJ, D, err))) ||
+        (st = sdw_dit_bind_embedder(bd, &t->text, "time_text_embed.text_embedder", c->pooled_dim, D,
+                                    err)))
         return st;
     for (int i = 0; i < c->n_layers; i++)
-        if ((st = bind_stream(t, &t->dbl[i].img, ws, i, false, err)) ||
-            (st = bind_stream(t, &t->dbl[i].txt, ws, i, true, err)))
+        if ((st = bind_stream(t, &t->dbl[i].img, bd, i, false, err)) ||
+            (st = bind_stream(t, &t->dbl[i].txt, bd, i, true, err)))
             return st;
     for (int i = 0; i < c->n_single_layers; i++)
-        if ((st = bind_single(t, &t->sgl[i], ws, i, err))) return st;
-    if ((st = bind_norm_out(t, ws, err)) ||
-        (st = bind_linear(t, &t->proj_out, ws, "proj_out", D, c->in_channels, err)))
+        if ((st = bind_single(t, &t->sgl[i], bd, i, err))) return st;
+    if ((st = bind_norm_out(t, bd, err)) ||
+        (st = sdw_dit_bind_linear(bd, &t->proj_out, "proj_out", D, c->in_channels, err)))
         return st;
     return SDW_OK;
 }
@@ -443,14 +407,6 @@ typedef struct scratch {
     float *cos, *sin; /* [L, hd/2] RoPE angles */
 } scratch;
 
-/* Linear → SiLU → linear (TimestepEmbedding, PixArtAlphaTextProjection). x [B, in] -> y [B, D];
- * tmp [B, D]. */
-static void embedder_forward(const embedder *e, const float *x, int B, float *tmp, float *y) {
-    sdw_linear_forward(&e->linear_1, sdw_rows(x, B), sdw_rows(tmp, B), 0);
-    sdw_silu(tmp, (size_t)B * e->linear_1.out);
-    sdw_linear_forward(&e->linear_2, sdw_rows(tmp, B), sdw_rows(y, B), 0);
-}
-
 /* CombinedTimestep(Guidance)TextProjEmbeddings, after FluxTransformer2DModel scales timestep
  * and guidance by 1000 (`timestep.to(dtype) * 1000`, in f32): temb = emb(t) [+ emb(g)] +
  * text(pooled); then the SiLU every modulation applies to it first. sc->temb = silu(temb). */
@@ -462,15 +418,15 @@ static void time_text_embed(sdw_arena *ar, const sdw_flux_transformer *t, scratc
     float *e = sdw_arena_alloc(ar, sizeof(float) * (size_t)B * D);
     for (int b = 0; b < B; b++) // Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)
         sdw_timestep_embedding(timestep[b] * 1000.0f, TIME_PROJ, true, 0.0f, proj + b * TIME_PROJ);
-    embedder_forward(&t->time, proj, B, tmp, sc->temb); // [B, D]
+    sdw_dit_embedder_forward(&t->time, proj, B, tmp, sc->temb); // [B, D]
     if (t->cfg.guidance_embeds) {
         for (int b = 0; b < B; b++)
             sdw_timestep_embedding(guidance[b] * 1000.0f, TIME_PROJ, true, 0.0f,
                                    proj + b * TIME_PROJ);
-        embedder_forward(&t->guidance, proj, B, tmp, e);
+        sdw_dit_embedder_forward(&t->guidance, proj, B, tmp, e);
         sdw_add(sc->temb, e, (size_t)B * D); // time_guidance_emb
     }
-    embedder_forward(&t->text, pooled, B, tmp, e);
+    sdw_dit_embedder_forward(&t->text, pooled, B, tmp, e);
     sdw_add(sc->temb, e, (size_t)B * D); // + pooled projection
     sdw_silu(sc->temb, (size_t)B * D);
     sdw_arena_free(ar, e);

@@ -10,6 +10,7 @@
 #include "models/sd3/sd3_transformer.h"
 
 #include "io/json_config.h"
+#include "models/dit_layers.h"
 #include "nn/arena.h"
 #include "nn/nn.h"
 #include "nn/profile.h"
@@ -17,7 +18,6 @@
 
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <string.h>
 
 #define LN_EPS 1e-6f  /* every LayerNorm here: elementwise_affine=False, eps 1e-6 */
@@ -283,11 +283,6 @@ sdw_status sdw_sd3_config_infer(const sdw_weights *ws, int head_dim, sdw_sd3_con
 /* ---------------------------------------------------------------------------------------- */
 /* weights                                                                                  */
 
-typedef struct embedder { /* TimestepEmbedding / PixArtAlphaTextProjection(act "silu") */
-    sdw_linear linear_1;  /* [D, in] */
-    sdw_linear linear_2;  /* [D, D] */
-} embedder;
-
 typedef struct stream {          /* one stream (image or context) of a JointTransformerBlock */
     sdw_linear mod;              /* norm1(_context).linear: AdaLayerNormZero [6D, D] (shift,
                                   * scale, gate of the attention, then of the MLP); the last
@@ -311,8 +306,8 @@ struct sdw_sd3_transformer {
     sdw_conv2d patch;            /* pos_embed.proj [D, in, p, p], stride p */
     const float *pos;            /* pos_embed.pos_embed [max², D] (owned by the weights) */
     sdw_linear context_embedder; /* [D, joint_dim] */
-    embedder time;               /* time_text_embed.timestep_embedder (in 256) */
-    embedder text;               /* time_text_embed.text_embedder (in pooled_dim) */
+    sdw_dit_embedder time;       /* time_text_embed.timestep_embedder (in 256) */
+    sdw_dit_embedder text;       /* time_text_embed.text_embedder (in pooled_dim) */
     joint_block *blk;            /* transformer_blocks [n_layers] */
     sdw_linear norm_out;         /* norm_out.linear [2D, D]: scale, shift */
     sdw_linear proj_out;         /* [p²·out_channels, D]: per token, (p, q, channel) order */
@@ -321,97 +316,59 @@ struct sdw_sd3_transformer {
 /* ---------------------------------------------------------------------------------------- */
 /* binding                                                                                  */
 
-#define NAME_LEN 256
-
-static const char *fmt_name(char *buf, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static const char *fmt_name(char *buf, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, NAME_LEN, fmt, ap);
-    va_end(ap);
-    return buf;
-}
-
-static sdw_status bind_linear(sdw_sd3_transformer *t, sdw_linear *l, sdw_weights *ws,
-                              const char *name, int in, int out, sdw_error *err) {
-    sdw_status st = sdw_linear_bind(l, ws, name, in, out, true, err);
-    if (st == SDW_OK) t->n_params += ((size_t)in + 1) * (size_t)out;
-    return st;
-}
-
-/* n layers of [out, in] reading one input, stacked into one product (q|k|v; scale|shift). */
-static sdw_status bind_stacked(sdw_sd3_transformer *t, sdw_linear *l, sdw_weights *ws,
-                               const char *const *names, int n, int in, int out, sdw_error *err) {
-    sdw_status st = sdw_linear_bind_stacked(l, ws, names, n, in, out, true, err);
-    if (st == SDW_OK) t->n_params += ((size_t)in + 1) * (size_t)out * (size_t)n;
-    return st;
-}
-
-static sdw_status bind_rms(sdw_sd3_transformer *t, sdw_rms_norm *r, sdw_weights *ws,
-                           const char *name, sdw_error *err) {
-    sdw_status st = sdw_rms_norm_bind(r, ws, name, t->cfg.head_dim, QK_EPS, err);
-    if (st == SDW_OK) t->n_params += (size_t)t->cfg.head_dim;
-    return st;
-}
-
-static sdw_status bind_embedder(sdw_sd3_transformer *t, embedder *e, sdw_weights *ws, const char *p,
-                                int in, sdw_error *err) {
-    char n[NAME_LEN];
-    sdw_status st;
-    if ((st = bind_linear(t, &e->linear_1, ws, fmt_name(n, "%s.linear_1", p), in, t->D, err)))
-        return st;
-    return bind_linear(t, &e->linear_2, ws, fmt_name(n, "%s.linear_2", p), t->D, t->D, err);
-}
-
 /* An AdaLayerNormContinuous linear "<whole>" [2D, D] (scale, shift), or — where the layout
  * serves its halves "<scale>" / "<shift>" (Stability's (shift, scale) order) — the two halves
  * stacked in diffusers' order. */
-static sdw_status bind_continuous(sdw_sd3_transformer *t, sdw_linear *l, sdw_weights *ws,
+static sdw_status bind_continuous(sdw_sd3_transformer *t, sdw_linear *l, sdw_dit_binder *bd,
                                   const char *whole, const char *scale, const char *shift,
                                   sdw_error *err) {
-    char n[NAME_LEN];
-    if (sdw_weights_has(ws, fmt_name(n, "%s.weight", scale))) {
+    char n[SDW_DIT_NAME_LEN];
+    if (sdw_weights_has(bd->ws, sdw_dit_name(n, "%s.weight", scale))) {
         const char *const halves[2] = {scale, shift};
-        return bind_stacked(t, l, ws, halves, 2, t->D, t->D, err);
+        return sdw_dit_bind_stacked(bd, l, halves, 2, t->D, t->D, err);
     }
-    return bind_linear(t, l, ws, whole, t->D, 2 * t->D, err);
+    return sdw_dit_bind_linear(bd, l, whole, t->D, 2 * t->D, err);
 }
 
 /* One stream of transformer_blocks.i: the image stream's names, or the context stream's
  * (norm1_context, add_*_proj, norm_added_*, to_add_out, ff_context). */
-static sdw_status bind_stream(sdw_sd3_transformer *t, stream *s, sdw_weights *ws, int i,
+static sdw_status bind_stream(sdw_sd3_transformer *t, stream *s, sdw_dit_binder *bd, int i,
                               bool context, bool pre_only, sdw_error *err) {
     const int D = t->D;
-    char p[NAME_LEN], n[NAME_LEN], q[NAME_LEN], k[NAME_LEN], v[NAME_LEN];
-    fmt_name(p, "transformer_blocks.%d", i);
+    char p[SDW_DIT_NAME_LEN], n[SDW_DIT_NAME_LEN], q[SDW_DIT_NAME_LEN], k[SDW_DIT_NAME_LEN],
+        v[SDW_DIT_NAME_LEN];
+    sdw_dit_name(p, "transformer_blocks.%d", i);
     const char *ctx = context ? "_context" : "", *add = context ? "added_" : "";
     const char *qkv[3] = {
-        context ? fmt_name(q, "%s.attn.add_q_proj", p) : fmt_name(q, "%s.attn.to_q", p),
-        context ? fmt_name(k, "%s.attn.add_k_proj", p) : fmt_name(k, "%s.attn.to_k", p),
-        context ? fmt_name(v, "%s.attn.add_v_proj", p) : fmt_name(v, "%s.attn.to_v", p)};
+        context ? sdw_dit_name(q, "%s.attn.add_q_proj", p) : sdw_dit_name(q, "%s.attn.to_q", p),
+        context ? sdw_dit_name(k, "%s.attn.add_k_proj", p) : sdw_dit_name(k, "%s.attn.to_k", p),
+        context ? sdw_dit_name(v, "%s.attn.add_v_proj", p) : sdw_dit_name(v, "%s.attn.to_v", p)};
     sdw_status st;
     if (pre_only) {
-        char sc[NAME_LEN], sh[NAME_LEN];
-        st = bind_continuous(t, &s->mod, ws, fmt_name(n, "%s.norm1_context.linear", p),
-                             fmt_name(sc, "%s." SDW_SD3_CONTEXT_NORM_SCALE, p),
-                             fmt_name(sh, "%s." SDW_SD3_CONTEXT_NORM_SHIFT, p), err);
+        char sc[SDW_DIT_NAME_LEN], sh[SDW_DIT_NAME_LEN];
+        st = bind_continuous(t, &s->mod, bd, sdw_dit_name(n, "%s.norm1_context.linear", p),
+                             sdw_dit_name(sc, "%s." SDW_SD3_CONTEXT_NORM_SCALE, p),
+                             sdw_dit_name(sh, "%s." SDW_SD3_CONTEXT_NORM_SHIFT, p), err);
     } else {
-        st = bind_linear(t, &s->mod, ws, fmt_name(n, "%s.norm1%s.linear", p, ctx), D, 6 * D, err);
+        st = sdw_dit_bind_linear(bd, &s->mod, sdw_dit_name(n, "%s.norm1%s.linear", p, ctx), D,
+                                 6 * D, err);
     }
-    if (st || (st = bind_stacked(t, &s->qkv, ws, qkv, 3, D, D, err))) return st;
+    if (st || (st = sdw_dit_bind_stacked(bd, &s->qkv, qkv, 3, D, D, err))) return st;
     if (t->cfg.qk_norm &&
-        ((st = bind_rms(t, &s->norm_q, ws, fmt_name(n, "%s.attn.norm_%sq.weight", p, add), err)) ||
-         (st = bind_rms(t, &s->norm_k, ws, fmt_name(n, "%s.attn.norm_%sk.weight", p, add), err))))
+        ((st = sdw_dit_bind_rms(bd, &s->norm_q, sdw_dit_name(n, "%s.attn.norm_%sq.weight", p, add),
+                                err)) ||
+         (st = sdw_dit_bind_rms(bd, &s->norm_k, sdw_dit_name(n, "%s.attn.norm_%sk.weight", p, add),
+                                err))))
         return st;
     if (pre_only) return SDW_OK; /* no to_add_out, no ff_context */
-    if ((st = bind_linear(t, &s->out, ws,
-                          context ? fmt_name(n, "%s.attn.to_add_out", p)
-                                  : fmt_name(n, "%s.attn.to_out.0", p),
-                          D, D, err)) ||
-        (st = bind_linear(t, &s->ff_in, ws, fmt_name(n, "%s.ff%s.net.0.proj", p, ctx), D,
-                          MLP_RATIO * D, err)) ||
-        (st = bind_linear(t, &s->ff_out, ws, fmt_name(n, "%s.ff%s.net.2", p, ctx), MLP_RATIO * D, D,
-                          err)))
+    if ((st = sdw_dit_bind_linear(bd, &s->out,
+                                  context ? sdw_dit_name(n, "%s.attn.to_add_out", p)
+                                          : sdw_dit_name(n, "%s.attn.to_out.0", p),
+                                  D, D, err)) ||
+        (st = sdw_dit_bind_linear(bd, &s->ff_in, sdw_dit_name(n, "%s.ff%s.net.0.proj", p, ctx), D,
+                                  MLP_RATIO * D, err)) ||
+        (st = sdw_dit_bind_linear(bd, &s->ff_out, sdw_dit_name(n, "%s.ff%s.net.2", p, ctx),
+                                  MLP_RATIO * D, D, err)))
         return st;
     return SDW_OK;
 }
@@ -437,6 +394,9 @@ static sdw_status bind_pos_embed(sdw_sd3_transformer *t, sdw_weights *ws, sdw_er
 
 static sdw_status bind_all(sdw_sd3_transformer *t, sdw_weights *ws, sdw_error *err) {
     const sdw_sd3_config *c = &t->cfg;
+    sdw_dit_binder binder = {
+        .ws = ws, .n_params = &t->n_params, .head_dim = c->head_dim, .qk_eps = QK_EPS};
+    sdw_dit_binder *bd = &binder;
     const int D = t->D, p = c->patch_size;
     sdw_status st;
     if ((st = sdw_conv2d_bind(&t->patch, ws, "pos_embed.proj", c->in_channels, D, p, p, 0, true,
@@ -444,17 +404,18 @@ static sdw_status bind_all(sdw_sd3_transformer *t, sdw_weights *ws, sdw_error *e
         return st;
     t->n_params += ((size_t)c->in_channels * p * p + 1) * (size_t)D;
     if ((st = bind_pos_embed(t, ws, err)) ||
-        (st = bind_linear(t, &t->context_embedder, ws, "context_embedder", c->joint_dim,
-                          c->caption_dim, err)) ||
-        (st =
-             bind_embedder(t, &t->time, ws, "time_text_embed.timestep_embedder", TIME_PROJ, err)) ||
-        (st = bind_embedder(t, &t->text, ws, "time_text_embed.text_embedder", c->pooled_dim, err)))
+        (st = sdw_dit_bind_linear(bd, &t->context_embedder, "context_embedder", c->joint_dim,
+                                  c->caption_dim, err)) ||
+        (st = sdw_dit_bind_embedder(bd, &t->time, "time_text_embed.timestep_embedder", TIME_PROJ, D,
+                                    err)) ||
+        (st = sdw_dit_bind_embedder(bd, &t->text, "time_text_embed.text_embedder", c->pooled_dim, D,
+                                    err)))
         return st;
     /* The image streams first: a block the config counts but the file lacks is then named as
      * such (its first tensor, norm1.linear, is missing), before the context stream of the
      * block before it — last in the file, not in the config — fails on its shape. */
     for (int i = 0; i < c->n_layers; i++)
-        if ((st = bind_stream(t, &t->blk[i].img, ws, i, false, false, err))) {
+        if ((st = bind_stream(t, &t->blk[i].img, bd, i, false, false, err))) {
             if (st == SDW_E_NOT_FOUND && !t->blk[i].img.mod.op)
                 sdw_error_prefix(err, "joint block %d of %d (transformer_blocks.%d) is missing", i,
                                  c->n_layers, i);
@@ -463,11 +424,11 @@ static sdw_status bind_all(sdw_sd3_transformer *t, sdw_weights *ws, sdw_error *e
     for (int i = 0; i < c->n_layers; i++) {
         joint_block *b = &t->blk[i];
         b->context_pre_only = i == c->n_layers - 1; /* SD3Transformer2DModel.__init__ */
-        if ((st = bind_stream(t, &b->ctx, ws, i, true, b->context_pre_only, err))) return st;
+        if ((st = bind_stream(t, &b->ctx, bd, i, true, b->context_pre_only, err))) return st;
     }
-    if ((st = bind_continuous(t, &t->norm_out, ws, "norm_out.linear", SDW_SD3_NORM_OUT_SCALE,
+    if ((st = bind_continuous(t, &t->norm_out, bd, "norm_out.linear", SDW_SD3_NORM_OUT_SCALE,
                               SDW_SD3_NORM_OUT_SHIFT, err)) ||
-        (st = bind_linear(t, &t->proj_out, ws, "proj_out", D, p * p * c->out_channels, err)))
+        (st = sdw_dit_bind_linear(bd, &t->proj_out, "proj_out", D, p * p * c->out_channels, err)))
         return st;
     return SDW_OK;
 }
@@ -570,14 +531,6 @@ static inline void linear_rows(const sdw_linear *l, const float *x, int64_t M, f
     sdw_linear_forward(l, sdw_rows(x, M), sdw_rows(y, M), 0);
 }
 
-/* Linear → SiLU → linear (TimestepEmbedding, PixArtAlphaTextProjection). x [B, in] -> y [B, D];
- * tmp [B, D]. */
-static void embedder_forward(const embedder *e, const float *x, int B, float *tmp, float *y) {
-    linear_rows(&e->linear_1, x, B, tmp);
-    sdw_silu(tmp, (size_t)B * e->linear_1.out);
-    linear_rows(&e->linear_2, tmp, B, y);
-}
-
 /* CombinedTimestepTextProjEmbeddings: temb = timestep_embedder(Timesteps(256,
  * flip_sin_to_cos=True, downscale_freq_shift=0)(t)) + text_embedder(pooled), t as the pipeline
  * passes it (0..1000); then the SiLU every modulation applies to it first. sc->temb =
@@ -590,8 +543,8 @@ static void time_text_embed(sdw_arena *ar, const sdw_sd3_transformer *t, scratch
     float *e = sdw_arena_alloc(ar, sizeof(float) * (size_t)B * D);
     for (int b = 0; b < B; b++)
         sdw_timestep_embedding(timestep[b], TIME_PROJ, true, 0.0f, proj + b * TIME_PROJ);
-    embedder_forward(&t->time, proj, B, tmp, sc->temb); // [B, D]
-    embedder_forward(&t->text, pooled, B, tmp, e);
+    sdw_dit_embedder_forward(&t->time, proj, B, tmp, sc->temb); // [B, D]
+    sdw_dit_embedder_forward(&t->text, pooled, B, tmp, e);
     sdw_add(sc->temb, e, (size_t)B * D); // + pooled projection
     sdw_silu(sc->temb, (size_t)B * D);
     sdw_arena_free(ar, e);
