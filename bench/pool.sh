@@ -108,7 +108,11 @@ submit() {
         sed -n 's/.*"job_id":"\([0-9a-f]*\)".*/\1/p'
 }
 # Follows job $2 on port $1 until its final event.
-await() { curl -sN "http://127.0.0.1:$1/v1/jobs/$2/stream" | grep -m1 -qE '^event: (complete|error|cancelled)'; }
+# (grep ends at that event and closes the pipe: curl's write error is expected, not a failure)
+await() {
+    { curl -sN "http://127.0.0.1:$1/v1/jobs/$2/stream" || true; } |
+        grep -m1 -qE '^event: (complete|error|cancelled)'
+}
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
