@@ -208,13 +208,14 @@ static double parse_double(const char *opt, const char *v) {
 }
 
 /* NAME=VALUE into a->params (the model checks the name and range). */
-static void parse_param(const char *opt, const char *v, cli_args *a) {
-    const char *eq = strchr(v, '=');
+static void parse_param(const char *opt, char *v, cli_args *a) {
+    char *eq = strchr(v, '=');
     if (!eq || eq == v) sdw_cli_die("%s: '%s' is not NAME=VALUE", opt, v);
     if (a->n_params >= (int)(sizeof a->params / sizeof a->params[0]))
         sdw_cli_die("%s: too many options", opt);
-    char *name = strndup(v, (size_t)(eq - v)); /* lives until exit */
-    a->params[a->n_params++] = (sdw_param){name, parse_double(opt, eq + 1)};
+    const double x = parse_double(opt, eq + 1);
+    *eq = 0; /* the name stays in argv, as --lora's */
+    a->params[a->n_params++] = (sdw_param){v, x};
 }
 
 /* --lora NAME[:M] or FILE[:M]: an argument naming an existing file is that file (the CLI acts
@@ -370,7 +371,7 @@ static void parse_args(const command *cmd, int argc, char **argv, cli_args *a) {
         case 'b': a->batch = (int)sdw_cli_int(o.name, o.arg, 1, 10000); break;
         case OPT_JSON: a->json = true; break;
         case OPT_STRENGTH: a->strength = parse_double(o.name, o.arg); break;
-        case OPT_PARAM: parse_param(o.name, o.arg, a); break;
+        case OPT_PARAM: parse_param(o.name, (char *)o.arg, a); break;
         case OPT_PROFILE: a->profile = true; break;
         case OPT_VAE_DECODER: a->decoder = o.arg; break;
         case OPT_VAE_TILING: a->vae_tiling = SDW_TILING_ON; break;
