@@ -4,7 +4,9 @@
 #define _GNU_SOURCE
 #include "pool/gateway.h"
 
+#include "models/lora.h"
 #include "pool/redis.h"
+#include "sdw/lora.h"
 
 #include <errno.h>
 #include <math.h>
@@ -206,20 +208,75 @@ sdw_status sdw_pool_gateway_models(sdw_pool_gateway *g, sdw_pool_gw_models **out
 
 /* ---- jobs ---- */
 
-/* What the pool's payload (pool/payload.h) does not carry yet: a request asking for it is
- * refused here, naming the field, rather than run without it on a worker. */
-static sdw_status check_carried(const sdw_request *q, sdw_error *err) {
-    const char *what = NULL, *field = NULL;
-    if (q->prompt_syntax) field = "prompt_syntax", what = "AUTOMATIC1111's prompt syntax";
-    else if (q->clip_skip) field = "clip_skip", what = "clip skip";
-    else if (q->hires.enable) field = "hires", what = "the hires fix";
-    else if (q->n_loras) field = "loras", what = "LoRAs";
-    else if (q->n_controls) field = "controls", what = "ControlNets";
-    if (!field) return SDW_OK;
-    return sdw_error_set_field(err, field, SDW_E_UNSUPPORTED,
-                               "%s cannot be sent to the pool's workers yet (field '%s'): send "
-                               "the request without it, or to a `sdw serve -m` server",
-                               what, field);
+/* A request resolved for the pool: against the worker's capabilities, but with its LoRAs set
+ * aside. A LoRA name means a file of the worker's own --lora-dir, which the gateway has not got
+ * (the registry's capabilities carry no folder): sdw_request_resolve would refuse every name
+ * here. So the gateway resolves the request without them (the prompt without its <lora:...>
+ * tags) and checks what it can of them: the model takes LoRAs, each is named, never a path (a
+ * worker never opens a file a queue entry points at; pool/payload.h refuses one too), the
+ * multipliers in range, not too many. ControlNets travel by name alike (their names resolve
+ * when the worker runs them; sdw_request_resolve checks the rest). *out then holds req's own
+ * prompt and LoRAs again, for the payload; the worker resolves the whole request against its
+ * own capabilities, folders included. */
+static sdw_status resolve_for_pool(const sdw_request *req, const sdw_capabilities *caps,
+                                   sdw_request *out, sdw_error *err) {
+    for (int i = 0; i < req->n_controls && req->controls; i++)
+        if (req->controls[i].path)
+            return sdw_error_set_field(err, "controls", SDW_E_UNSUPPORTED,
+                                       "ControlNet %d is given by path (%s): a pool's workers "
+                                       "load ControlNets by name, from their --controlnet-dir",
+                                       i + 1, req->controls[i].path);
+    if (req->n_loras < 0 || (req->n_loras > 0 && !req->loras))
+        return sdw_error_set_field(err, "loras", SDW_E_INVALID_ARG, "malformed LoRA list");
+    sdw_lora_tag *tags = NULL;
+    int n_tags = 0;
+    char *stripped = NULL;
+    sdw_status s = sdw_lora_prompt_tags(req->prompt, &tags, &n_tags, &stripped, err);
+    if (s) {
+        if (err) err->field = "prompt";
+        return s;
+    }
+    sdw_lora_tags_free(tags, n_tags);
+    const int total = req->n_loras + n_tags;
+    if (total > 0 && !caps->lora)
+        s = sdw_error_set_field(err, req->n_loras ? "loras" : "prompt", SDW_E_UNSUPPORTED,
+                                "this model does not take LoRAs");
+    else if (total > SDW_LORA_MAX_PER_REQUEST)
+        s = sdw_error_set_field(err, "loras", SDW_E_INVALID_ARG,
+                                "%d LoRAs asked for: at most %d per request", total,
+                                SDW_LORA_MAX_PER_REQUEST);
+    for (int i = 0; i < req->n_loras && !s; i++) {
+        const sdw_lora_ref *l = &req->loras[i];
+        if (l->path)
+            s = sdw_error_set_field(err, "loras", SDW_E_UNSUPPORTED,
+                                    "LoRA %d is given by path (%s): a pool's workers load LoRAs "
+                                    "by name, from their --lora-dir",
+                                    i + 1, l->path);
+        else if (!l->name || !*l->name)
+            s = sdw_error_set_field(err, "loras", SDW_E_INVALID_ARG, "LoRA %d has no name",
+                                    i + 1);
+        else if (!(l->multiplier >= -SDW_LORA_MAX_MULTIPLIER &&
+                   l->multiplier <= SDW_LORA_MAX_MULTIPLIER))
+            s = sdw_error_set_field(err, "loras", SDW_E_INVALID_ARG,
+                                    "LoRA %s: multiplier %g is not a number in [-%g, %g]",
+                                    l->name, (double)l->multiplier,
+                                    (double)SDW_LORA_MAX_MULTIPLIER,
+                                    (double)SDW_LORA_MAX_MULTIPLIER);
+    }
+    if (!s) {
+        sdw_request r = *req;
+        r.prompt = stripped;
+        r.loras = NULL;
+        r.n_loras = 0;
+        s = sdw_request_resolve(&r, caps, out, err);
+    }
+    free(stripped);
+    if (s) return s;
+    out->prompt = req->prompt ? req->prompt : "";
+    out->loras = req->n_loras ? req->loras : NULL;
+    out->n_loras = req->n_loras;
+    out->resolved = NULL; /* not resolved as a whole: the worker does that */
+    return SDW_OK;
 }
 
 static void new_job_id(char id[SDW_POOL_JOB_ID_LEN + 1]) {
@@ -234,10 +291,9 @@ sdw_status sdw_pool_gateway_submit(sdw_pool_gateway *g, const char *model,
                                    int n_images, char id[SDW_POOL_JOB_ID_LEN + 1],
                                    sdw_error *err) {
     SDW_ASSERT(n_images >= 1);
-    sdw_status s = check_carried(req, err);
-    if (s) return s;
     sdw_request q;
-    if ((s = sdw_request_resolve(req, caps, &q, err))) return s;
+    sdw_status s = resolve_for_pool(req, caps, &q, err);
+    if (s) return s;
     if (q.seed >= 0 && q.seed > INT64_MAX - (n_images - 1))
         return sdw_error_set_field(err, "seed", SDW_E_INVALID_ARG,
                                    "seed %lld + %d images does not fit a 64-bit integer",
@@ -246,6 +302,7 @@ sdw_status sdw_pool_gateway_submit(sdw_pool_gateway *g, const char *model,
      * gets it back unchanged) */
     char *json = sdw_pool_request_json(&q, n_images);
     size_t bytes = strlen(json) + sdw_pool_image_bytes(q.init_image) + sdw_pool_image_bytes(q.mask);
+    for (int i = 0; i < q.n_controls; i++) bytes += sdw_pool_image_bytes(q.controls[i].image);
     if (bytes > g->p.max_payload_bytes) {
         free(json);
         return sdw_error_set(err, SDW_E_INVALID_ARG,
@@ -257,7 +314,8 @@ sdw_status sdw_pool_gateway_submit(sdw_pool_gateway *g, const char *model,
     sdw_pool_enqueue_in in = {.model = model, .job_id = id, .req_json = json,
                               .init = q.init_image, .mask = q.mask, .n_images = n_images,
                               .total_steps = per * n_images, .queue_max = g->p.queue_max,
-                              .job_ttl_s = g->p.job_ttl_s};
+                              .job_ttl_s = g->p.job_ttl_s, .n_controls = q.n_controls};
+    for (int i = 0; i < q.n_controls; i++) in.control[i] = q.controls[i].image;
     sdw_redis *c;
     if (!(s = sdw_redis_pool_get(g->pool, &c, err))) {
         s = sdw_pool_enqueue(c, g->prefix, &in, err);

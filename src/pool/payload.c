@@ -49,6 +49,46 @@ char *sdw_pool_request_json(const sdw_request *q, int n_images) {
     }
     if (q->init_image) json_object_set_new(o, "init_image", image_json(q->init_image));
     if (q->mask) json_object_set_new(o, "mask", image_json(q->mask));
+    /* the later fields: written only when set, so that older workers read what they can run */
+    if (q->prompt_syntax) json_object_set_new(o, "prompt_syntax", json_true());
+    if (q->clip_skip) json_object_set_new(o, "clip_skip", json_integer(q->clip_skip));
+    if (q->hires.enable) {
+        const sdw_hires *h = &q->hires;
+        json_t *hr = json_pack("{s:f,s:i,s:i,s:s,s:i,s:f}", "scale", h->scale, "resize_width",
+                               h->resize_width, "resize_height", h->resize_height, "upscaler",
+                               sdw_upscaler_str(h->upscaler), "steps", h->steps, "strength",
+                               h->strength);
+        SDW_ASSERT(hr); /* finite numbers: resolved, or parsed from a payload */
+        json_object_set_new(o, "hires", hr);
+    }
+    if (q->n_loras > 0) {
+        json_t *a = json_array();
+        for (int i = 0; i < q->n_loras; i++) {
+            const sdw_lora_ref *l = &q->loras[i];
+            json_t *e = json_pack("{s:f}", "multiplier", (double)l->multiplier);
+            SDW_ASSERT(e);
+            if (l->name) json_object_set_new(e, "name", json_string(l->name));
+            /* written as it is so that a reader refuses it by name (a gateway never sends one) */
+            if (l->path) json_object_set_new(e, "path", json_string(l->path));
+            json_array_append_new(a, e);
+        }
+        json_object_set_new(o, "loras", a);
+    }
+    if (q->n_controls > 0) {
+        json_t *a = json_array();
+        for (int i = 0; i < q->n_controls; i++) {
+            const sdw_control *c = &q->controls[i];
+            json_t *e = json_pack("{s:f,s:f,s:f}", "scale", (double)c->scale, "start", c->start,
+                                  "end", c->end);
+            SDW_ASSERT(e);
+            if (c->name) json_object_set_new(e, "name", json_string(c->name));
+            if (c->path) json_object_set_new(e, "path", json_string(c->path));
+            if (c->image) json_object_set_new(e, "image", image_json(c->image));
+            json_array_append_new(a, e);
+        }
+        json_object_set_new(o, "controls", a);
+    }
+    if (q->control_guess_mode) json_object_set_new(o, "control_guess_mode", json_true());
     return dump(o);
 }
 
@@ -135,18 +175,16 @@ static json_t *parse_object(const char *text, size_t len, const char *what, sdw_
     return o;
 }
 
-/* An image description {"width","height","channels"} into img; pixels (NULL = summary) must
- * hold exactly its bytes. */
-static sdw_status read_image(json_t *o, const char *key, const void *pixels, size_t len,
-                             sdw_image *img, sdw_error *err) {
+/* The image description o[key] ({"width","height","channels"}) into img; pixels (NULL =
+ * summary) must hold exactly its bytes. what names the field in messages. */
+static sdw_status read_image(json_t *o, const char *key, const char *what, const void *pixels,
+                             size_t len, sdw_image *img, sdw_error *err) {
     static const char *const known[] = {"width", "height", "channels", NULL};
-    char what[64];
-    snprintf(what, sizeof what, "job request: %s", key);
     json_t *d = json_object_get(o, key);
     if (!d) {
         if (pixels)
-            return sdw_error_set(err, SDW_E_INVALID_ARG, "job request: pixels of a %s came "
-                                 "without its description", key);
+            return sdw_error_set(err, SDW_E_INVALID_ARG, "%s: pixels came without its description",
+                                 what);
         return SDW_OK;
     }
     if (!json_is_object(d))
@@ -168,6 +206,136 @@ static sdw_status read_image(json_t *o, const char *key, const void *pixels, siz
                              sdw_pool_image_bytes(img));
     img->data = sdw_xmalloc(len);
     memcpy(img->data, pixels, len);
+    return SDW_OK;
+}
+
+/* A LoRA's or ControlNet's name from the queue: a name inside a folder, never a way out of it
+ * (the worker's resolvers refuse these too; a payload is refused before any folder is read). */
+static sdw_status check_name(const char *name, const char *what, sdw_error *err) {
+    bool dotdot = false;
+    for (const char *p = name; p; p = strchr(p, '/'), p = p ? p + 1 : NULL)
+        dotdot |= p[0] == '.' && p[1] == '.' && (p[2] == '/' || !p[2]);
+    if (!*name || name[0] == '/' || dotdot)
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "%s: '%.128s' is not a name inside a "
+                             "worker's folder (empty, absolute, or with a '..' component)",
+                             what, name);
+    return SDW_OK;
+}
+
+/* The member "path" of a LoRA or ControlNet entry: never accepted from the queue. */
+static sdw_status refuse_path(json_t *o, const char *what, const char *dir_option,
+                              sdw_error *err) {
+    if (!json_object_get(o, "path")) return SDW_OK;
+    return sdw_error_set(err, SDW_E_INVALID_ARG, "%s: a file given by path is not accepted from "
+                         "the queue (a worker loads it by name, from its own %s)", what,
+                         dir_option);
+}
+
+static sdw_status read_hires(json_t *o, sdw_hires *h, sdw_error *err) {
+    static const char *const known[] = {"scale", "resize_width", "resize_height", "upscaler",
+                                        "steps", "strength", NULL};
+    const char *what = "job request: hires";
+    json_t *d = json_object_get(o, "hires");
+    if (!d) return SDW_OK;
+    if (!json_is_object(d))
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "%s must be an object", what);
+    long long rw = 0, rh = 0, steps = 0;
+    double scale = 0, strength = -1;
+    char *up = NULL;
+    sdw_status s;
+    if ((s = only_known(d, known, what, err)) ||
+        (s = get_num(d, "scale", false, &scale, what, err)) ||
+        (s = get_int(d, "resize_width", 0, 1 << 20, false, &rw, what, err)) ||
+        (s = get_int(d, "resize_height", 0, 1 << 20, false, &rh, what, err)) ||
+        (s = get_int(d, "steps", 0, 1 << 20, false, &steps, what, err)) ||
+        (s = get_num(d, "strength", false, &strength, what, err)) ||
+        (s = get_str(d, "upscaler", false, &up, what, err)))
+        return s;
+    sdw_upscaler u = SDW_UPSCALE_LATENT;
+    s = up ? sdw_upscaler_parse(up, &u, err) : SDW_OK;
+    free(up);
+    if (s) return s;
+    *h = (sdw_hires){.enable = true, .scale = scale, .resize_width = (int)rw,
+                     .resize_height = (int)rh, .upscaler = u, .steps = (int)steps,
+                     .strength = strength};
+    return SDW_OK;
+}
+
+static sdw_status read_loras(json_t *o, sdw_pool_request *r, sdw_error *err) {
+    static const char *const known[] = {"name", "multiplier", NULL};
+    json_t *a = json_object_get(o, "loras");
+    if (!a) return SDW_OK;
+    if (!json_is_array(a) || json_array_size(a) > SDW_LORA_MAX_PER_REQUEST)
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "job request: 'loras' must be an array of "
+                             "at most %d LoRAs", SDW_LORA_MAX_PER_REQUEST);
+    size_t i;
+    json_t *v;
+    json_array_foreach(a, i, v) {
+        char what[64];
+        snprintf(what, sizeof what, "job request: loras[%zu]", i);
+        if (!json_is_object(v))
+            return sdw_error_set(err, SDW_E_INVALID_ARG, "%s must be an object", what);
+        double m = 0;
+        sdw_status s;
+        if ((s = refuse_path(v, what, "--lora-dir", err)) ||
+            (s = only_known(v, known, what, err)) ||
+            (s = get_str(v, "name", true, &r->lora_names[i], what, err)) ||
+            (s = check_name(r->lora_names[i], what, err)) ||
+            (s = get_num(v, "multiplier", true, &m, what, err)))
+            return s;
+        r->loras[i] = (sdw_lora_ref){.name = r->lora_names[i], .multiplier = (float)m};
+    }
+    r->req.loras = r->loras;
+    r->req.n_loras = (int)json_array_size(a);
+    return SDW_OK;
+}
+
+/* The ControlNets, each with its image (pixels px->control[i] unless a summary is read). */
+static sdw_status read_controls(json_t *o, const sdw_pool_pixels *px, sdw_pool_request *r,
+                                sdw_error *err) {
+    static const char *const known[] = {"name", "scale", "start", "end", "image", NULL};
+    json_t *a = json_object_get(o, "controls");
+    size_t n = a ? json_array_size(a) : 0;
+    if (a && (!json_is_array(a) || n > SDW_MAX_CONTROLS))
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "job request: 'controls' must be an array "
+                             "of at most %d ControlNets", SDW_MAX_CONTROLS);
+    for (size_t i = n; px && i < SDW_MAX_CONTROLS; i++)
+        if (px->control[i])
+            return sdw_error_set(err, SDW_E_INVALID_ARG, "job request: pixels of control image "
+                                 "%zu came, but it declares %zu ControlNets", i, n);
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(a, i);
+        char what[64];
+        snprintf(what, sizeof what, "job request: controls[%zu]", i);
+        if (!json_is_object(v))
+            return sdw_error_set(err, SDW_E_INVALID_ARG, "%s must be an object", what);
+        sdw_control *c = &r->controls[i];
+        *c = sdw_control_default();
+        double scale = c->scale;
+        sdw_status s;
+        if ((s = refuse_path(v, what, "--controlnet-dir", err)) ||
+            (s = only_known(v, known, what, err)) ||
+            (s = get_str(v, "name", true, &r->control_names[i], what, err)) ||
+            (s = check_name(r->control_names[i], what, err)) ||
+            (s = get_num(v, "scale", false, &scale, what, err)) ||
+            (s = get_num(v, "start", false, &c->start, what, err)) ||
+            (s = get_num(v, "end", false, &c->end, what, err)))
+            return s;
+        c->name = r->control_names[i];
+        c->scale = (float)scale;
+        char iwhat[80];
+        snprintf(iwhat, sizeof iwhat, "%s.image", what);
+        if (!json_object_get(v, "image"))
+            return sdw_error_set(err, SDW_E_INVALID_ARG, "%s: field 'image' is missing", what);
+        if (px && !px->control[i])
+            return sdw_error_set(err, SDW_E_INVALID_ARG, "%s came without its pixels", iwhat);
+        if ((s = read_image(v, "image", iwhat, px ? px->control[i] : NULL,
+                            px ? px->control_len[i] : 0, &r->control_images[i], err)))
+            return s;
+        c->image = &r->control_images[i];
+    }
+    r->req.controls = n ? r->controls : NULL;
+    r->req.n_controls = (int)n;
     return SDW_OK;
 }
 
@@ -195,15 +363,16 @@ static sdw_status read_params(json_t *o, sdw_pool_request *r, sdw_error *err) {
     return SDW_OK;
 }
 
-static sdw_status read_request(json_t *o, const void *init, size_t init_len, const void *mask,
-                               size_t mask_len, sdw_pool_request *r, sdw_error *err) {
+static sdw_status read_request(json_t *o, const sdw_pool_pixels *px, sdw_pool_request *r,
+                               sdw_error *err) {
     static const char *const known[] = {
         "v", "n", "prompt", "negative_prompt", "width", "height", "steps", "guidance", "seed",
         "sampler", "scheduler", "rng", "strength", "params", "vae_tiling", "decoder", "profile",
-        "init_image", "mask", NULL};
+        "init_image", "mask", "prompt_syntax", "clip_skip", "hires", "loras", "controls",
+        "control_guess_mode", NULL};
     const char *what = "job request";
     sdw_status s;
-    long long v = 0, n = 0, w = 0, h = 0, steps = 0, seed = -1;
+    long long v = 0, n = 0, w = 0, h = 0, steps = 0, seed = -1, clip_skip = 0;
     double g = -1, strength = -1;
     if ((s = get_int(o, "v", 1, 1 << 20, true, &v, what, err))) return s;
     if (v != SDW_POOL_PAYLOAD_VERSION)
@@ -222,7 +391,12 @@ static sdw_status read_request(json_t *o, const void *init, size_t init_len, con
         (s = get_str(o, "sampler", false, &r->sampler, what, err)) ||
         (s = get_str(o, "scheduler", false, &r->scheduler, what, err)) ||
         (s = get_num(o, "strength", false, &strength, what, err)) ||
-        (s = get_bool(o, "profile", &r->req.profile, what, err)) || (s = read_params(o, r, err)))
+        (s = get_bool(o, "profile", &r->req.profile, what, err)) ||
+        (s = get_bool(o, "prompt_syntax", &r->req.prompt_syntax, what, err)) ||
+        (s = get_int(o, "clip_skip", 0, SDW_MAX_CLIP_SKIP, false, &clip_skip, what, err)) ||
+        (s = get_bool(o, "control_guess_mode", &r->req.control_guess_mode, what, err)) ||
+        (s = read_params(o, r, err)) || (s = read_hires(o, &r->req.hires, err)) ||
+        (s = read_loras(o, r, err)))
         return s;
     sdw_request *q = &r->req;
     r->n_images = (int)n;
@@ -236,6 +410,7 @@ static sdw_status read_request(json_t *o, const void *init, size_t init_len, con
     q->guidance = (float)g;
     q->seed = seed;
     q->strength = strength;
+    q->clip_skip = (int)clip_skip;
     json_t *t;
     if ((t = json_object_get(o, "rng")) &&
         (!json_is_string(t) || (s = sdw_rng_kind_parse(json_string_value(t), &q->rng, err))))
@@ -253,31 +428,40 @@ static sdw_status read_request(json_t *o, const void *init, size_t init_len, con
         else return sdw_error_set(err, SDW_E_INVALID_ARG, "job request: 'vae_tiling' must be "
                                   "\"auto\", \"off\" or \"on\"");
     }
-    if ((s = read_image(o, "init_image", init, init_len, &r->init, err)) ||
-        (s = read_image(o, "mask", mask, mask_len, &r->mask, err)))
+    /* A summary (no pixels) may describe images; a payload must carry every one it declares. */
+    if (px && ((json_object_get(o, "init_image") && !px->init) ||
+               (json_object_get(o, "mask") && !px->mask)))
+        return sdw_error_set(err, SDW_E_INVALID_ARG, "job request: the %s it declares came "
+                             "without its pixels", px->init ? "mask" : "init image");
+    if ((s = read_image(o, "init_image", "job request: init_image", px ? px->init : NULL,
+                        px ? px->init_len : 0, &r->init, err)) ||
+        (s = read_image(o, "mask", "job request: mask", px ? px->mask : NULL,
+                        px ? px->mask_len : 0, &r->mask, err)) ||
+        (s = read_controls(o, px, r, err)))
         return s;
     if (json_object_get(o, "init_image")) q->init_image = &r->init;
     if (json_object_get(o, "mask")) q->mask = &r->mask;
-    /* A summary (no pixels) may describe images; a payload must carry every one it declares. */
-    if ((init || mask) && ((q->init_image && !init) || (q->mask && !mask)))
-        return sdw_error_set(err, SDW_E_INVALID_ARG, "job request: an image it declares came "
-                             "without its pixels");
     return SDW_OK;
 }
 
-sdw_status sdw_pool_request_parse(const char *json, size_t json_len, const void *init,
-                                  size_t init_len, const void *mask, size_t mask_len,
+sdw_status sdw_pool_request_parse(const char *json, size_t json_len, const sdw_pool_pixels *px,
                                   size_t max_bytes, sdw_pool_request *out, sdw_error *err) {
     *out = (sdw_pool_request){0};
     size_t total = json_len;
-    if (!sdw_size_add(total, init ? init_len : 0, &total) ||
-        !sdw_size_add(total, mask ? mask_len : 0, &total) || (max_bytes && total > max_bytes))
+    bool fits = true;
+    if (px) {
+        fits = sdw_size_add(total, px->init ? px->init_len : 0, &total) &&
+               sdw_size_add(total, px->mask ? px->mask_len : 0, &total);
+        for (int i = 0; i < SDW_MAX_CONTROLS && fits; i++)
+            fits = sdw_size_add(total, px->control[i] ? px->control_len[i] : 0, &total);
+    }
+    if (!fits || (max_bytes && total > max_bytes))
         return sdw_error_set(err, SDW_E_INVALID_ARG, "job request of %zu bytes (with its "
                              "images) is over the limit of %zu bytes", total, max_bytes);
     json_t *o = parse_object(json, json_len, "the job request", err);
     if (!o) return err ? err->code : SDW_E_FORMAT;
     out->req = sdw_request_default();
-    sdw_status s = read_request(o, init, init_len, mask, mask_len, out, err);
+    sdw_status s = read_request(o, px, out, err);
     json_decref(o);
     if (s) sdw_pool_request_free(out);
     return s;
@@ -292,6 +476,11 @@ void sdw_pool_request_free(sdw_pool_request *r) {
     sdw_image_free(&r->init);
     sdw_image_free(&r->mask);
     for (int i = 0; i < SDW_POOL_MAX_PARAMS; i++) free(r->param_names[i]);
+    for (int i = 0; i < SDW_LORA_MAX_PER_REQUEST; i++) free(r->lora_names[i]);
+    for (int i = 0; i < SDW_MAX_CONTROLS; i++) {
+        free(r->control_names[i]);
+        sdw_image_free(&r->control_images[i]);
+    }
     *r = (sdw_pool_request){0};
 }
 

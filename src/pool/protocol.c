@@ -22,7 +22,7 @@
     "redis.call(unpack(a)) end\n"
 
 /* KEYS: queue, waiting, job, events, seq. ARGV: job, req, n, total, queue_max, ttl, model,
- * has_init, init, has_mask, mask. */
+ * has_init, init, has_mask, mask, n_controls, control0, control1, ... */
 static const char k_enqueue[] = LUA_PRELUDE
     /* the same job again (a retry after a lost reply): already queued */
     "if redis.call('EXISTS', KEYS[3]) == 1 then return {'ok', "
@@ -34,6 +34,8 @@ static const char k_enqueue[] = LUA_PRELUDE
     "local f = {'XADD', KEYS[1], '*', 'job', ARGV[1], 'req', ARGV[2]}\n"
     "if ARGV[8] == '1' then f[#f + 1] = 'init' f[#f + 1] = ARGV[9] end\n"
     "if ARGV[10] == '1' then f[#f + 1] = 'mask' f[#f + 1] = ARGV[11] end\n"
+    "for i = 1, tonumber(ARGV[12]) do f[#f + 1] = 'control' .. (i - 1) "
+    "f[#f + 1] = ARGV[12 + i] end\n"
     "local eid = redis.call(unpack(f))\n"
     "local seq = redis.call('INCR', KEYS[5])\n"
     "redis.call('ZADD', KEYS[2], seq, ARGV[1])\n"
@@ -323,6 +325,12 @@ sdw_status sdw_pool_enqueue(sdw_redis *c, const char *prefix, const sdw_pool_enq
                                                              img[i]->channels);
         else sdw_redis_args_str(&a, "");
     }
+    SDW_ASSERT(in->n_controls >= 0 && in->n_controls <= SDW_MAX_CONTROLS);
+    sdw_redis_args_int(&a, in->n_controls);
+    for (int i = 0; i < in->n_controls; i++)
+        sdw_redis_args_bin(&a, in->control[i]->data, (size_t)in->control[i]->width *
+                                                         in->control[i]->height *
+                                                         in->control[i]->channels);
     redisReply *r = NULL;
     sdw_status s = eval(c, k_enqueue, &a, 5, &r, err);
     sdw_redis_args_free(&a);
@@ -649,6 +657,11 @@ static bool read_entry(const redisReply *item, sdw_pool_entry *e) {
     e->req = sdw_redis_reply_field(f, "req");
     e->init = sdw_redis_reply_field(f, "init");
     e->mask = sdw_redis_reply_field(f, "mask");
+    for (int i = 0; i < SDW_MAX_CONTROLS; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "control%d", i);
+        e->control[i] = sdw_redis_reply_field(f, name);
+    }
     return true;
 }
 

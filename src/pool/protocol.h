@@ -5,7 +5,8 @@
  * Keys (P = the pool's prefix, "sdw" by default; M = a model name; J = a job id, 32 hex digits;
  * W = a worker id):
  *   P:queue:M       stream of M's jobs, consumer group "workers". An entry: job = J, req = the
- *                   request JSON (pool/payload.h), init / mask = the images' pixels. Entries are
+ *                   request JSON (pool/payload.h), init / mask / control0, control1, ... = the
+ *                   images' pixels (the ControlNets' in the request's order). Entries are
  *                   deleted once their job has a terminal state; so the stream holds exactly the
  *                   jobs waiting or running.
  *   P:waiting:M     sorted set of M's jobs not yet started, by submission order (queue position).
@@ -73,6 +74,9 @@ typedef struct sdw_pool_enqueue_in {
     const char *model, *job_id;
     const char *req_json;            /* pool/payload.h */
     const sdw_image *init, *mask;    /* NULL when absent: their pixels travel as they are */
+    const sdw_image *control[SDW_MAX_CONTROLS]; /* the ControlNets' images, n_controls of them:
+                                                 * entry fields control0, control1, ... */
+    int n_controls;
     int n_images, total_steps;       /* for the progress of a job that has not started */
     int queue_max;                   /* jobs waiting for this model; 0 = no bound */
     double job_ttl_s;                /* how long an unfinished job's state is kept */
@@ -157,6 +161,7 @@ typedef struct sdw_pool_entry {
     char id[SDW_POOL_ID_MAX];
     char job[64];
     const redisReply *req, *init, *mask; /* borrowed from reply; NULL when absent */
+    const redisReply *control[SDW_MAX_CONTROLS]; /* control0 ...: as init */
     redisReply *reply;                   /* owned: the whole reply */
 } sdw_pool_entry;
 void sdw_pool_entry_free(sdw_pool_entry *e); /* zeroes it */

@@ -400,6 +400,13 @@ static void release(sdw_pool_worker *w, sdw_pool_entry *e) {
              e->job, s ? ": it runs again after the visibility timeout" : "");
 }
 
+/* An entry field's bytes (NULL when the field is absent or not a string). */
+static void entry_bytes(const redisReply *r, const void **p, size_t *n) {
+    bool str = r && r->type == REDIS_REPLY_STRING;
+    *p = str ? r->str : NULL;
+    *n = str ? r->len : 0;
+}
+
 static void run_entry(sdw_pool_worker *w, sdw_pool_entry *e) {
     sdw_error err = {0};
     sdw_pool_start_out so;
@@ -433,9 +440,12 @@ static void run_entry(sdw_pool_worker *w, sdw_pool_entry *e) {
     if (!req || req->type != REDIS_REPLY_STRING) {
         s = sdw_error_set(&err, SDW_E_INVALID_ARG, "the queue entry holds no request");
     } else {
-        s = sdw_pool_request_parse(req->str, req->len, e->init ? e->init->str : NULL,
-                                   e->init ? e->init->len : 0, e->mask ? e->mask->str : NULL,
-                                   e->mask ? e->mask->len : 0, w->p.max_payload_bytes, &pr, &err);
+        sdw_pool_pixels px = {0};
+        entry_bytes(e->init, &px.init, &px.init_len);
+        entry_bytes(e->mask, &px.mask, &px.mask_len);
+        for (int i = 0; i < SDW_MAX_CONTROLS; i++)
+            entry_bytes(e->control[i], &px.control[i], &px.control_len[i]);
+        s = sdw_pool_request_parse(req->str, req->len, &px, w->p.max_payload_bytes, &pr, &err);
     }
     sdw_job *job = NULL;
     if (!s) {

@@ -214,8 +214,8 @@ static sdw_status p_find(sdw_jobs *s, const char *id, sdw_sjob **out, sdw_error 
     j->fallback = sdw_request_default();
     j->fallback.prompt = "";
     if (f.req_json &&
-        sdw_pool_request_parse(f.req_json, strlen(f.req_json), NULL, 0, NULL, 0, 0,
-                               &j->summary, NULL) != SDW_OK)
+        sdw_pool_request_parse(f.req_json, strlen(f.req_json), NULL, 0, &j->summary,
+                               NULL) != SDW_OK)
         j->summary = (sdw_pool_request){0};
     j->n = SDW_MAX(f.n, 0);
     size_t n = (size_t)SDW_MAX(j->n, 1);

@@ -9,6 +9,9 @@
 
 static const sdw_param k_params[] = {{"max_sequence_length", 256}, {"shift", 1.0 / 3.0}};
 
+static const sdw_lora_ref k_loras[] = {{.name = "detail", .multiplier = 0.3f},
+                                       {.name = "styles/ink", .multiplier = -1.7f}};
+
 /* A request with every field away from its default, images included. */
 static sdw_request full_request(sdw_image *init, sdw_image *mask) {
     static uint8_t pix[5 * 3 * 4], mpix[5 * 3];
@@ -35,7 +38,46 @@ static sdw_request full_request(sdw_image *init, sdw_image *mask) {
     q.profile = true;
     q.init_image = init;
     q.mask = mask;
+    q.prompt_syntax = true;
+    q.clip_skip = 2;
+    q.hires = (sdw_hires){.enable = true, .scale = 1.0 / 3.0 + 1, .resize_width = 96,
+                          .resize_height = 0, .upscaler = SDW_UPSCALE_LATENT_BICUBIC_ANTIALIASED,
+                          .steps = 7, .strength = 0.1 + 0.6};
+    q.loras = k_loras;
+    q.n_loras = 2;
+    /* two ControlNets, their images of other sizes and channels than the init image's */
+    static uint8_t c0[7 * 2 * 3], c1[3 * 4 * 1];
+    for (size_t i = 0; i < sizeof c0; i++) c0[i] = (uint8_t)(i * 13 + 5);
+    for (size_t i = 0; i < sizeof c1; i++) c1[i] = (uint8_t)(255 - i * 7);
+    static sdw_image ci[2];
+    ci[0] = (sdw_image){7, 2, 3, c0};
+    ci[1] = (sdw_image){3, 4, 1, c1};
+    static sdw_control ctl[2];
+    ctl[0] = sdw_control_default();
+    ctl[0].name = "canny";
+    ctl[0].image = &ci[0];
+    ctl[0].scale = 0.7f;
+    ctl[0].start = 0.1 + 0.2;
+    ctl[0].end = 0.9;
+    ctl[1] = sdw_control_default();
+    ctl[1].name = "sd15/depth [abc123]";
+    ctl[1].image = &ci[1];
+    q.controls = ctl;
+    q.n_controls = 2;
+    q.control_guess_mode = true;
     return q;
+}
+
+/* The pixels of q's images, as they travel. */
+static sdw_pool_pixels pixels_of(const sdw_request *q) {
+    sdw_pool_pixels px = {0};
+    if (q->init_image) px.init = q->init_image->data, px.init_len = sdw_pool_image_bytes(q->init_image);
+    if (q->mask) px.mask = q->mask->data, px.mask_len = sdw_pool_image_bytes(q->mask);
+    for (int i = 0; i < q->n_controls; i++) {
+        px.control[i] = q->controls[i].image->data;
+        px.control_len[i] = sdw_pool_image_bytes(q->controls[i].image);
+    }
+    return px;
 }
 
 static void test_request_round_trip(void) {
@@ -44,9 +86,8 @@ static void test_request_round_trip(void) {
     char *json = sdw_pool_request_json(&q, 3);
     sdw_pool_request pr;
     sdw_error err = {0};
-    ASSERT_OK(sdw_pool_request_parse(json, strlen(json), init.data, sdw_pool_image_bytes(&init),
-                                     mask.data, sdw_pool_image_bytes(&mask), 1 << 20, &pr, &err),
-              &err);
+    sdw_pool_pixels px = pixels_of(&q);
+    ASSERT_OK(sdw_pool_request_parse(json, strlen(json), &px, 1 << 20, &pr, &err), &err);
     const sdw_request *r = &pr.req;
     ASSERT_EQ_INT(pr.n_images, 3);
     ASSERT_TRUE(!strcmp(r->prompt, q.prompt));
@@ -74,6 +115,27 @@ static void test_request_round_trip(void) {
     ASSERT_TRUE(!memcmp(r->init_image->data, init.data, sdw_pool_image_bytes(&init)));
     ASSERT_EQ_INT(r->mask->channels, 1);
     ASSERT_TRUE(!memcmp(r->mask->data, mask.data, sdw_pool_image_bytes(&mask)));
+    ASSERT_TRUE(r->prompt_syntax);
+    ASSERT_EQ_INT(r->clip_skip, 2);
+    ASSERT_TRUE(r->hires.enable && r->hires.scale == q.hires.scale &&
+                r->hires.resize_width == 96 && r->hires.resize_height == 0 &&
+                r->hires.upscaler == SDW_UPSCALE_LATENT_BICUBIC_ANTIALIASED &&
+                r->hires.steps == 7 && r->hires.strength == q.hires.strength);
+    ASSERT_EQ_INT(r->n_loras, 2);
+    for (int i = 0; i < 2; i++) {
+        ASSERT_TRUE(!strcmp(r->loras[i].name, k_loras[i].name) && r->loras[i].path == NULL);
+        ASSERT_TRUE(r->loras[i].multiplier == k_loras[i].multiplier);
+    }
+    ASSERT_EQ_INT(r->n_controls, 2);
+    for (int i = 0; i < 2; i++) {
+        const sdw_control *a = &r->controls[i], *b = &q.controls[i];
+        ASSERT_TRUE(!strcmp(a->name, b->name) && a->path == NULL);
+        ASSERT_TRUE(a->scale == b->scale && a->start == b->start && a->end == b->end);
+        ASSERT_TRUE(a->image->width == b->image->width && a->image->height == b->image->height &&
+                    a->image->channels == b->image->channels);
+        ASSERT_TRUE(!memcmp(a->image->data, b->image->data, sdw_pool_image_bytes(b->image)));
+    }
+    ASSERT_TRUE(r->control_guess_mode);
     /* written again, the text is the same: nothing drifts on a second trip */
     char *again = sdw_pool_request_json(r, pr.n_images);
     ASSERT_TRUE(!strcmp(json, again));
@@ -81,9 +143,11 @@ static void test_request_round_trip(void) {
     sdw_pool_request_free(&pr);
 
     /* the summary: the same JSON read without pixels keeps the mode and the sizes */
-    ASSERT_OK(sdw_pool_request_parse(json, strlen(json), NULL, 0, NULL, 0, 0, &pr, &err), &err);
+    ASSERT_OK(sdw_pool_request_parse(json, strlen(json), NULL, 0, &pr, &err), &err);
     ASSERT_TRUE(pr.req.init_image && pr.req.mask && !pr.req.init_image->data);
     ASSERT_EQ_INT(pr.req.init_image->height, 3);
+    ASSERT_TRUE(pr.req.n_controls == 2 && pr.req.controls[1].image->width == 3 &&
+                !pr.req.controls[1].image->data);
     sdw_pool_request_free(&pr);
     free(json);
 }
@@ -94,22 +158,41 @@ static void test_request_defaults_round_trip(void) {
     char *json = sdw_pool_request_json(&q, 1);
     sdw_pool_request pr;
     sdw_error err = {0};
-    ASSERT_OK(sdw_pool_request_parse(json, strlen(json), NULL, 0, NULL, 0, 0, &pr, &err), &err);
+    ASSERT_OK(sdw_pool_request_parse(json, strlen(json), NULL, 0, &pr, &err), &err);
     ASSERT_TRUE(pr.req.negative_prompt == NULL && pr.req.sampler == NULL &&
                 pr.req.scheduler == NULL && pr.req.init_image == NULL && pr.req.mask == NULL);
     ASSERT_TRUE(pr.req.seed == q.seed && pr.req.guidance == q.guidance &&
                 pr.req.strength == q.strength && pr.req.width == 0 && pr.req.n_params == 0);
+    /* the later fields are left out at their defaults (older workers read such a request) */
+    ASSERT_TRUE(!strstr(json, "prompt_syntax") && !strstr(json, "clip_skip") &&
+                !strstr(json, "hires") && !strstr(json, "loras") && !strstr(json, "controls") &&
+                !strstr(json, "guess"));
     sdw_pool_request_free(&pr);
     free(json);
+
+    /* a payload written before them (version 1 as the first workers wrote it) reads, the
+     * later fields at their defaults */
+    const char *old = "{\"v\":1,\"n\":1,\"prompt\":\"x\",\"width\":64,\"height\":64,"
+                      "\"steps\":4,\"guidance\":7.5,\"seed\":42,\"rng\":\"torch\","
+                      "\"strength\":-1,\"vae_tiling\":\"auto\",\"decoder\":\"vae\","
+                      "\"profile\":false}";
+    sdw_pool_pixels none = {0};
+    ASSERT_OK(sdw_pool_request_parse(old, strlen(old), &none, 1 << 20, &pr, &err), &err);
+    const sdw_request d = sdw_request_default();
+    ASSERT_TRUE(pr.req.prompt_syntax == d.prompt_syntax && pr.req.clip_skip == 0 &&
+                !pr.req.hires.enable && pr.req.n_loras == 0 && pr.req.loras == NULL &&
+                pr.req.n_controls == 0 && pr.req.controls == NULL && !pr.req.control_guess_mode);
+    sdw_pool_request_free(&pr);
 }
 
-/* Parses text (no pixels unless given) and expects a refusal whose message holds want. */
-static void expect_refused(const char *text, const void *init, size_t init_len, size_t max,
-                           const char *want) {
+/* Parses text as a payload with the pixels px (NULL: none at all) and expects a refusal whose
+ * message holds want. */
+static void expect_refused_px(const char *text, const sdw_pool_pixels *px, size_t max,
+                              const char *want) {
     sdw_pool_request pr;
     sdw_error err = {0};
-    sdw_status s = sdw_pool_request_parse(text, strlen(text), init, init_len, NULL, 0, max, &pr,
-                                          &err);
+    sdw_pool_pixels none = {0};
+    sdw_status s = sdw_pool_request_parse(text, strlen(text), px ? px : &none, max, &pr, &err);
     if (s == SDW_OK) {
         sdw_pool_request_free(&pr);
         sdw_test_fail(__FILE__, __LINE__, "accepted: %s", text);
@@ -118,7 +201,15 @@ static void expect_refused(const char *text, const void *init, size_t init_len, 
     if (!strstr(err.msg, want))
         sdw_test_fail(__FILE__, __LINE__, "'%s': message '%s' does not name '%s'", text, err.msg,
                       want);
-    ASSERT_TRUE(pr.prompt == NULL && pr.init.data == NULL); /* zeroed */
+    ASSERT_TRUE(pr.prompt == NULL && pr.init.data == NULL && pr.lora_names[0] == NULL &&
+                pr.control_images[0].data == NULL); /* zeroed */
+}
+
+/* The same with an init image's pixels only (NULL: none). */
+static void expect_refused(const char *text, const void *init, size_t init_len, size_t max,
+                           const char *want) {
+    sdw_pool_pixels px = {.init = init, .init_len = init_len};
+    expect_refused_px(text, &px, max, want);
 }
 
 static void test_request_refusals(void) {
@@ -151,10 +242,98 @@ static void test_request_refusals(void) {
     expect_refused(img, px, 12, strlen(img) + 11, "over the limit");
     sdw_pool_request pr;
     sdw_error err = {0};
-    ASSERT_OK(sdw_pool_request_parse(img, strlen(img), px, 12, NULL, 0, strlen(img) + 12, &pr,
-                                     &err),
-              &err);
+    sdw_pool_pixels ok = {.init = px, .init_len = 12};
+    ASSERT_OK(sdw_pool_request_parse(img, strlen(img), &ok, strlen(img) + 12, &pr, &err), &err);
     sdw_pool_request_free(&pr);
+    /* an image it declares must come with its pixels */
+    expect_refused(img, NULL, 0, 0, "without its pixels");
+}
+
+#define HEAD "{\"v\":1,\"n\":1,\"prompt\":\"x\","
+
+/* The later fields: wrong types and values refused naming the field; LoRAs and ControlNets by
+ * name only. */
+static void test_request_refusals_later_fields(void) {
+    expect_refused(HEAD "\"prompt_syntax\":1}", NULL, 0, 0, "'prompt_syntax'");
+    expect_refused(HEAD "\"clip_skip\":-1}", NULL, 0, 0, "'clip_skip'");
+    expect_refused(HEAD "\"clip_skip\":49}", NULL, 0, 0, "'clip_skip'");
+    expect_refused(HEAD "\"clip_skip\":1.5}", NULL, 0, 0, "'clip_skip'");
+    expect_refused(HEAD "\"control_guess_mode\":\"yes\"}", NULL, 0, 0, "'control_guess_mode'");
+    expect_refused(HEAD "\"hires\":true}", NULL, 0, 0, "hires must be an object");
+    expect_refused(HEAD "\"hires\":{\"scale\":\"2\"}}", NULL, 0, 0, "hires: field 'scale'");
+    expect_refused(HEAD "\"hires\":{\"denoise\":1}}", NULL, 0, 0, "hires: unknown field 'denoise'");
+    expect_refused(HEAD "\"hires\":{\"steps\":-1}}", NULL, 0, 0, "hires: field 'steps'");
+    expect_refused(HEAD "\"hires\":{\"upscaler\":\"Bogus\"}}", NULL, 0, 0, "Bogus");
+    expect_refused(HEAD "\"loras\":{}}", NULL, 0, 0, "'loras' must be an array");
+    expect_refused(HEAD "\"loras\":[\"detail\"]}", NULL, 0, 0, "loras[0] must be an object");
+    expect_refused(HEAD "\"loras\":[{\"multiplier\":1}]}", NULL, 0, 0,
+                   "loras[0]: field 'name' is missing");
+    expect_refused(HEAD "\"loras\":[{\"name\":\"a\"}]}", NULL, 0, 0,
+                   "loras[0]: field 'multiplier' is missing");
+    expect_refused(HEAD "\"loras\":[{\"name\":\"a\",\"multiplier\":1},{\"name\":\"b\","
+                   "\"multiplier\":\"x\"}]}",
+                   NULL, 0, 0, "loras[1]: field 'multiplier' must be a number");
+    expect_refused(HEAD "\"loras\":[{\"name\":\"a\",\"multiplier\":1,\"hash\":1}]}", NULL, 0,
+                   0, "unknown field 'hash'");
+    /* a worker never opens a file a queue entry points at */
+    expect_refused(HEAD "\"loras\":[{\"path\":\"/etc/x.safetensors\",\"multiplier\":1}]}",
+                   NULL, 0, 0, "loras[0]: a file given by path is not accepted");
+    expect_refused(HEAD "\"loras\":[{\"name\":\"/etc/x\",\"multiplier\":1}]}", NULL, 0, 0,
+                   "not a name inside");
+    expect_refused(HEAD "\"loras\":[{\"name\":\"a/../../x\",\"multiplier\":1}]}", NULL, 0, 0,
+                   "not a name inside");
+    expect_refused(HEAD "\"loras\":[{\"name\":\"..\",\"multiplier\":1}]}", NULL, 0, 0,
+                   "not a name inside");
+    expect_refused(HEAD "\"loras\":[{\"name\":\"\",\"multiplier\":1}]}", NULL, 0, 0,
+                   "not a name inside");
+    char many[4096];
+    int n = snprintf(many, sizeof many, HEAD "\"loras\":[");
+    for (int i = 0; i <= SDW_LORA_MAX_PER_REQUEST; i++)
+        n += snprintf(many + n, sizeof many - (size_t)n, "%s{\"name\":\"l%d\",\"multiplier\":1}",
+                      i ? "," : "", i);
+    snprintf(many + n, sizeof many - (size_t)n, "]}");
+    expect_refused(many, NULL, 0, 0, "at most 16 LoRAs");
+    /* a name that only looks like a path component is a name */
+    sdw_pool_request pr;
+    sdw_error err = {0};
+    const char *dots = HEAD "\"loras\":[{\"name\":\"styles/..ink\",\"multiplier\":1}]}";
+    ASSERT_OK(sdw_pool_request_parse(dots, strlen(dots), NULL, 0, &pr, &err), &err);
+    ASSERT_TRUE(!strcmp(pr.req.loras[0].name, "styles/..ink"));
+    sdw_pool_request_free(&pr);
+
+    /* ControlNets: by name, each with its image's pixels of the declared size */
+    uint8_t px[2 * 2 * 3] = {0};
+    const char *ctl = HEAD "\"controls\":[{\"name\":\"canny\",\"scale\":1,\"start\":0,"
+                      "\"end\":1,\"image\":{\"width\":2,\"height\":2,\"channels\":3}}]}";
+    sdw_pool_pixels cp = {.control = {px}, .control_len = {12}};
+    ASSERT_OK(sdw_pool_request_parse(ctl, strlen(ctl), &cp, strlen(ctl) + 12, &pr, &err), &err);
+    ASSERT_TRUE(pr.req.n_controls == 1 && pr.req.controls[0].image->data != NULL);
+    sdw_pool_request_free(&pr);
+    expect_refused_px(ctl, &cp, strlen(ctl) + 11, "over the limit");
+    cp.control_len[0] = 11;
+    expect_refused_px(ctl, &cp, 0, "controls[0].image: 11 pixel bytes");
+    cp.control_len[0] = 13;
+    expect_refused_px(ctl, &cp, 0, "controls[0].image: 13 pixel bytes");
+    expect_refused_px(ctl, NULL, 0, "controls[0].image came without its pixels");
+    sdw_pool_pixels extra = {.control = {px, px}, .control_len = {12, 12}};
+    expect_refused_px(ctl, &extra, 0, "pixels of control image 1 came");
+    extra = (sdw_pool_pixels){.control = {px}, .control_len = {12}};
+    expect_refused_px("{\"v\":1,\"n\":1,\"prompt\":\"x\"}", &extra, 0,
+                      "pixels of control image 0 came");
+    expect_refused(HEAD "\"controls\":[{\"name\":\"canny\"}]}", NULL, 0, 0,
+                   "controls[0]: field 'image' is missing");
+    expect_refused(HEAD "\"controls\":[{\"path\":\"/opt/cn\",\"image\":{\"width\":2,"
+                   "\"height\":2,\"channels\":3}}]}",
+                   NULL, 0, 0, "controls[0]: a file given by path is not accepted");
+    expect_refused(HEAD "\"controls\":[{\"name\":\"../cn\"}]}", NULL, 0, 0, "not a name inside");
+    expect_refused(HEAD "\"controls\":[{\"name\":\"c\",\"scale\":null}]}", NULL, 0, 0,
+                   "controls[0]: field 'scale' must be a number");
+    expect_refused(HEAD "\"controls\":[{\"name\":\"c\",\"weight\":1}]}", NULL, 0, 0,
+                   "controls[0]: unknown field 'weight'");
+    expect_refused(HEAD "\"controls\":[1,2,3,4,5,6,7,8,9]}", NULL, 0, 0, "at most 8 ControlNets");
+    expect_refused_px(HEAD "\"controls\":[{\"name\":\"c\",\"image\":{\"width\":2,"
+                      "\"height\":2,\"channels\":0}}]}",
+                      &extra, 0, "controls[0].image: field 'channels'");
 }
 
 static void test_caps_round_trip(void) {
@@ -241,6 +420,7 @@ int main(void) {
     RUN(test_request_round_trip);
     RUN(test_request_defaults_round_trip);
     RUN(test_request_refusals);
+    RUN(test_request_refusals_later_fields);
     RUN(test_caps_round_trip);
     RUN(test_info_round_trip);
     return sdw_test_finish();
