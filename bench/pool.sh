@@ -6,7 +6,9 @@
 #   - the gateway's added latency per job: one job at a time, submitted and followed to its end
 #     (the job's event stream, `complete` event) through the gateway with one worker, against the
 #     same job on `sdw serve -m MODEL -t 1`; medians over LAT_RUNS runs of each, alternating, so
-#     a machine shared with other work slows both alike;
+#     a machine shared with other work slows both alike. Both the whole time and the time beyond
+#     the job's own run (its "elapsed", measured where it ran) are shown: the run time moves with
+#     the machine's load, the rest is what the way through the pool costs;
 #   - the CPU (model, flags that matter: AVX2, AVX-512, AVX512-BF16, AMX), the cores and the load
 #     average before and after, since a loaded machine stretches every number.
 #
@@ -56,6 +58,13 @@ if [[ $SERVE_HELP != *--redis* ]]; then
     exit 0
 fi
 
+# Each process in its own session, as a service manager starts them (and as separate machines
+# are): with Linux's autogroup scheduling (/proc/sys/kernel/sched_autogroup_enabled) the
+# processes of one session share a single slice of a busy CPU, so two workers started from
+# this script's session would split one worker's share and could never scale.
+SESSION=
+command -v setsid >/dev/null && SESSION=setsid
+
 TMP=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -69,7 +78,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 RPORT=$(free_port)
-redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$TMP" --save '' --appendonly yes \
+$SESSION redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$TMP" --save '' --appendonly yes \
     --appendfsync everysec --daemonize no --logfile "$TMP/redis.log" >/dev/null &
 PIDS+=($!)
 URL="redis://127.0.0.1:$RPORT/0"
@@ -78,7 +87,7 @@ for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sle
 # Starts `sdw serve ARGS` on a free port; sets PORT.
 start_server() {
     local out=$TMP/serve.$RANDOM
-    "$BIN" serve --port 0 -q "$@" >"$out" 2>&1 &
+    $SESSION "$BIN" serve --port 0 -q "$@" >"$out" 2>&1 &
     PIDS+=($!)
     for _ in $(seq 600); do
         PORT=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$out" | head -1)
@@ -89,7 +98,7 @@ start_server() {
 }
 
 start_worker() {
-    "$BIN" worker -m "$MODEL" -t 1 --redis "$URL" -q >"$TMP/worker.$1" 2>&1 &
+    $SESSION "$BIN" worker -m "$MODEL" -t 1 --redis "$URL" -q >"$TMP/worker.$1" 2>&1 &
     PIDS+=($!)
 }
 
@@ -133,17 +142,29 @@ await "$LOCAL" "$(submit "$LOCAL")"
 
 : >"$TMP/lat.gw"
 : >"$TMP/lat.local"
+: >"$TMP/over.gw"
+: >"$TMP/over.local"
+# Per job: the client's time (submitted -> final event) and, beyond the job's own run time
+# (the job's "elapsed": started -> finished where it ran), what the way there and back added.
+# The run time itself moves with the machine's load; the overhead is what the pool changes.
 for _ in $(seq "$LAT_RUNS"); do
     for side in gw local; do
         port=$GW; [ $side = local ] && port=$LOCAL
-        t0=$(now); await "$port" "$(submit "$port")"; t1=$(now)
+        t0=$(now); id=$(submit "$port"); await "$port" "$id"; t1=$(now)
+        run=$(curl -sf "http://127.0.0.1:$port/v1/jobs/$id" | sed -n 's/.*"elapsed": *\([0-9.e+-]*\).*/\1/p')
         awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}' >>"$TMP/lat.$side"
+        awk -v a="$t0" -v b="$t1" -v r="${run:-0}" 'BEGIN {print b - a - r}' >>"$TMP/over.$side"
     done
 done
 LG=$(median <"$TMP/lat.gw")
 LL=$(median <"$TMP/lat.local")
-printf 'latency, one job at a time (median of %d): sdw serve %.3f s, gateway + 1 worker %.3f s: the pool adds %.0f ms per job\n' \
-    "$LAT_RUNS" "$LL" "$LG" "$(awk -v g="$LG" -v l="$LL" 'BEGIN {print (g - l) * 1000}')"
+OG=$(median <"$TMP/over.gw")
+OL=$(median <"$TMP/over.local")
+printf 'one job at a time (medians of %d): sdw serve %.3f s, gateway + 1 worker %.3f s\n' \
+    "$LAT_RUNS" "$LL" "$LG"
+printf 'beyond the run itself: sdw serve %.0f ms, gateway + worker %.0f ms: the pool adds %.0f ms per job\n' \
+    "$(awk -v x="$OL" 'BEGIN {print x * 1000}')" "$(awk -v x="$OG" 'BEGIN {print x * 1000}')" \
+    "$(awk -v g="$OG" -v l="$OL" 'BEGIN {print (g - l) * 1000}')"
 
 # Submits JOBS jobs at once, follows each to its end; prints jobs per minute.
 batch() {
