@@ -1,7 +1,9 @@
 /* `sdw serve --redis` (the pool's stateless gateway) against a real redis-server, with a worker
  * of the tiny model running in this process (pool/worker.h): the same image for the same request
  * as `sdw serve -m` and `sdw generate`; a native job followed by Server-Sent Events to its end;
- * OpenAI and A1111 text-to-image; /v1/workers, /v1/models and A1111's sd-models list the
+ * OpenAI and A1111 text-to-image; what the payload carries beyond the basics (A1111's prompt
+ * syntax, clip skip, the hires fix, LoRAs by name and tag, ControlNets with their images) gives
+ * the same image as `sdw serve -m`; /v1/workers, /v1/models and A1111's sd-models list the
  * worker; requests the model cannot serve refused before queueing; 503 with Retry-After while
  * Redis is down and recovery once it is back; a job still readable through a restarted gateway;
  * two gateways answering for the same job. Waits follow progress (events, states), with wide
@@ -12,10 +14,12 @@
 
 #include "io/base64.h"
 #include "io/png.h"
+#include "pool/gateway.h"
 #include "pool/worker.h"
 
 #include <jansson.h>
 #include <pthread.h>
+#include <sys/stat.h>
 
 #define PREFIX "gwtest"
 /* a request without its seed */
@@ -26,6 +30,7 @@
 
 static pool_redis g_rs;
 static bool g_have_redis;
+static char g_lora_dir[4096]; /* the worker's and the local server's LoRA folder */
 
 /* ---- the worker, in a thread ---- */
 
@@ -48,6 +53,8 @@ static int tworker_start(tworker *t) {
     sdw_error err = {0};
     sdw_load_options o = sdw_load_options_default();
     o.n_threads = 1;
+    o.lora_dir = g_lora_dir;
+    o.controlnet_dir = sdw_test_path("models");
     sdw_engine_params ep = sdw_engine_params_default();
     ep.preview_every = 1;
     sdw_pool_worker_params p = sdw_pool_worker_params_default();
@@ -339,15 +346,271 @@ static void test_openai_and_a1111(void) {
     ASSERT_STR_CONTAINS(r.body, "image_generation.completed");
     sdw_http_resp_free(&r);
 
-    /* A1111's default reading of prompts is not carried to workers yet: refused, named */
-    ASSERT_EQ_INT(sdw_http_post_json(g_port, "/sdapi/v1/txt2img",
-                                     "{\"prompt\":\"(a cat:1.2)\",\"width\":64,\"height\":64,"
-                                     "\"steps\":1}",
-                                     &r),
-                  0);
-    ASSERT_EQ_INT(r.status, 400);
-    ASSERT_STR_CONTAINS(r.body, "prompt_syntax");
+}
+
+/* An A1111 route's first image (PNG bytes, new) or NULL. */
+static uint8_t *a1111_png(int port, const char *route, const char *body, size_t *n) {
+    sdw_http_resp r;
+    if (sdw_http_post_json(port, route, body, &r) != 0 || r.status != 200) {
+        fprintf(stderr, "  %s on port %d: %d %s\n", route, port, r.status, r.body ? r.body : "");
+        sdw_http_resp_free(&r);
+        return NULL;
+    }
+    json_t *j = body_json(&r);
     sdw_http_resp_free(&r);
+    uint8_t *png = unb64(json_string_value(json_array_get(json_object_get(j, "images"), 0)), n);
+    json_decref(j);
+    return png;
+}
+
+/* A native job's image (PNG bytes, new) or NULL when it is refused or does not succeed. */
+static uint8_t *native_png(int port, const char *body, size_t *n) {
+    const char *id = submit(port, body);
+    if (!id) return NULL;
+    char job_id[64];
+    snprintf(job_id, sizeof job_id, "%s", id);
+    const char *state = wait_terminal(port, job_id);
+    if (strcmp(state, "succeeded")) {
+        char path[128];
+        snprintf(path, sizeof path, "/v1/jobs/%s", job_id);
+        int st;
+        json_t *j = get_json(port, path, &st);
+        fprintf(stderr, "  job %s: %s (%s)\n", job_id, state,
+                json_string_value(json_object_get(json_object_get(j, "error"), "message")));
+        json_decref(j);
+        return NULL;
+    }
+    return (uint8_t *)job_png(port, job_id, n);
+}
+
+/* The max difference between a golden image and png; 256 when either is missing. */
+static int golden_diff(const char *golden_case, const uint8_t *png, size_t n) {
+    size_t rn = 0;
+    void *ref = sdw_test_read_file(sdw_test_path("golden/%s/image.png", golden_case), &rn);
+    const int d = ref && png ? sdw_test_png_bytes_max_diff(png, n, ref, rn) : 256;
+    free(ref);
+    return d;
+}
+
+/* An A1111 request whose image depends on its prompt syntax and clip skip (without its "}") */
+#define SYNTAX_BODY                                                                              \
+    "{\"prompt\":\"a photo of a (cat:1.2), ((fluffy)) BREAK [dog]\",\"width\":64,"          \
+    "\"height\":64,\"steps\":4,\"cfg_scale\":7.5,\"seed\":42,\"sampler_name\":\"Euler\","    \
+    "\"override_settings\":{\"CLIP_stop_at_last_layers\":2}"
+
+/* A request through a gateway of this process (pool/gateway.h: resolved against the registry's
+ * capabilities, queued with its images' pixels, run by the worker): the image (PNG bytes, new)
+ * or NULL. */
+static uint8_t *pool_png(const sdw_request *q, size_t *n) {
+    sdw_pool_gateway_params p = sdw_pool_gateway_params_default();
+    p.redis_url = g_rs.url;
+    p.prefix = PREFIX;
+    sdw_pool_gateway *g = NULL;
+    sdw_pool_gw_models *ms = NULL;
+    sdw_error err = {0};
+    uint8_t *png = NULL;
+    char id[SDW_POOL_JOB_ID_LEN + 1];
+    if (sdw_pool_gateway_create(&p, &g, &err) || sdw_pool_gateway_models(g, &ms, &err)) goto done;
+    const sdw_capabilities *caps = NULL;
+    for (int i = 0; i < ms->n; i++)
+        if (!strcmp(ms->m[i].name, "tiny-sd15")) caps = sdw_pool_caps_get(ms->m[i].caps);
+    if (!caps) {
+        sdw_error_set(&err, SDW_E_NOT_FOUND, "no worker serves tiny-sd15");
+        goto done;
+    }
+    if (sdw_pool_gateway_submit(g, "tiny-sd15", caps, q, 1, id, &err)) goto done;
+    sdw_pool_job_fields f = {0};
+    for (const double t0 = sdw_time_now(); sdw_time_now() - t0 < 120; pool_sleep(0.05)) {
+        if (sdw_pool_gateway_read(g, id, &f, &err)) goto done;
+        free(f.req_json);
+        if (sdw_job_state_terminal(f.state)) break;
+    }
+    if (f.state != SDW_JOB_SUCCEEDED) {
+        sdw_error_set(&err, SDW_E_BACKEND, "job %s ended %s: %s", id, sdw_pool_state_str(f.state),
+                      f.error);
+        goto done;
+    }
+    char *info = NULL;
+    if (sdw_pool_gateway_image(g, id, 0, &png, n, &info, &err) == SDW_OK) free(info);
+done:
+    if (!png) fprintf(stderr, "  through the pool: %s\n", err.msg);
+    sdw_pool_gw_models_free(ms);
+    sdw_pool_gateway_destroy(g);
+    return png;
+}
+
+/* A native request with ControlNets: the control image (base64) once or twice. */
+static char *controlnet_body(const char *b64, bool two) {
+    const size_t cap = 2 * strlen(b64) + 1024;
+    char *body = sdw_xmalloc(cap);
+    if (!two)
+        snprintf(body, cap,
+                 "{\"prompt\":\"a photo of a cat\",\"width\":64,\"height\":64,\"steps\":4,"
+                 "\"guidance_scale\":7.5,\"seed\":42,\"sampler\":\"ddim\",\"controlnets\":"
+                 "[{\"model\":\"tiny-sd15-controlnet\",\"image\":\"%s\",\"scale\":1.0}]}",
+                 b64);
+    else
+        snprintf(body, cap,
+                 "{\"prompt\":\"a photo of a cat\",\"width\":64,\"height\":64,\"steps\":4,"
+                 "\"guidance_scale\":7.5,\"seed\":42,\"sampler\":\"euler\","
+                 "\"control_guess_mode\":true,\"controlnets\":["
+                 "{\"model\":\"tiny-sd15-controlnet\",\"image\":\"%s\",\"scale\":0.7,"
+                 "\"start\":0.25,\"end\":0.75},"
+                 "{\"model\":\"tiny-sd15-controlnet\",\"image\":\"%s\",\"scale\":1.3}]}",
+                 b64, b64);
+    return body;
+}
+
+/* What the payload carries beyond the basics, through the gateway and through a local
+ * `sdw serve -m` with the same folders: the same image, to the last bit. A1111's default
+ * prompt syntax (emphasis, BREAK) with a clip skip; the hires fix with a bicubic latent
+ * upscaler; a LoRA by name (native) and by tag (A1111); ControlNets with their images (one,
+ * then two with guidance windows and guess mode). The LoRA and the one-ControlNet images are
+ * also the reference's (their goldens). The ControlNet requests go through the pool's gateway
+ * API rather than its HTTP front: the server's ControlNet parsing (server/controlnet.c) checks
+ * names against a ControlNet folder of the serving process, which a gateway has not got. */
+static void test_features_same_image(void) {
+    if (!g_have_redis) return sdw_test_skip("no redis-server");
+    struct {
+        const char *name, *route, *body, *golden;
+    } cases[] = {
+        {"A1111 prompt syntax + clip skip", "/sdapi/v1/txt2img", SYNTAX_BODY "}", NULL},
+        {"A1111 hires fix", "/sdapi/v1/txt2img",
+         "{\"prompt\":\"a photo of a (cat:1.2)\",\"width\":64,\"height\":64,\"steps\":2,"
+         "\"cfg_scale\":7.5,\"seed\":42,\"sampler_name\":\"Euler\",\"enable_hr\":true,"
+         "\"hr_scale\":1.5,\"hr_upscaler\":\"Latent (bicubic antialiased)\","
+         "\"hr_second_pass_steps\":2,\"denoising_strength\":0.6}",
+         NULL},
+        {"native LoRA by name", "/v1/jobs",
+         "{\"prompt\":\"a photo of a cat\",\"sampler\":\"euler\",\"width\":64,"
+         "\"height\":64,\"steps\":4,\"seed\":42,\"guidance_scale\":7.5,"
+         "\"loras\":[{\"name\":\"tiny\",\"multiplier\":0.8}]}",
+         "tiny-sd15/txt2img-euler-lora"},
+        {"A1111 LoRA tag", "/sdapi/v1/txt2img",
+         "{\"prompt\":\"a photo of a cat <lora:tiny:0.8>\",\"width\":64,\"height\":64,"
+         "\"steps\":4,\"cfg_scale\":7.5,\"seed\":42,\"sampler_name\":\"Euler\"}",
+         NULL},
+    };
+    const char *hint_path =
+        sdw_test_path("golden/tiny-sd15/txt2img-ddim-controlnet/control_image.png");
+    size_t hn = 0;
+    void *hint = sdw_test_read_file(hint_path, &hn);
+    ASSERT_TRUE(hint != NULL);
+    char *hint_b64 = sdw_base64_encode(hint, hn, NULL);
+    free(hint);
+    char *cn_http[2] = {controlnet_body(hint_b64, false), controlnet_body(hint_b64, true)};
+    free(hint_b64);
+    /* the same requests as sdw_requests, the control image's pixels as decoded */
+    sdw_png hp = {0};
+    sdw_error err = {0};
+    ASSERT_OK(sdw_png_read(hint_path, &hp, &err), &err);
+    const sdw_image himg = {hp.w, hp.h, hp.channels, hp.pixels};
+    sdw_control ctl = sdw_control_default();
+    ctl.name = "tiny-sd15-controlnet";
+    ctl.image = &himg;
+    sdw_request cn_req[2];
+    for (int i = 0; i < 2; i++) {
+        cn_req[i] = sdw_request_default();
+        cn_req[i].prompt = "a photo of a cat";
+        cn_req[i].width = cn_req[i].height = 64;
+        cn_req[i].steps = 4;
+        cn_req[i].guidance = 7.5f;
+        cn_req[i].seed = 42;
+    }
+    cn_req[0].sampler = "ddim";
+    cn_req[0].controls = &ctl;
+    cn_req[0].n_controls = 1;
+    sdw_control two[2] = {ctl, ctl};
+    two[0].scale = 0.7f;
+    two[0].start = 0.25;
+    two[0].end = 0.75;
+    two[1].scale = 1.3f;
+    cn_req[1].sampler = "euler";
+    cn_req[1].controls = two;
+    cn_req[1].n_controls = 2;
+    cn_req[1].control_guess_mode = true;
+
+    sdw_test_server local;
+    ASSERT_EQ_INT(sdw_test_server_start(&local, NULL,
+                                        "-m '%s' -t 1 --lora-dir '%s' --controlnet-dir '%s'",
+                                        sdw_test_path("models/tiny-sd15"), g_lora_dir,
+                                        sdw_test_path("models")),
+                  0);
+    const char *cn_names[2] = {"ControlNet", "two ControlNets, windows, guess mode"};
+    const char *cn_golden[2] = {"tiny-sd15/txt2img-ddim-controlnet", NULL};
+    enum { N_HTTP = SDW_ARRAY_LEN(cases), N = N_HTTP + 2 };
+    int d[N], dg[N], w[N], h[N];
+    uint8_t *syntax_png = NULL; /* case 0's image through the gateway */
+    size_t syntax_n = 0;
+    for (int i = 0; i < N; i++) {
+        const bool http = i < N_HTTP;
+        const char *route = http ? cases[i].route : "/v1/jobs";
+        const char *golden = http ? cases[i].golden : cn_golden[i - N_HTTP];
+        const bool native = !strcmp(route, "/v1/jobs");
+        size_t ng = 0, nl = 0;
+        uint8_t *pg = !http    ? pool_png(&cn_req[i - N_HTTP], &ng)
+                      : native ? native_png(g_port, cases[i].body, &ng)
+                               : a1111_png(g_port, route, cases[i].body, &ng);
+        const char *body = http ? cases[i].body : cn_http[i - N_HTTP];
+        uint8_t *pl = native ? native_png(local.port, body, &nl)
+                             : a1111_png(local.port, route, body, &nl);
+        d[i] = pg && pl ? sdw_test_png_bytes_max_diff(pg, ng, pl, nl) : -1;
+        dg[i] = golden ? golden_diff(golden, pg, ng) : 0;
+        sdw_png im = {0};
+        if (pg) sdw_png_read_mem(pg, ng, "the gateway's image", &im, NULL);
+        w[i] = im.w;
+        h[i] = im.h;
+        sdw_png_deinit(&im);
+        fprintf(stderr, "  %s: %dx%d, max diff vs sdw serve -m %d",
+                http ? cases[i].name : cn_names[i - N_HTTP], w[i], h[i], d[i]);
+        if (golden) fprintf(stderr, ", vs the reference %d", dg[i]);
+        fprintf(stderr, "\n");
+        if (i == 0) syntax_png = pg, syntax_n = ng;
+        else free(pg);
+        free(pl);
+    }
+    sdw_test_server_stop(&local);
+    /* the fields made a difference: the plain reading and the last layer give another image */
+    size_t n_plain = 0, n_last = 0;
+    uint8_t *plain = a1111_png(g_port, "/sdapi/v1/txt2img",
+                               SYNTAX_BODY ",\"prompt_syntax\":false}", &n_plain);
+    uint8_t *last = a1111_png(g_port, "/sdapi/v1/txt2img", SYNTAX_BODY ",\"clip_skip\":1}",
+                              &n_last);
+    const int d_plain = syntax_png && plain
+                            ? sdw_test_png_bytes_max_diff(syntax_png, syntax_n, plain, n_plain)
+                            : -1;
+    const int d_last = syntax_png && last
+                           ? sdw_test_png_bytes_max_diff(syntax_png, syntax_n, last, n_last)
+                           : -1;
+    fprintf(stderr, "  without the prompt syntax: max diff %d; with clip skip 1: %d\n", d_plain,
+            d_last);
+    free(syntax_png);
+    free(plain);
+    free(last);
+    sdw_png_deinit(&hp);
+    free(cn_http[0]);
+    free(cn_http[1]);
+    for (int i = 0; i < N; i++) {
+        ASSERT_EQ_INT(d[i], 0);
+        ASSERT_TRUE(dg[i] <= 2);
+    }
+    ASSERT_TRUE(w[1] == 96 && h[1] == 96); /* the hires fix's second pass ran */
+    ASSERT_TRUE(d_plain > 0 && d_last > 0);
+
+    /* a LoRA the worker's folder has not got: the job fails on the worker, naming it */
+    const char *id = submit(g_port, "{\"prompt\":\"x\",\"steps\":1,\"width\":64,\"height\":64,"
+                                    "\"loras\":[{\"name\":\"no-such-lora\",\"multiplier\":1}]}");
+    ASSERT_TRUE(id != NULL);
+    char job_id[64], path[128];
+    snprintf(job_id, sizeof job_id, "%s", id);
+    ASSERT_STR_CONTAINS(wait_terminal(g_port, job_id), "failed");
+    snprintf(path, sizeof path, "/v1/jobs/%s", job_id);
+    int st;
+    json_t *j = get_json(g_port, path, &st);
+    ASSERT_STR_CONTAINS(
+        json_string_value(json_object_get(json_object_get(j, "error"), "message")),
+        "no-such-lora");
+    json_decref(j);
 }
 
 /* The lists: /v1/workers (the registry), /v1/models and A1111's sd-models (what live workers
@@ -420,7 +683,10 @@ static void test_refusals_before_queueing(void) {
         {"{\"prompt\":\"x\",\"steps\":2,\"decoder\":\"taesd\"}", "taesd", 400},
         {"{\"prompt\":\"x\",\"steps\":2,\"sampler\":\"no-such-sampler\"}", "sampler", 400},
         {"{\"prompt\":\"x\",\"steps\":2,\"model\":\"no-such-model\"}", "no-such-model", 404},
-        {"{\"prompt\":\"x\",\"steps\":2,\"clip_skip\":2}", "clip_skip", 400},
+        {"{\"prompt\":\"x\",\"steps\":2,\"clip_skip\":49}", "clip_skip", 400},
+        {"{\"prompt\":\"x\",\"steps\":2,\"loras\":[{\"name\":\"tiny\",\"multiplier\":1000}]}",
+         "multiplier", 400},
+        {"{\"prompt\":\"x <lora:tiny:abc>\",\"steps\":2}", "'abc'", 400},
     };
     for (size_t i = 0; i < SDW_ARRAY_LEN(cases); i++) {
         sdw_http_resp r;
@@ -647,12 +913,34 @@ static void test_password_not_logged(void) {
     free(log);
 }
 
+/* The LoRA folder: the fixture's LoRA as styles/tiny.safetensors (named "tiny"). */
+static bool make_lora_dir(void) {
+    char sub[4200], file[4300];
+    snprintf(g_lora_dir, sizeof g_lora_dir, "%s/gw-loras", sdw_test_tmpdir());
+    snprintf(sub, sizeof sub, "%s/styles", g_lora_dir);
+    snprintf(file, sizeof file, "%s/tiny.safetensors", sub);
+    mkdir(g_lora_dir, 0755);
+    mkdir(sub, 0755);
+    size_t n = 0;
+    void *d = sdw_test_read_file(sdw_test_path("models/tiny-sd15-lora-kohya.safetensors"), &n);
+    FILE *f = d ? fopen(file, "wb") : NULL;
+    bool ok = f && fwrite(d, 1, n, f) == n;
+    if (f) ok = fclose(f) == 0 && ok;
+    free(d);
+    return ok;
+}
+
 int main(void) {
+    if (!make_lora_dir()) {
+        fprintf(stderr, "cannot write the LoRA folder\n");
+        return 1;
+    }
     g_have_redis = pool_redis_start(&g_rs, "gw-pass-9") == 0;
     if (g_have_redis && tworker_start(&g_w) != 0) g_have_redis = false;
     if (g_have_redis && (g_port = gateway_start(&g_gw)) < 0) g_have_redis = false;
     RUN(test_native_job_same_image);
     RUN(test_openai_and_a1111);
+    RUN(test_features_same_image);
     RUN(test_lists);
     RUN(test_refusals_before_queueing);
     RUN(test_two_models);
