@@ -6,6 +6,7 @@
 
 #include "models/lora.h"
 #include "pool/redis.h"
+#include "sampling/rng.h"
 #include "sdw/lora.h"
 
 #include <errno.h>
@@ -298,6 +299,13 @@ sdw_status sdw_pool_gateway_submit(sdw_pool_gateway *g, const char *model,
         return sdw_error_set_field(err, "seed", SDW_E_INVALID_ARG,
                                    "seed %lld + %d images does not fit a 64-bit integer",
                                    (long long)q.seed, n_images);
+    /* A random seed is drawn here, once, as the engine would (images use seed + i): a job run
+     * again after its worker died makes the same images. */
+    if (q.seed < 0) {
+        uint64_t r;
+        if ((s = sdw_rng_random_seed(&r, err))) return s;
+        q.seed = (int64_t)(r % 4294967295u);
+    }
     /* the summary every reader sees: the request as resolved (a worker resolves it again and
      * gets it back unchanged) */
     char *json = sdw_pool_request_json(&q, n_images);

@@ -92,9 +92,10 @@ sdw_status sdw_pool_gateway_workers(sdw_pool_gateway *g, sdw_pool_worker_info **
 /* ---- jobs ---- */
 
 /* Resolves req against caps (the model's, from the registry: a request they cannot serve is
- * refused here, naming the field, before anything is queued), checks that the pool's payload
- * carries everything it asks for (fields it does not carry are refused naming them), bounds
- * the payload and queues n_images images for model. id gets the new job's id. Errors:
+ * refused here, naming the field, before anything is queued). LoRA and ControlNet names are
+ * checked for form only (names, never paths; counts, multipliers): they resolve in each
+ * worker's own --lora-dir / --controlnet-dir, and a worker lacking one fails the job naming it.
+ * Then bounds the payload and queues n_images images for model. id gets the new job's id. Errors:
  * SDW_E_INVALID_ARG / SDW_E_UNSUPPORTED (the request), SDW_E_BUSY (queue_max jobs wait),
  * SDW_E_UNAVAILABLE (Redis). */
 sdw_status sdw_pool_gateway_submit(sdw_pool_gateway *g, const char *model,

@@ -98,7 +98,11 @@ static sdw_status finish(const sdw_server_params *p, const sdw_capabilities *cap
                          const char *field, sdw_error *err) {
     const int W = req->width ? req->width : caps->default_width;
     const int H = req->height ? req->height : caps->default_height;
-    for (int i = 0; i < n; i++) { /* the names first: a request naming none fails fast */
+    /* The names first, so a request naming an unknown ControlNet fails fast. Only where the
+     * folder is known here: behind a pool gateway each worker resolves the names in its own
+     * --controlnet-dir (a job naming one it lacks fails there, naming it); a local model
+     * without a folder refuses the names when the job runs. */
+    for (int i = 0; caps->controlnet_dir && i < n; i++) {
         char *path = NULL;
         sdw_status s = sdw_controlnet_resolve(caps->controlnet_dir, units[i].model, &path, err);
         free(path);
