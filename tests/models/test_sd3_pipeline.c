@@ -109,8 +109,9 @@ static void place_sgm(out_file *o, const char *name, int n_dims, const int64_t *
     ASSERT_TRUE(sgm != NULL);
     snprintf(full, sizeof full, "model.diffusion_model.%s", sgm);
     const int split = view.split > 1 ? view.split : 1, count = view.count ? view.count : 1;
-    int64_t st[4];
-    memcpy(st, shape, sizeof st);
+    int64_t st[4] = {0};
+    SDW_ASSERT(n_dims >= 1 && n_dims <= 4);
+    memcpy(st, shape, (size_t)n_dims * sizeof *st);
     st[0] = shape[0] / count * split;
     ASSERT_TRUE(!view.transpose);
     out_tensor *t = out_get(o, full, n_dims, st);
