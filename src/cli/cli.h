@@ -157,7 +157,8 @@ sdw_load_options sdw_cli_load_options(const sdw_cli_model_args *a);
     "      --lora-dir DIR      the LoRAs requests name (.safetensors, subfolders too: --lora\n"     \
     "                          NAME, <lora:NAME:M> in a prompt; sdw info lists them)\n"           \
     "      --precision P       auto | f32 | bf16: the precision of convolutions and matrix\n"      \
-    "                          products (auto: bf16 on CPUs with AMX, else f32)\n"                 \
+    "                          products (auto: the faster of the two, timed on this CPU\n"        \
+    "                          at load and remembered)\n"                                       \
     "  -t, --threads N         CPU threads (default: OMP_NUM_THREADS, else the usable cores:\n"    \
     "                          the affinity mask capped by a cgroup CPU quota)\n"
 
