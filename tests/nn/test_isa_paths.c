@@ -134,8 +134,9 @@ static void test_fp8_widening_avx2(void) {
     uint8_t *x = malloc(N);
     for (int i = 0; i < N; i++)
         x[i] = (uint8_t)((i * 37 + i / 256) & 0xff);
-    float *y32 = aligned_alloc(64, N * 4 + 64);
-    uint16_t *y16 = aligned_alloc(64, N * 2 + 64);
+    /* aligned_alloc wants a multiple of the alignment */
+    float *y32 = aligned_alloc(64, (N * 4 + 127) / 64 * 64);
+    uint16_t *y16 = aligned_alloc(64, (N * 2 + 127) / 64 * 64);
     for (int t = 0; t < 2; t++) {
         sdw__widen_8(dts[t], x, y32, SDW_DT_F32, N);
         sdw__widen_8(dts[t], x, y16, SDW_DT_BF16, N);
