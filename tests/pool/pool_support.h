@@ -3,7 +3,7 @@
  * they can stop, kill and restart on the same port and data; and a raw command helper.
  *
  *   pool_redis rs;
- *   if (pool_redis_start(&rs, NULL) != 0) { sdw_test_skip("no redis-server"); return; }
+ *   ASSERT_TRUE(pool_redis_start(&rs, NULL) == 0);   // no redis-server is a failure, not a skip
  *   redisReply *r = pool_redis_cmd(&rs, "PING");  ... freeReplyObject(r);
  *   pool_redis_stop(&rs);                         // SIGTERM: Redis fsyncs its AOF and exits
  *   pool_redis_restart(&rs);                      // same port, same folder: the AOF is replayed

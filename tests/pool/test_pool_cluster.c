@@ -237,7 +237,7 @@ static bool queue_empty(const char *prefix) {
 
 /* Jobs spread over both workers; a job's image is `sdw generate`'s for the same request. */
 static void test_spread_and_same_image(void) {
-    if (!g_have_redis) return sdw_test_skip("no redis-server");
+    ASSERT_TRUE(g_have_redis); /* a redis-server of its own (bootstrap.sh installs it) */
     cworker a, b;
     ASSERT_TRUE(cworker_start(&a, "c1", "w1", g_rs.url));
     ASSERT_TRUE(cworker_start(&b, "c1", "w2", g_rs.url));
@@ -292,7 +292,7 @@ static void test_spread_and_same_image(void) {
 /* kill -9 of the worker running a job: the other worker takes it over after the visibility
  * timeout and finishes it; one result. */
 static void test_kill_mid_job(void) {
-    if (!g_have_redis) return sdw_test_skip("no redis-server");
+    ASSERT_TRUE(g_have_redis); /* a redis-server of its own (bootstrap.sh installs it) */
     cworker w[2];
     ASSERT_TRUE(cworker_start(&w[0], "c2", "w1", g_rs.url));
     ASSERT_TRUE(cworker_start(&w[1], "c2", "w2", g_rs.url));
@@ -325,7 +325,7 @@ static void test_kill_mid_job(void) {
 /* SIGTERM to the worker running a job (no grace): it hands the job back and exits 0; the other
  * worker runs it at once, and the hand-back is not counted as a delivery. */
 static void test_sigterm_hands_back(void) {
-    if (!g_have_redis) return sdw_test_skip("no redis-server");
+    ASSERT_TRUE(g_have_redis); /* a redis-server of its own (bootstrap.sh installs it) */
     cworker w[2];
     ASSERT_TRUE(cworker_start_with(&w[0], "c6", "w1", g_rs.url, "--shutdown-grace 0"));
     ASSERT_TRUE(cworker_start_with(&w[1], "c6", "w2", g_rs.url, "--shutdown-grace 0"));
@@ -416,7 +416,7 @@ static int cmp_double(const void *a, const void *b) {
 /* 50 jobs; four times a worker is killed (mostly one running a job) and a new one started in
  * its place; six cancels. Every job ends exactly once; the ones nobody cancelled succeed. */
 static void test_batch_kills_and_cancels(void) {
-    if (!g_have_redis) return sdw_test_skip("no redis-server");
+    ASSERT_TRUE(g_have_redis); /* a redis-server of its own (bootstrap.sh installs it) */
     static chaos c;
     memset(&c, 0, sizeof c);
     unsigned seed = (unsigned)getpid();
@@ -487,7 +487,7 @@ static void restart_hook(void *user, const char *prefix, char (*ids)[33], int n,
 /* Redis is stopped and started again (same port, same folder: its AOF) while jobs run and
  * wait: every job still succeeds, once. */
 static void test_redis_restart_mid_batch(void) {
-    if (!g_have_redis) return sdw_test_skip("no redis-server");
+    ASSERT_TRUE(g_have_redis); /* a redis-server of its own (bootstrap.sh installs it) */
     cworker a, b;
     ASSERT_TRUE(cworker_start(&a, "c4", "w1", g_rs.url));
     ASSERT_TRUE(cworker_start(&b, "c4", "w2", g_rs.url));
@@ -523,7 +523,7 @@ static void test_redis_restart_mid_batch(void) {
  * waits, and runs a job once Redis is up; its log never shows the password. A bad URL is a
  * usage error that does not show it either. */
 static void test_worker_before_redis(void) {
-    if (!g_have_redis) return sdw_test_skip("no redis-server");
+    ASSERT_TRUE(g_have_redis); /* a redis-server of its own (bootstrap.sh installs it) */
     char out[4096];
     int rc = sdw_test_run_sdw(out, sizeof out, "worker -m '%s' --redis 'redis://:s3kr1t@h:99999'",
                               sdw_test_path("models/tiny-sd15"));
@@ -623,7 +623,7 @@ static void bench_latency(const char *prefix, int runs, int size, int steps, dou
 }
 
 static void test_bench_scaling(void) {
-    if (!g_have_redis) return sdw_test_skip("no redis-server");
+    ASSERT_TRUE(g_have_redis); /* a redis-server of its own (bootstrap.sh installs it) */
     const int jobs = SDW_MIN((int)env_num("JOBS", 16), 1024), size = (int)env_num("SIZE", 64),
               steps = (int)env_num("STEPS", 8), runs = (int)env_num("LAT_RUNS", 5);
     cworker a, b;
