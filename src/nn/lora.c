@@ -5,6 +5,7 @@
 #include "nn/backend.h"
 #include "nn/nn_impl.h"
 
+#include <omp.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -82,6 +83,7 @@ typedef struct adapter {
     sdw_backend_op *down; /* linear [R, in], or a convolution with the target's geometry */
     sdw_backend_op *up;   /* linear [op_out, R], f32 */
     sdw_conv_geom g;      /* the down product's geometry (out = R) */
+    int op_out;           /* the target's output columns (the up product's) */
     bool down_conv;
 } adapter;
 
@@ -171,6 +173,7 @@ static sdw_status build(const module *m, int n, adapter *a, size_t *bytes, sdw_e
     *a = (adapter){.target = t->op};
     a->down_conv = t->conv && !(t->k == 1 && t->stride == 1 && t->pad == 0 && t->pad_end == 0);
     a->g = (sdw_conv_geom){t->in, R, t->k, t->stride, t->pad, t->pad_end};
+    a->op_out = t->op_out;
     sdw_status st = a->down_conv
                         ? sdw_backend_conv_create(be, prec, down, NULL, &a->g, &a->down, err)
                         : sdw_backend_linear_create(be, prec, down, NULL, t->in, R, &a->down, err);
@@ -257,6 +260,32 @@ static int out_size(int n, const sdw_conv_geom *g) {
     return (n + g->pad + g->pad_end - g->k) / g->stride + 1;
 }
 
+/* Rows per block of a row-wise adapter: below this a block's products are too thin to be worth
+ * a thread of their own. */
+#define LORA_BLOCK_MIN 256
+
+/* y[rows] += m · up(down(x[rows])) for one block of rows of a row-wise adapter (a linear layer,
+ * or a 1x1 convolution without stride or padding, which is one over NHWC rows); t: scratch for
+ * the block's [rows, R] down product. */
+static void apply_rows(const adapter *a, float m, sdw_act x, sdw_act y, int64_t r0, int64_t rows,
+                       float *t) {
+    const int R = a->g.out;
+    const void *xd = (const char *)x.d + (size_t)r0 * a->g.in * sdw_dt_size(x.dt);
+    sdw_backend_linear_forward(a->down, sdw_rows_dt(xd, x.dt, rows), sdw_rows(t, rows), 0);
+    if (m != 1.0f)
+        for (size_t i = 0; i < (size_t)rows * R; i++)
+            t[i] *= m;
+    sdw_backend_linear_forward(a->up, sdw_rows(t, rows),
+                               sdw_rows((float *)y.d + (size_t)r0 * a->op_out, rows),
+                               SDW_ACCUMULATE);
+}
+
+/* Why blocks of rows, each thread running both products of its blocks on one core, rather than
+ * each product threaded over all cores: the products are thin (N = R, then K = R), and each one
+ * threaded is a short parallel region that ends waiting for the slowest core; on a loaded
+ * machine those waits, three per adapted layer (down, the multiplier, up), cost more than the
+ * arithmetic. One region per adapted layer, its blocks handed out as threads come free, waits
+ * once (measured in lora.h). Inside the region oneDNN runs each product on the calling thread. */
 void sdw__lora_apply(const sdw_lora_run *run, const sdw_backend_op *op, sdw_act x, sdw_act y) {
     for (int u = 0; u < run->n; u++) {
         const adapter *a = find(run->use[u].pack, op);
@@ -266,24 +295,43 @@ void sdw__lora_apply(const sdw_lora_run *run, const sdw_backend_op *op, sdw_act 
         SDW_ASSERT(y.dt == SDW_DT_F32);
         const int R = a->g.out;
         const int64_t rows = y.rows;
-        float *t = sdw_xmalloc(sizeof(float) * (size_t)rows * (size_t)R);
         if (a->down_conv) { /* t NHWC [B, OH, OW, R] */
             SDW_ASSERT(x.layout == SDW_LAYOUT_NHWC);
+            float *t = sdw_xmalloc(sizeof(float) * (size_t)rows * (size_t)R);
             const sdw_act tv = sdw_nhwc(t, x.b, out_size(x.h, &a->g), out_size(x.w, &a->g));
             SDW_ASSERT(tv.rows == rows);
             sdw_backend_conv_forward(a->down, x, tv, 0);
-        } else { /* t [rows, R] */
-            SDW_ASSERT(x.rows == rows);
-            sdw_backend_linear_forward(a->down, sdw_rows_dt(x.d, x.dt, x.rows), sdw_rows(t, rows),
-                                       0);
-        }
-        if (m != 1.0f) {
-            const size_t n = (size_t)rows * R;
+            if (m != 1.0f) {
+                const size_t n = (size_t)rows * R;
 #pragma omp parallel for schedule(static) if (n > 65536)
-            for (size_t i = 0; i < n; i++)
-                t[i] *= m;
+                for (size_t i = 0; i < n; i++)
+                    t[i] *= m;
+            }
+            sdw_backend_linear_forward(a->up, sdw_rows(t, rows), sdw_rows(y.d, rows),
+                                       SDW_ACCUMULATE);
+            free(t);
+            continue;
         }
-        sdw_backend_linear_forward(a->up, sdw_rows(t, rows), sdw_rows(y.d, rows), SDW_ACCUMULATE);
-        free(t);
+        SDW_ASSERT(x.rows == rows);
+        /* two blocks per thread, equal but the last (two shapes, two cached primitives) */
+        const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+        const int64_t n_blocks = SDW_MAX(1, SDW_MIN(rows / LORA_BLOCK_MIN, 2 * (int64_t)threads));
+        if (n_blocks == 1) { /* a few rows: oneDNN threads the products as it sees fit */
+            float *t = sdw_xmalloc(sizeof(float) * (size_t)rows * (size_t)R);
+            apply_rows(a, m, x, y, 0, rows, t);
+            free(t);
+            continue;
+        }
+        const int64_t block = (rows + n_blocks - 1) / n_blocks;
+#pragma omp parallel num_threads((int)SDW_MIN(threads, n_blocks))
+        {
+            float *t = sdw_xmalloc(sizeof(float) * (size_t)block * (size_t)R);
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t b = 0; b < n_blocks; b++) {
+                const int64_t r0 = b * block;
+                if (r0 < rows) apply_rows(a, m, x, y, r0, SDW_MIN(block, rows - r0), t);
+            }
+            free(t);
+        }
     }
 }
