@@ -101,7 +101,7 @@ static sdw_status config_from(const sdw_json_config *j, sdw_controlnet_config *c
     st = sdw_unet_config_parse(text, &c.unet, err);
     free(text);
     if (st) {
-        sdw_error_prefix(err, j->what);
+        sdw_error_prefix(err, "%s", j->what);
         return st;
     }
     *cfg = c;
