@@ -97,7 +97,7 @@ static void window(const te *t, const int32_t *tokens, int n, int32_t *out) {
 }
 
 static char *repeat(const char *word, int n) {
-    char *s = calloc((size_t)n, strlen(word) + 1);
+    char *s = calloc((size_t)n * (strlen(word) + 1) + 1, 1); /* n times "word ", and the NUL */
     for (int i = 0; i < n; i++) {
         strcat(s, word);
         strcat(s, " ");
