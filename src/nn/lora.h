@@ -16,7 +16,21 @@
  * compact fp8/f16 storage) and never touched again, so a request cannot leave anything behind
  * (base, LoRA, base gives the base image bit for bit) and a LoRA costs no repack per request;
  * the low-rank product costs R·(in + out) per row against the layer's in·out (diffusers' PEFT
- * layers compute the same sum: base(x) + scale·lora_B(lora_A(x))).
+ * layers compute the same sum: base(x) + scale·lora_B(lora_A(x))), and runs with different
+ * LoRAs can share one set of weights at once. The price, measured with
+ * tests/models/test_lora_bench.c (SD 1.5, f32, rank 32 over its 144 UNet linears, one UNet call
+ * = CFG batch 2) on a 2-core AMD EPYC VM shared with other jobs (load 13-19: identical calls
+ * differ by up to ±30%, so figures are medians of calls alternated in one run): the adapters
+ * are 3.9% of a call's FLOPs (14 of 360 GFLOP at 256²) and cost that on one thread
+ * (OMP_NUM_THREADS=1, CPU time, best of 6: 3.85 s -> 4.07 s at 256²); on two threads at 256²
+ * base 41.9 s, with the adapters 46.2 s (+10%; it was 48.8 s, +16%, with each product threaded
+ * on its own, see lora.c), at 512² 43.1 s -> 48.9 s (+13%, best of 3 +4%; threaded on its own
+ * 47.0 s, +9%: at 512² the two ways differ by less than the noise). Merging and
+ * repacking the adapted layers instead cost 32.6 s at 512² f32 in a run whose calls took 73.5 s
+ * (16.0 s bf16; twice that with the restore): for one 20-step 512² image merging is cheaper
+ * (about 0.9 call with the restore, against 20 × 4-13% = 0.8-2.6 calls on the fly), on the fly
+ * keeps the base untouched and shared. The 512² bench's own best-of-3 could not resolve this
+ * under that load (f32 73.5 s -> 67.4 s, bf16 45.1 s -> 31.6 s with the LoRA).
  *
  * The registry: each layer bound by name (sdw_linear_bind, sdw_linear_bind_stacked,
  * sdw_conv2d_bind[_pad]) is recorded in its sdw_weights under its canonical name, with its op and
