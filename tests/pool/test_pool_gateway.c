@@ -837,6 +837,7 @@ static void test_redis_down_503_and_recovery(void) {
     snprintf(job_id, sizeof job_id, "%s", id);
     ASSERT_STR_CONTAINS(wait_terminal(g_port, job_id), "succeeded");
     pool_redis_stop(&g_rs);
+    usleep(700 * 1000); /* past the gateway's registry cache (models_cache_s, 0.5 s) */
     snprintf(path, sizeof path, "/v1/jobs/%s", job_id);
     const char *paths[] = {path, "/v1/models", "/ready", "/v1/workers"};
     for (size_t i = 0; i < SDW_ARRAY_LEN(paths); i++) {

@@ -236,7 +236,10 @@ static void test_finished_jobs_drop_their_inputs(void) {
     fprintf(stderr, "  after four 2048x2048-input jobs: RSS %+ld kB, %lld bytes kept\n",
             rss1 - rss0, kept);
 #if !defined(__SANITIZE_ADDRESS__) /* ASan's quarantine keeps freed memory resident */
-    ASSERT_TRUE(rss1 - rss0 < 16 * 1024); /* each input is 12 MB decoded */
+    /* Each input is 12 MB decoded: four kept would be 48 MB. Alone this measures +10 MB; with
+     * another test running beside it, glibc's per-thread arenas kept up to +22 MB of freed
+     * heap (requests and decodes overlapping in more HTTP threads). */
+    ASSERT_TRUE(rss1 - rss0 < 32 * 1024);
 #endif
     ASSERT_TRUE(kept > 5 * 64 * 64 * 3);  /* five results, with their strings and the jobs */
     ASSERT_TRUE(kept < 5 * 200 * 1000);
