@@ -113,10 +113,10 @@ size_t sdw_vae_n_params(const sdw_vae *v); /* float parameters (encoder + decode
  * neighbours as already blended, each tile cropped to sample_size − blend px. The seams differ
  * from an untiled decode (the tiles see nothing beyond their edges): use it for sizes the
  * untiled pass cannot hold: the scratch is one tile's (a 512x512 decode for SD) at any size.
- * Measured peak RSS of a whole process decoding SD 1.5 (random weights, 2 threads), untiled ->
- * tiled: 1024x1024 f32 2502 -> 978 MiB, bf16 1367 -> 612 MiB; 2048x2048 tiled f32 1005 MiB,
- * bf16 641 MiB (untiled ~4x the 1024 scratch: ~8.8 / ~4.5 GB). Tiling costs time: the tiles
- * overlap (1024x1024: 9 tiles decode 1.56x the pixels, 1.5-1.7x the untiled time).
+ * Measured peak RSS of one SD 1.5 decode (tools/sdw_vae_peak: random weights, 2 threads, a
+ * process each), untiled -> tiled: 1024x1024 bf16 1175 -> 424 MiB, f32 2240 -> 705 MiB;
+ * 2048x2048 bf16 4299 -> 445 MiB. Tiling costs time: the tiles overlap (1024x1024: 9 tiles
+ * decode 1.56x the pixels, about 1.2x the untiled time).
  *
  *   int ss;
  *   if (sdw_vae_sample_size_load("vae/config.json", &ss, &err)) goto fail;
