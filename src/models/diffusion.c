@@ -14,11 +14,11 @@
 #include "sampling/rng.h"
 #include "sampling/sampler.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <omp.h>
 #include <stdarg.h>
 #include <string.h>
-#include <dirent.h>
 #include <sys/stat.h>
 
 void sdw_diffusion_tap(const sdw_diffusion *d, const char *name, const float *data, int n_dims,
