@@ -325,9 +325,10 @@ static void test_soak(void) {
 }
 
 int main(void) {
-    /* glibc keeps up to 40 MB of exited threads' stacks for reuse, resident: how many the HTTP
-     * threads left there varies from round to round and hides what the server itself keeps. */
-    setenv("GLIBC_TUNABLES", "glibc.pthread.stack_cache_size=0", 1);
+    /* glibc keeps up to 40 MB of exited threads' stacks for reuse, resident, and gives threads
+     * arenas of their own whose freed memory stays mapped: how much of either the HTTP threads
+     * left varies from round to round and hides what the server itself keeps. */
+    setenv("GLIBC_TUNABLES", "glibc.pthread.stack_cache_size=0:glibc.malloc.arena_max=1", 1);
     if (sdw_test_server_start(&g_srv, NULL,
                               "-m '%s' -q -t 1 --queue 1000 --preview-every 1 --result-ttl 1 "
                               "--max-connections 1024",
