@@ -9,8 +9,8 @@
  *
  * DIR is a model folder (its vae/ is used) or a diffusers AutoencoderKL folder (config.json +
  * diffusion_pytorch_model.safetensors). --precision auto resolves as `sdw generate` does for
- * the folder (by its UNet's products), so the numbers are those of a generate's decode. The latents are smooth deterministic values (the speed
- * and memory do not depend on them). One line per decode:
+ * the folder (by its UNet's products), so the numbers are those of a generate's decode. The
+ * latents are smooth deterministic values (the speed and memory do not depend on them). One line per decode:
  *   vae_peak 1024x1024 tiled bf16: decode 9.81 s, peak RSS 612 MiB (after load 180 MiB)
  * A child that dies (killed for memory) is reported with its signal and the others still run. */
 #define _GNU_SOURCE /* wait4, strsignal */
@@ -68,8 +68,8 @@ static int decode_once(const char *dir, int size, bool tiled, sdw_precision p, i
     sdw_vae *vae = NULL;
     float *z = NULL, *img = NULL;
     int rc = 1;
-    if (sdw_vae_config_load(cfg_path, &cfg, &err) || sdw_vae_sample_size_load(cfg_path, &ss, &err) ||
-        sdw_st_open(w_path, &file, &err))
+    if (sdw_vae_config_load(cfg_path, &cfg, &err) ||
+        sdw_vae_sample_size_load(cfg_path, &ss, &err) || sdw_st_open(w_path, &file, &err))
         goto fail;
     ws = sdw_weights_create(file, "", NULL, NULL);
     sdw_weights_set_precision(ws, p);

@@ -127,7 +127,8 @@ static const adapter *find(const sdw_lora_pack *p, const sdw_backend_op *op) {
 }
 
 static int by_target(const void *a, const void *b) {
-    const uintptr_t x = (uintptr_t)((const module *)a)->t.op, y = (uintptr_t)((const module *)b)->t.op;
+    const uintptr_t x = (uintptr_t)((const module *)a)->t.op,
+                    y = (uintptr_t)((const module *)b)->t.op;
     if (x != y) return x < y ? -1 : 1;
     const int ca = ((const module *)a)->t.col0, cb = ((const module *)b)->t.col0;
     return (ca > cb) - (ca < cb);
