@@ -75,22 +75,31 @@ SDW_VEC_KERNEL(online_softmax_tile,
                 const float *rb),
                (sc, nq, nk, i0, j0, D, causal, rb))
 
+unsigned sdw_attention_precision_flag(const sdw_weights *ws) {
+    return sdw_weights_precision(ws) == SDW_PRECISION_BF16 ? SDW_ATTN_BF16 : 0;
+}
+
 void sdw_attention(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
                    const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk, int H, int D,
-                   float scale, bool causal, float *out) {
-    sdw_attention_rel_bias(q, q_stride, k, k_stride, v, v_stride, B, Lq, Lk, H, D, scale, causal,
+                   float scale, unsigned flags, float *out) {
+    sdw_attention_rel_bias(q, q_stride, k, k_stride, v, v_stride, B, Lq, Lk, H, D, scale, flags,
                            NULL, out);
 }
 
 void sdw_attention_rel_bias(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
                             const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk, int H,
-                            int D, float scale, bool causal, const float *rel_bias, float *out) {
+                            int D, float scale, unsigned flags, const float *rel_bias,
+                            float *out) {
     const double prof_t0 = sdw__prof_begin();
     SDW_ASSERT(q && k && v && out && B > 0 && H > 0 && D > 0 && Lq > 0 && Lk > 0);
     SDW_ASSERT(q_stride >= (int64_t)H * D && k_stride >= (int64_t)H * D &&
                v_stride >= (int64_t)H * D);
     const bool fast = D <= SDW__ATTN_AVX512_MAX_D && scale > 0;
-    if (fast && sdw_cpu_isa() >= SDW_ISA_AVX512)
+    const bool causal = flags & SDW_ATTN_CAUSAL;
+    if (fast && (flags & SDW_ATTN_BF16) && D % 2 == 0 && sdw_cpu_isa() >= SDW_ISA_AVX512_BF16)
+        sdw__attention_avx512bf16_bias(q, q_stride, k, k_stride, v, v_stride, B, Lq, Lk, H, D,
+                                       scale, causal, rel_bias, out);
+    else if (fast && sdw_cpu_isa() >= SDW_ISA_AVX512)
         sdw__attention_avx512_bias(q, q_stride, k, k_stride, v, v_stride, B, Lq, Lk, H, D, scale,
                                    causal, rel_bias, out);
     else if (fast && sdw_cpu_isa() >= SDW_ISA_AVX2)

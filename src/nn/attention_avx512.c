@@ -160,43 +160,216 @@ static T512 void bias_row(float *s, int n, float scale, const float *b) {
     }
 }
 
+/* ---- the bf16 products (AVX512-BF16): vdpbf16ps takes pairs of bf16 along the reduced dim.
+ * QK reduces over d: q as 32-bit (q[2p], q[2p+1]) broadcasts, K panels [D/2][64 keys] of
+ * (k[j][2p], k[j][2p+1]) pairs. PV reduces over keys: p as (p[2i], p[2i+1]) broadcasts, V as
+ * [key pairs][Dp channels] of (v[2i][c], v[2i+1][c]). Accumulation stays f32. */
+#define TBF __attribute__((target("avx512f,avx512vl,avx512bf16")))
+#define TBFI __attribute__((target("avx512f,avx512vl,avx512bf16"), always_inline)) static inline
+
+/* f32 -> bf16, round to nearest even (NaN stays NaN). */
+static inline uint16_t to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+static inline uint32_t pair_bf16(float lo, float hi) {
+    return (uint32_t)to_bf16(lo) | (uint32_t)to_bf16(hi) << 16;
+}
+
+TBFI void qk_block_bf16(int R, const uint32_t *q, int64_t qs, const uint32_t *kt, int np,
+                        float *s) {
+    __m512 acc[RB][VB];
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4") for (int v = 0; v < VB; v++) acc[r][v] = _mm512_setzero_ps();
+    for (int p = 0; p < np; p++) {
+        __m512i k[VB];
+        _Pragma("GCC unroll 4") for (int v = 0; v < VB; v++) k[v] =
+            _mm512_load_si512(kt + p * PANEL + 16 * v);
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+            const __m512i qb = _mm512_set1_epi32((int)q[r * qs + p]);
+            _Pragma("GCC unroll 4") for (int v = 0; v < VB; v++) acc[r][v] =
+                _mm512_dpbf16_ps(acc[r][v], (__m512bh)qb, (__m512bh)k[v]);
+        }
+    }
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4") for (int v = 0; v < VB; v++)
+            _mm512_store_ps(s + r * KB + 16 * v, acc[r][v]);
+}
+
+/* o[r][c ..] += Σ_i p[r][i] · V[i][c ..] over npairs key pairs, for R rows: nz full vectors of
+ * 16 channels, then (tail) 8 more in a ymm, the head's last 8 when D % 16 is 1..8 (SD's 40:
+ * 16 + 16 + 8, where a third zmm would multiply 8 padded zeros per key). */
+TBFI void pv_block_bf16(int R, int nz, bool tail, const uint32_t *p, const uint32_t *v, int64_t vs,
+                        int npairs, float *o, int64_t os) {
+    __m512 acc[RB][VB];
+    __m256 acct[RB];
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+        _Pragma("GCC unroll 4") for (int i = 0; i < nz; i++) acc[r][i] = _mm512_setzero_ps();
+        if (tail) acct[r] = _mm256_setzero_ps();
+    }
+    for (int j = 0; j < npairs; j++) {
+        __m512i vv[VB];
+        __m256i vt = _mm256_setzero_si256();
+        _Pragma("GCC unroll 4") for (int i = 0; i < nz; i++) vv[i] =
+            _mm512_load_si512(v + j * vs + 16 * i);
+        if (tail) vt = _mm256_load_si256((const __m256i *)(v + j * vs + 16 * nz));
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+            const __m512i pb = _mm512_set1_epi32((int)p[r * (KB / 2) + j]);
+            _Pragma("GCC unroll 4") for (int i = 0; i < nz; i++) acc[r][i] =
+                _mm512_dpbf16_ps(acc[r][i], (__m512bh)pb, (__m512bh)vv[i]);
+            if (tail)
+                acct[r] = _mm256_dpbf16_ps(acct[r], (__m256bh)_mm512_castsi512_si256(pb),
+                                           (__m256bh)vt);
+        }
+    }
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+        _Pragma("GCC unroll 4") for (int i = 0; i < nz; i++) {
+            float *dst = o + r * os + 16 * i;
+            _mm512_store_ps(dst, _mm512_add_ps(_mm512_load_ps(dst), acc[r][i]));
+        }
+        if (tail) {
+            float *dst = o + r * os + 16 * nz;
+            _mm256_store_ps(dst, _mm256_add_ps(_mm256_load_ps(dst), acct[r]));
+        }
+    }
+}
+
+static TBF void qk_rows_bf16(int R, const uint32_t *q, int64_t qs, const uint32_t *kt, int np,
+                             float *s) {
+    if (R == RB)
+        qk_block_bf16(RB, q, qs, kt, np, s);
+    else
+        qk_block_bf16(1, q, qs, kt, np, s);
+}
+
+/* nv vectors of 16 channels, the last one 8 wide when tail. */
+static TBF void pv_rows_bf16(int R, int nv, bool tail, const uint32_t *p, const uint32_t *v,
+                             int64_t vs, int npairs, float *o, int64_t os) {
+#define PV(r, n, t)                                                                                \
+    case (r)*16 + (n)*2 + (t):                                                                     \
+        pv_block_bf16(r, (n) - (t), t, p, v, vs, npairs, o, os);                                   \
+        break;
+    switch (R * 16 + nv * 2 + tail) {
+        PV(4, 4, 0)
+        PV(4, 3, 0) PV(4, 2, 0) PV(4, 1, 0) PV(4, 4, 1) PV(4, 3, 1) PV(4, 2, 1) PV(4, 1, 1)
+        PV(1, 4, 0) PV(1, 3, 0) PV(1, 2, 0) PV(1, 1, 0) PV(1, 4, 1) PV(1, 3, 1) PV(1, 2, 1)
+        PV(1, 1, 1) default : SDW_ABORT("pv_rows_bf16(%d, %d, %d)", R, nv, tail);
+    }
+#undef PV
+}
+
+/* 2^x for 16 lanes, x <= 0 (or NaN): softmax_row's exponent with a degree-4 polynomial for 2^r
+ * (relative error 4e-5, far below the bf16 rounding of the result, 2^-9). */
+TBFI __m512 exp2_16_bf16(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(-127.0f), x);
+    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 r = _mm512_sub_ps(x, n);
+    __m512 y = _mm512_set1_ps(9.6181291076284772e-3f);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.5504108664821580e-2f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(2.4022650695910071e-1f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(6.9314718055994531e-1f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(y, n);
+}
+
+/* softmax_row for the bf16 products: the probabilities go to p (bf16, zero past n_valid up to
+ * nkp) instead of back into s. */
+static TBF float softmax_row_bf16(const float *s, int n_valid, int nkp, float c, float *m, float *l,
+                                  uint16_t *p) {
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (int j = 0; j < n_valid; j += 16) {
+        const __mmask16 k = n_valid - j >= 16 ? 0xffff : (__mmask16)((1u << (n_valid - j)) - 1);
+        vmax = _mm512_mask_max_ps(vmax, k, vmax, _mm512_maskz_loadu_ps(k, s + j));
+    }
+    const float mx = _mm512_reduce_max_ps(vmax);
+    const float m_new = mx > *m ? mx : *m;
+    const float alpha = m_new == *m ? 1.0f : exp2f((*m - m_new) * c);
+    const __m512 vc = _mm512_set1_ps(c), vmc = _mm512_set1_ps(m_new * c);
+    __m512 vsum = _mm512_setzero_ps();
+    for (int j = 0; j < nkp; j += 16) {
+        const int left = n_valid - j;
+        const __mmask16 k = left >= 16 ? 0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+        const __m512 t = _mm512_fmsub_ps(_mm512_load_ps(s + j), vc, vmc);
+        const __m512 e = _mm512_maskz_mov_ps(k, exp2_16_bf16(t));
+        _mm256_store_si256((__m256i *)(p + j), (__m256i)_mm512_cvtneps_pbh(e));
+        vsum = _mm512_add_ps(vsum, e);
+    }
+    *l = *l * alpha + _mm512_reduce_add_ps(vsum);
+    *m = m_new;
+    return alpha;
+}
+
 typedef struct task_buf {
     float s[QB * KB];
     float m[QB], l[QB];
+    uint16_t p16[QB * KB]; /* bf16 products: the probabilities rounded */
 } task_buf;
 
-T512 void sdw__attention_avx512_bias(const float *q, int64_t q_stride, const float *k,
-                                     int64_t k_stride, const float *v, int64_t v_stride, int B,
-                                     int64_t Lq, int64_t Lk, int H, int D, float scale, bool causal,
-                                     const float *rel_bias, float *out) {
-    SDW_ASSERT(D <= SDW__ATTN_AVX512_MAX_D && scale > 0);
+/* Per (batch, head), packed once per call: K as 64-key panels and V as rows, both contiguous and
+ * zero-padded (padded keys score 0 and are masked). f32: panels [D][64], V [Lk][Dp]. bf16:
+ * panels [D/2][64] of d-pairs, V [Lk/2 rounded up][Dp] of key pairs. */
+static TBF void pack_kv_bf16(const float *ks, int64_t k_stride, const float *vs, int64_t v_stride,
+                             int64_t Lk, int D, int64_t Dp, uint32_t *kd, uint32_t *vd,
+                             size_t kt_head, size_t vp_head) {
+    memset(kd, 0, sizeof(uint32_t) * kt_head);
+    memset(vd, 0, sizeof(uint32_t) * vp_head);
+    for (int64_t j = 0; j < Lk; j++) {
+        uint32_t *panel = kd + j / PANEL * PANEL * (D / 2) + j % PANEL;
+        for (int p = 0; p < D / 2; p++)
+            panel[p * PANEL] = pair_bf16(ks[j * k_stride + 2 * p], ks[j * k_stride + 2 * p + 1]);
+    }
+    for (int64_t j = 0; j < Lk; j += 2) {
+        const float *v0 = vs + j * v_stride, *v1 = j + 1 < Lk ? v0 + v_stride : NULL;
+        for (int c = 0; c < D; c++)
+            vd[j / 2 * Dp + c] = pair_bf16(v0[c], v1 ? v1[c] : 0.0f);
+    }
+}
+
+static T512 void pack_kv_f32(const float *ks, int64_t k_stride, const float *vs, int64_t v_stride,
+                             int64_t Lk, int D, int64_t Dp, float *kd, float *vd, size_t kt_head) {
+    memset(kd, 0, sizeof(float) * kt_head);
+    for (int64_t j = 0; j < Lk; j++) {
+        float *panel = kd + j / PANEL * PANEL * D + j % PANEL;
+        for (int d = 0; d < D; d++)
+            panel[d * PANEL] = ks[j * k_stride + d];
+        memcpy(vd + j * Dp, vs + j * v_stride, sizeof(float) * D);
+        memset(vd + j * Dp + D, 0, sizeof(float) * (size_t)(Dp - D));
+    }
+}
+
+/* Both precisions' driver: bf16 rounds q, k, p and v for the products (vdpbf16ps, f32 sums);
+ * scores, softmax and the accumulators are f32 either way. */
+static T512 void attention_run(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
+                               const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk,
+                               int H, int D, float scale, bool causal, const float *rel_bias,
+                               bool bf16, float *out) {
+    SDW_ASSERT(D <= SDW__ATTN_AVX512_MAX_D && scale > 0 && (!bf16 || D % 2 == 0));
     /* scores to base-2 exponents (biased scores arrive scaled) */
     const float c = (rel_bias ? 1.0f : scale) * 1.44269504088896341f;
     const int64_t n_rel = Lq + Lk - 1; /* rel_bias entries per head */
     const int64_t Lkp = round_up(Lk, PANEL), Dp = round_up(D, 16), HD = (int64_t)H * D;
     const int64_t n_qblk = (Lq + QB - 1) / QB, n_tasks = (int64_t)B * H * n_qblk;
     const int n_dvec = (int)(Dp / 16);
-    /* Per (batch, head), packed once per call: K as 64-key panels [Lkp/64][D][64] and V as
-     * rows [Lk][Dp], both contiguous and zero-padded (padded keys score 0 and are masked). */
-    const size_t kt_head = (size_t)Lkp * D, vp_head = (size_t)Lk * Dp;
+    /* elements of 4 bytes per head: f32 values, or bf16 pairs */
+    const size_t kt_head = bf16 ? (size_t)Lkp * D / 2 : (size_t)Lkp * D;
+    const size_t vp_head = bf16 ? (size_t)(Lk + 1) / 2 * Dp : (size_t)Lk * Dp;
     float *kt = aligned_alloc(64, sizeof(float) * (size_t)B * H * kt_head);
     float *vp = aligned_alloc(64, sizeof(float) * (size_t)B * H * vp_head);
     if (!kt || !vp) SDW_ABORT("out of memory");
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
-            float *kd = kt + ((size_t)b * H + h) * kt_head;
-            float *vd = vp + ((size_t)b * H + h) * vp_head;
+            const size_t bh = (size_t)b * H + h;
             const float *ks = k + (int64_t)b * Lk * k_stride + (int64_t)h * D;
             const float *vs = v + (int64_t)b * Lk * v_stride + (int64_t)h * D;
-            memset(kd, 0, sizeof(float) * kt_head);
-            for (int64_t j = 0; j < Lk; j++) {
-                float *panel = kd + j / PANEL * PANEL * D + j % PANEL;
-                for (int d = 0; d < D; d++)
-                    panel[d * PANEL] = ks[j * k_stride + d];
-                memcpy(vd + j * Dp, vs + j * v_stride, sizeof(float) * D);
-                memset(vd + j * Dp + D, 0, sizeof(float) * (size_t)(Dp - D));
-            }
+            if (bf16)
+                pack_kv_bf16(ks, k_stride, vs, v_stride, Lk, D, Dp, (uint32_t *)kt + bh * kt_head,
+                             (uint32_t *)vp + bh * vp_head, kt_head, vp_head);
+            else
+                pack_kv_f32(ks, k_stride, vs, v_stride, Lk, D, Dp, kt + bh * kt_head,
+                            vp + bh * vp_head, kt_head);
         }
 
     /* The run's stop flag, read here: OpenMP workers do not see the caller's thread-locals. A
@@ -206,7 +379,8 @@ T512 void sdw__attention_avx512_bias(const float *q, int64_t q_stride, const flo
     {
         task_buf *tb = aligned_alloc(64, sizeof *tb);
         float *o = aligned_alloc(64, sizeof(float) * QB * (size_t)Dp);
-        if (!tb || !o) SDW_ABORT("out of memory");
+        uint32_t *q16 = bf16 ? aligned_alloc(64, sizeof(uint32_t) * QB * (size_t)D / 2) : NULL;
+        if (!tb || !o || (bf16 && !q16)) SDW_ABORT("out of memory");
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < n_tasks; t++) {
             if (sdw_stop_hit(stop)) continue;
@@ -215,14 +389,19 @@ T512 void sdw__attention_avx512_bias(const float *q, int64_t q_stride, const flo
             const int64_t i0 = t % n_qblk * QB;
             const int nq = (int)SDW_MIN((int64_t)QB, Lq - i0);
             const float *qp = q + ((int64_t)b * Lq + i0) * q_stride + (int64_t)h * D;
-            const float *ktp = kt + ((size_t)b * H + h) * kt_head;
-            const float *vpp = vp + ((size_t)b * H + h) * vp_head;
+            const size_t bh = (size_t)b * H + h;
+            const float *ktp = kt + bh * kt_head, *vpp = vp + bh * vp_head;
             const int64_t k_end = causal ? SDW_MIN(Lk, i0 + nq) : Lk;
             for (int r = 0; r < nq; r++) {
                 tb->m[r] = -INFINITY;
                 tb->l[r] = 0;
             }
             memset(o, 0, sizeof(float) * (size_t)nq * Dp);
+            if (bf16)
+                for (int r = 0; r < nq; r++)
+                    for (int p = 0; p < D / 2; p++)
+                        q16[r * D / 2 + p] =
+                            pair_bf16(qp[r * q_stride + 2 * p], qp[r * q_stride + 2 * p + 1]);
             for (int64_t j0 = 0; j0 < k_end; j0 += KB) {
                 const int nk = (int)SDW_MIN((int64_t)KB, k_end - j0);
                 const int nkp = (int)round_up(nk, PANEL);
@@ -230,8 +409,13 @@ T512 void sdw__attention_avx512_bias(const float *q, int64_t q_stride, const flo
                 for (int r0 = 0, R; r0 < nq; r0 += R) {
                     R = nq - r0 >= RB ? RB : 1;
                     for (int jp = 0; jp < nkp; jp += PANEL)
-                        qk_rows(R, qp + r0 * q_stride, q_stride, ktp + (j0 + jp) * D, D,
-                                tb->s + r0 * KB + jp);
+                        if (bf16)
+                            qk_rows_bf16(R, q16 + r0 * D / 2, D / 2,
+                                         (const uint32_t *)ktp + (j0 + jp) * D / 2, D / 2,
+                                         tb->s + r0 * KB + jp);
+                        else
+                            qk_rows(R, qp + r0 * q_stride, q_stride, ktp + (j0 + jp) * D, D,
+                                    tb->s + r0 * KB + jp);
                 }
                 /* softmax update, rescale the accumulators */
                 for (int r = 0; r < nq; r++) {
@@ -241,7 +425,9 @@ T512 void sdw__attention_avx512_bias(const float *q, int64_t q_stride, const flo
                         bias_row(tb->s + r * KB, n_valid, scale,
                                  rel_bias + h * n_rel + (j0 - i0 - r + Lq - 1));
                     const float alpha =
-                        softmax_row(tb->s + r * KB, n_valid, nkp, c, &tb->m[r], &tb->l[r]);
+                        bf16 ? softmax_row_bf16(tb->s + r * KB, n_valid, nkp, c, &tb->m[r],
+                                                &tb->l[r], tb->p16 + r * KB)
+                             : softmax_row(tb->s + r * KB, n_valid, nkp, c, &tb->m[r], &tb->l[r]);
                     if (alpha != 1.0f) {
                         const __m512 va = _mm512_set1_ps(alpha);
                         float *orow = o + r * Dp;
@@ -253,8 +439,15 @@ T512 void sdw__attention_avx512_bias(const float *q, int64_t q_stride, const flo
                 for (int r0 = 0, R; r0 < nq; r0 += R) {
                     R = nq - r0 >= RB ? RB : 1;
                     for (int dv = 0; dv < n_dvec; dv += VB)
-                        pv_rows(R, SDW_MIN(VB, n_dvec - dv), tb->s + r0 * KB,
-                                vpp + j0 * Dp + 16 * dv, Dp, nk, o + r0 * Dp + 16 * dv, Dp);
+                        if (bf16)
+                            pv_rows_bf16(R, SDW_MIN(VB, n_dvec - dv),
+                                         dv + VB >= n_dvec && D % 16 != 0 && D % 16 <= 8,
+                                         (const uint32_t *)tb->p16 + r0 * KB / 2,
+                                         (const uint32_t *)vpp + j0 / 2 * Dp + 16 * dv, Dp,
+                                         (nk + 1) / 2, o + r0 * Dp + 16 * dv, Dp);
+                        else
+                            pv_rows(R, SDW_MIN(VB, n_dvec - dv), tb->s + r0 * KB,
+                                    vpp + j0 * Dp + 16 * dv, Dp, nk, o + r0 * Dp + 16 * dv, Dp);
                 }
             }
             for (int r = 0; r < nq; r++) {
@@ -264,9 +457,26 @@ T512 void sdw__attention_avx512_bias(const float *q, int64_t q_stride, const flo
                     dst[d] = o[(size_t)r * Dp + d] * inv;
             }
         }
+        free(q16);
         free(o);
         free(tb);
     }
     free(vp);
     free(kt);
+}
+
+T512 void sdw__attention_avx512_bias(const float *q, int64_t q_stride, const float *k,
+                                     int64_t k_stride, const float *v, int64_t v_stride, int B,
+                                     int64_t Lq, int64_t Lk, int H, int D, float scale, bool causal,
+                                     const float *rel_bias, float *out) {
+    attention_run(q, q_stride, k, k_stride, v, v_stride, B, Lq, Lk, H, D, scale, causal, rel_bias,
+                  false, out);
+}
+
+T512 void sdw__attention_avx512bf16_bias(const float *q, int64_t q_stride, const float *k,
+                                         int64_t k_stride, const float *v, int64_t v_stride, int B,
+                                         int64_t Lq, int64_t Lk, int H, int D, float scale,
+                                         bool causal, const float *rel_bias, float *out) {
+    attention_run(q, q_stride, k, k_stride, v, v_stride, B, Lq, Lk, H, D, scale, causal, rel_bias,
+                  true, out);
 }

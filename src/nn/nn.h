@@ -151,11 +151,20 @@ void sdw_rms_norm_forward(const sdw_rms_norm *n, const float *x, int64_t M, int 
  * Multi-head scaled-dot-product attention, softmax(q kᵀ · scale) v, per batch and head.
  * q [B, Lq, H*D] (row stride q_stride floats), k/v [B, Lk, H*D] (strides k_stride/v_stride),
  * out [B, Lq, H*D] contiguous. Heads are interleaved in the channel dim (torch's
- * view(B,L,H,D) convention). causal: mask j > i (CLIP text). Tiled over query rows with an
- * online softmax: the full Lq×Lk score matrix is never materialised. Scores in f32. */
+ * view(B,L,H,D) convention). Tiled over query rows with an online softmax: the full Lq×Lk
+ * score matrix is never materialised. Scores, softmax and sums in f32. flags:
+ *   SDW_ATTN_CAUSAL  mask j > i (CLIP text);
+ *   SDW_ATTN_BF16    a bf16 model's attention: q, k, the probabilities and v are rounded to bf16
+ *                    for the two products (as PyTorch's bf16 attention does; f32 sums), twice
+ *                    the multiply rate where the CPU has AVX512-BF16. Elsewhere (or for an odd
+ *                    head dim) the f32 kernel runs: the flag allows rounding, never requires it. */
+enum { SDW_ATTN_CAUSAL = 1u << 0, SDW_ATTN_BF16 = 1u << 1 };
+/* The precision flag of a model's attention, from the weights its layers were bound from:
+ * SDW_ATTN_BF16 where those pack for bf16, else 0. */
+unsigned sdw_attention_precision_flag(const sdw_weights *ws);
 void sdw_attention(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
                    const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk, int H, int D,
-                   float scale, bool causal, float *out);
+                   float scale, unsigned flags, float *out);
 /* As sdw_attention with an additive relative position bias (T5's), shared by every batch:
  *   out = softmax(q kᵀ · scale + bias) v,  bias[h][i][j] = rel_bias[h·(Lq+Lk−1) + j − i + Lq − 1]
  * rel_bias [H, Lq + Lk − 1]: per head, one value per key−query offset j − i from −(Lq−1) to
@@ -163,7 +172,7 @@ void sdw_attention(const float *q, int64_t q_stride, const float *k, int64_t k_s
  * exactly sdw_attention (same code, same speed). T5 passes scale 1 (no 1/√D). */
 void sdw_attention_rel_bias(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
                             const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk, int H,
-                            int D, float scale, bool causal, const float *rel_bias, float *out);
+                            int D, float scale, unsigned flags, const float *rel_bias, float *out);
 
 /* ---- elementwise (n elements, in place unless noted) ---- */
 void sdw_silu(float *x, size_t n);

@@ -93,6 +93,13 @@ void sdw__attention_avx512_bias(const float *q, int64_t q_stride, const float *k
                                 const float *v, int64_t v_stride, int B, int64_t Lq, int64_t Lk,
                                 int H, int D, float scale, bool causal, const float *rel_bias,
                                 float *out);
+/* The same kernel with bf16 products (q, k, the probabilities and v rounded to bf16 for
+ * vdpbf16ps; f32 scores, softmax and sums): call only where the CPU has AVX512-BF16
+ * (SDW_ISA_AVX512_BF16), D even, D <= SDW__ATTN_AVX512_MAX_D and scale > 0. */
+void sdw__attention_avx512bf16_bias(const float *q, int64_t q_stride, const float *k,
+                                    int64_t k_stride, const float *v, int64_t v_stride, int B,
+                                    int64_t Lq, int64_t Lk, int H, int D, float scale, bool causal,
+                                    const float *rel_bias, float *out);
 /* AVX2 + FMA (attention_avx2.c): call only where the CPU has them (core/cpu.h: SDW_ISA_AVX2),
  * D <= SDW__ATTN_AVX512_MAX_D and scale > 0. */
 void sdw__attention_avx2_bias(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
@@ -113,6 +120,13 @@ static inline void sdw__attention_avx512(const float *q, int64_t q_stride, const
                                          bool causal, float *out) {
     sdw__attention_avx512_bias(q, q_stride, k, k_stride, v, v_stride, B, Lq, Lk, H, D, scale,
                                causal, NULL, out);
+}
+static inline void sdw__attention_avx512bf16(const float *q, int64_t q_stride, const float *k,
+                                             int64_t k_stride, const float *v, int64_t v_stride,
+                                             int B, int64_t Lq, int64_t Lk, int H, int D,
+                                             float scale, bool causal, float *out) {
+    sdw__attention_avx512bf16_bias(q, q_stride, k, k_stride, v, v_stride, B, Lq, Lk, H, D, scale,
+                                   causal, NULL, out);
 }
 
 #endif

@@ -661,7 +661,7 @@ static void attn_forward(sdw_arena *ar, const vae_attn *a, sdw_dt dt, void *x, i
     /* [M, q|k|v] */
     sdw_linear_forward_gn(&a->qkv, &a->norm, sdw_nhwc(xf, B, (int)HW, 1), h, sdw_rows(qkv, M), 0);
     sdw_attention(qkv, 3 * C, qkv + C, 3 * C, qkv + 2 * C, 3 * C, B, HW, HW, 1, C,
-                  1.0f / sqrtf((float)C), false, h);
+                  1.0f / sqrtf((float)C), 0, h);
     sdw_arena_free(ar, qkv);
     sdw_linear_forward(&a->out, sdw_rows(h, M), sdw_rows(xf, M), SDW_ACCUMULATE); /* x += to_out */
     sdw_arena_free(ar, h);

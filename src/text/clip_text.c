@@ -262,7 +262,7 @@ static void clip_encoder_layer(const clip_layer *l, const sdw_clip_text_config *
     sdw_linear_forward_ln(&l->qkv, &l->ln1, xv, s->h, sdw_rows(s->qkv, M), 0); /* [BL, q|k|v] */
     /* CLIPAttention scales q by head_dim^-0.5 before q·kᵀ; the causal mask hides later tokens. */
     sdw_attention(s->qkv, 3 * C, s->qkv + C, 3 * C, s->qkv + 2 * C, 3 * C, B, L, L, c->n_heads, D,
-                  1.0f / sqrtf((float)D), true, s->attn);
+                  1.0f / sqrtf((float)D), SDW_ATTN_CAUSAL, s->attn);
     sdw_linear_forward(&l->out, sdw_rows(s->attn, M), xv, SDW_ACCUMULATE); /* x += out_proj */
 
     sdw_linear_forward_ln(&l->fc1, &l->ln2, xv, s->h, sdw_rows(s->mlp, M), 0);

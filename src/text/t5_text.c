@@ -342,7 +342,7 @@ static void t5_block(const t5_layer *l, const sdw_t5_text_config *c, float *x, i
     sdw_linear_forward(&l->qkv, sdw_rows(s->h, M), sdw_rows(s->qkv, M), 0); /* [M, q|k|v] */
     /* T5Attention: scores = q·kᵀ unscaled (the 1/√d_kv lives in the initialisation) + bias */
     sdw_attention_rel_bias(s->qkv, 3 * inner, s->qkv + inner, 3 * inner, s->qkv + 2 * inner,
-                           3 * inner, B, L, L, c->n_heads, c->d_kv, 1.0f, false, s->rel, s->attn);
+                           3 * inner, B, L, L, c->n_heads, c->d_kv, 1.0f, 0, s->rel, s->attn);
     sdw_linear_forward(&l->o, sdw_rows(s->attn, M), sdw_rows(x, M), SDW_ACCUMULATE); /* x += o */
 
     sdw_rms_norm_forward(&l->ln_ff, x, M, 1, c->d_model, s->h);

@@ -4,12 +4,16 @@
  * bias being exactly sdw_attention. */
 #include "sdw_test.h"
 
+#include "nn/convert.h"
 #include "nn/nn.h"
 #include "nn/nn_impl.h"
 
 #include <stdlib.h>
 
 #define TOL 1e-5 /* f32 scores and online softmax against double: rounding only */
+/* bf16 products against a reference on the same bf16-rounded q, k, v: what is left is the
+ * probabilities' rounding (relative 2^-9) */
+#define TOL_BF16 4e-3
 
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 static float frand(void) { /* uniform in [-1, 1) */
@@ -70,13 +74,27 @@ typedef struct attn_case {
     float bias_range; /* rel_bias uniform in ±bias_range */
 } attn_case;
 
-static double attention_err(attn_bias_fn fn, const attn_case *c) {
+/* x rounded to bf16 in place (what the bf16 kernel multiplies). */
+static void round_bf16(float *x, size_t n) {
+    uint16_t *h = malloc(n * sizeof *h);
+    sdw__f32_to_bf16(x, h, n);
+    sdw__bf16_to_f32(h, x, n);
+    free(h);
+}
+
+/* fn's relative error against the double reference; bf16: q, k, v rounded to bf16 first. */
+static double attention_err_in(attn_bias_fn fn, const attn_case *c, bool bf16) {
     const int64_t HD = (int64_t)c->H * c->D, st = c->stride;
     const size_t n_out = (size_t)(c->B * c->Lq * HD);
     float *q = rand_buf((size_t)(c->B * c->Lq * st), 2),
           *k = rand_buf((size_t)(c->B * c->Lk * st), 2);
     float *v = rand_buf((size_t)(c->B * c->Lk * st), 1);
     float *rel = rand_buf((size_t)(c->H * (c->Lq + c->Lk - 1)), c->bias_range);
+    if (bf16) {
+        round_bf16(q, (size_t)(c->B * c->Lq * st));
+        round_bf16(k, (size_t)(c->B * c->Lk * st));
+        round_bf16(v, (size_t)(c->B * c->Lk * st));
+    }
     float *out = calloc(n_out, 4), *ref = calloc(n_out, 4);
     ref_attention(q, st, k, st, v, st, c->B, c->Lq, c->Lk, c->H, c->D, c->scale, c->causal, rel,
                   ref);
@@ -85,17 +103,30 @@ static double attention_err(attn_bias_fn fn, const attn_case *c) {
     free(q), free(k), free(v), free(rel), free(out), free(ref);
     return e;
 }
+static double attention_err(attn_bias_fn fn, const attn_case *c) {
+    return attention_err_in(fn, c, false);
+}
+
+/* The public entry with the kernels' signature (f32: no precision flag). */
+static void public_rel_bias(const float *q, int64_t qs, const float *k, int64_t ks, const float *v,
+                            int64_t vs, int B, int64_t Lq, int64_t Lk, int H, int D, float scale,
+                            bool causal, const float *rel, float *out) {
+    sdw_attention_rel_bias(q, qs, k, ks, v, vs, B, Lq, Lk, H, D, scale,
+                           causal ? SDW_ATTN_CAUSAL : 0, rel, out);
+}
 
 static void check_kernels(attn_case c) {
     double e_gen = attention_err(sdw__attention_generic_bias, &c);
-    double e_512 = 0, e_pub = attention_err(sdw_attention_rel_bias, &c);
+    double e_512 = 0, e_pub = attention_err(public_rel_bias, &c), e_bf16 = 0;
     if (__builtin_cpu_supports("avx512f")) e_512 = attention_err(sdw__attention_avx512_bias, &c);
-    if (!(e_gen <= TOL) || !(e_512 <= TOL) || !(e_pub <= TOL))
+    if (__builtin_cpu_supports("avx512bf16") && c.D % 2 == 0)
+        e_bf16 = attention_err_in(sdw__attention_avx512bf16_bias, &c, true);
+    if (!(e_gen <= TOL) || !(e_512 <= TOL) || !(e_pub <= TOL) || !(e_bf16 <= TOL_BF16))
         sdw_test_fail(__FILE__, __LINE__,
                       "biased attention B%d Lq%lld Lk%lld H%d D%d scale %g causal %d: generic "
-                      "%.3g, avx512 %.3g, dispatched %.3g",
+                      "%.3g, avx512 %.3g, dispatched %.3g, avx512-bf16 %.3g",
                       c.B, (long long)c.Lq, (long long)c.Lk, c.H, c.D, (double)c.scale, c.causal,
-                      e_gen, e_512, e_pub);
+                      e_gen, e_512, e_pub, e_bf16);
 }
 
 static void test_against_reference(void) {
@@ -118,7 +149,7 @@ static void test_against_reference(void) {
 
 /* rel_bias index t = j − i + Lq − 1: a large bias at offset +1 only makes query i attend to key
  * i + 1 (the last query, with no key i + 1, spreads over all keys). */
-static void check_offset_convention(attn_bias_fn fn) {
+static void check_offset_convention(attn_bias_fn fn, double tol) {
     enum { L = 150, H = 2, D = 4 };
     float *q = rand_buf(L * H * D, 0.1f), *k = rand_buf(L * H * D, 0.1f),
           *v = rand_buf(L * H * D, 1);
@@ -131,12 +162,14 @@ static void check_offset_convention(attn_bias_fn fn) {
         for (int c = 0; c < H * D; c++)
             worst = fmax(worst, fabs(out[i * H * D + c] - v[(i + 1) * H * D + c]));
     free(q), free(k), free(v), free(rel), free(out);
-    if (!(worst < 1e-5)) sdw_test_fail(__FILE__, __LINE__, "offset +1 not attended: %.3g", worst);
+    if (!(worst < tol)) sdw_test_fail(__FILE__, __LINE__, "offset +1 not attended: %.3g", worst);
 }
 
 static void test_offset_convention(void) {
-    check_offset_convention(sdw__attention_generic_bias);
-    if (__builtin_cpu_supports("avx512f")) check_offset_convention(sdw__attention_avx512_bias);
+    check_offset_convention(sdw__attention_generic_bias, 1e-5);
+    if (__builtin_cpu_supports("avx512f")) check_offset_convention(sdw__attention_avx512_bias, 1e-5);
+    if (__builtin_cpu_supports("avx512bf16")) /* v comes back rounded to bf16 */
+        check_offset_convention(sdw__attention_avx512bf16_bias, 1e-2);
 }
 
 /* A NULL bias is sdw_attention, bit for bit, in both kernels (the unbiased path is unchanged). */
@@ -145,8 +178,8 @@ static void test_null_bias_is_plain(void) {
     float *q = rand_buf(N, 2), *k = rand_buf(N, 2), *v = rand_buf(N, 1);
     float *a = calloc(N, 4), *b = calloc(N, 4), *c = calloc(N, 4), *d = calloc(N, 4);
     const float scale = 1.0f / sqrtf((float)D);
-    sdw_attention(q, H * D, k, H * D, v, H * D, B, L, L, H, D, scale, false, a);
-    sdw_attention_rel_bias(q, H * D, k, H * D, v, H * D, B, L, L, H, D, scale, false, NULL, b);
+    sdw_attention(q, H * D, k, H * D, v, H * D, B, L, L, H, D, scale, 0, a);
+    sdw_attention_rel_bias(q, H * D, k, H * D, v, H * D, B, L, L, H, D, scale, 0, NULL, b);
     sdw__attention_generic(q, H * D, k, H * D, v, H * D, B, L, L, H, D, scale, true, c);
     sdw__attention_generic_bias(q, H * D, k, H * D, v, H * D, B, L, L, H, D, scale, true, NULL, d);
     bool same = !memcmp(a, b, N * 4) && !memcmp(c, d, N * 4);

@@ -186,7 +186,7 @@ static void check_attention(int B, int64_t Lq, int64_t Lk, int H, int D, int64_t
     float *out = zeros((size_t)(B * Lq * HD)), *ref = zeros((size_t)(B * Lq * HD));
     const float scale = 1.0f / sqrtf((float)D);
     sdw_test_attention_ref(q, qs, k, ks, v, vs, B, Lq, Lk, H, D, scale, causal, ref);
-    sdw_attention(q, qs, k, ks, v, vs, B, Lq, Lk, H, D, scale, causal, out);
+    sdw_attention(q, qs, k, ks, v, vs, B, Lq, Lk, H, D, scale, causal ? SDW_ATTN_CAUSAL : 0, out);
     double e = sdw_test_rel_err(out, ref, (size_t)(B * Lq * HD));
     free(q), free(k), free(v), free(out), free(ref);
     if (!(e <= 1e-5))

@@ -9,6 +9,7 @@
 /* The backends the ops made directly (not bound from weights) live on: [0] keeps packed
  * weights whole (full_weights), [1] has the defaults (exact weights kept in fewer bits). */
 static sdw_backend *g_be[2];
+#include "nn/convert.h"
 #include "nn/nn.h"
 #include "nn/nn_impl.h"
 #include "nn/profile.h"
@@ -230,16 +231,31 @@ static void test_bind_from_file(void) {
     ASSERT_TRUE(unused > 0); /* only one layer was bound */
 }
 
-/* ---- attention: both kernels against a double reference ---- */
+/* ---- attention: every kernel against a double reference ---- */
 
 typedef void (*attn_fn)(const float *, int64_t, const float *, int64_t, const float *, int64_t, int,
                         int64_t, int64_t, int, int, float, bool, float *);
 
+/* x rounded to bf16 in place (what the bf16 kernel multiplies). */
+static void round_bf16(float *x, size_t n) {
+    uint16_t *h = malloc(n * sizeof *h);
+    sdw__f32_to_bf16(x, h, n);
+    sdw__bf16_to_f32(h, x, n);
+    free(h);
+}
+
+/* fn's relative error against the double reference; bf16: on q, k, v rounded to bf16 (what
+ * that kernel multiplies), so only the probabilities' rounding (relative 2^-9) is left. */
 static double attention_err(attn_fn fn, int B, int64_t Lq, int64_t Lk, int H, int D, int64_t st,
-                            bool causal) {
+                            bool causal, bool bf16) {
     const int64_t HD = (int64_t)H * D;
     float *q = rand_buf((size_t)(B * Lq * st), 2), *k = rand_buf((size_t)(B * Lk * st), 2);
     float *v = rand_buf((size_t)(B * Lk * st), 1);
+    if (bf16) {
+        round_bf16(q, (size_t)(B * Lq * st));
+        round_bf16(k, (size_t)(B * Lk * st));
+        round_bf16(v, (size_t)(B * Lk * st));
+    }
     float *out = calloc((size_t)(B * Lq * HD), 4), *ref = calloc((size_t)(B * Lq * HD), 4);
     const float scale = 1.0f / sqrtf((float)D);
     sdw_test_attention_ref(q, st, k, st, v, st, B, Lq, Lk, H, D, scale, causal, ref);
@@ -251,15 +267,18 @@ static double attention_err(attn_fn fn, int B, int64_t Lq, int64_t Lk, int H, in
 
 static void check_both_kernels(int B, int64_t Lq, int64_t Lk, int H, int D, int64_t st,
                                bool causal) {
-    double e_gen = attention_err(sdw__attention_generic, B, Lq, Lk, H, D, st, causal);
+    double e_gen = attention_err(sdw__attention_generic, B, Lq, Lk, H, D, st, causal, false);
     double e_512 = 0;
     if (__builtin_cpu_supports("avx512f"))
-        e_512 = attention_err(sdw__attention_avx512, B, Lq, Lk, H, D, st, causal);
-    if (!(e_gen <= 1e-5) || !(e_512 <= 1e-5))
+        e_512 = attention_err(sdw__attention_avx512, B, Lq, Lk, H, D, st, causal, false);
+    double e_bf16 = 0;
+    if (__builtin_cpu_supports("avx512bf16") && D % 2 == 0)
+        e_bf16 = attention_err(sdw__attention_avx512bf16, B, Lq, Lk, H, D, st, causal, true);
+    if (!(e_gen <= 1e-5) || !(e_512 <= 1e-5) || !(e_bf16 <= 4e-3))
         sdw_test_fail(__FILE__, __LINE__,
                       "attention B%d Lq%lld Lk%lld H%d D%d causal %d: "
-                      "generic %.3g, avx512 %.3g",
-                      B, (long long)Lq, (long long)Lk, H, D, causal, e_gen, e_512);
+                      "generic %.3g, avx512 %.3g, avx512-bf16 %.3g",
+                      B, (long long)Lq, (long long)Lk, H, D, causal, e_gen, e_512, e_bf16);
 }
 
 static void test_attention_kernels(void) {
@@ -269,6 +288,8 @@ static void test_attention_kernels(void) {
     check_both_kernels(1, 333, 333, 1, 8, 8, true);            /* causal across key chunks */
     check_both_kernels(1, 70, 70, 1, 200, 200, false);         /* wide head (VAE-like) */
     check_both_kernels(1, 5, 3, 2, 3, 6, false);               /* tiny everything */
+    check_both_kernels(1, 9, 7, 2, 2, 4, false);               /* tiny, odd key count (bf16) */
+    check_both_kernels(2, 200, 131, 2, 128, 256, false);       /* FLUX's head dim, odd Lk */
 }
 
 /* ---- GroupNorm with a fused per-(batch, channel) bias ---- */

@@ -234,6 +234,7 @@ typedef struct single_block {    /* FluxSingleTransformerBlock */
 struct sdw_flux_transformer {
     sdw_flux_config cfg;
     int D;
+    unsigned attn_flags; /* sdw_attention's: the model's precision */
     size_t n_params;
     sdw_linear x_embedder;       /* [D, in_channels] */
     sdw_linear context_embedder; /* [D, joint_dim] */
@@ -359,6 +360,7 @@ sdw_status sdw_flux_transformer_create(sdw_weights *ws, const sdw_flux_config *c
     sdw_flux_transformer *t = sdw_xcalloc(1, sizeof *t);
     t->cfg = *cfg;
     t->D = cfg->n_heads * cfg->head_dim;
+    t->attn_flags = sdw_attention_precision_flag(ws);
     t->dbl = sdw_xcalloc((size_t)SDW_MAX(cfg->n_layers, 1), sizeof *t->dbl);
     t->sgl = sdw_xcalloc((size_t)SDW_MAX(cfg->n_single_layers, 1), sizeof *t->sgl);
     if ((st = bind_all(t, ws, err)) != SDW_OK) goto fail;
@@ -393,6 +395,7 @@ void sdw_flux_img_ids(int gh, int gw, float *ids) {
 /* One forward's scratch, taken once and reused by every block. */
 typedef struct scratch {
     int B, D, H, hd;
+    unsigned attn_flags; /* the transformer's */
     int64_t L, L_txt, L_img;
     int64_t rows;     /* MLP row chunk */
     float *h;         /* [B, L, D] joint hidden states: per batch element text rows, image rows */
@@ -459,7 +462,7 @@ static void joint_attention(scratch *sc) {
     sdw_rope_apply(sc->qkv, sc->B, sc->L, 3 * D, sc->H, sc->hd, sc->cos, sc->sin);
     sdw_rope_apply(sc->qkv + D, sc->B, sc->L, 3 * D, sc->H, sc->hd, sc->cos, sc->sin);
     sdw_attention(sc->qkv, 3 * D, sc->qkv + D, 3 * D, sc->qkv + 2 * D, 3 * D, sc->B, sc->L, sc->L,
-                  sc->H, sc->hd, 1.0f / sqrtf((float)sc->hd), false, sc->att);
+                  sc->H, sc->hd, 1.0f / sqrtf((float)sc->hd), sc->attn_flags, sc->att);
 }
 
 /* The rest of one stream of FluxTransformerBlock.forward after the attention:
@@ -542,7 +545,8 @@ void sdw_flux_forward(const sdw_flux_transformer *t, const float *x, int B, int 
     sdw_arena *ar = sdw_arena_create();
     const int D = t->D, hd = c->head_dim;
     scratch sc = {
-        .B = B, .D = D, .H = c->n_heads, .hd = hd, .L_txt = L_txt, .L_img = (int64_t)gh * gw};
+        .B = B, .D = D, .H = c->n_heads, .hd = hd, .L_txt = L_txt, .L_img = (int64_t)gh * gw,
+        .attn_flags = t->attn_flags};
     sc.L = sc.L_txt + sc.L_img;
     /* MLP rows per chunk: a [rows, 4D] hidden of ~32 MB (682 rows at D 3072), at least 256. */
     sc.rows = SDW_MIN(sc.L, SDW_MAX((int64_t)256, ((int64_t)8 << 20) / (MLP_RATIO * D)));

@@ -302,6 +302,7 @@ typedef struct joint_block { /* JointTransformerBlock */
 struct sdw_sd3_transformer {
     sdw_sd3_config cfg;
     int D;
+    unsigned attn_flags; /* sdw_attention's: the model's precision */
     size_t n_params;
     sdw_conv2d patch;            /* pos_embed.proj [D, in, p, p], stride p */
     const float *pos;            /* pos_embed.pos_embed [max², D] (owned by the weights) */
@@ -447,6 +448,7 @@ sdw_status sdw_sd3_transformer_create(sdw_weights *ws, const sdw_sd3_config *cfg
     sdw_sd3_transformer *t = sdw_xcalloc(1, sizeof *t);
     t->cfg = *cfg;
     t->D = cfg->n_heads * cfg->head_dim;
+    t->attn_flags = sdw_attention_precision_flag(ws);
     t->blk = sdw_xcalloc((size_t)cfg->n_layers, sizeof *t->blk);
     if ((st = bind_all(t, ws, err)) != SDW_OK) goto fail;
     *out = t;
@@ -514,6 +516,7 @@ void sdw_sd3_pos_embed_table(const sdw_sd3_config *cfg, float *table) {
 /* One forward's scratch, taken once and reused by every block. */
 typedef struct scratch {
     int B, D, H, hd;
+    unsigned attn_flags; /* the transformer's */
     int64_t L, L_img, L_ctx;
     int64_t rows;  /* MLP row chunk */
     float *h;      /* [B, L, D] joint hidden states: per batch element image rows, context rows */
@@ -629,12 +632,12 @@ static void joint_block_forward(const sdw_sd3_transformer *t, const joint_block 
     stream_qkv(t, &blk->ctx, sc, sc->mod[1], pre ? 2 : 6, pre, sc->L_img, sc->L_ctx);
     if (!pre) {
         sdw_attention(sc->qkv, 3 * D, sc->qkv + D, 3 * D, sc->qkv + 2 * D, 3 * D, B, sc->L, sc->L,
-                      sc->H, sc->hd, scale, false, sc->att);
+                      sc->H, sc->hd, scale, sc->attn_flags, sc->att);
     } else {
         for (int b = 0; b < B; b++) { // image queries only, over every key
             const float *qb = row_at(sc->qkv, sc, b, 0, 3 * D);
             sdw_attention(qb, 3 * D, qb + D, 3 * D, qb + 2 * D, 3 * D, 1, sc->L_img, sc->L, sc->H,
-                          sc->hd, scale, false, row_at(sc->att, sc, b, 0, D));
+                          sc->hd, scale, sc->attn_flags, row_at(sc->att, sc, b, 0, D));
         }
     }
     stream_post(&blk->img, sc, sc->mod[0], 0, sc->L_img);
@@ -668,7 +671,8 @@ void sdw_sd3_forward(const sdw_sd3_transformer *t, const float *x, int B, int h,
     sdw_arena *ar = sdw_arena_create();
     const int D = t->D, p = c->patch_size, gh = h / p, gw = w / p;
     scratch sc = {
-        .B = B, .D = D, .H = c->n_heads, .hd = c->head_dim, .L_img = (int64_t)gh * gw, .L_ctx = L};
+        .B = B, .D = D, .H = c->n_heads, .hd = c->head_dim, .L_img = (int64_t)gh * gw, .L_ctx = L,
+        .attn_flags = t->attn_flags};
     sc.L = sc.L_img + sc.L_ctx;
     /* MLP rows per chunk: a [rows, 4D] hidden of ~32 MB (1365 rows at D 1536), at least 256. */
     sc.rows = SDW_MIN(sc.L, SDW_MAX((int64_t)256, ((int64_t)8 << 20) / (MLP_RATIO * D)));

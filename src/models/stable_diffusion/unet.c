@@ -30,6 +30,7 @@ typedef struct resnet_block { /* ResnetBlock2D, time_embedding_norm "default" */
 typedef struct attention { /* Attention (AttnProcessor2_0), no bias on q/k/v */
     int heads, head_dim; /* heads * head_dim = C */
     bool cross;          /* k/v from the context (attn2) */
+    unsigned flags;      /* sdw_attention's: the model's precision */
     sdw_linear q;        /* self: to_q|to_k|to_v stacked [3C, C]; cross: to_q [C, C] */
     sdw_linear kv;       /* cross: to_k|to_v stacked [2C, cross_dim] */
     sdw_linear to_out;   /* to_out.0 [C, C] + bias */
@@ -149,6 +150,7 @@ static sdw_status bind_attention(sdw_unet *u, attention *a, sdw_weights *ws, con
     a->heads = heads;
     a->head_dim = c / heads;
     a->cross = cross;
+    a->flags = sdw_attention_precision_flag(ws);
     if (cross) {
         if ((st = sdw_linear_bind(&a->q, ws, qkv[0], c, c, false, err)) ||
             (st = sdw_linear_bind_stacked(&a->kv, ws, qkv + 1, 2, kv_dim, c, false, err)))
@@ -395,14 +397,14 @@ static void attention_add(sdw_arena *ar, const attention *a, const sdw_layer_nor
         float *qkv = falloc(ar, B * Lq * 3 * C);
         sdw_linear_forward_ln(&a->q, norm, sdw_rows(h, M), tmp, sdw_rows(qkv, M), 0); // q|k|v
         sdw_attention(qkv, 3 * C, qkv + C, 3 * C, qkv + 2 * C, 3 * C, B, Lq, Lq, a->heads,
-                      a->head_dim, 1.0f / sqrtf((float)a->head_dim), false, o);
+                      a->head_dim, 1.0f / sqrtf((float)a->head_dim), a->flags, o);
         ffree(ar, qkv);
     } else {
         float *q = falloc(ar, B * Lq * C), *kv = falloc(ar, B * Lk * 2 * C);
         sdw_linear_forward_ln(&a->q, norm, sdw_rows(h, M), tmp, sdw_rows(q, M), 0); // [B, Lq, C]
         sdw_linear_forward(&a->kv, sdw_rows(ctx, B * Lk), sdw_rows(kv, B * Lk), 0); // [B, Lk, k|v]
         sdw_attention(q, C, kv, 2 * C, kv + C, 2 * C, B, Lq, Lk, a->heads, a->head_dim,
-                      1.0f / sqrtf((float)a->head_dim), false, o);
+                      1.0f / sqrtf((float)a->head_dim), a->flags, o);
         ffree(ar, kv);
         ffree(ar, q);
     }
