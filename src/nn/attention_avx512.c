@@ -164,22 +164,24 @@ static T512 void bias_row(float *s, int n, float scale, const float *b) {
  * QK reduces over d: q as 32-bit (q[2p], q[2p+1]) broadcasts, K panels [D/2][64 keys] of
  * (k[j][2p], k[j][2p+1]) pairs. PV reduces over keys: p as (p[2i], p[2i+1]) broadcasts, V as
  * [key pairs][Dp channels] of (v[2i][c], v[2i+1][c]). Accumulation stays f32. */
-#define TBF __attribute__((target("avx512f,avx512vl,avx512bf16")))
-#define TBFI __attribute__((target("avx512f,avx512vl,avx512bf16"), always_inline)) static inline
+#define TBF __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+#define TBFI                                                                                       \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"), always_inline)) static inline
 
-/* f32 -> bf16, round to nearest even (NaN stays NaN). */
-static inline uint16_t to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-static inline uint32_t pair_bf16(float lo, float hi) {
-    return (uint32_t)to_bf16(lo) | (uint32_t)to_bf16(hi) << 16;
+/* y[0 .. n) = bf16(x[0 .. n)), round to nearest even: a row of D values is also its D/2
+ * (x[2p], x[2p+1]) pairs as 32-bit words, the operand order vdpbf16ps reads. */
+static TBF void row_to_bf16(const float *x, int n, uint16_t *y) {
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+        const __m256i h = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(k, x + i));
+        _mm256_mask_storeu_epi16(y + i, k, h);
+    }
 }
 
+/* S[r][0 .. 64) for R rows against one 64-key panel; mx (or NULL): each row's 16-lane running
+ * max [R][16] takes the new scores in too (the panel's keys all valid). */
 TBFI void qk_block_bf16(int R, const uint32_t *q, int64_t qs, const uint32_t *kt, int np,
-                        float *s) {
+                        float *s, float *mx) {
     __m512 acc[RB][VB];
     _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
         _Pragma("GCC unroll 4") for (int v = 0; v < VB; v++) acc[r][v] = _mm512_setzero_ps();
@@ -196,6 +198,12 @@ TBFI void qk_block_bf16(int R, const uint32_t *q, int64_t qs, const uint32_t *kt
     _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
         _Pragma("GCC unroll 4") for (int v = 0; v < VB; v++)
             _mm512_store_ps(s + r * KB + 16 * v, acc[r][v]);
+    if (mx)
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+            const __m512 m = _mm512_max_ps(_mm512_max_ps(acc[r][0], acc[r][1]),
+                                           _mm512_max_ps(acc[r][2], acc[r][3]));
+            _mm512_store_ps(mx + 16 * r, _mm512_max_ps(_mm512_load_ps(mx + 16 * r), m));
+        }
 }
 
 /* o[r][c ..] += Σ_i p[r][i] · V[i][c ..] over npairs key pairs, for R rows: nz full vectors of
@@ -237,11 +245,11 @@ TBFI void pv_block_bf16(int R, int nz, bool tail, const uint32_t *p, const uint3
 }
 
 static TBF void qk_rows_bf16(int R, const uint32_t *q, int64_t qs, const uint32_t *kt, int np,
-                             float *s) {
+                             float *s, float *mx) {
     if (R == RB)
-        qk_block_bf16(RB, q, qs, kt, np, s);
+        qk_block_bf16(RB, q, qs, kt, np, s, mx);
     else
-        qk_block_bf16(1, q, qs, kt, np, s);
+        qk_block_bf16(1, q, qs, kt, np, s, mx);
 }
 
 /* nv vectors of 16 channels, the last one 8 wide when tail. */
@@ -275,14 +283,19 @@ TBFI __m512 exp2_16_bf16(__m512 x) {
 }
 
 /* softmax_row for the bf16 products: the probabilities go to p (bf16, zero past n_valid up to
- * nkp) instead of back into s. */
+ * nkp) instead of back into s; lane_max: NULL, or the row's scores' 16-lane max, taken by
+ * the product. */
 static TBF float softmax_row_bf16(const float *s, int n_valid, int nkp, float c, float *m, float *l,
-                                  uint16_t *p) {
+                                  const float *lane_max, uint16_t *p) {
     __m512 vmax = _mm512_set1_ps(-INFINITY);
-    for (int j = 0; j < n_valid; j += 16) {
-        const __mmask16 k = n_valid - j >= 16 ? 0xffff : (__mmask16)((1u << (n_valid - j)) - 1);
-        vmax = _mm512_mask_max_ps(vmax, k, vmax, _mm512_maskz_loadu_ps(k, s + j));
-    }
+    if (lane_max)
+        vmax = _mm512_load_ps(lane_max);
+    else
+        for (int j = 0; j < n_valid; j += 16) {
+            const __mmask16 k =
+                n_valid - j >= 16 ? 0xffff : (__mmask16)((1u << (n_valid - j)) - 1);
+            vmax = _mm512_mask_max_ps(vmax, k, vmax, _mm512_maskz_loadu_ps(k, s + j));
+        }
     const float mx = _mm512_reduce_max_ps(vmax);
     const float m_new = mx > *m ? mx : *m;
     const float alpha = m_new == *m ? 1.0f : exp2f((*m - m_new) * c);
@@ -305,6 +318,7 @@ typedef struct task_buf {
     float s[QB * KB];
     float m[QB], l[QB];
     uint16_t p16[QB * KB]; /* bf16 products: the probabilities rounded */
+    float mx[QB * 16];     /* bf16 products: each row's 16-lane score max, from the product */
 } task_buf;
 
 /* Per (batch, head), packed once per call: K as 64-key panels and V as rows, both contiguous and
@@ -313,17 +327,24 @@ typedef struct task_buf {
 static TBF void pack_kv_bf16(const float *ks, int64_t k_stride, const float *vs, int64_t v_stride,
                              int64_t Lk, int D, int64_t Dp, uint32_t *kd, uint32_t *vd,
                              size_t kt_head, size_t vp_head) {
+    uint32_t r0[SDW__ATTN_AVX512_MAX_D / 2];
+    uint16_t a[SDW__ATTN_AVX512_MAX_D], b[SDW__ATTN_AVX512_MAX_D];
     memset(kd, 0, sizeof(uint32_t) * kt_head);
     memset(vd, 0, sizeof(uint32_t) * vp_head);
     for (int64_t j = 0; j < Lk; j++) {
         uint32_t *panel = kd + j / PANEL * PANEL * (D / 2) + j % PANEL;
+        row_to_bf16(ks + j * k_stride, D, (uint16_t *)r0);
         for (int p = 0; p < D / 2; p++)
-            panel[p * PANEL] = pair_bf16(ks[j * k_stride + 2 * p], ks[j * k_stride + 2 * p + 1]);
+            panel[p * PANEL] = r0[p];
     }
+    memset(b, 0, sizeof b);
     for (int64_t j = 0; j < Lk; j += 2) {
-        const float *v0 = vs + j * v_stride, *v1 = j + 1 < Lk ? v0 + v_stride : NULL;
+        row_to_bf16(vs + j * v_stride, D, a);
+        if (j + 1 < Lk) row_to_bf16(vs + (j + 1) * v_stride, D, b);
+        else memset(b, 0, sizeof b);
+        uint32_t *row = vd + j / 2 * Dp;
         for (int c = 0; c < D; c++)
-            vd[j / 2 * Dp + c] = pair_bf16(v0[c], v1 ? v1[c] : 0.0f);
+            row[c] = (uint32_t)a[c] | (uint32_t)b[c] << 16;
     }
 }
 
@@ -399,12 +420,15 @@ static T512 void attention_run(const float *q, int64_t q_stride, const float *k,
             memset(o, 0, sizeof(float) * (size_t)nq * Dp);
             if (bf16)
                 for (int r = 0; r < nq; r++)
-                    for (int p = 0; p < D / 2; p++)
-                        q16[r * D / 2 + p] =
-                            pair_bf16(qp[r * q_stride + 2 * p], qp[r * q_stride + 2 * p + 1]);
+                    row_to_bf16(qp + r * q_stride, D, (uint16_t *)(q16 + r * D / 2));
             for (int64_t j0 = 0; j0 < k_end; j0 += KB) {
                 const int nk = (int)SDW_MIN((int64_t)KB, k_end - j0);
                 const int nkp = (int)round_up(nk, PANEL);
+                /* every score of the chunk counts: the product takes each row's max too */
+                float *mx = bf16 && nk == nkp && !causal && !rel_bias ? tb->mx : NULL;
+                if (mx)
+                    for (int i = 0; i < nq * 16; i += 16)
+                        _mm512_store_ps(mx + i, _mm512_set1_ps(-INFINITY));
                 /* S = Q · Kᵀ for this key chunk (rows in blocks of RB, the tail one at a time) */
                 for (int r0 = 0, R; r0 < nq; r0 += R) {
                     R = nq - r0 >= RB ? RB : 1;
@@ -412,7 +436,7 @@ static T512 void attention_run(const float *q, int64_t q_stride, const float *k,
                         if (bf16)
                             qk_rows_bf16(R, q16 + r0 * D / 2, D / 2,
                                          (const uint32_t *)ktp + (j0 + jp) * D / 2, D / 2,
-                                         tb->s + r0 * KB + jp);
+                                         tb->s + r0 * KB + jp, mx ? mx + 16 * r0 : NULL);
                         else
                             qk_rows(R, qp + r0 * q_stride, q_stride, ktp + (j0 + jp) * D, D,
                                     tb->s + r0 * KB + jp);
@@ -426,7 +450,8 @@ static T512 void attention_run(const float *q, int64_t q_stride, const float *k,
                                  rel_bias + h * n_rel + (j0 - i0 - r + Lq - 1));
                     const float alpha =
                         bf16 ? softmax_row_bf16(tb->s + r * KB, n_valid, nkp, c, &tb->m[r],
-                                                &tb->l[r], tb->p16 + r * KB)
+                                                &tb->l[r], mx ? mx + 16 * r : NULL,
+                                                tb->p16 + r * KB)
                              : softmax_row(tb->s + r * KB, n_valid, nkp, c, &tb->m[r], &tb->l[r]);
                     if (alpha != 1.0f) {
                         const __m512 va = _mm512_set1_ps(alpha);
