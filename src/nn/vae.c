@@ -648,7 +648,7 @@ static void *resnet_forward(sdw_arena *ar, const vae_resnet *r, sdw_dt dt, void 
 /* diffusers Attention in the VAE mid block (AttnProcessor2_0, residual_connection, one head of
  * dim C, scale 1/sqrt(C)): x += to_out(softmax(q kᵀ/√C) v), q/k/v = to_*(group_norm(x)) over
  * the H·W tokens of each image. x [B, HW, C] of type dt updated in place (at the lowest
- * resolution: a bf16 x is widened to f32 around it). */
+ * resolution: a bf16 x is widened to f32 around it; the attention's products are bf16 too). */
 static void attn_forward(sdw_arena *ar, const vae_attn *a, sdw_dt dt, void *x, int B, int64_t HW) {
     const int C = a->c;
     const int64_t M = B * HW;
@@ -661,7 +661,7 @@ static void attn_forward(sdw_arena *ar, const vae_attn *a, sdw_dt dt, void *x, i
     /* [M, q|k|v] */
     sdw_linear_forward_gn(&a->qkv, &a->norm, sdw_nhwc(xf, B, (int)HW, 1), h, sdw_rows(qkv, M), 0);
     sdw_attention(qkv, 3 * C, qkv + C, 3 * C, qkv + 2 * C, 3 * C, B, HW, HW, 1, C,
-                  1.0f / sqrtf((float)C), 0, h);
+                  1.0f / sqrtf((float)C), dt == SDW_DT_BF16 ? SDW_ATTN_BF16 : 0, h);
     sdw_arena_free(ar, qkv);
     sdw_linear_forward(&a->out, sdw_rows(h, M), sdw_rows(xf, M), SDW_ACCUMULATE); /* x += to_out */
     sdw_arena_free(ar, h);
