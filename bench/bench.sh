@@ -18,6 +18,9 @@
 #   PROFILE=1 bench/bench.sh          # also print the per-op profile of one step at the first size
 #   PRODUCTS=1 bench/bench.sh         # also time our products at SD 1.5's shapes (sdw_peak)
 #   TTI=0 bench/bench.sh              # skip the cold time-to-image runs (20 steps each)
+#   SDCPP=/path/to/sd-cli bench/bench.sh   # stable-diffusion.cpp on the same model in the same
+#                                     # run (SD only; built outside the project): SDCPP_RUNS runs
+#                                     # (default 1) of STEPS steps per size, then the ratios
 #
 # Every run also prints the machine's floor and how close a step comes to it: the measured peak
 # of each multiply path the CPU has (sdw_peak: register-resident FMA / vdpbf16ps / AMX loops on
@@ -113,6 +116,31 @@ run_one() {
 
 med() { median <"$TMP/$1-$2.$3"; }
 
+# stable-diffusion.cpp on the same folder (it reads diffusers folders), same prompt, size, steps,
+# sampler, CFG and threads; --eager-load keeps its loading out of its sampling and decode times.
+# Its per-stage times come from its log: sampling / STEPS, decode_first_stage,
+# get_learned_condition, the sum of its "loading tensors completed" lines.
+run_sdcpp() {
+    local size=$1 f=$TMP/sdcpp-$1 log=$TMP/sdcpp.log
+    /usr/bin/time -f "maxrss %M" "$SDCPP" -m "$MODEL" -p "a photo of an astronaut riding a horse" \
+        --sampling-method euler --cfg-scale 7 -s 1 -t "$THREADS" -W "$size" -H "$size" \
+        --steps "$STEPS" --eager-load -o "$TMP/sdcpp.png" >"$log" 2>&1 || {
+        echo "stable-diffusion.cpp failed:" >&2
+        tail -5 "$log" >&2
+        return 1
+    }
+    tr '\r' '\n' <"$log" >"$log.lines"
+    awk -v n="$STEPS" '/sampling completed, taking/ {for (i = 1; i <= NF; i++) if ($i == "taking") print $(i + 1) / n}' \
+        "$log.lines" | tail -1 >>"$f.step"
+    awk '/decode_first_stage completed, taking/ {for (i = 1; i <= NF; i++) if ($i == "taking") print $(i + 1) + 0}' \
+        "$log.lines" | tail -1 >>"$f.vae"
+    awk '/get_learned_condition completed, taking/ {for (i = 1; i <= NF; i++) if ($i == "taking") print $(i + 1) + 0}' \
+        "$log.lines" | tail -1 >>"$f.text"
+    awk '/loading tensors completed, taking/ {for (i = 1; i <= NF; i++) if ($i == "taking") s += $(i + 1)}
+        END {print s + 0}' "$log.lines" >>"$f.load"
+    awk '/^maxrss/ {printf "%.0f\n", $2 / 1024}' "$log.lines" >>"$f.rss"
+}
+
 # The cold time-to-image: a fresh process from start to the written image, TTI_STEPS steps.
 run_tti() {
     local prec=$1 size=$2 t0 t1
@@ -146,6 +174,11 @@ done
 
 if [ "$TTI" = 1 ]; then
     for prec in $PRECS; do run_tti "$prec" "${SIZES%% *}"; done
+fi
+if [ -n "${SDCPP:-}" ] && [ "$ARCH" != flux ]; then
+    for _ in $(seq "${SDCPP_RUNS:-1}"); do
+        for size in $SIZES; do run_sdcpp "$size"; done
+    done
 fi
 
 row() {
@@ -185,6 +218,30 @@ done
             'BEGIN {printf "peak RSS %s at %s²: %.2f GiB (the FLUX target: under 20 GiB at 1024²)\n", p, s, m / 1024}'
     done
 done
+if [ -n "${SDCPP:-}" ] && [ "$ARCH" != flux ]; then
+    echo
+    echo "stable-diffusion.cpp ($SDCPP), same model, prompt, sampler, CFG and threads, median of \
+${SDCPP_RUNS:-1}; its cold ${TTI_STEPS}-step time = load + text + ${TTI_STEPS} x s/step + decode:"
+    row build size "s/step" "vae dec s" "text enc" "load s" "" "cold${TTI_STEPS} s" "" "peak MiB" "" ""
+    for size in $SIZES; do
+        awk -v a="$(med sdcpp "$size" load)" -v b="$(med sdcpp "$size" text)" -v n="$TTI_STEPS" \
+            -v c="$(med sdcpp "$size" step)" -v d="$(med sdcpp "$size" vae)" \
+            'BEGIN {printf "%.1f\n", a + b + n * c + d}' >"$TMP/sdcpp-$size.tti"
+        row sd.cpp "${size}²" "$(med sdcpp "$size" step)" "$(med sdcpp "$size" vae)" \
+            "$(med sdcpp "$size" text)" "$(med sdcpp "$size" load)" "" "$(cat "$TMP/sdcpp-$size.tti")" \
+            "" "$(med sdcpp "$size" rss | cut -d. -f1)" "" ""
+    done
+    for prec in $PRECS; do
+        for size in $SIZES; do
+            tti=$(cat "$TMP/$prec-$size.tti" 2>/dev/null || echo 0)
+            awk -v p="$prec" -v s="$size" -v a="$(med sdcpp "$size" step)" -v b="$(med "$prec" "$size" step)" \
+                -v c="$(cat "$TMP/sdcpp-$size.tti")" -v d="$tti" -v e="$(med sdcpp "$size" vae)" \
+                -v f="$(med "$prec" "$size" vae)" \
+                'BEGIN {printf "%s at %s²: %.1fx stable-diffusion.cpp per step, %.1fx its VAE decode", p, s, a / b, e / f;
+                        if (d > 0) printf ", %.1fx its cold time-to-image", c / d; print ""}'
+        done
+    done
+fi
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 if [ "${PROFILE:-0}" = 1 ]; then
