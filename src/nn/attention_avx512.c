@@ -12,7 +12,13 @@
  *  - P·V accumulates 4 rows x 64 channels in registers per pass over the chunk's keys.
  * With a relative position bias, each row's raw scores become s·scale + bias (one FMA pass over
  * the row's contiguous run of the head's table) before the update, which then uses c = log2(e):
- * the bias is in score units, so the scale can no longer wait for the exponent. */
+ * the bias is in score units, so the scale can no longer wait for the exponent.
+ *
+ * bf16 products (a bf16 model's attention; the functions with the avx512bf16 target, called only
+ * where the CPU has it): the same tasks and softmax, with q, k, the probabilities and v rounded
+ * to bf16 and both products on vdpbf16ps (pairs of bf16 along the reduced dimension, f32 sums):
+ * twice the multiply rate. K panels hold (k[2p], k[2p+1]) pairs per key, V rows (v[i][c],
+ * v[i+1][c]) pairs per channel; the probabilities are rounded as the softmax writes them. */
 #include "nn/nn_impl.h"
 #include "nn/stop.h"
 
@@ -163,7 +169,7 @@ static T512 void bias_row(float *s, int n, float scale, const float *b) {
 /* ---- the bf16 products (AVX512-BF16): vdpbf16ps takes pairs of bf16 along the reduced dim.
  * QK reduces over d: q as 32-bit (q[2p], q[2p+1]) broadcasts, K panels [D/2][64 keys] of
  * (k[j][2p], k[j][2p+1]) pairs. PV reduces over keys: p as (p[2i], p[2i+1]) broadcasts, V as
- * [key pairs][Dp channels] of (v[2i][c], v[2i+1][c]). Accumulation stays f32. */
+ * [key pairs][Dp channels] of (v[2i][c], v[2i+1][c]). Accumulation stays f32. ---- */
 #define TBF __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 #define TBFI                                                                                       \
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"), always_inline)) static inline
