@@ -7,6 +7,7 @@
 #include "models/diffusion.h"
 
 #include "models/lora.h"
+#include "nn/arena.h"
 #include "nn/backends.h"
 #include "nn/nn.h"
 #include "nn/profile.h"
@@ -408,6 +409,9 @@ sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
      * attention tiles (nn/stop.h). Only a cancel stops the encoders and the VAE (an interrupt
      * decodes the latents so far); any stop stops the denoiser (inside a pass). */
     const sdw_stop_ref caller_stop = sdw_stop_attach((sdw_stop_ref){req->stop, SDW_STOP_CANCEL});
+    /* The forwards' scratch memory stays mapped from one to the next until the run ends (each
+     * step would page-fault its activations in again: nn/arena.h). */
+    const bool caller_keep = sdw_arena_keep(true);
 
     const int f = d->vae_factor;
     int W = req->width, H = req->height;
@@ -477,6 +481,7 @@ sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
     snprintf(info->sampler, sizeof info->sampler, "%s", req->sampler);
     snprintf(info->scheduler, sizeof info->scheduler, "%s", req->scheduler);
 done:
+    sdw_arena_keep(caller_keep);
     sdw_stop_attach(caller_stop);
     if (req->profile) {
         sdw_profile_attach(caller_prof);

@@ -513,6 +513,59 @@ static void test_arena(void) {
     sdw_arena_destroy(NULL);
 }
 
+/* A request nothing fits gives back only as many free buffers (smallest first) as keep the
+ * mapped total within the most that was live at once: 4 x 4 MiB live (16), all freed, a 2 MiB
+ * request takes one of them; a 6 MiB one then needs two of the three free ones given back (4 +
+ * 4 + 6 = 14 <= 16) and keeps the third, which a later 3 MiB request gets without a mapping. */
+static void test_arena_keeps_within_peak(void) {
+    sdw_arena *a = sdw_arena_create();
+    const size_t MB = 1 << 20;
+    char *p[4];
+    for (int i = 0; i < 4; i++)
+        memset(p[i] = sdw_arena_alloc(a, 4 * MB), i, 4 * MB);
+    for (int i = 0; i < 4; i++)
+        sdw_arena_free(a, p[i]);
+    const size_t peak = sdw_arena_peak(a);
+    ASSERT_TRUE(peak == 16 * MB);
+    char *e = sdw_arena_alloc(a, 2 * MB);
+    char *f = sdw_arena_alloc(a, 6 * MB);
+    memset(f, 5, 6 * MB);
+    char *g = sdw_arena_alloc(a, 3 * MB);
+    int kept = 0;
+    for (int i = 0; i < 4; i++)
+        kept += (g == p[i]) + (e == p[i]);
+    ASSERT_EQ_INT(kept, 2); /* e and g both in the first four blocks */
+    ASSERT_TRUE(g != e);
+    ASSERT_TRUE(sdw_arena_peak(a) == peak);
+    sdw_arena_destroy(a);
+}
+
+/* In a keep scope a destroyed arena is parked and the next create takes it back, buffers still
+ * mapped (the same block comes back, no new mapping); a second arena destroyed meanwhile is
+ * unmapped; ending the scope returns the previous setting and releases the parked one. */
+static void test_arena_keep_scope(void) {
+    const size_t MB = 1 << 20;
+    const bool was = sdw_arena_keep(true);
+    ASSERT_TRUE(!was);
+    sdw_arena *a = sdw_arena_create();
+    char *p = sdw_arena_alloc(a, 6 * MB);
+    memset(p, 1, 6 * MB);
+    sdw_arena *other = sdw_arena_create(); /* alive at once: destroyed normally below */
+    memset(sdw_arena_alloc(other, 2 * MB), 2, 2 * MB);
+    sdw_arena_destroy(a); /* parked, p still mapped */
+    sdw_arena_destroy(other);
+    sdw_arena *b = sdw_arena_create();
+    ASSERT_TRUE(b == a);
+    char *q = sdw_arena_alloc(b, 5 * MB);
+    ASSERT_TRUE(q == p);
+    ASSERT_TRUE(sdw_arena_peak(b) == 6 * MB);
+    sdw_arena_destroy(b);
+    ASSERT_TRUE(sdw_arena_keep(was)); /* releases the parked arena (ASan: no leak) */
+    sdw_arena *c = sdw_arena_create(); /* outside the scope: a fresh one */
+    ASSERT_TRUE(sdw_arena_peak(c) == 0);
+    sdw_arena_destroy(c);
+}
+
 /* ---- profile ---- */
 
 static void test_profile(void) {
@@ -560,6 +613,8 @@ int main(void) {
     RUN(test_compact_weights);
     RUN(test_precision_names_and_rule);
     RUN(test_arena);
+    RUN(test_arena_keeps_within_peak);
+    RUN(test_arena_keep_scope);
     RUN(test_profile);
     sdw_backend_destroy(g_be[0]);
     sdw_backend_destroy(g_be[1]);
