@@ -126,22 +126,35 @@ static T512 void pv_rows(int R, int nv, const float *p, const float *v, int64_t 
 #undef PV
 }
 
+/* The first half of a row's online-softmax update: the running max *m (raw units) takes in the
+ * row's scores s[0 .. n_valid), or lane_max (their 16-lane max, when the product took it);
+ * returns the rescale factor 2^((m_old - m_new)·c) for the row's sums: 0 on the first chunk
+ * (m = -inf), exactly 1 (no call) once the row's max has settled. */
+T512I float row_max_update(const float *s, int n_valid, const float *lane_max, float c, float *m) {
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    if (lane_max)
+        vmax = _mm512_load_ps(lane_max);
+    else
+        for (int j = 0; j < n_valid; j += 16) {
+            const __mmask16 k =
+                n_valid - j >= 16 ? 0xffff : (__mmask16)((1u << (n_valid - j)) - 1);
+            vmax = _mm512_mask_max_ps(vmax, k, vmax, _mm512_maskz_loadu_ps(k, s + j));
+        }
+    const float mx = _mm512_reduce_max_ps(vmax);
+    const float m_new = mx > *m ? mx : *m;
+    const float alpha = m_new == *m ? 1.0f : exp2f((*m - m_new) * c);
+    *m = m_new;
+    return alpha;
+}
+
 /* Online-softmax update of one row of raw scores s[0 .. nkp) of which the first n_valid count,
  * with c = scale·log2(e) > 0 (so the running max *m is kept in raw units and the scale is
  * applied once, inside the exponent; c = log2(e) for biased scores, which arrive scaled): s
  * becomes P = 2^((s - m)·c) (0 past n_valid); returns the rescale factor for the row's
  * accumulator. */
 static T512 float softmax_row(float *s, int n_valid, int nkp, float c, float *m, float *l) {
-    __m512 vmax = _mm512_set1_ps(-INFINITY);
-    for (int j = 0; j < n_valid; j += 16) {
-        const __mmask16 k = n_valid - j >= 16 ? 0xffff : (__mmask16)((1u << (n_valid - j)) - 1);
-        vmax = _mm512_mask_max_ps(vmax, k, vmax, _mm512_maskz_loadu_ps(k, s + j));
-    }
-    const float mx = _mm512_reduce_max_ps(vmax);
-    const float m_new = mx > *m ? mx : *m;
-    /* 0 on the first chunk (m = -inf); exactly 1 (no call) once the row's max has settled */
-    const float alpha = m_new == *m ? 1.0f : exp2f((*m - m_new) * c);
-    const __m512 vc = _mm512_set1_ps(c), vmc = _mm512_set1_ps(m_new * c);
+    const float alpha = row_max_update(s, n_valid, NULL, c, m);
+    const __m512 vc = _mm512_set1_ps(c), vmc = _mm512_set1_ps(*m * c);
     __m512 vsum = _mm512_setzero_ps();
     for (int j = 0; j < nkp; j += 16) {
         const int left = n_valid - j;
@@ -152,7 +165,6 @@ static T512 float softmax_row(float *s, int n_valid, int nkp, float c, float *m,
         vsum = _mm512_add_ps(vsum, p);
     }
     *l = *l * alpha + _mm512_reduce_add_ps(vsum);
-    *m = m_new;
     return alpha;
 }
 
@@ -293,19 +305,8 @@ TBFI __m512 exp2_16_bf16(__m512 x) {
  * the product. */
 static TBF float softmax_row_bf16(const float *s, int n_valid, int nkp, float c, float *m, float *l,
                                   const float *lane_max, uint16_t *p) {
-    __m512 vmax = _mm512_set1_ps(-INFINITY);
-    if (lane_max)
-        vmax = _mm512_load_ps(lane_max);
-    else
-        for (int j = 0; j < n_valid; j += 16) {
-            const __mmask16 k =
-                n_valid - j >= 16 ? 0xffff : (__mmask16)((1u << (n_valid - j)) - 1);
-            vmax = _mm512_mask_max_ps(vmax, k, vmax, _mm512_maskz_loadu_ps(k, s + j));
-        }
-    const float mx = _mm512_reduce_max_ps(vmax);
-    const float m_new = mx > *m ? mx : *m;
-    const float alpha = m_new == *m ? 1.0f : exp2f((*m - m_new) * c);
-    const __m512 vc = _mm512_set1_ps(c), vmc = _mm512_set1_ps(m_new * c);
+    const float alpha = row_max_update(s, n_valid, lane_max, c, m);
+    const __m512 vc = _mm512_set1_ps(c), vmc = _mm512_set1_ps(*m * c);
     __m512 vsum = _mm512_setzero_ps();
     for (int j = 0; j < nkp; j += 16) {
         const int left = n_valid - j;
@@ -316,7 +317,6 @@ static TBF float softmax_row_bf16(const float *s, int n_valid, int nkp, float c,
         vsum = _mm512_add_ps(vsum, e);
     }
     *l = *l * alpha + _mm512_reduce_add_ps(vsum);
-    *m = m_new;
     return alpha;
 }
 
