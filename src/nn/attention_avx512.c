@@ -19,6 +19,7 @@
  * to bf16 and both products on vdpbf16ps (pairs of bf16 along the reduced dimension, f32 sums):
  * twice the multiply rate. K panels hold (k[2p], k[2p+1]) pairs per key, V rows (v[i][c],
  * v[i+1][c]) pairs per channel; the probabilities are rounded as the softmax writes them. */
+#include "nn/convert.h"
 #include "nn/nn_impl.h"
 #include "nn/stop.h"
 
@@ -186,16 +187,6 @@ static T512 void bias_row(float *s, int n, float scale, const float *b) {
 #define TBFI                                                                                       \
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"), always_inline)) static inline
 
-/* y[0 .. n) = bf16(x[0 .. n)), round to nearest even: a row of D values is also its D/2
- * (x[2p], x[2p+1]) pairs as 32-bit words, the operand order vdpbf16ps reads. */
-static TBF void row_to_bf16(const float *x, int n, uint16_t *y) {
-    for (int i = 0; i < n; i += 16) {
-        const __mmask16 k = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
-        const __m256i h = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(k, x + i));
-        _mm256_mask_storeu_epi16(y + i, k, h);
-    }
-}
-
 /* S[r][0 .. 64) for R rows against one 64-key panel; mx (or NULL): each row's 16-lane running
  * max [R][16] takes the new scores in too (the panel's keys all valid). */
 TBFI void qk_block_bf16(int R, const uint32_t *q, int64_t qs, const uint32_t *kt, int np,
@@ -339,14 +330,14 @@ static TBF void pack_kv_bf16(const float *ks, int64_t k_stride, const float *vs,
     memset(vd, 0, sizeof(uint32_t) * vp_head);
     for (int64_t j = 0; j < Lk; j++) {
         uint32_t *panel = kd + j / PANEL * PANEL * (D / 2) + j % PANEL;
-        row_to_bf16(ks + j * k_stride, D, (uint16_t *)r0);
+        sdw__f32_to_bf16_row(ks + j * k_stride, (uint16_t *)r0, (size_t)D);
         for (int p = 0; p < D / 2; p++)
             panel[p * PANEL] = r0[p];
     }
     memset(b, 0, sizeof b);
     for (int64_t j = 0; j < Lk; j += 2) {
-        row_to_bf16(vs + j * v_stride, D, a);
-        if (j + 1 < Lk) row_to_bf16(vs + (j + 1) * v_stride, D, b);
+        sdw__f32_to_bf16_row(vs + j * v_stride, a, (size_t)D);
+        if (j + 1 < Lk) sdw__f32_to_bf16_row(vs + (j + 1) * v_stride, b, (size_t)D);
         else memset(b, 0, sizeof b);
         uint32_t *row = vd + j / 2 * Dp;
         for (int c = 0; c < D; c++)
@@ -426,7 +417,7 @@ static T512 void attention_run(const float *q, int64_t q_stride, const float *k,
             memset(o, 0, sizeof(float) * (size_t)nq * Dp);
             if (bf16)
                 for (int r = 0; r < nq; r++)
-                    row_to_bf16(qp + r * q_stride, D, (uint16_t *)(q16 + r * D / 2));
+                    sdw__f32_to_bf16_row(qp + r * q_stride, (uint16_t *)(q16 + r * D / 2), (size_t)D);
             for (int64_t j0 = 0; j0 < k_end; j0 += KB) {
                 const int nk = (int)SDW_MIN((int64_t)KB, k_end - j0);
                 const int nkp = (int)round_up(nk, PANEL);
