@@ -130,14 +130,16 @@ run_sdcpp() {
         return 1
     }
     tr '\r' '\n' <"$log" >"$log.lines"
-    awk -v n="$STEPS" '/sampling completed, taking/ {for (i = 1; i <= NF; i++) if ($i == "taking") print $(i + 1) / n}' \
-        "$log.lines" | tail -1 >>"$f.step"
-    awk '/decode_first_stage completed, taking/ {for (i = 1; i <= NF; i++) if ($i == "taking") print $(i + 1) + 0}' \
-        "$log.lines" | tail -1 >>"$f.vae"
-    awk '/get_learned_condition completed, taking/ {for (i = 1; i <= NF; i++) if ($i == "taking") print $(i + 1) + 0}' \
-        "$log.lines" | tail -1 >>"$f.text"
-    awk '/loading tensors completed, taking/ {for (i = 1; i <= NF; i++) if ($i == "taking") s += $(i + 1)}
-        END {print s + 0}' "$log.lines" >>"$f.load"
+    # taking STAGE last|sum: the seconds after "taking" on its "STAGE completed" lines
+    taking() {
+        awk -v stage="$1 completed, taking" -v how="$2" 'index($0, stage) {
+            for (i = 1; i <= NF; i++) if ($i == "taking") {v = $(i + 1) + 0; s += v}}
+            END {print how == "sum" ? s + 0 : v + 0}' "$log.lines"
+    }
+    awk -v t="$(taking sampling last)" -v n="$STEPS" 'BEGIN {print t / n}' >>"$f.step"
+    taking decode_first_stage last >>"$f.vae"
+    taking get_learned_condition last >>"$f.text"
+    taking "loading tensors" sum >>"$f.load"
     awk '/^maxrss/ {printf "%.0f\n", $2 / 1024}' "$log.lines" >>"$f.rss"
 }
 
