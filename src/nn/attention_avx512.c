@@ -187,6 +187,21 @@ static T512 void bias_row(float *s, int n, float scale, const float *b) {
 #define TBFI                                                                                       \
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"), always_inline)) static inline
 
+/* One head's row x[0 .. n) to bf16 with vcvtneps2bf16 (nearest even, as nn/convert's rounding;
+ * denormal inputs flush to zero): rows are short (SD's 40), where the generic converter's
+ * dispatch and scalar tail cost as much as its vector part (8% of the kernel's time). */
+TBFI void row_to_bf16(const float *x, uint16_t *y, int n) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(y + i),
+                            (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i)));
+    if (i < n) {
+        const __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+        _mm256_mask_storeu_epi16(y + i, k,
+                                 (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(k, x + i)));
+    }
+}
+
 /* S[r][0 .. 64) for R rows against one 64-key panel; mx (or NULL): each row's 16-lane running
  * max [R][16] takes the new scores in too (the panel's keys all valid). */
 TBFI void qk_block_bf16(int R, const uint32_t *q, int64_t qs, const uint32_t *kt, int np,
@@ -311,6 +326,12 @@ static TBF float softmax_row_bf16(const float *s, int n_valid, int nkp, float c,
     return alpha;
 }
 
+/* A task's nq query rows (stride qs) to bf16 rows of D. */
+static TBF void q_to_bf16(const float *q, int64_t qs, int nq, int D, uint16_t *y) {
+    for (int r = 0; r < nq; r++)
+        row_to_bf16(q + r * qs, y + (size_t)r * D, D);
+}
+
 typedef struct task_buf {
     float s[QB * KB];
     float m[QB], l[QB];
@@ -330,14 +351,14 @@ static TBF void pack_kv_bf16(const float *ks, int64_t k_stride, const float *vs,
     memset(vd, 0, sizeof(uint32_t) * vp_head);
     for (int64_t j = 0; j < Lk; j++) {
         uint32_t *panel = kd + j / PANEL * PANEL * (D / 2) + j % PANEL;
-        sdw__f32_to_bf16_row(ks + j * k_stride, (uint16_t *)r0, (size_t)D);
+        row_to_bf16(ks + j * k_stride, (uint16_t *)r0, D);
         for (int p = 0; p < D / 2; p++)
             panel[p * PANEL] = r0[p];
     }
     memset(b, 0, sizeof b);
     for (int64_t j = 0; j < Lk; j += 2) {
-        sdw__f32_to_bf16_row(vs + j * v_stride, a, (size_t)D);
-        if (j + 1 < Lk) sdw__f32_to_bf16_row(vs + (j + 1) * v_stride, b, (size_t)D);
+        row_to_bf16(vs + j * v_stride, a, D);
+        if (j + 1 < Lk) row_to_bf16(vs + (j + 1) * v_stride, b, D);
         else memset(b, 0, sizeof b);
         uint32_t *row = vd + j / 2 * Dp;
         for (int c = 0; c < D; c++)
@@ -415,9 +436,7 @@ static T512 void attention_run(const float *q, int64_t q_stride, const float *k,
                 tb->l[r] = 0;
             }
             memset(o, 0, sizeof(float) * (size_t)nq * Dp);
-            if (bf16)
-                for (int r = 0; r < nq; r++)
-                    sdw__f32_to_bf16_row(qp + r * q_stride, (uint16_t *)(q16 + r * D / 2), (size_t)D);
+            if (bf16) q_to_bf16(qp, q_stride, nq, D, (uint16_t *)q16);
             for (int64_t j0 = 0; j0 < k_end; j0 += KB) {
                 const int nk = (int)SDW_MIN((int64_t)KB, k_end - j0);
                 const int nkp = (int)round_up(nk, PANEL);
