@@ -322,6 +322,10 @@ typedef struct sdw_result_info {
     /* Wall seconds per stage: conditioning (text encoders), denoising loop, decoding. */
     double seconds_encode, seconds_denoise, seconds_decode;
     int n_denoiser_calls; /* model calls made (CFG batches count once) */
+    /* The first call's share of seconds_denoise: it also pays what a process does once (oneDNN
+     * primitives made, scratch memory touched for the first time), so a run's steady rate is
+     * (seconds_denoise - seconds_first_call) / (n_denoiser_calls - 1). */
+    double seconds_first_call;
     double strength;      /* image-to-image / inpainting strength used; 0 for text-to-image */
     double seconds_image_encode; /* init (and masked) image preparation and VAE encoding,
                                   * not part of seconds_denoise; 0 for text-to-image */

@@ -712,12 +712,12 @@ static int cmd_generate(const cli_args *a) {
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    SDW_INFO("timing: encode %.3f s, init image %.3f s, denoise %.3f s (%d calls, %.3f s/step), "
-             "decode %.3f s, peak RSS %.0f MiB",
+    SDW_INFO("timing: encode %.3f s, init image %.3f s, denoise %.3f s (%d calls, %.3f s/step, "
+             "first call %.3f s), decode %.3f s, peak RSS %.0f MiB",
              info.seconds_encode, info.seconds_image_encode, info.seconds_denoise,
              info.n_denoiser_calls,
              info.n_denoiser_calls ? info.seconds_denoise / info.n_denoiser_calls : 0.0,
-             info.seconds_decode, ru.ru_maxrss / 1024.0);
+             info.seconds_first_call, info.seconds_decode, ru.ru_maxrss / 1024.0);
     sdw_image_free(&init);
     sdw_image_free(&mask);
     for (int i = 0; i < req.n_controls; i++) sdw_image_free(&control_images[i]);

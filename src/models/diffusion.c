@@ -333,6 +333,7 @@ sdw_status sdw__diffusion_pass(sdw_diffusion *d, const sdw_request *req,
         /* A stop seen inside the denoiser call leaves its output undefined: the latents keep
          * the last finished step's result, which an interrupt decodes and a cancel drops. */
         int stop = stop_asked(req);
+        const double t_call = sdw_time_now();
         for (int b = 0; b < B; b++) {
             sdw_sampler_scale_model_input(sampler, i, latents, model_in + b * n_in, n_lat);
             if (Cin != C) sdw__image_denoiser_extra(&job, C, h, w, model_in + b * n_in + n_lat);
@@ -340,6 +341,7 @@ sdw_status sdw__diffusion_pass(sdw_diffusion *d, const sdw_request *req,
         if (stop == SDW_STOP_NONE &&
             (s = d->hooks->denoise(d, cond, model_in, B, h, w, t, k, noise_pred, err)))
             goto done;
+        if (k == 0) run->seconds_first_call = sdw_time_now() - t_call;
         if (stop == SDW_STOP_NONE) stop = stop_asked(req);
         if (stop == SDW_STOP_CANCEL) {
             s = sdw_error_set(err, SDW_CANCELLED, "cancelled at step %d of %d", k + 1, total);
@@ -469,6 +471,7 @@ sdw_status sdw_diffusion_generate(sdw_image_model *base, const sdw_request *req,
                               .prompt_truncated = run.truncated,
                               .seconds_encode = run.seconds_encode,
                               .seconds_denoise = run.seconds_denoise,
+                              .seconds_first_call = run.seconds_first_call,
                               .seconds_decode = sdw_time_now() - t_loop,
                               .n_denoiser_calls = run.calls_planned,
                               .strength = hires ? req->hires.strength : run.strength,

@@ -199,6 +199,7 @@ typedef struct sdw_run {
     bool truncated;    /* a prompt was cut to an encoder's window */
     double strength;   /* the init image's strength (the first pass) */
     double seconds_encode, seconds_image_encode, seconds_denoise;
+    double seconds_first_call; /* the run's first denoiser call (part of seconds_denoise) */
     sdw_image preview; /* the previews' buffer (freed by the run) */
 } sdw_run;
 

@@ -651,12 +651,12 @@ fail:
 
 char *sdw_pool_info_json(const sdw_result_info *i, const char *infotext) {
     json_t *o = json_pack(
-        "{s:I,s:i,s:i,s:i,s:f,s:s,s:s,s:b,s:f,s:f,s:f,s:i,s:f,s:f,s:b,s:b,s:i,s:b,s:b,s:s}",
+        "{s:I,s:i,s:i,s:i,s:f,s:s,s:s,s:b,s:f,s:f,s:f,s:f,s:i,s:f,s:f,s:b,s:b,s:i,s:b,s:b,s:s}",
         "seed", (json_int_t)i->seed, "width", i->width, "height", i->height, "steps", i->steps,
         "guidance", (double)i->guidance, "sampler", i->sampler, "scheduler", i->scheduler,
         "prompt_truncated", i->prompt_truncated, "seconds_encode", i->seconds_encode,
-        "seconds_denoise", i->seconds_denoise, "seconds_decode", i->seconds_decode,
-        "n_denoiser_calls", i->n_denoiser_calls, "strength", i->strength,
+        "seconds_denoise", i->seconds_denoise, "seconds_first_call", i->seconds_first_call,
+        "seconds_decode", i->seconds_decode, "n_denoiser_calls", i->n_denoiser_calls, "strength", i->strength,
         "seconds_image_encode", i->seconds_image_encode, "guidance_embedded",
         i->guidance_embedded, "interrupted", i->interrupted, "steps_done", i->steps_done,
         "vae_tiled", i->vae_tiled, "taesd_decoded", i->taesd_decoded, "infotext",
@@ -669,9 +669,10 @@ sdw_status sdw_pool_info_parse(const char *json, size_t len, sdw_result_info *in
                                char **infotext, sdw_error *err) {
     static const char *const known[] = {
         "seed", "width", "height", "steps", "guidance", "sampler", "scheduler",
-        "prompt_truncated", "seconds_encode", "seconds_denoise", "seconds_decode",
-        "n_denoiser_calls", "strength", "seconds_image_encode", "guidance_embedded",
-        "interrupted", "steps_done", "vae_tiled", "taesd_decoded", "infotext", NULL};
+        "prompt_truncated", "seconds_encode", "seconds_denoise", "seconds_first_call",
+        "seconds_decode", "n_denoiser_calls", "strength", "seconds_image_encode",
+        "guidance_embedded", "interrupted", "steps_done", "vae_tiled", "taesd_decoded", "infotext",
+        NULL};
     const char *what = "result info";
     json_t *o = parse_object(json, len, "a job's result info", err);
     if (!o) return err ? err->code : SDW_E_FORMAT;
@@ -692,6 +693,7 @@ sdw_status sdw_pool_info_parse(const char *json, size_t len, sdw_result_info *in
         (s = get_bool(o, "prompt_truncated", &i.prompt_truncated, what, err)) ||
         (s = get_num(o, "seconds_encode", false, &i.seconds_encode, what, err)) ||
         (s = get_num(o, "seconds_denoise", false, &i.seconds_denoise, what, err)) ||
+        (s = get_num(o, "seconds_first_call", false, &i.seconds_first_call, what, err)) ||
         (s = get_num(o, "seconds_decode", false, &i.seconds_decode, what, err)) ||
         (s = get_int(o, "n_denoiser_calls", 0, 1 << 24, false, &calls, what, err)) ||
         (s = get_num(o, "strength", false, &i.strength, what, err)) ||

@@ -392,10 +392,11 @@ static void test_caps_round_trip(void) {
 static void test_info_round_trip(void) {
     sdw_result_info i = {.seed = 1234567890123LL, .width = 64, .height = 96, .steps = 7,
                          .guidance = 7.3f, .prompt_truncated = true, .seconds_encode = 0.1,
-                         .seconds_denoise = 1.0 / 3.0, .seconds_decode = 2.5,
-                         .n_denoiser_calls = 13, .strength = 0.75, .seconds_image_encode = 0.2,
-                         .guidance_embedded = true, .interrupted = true, .steps_done = 4,
-                         .vae_tiled = true, .taesd_decoded = true};
+                         .seconds_denoise = 1.0 / 3.0, .seconds_first_call = 0.125,
+                         .seconds_decode = 2.5, .n_denoiser_calls = 13, .strength = 0.75,
+                         .seconds_image_encode = 0.2, .guidance_embedded = true,
+                         .interrupted = true, .steps_done = 4, .vae_tiled = true,
+                         .taesd_decoded = true};
     snprintf(i.sampler, sizeof i.sampler, "euler_a");
     snprintf(i.scheduler, sizeof i.scheduler, "karras");
     char *json = sdw_pool_info_json(&i, "a cat\nSteps: 7, Seed: 1234567890123");
@@ -405,9 +406,9 @@ static void test_info_round_trip(void) {
     ASSERT_OK(sdw_pool_info_parse(json, strlen(json), &o, &text, &err), &err);
     ASSERT_TRUE(o.seed == i.seed && o.width == 64 && o.height == 96 && o.steps == 7 &&
                 o.guidance == i.guidance && o.prompt_truncated && o.seconds_denoise == 1.0 / 3.0 &&
-                o.n_denoiser_calls == 13 && o.strength == 0.75 && o.guidance_embedded &&
-                o.interrupted && o.steps_done == 4 && o.vae_tiled && o.taesd_decoded &&
-                o.n_profile == 0);
+                o.seconds_first_call == 0.125 && o.n_denoiser_calls == 13 && o.strength == 0.75 &&
+                o.guidance_embedded && o.interrupted && o.steps_done == 4 && o.vae_tiled &&
+                o.taesd_decoded && o.n_profile == 0);
     ASSERT_TRUE(!strcmp(o.sampler, "euler_a") && !strcmp(o.scheduler, "karras"));
     ASSERT_TRUE(!strcmp(text, "a cat\nSteps: 7, Seed: 1234567890123"));
     free(text);
