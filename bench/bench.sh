@@ -3,7 +3,8 @@
 # (diffusers layout), txt2img. Stable Diffusion (f16 files) runs classifier-free guidance (UNet
 # batch 2); FLUX runs no CFG (one transformer call of batch 1 per step; schnell takes no guidance
 # at all). For each precision (f32 = the exact reference path, and the fast path) prints medians
-# over RUNS runs of s/step, VAE decode, text encode, total wall time and peak RSS (FLUX also the
+# over RUNS runs of s/step (all steps, and steady: the steps after the first, which also pays the
+# process's one-time costs), VAE decode, text encode, total wall time and peak RSS (FLUX also the
 # model load time: the "loaded ... in X s" line of `sdw generate -v`), then the fast/f32 ratios
 # of the same run. Runs of the two precisions alternate, so a machine shared with other work
 # slows both alike and the ratios stay meaningful.
@@ -107,6 +108,9 @@ run_one() {
     timing=$(echo "$out" | grep 'timing:')
     echo "$out" | sed -nE 's/.*compute precision: ([a-z0-9]+).*/\1/p' | head -1 >"$f.resolved"
     echo "$timing" | sed -E 's/.*\(([0-9]+) calls, ([0-9.]+) s\/step.*/\2/' >>"$f.step"
+    # steady s/step: the calls after the first (which also pays the process's one-time costs)
+    echo "$timing" | sed -E 's/.*denoise ([0-9.]+) s \(([0-9]+) calls, .*first call ([0-9.]+) s.*/\1 \2 \3/' |
+        awk '$2 > 1 {printf "%.3f\n", ($1 - $3) / ($2 - 1)}' >>"$f.steady"
     echo "$timing" | sed -E 's/.*decode ([0-9.]+) s.*/\1/' >>"$f.vae"
     echo "$timing" | sed -E 's/.*encode ([0-9.]+) s.*/\1/' >>"$f.text"
     echo "$timing" | sed -E 's/.*peak RSS ([0-9]+) MiB.*/\1/' >>"$f.rss"
@@ -184,31 +188,35 @@ if [ -n "${SDCPP:-}" ] && [ "$ARCH" != flux ]; then
 fi
 
 row() {
-    printf "%-14s %-6s %8s %9s %9s %7s %8s %9s %8s %9s %10s %7s\n" "$@"
+    printf "%-14s %-6s %8s %8s %9s %9s %7s %8s %9s %8s %9s %10s %7s\n" "$@"
 }
 echo
-row precision size "s/step" "vae dec s" "text enc" "load s" "total s" "cold${TTI_STEPS} s" "cpu s" \
-    "peak MiB" "GFLOP/step" "% peak"
+row precision size "s/step" "steady" "vae dec s" "text enc" "load s" "total s" "cold${TTI_STEPS} s" \
+    "cpu s" "peak MiB" "GFLOP/step" "% peak"
 for prec in $PRECS; do
     for size in $SIZES; do
         label="$prec"
         resolved=$(cat "$TMP/$prec-$size.resolved" 2>/dev/null || true)
         [ -n "$resolved" ] && [ "$resolved" != "$prec" ] && label="$prec($resolved)"
         step=$(med "$prec" "$size" step)
+        steady=$(med "$prec" "$size" steady)
         gflop=$(med "$prec" "$size" gflop)
         pk=$PEAK_F32
         [ "${resolved:-$prec}" = bf16 ] && pk=$PEAK_BF16
-        frac=$(awk -v g="$gflop" -v s="$step" -v p="$pk" \
+        frac=$(awk -v g="$gflop" -v s="$steady" -v p="$pk" \
                'BEGIN {if (s > 0 && p > 0 && g > 0) printf "%.0f%%", 100 * g / s / p; else print "-"}')
         tti=$(cat "$TMP/$prec-$size.tti" 2>/dev/null || echo -)
-        row "$label" "${size}²" "$step" "$(med "$prec" "$size" vae)" "$(med "$prec" "$size" text)" \
+        row "$label" "${size}²" "$step" "$steady" "$(med "$prec" "$size" vae)" \
+            "$(med "$prec" "$size" text)" \
             "$(med "$prec" "$size" load)" "$(med "$prec" "$size" total)" "$tti" \
             "$(med "$prec" "$size" cpu)" "$(med "$prec" "$size" rss | cut -d. -f1)" \
             "$(echo "$gflop" | cut -d. -f1)" "$frac"
     done
 done
-echo "% peak: FLOP/step / (s/step) / the measured peak of the step's precision ($PEAK_F32 f32, \
-$PEAK_BF16 bf16 GFLOP/s)"
+echo "s/step: all of a run's steps; steady: its steps after the first, which also pays the \
+process's one-time costs"
+echo "% peak: FLOP/step / (steady s/step) / the measured peak of the step's precision \
+($PEAK_F32 f32, $PEAK_BF16 bf16 GFLOP/s)"
 [ "$PRECS" = "f32 $FAST" ] && for size in $SIZES; do
     awk -v f="$FAST" -v s="$size" -v a="$(med "$FAST" "$size" step)" -v b="$(med f32 "$size" step)" \
         -v c="$(med "$FAST" "$size" vae)" -v d="$(med f32 "$size" vae)" \
@@ -224,12 +232,13 @@ if [ -n "${SDCPP:-}" ] && [ "$ARCH" != flux ]; then
     echo
     echo "stable-diffusion.cpp ($SDCPP), same model, prompt, sampler, CFG and threads, median of \
 ${SDCPP_RUNS:-1}; its cold ${TTI_STEPS}-step time = load + text + ${TTI_STEPS} x s/step + decode:"
-    row build size "s/step" "vae dec s" "text enc" "load s" "" "cold${TTI_STEPS} s" "" "peak MiB" "" ""
+    row build size "s/step" "" "vae dec s" "text enc" "load s" "" "cold${TTI_STEPS} s" "" "peak MiB" \
+        "" ""
     for size in $SIZES; do
         awk -v a="$(med sdcpp "$size" load)" -v b="$(med sdcpp "$size" text)" -v n="$TTI_STEPS" \
             -v c="$(med sdcpp "$size" step)" -v d="$(med sdcpp "$size" vae)" \
             'BEGIN {printf "%.1f\n", a + b + n * c + d}' >"$TMP/sdcpp-$size.tti"
-        row sd.cpp "${size}²" "$(med sdcpp "$size" step)" "$(med sdcpp "$size" vae)" \
+        row sd.cpp "${size}²" "$(med sdcpp "$size" step)" "" "$(med sdcpp "$size" vae)" \
             "$(med sdcpp "$size" text)" "$(med sdcpp "$size" load)" "" "$(cat "$TMP/sdcpp-$size.tti")" \
             "" "$(med sdcpp "$size" rss | cut -d. -f1)" "" ""
     done
