@@ -412,7 +412,7 @@ static sdw_status img2img_by_definition(sdw_image_model *m, const sdw_request *r
     r.steps = 3;
     r.hires.enable = false;
     void *cond = NULL;
-    bool truncated;
+    bool truncated = false; /* the hook ORs into it */
     sdw_sampler *s = NULL;
     float *in = malloc(2 * n * sizeof(float)), *eps = malloc(2 * n * sizeof(float));
     sdw_status st = d->hooks->condition(d, &r, 2, &cond, &truncated, err);
@@ -487,6 +487,8 @@ static void test_latent_second_pass_is_img2img(void) {
     ASSERT_TRUE(info.width == 64 && info.steps == 4 && info.hires_calls == 3);
     ASSERT_EQ_INT(info.n_denoiser_calls, 7);
     ASSERT_EQ_INT(info.steps_done, 7);
+    /* the first pass's first call, one of the seven the denoising time counts */
+    ASSERT_TRUE(info.seconds_first_call > 0 && info.seconds_first_call < info.seconds_denoise);
     ASSERT_TRUE(info.strength == 0.6);
     /* progress counts both passes */
     ASSERT_EQ_INT(seen.n, 7);
