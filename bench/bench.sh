@@ -109,7 +109,8 @@ run_one() {
     echo "$out" | sed -nE 's/.*compute precision: ([a-z0-9]+).*/\1/p' | head -1 >"$f.resolved"
     echo "$timing" | sed -E 's/.*\(([0-9]+) calls, ([0-9.]+) s\/step.*/\2/' >>"$f.step"
     # steady s/step: the calls after the first (which also pays the process's one-time costs)
-    echo "$timing" | sed -E 's/.*denoise ([0-9.]+) s \(([0-9]+) calls, .*first call ([0-9.]+) s.*/\1 \2 \3/' |
+    echo "$timing" |
+        sed -E 's/.*denoise ([0-9.]+) s \(([0-9]+) calls, .*first call ([0-9.]+) s.*/\1 \2 \3/' |
         awk '$2 > 1 {printf "%.3f\n", ($1 - $3) / ($2 - 1)}' >>"$f.steady"
     echo "$timing" | sed -E 's/.*decode ([0-9.]+) s.*/\1/' >>"$f.vae"
     echo "$timing" | sed -E 's/.*encode ([0-9.]+) s.*/\1/' >>"$f.text"

@@ -656,10 +656,10 @@ char *sdw_pool_info_json(const sdw_result_info *i, const char *infotext) {
         "guidance", (double)i->guidance, "sampler", i->sampler, "scheduler", i->scheduler,
         "prompt_truncated", i->prompt_truncated, "seconds_encode", i->seconds_encode,
         "seconds_denoise", i->seconds_denoise, "seconds_first_call", i->seconds_first_call,
-        "seconds_decode", i->seconds_decode, "n_denoiser_calls", i->n_denoiser_calls, "strength", i->strength,
-        "seconds_image_encode", i->seconds_image_encode, "guidance_embedded",
-        i->guidance_embedded, "interrupted", i->interrupted, "steps_done", i->steps_done,
-        "vae_tiled", i->vae_tiled, "taesd_decoded", i->taesd_decoded, "infotext",
+        "seconds_decode", i->seconds_decode, "n_denoiser_calls", i->n_denoiser_calls,
+        "strength", i->strength, "seconds_image_encode", i->seconds_image_encode,
+        "guidance_embedded", i->guidance_embedded, "interrupted", i->interrupted, "steps_done",
+        i->steps_done, "vae_tiled", i->vae_tiled, "taesd_decoded", i->taesd_decoded, "infotext",
         infotext ? infotext : "");
     SDW_ASSERT(o);
     return dump(o);
