@@ -27,7 +27,7 @@
 # of each multiply path the CPU has (sdw_peak: register-resident FMA / vdpbf16ps / AMX loops on
 # all threads), the FLOP of one UNet / transformer step (from the run's own per-op profile,
 # which counts every product's multiply-adds) and the fraction of the precision's peak a step
-# sustains (FLOP/step / s/step / peak). SD 1.5 also gets a cold time-to-image: `sdw generate`
+# sustains (FLOP/step / steady s/step / peak). SD 1.5 also gets a cold time-to-image: `sdw generate`
 # from a fresh process (load, encode, 20 steps, decode) at the first size, once per precision
 # (TTI_STEPS changes the step count; the page cache stays warm: "cold" is the process, not the
 # disk).
@@ -204,7 +204,9 @@ for prec in $PRECS; do
         gflop=$(med "$prec" "$size" gflop)
         pk=$PEAK_F32
         [ "${resolved:-$prec}" = bf16 ] && pk=$PEAK_BF16
-        frac=$(awk -v g="$gflop" -v s="$steady" -v p="$pk" \
+        rate=$steady
+        [ "$rate" = - ] && rate=$step # one step: no steady rate
+        frac=$(awk -v g="$gflop" -v s="$rate" -v p="$pk" \
                'BEGIN {if (s > 0 && p > 0 && g > 0) printf "%.0f%%", 100 * g / s / p; else print "-"}')
         tti=$(cat "$TMP/$prec-$size.tti" 2>/dev/null || echo -)
         row "$label" "${size}²" "$step" "$steady" "$(med "$prec" "$size" vae)" \
@@ -216,8 +218,8 @@ for prec in $PRECS; do
 done
 echo "s/step: all of a run's steps; steady: its steps after the first, which also pays the \
 process's one-time costs"
-echo "% peak: FLOP/step / (steady s/step) / the measured peak of the step's precision \
-($PEAK_F32 f32, $PEAK_BF16 bf16 GFLOP/s)"
+echo "% peak: FLOP/step / (steady s/step, or s/step for one step) / the measured peak of the \
+step's precision ($PEAK_F32 f32, $PEAK_BF16 bf16 GFLOP/s)"
 [ "$PRECS" = "f32 $FAST" ] && for size in $SIZES; do
     awk -v f="$FAST" -v s="$size" -v a="$(med "$FAST" "$size" step)" -v b="$(med f32 "$size" step)" \
         -v c="$(med "$FAST" "$size" vae)" -v d="$(med f32 "$size" vae)" \
