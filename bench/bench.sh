@@ -37,8 +37,10 @@
 # FLUX.1 schnell: fp8 (E4M3) transformer (11.9 B parameters) and T5 v1.1 XXL (4.8 B), f16
 # CLIP-L and VAE, 17 GB on disk (sdw_make_weights --arch flux-schnell --dtype f16 --fp8 e4m3;
 # writing takes minutes). The fp8 weights stay 8-bit in memory in either precision. One FLUX
-# step is ~37 TFLOP at 512x512 and ~125 at 1024x1024 (1536 resp. 4608 tokens through 12 B
-# weights, plus attention): minutes per step on a few cores, hence one run of one step by
+# step is ~21.5 TFLOP at 512x512 (the run's profile) and ~74 at 1024x1024 (1536 resp. 4608
+# tokens; in the 19 double-stream blocks image and text tokens each go through their own half
+# of the weights, in the 38 single-stream ones through all of theirs; plus attention): a minute
+# or more per step on a few cores, hence one run of one step by
 # default (schnell's own default is 4 steps; total s = load + encode + STEPS x s/step +
 # decode). The T5 tokenizer is the fixtures' tiny-flux one (1000 pieces, not T5's 32000): the
 # prompt is padded to the 512-token window either way, so the encoder's work is the same.
