@@ -19,7 +19,6 @@
  * to bf16 and both products on vdpbf16ps (pairs of bf16 along the reduced dimension, f32 sums):
  * twice the multiply rate. K panels hold (k[2p], k[2p+1]) pairs per key, V rows (v[i][c],
  * v[i+1][c]) pairs per channel; the probabilities are rounded as the softmax writes them. */
-#include "nn/convert.h"
 #include "nn/nn_impl.h"
 #include "nn/stop.h"
 
