@@ -251,14 +251,19 @@ static POOL_UNUSED bool pool_alive(pool_proc *p, int *status) {
     return true;
 }
 
+/* Whether p's output so far contains needle. */
+static POOL_UNUSED bool pool_logged(const pool_proc *p, const char *needle) {
+    char *s = pool_log(p);
+    const bool found = strstr(s, needle) != NULL;
+    free(s);
+    return found;
+}
+
 /* Waits until needle shows in the log (true), or the process ends / timeout_s pass (false). */
 static POOL_UNUSED bool pool_log_wait(pool_proc *p, const char *needle, double timeout_s) {
     const double t0 = sdw_time_now();
     for (;;) {
-        char *s = pool_log(p);
-        bool found = strstr(s, needle) != NULL;
-        free(s);
-        if (found) return true;
+        if (pool_logged(p, needle)) return true;
         if (!pool_alive(p, NULL) || sdw_time_now() - t0 > timeout_s) return false;
         pool_sleep(0.02);
     }

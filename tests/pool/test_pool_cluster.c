@@ -473,15 +473,9 @@ typedef struct restart {
     cworker *w[2]; /* the workers that must see the outage */
 } restart;
 
-/* Whether a worker has logged `needle`. */
+/* Whether either worker has logged `needle`. */
 static bool any_logged(restart *r, const char *needle) {
-    for (int i = 0; i < 2; i++) {
-        char *log = pool_log(&r->w[i]->p);
-        const bool found = strstr(log, needle) != NULL;
-        free(log);
-        if (found) return true;
-    }
-    return false;
+    return pool_logged(&r->w[0]->p, needle) || pool_logged(&r->w[1]->p, needle);
 }
 
 static void restart_hook(void *user, const char *prefix, char (*ids)[33], int n, int ended) {
